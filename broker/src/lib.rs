@@ -1,0 +1,3 @@
+//! smq's broker.
+
+pub mod storage;

@@ -1,0 +1,637 @@
+//! The record batch: the unit a producer sends, the broker stores and a consumer reads, byte for byte.
+//!
+//! The layout is specified in proto-spec.md ("Record batch"). All integers are big-endian. The CRC
+//! covers every byte after the CRC field, including the fields the broker stamps on append
+//! (master epoch, base queue offset, store timestamp); [`stamp`] re-verifies and recomputes it in
+//! one pass over the payload by combining CRCs.
+
+use crate::protocol::limits::{MAX_MESSAGE_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
+
+/// The only batch format this version writes and reads.
+pub const MAGIC_V1: u8 = 1;
+/// Bytes of the fixed part of the header, before the topic name.
+pub const FIXED_HEADER_BYTES: usize = 72;
+/// Offset of the CRC field; the CRC covers `[CRC_END, batch end)`.
+const CRC_START: usize = 4;
+const CRC_END: usize = 8;
+/// Bytes of the fixed part of a message, before its variable fields.
+const MESSAGE_FIXED_BYTES: usize = 4 + 4 + 4 + 2 + 2 + 4;
+
+/// Why a byte sequence is not a valid batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch truncated: need {needed} bytes, have {available}")]
+    Truncated { needed: usize, available: usize },
+    #[error("batch length field {length} is below the minimum header size {minimum}")]
+    LengthTooSmall { length: u32, minimum: usize },
+    #[error("unknown batch magic {magic}: this build reads magic {MAGIC_V1}")]
+    UnknownMagic { magic: u8 },
+    #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("malformed batch: {reason}")]
+    Malformed { reason: &'static str },
+    #[error("message {index} is {bytes} bytes, above the limit of {limit} bytes")]
+    MessageTooLarge {
+        index: u32,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("topic name of {bytes} bytes is invalid: 1 to {MAX_TOPIC_NAME_BYTES} bytes of UTF-8")]
+    BadTopic { bytes: usize },
+}
+
+/// One message as a producer builds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    /// Decides the queue when the producer picks one; empty means no key.
+    pub key: Vec<u8>,
+    /// A short label consumers may filter on later; empty means no tag.
+    pub tag: String,
+    /// Application headers in order; names are UTF-8.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    /// Creation time in milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+}
+
+impl Message {
+    /// A message with only a body, stamped now.
+    pub fn from_body(body: impl Into<Vec<u8>>) -> Message {
+        Message {
+            body: body.into(),
+            timestamp_ms: now_ms(),
+            ..Message::default()
+        }
+    }
+
+    /// Bytes this message occupies inside a batch.
+    pub fn encoded_len(&self) -> usize {
+        MESSAGE_FIXED_BYTES
+            + self.key.len()
+            + self.tag.len()
+            + self.body.len()
+            + self
+                .headers
+                .iter()
+                .map(|(name, value)| 2 + name.len() + 4 + value.len())
+                .sum::<usize>()
+    }
+}
+
+/// The header fields of a batch; the broker sets `master_epoch`, `base_queue_offset` and
+/// `store_timestamp_ms` when it appends, the producer sets the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Compression, control and transactional bits; all zero in this version (reserved).
+    pub attributes: u16,
+    pub master_epoch: u32,
+    pub base_queue_offset: u64,
+    pub store_timestamp_ms: u64,
+    pub first_timestamp_ms: u64,
+    pub max_timestamp_ms: u64,
+    /// Idempotent-producer fields; zero when unused (reserved in this version).
+    pub producer_id: u64,
+    pub producer_epoch: u16,
+    pub base_sequence: u32,
+    pub queue_id: u32,
+    pub message_count: u32,
+    pub topic: String,
+}
+
+/// What the broker writes into a batch when it appends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerStamp {
+    pub master_epoch: u32,
+    pub base_queue_offset: u64,
+    pub store_timestamp_ms: u64,
+}
+
+/// Encodes `messages` for `topic`/`queue_id` into one batch with a valid CRC. The broker-stamped
+/// fields are zero until the broker appends it.
+///
+/// Panics if the topic name or a message breaks the limits that [`BatchView::parse`] enforces;
+/// producers check those first and report them as errors.
+pub fn encode(topic: &str, queue_id: u32, messages: &[Message]) -> Vec<u8> {
+    assert!(
+        !topic.is_empty() && topic.len() <= MAX_TOPIC_NAME_BYTES,
+        "topic name length"
+    );
+    let first_timestamp_ms = messages.iter().map(|m| m.timestamp_ms).min().unwrap_or(0);
+    let max_timestamp_ms = messages.iter().map(|m| m.timestamp_ms).max().unwrap_or(0);
+    let total =
+        FIXED_HEADER_BYTES + topic.len() + messages.iter().map(Message::encoded_len).sum::<usize>();
+    let mut out = Vec::with_capacity(total);
+    put_u32(&mut out, (total - 4) as u32);
+    put_u32(&mut out, 0); // CRC, filled below
+    out.push(MAGIC_V1);
+    out.push(0); // reserved
+    put_u16(&mut out, 0); // attributes
+    put_u32(&mut out, 0); // master epoch
+    put_u64(&mut out, 0); // base queue offset
+    put_u64(&mut out, 0); // store timestamp
+    put_u64(&mut out, first_timestamp_ms);
+    put_u64(&mut out, max_timestamp_ms);
+    put_u64(&mut out, 0); // producer id
+    put_u16(&mut out, 0); // producer epoch
+    put_u32(&mut out, 0); // base sequence
+    put_u32(&mut out, queue_id);
+    put_u32(&mut out, messages.len() as u32);
+    put_u16(&mut out, topic.len() as u16);
+    out.extend_from_slice(topic.as_bytes());
+    for message in messages {
+        let length = message.encoded_len();
+        assert!(length <= u32::MAX as usize, "message length");
+        put_u32(&mut out, (length - 4) as u32);
+        put_u32(
+            &mut out,
+            (message.timestamp_ms.saturating_sub(first_timestamp_ms)).min(u32::MAX as u64) as u32,
+        );
+        put_u32(&mut out, message.key.len() as u32);
+        out.extend_from_slice(&message.key);
+        put_u16(&mut out, message.tag.len() as u16);
+        out.extend_from_slice(message.tag.as_bytes());
+        put_u16(&mut out, message.headers.len() as u16);
+        for (name, value) in &message.headers {
+            put_u16(&mut out, name.len() as u16);
+            out.extend_from_slice(name.as_bytes());
+            put_u32(&mut out, value.len() as u32);
+            out.extend_from_slice(value);
+        }
+        put_u32(&mut out, message.body.len() as u32);
+        out.extend_from_slice(&message.body);
+    }
+    debug_assert_eq!(out.len(), total);
+    let crc = crc32fast::hash(&out[CRC_END..]);
+    out[CRC_START..CRC_END].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// Reads the total size of the batch starting at `bytes` (length field + 4), if the length field
+/// is present. Says nothing about validity.
+pub fn total_len(bytes: &[u8]) -> Option<usize> {
+    let length = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?);
+    Some(4 + length as usize)
+}
+
+/// Verifies the CRC of a stored batch and writes the broker's fields into it, recomputing the CRC.
+/// The payload is read once: its CRC is combined with the old and the new header's.
+pub fn stamp(batch: &mut [u8], stamp: BrokerStamp) -> Result<(), BatchError> {
+    let header_end = header_len(batch)?;
+    let mut payload = crc32fast::Hasher::new();
+    payload.update(&batch[header_end..]);
+    let stored = read_u32(batch, CRC_START);
+    let computed = crc_of(&batch[CRC_END..header_end], &payload);
+    if stored != computed {
+        return Err(BatchError::CrcMismatch { stored, computed });
+    }
+    batch[12..16].copy_from_slice(&stamp.master_epoch.to_be_bytes());
+    batch[16..24].copy_from_slice(&stamp.base_queue_offset.to_be_bytes());
+    batch[24..32].copy_from_slice(&stamp.store_timestamp_ms.to_be_bytes());
+    let crc = crc_of(&batch[CRC_END..header_end], &payload);
+    batch[CRC_START..CRC_END].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
+fn crc_of(header: &[u8], payload: &crc32fast::Hasher) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(header);
+    hasher.combine(payload);
+    hasher.finalize()
+}
+
+/// Length of the header including the topic, after checking that the length field, magic and
+/// topic length fit in `batch` exactly.
+fn header_len(batch: &[u8]) -> Result<usize, BatchError> {
+    if batch.len() < FIXED_HEADER_BYTES {
+        return Err(BatchError::Truncated {
+            needed: FIXED_HEADER_BYTES,
+            available: batch.len(),
+        });
+    }
+    let length = read_u32(batch, 0);
+    if (length as usize) < FIXED_HEADER_BYTES - 4 {
+        return Err(BatchError::LengthTooSmall {
+            length,
+            minimum: FIXED_HEADER_BYTES,
+        });
+    }
+    let total = 4 + length as usize;
+    if batch.len() < total {
+        return Err(BatchError::Truncated {
+            needed: total,
+            available: batch.len(),
+        });
+    }
+    if batch.len() > total {
+        return Err(BatchError::Malformed {
+            reason: "bytes after the end given by the length field",
+        });
+    }
+    if batch[8] != MAGIC_V1 {
+        return Err(BatchError::UnknownMagic { magic: batch[8] });
+    }
+    let topic_len = read_u16(batch, 70) as usize;
+    if topic_len == 0 || topic_len > MAX_TOPIC_NAME_BYTES {
+        return Err(BatchError::BadTopic { bytes: topic_len });
+    }
+    let header_end = FIXED_HEADER_BYTES + topic_len;
+    if header_end > total {
+        return Err(BatchError::Malformed {
+            reason: "topic name runs past the end of the batch",
+        });
+    }
+    Ok(header_end)
+}
+
+/// A validated batch, borrowed from the bytes it was parsed from.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchView<'a> {
+    bytes: &'a [u8],
+    header_end: usize,
+}
+
+impl<'a> BatchView<'a> {
+    /// Checks that `bytes` is exactly one well-formed batch: length, magic, CRC, topic, and every
+    /// message in bounds with the declared count, each at most `MAX_MESSAGE_BYTES_DEFAULT`.
+    pub fn parse(bytes: &'a [u8]) -> Result<BatchView<'a>, BatchError> {
+        BatchView::parse_with_limit(bytes, MAX_MESSAGE_BYTES_DEFAULT)
+    }
+
+    /// [`BatchView::parse`] with another per-message size limit.
+    pub fn parse_with_limit(
+        bytes: &'a [u8],
+        max_message_bytes: usize,
+    ) -> Result<BatchView<'a>, BatchError> {
+        let header_end = header_len(bytes)?;
+        let stored = read_u32(bytes, CRC_START);
+        let computed = crc32fast::hash(&bytes[CRC_END..]);
+        if stored != computed {
+            return Err(BatchError::CrcMismatch { stored, computed });
+        }
+        if std::str::from_utf8(&bytes[FIXED_HEADER_BYTES..header_end]).is_err() {
+            return Err(BatchError::Malformed {
+                reason: "topic name is not UTF-8",
+            });
+        }
+        let view = BatchView { bytes, header_end };
+        let mut count = 0u32;
+        let mut at = header_end;
+        while at < bytes.len() {
+            let (_, next) = parse_message(bytes, at, view.first_timestamp_ms())?;
+            if next - at > max_message_bytes {
+                return Err(BatchError::MessageTooLarge {
+                    index: count,
+                    bytes: next - at,
+                    limit: max_message_bytes,
+                });
+            }
+            count = count.checked_add(1).ok_or(BatchError::Malformed {
+                reason: "too many messages",
+            })?;
+            at = next;
+        }
+        if count != view.message_count() {
+            return Err(BatchError::Malformed {
+                reason: "message count field does not match the messages present",
+            });
+        }
+        Ok(view)
+    }
+
+    /// The whole batch, exactly as stored.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub fn crc(&self) -> u32 {
+        read_u32(self.bytes, CRC_START)
+    }
+    pub fn attributes(&self) -> u16 {
+        read_u16(self.bytes, 10)
+    }
+    pub fn master_epoch(&self) -> u32 {
+        read_u32(self.bytes, 12)
+    }
+    pub fn base_queue_offset(&self) -> u64 {
+        read_u64(self.bytes, 16)
+    }
+    pub fn store_timestamp_ms(&self) -> u64 {
+        read_u64(self.bytes, 24)
+    }
+    pub fn first_timestamp_ms(&self) -> u64 {
+        read_u64(self.bytes, 32)
+    }
+    pub fn max_timestamp_ms(&self) -> u64 {
+        read_u64(self.bytes, 40)
+    }
+    pub fn producer_id(&self) -> u64 {
+        read_u64(self.bytes, 48)
+    }
+    pub fn producer_epoch(&self) -> u16 {
+        read_u16(self.bytes, 56)
+    }
+    pub fn base_sequence(&self) -> u32 {
+        read_u32(self.bytes, 58)
+    }
+    pub fn queue_id(&self) -> u32 {
+        read_u32(self.bytes, 62)
+    }
+    pub fn message_count(&self) -> u32 {
+        read_u32(self.bytes, 66)
+    }
+    pub fn topic(&self) -> &'a str {
+        // Checked to be UTF-8 in `parse`.
+        std::str::from_utf8(&self.bytes[FIXED_HEADER_BYTES..self.header_end]).unwrap_or_default()
+    }
+
+    /// Queue offset one past the last message of this batch.
+    pub fn next_queue_offset(&self) -> u64 {
+        self.base_queue_offset() + u64::from(self.message_count())
+    }
+
+    pub fn header(&self) -> BatchHeader {
+        BatchHeader {
+            attributes: self.attributes(),
+            master_epoch: self.master_epoch(),
+            base_queue_offset: self.base_queue_offset(),
+            store_timestamp_ms: self.store_timestamp_ms(),
+            first_timestamp_ms: self.first_timestamp_ms(),
+            max_timestamp_ms: self.max_timestamp_ms(),
+            producer_id: self.producer_id(),
+            producer_epoch: self.producer_epoch(),
+            base_sequence: self.base_sequence(),
+            queue_id: self.queue_id(),
+            message_count: self.message_count(),
+            topic: self.topic().to_owned(),
+        }
+    }
+
+    /// The messages in order, borrowed from the batch.
+    pub fn messages(&self) -> MessageIter<'a> {
+        MessageIter {
+            bytes: self.bytes,
+            at: self.header_end,
+            first_timestamp_ms: self.first_timestamp_ms(),
+        }
+    }
+}
+
+/// A message borrowed from a parsed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    pub key: &'a [u8],
+    pub tag: &'a str,
+    pub headers: Vec<(&'a str, &'a [u8])>,
+    pub body: &'a [u8],
+    pub timestamp_ms: u64,
+}
+
+impl MessageView<'_> {
+    pub fn to_message(&self) -> Message {
+        Message {
+            key: self.key.to_vec(),
+            tag: self.tag.to_owned(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), value.to_vec()))
+                .collect(),
+            body: self.body.to_vec(),
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+}
+
+/// Iterates the messages of a [`BatchView`]; the batch was validated, so it yields every message.
+pub struct MessageIter<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    first_timestamp_ms: u64,
+}
+
+impl<'a> Iterator for MessageIter<'a> {
+    type Item = MessageView<'a>;
+
+    fn next(&mut self) -> Option<MessageView<'a>> {
+        if self.at >= self.bytes.len() {
+            return None;
+        }
+        let (message, next) = parse_message(self.bytes, self.at, self.first_timestamp_ms).ok()?;
+        self.at = next;
+        Some(message)
+    }
+}
+
+/// Parses the message at `at`, returning it and the position after it.
+fn parse_message(
+    bytes: &[u8],
+    at: usize,
+    first_timestamp_ms: u64,
+) -> Result<(MessageView<'_>, usize), BatchError> {
+    let mut cursor = Cursor { bytes, at };
+    let length = cursor.u32()? as usize;
+    let end = cursor
+        .at
+        .checked_add(length)
+        .filter(|end| *end <= bytes.len())
+        .ok_or(BatchError::Malformed {
+            reason: "message length runs past the end of the batch",
+        })?;
+    let mut cursor = Cursor {
+        bytes: &bytes[..end],
+        at: cursor.at,
+    };
+    let timestamp_ms = first_timestamp_ms + u64::from(cursor.u32()?);
+    let key_len = cursor.u32()? as usize;
+    let key = cursor.take(key_len)?;
+    let tag_len = cursor.u16()? as usize;
+    let tag = std::str::from_utf8(cursor.take(tag_len)?).map_err(|_| BatchError::Malformed {
+        reason: "tag is not UTF-8",
+    })?;
+    let header_count = cursor.u16()?;
+    let mut headers = Vec::with_capacity(usize::from(header_count).min(64));
+    for _ in 0..header_count {
+        let name_len = cursor.u16()? as usize;
+        let name =
+            std::str::from_utf8(cursor.take(name_len)?).map_err(|_| BatchError::Malformed {
+                reason: "header name is not UTF-8",
+            })?;
+        let value_len = cursor.u32()? as usize;
+        headers.push((name, cursor.take(value_len)?));
+    }
+    let body_len = cursor.u32()? as usize;
+    let body = cursor.take(body_len)?;
+    if cursor.at != end {
+        return Err(BatchError::Malformed {
+            reason: "message length does not match its fields",
+        });
+    }
+    Ok((
+        MessageView {
+            key,
+            tag,
+            headers,
+            body,
+            timestamp_ms,
+        },
+        end,
+    ))
+}
+
+/// Bounds-checked reads inside one message.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], BatchError> {
+        let end = self
+            .at
+            .checked_add(len)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or(BatchError::Malformed {
+                reason: "a message field runs past the end of its message",
+            })?;
+        let slice = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(slice)
+    }
+    fn u16(&mut self) -> Result<u16, BatchError> {
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, BatchError> {
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+}
+
+fn read_u16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes(bytes[at..at + 2].try_into().expect("2 bytes"))
+}
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+fn put_u16(out: &mut Vec<u8>, value: u16) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_message() -> impl Strategy<Value = Message> {
+        (
+            proptest::collection::vec(any::<u8>(), 0..16),
+            "[a-z]{0,8}",
+            proptest::collection::vec(
+                ("[a-z]{1,6}", proptest::collection::vec(any::<u8>(), 0..8)),
+                0..3,
+            ),
+            proptest::collection::vec(any::<u8>(), 0..2048),
+            1_600_000_000_000u64..1_600_000_100_000,
+        )
+            .prop_map(|(key, tag, headers, body, timestamp_ms)| Message {
+                key,
+                tag,
+                headers,
+                body,
+                timestamp_ms,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_batches_round_trip(
+            topic in "[A-Za-z0-9_.-]{1,40}",
+            queue_id in any::<u32>(),
+            messages in proptest::collection::vec(arb_message(), 0..20),
+        ) {
+            let bytes = encode(&topic, queue_id, &messages);
+            let view = BatchView::parse(&bytes).unwrap();
+            prop_assert_eq!(view.topic(), topic.as_str());
+            prop_assert_eq!(view.queue_id(), queue_id);
+            prop_assert_eq!(view.message_count() as usize, messages.len());
+            let decoded: Vec<Message> = view.messages().map(|m| m.to_message()).collect();
+            prop_assert_eq!(decoded, messages);
+        }
+
+        #[test]
+        fn parse_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = BatchView::parse(&bytes);
+        }
+
+        #[test]
+        fn any_flipped_byte_is_detected(
+            messages in proptest::collection::vec(arb_message(), 1..5),
+            position in any::<prop::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let mut bytes = encode("t", 0, &messages);
+            let at = position.index(bytes.len());
+            bytes[at] ^= flip;
+            prop_assert!(BatchView::parse(&bytes).is_err());
+        }
+
+        #[test]
+        fn stamp_keeps_the_batch_valid(
+            messages in proptest::collection::vec(arb_message(), 0..5),
+            epoch in any::<u32>(), offset in any::<u64>(), now in any::<u64>(),
+        ) {
+            let mut bytes = encode("topic", 3, &messages);
+            stamp(&mut bytes, BrokerStamp { master_epoch: epoch, base_queue_offset: offset, store_timestamp_ms: now }).unwrap();
+            let view = BatchView::parse(&bytes).unwrap();
+            prop_assert_eq!(view.master_epoch(), epoch);
+            prop_assert_eq!(view.base_queue_offset(), offset);
+            prop_assert_eq!(view.store_timestamp_ms(), now);
+            prop_assert_eq!(view.messages().count(), messages.len());
+        }
+    }
+
+    #[test]
+    fn stamp_rejects_a_corrupt_batch() {
+        let mut bytes = encode("t", 0, &[Message::from_body("hello")]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let error = stamp(
+            &mut bytes,
+            BrokerStamp {
+                master_epoch: 1,
+                base_queue_offset: 0,
+                store_timestamp_ms: 0,
+            },
+        );
+        assert!(matches!(error, Err(BatchError::CrcMismatch { .. })));
+    }
+
+    #[test]
+    fn oversized_message_is_named() {
+        let bytes = encode("t", 0, &[Message::from_body(vec![0u8; 200])]);
+        let error = BatchView::parse_with_limit(&bytes, 100).unwrap_err();
+        assert!(
+            matches!(error, BatchError::MessageTooLarge { index: 0, .. }),
+            "{error}"
+        );
+    }
+}
