@@ -6,3 +6,26 @@ pub const MAX_MESSAGE_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 
 /// Longest topic name in bytes of UTF-8.
 pub const MAX_TOPIC_NAME_BYTES: usize = 249;
+
+/// Longest consumer group name in bytes of UTF-8, the same as a topic name's.
+pub const MAX_GROUP_NAME_BYTES: usize = 249;
+
+/// Largest record batch a producer may send and a broker accepts by default. A batch holds at
+/// least one message, so this must stay at or above [`MAX_MESSAGE_BYTES_DEFAULT`].
+pub const MAX_BATCH_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
+
+/// Room in a frame for everything that is not batch bytes: the frame header, topic and group
+/// names (each at most 64 KiB as u16-length strings), offsets and counts.
+pub const FRAME_HEADROOM_BYTES: usize = 1024 * 1024;
+
+/// Largest value of a frame's length field (the bytes after it) that a peer accepts by default:
+/// one largest batch, in a Produce request or a Fetch response, plus headroom. Checked as soon as
+/// the 4 length bytes arrive, before any buffer is grown for the frame.
+pub const MAX_FRAME_BYTES_DEFAULT: usize = MAX_BATCH_BYTES_DEFAULT + FRAME_HEADROOM_BYTES;
+
+/// Most batch bytes a broker puts in one Fetch response, whatever `max_bytes` the consumer asks
+/// for: one largest batch, so that every Fetch response fits in a default-sized frame.
+pub const MAX_FETCH_BYTES_DEFAULT: usize = MAX_BATCH_BYTES_DEFAULT;
+
+const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT <= MAX_BATCH_BYTES_DEFAULT);
+const _: () = assert!(MAX_FRAME_BYTES_DEFAULT <= u32::MAX as usize);

@@ -1,0 +1,651 @@
+//! The requests a client sends a broker, one type per api, each with its encoder and decoder side
+//! by side (layouts in proto-spec.md, "Requests and responses").
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::api::ApiKey;
+use crate::protocol::frame::{self, RequestHeader};
+use crate::protocol::wire::{put_bytes, put_count, put_string, DecodeError, Reader};
+
+/// How far a broker takes a batch before it acknowledges a Produce request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Acks {
+    /// Appended to the log in the page cache: survives a broker process crash.
+    Written = 0,
+    /// Flushed (fsynced) to the master's disk: survives a power loss of the master.
+    Flushed = 1,
+    /// Copied to a slave (and whatever the master's flush mode gives): survives the loss of the
+    /// master's disk.
+    Replicated = 2,
+}
+
+impl Acks {
+    fn from_u8(value: u8) -> Result<Acks, DecodeError> {
+        match value {
+            0 => Ok(Acks::Written),
+            1 => Ok(Acks::Flushed),
+            2 => Ok(Acks::Replicated),
+            _ => Err(DecodeError::InvalidValue {
+                field: "acks",
+                value: u64::from(value),
+            }),
+        }
+    }
+}
+
+/// First request on a connection: who the client is and which protocol versions it speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeRequest {
+    /// Free text naming the client in the broker's logs, e.g. `smq-cli/0.1 host-a`.
+    pub client_id: String,
+    pub min_version: u16,
+    pub max_version: u16,
+    /// Credentials for a future authenticating broker; empty means anonymous, the only kind
+    /// accepted now.
+    pub auth_token: Bytes,
+}
+
+impl HandshakeRequest {
+    fn encode_v1(&self, out: &mut BytesMut) {
+        put_string(out, &self.client_id);
+        out.put_u16(self.min_version);
+        out.put_u16(self.max_version);
+        put_bytes(out, &self.auth_token);
+    }
+
+    fn decode_v1(reader: &mut Reader) -> Result<HandshakeRequest, DecodeError> {
+        Ok(HandshakeRequest {
+            client_id: reader.string("client_id")?,
+            min_version: reader.u16("min_version")?,
+            max_version: reader.u16("max_version")?,
+            auth_token: reader.bytes("auth_token")?,
+        })
+    }
+}
+
+/// Appends one record batch to a topic-queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceRequest {
+    /// Must equal the batch's own topic.
+    pub topic: String,
+    /// Must equal the batch's own queue id.
+    pub queue_id: u32,
+    pub acks: Acks,
+    /// How long the broker may wait for the flush or the slave before it answers with a timeout
+    /// error; ignored for [`Acks::Written`].
+    pub timeout_ms: u32,
+    /// One record batch (proto-spec.md, "Record batch"); the last field, so that it can be
+    /// written after the header without being copied.
+    pub batch: Bytes,
+}
+
+impl ProduceRequest {
+    fn encode_v1(&self, out: &mut BytesMut) {
+        put_string(out, &self.topic);
+        out.put_u32(self.queue_id);
+        out.put_u8(self.acks as u8);
+        out.put_u32(self.timeout_ms);
+        put_bytes(out, &self.batch);
+    }
+
+    fn decode_v1(reader: &mut Reader) -> Result<ProduceRequest, DecodeError> {
+        Ok(ProduceRequest {
+            topic: reader.string("topic")?,
+            queue_id: reader.u32("queue_id")?,
+            acks: Acks::from_u8(reader.u8("acks")?)?,
+            timeout_ms: reader.u32("timeout_ms")?,
+            batch: reader.bytes("batch")?,
+        })
+    }
+}
+
+/// Reads batches of a topic-queue from an offset; the broker holds the request until there is
+/// data or `max_wait_ms` passes (long polling).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub topic: String,
+    pub queue_id: u32,
+    /// Queue offset of the first message wanted.
+    pub offset: u64,
+    /// Most batch bytes wanted; the first batch is returned whole even if it is larger, so that
+    /// a consumer always makes progress.
+    pub max_bytes: u32,
+    /// How long the broker may wait for a message at `offset` before answering with none.
+    pub max_wait_ms: u32,
+}
+
+impl FetchRequest {
+    fn encode_v1(&self, out: &mut BytesMut) {
+        put_string(out, &self.topic);
+        out.put_u32(self.queue_id);
+        out.put_u64(self.offset);
+        out.put_u32(self.max_bytes);
+        out.put_u32(self.max_wait_ms);
+    }
+
+    fn decode_v1(reader: &mut Reader) -> Result<FetchRequest, DecodeError> {
+        Ok(FetchRequest {
+            topic: reader.string("topic")?,
+            queue_id: reader.u32("queue_id")?,
+            offset: reader.u64("offset")?,
+            max_bytes: reader.u32("max_bytes")?,
+            max_wait_ms: reader.u32("max_wait_ms")?,
+        })
+    }
+}
+
+/// Asks for the earliest and the latest offset of a topic-queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOffsetsRequest {
+    pub topic: String,
+    pub queue_id: u32,
+}
+
+impl ListOffsetsRequest {
+    fn encode_v1(&self, out: &mut BytesMut) {
+        put_string(out, &self.topic);
+        out.put_u32(self.queue_id);
+    }
+
+    fn decode_v1(reader: &mut Reader) -> Result<ListOffsetsRequest, DecodeError> {
+        Ok(ListOffsetsRequest {
+            topic: reader.string("topic")?,
+            queue_id: reader.u32("queue_id")?,
+        })
+    }
+}
+
+/// Asks for the broker's identity and the topics it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataRequest {
+    /// Topics to describe; empty means every topic on the broker.
+    pub topics: Vec<String>,
+}
+
+impl MetadataRequest {
+    fn encode_v1(&self, out: &mut BytesMut) {
+        put_count(out, self.topics.len());
+        for topic in &self.topics {
+            put_string(out, topic);
+        }
+    }
+
+    fn decode_v1(reader: &mut Reader) -> Result<MetadataRequest, DecodeError> {
+        let count = reader.count("topics", 2)?;
+        let mut topics = Vec::with_capacity(count);
+        for _ in 0..count {
+            topics.push(reader.string("topic")?);
+        }
+        Ok(MetadataRequest { topics })
+    }
+}
+
+/// Creates a topic with `queue_count` queues (ids 0 to `queue_count - 1`) on this broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateTopicRequest {
+    pub topic: String,
+    pub queue_count: u32,
+}
+
+impl CreateTopicRequest {
+    fn encode_v1(&self, out: &mut BytesMut) {
+        put_string(out, &self.topic);
+        out.put_u32(self.queue_count);
+    }
+
+    fn decode_v1(reader: &mut Reader) -> Result<CreateTopicRequest, DecodeError> {
+        Ok(CreateTopicRequest {
+            topic: reader.string("topic")?,
+            queue_count: reader.u32("queue_count")?,
+        })
+    }
+}
+
+/// Deletes a topic, its queues and their data from this broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteTopicRequest {
+    pub topic: String,
+}
+
+impl DeleteTopicRequest {
+    fn encode_v1(&self, out: &mut BytesMut) {
+        put_string(out, &self.topic);
+    }
+
+    fn decode_v1(reader: &mut Reader) -> Result<DeleteTopicRequest, DecodeError> {
+        Ok(DeleteTopicRequest {
+            topic: reader.string("topic")?,
+        })
+    }
+}
+
+/// Stores the offset a consumer group will resume a topic-queue from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOffsetRequest {
+    pub group: String,
+    pub topic: String,
+    pub queue_id: u32,
+    /// Queue offset of the next message the group will read (one past the last one processed).
+    pub offset: u64,
+}
+
+impl CommitOffsetRequest {
+    fn encode_v1(&self, out: &mut BytesMut) {
+        put_string(out, &self.group);
+        put_string(out, &self.topic);
+        out.put_u32(self.queue_id);
+        out.put_u64(self.offset);
+    }
+
+    fn decode_v1(reader: &mut Reader) -> Result<CommitOffsetRequest, DecodeError> {
+        Ok(CommitOffsetRequest {
+            group: reader.string("group")?,
+            topic: reader.string("topic")?,
+            queue_id: reader.u32("queue_id")?,
+            offset: reader.u64("offset")?,
+        })
+    }
+}
+
+/// Reads the offset a consumer group stored for a topic-queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOffsetRequest {
+    pub group: String,
+    pub topic: String,
+    pub queue_id: u32,
+}
+
+impl FetchOffsetRequest {
+    fn encode_v1(&self, out: &mut BytesMut) {
+        put_string(out, &self.group);
+        put_string(out, &self.topic);
+        out.put_u32(self.queue_id);
+    }
+
+    fn decode_v1(reader: &mut Reader) -> Result<FetchOffsetRequest, DecodeError> {
+        Ok(FetchOffsetRequest {
+            group: reader.string("group")?,
+            topic: reader.string("topic")?,
+            queue_id: reader.u32("queue_id")?,
+        })
+    }
+}
+
+/// Any request, one variant per api.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Handshake(HandshakeRequest),
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+    Metadata(MetadataRequest),
+    CreateTopic(CreateTopicRequest),
+    DeleteTopic(DeleteTopicRequest),
+    CommitOffset(CommitOffsetRequest),
+    FetchOffset(FetchOffsetRequest),
+}
+
+impl Request {
+    pub fn api_key(&self) -> ApiKey {
+        match self {
+            Request::Handshake(_) => ApiKey::Handshake,
+            Request::Produce(_) => ApiKey::Produce,
+            Request::Fetch(_) => ApiKey::Fetch,
+            Request::ListOffsets(_) => ApiKey::ListOffsets,
+            Request::Metadata(_) => ApiKey::Metadata,
+            Request::CreateTopic(_) => ApiKey::CreateTopic,
+            Request::DeleteTopic(_) => ApiKey::DeleteTopic,
+            Request::CommitOffset(_) => ApiKey::CommitOffset,
+            Request::FetchOffset(_) => ApiKey::FetchOffset,
+        }
+    }
+
+    /// Appends this request as one whole frame to `out`, at `api_version` (which the handshake
+    /// decided, see [`ApiKey::version_in`]).
+    ///
+    /// Panics if this build does not speak `api_version` of the api, or a string is longer than
+    /// 65,535 bytes; callers check names and sizes first.
+    pub fn encode(&self, api_version: u16, correlation_id: u32, out: &mut BytesMut) {
+        let api_key = self.api_key();
+        assert!(
+            api_key.versions().contains(&api_version),
+            "{api_key} has no version {api_version} in this build"
+        );
+        let header = RequestHeader {
+            api_key: api_key as u16,
+            api_version,
+            correlation_id,
+        };
+        frame::encode_request(out, header, |out| match self {
+            Request::Handshake(request) => request.encode_v1(out),
+            Request::Produce(request) => request.encode_v1(out),
+            Request::Fetch(request) => request.encode_v1(out),
+            Request::ListOffsets(request) => request.encode_v1(out),
+            Request::Metadata(request) => request.encode_v1(out),
+            Request::CreateTopic(request) => request.encode_v1(out),
+            Request::DeleteTopic(request) => request.encode_v1(out),
+            Request::CommitOffset(request) => request.encode_v1(out),
+            Request::FetchOffset(request) => request.encode_v1(out),
+        });
+    }
+
+    /// Decodes the body of a request frame. An unknown api key and an unsupported version are
+    /// distinct errors; byte arrays (a Produce batch) share `body` rather than copy it.
+    pub fn decode(header: &RequestHeader, body: Bytes) -> Result<Request, DecodeError> {
+        let api_key = ApiKey::check(header.api_key, header.api_version)?;
+        let mut reader = Reader::new(body);
+        // Every api has one version (1) so far; a second version adds a match on the version.
+        let request = match api_key {
+            ApiKey::Handshake => Request::Handshake(HandshakeRequest::decode_v1(&mut reader)?),
+            ApiKey::Produce => Request::Produce(ProduceRequest::decode_v1(&mut reader)?),
+            ApiKey::Fetch => Request::Fetch(FetchRequest::decode_v1(&mut reader)?),
+            ApiKey::ListOffsets => {
+                Request::ListOffsets(ListOffsetsRequest::decode_v1(&mut reader)?)
+            }
+            ApiKey::Metadata => Request::Metadata(MetadataRequest::decode_v1(&mut reader)?),
+            ApiKey::CreateTopic => {
+                Request::CreateTopic(CreateTopicRequest::decode_v1(&mut reader)?)
+            }
+            ApiKey::DeleteTopic => {
+                Request::DeleteTopic(DeleteTopicRequest::decode_v1(&mut reader)?)
+            }
+            ApiKey::CommitOffset => {
+                Request::CommitOffset(CommitOffsetRequest::decode_v1(&mut reader)?)
+            }
+            ApiKey::FetchOffset => {
+                Request::FetchOffset(FetchOffsetRequest::decode_v1(&mut reader)?)
+            }
+        };
+        reader.finish()?;
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::protocol::frame::decode_request;
+    use crate::protocol::limits::MAX_FRAME_BYTES_DEFAULT;
+    use crate::protocol::record_batch::{self, Message};
+    use proptest::prelude::*;
+
+    pub(crate) fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {
+        proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+    }
+
+    pub(crate) fn arb_name() -> impl Strategy<Value = String> {
+        ".{0,24}"
+    }
+
+    fn arb_acks() -> impl Strategy<Value = Acks> {
+        prop_oneof![
+            Just(Acks::Written),
+            Just(Acks::Flushed),
+            Just(Acks::Replicated)
+        ]
+    }
+
+    pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            (arb_name(), any::<u16>(), any::<u16>(), arb_bytes(64)).prop_map(
+                |(client_id, min_version, max_version, auth_token)| {
+                    Request::Handshake(HandshakeRequest {
+                        client_id,
+                        min_version,
+                        max_version,
+                        auth_token,
+                    })
+                }
+            ),
+            (
+                arb_name(),
+                any::<u32>(),
+                arb_acks(),
+                any::<u32>(),
+                arb_bytes(512)
+            )
+                .prop_map(|(topic, queue_id, acks, timeout_ms, batch)| {
+                    Request::Produce(ProduceRequest {
+                        topic,
+                        queue_id,
+                        acks,
+                        timeout_ms,
+                        batch,
+                    })
+                }),
+            (
+                arb_name(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<u32>()
+            )
+                .prop_map(|(topic, queue_id, offset, max_bytes, max_wait_ms)| {
+                    Request::Fetch(FetchRequest {
+                        topic,
+                        queue_id,
+                        offset,
+                        max_bytes,
+                        max_wait_ms,
+                    })
+                }),
+            (arb_name(), any::<u32>()).prop_map(|(topic, queue_id)| {
+                Request::ListOffsets(ListOffsetsRequest { topic, queue_id })
+            }),
+            proptest::collection::vec(arb_name(), 0..6)
+                .prop_map(|topics| Request::Metadata(MetadataRequest { topics })),
+            (arb_name(), any::<u32>()).prop_map(|(topic, queue_count)| {
+                Request::CreateTopic(CreateTopicRequest { topic, queue_count })
+            }),
+            arb_name().prop_map(|topic| Request::DeleteTopic(DeleteTopicRequest { topic })),
+            (arb_name(), arb_name(), any::<u32>(), any::<u64>()).prop_map(
+                |(group, topic, queue_id, offset)| {
+                    Request::CommitOffset(CommitOffsetRequest {
+                        group,
+                        topic,
+                        queue_id,
+                        offset,
+                    })
+                }
+            ),
+            (arb_name(), arb_name(), any::<u32>()).prop_map(|(group, topic, queue_id)| {
+                Request::FetchOffset(FetchOffsetRequest {
+                    group,
+                    topic,
+                    queue_id,
+                })
+            }),
+        ]
+    }
+
+    fn encode(request: &Request, correlation_id: u32) -> BytesMut {
+        let mut out = BytesMut::new();
+        request.encode(1, correlation_id, &mut out);
+        out
+    }
+
+    fn header(api_key: ApiKey) -> RequestHeader {
+        RequestHeader {
+            api_key: api_key as u16,
+            api_version: 1,
+            correlation_id: 1,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_request_round_trips_through_a_frame(request in arb_request(), correlation_id in any::<u32>()) {
+            let mut buf = encode(&request, correlation_id);
+            let frame = decode_request(&mut buf, MAX_FRAME_BYTES_DEFAULT).unwrap().unwrap();
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(frame.header.api_key, request.api_key() as u16);
+            prop_assert_eq!(frame.header.api_version, 1);
+            prop_assert_eq!(frame.header.correlation_id, correlation_id);
+            prop_assert_eq!(Request::decode(&frame.header, frame.body).unwrap(), request);
+        }
+
+        #[test]
+        fn every_truncated_request_body_is_an_error(request in arb_request(), cut in any::<prop::sample::Index>()) {
+            let mut buf = encode(&request, 1);
+            let frame = decode_request(&mut buf, MAX_FRAME_BYTES_DEFAULT).unwrap().unwrap();
+            prop_assume!(!frame.body.is_empty());
+            let len = cut.index(frame.body.len());
+            prop_assert!(Request::decode(&frame.header, frame.body.slice(..len)).is_err());
+        }
+
+        #[test]
+        fn request_decoder_never_panics_on_arbitrary_bodies(
+            api_key in 0u16..12, api_version in 0u16..3,
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let header = RequestHeader { api_key, api_version, correlation_id: 1 };
+            let _ = Request::decode(&header, Bytes::from(body));
+        }
+
+        #[test]
+        fn request_decoders_never_panic_on_arbitrary_streams(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(frame)) = decode_request(&mut buf, MAX_FRAME_BYTES_DEFAULT) {
+                let _ = Request::decode(&frame.header, frame.body);
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_api_key_is_a_distinct_error_after_the_frame_is_consumed() {
+        let mut buf = BytesMut::new();
+        let unknown = RequestHeader {
+            api_key: 4242,
+            api_version: 1,
+            correlation_id: 9,
+        };
+        frame::encode_request(&mut buf, unknown, |out| out.put_slice(b"whatever"));
+        let frame = decode_request(&mut buf, MAX_FRAME_BYTES_DEFAULT)
+            .unwrap()
+            .unwrap();
+        assert!(buf.is_empty(), "the stream stays in step");
+        assert_eq!(frame.header.correlation_id, 9, "the broker can answer it");
+        assert_eq!(
+            Request::decode(&frame.header, frame.body),
+            Err(DecodeError::UnknownApiKey {
+                api_key: 4242,
+                max_known: 8
+            })
+        );
+    }
+
+    #[test]
+    fn unsupported_version_is_a_distinct_error() {
+        let request = RequestHeader {
+            api_version: 2,
+            ..header(ApiKey::Fetch)
+        };
+        assert!(matches!(
+            Request::decode(&request, Bytes::new()),
+            Err(DecodeError::UnsupportedVersion {
+                api: ApiKey::Fetch,
+                version: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn bytes_after_the_last_field_are_rejected() {
+        let mut buf = encode(
+            &Request::DeleteTopic(DeleteTopicRequest { topic: "t".into() }),
+            1,
+        );
+        buf.put_u8(0);
+        let length = (buf.len() - 4) as u32;
+        buf[..4].copy_from_slice(&length.to_be_bytes());
+        let frame = decode_request(&mut buf, MAX_FRAME_BYTES_DEFAULT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            Request::decode(&frame.header, frame.body),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        );
+    }
+
+    #[test]
+    fn unknown_acks_value_is_rejected() {
+        let mut body = BytesMut::new();
+        put_string(&mut body, "t");
+        body.put_u32(0);
+        body.put_u8(3);
+        body.put_u32(1000);
+        put_bytes(&mut body, b"");
+        assert_eq!(
+            Request::decode(&header(ApiKey::Produce), body.freeze()),
+            Err(DecodeError::InvalidValue {
+                field: "acks",
+                value: 3
+            })
+        );
+    }
+
+    #[test]
+    fn metadata_topic_count_beyond_the_frame_is_rejected_before_reserving() {
+        let mut body = BytesMut::new();
+        body.put_u32(u32::MAX);
+        assert!(matches!(
+            Request::decode(&header(ApiKey::Metadata), body.freeze()),
+            Err(DecodeError::Truncated {
+                field: "topics",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn produce_batch_is_shared_with_the_read_buffer_not_copied() {
+        let batch = record_batch::encode("orders", 3, &[Message::from_body("hello")]);
+        let request = Request::Produce(ProduceRequest {
+            topic: "orders".into(),
+            queue_id: 3,
+            acks: Acks::Flushed,
+            timeout_ms: 5000,
+            batch: Bytes::from(batch.clone()),
+        });
+        let mut buf = encode(&request, 1);
+        let frame_start = buf.as_ptr() as usize;
+        let frame_end = frame_start + buf.len();
+        let frame = decode_request(&mut buf, MAX_FRAME_BYTES_DEFAULT)
+            .unwrap()
+            .unwrap();
+        let Request::Produce(decoded) = Request::decode(&frame.header, frame.body).unwrap() else {
+            panic!("not a produce request");
+        };
+        let at = decoded.batch.as_ptr() as usize;
+        assert!(frame_start <= at && at + decoded.batch.len() <= frame_end);
+        assert_eq!(&decoded.batch[..], &batch[..]);
+        let view = record_batch::BatchView::parse(&decoded.batch).unwrap();
+        assert_eq!(view.topic(), "orders");
+    }
+
+    #[test]
+    fn produce_layout_matches_the_spec() {
+        let request = Request::Produce(ProduceRequest {
+            topic: "ab".into(),
+            queue_id: 2,
+            acks: Acks::Replicated,
+            timeout_ms: 0x0102_0304,
+            batch: Bytes::from_static(b"B"),
+        });
+        let bytes = encode(&request, 5);
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            0, 0, 0, 26,          // length
+            0, 1, 0, 1,           // api key 1 (Produce), version 1
+            0, 0, 0, 5,           // correlation id
+            0, 2, b'a', b'b',     // topic
+            0, 0, 0, 2,           // queue id
+            2,                    // acks: replicated
+            1, 2, 3, 4,           // timeout ms
+            0, 0, 0, 1, b'B',     // batch
+        ];
+        assert_eq!(&bytes[..], expected);
+    }
+}
