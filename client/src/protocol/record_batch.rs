@@ -2,8 +2,8 @@
 //!
 //! The layout is specified in proto-spec.md ("Record batch"). All integers are big-endian. The CRC
 //! covers every byte after the CRC field, including the fields the broker stamps on append
-//! (master epoch, base queue offset, store timestamp); [`stamp`] re-verifies and recomputes it in
-//! one pass over the payload by combining CRCs.
+//! (master epoch, base queue offset, store timestamp); [`BatchView::copy_stamped`] recomputes it
+//! without a second pass over the payload by combining CRCs.
 
 use crate::protocol::limits::{MAX_MESSAGE_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
 
@@ -173,25 +173,6 @@ pub fn total_len(bytes: &[u8]) -> Option<usize> {
     Some(4 + length as usize)
 }
 
-/// Verifies the CRC of a stored batch and writes the broker's fields into it, recomputing the CRC.
-/// The payload is read once: its CRC is combined with the old and the new header's.
-pub fn stamp(batch: &mut [u8], stamp: BrokerStamp) -> Result<(), BatchError> {
-    let header_end = header_len(batch)?;
-    let mut payload = crc32fast::Hasher::new();
-    payload.update(&batch[header_end..]);
-    let stored = read_u32(batch, CRC_START);
-    let computed = crc_of(&batch[CRC_END..header_end], &payload);
-    if stored != computed {
-        return Err(BatchError::CrcMismatch { stored, computed });
-    }
-    batch[12..16].copy_from_slice(&stamp.master_epoch.to_be_bytes());
-    batch[16..24].copy_from_slice(&stamp.base_queue_offset.to_be_bytes());
-    batch[24..32].copy_from_slice(&stamp.store_timestamp_ms.to_be_bytes());
-    let crc = crc_of(&batch[CRC_END..header_end], &payload);
-    batch[CRC_START..CRC_END].copy_from_slice(&crc.to_be_bytes());
-    Ok(())
-}
-
 fn crc_of(header: &[u8], payload: &crc32fast::Hasher) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(header);
@@ -244,10 +225,13 @@ fn header_len(batch: &[u8]) -> Result<usize, BatchError> {
 }
 
 /// A validated batch, borrowed from the bytes it was parsed from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BatchView<'a> {
     bytes: &'a [u8],
     header_end: usize,
+    /// CRC state of the messages (everything after the header), kept so that stamping the
+    /// header needs no second pass over the payload.
+    payload_crc: crc32fast::Hasher,
 }
 
 impl<'a> BatchView<'a> {
@@ -263,8 +247,10 @@ impl<'a> BatchView<'a> {
         max_message_bytes: usize,
     ) -> Result<BatchView<'a>, BatchError> {
         let header_end = header_len(bytes)?;
+        let mut payload_crc = crc32fast::Hasher::new();
+        payload_crc.update(&bytes[header_end..]);
         let stored = read_u32(bytes, CRC_START);
-        let computed = crc32fast::hash(&bytes[CRC_END..]);
+        let computed = crc_of(&bytes[CRC_END..header_end], &payload_crc);
         if stored != computed {
             return Err(BatchError::CrcMismatch { stored, computed });
         }
@@ -273,7 +259,11 @@ impl<'a> BatchView<'a> {
                 reason: "topic name is not UTF-8",
             });
         }
-        let view = BatchView { bytes, header_end };
+        let view = BatchView {
+            bytes,
+            header_end,
+            payload_crc,
+        };
         let mut count = 0u32;
         let mut at = header_end;
         while at < bytes.len() {
@@ -296,6 +286,27 @@ impl<'a> BatchView<'a> {
             });
         }
         Ok(view)
+    }
+
+    /// Copies the batch into `dest` (exactly [`BatchView::len`] bytes) with the broker's fields
+    /// set and the CRC recomputed; only the header is hashed again.
+    pub fn copy_stamped(&self, dest: &mut [u8], stamp: BrokerStamp) {
+        dest.copy_from_slice(self.bytes);
+        dest[12..16].copy_from_slice(&stamp.master_epoch.to_be_bytes());
+        dest[16..24].copy_from_slice(&stamp.base_queue_offset.to_be_bytes());
+        dest[24..32].copy_from_slice(&stamp.store_timestamp_ms.to_be_bytes());
+        let crc = crc_of(&dest[CRC_END..self.header_end], &self.payload_crc);
+        dest[CRC_START..CRC_END].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    /// Total bytes of the batch.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Never true: a valid batch has at least its header.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
     }
 
     /// The whole batch, exactly as stored.
@@ -599,30 +610,15 @@ mod tests {
             messages in proptest::collection::vec(arb_message(), 0..5),
             epoch in any::<u32>(), offset in any::<u64>(), now in any::<u64>(),
         ) {
-            let mut bytes = encode("topic", 3, &messages);
-            stamp(&mut bytes, BrokerStamp { master_epoch: epoch, base_queue_offset: offset, store_timestamp_ms: now }).unwrap();
-            let view = BatchView::parse(&bytes).unwrap();
+            let bytes = encode("topic", 3, &messages);
+            let mut stamped = vec![0u8; bytes.len()];
+            BatchView::parse(&bytes).unwrap().copy_stamped(&mut stamped, BrokerStamp { master_epoch: epoch, base_queue_offset: offset, store_timestamp_ms: now });
+            let view = BatchView::parse(&stamped).unwrap();
             prop_assert_eq!(view.master_epoch(), epoch);
             prop_assert_eq!(view.base_queue_offset(), offset);
             prop_assert_eq!(view.store_timestamp_ms(), now);
             prop_assert_eq!(view.messages().count(), messages.len());
         }
-    }
-
-    #[test]
-    fn stamp_rejects_a_corrupt_batch() {
-        let mut bytes = encode("t", 0, &[Message::from_body("hello")]);
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        let error = stamp(
-            &mut bytes,
-            BrokerStamp {
-                master_epoch: 1,
-                base_queue_offset: 0,
-                store_timestamp_ms: 0,
-            },
-        );
-        assert!(matches!(error, Err(BatchError::CrcMismatch { .. })));
     }
 
     #[test]

@@ -1,0 +1,285 @@
+//! The commit log: the ordered list of segment files every topic and queue append to, the write
+//! position, rolling to a new segment, and deleting whole segments for retention.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::error::{Result, StorageError};
+use super::file_names::{parse_offset_name, segment_path, COMMIT_LOG_DIR, TEMP_SUFFIX};
+use super::segment::{MappedFile, SharedFile};
+
+/// One segment: a mapped file holding the log positions `[base, base + len)`.
+#[derive(Clone)]
+pub struct Segment {
+    pub base: u64,
+    pub file: SharedFile,
+}
+
+impl Segment {
+    pub fn end(&self) -> u64 {
+        self.base + self.file.len()
+    }
+}
+
+pub struct CommitLog {
+    data_dir: PathBuf,
+    segment_bytes: u64,
+    /// Sorted by base; each starts where the previous one ends. Never empty.
+    segments: Vec<Segment>,
+    /// Position where the next batch goes.
+    write_position: u64,
+}
+
+/// Where a reserved batch is to be written.
+pub struct Reservation {
+    pub file: SharedFile,
+    pub offset_in_file: u64,
+    pub position: u64,
+}
+
+impl CommitLog {
+    /// Opens the segments in `<data_dir>/commitlog` (creating the first if there is none) and
+    /// deletes files a crash left half-created. The write position is the log's start until
+    /// recovery sets it.
+    pub fn open(data_dir: &Path, segment_bytes: u64) -> Result<CommitLog> {
+        let dir = &data_dir.join(COMMIT_LOG_DIR);
+        std::fs::create_dir_all(dir).map_err(StorageError::io("creating", dir))?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(StorageError::io("listing", dir))? {
+            let entry = entry.map_err(StorageError::io("listing", dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(TEMP_SUFFIX) {
+                tracing::warn!(file = %entry.path().display(), "deleting a segment left half-created by a crash");
+                std::fs::remove_file(entry.path())
+                    .map_err(StorageError::io("deleting", entry.path()))?;
+            } else if let Some(base) = parse_offset_name(&name) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let mut segments = Vec::with_capacity(bases.len());
+        for base in bases {
+            let path = segment_path(data_dir, base);
+            let file = Arc::new(MappedFile::open(&path)?);
+            if let Some(previous) = segments.last() {
+                let previous: &Segment = previous;
+                if previous.end() != base {
+                    return Err(StorageError::Corrupt {
+                        path,
+                        position: base,
+                        reason: format!(
+                            "segment starts at {base} but the previous one ends at {}",
+                            previous.end()
+                        ),
+                    });
+                }
+            }
+            segments.push(Segment { base, file });
+        }
+        if segments.is_empty() {
+            let file = MappedFile::create(&segment_path(data_dir, 0), segment_bytes)?;
+            segments.push(Segment {
+                base: 0,
+                file: Arc::new(file),
+            });
+        }
+        let write_position = segments[0].base;
+        Ok(CommitLog {
+            data_dir: data_dir.to_owned(),
+            segment_bytes,
+            segments,
+            write_position,
+        })
+    }
+
+    /// Position of the oldest byte still kept.
+    pub fn start_position(&self) -> u64 {
+        self.segments[0].base
+    }
+
+    pub fn write_position(&self) -> u64 {
+        self.write_position
+    }
+
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// Total bytes of all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.file.len()).sum()
+    }
+
+    /// Sets the write position found by recovery and drops empty segments after it, which a
+    /// crash right after a roll can leave.
+    pub fn set_write_position(&mut self, position: u64) -> Result<()> {
+        assert!(position >= self.start_position());
+        while self.segments.len() > 1 && self.segments.last().expect("not empty").base > position {
+            let empty = self.segments.pop().expect("not empty");
+            tracing::info!(file = %empty.file.path().display(), "deleting an empty segment after the end of the log");
+            std::fs::remove_file(empty.file.path())
+                .map_err(StorageError::io("deleting", empty.file.path()))?;
+        }
+        assert!(position <= self.segments.last().expect("not empty").end());
+        self.write_position = position;
+        Ok(())
+    }
+
+    /// The segment holding `position`, if any.
+    pub fn segment_at(&self, position: u64) -> Option<&Segment> {
+        let index = self.segments.partition_point(|s| s.end() <= position);
+        self.segments.get(index).filter(|s| s.base <= position)
+    }
+
+    /// Reserves `len` bytes for one batch at the write position, rolling to a new segment when
+    /// the batch does not fit in the rest of the current one. A batch never spans two segments.
+    pub fn reserve(&mut self, len: usize) -> Result<Reservation> {
+        let len = len as u64;
+        let active = self.segments.last().expect("never empty").clone();
+        if self.write_position + len > active.end() {
+            if len > self.segment_bytes
+                || len > active.file.len() && self.write_position == active.base
+            {
+                return Err(StorageError::BatchTooLarge {
+                    batch_bytes: len as usize,
+                    segment_bytes: self.segment_bytes,
+                });
+            }
+            let base = active.end();
+            let path = segment_path(&self.data_dir, base);
+            let file = Arc::new(MappedFile::create(&path, self.segment_bytes)?);
+            tracing::debug!(segment = %path.display(), "rolled to a new segment");
+            self.segments.push(Segment { base, file });
+            self.write_position = base;
+        }
+        let active = self.segments.last().expect("never empty");
+        let reservation = Reservation {
+            file: active.file.clone(),
+            offset_in_file: self.write_position - active.base,
+            position: self.write_position,
+        };
+        self.write_position += len;
+        Ok(reservation)
+    }
+
+    /// The published bytes `[position, position + len)`, without copying: the returned `Bytes`
+    /// keeps the segment's mapping alive even if retention deletes the file meanwhile.
+    pub fn bytes_at(&self, position: u64, len: usize) -> Option<Bytes> {
+        let segment = self.segment_at(position)?;
+        let offset = position - segment.base;
+        if offset + len as u64 > segment.file.len() {
+            return None;
+        }
+        Some(Bytes::from_owner(MappedSlice {
+            file: segment.file.clone(),
+            offset,
+            len,
+        }))
+    }
+
+    /// The parts of segments that hold positions `[from, to)`, for flushing.
+    pub fn ranges(&self, from: u64, to: u64) -> Vec<(SharedFile, u64, u64)> {
+        self.segments
+            .iter()
+            .filter(|s| s.end() > from && s.base < to)
+            .map(|s| {
+                let start = from.max(s.base) - s.base;
+                let end = to.min(s.end()) - s.base;
+                (s.file.clone(), start, end - start)
+            })
+            .collect()
+    }
+
+    /// Deletes the oldest segment if it is not the one being written; returns the new start.
+    pub fn delete_oldest(&mut self) -> Result<Option<u64>> {
+        if self.segments.len() < 2 {
+            return Ok(None);
+        }
+        let oldest = self.segments.remove(0);
+        std::fs::remove_file(oldest.file.path())
+            .map_err(StorageError::io("deleting", oldest.file.path()))?;
+        tracing::info!(file = %oldest.file.path().display(), "deleted segment for retention");
+        Ok(Some(self.start_position()))
+    }
+}
+
+/// A slice of a mapped file that owns a reference to it.
+struct MappedSlice {
+    file: SharedFile,
+    offset: u64,
+    len: usize,
+}
+
+impl AsRef<[u8]> for MappedSlice {
+    fn as_ref(&self) -> &[u8] {
+        self.file.bytes(self.offset, self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_log(dir: &Path, segment_bytes: u64) -> CommitLog {
+        CommitLog::open(dir, segment_bytes).unwrap()
+    }
+
+    #[test]
+    fn segment_rolls_exactly_at_its_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open_log(dir.path(), 64 * 1024);
+        let first = log.reserve(64 * 1024 - 100).unwrap();
+        assert_eq!(first.position, 0);
+        // Exactly fills the segment: no roll.
+        let second = log.reserve(100).unwrap();
+        assert_eq!(second.position, 64 * 1024 - 100);
+        assert_eq!(log.segments().len(), 1);
+        // One more byte does not fit: roll, named by its start position.
+        let third = log.reserve(1).unwrap();
+        assert_eq!(third.position, 64 * 1024);
+        assert_eq!(third.offset_in_file, 0);
+        assert_eq!(log.segments().len(), 2);
+        assert!(dir.path().join("commitlog/00000000000000065536").exists());
+    }
+
+    #[test]
+    fn a_batch_that_does_not_fit_skips_the_rest_of_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open_log(dir.path(), 64 * 1024);
+        log.reserve(60 * 1024).unwrap();
+        let next = log.reserve(8 * 1024).unwrap();
+        assert_eq!(next.position, 64 * 1024);
+        assert_eq!(log.write_position(), 72 * 1024);
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_segment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open_log(dir.path(), 64 * 1024);
+        let error = log.reserve(64 * 1024 + 1).err().unwrap();
+        assert!(
+            matches!(error, StorageError::BatchTooLarge { .. }),
+            "{error}"
+        );
+        assert_eq!(log.write_position(), 0);
+    }
+
+    #[test]
+    fn segments_are_found_by_position_and_reopened_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open_log(dir.path(), 64 * 1024);
+        for _ in 0..5 {
+            log.reserve(40 * 1024).unwrap();
+        }
+        assert_eq!(log.segment_at(0).unwrap().base, 0);
+        assert_eq!(log.segment_at(65535).unwrap().base, 0);
+        assert_eq!(log.segment_at(65536).unwrap().base, 65536);
+        assert!(log.segment_at(5 * 65536).is_none());
+        drop(log);
+        let log = open_log(dir.path(), 64 * 1024);
+        let bases: Vec<u64> = log.segments().iter().map(|s| s.base).collect();
+        assert_eq!(bases, vec![0, 65536, 131072, 196608, 262144]);
+    }
+}

@@ -1,0 +1,229 @@
+//! Flushing: the group commit of sync mode, the periodic flush of async mode, the checkpoint, and
+//! the watchdog that fails appends whose fsync takes longer than `flush_timeout_ms`.
+//!
+//! One flusher thread takes every waiting append, fsyncs the log up to the newest published
+//! position (covering them all: that is the group commit), and answers them together. An fsync
+//! that fails or is too slow answers every append it covers with an error and fences the log.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::config::FlushMode;
+use super::error::{Result, StorageError};
+use super::store::Shared;
+
+/// An append waiting for the log to be flushed past `end`.
+pub(crate) struct Waiter {
+    pub(crate) end: u64,
+    pub(crate) done: oneshot::Sender<Result<()>>,
+}
+
+#[derive(Default)]
+pub(crate) struct FlushQueue {
+    /// Appends waiting for the next flush.
+    pub(crate) waiters: Vec<Waiter>,
+    /// Appends covered by the flush running now, and when it started.
+    in_flight: Vec<Waiter>,
+    in_flight_since: Option<Instant>,
+    shutdown: bool,
+    /// Tests: stop without the final flush and checkpoint, as a killed process would.
+    #[cfg(test)]
+    pub(crate) abandon: bool,
+}
+
+pub(crate) fn start_threads(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
+    let flusher = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("smq-flusher".into())
+            .spawn(move || run_flusher(&shared))
+            .expect("spawning the flusher thread")
+    };
+    let watchdog = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("smq-flush-watchdog".into())
+            .spawn(move || run_watchdog(&shared))
+            .expect("spawning the flush watchdog thread")
+    };
+    vec![flusher, watchdog]
+}
+
+/// Asks both threads to stop after a final flush, and waits for them.
+pub(crate) fn stop_threads(shared: &Shared, threads: Vec<JoinHandle<()>>) {
+    shared
+        .flush_queue
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .shutdown = true;
+    shared.flush_wakeup.notify_all();
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+fn run_flusher(shared: &Shared) {
+    let interval = Duration::from_millis(shared.config.flush_interval_ms);
+    let timeout = Duration::from_millis(shared.config.flush_timeout_ms);
+    let mut last_checkpoint = Instant::now();
+    loop {
+        let (waiters, shutdown) = {
+            let mut queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                let periodic_due = last_checkpoint.elapsed() >= interval;
+                if queue.shutdown || !queue.waiters.is_empty() || periodic_due {
+                    break;
+                }
+                let wait = interval.saturating_sub(last_checkpoint.elapsed());
+                queue = shared
+                    .flush_wakeup
+                    .wait_timeout(queue, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            #[cfg(test)]
+            if queue.abandon {
+                return;
+            }
+            (std::mem::take(&mut queue.waiters), queue.shutdown)
+        };
+        let periodic_due = last_checkpoint.elapsed() >= interval;
+        if let Err(error) = shared.check_not_fenced() {
+            answer_all(waiters, || {
+                Err(StorageError::FlushFailed(error.to_string()))
+            });
+        } else {
+            flush_for(shared, waiters, timeout, periodic_due || shutdown);
+        }
+        if (periodic_due || shutdown) && shared.check_not_fenced().is_ok() {
+            if let Err(error) = shared.write_checkpoint() {
+                shared.fence(format!("writing the checkpoint failed: {error}"));
+            }
+            last_checkpoint = Instant::now();
+        }
+        if shutdown {
+            let mut queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
+            let late = std::mem::take(&mut queue.waiters);
+            drop(queue);
+            answer_all(late, || Err(StorageError::Closed));
+            return;
+        }
+    }
+}
+
+/// One flush round: fsync up to the newest published position, then answer `waiters`.
+fn flush_for(shared: &Shared, waiters: Vec<Waiter>, timeout: Duration, periodic: bool) {
+    let target = shared.written_position.load(Ordering::Acquire);
+    let needed = !waiters.is_empty() || periodic || shared.config.flush == FlushMode::Sync;
+    {
+        let mut queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.in_flight = waiters;
+        queue.in_flight_since = Some(Instant::now());
+    }
+    let started = Instant::now();
+    let result = if needed {
+        shared.flush_log_to(target)
+    } else {
+        Ok(())
+    };
+    let elapsed = started.elapsed();
+    let waiters = {
+        let mut queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.in_flight_since = None;
+        std::mem::take(&mut queue.in_flight)
+    };
+    match result {
+        Err(error) => {
+            let reason = format!("an fsync of the commit log failed: {error}");
+            shared.fence(reason.clone());
+            answer_all(waiters, || Err(StorageError::FlushFailed(reason.clone())));
+        }
+        Ok(()) if elapsed > timeout && !waiters.is_empty() => {
+            shared.fence(format!(
+                "an fsync of the commit log took {} ms, above flush_timeout_ms",
+                elapsed.as_millis()
+            ));
+            answer_all(waiters, || {
+                Err(StorageError::FlushTimeout {
+                    timeout_ms: timeout.as_millis() as u64,
+                })
+            });
+        }
+        Ok(()) => {
+            for waiter in waiters {
+                debug_assert!(waiter.end <= target);
+                let _ = waiter.done.send(Ok(()));
+            }
+        }
+    }
+}
+
+/// Fails the appends of a flush that has run longer than `flush_timeout_ms`, so that producers
+/// hear of it in time even while the fsync hangs, and fences the log.
+fn run_watchdog(shared: &Shared) {
+    let timeout = Duration::from_millis(shared.config.flush_timeout_ms);
+    let tick = (timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(10));
+    loop {
+        let mut queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.shutdown {
+            return;
+        }
+        let overdue = queue
+            .in_flight_since
+            .is_some_and(|since| since.elapsed() > timeout);
+        if overdue && !queue.in_flight.is_empty() {
+            let in_flight = std::mem::take(&mut queue.in_flight);
+            let waiting = std::mem::take(&mut queue.waiters);
+            drop(queue);
+            shared.fence(format!(
+                "an fsync of the commit log has run for more than flush_timeout_ms ({} ms)",
+                timeout.as_millis()
+            ));
+            answer_all(in_flight.into_iter().chain(waiting).collect(), || {
+                Err(StorageError::FlushTimeout {
+                    timeout_ms: timeout.as_millis() as u64,
+                })
+            });
+        } else {
+            drop(queue);
+        }
+        std::thread::sleep(tick);
+    }
+}
+
+fn answer_all(waiters: Vec<Waiter>, result: impl Fn() -> Result<()>) {
+    for waiter in waiters {
+        let _ = waiter.done.send(result());
+    }
+}
+
+/// Faults the tests inject into the flush path: the real fsync is still called around them.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Faults {
+    /// The next this many flushes fail with EIO before syncing.
+    pub(crate) failing_syncs: std::sync::atomic::AtomicU32,
+    /// Every flush sleeps this long first, as a stalled disk would.
+    pub(crate) sync_delay_ms: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(test)]
+impl Faults {
+    pub(crate) fn before_sync(&self) -> std::io::Result<()> {
+        let delay = self.sync_delay_ms.load(Ordering::Acquire);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        let failing = self
+            .failing_syncs
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! All queue indexes of a store, by topic and queue id, opened from the data directory at start
+//! and created on a queue's first append.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::error::{Result, StorageError};
+use super::file_names::{check_topic_name, queue_index_dir, INDEX_DIR};
+use super::queue_index::QueueIndex;
+
+pub struct Indexes {
+    data_dir: PathBuf,
+    entries_per_file: u32,
+    by_topic: HashMap<String, HashMap<u32, QueueIndex>>,
+}
+
+impl Indexes {
+    /// Opens every index under `<data_dir>/index`.
+    pub fn open(data_dir: &Path, entries_per_file: u32) -> Result<Indexes> {
+        let mut indexes = Indexes {
+            data_dir: data_dir.to_owned(),
+            entries_per_file,
+            by_topic: HashMap::new(),
+        };
+        let root = data_dir.join(INDEX_DIR);
+        std::fs::create_dir_all(&root).map_err(StorageError::io("creating", &root))?;
+        for topic in list_dir(&root)? {
+            if check_topic_name(&topic).is_err() {
+                tracing::warn!(directory = %root.join(&topic).display(), "ignoring a directory that is not a topic");
+                continue;
+            }
+            for queue in list_dir(&root.join(&topic))? {
+                if let Ok(queue) = queue.parse::<u32>() {
+                    indexes.get_or_open(&topic, queue)?;
+                }
+            }
+        }
+        Ok(indexes)
+    }
+
+    pub fn get(&self, topic: &str, queue: u32) -> Option<&QueueIndex> {
+        self.by_topic.get(topic)?.get(&queue)
+    }
+
+    /// The index of `topic`/`queue`, opened (and its directory created) on first use.
+    pub fn get_or_open(&mut self, topic: &str, queue: u32) -> Result<&mut QueueIndex> {
+        if self.get(topic, queue).is_none() {
+            let index = QueueIndex::open(
+                &queue_index_dir(&self.data_dir, topic, queue),
+                self.entries_per_file,
+            )?;
+            self.by_topic
+                .entry(topic.to_owned())
+                .or_default()
+                .insert(queue, index);
+        }
+        Ok(self
+            .by_topic
+            .get_mut(topic)
+            .and_then(|queues| queues.get_mut(&queue))
+            .expect("inserted above"))
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut QueueIndex> {
+        self.by_topic
+            .values_mut()
+            .flat_map(|queues| queues.values_mut())
+    }
+
+    /// Every (topic, queue) that has an index.
+    pub fn queues(&self) -> Vec<(String, u32)> {
+        let mut queues: Vec<(String, u32)> = self
+            .by_topic
+            .iter()
+            .flat_map(|(topic, queues)| queues.keys().map(|queue| (topic.clone(), *queue)))
+            .collect();
+        queues.sort();
+        queues
+    }
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(StorageError::io("listing", dir))? {
+        let entry = entry.map_err(StorageError::io("listing", dir))?;
+        if entry.path().is_dir() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    Ok(names)
+}

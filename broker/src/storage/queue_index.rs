@@ -1,0 +1,420 @@
+//! The index of one (topic, queue): fixed-size entries, one per batch, from queue offset to the
+//! batch's position in the commit log, split into files named by their first queue offset.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::{Result, StorageError};
+use super::file_names::{index_file_path, parse_offset_name, TEMP_SUFFIX};
+use super::segment::{sync_dir, MappedFile, SharedFile};
+
+/// Bytes of one entry: base queue offset, log position, batch size, message count.
+pub const ENTRY_BYTES: u64 = 24;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub base_queue_offset: u64,
+    pub position: u64,
+    pub size: u32,
+    pub message_count: u32,
+}
+
+impl IndexEntry {
+    /// Queue offset one past the batch's last message.
+    pub fn next_queue_offset(&self) -> u64 {
+        self.base_queue_offset + u64::from(self.message_count)
+    }
+}
+
+struct IndexFile {
+    first_queue_offset: u64,
+    file: SharedFile,
+    entries: u64,
+}
+
+impl IndexFile {
+    fn capacity(&self) -> u64 {
+        self.file.len() / ENTRY_BYTES
+    }
+
+    fn entry(&self, slot: u64) -> IndexEntry {
+        let bytes = self.file.bytes(slot * ENTRY_BYTES, ENTRY_BYTES as usize);
+        IndexEntry {
+            base_queue_offset: u64::from_be_bytes(bytes[0..8].try_into().expect("8 bytes")),
+            position: u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes")),
+            size: u32::from_be_bytes(bytes[16..20].try_into().expect("4 bytes")),
+            message_count: u32::from_be_bytes(bytes[20..24].try_into().expect("4 bytes")),
+        }
+    }
+
+    /// Slot of the entry holding `queue_offset`, if this file has one.
+    fn slot_of(&self, queue_offset: u64) -> Option<u64> {
+        let (mut low, mut high) = (0, self.entries);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let entry = self.entry(middle);
+            if entry.next_queue_offset() <= queue_offset {
+                low = middle + 1;
+            } else if entry.base_queue_offset > queue_offset {
+                high = middle;
+            } else {
+                return Some(middle);
+            }
+        }
+        None
+    }
+
+    fn write_entry(&self, slot: u64, entry: IndexEntry) {
+        // SAFETY: the store's writer lock serializes index writes, and `slot` is past the
+        // published entries, which are all readers look at.
+        let bytes = unsafe {
+            self.file
+                .bytes_mut(slot * ENTRY_BYTES, ENTRY_BYTES as usize)
+        };
+        bytes[0..8].copy_from_slice(&entry.base_queue_offset.to_be_bytes());
+        bytes[8..16].copy_from_slice(&entry.position.to_be_bytes());
+        bytes[16..20].copy_from_slice(&entry.size.to_be_bytes());
+        bytes[20..24].copy_from_slice(&entry.message_count.to_be_bytes());
+    }
+}
+
+pub struct QueueIndex {
+    dir: PathBuf,
+    entries_per_file: u32,
+    /// Sorted by first queue offset; only the last one has free slots.
+    files: Vec<IndexFile>,
+    next_queue_offset: u64,
+    /// Files whose first queue offset is at least this may hold entries not yet synced.
+    unsynced_from_queue_offset: u64,
+}
+
+impl QueueIndex {
+    /// Opens the index in `dir`, creating the directory if needed.
+    pub fn open(dir: &Path, entries_per_file: u32) -> Result<QueueIndex> {
+        std::fs::create_dir_all(dir).map_err(StorageError::io("creating", dir))?;
+        let mut firsts = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(StorageError::io("listing", dir))? {
+            let entry = entry.map_err(StorageError::io("listing", dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(TEMP_SUFFIX) {
+                std::fs::remove_file(entry.path())
+                    .map_err(StorageError::io("deleting", entry.path()))?;
+            } else if let Some(first) = parse_offset_name(&name) {
+                firsts.push(first);
+            }
+        }
+        firsts.sort_unstable();
+        let mut files = Vec::with_capacity(firsts.len());
+        for first_queue_offset in firsts {
+            let file = Arc::new(MappedFile::open(&index_file_path(dir, first_queue_offset))?);
+            let mut index_file = IndexFile {
+                first_queue_offset,
+                file,
+                entries: 0,
+            };
+            index_file.entries = count_entries(&index_file);
+            files.push(index_file);
+        }
+        let next_queue_offset = files.last().map_or(0, |last| {
+            if last.entries == 0 {
+                last.first_queue_offset
+            } else {
+                last.entry(last.entries - 1).next_queue_offset()
+            }
+        });
+        Ok(QueueIndex {
+            dir: dir.to_owned(),
+            entries_per_file,
+            files,
+            next_queue_offset,
+            unsynced_from_queue_offset: 0,
+        })
+    }
+
+    /// Queue offset the next batch gets.
+    pub fn next_queue_offset(&self) -> u64 {
+        self.next_queue_offset
+    }
+
+    /// Makes sure the next append has a slot, creating a file if needed, so that `append` itself
+    /// cannot fail after the batch is in the log.
+    pub fn prepare_append(&mut self) -> Result<()> {
+        let full = self
+            .files
+            .last()
+            .is_none_or(|last| last.entries == last.capacity());
+        if full {
+            let path = index_file_path(&self.dir, self.next_queue_offset);
+            let created = self.files.is_empty();
+            let file = Arc::new(MappedFile::create(
+                &path,
+                u64::from(self.entries_per_file) * ENTRY_BYTES,
+            )?);
+            self.files.push(IndexFile {
+                first_queue_offset: self.next_queue_offset,
+                file,
+                entries: 0,
+            });
+            if created {
+                if let Some(parent) = self.dir.parent() {
+                    sync_dir(parent)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the entry of the next batch; `prepare_append` must have been called.
+    pub fn append(&mut self, entry: IndexEntry) {
+        assert_eq!(
+            entry.base_queue_offset,
+            self.next_queue_offset,
+            "queue offsets of {} must increase without gaps",
+            self.dir.display()
+        );
+        let last = self.files.last_mut().expect("prepare_append was called");
+        assert!(last.entries < last.capacity(), "prepare_append was called");
+        last.write_entry(last.entries, entry);
+        last.entries += 1;
+        self.next_queue_offset = entry.next_queue_offset();
+    }
+
+    /// Sets the next queue offset of an index that has no entries (recovery of a queue whose
+    /// index files were lost or dropped).
+    pub fn restart_at(&mut self, queue_offset: u64) -> Result<()> {
+        assert!(!self.has_entries());
+        for empty in self.files.drain(..) {
+            std::fs::remove_file(empty.file.path())
+                .map_err(StorageError::io("deleting", empty.file.path()))?;
+        }
+        self.next_queue_offset = queue_offset;
+        Ok(())
+    }
+
+    pub fn has_entries(&self) -> bool {
+        self.files.iter().any(|f| f.entries > 0)
+    }
+
+    /// The entry of the batch holding `queue_offset`.
+    #[cfg(test)]
+    pub fn lookup(&self, queue_offset: u64) -> Option<IndexEntry> {
+        let (file, slot) = self.locate(queue_offset)?;
+        Some(self.files[file].entry(slot))
+    }
+
+    /// Entries from the batch holding `queue_offset` on, in order.
+    pub fn entries_from(&self, queue_offset: u64) -> impl Iterator<Item = IndexEntry> + '_ {
+        let start = self.locate(queue_offset);
+        self.files
+            .iter()
+            .enumerate()
+            .skip(start.map_or(self.files.len(), |(file, _)| file))
+            .flat_map(move |(number, file)| {
+                let first_slot = match start {
+                    Some((start_file, slot)) if start_file == number => slot,
+                    _ => 0,
+                };
+                (first_slot..file.entries).map(move |slot| file.entry(slot))
+            })
+    }
+
+    fn locate(&self, queue_offset: u64) -> Option<(usize, u64)> {
+        let after = self
+            .files
+            .partition_point(|f| f.first_queue_offset <= queue_offset);
+        let file = after.checked_sub(1)?;
+        let slot = self.files[file].slot_of(queue_offset)?;
+        Some((file, slot))
+    }
+
+    /// The oldest queue offset whose batch is at or after `log_start`.
+    pub fn earliest_offset(&self, log_start: u64) -> u64 {
+        for file in &self.files {
+            if file.entries == 0 || file.entry(file.entries - 1).position < log_start {
+                continue;
+            }
+            let (mut low, mut high) = (0, file.entries);
+            while low < high {
+                let middle = low + (high - low) / 2;
+                if file.entry(middle).position < log_start {
+                    low = middle + 1;
+                } else {
+                    high = middle;
+                }
+            }
+            return file.entry(low).base_queue_offset;
+        }
+        self.next_queue_offset
+    }
+
+    /// Drops every entry of a batch at or after `position` (recovery re-indexes them).
+    pub fn truncate_from_position(&mut self, position: u64) -> Result<()> {
+        while let Some(last) = self.files.last_mut() {
+            let keep = (0..last.entries)
+                .rev()
+                .find(|slot| last.entry(*slot).position < position)
+                .map_or(0, |slot| slot + 1);
+            if keep < last.entries {
+                self.next_queue_offset = last.entry(keep).base_queue_offset;
+                for slot in keep..last.entries {
+                    // SAFETY: recovery runs before any reader exists.
+                    unsafe {
+                        last.file
+                            .bytes_mut(slot * ENTRY_BYTES, ENTRY_BYTES as usize)
+                    }
+                    .fill(0);
+                }
+                let len = (last.entries - keep) * ENTRY_BYTES;
+                last.file
+                    .sync_range(keep * ENTRY_BYTES, len)
+                    .map_err(StorageError::io("syncing", last.file.path()))?;
+                last.entries = keep;
+            }
+            if last.entries == 0 && self.files.len() > 1 {
+                let empty = self.files.pop().expect("not empty");
+                std::fs::remove_file(empty.file.path())
+                    .map_err(StorageError::io("deleting", empty.file.path()))?;
+            } else {
+                break;
+            }
+        }
+        let last_first = self.files.last().map_or(0, |f| f.first_queue_offset);
+        self.unsynced_from_queue_offset = self.unsynced_from_queue_offset.min(last_first);
+        Ok(())
+    }
+
+    /// Deletes index files whose batches all lie before `log_start`, keeping the newest file.
+    pub fn delete_before_position(&mut self, log_start: u64) -> Result<()> {
+        while self.files.len() > 1 {
+            let first = &self.files[0];
+            if first.entries > 0 && first.entry(first.entries - 1).position >= log_start {
+                break;
+            }
+            let deleted = self.files.remove(0);
+            std::fs::remove_file(deleted.file.path())
+                .map_err(StorageError::io("deleting", deleted.file.path()))?;
+        }
+        Ok(())
+    }
+
+    /// Files that may hold unsynced entries, and a mark to pass to `mark_synced` once they are.
+    pub fn unsynced_files(&self) -> (Vec<SharedFile>, u64) {
+        let files = self
+            .files
+            .iter()
+            .filter(|f| f.first_queue_offset >= self.unsynced_from_queue_offset)
+            .map(|f| f.file.clone())
+            .collect();
+        let mark = self.files.last().map_or(0, |f| f.first_queue_offset);
+        (files, mark)
+    }
+
+    /// Records that the files `unsynced_files` returned are synced; the newest of them can
+    /// still receive entries, so it stays in the next round.
+    pub fn mark_synced(&mut self, mark: u64) {
+        self.unsynced_from_queue_offset = self.unsynced_from_queue_offset.max(mark);
+    }
+}
+
+/// Number of entries in a file: entries are written in order and a size of 0 marks a free slot.
+fn count_entries(file: &IndexFile) -> u64 {
+    let (mut low, mut high) = (0, file.capacity());
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if file.entry(middle).size != 0 {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    low
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(base: u64, count: u32) -> IndexEntry {
+        IndexEntry {
+            base_queue_offset: base,
+            position: base * 1000,
+            size: 100,
+            message_count: count,
+        }
+    }
+
+    fn filled(dir: &Path, batches: u64, per_file: u32) -> QueueIndex {
+        let mut index = QueueIndex::open(dir, per_file).unwrap();
+        for batch in 0..batches {
+            index.prepare_append().unwrap();
+            index.append(entry(batch * 10, 10));
+        }
+        index
+    }
+
+    #[test]
+    fn lookups_at_batch_and_file_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = filled(dir.path(), 40, 16);
+        assert_eq!(index.next_queue_offset(), 400);
+        for (queue_offset, expected_base) in [
+            (0, 0),
+            (9, 0),
+            (10, 10),
+            (159, 150),
+            (160, 160),
+            (161, 160),
+            (399, 390),
+        ] {
+            assert_eq!(
+                index.lookup(queue_offset).unwrap().base_queue_offset,
+                expected_base,
+                "at {queue_offset}"
+            );
+        }
+        assert!(index.lookup(400).is_none());
+        let from: Vec<u64> = index
+            .entries_from(155)
+            .map(|e| e.base_queue_offset)
+            .take(3)
+            .collect();
+        assert_eq!(from, vec![150, 160, 170]);
+        assert_eq!(index.entries_from(395).count(), 1);
+        assert_eq!(index.entries_from(400).count(), 0);
+    }
+
+    #[test]
+    fn reopened_index_continues_where_it_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(filled(dir.path(), 33, 16));
+        let index = QueueIndex::open(dir.path(), 16).unwrap();
+        assert_eq!(index.next_queue_offset(), 330);
+        assert_eq!(index.lookup(325).unwrap().base_queue_offset, 320);
+    }
+
+    #[test]
+    fn truncation_by_position_rewinds_the_next_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = filled(dir.path(), 40, 16);
+        index.truncate_from_position(170 * 1000).unwrap();
+        assert_eq!(index.next_queue_offset(), 170);
+        assert!(index.lookup(170).is_none());
+        assert_eq!(index.lookup(169).unwrap().base_queue_offset, 160);
+        drop(index);
+        let index = QueueIndex::open(dir.path(), 16).unwrap();
+        assert_eq!(index.next_queue_offset(), 170);
+    }
+
+    #[test]
+    fn retention_drops_whole_files_and_moves_the_earliest_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = filled(dir.path(), 40, 16);
+        index.delete_before_position(200 * 1000).unwrap();
+        assert_eq!(index.earliest_offset(200 * 1000), 200);
+        assert!(
+            index.lookup(150).is_none(),
+            "file of offsets 0..160 is deleted"
+        );
+        assert_eq!(index.lookup(165).unwrap().base_queue_offset, 160);
+    }
+}

@@ -1,0 +1,275 @@
+//! Recovery on open: after an unclean shutdown, scan the log from the last checkpoint, verify every
+//! batch's CRC, re-index what is valid and truncate a torn tail; refuse to truncate acknowledged
+//! data in the middle of the log.
+
+use smq_client::protocol::record_batch::{total_len, BatchView, FIXED_HEADER_BYTES};
+
+use super::checkpoint::Checkpoint;
+use super::commit_log::{CommitLog, Segment};
+use super::error::{Result, StorageError};
+use super::file_names::check_topic_name;
+use super::indexes::Indexes;
+use super::queue_index::IndexEntry;
+
+/// What recovery found and did; logged by the store.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub clean: bool,
+    pub scanned_from: u64,
+    pub end_position: u64,
+    pub batches_indexed: u64,
+    pub truncated: Option<Truncation>,
+}
+
+/// Bytes dropped from the tail of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    pub from_position: u64,
+    pub to_position: u64,
+    pub bytes: u64,
+    /// Length-prefixed records found in the dropped range (a torn batch counts as one).
+    pub batches: u64,
+    pub reason: String,
+}
+
+/// Finds the end of the log and brings the indexes up to it.
+pub fn recover(
+    log: &mut CommitLog,
+    indexes: &mut Indexes,
+    checkpoint: Checkpoint,
+    clean: bool,
+    max_message_bytes: usize,
+) -> Result<RecoveryReport> {
+    let log_start = log.start_position();
+    if clean && checkpoint.flushed_position >= log_start && checkpoint.flushed_position > 0 {
+        log.set_write_position(checkpoint.flushed_position)?;
+        return Ok(RecoveryReport {
+            clean: true,
+            scanned_from: checkpoint.flushed_position,
+            end_position: checkpoint.flushed_position,
+            ..RecoveryReport::default()
+        });
+    }
+    let scanned_from = checkpoint
+        .flushed_position
+        .min(checkpoint.index_flushed_position)
+        .max(log_start);
+    for index in indexes.iter_mut() {
+        index.truncate_from_position(scanned_from)?;
+    }
+    let mut report = RecoveryReport {
+        clean,
+        scanned_from,
+        ..RecoveryReport::default()
+    };
+    let mut position = scanned_from;
+    let segments: Vec<Segment> = log.segments().to_vec();
+    let mut number = segments.partition_point(|s| s.end() <= position);
+    while number < segments.len() {
+        let segment = &segments[number];
+        let has_next = number + 1 < segments.len();
+        match scan_one(segment, position, max_message_bytes) {
+            Scan::Batch(view_len) => {
+                let bytes = segment.file.bytes(position - segment.base, view_len);
+                let view = BatchView::parse_with_limit(bytes, max_message_bytes)
+                    .expect("scan_one validated it");
+                index_batch(indexes, &view, position, log)?;
+                report.batches_indexed += 1;
+                position += view_len as u64;
+            }
+            Scan::EndOfSegment if has_next => {
+                number += 1;
+                position = segments[number].base;
+            }
+            Scan::EndOfSegment => {
+                if let Some(garbage_end) = last_nonzero_end(segment, position) {
+                    let truncation = truncate(
+                        segment,
+                        position,
+                        garbage_end,
+                        "non-zero bytes after the last batch",
+                    )?;
+                    report.truncated = Some(truncation);
+                }
+                break;
+            }
+            Scan::Invalid(reason) => {
+                refuse_middle_corruption(
+                    &segments,
+                    number,
+                    position,
+                    checkpoint,
+                    &reason,
+                    max_message_bytes,
+                )?;
+                let end = last_nonzero_end(segment, position).unwrap_or(position);
+                report.truncated = Some(truncate(segment, position, end, &reason)?);
+                break;
+            }
+        }
+    }
+    report.end_position = position;
+    log.set_write_position(position)?;
+    Ok(report)
+}
+
+enum Scan {
+    /// A valid batch of this many bytes starts here.
+    Batch(usize),
+    /// A zero length field, or no room for one: no more batches in this segment.
+    EndOfSegment,
+    Invalid(String),
+}
+
+fn scan_one(segment: &Segment, position: u64, max_message_bytes: usize) -> Scan {
+    let offset = position - segment.base;
+    let remaining = segment.file.len() - offset;
+    if remaining < 4 {
+        return Scan::EndOfSegment;
+    }
+    let len = total_len(segment.file.bytes(offset, 4)).expect("4 bytes");
+    if len == 4 {
+        return Scan::EndOfSegment;
+    }
+    if len < FIXED_HEADER_BYTES || len as u64 > remaining {
+        return Scan::Invalid(format!(
+            "length field says {len} bytes, impossible with {remaining} bytes left in the segment"
+        ));
+    }
+    match BatchView::parse_with_limit(segment.file.bytes(offset, len), max_message_bytes) {
+        Ok(_) => Scan::Batch(len),
+        Err(error) => Scan::Invalid(error.to_string()),
+    }
+}
+
+fn index_batch(
+    indexes: &mut Indexes,
+    view: &BatchView,
+    position: u64,
+    log: &CommitLog,
+) -> Result<()> {
+    let topic = view.topic();
+    check_topic_name(topic)?;
+    let index = indexes.get_or_open(topic, view.queue_id())?;
+    let base = view.base_queue_offset();
+    if !index.has_entries() && base != index.next_queue_offset() {
+        index.restart_at(base)?;
+    }
+    if base != index.next_queue_offset() {
+        return Err(StorageError::Corrupt {
+            path: log
+                .segment_at(position)
+                .expect("scanned")
+                .file
+                .path()
+                .to_owned(),
+            position,
+            reason: format!(
+                "batch of {topic}/{} starts at queue offset {base}, expected {}",
+                view.queue_id(),
+                index.next_queue_offset()
+            ),
+        });
+    }
+    index.prepare_append()?;
+    index.append(IndexEntry {
+        base_queue_offset: base,
+        position,
+        size: view.len() as u32,
+        message_count: view.message_count(),
+    });
+    Ok(())
+}
+
+/// An invalid batch is a torn tail only if nothing valid or acknowledged follows it.
+fn refuse_middle_corruption(
+    segments: &[Segment],
+    number: usize,
+    position: u64,
+    checkpoint: Checkpoint,
+    reason: &str,
+    max_message_bytes: usize,
+) -> Result<()> {
+    let segment = &segments[number];
+    let corrupt = |why: String| StorageError::Corrupt {
+        path: segment.file.path().to_owned(),
+        position,
+        reason: format!("{reason}; {why}"),
+    };
+    if position < checkpoint.flushed_position {
+        return Err(corrupt(format!(
+            "the checkpoint says the log was flushed up to {}",
+            checkpoint.flushed_position
+        )));
+    }
+    let offset = position - segment.base;
+    if let Some(len) = total_len(segment.file.bytes(offset, 4)) {
+        let next = position + len as u64;
+        if len >= FIXED_HEADER_BYTES && next < segment.end() {
+            if let Scan::Batch(_) = scan_one(segment, next, max_message_bytes) {
+                return Err(corrupt(format!("a valid batch follows at {next}")));
+            }
+        }
+    }
+    if let Some(later) = segments[number + 1..]
+        .iter()
+        .find(|s| total_len(s.file.bytes(0, 4)).is_some_and(|len| len > 4))
+    {
+        return Err(corrupt(format!(
+            "segment {} after it holds data",
+            later.base
+        )));
+    }
+    Ok(())
+}
+
+/// Position one past the last non-zero byte at or after `position` in the segment, if any.
+fn last_nonzero_end(segment: &Segment, position: u64) -> Option<u64> {
+    let offset = position - segment.base;
+    let rest = segment
+        .file
+        .bytes(offset, (segment.file.len() - offset) as usize);
+    rest.iter()
+        .rposition(|byte| *byte != 0)
+        .map(|last| position + last as u64 + 1)
+}
+
+/// Zeroes `[from, to)` of the segment, syncs it, and says what was dropped.
+fn truncate(segment: &Segment, from: u64, to: u64, reason: &str) -> Result<Truncation> {
+    let offset = from - segment.base;
+    let len = (to - from) as usize;
+    let mut batches = 0;
+    let mut at = offset;
+    while at + 4 <= offset + len as u64 {
+        match total_len(segment.file.bytes(at, 4)) {
+            Some(record) if record > 4 => {
+                batches += 1;
+                at += record as u64;
+            }
+            _ => break,
+        }
+    }
+    // SAFETY: recovery runs before any reader or writer exists.
+    unsafe { segment.file.bytes_mut(offset, len) }.fill(0);
+    segment
+        .file
+        .sync_range(offset, len as u64)
+        .map_err(StorageError::io("syncing", segment.file.path()))?;
+    let truncation = Truncation {
+        from_position: from,
+        to_position: to,
+        bytes: to - from,
+        batches: batches.max(1),
+        reason: reason.to_owned(),
+    };
+    tracing::warn!(
+        segment = %segment.file.path().display(),
+        from_position = from,
+        to_position = to,
+        bytes = truncation.bytes,
+        batches = truncation.batches,
+        reason,
+        "truncated the torn tail of the commit log"
+    );
+    Ok(truncation)
+}

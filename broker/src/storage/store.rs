@@ -1,0 +1,516 @@
+//! The store: one commit log and its queue indexes behind one writer, with the flusher, recovery
+//! on open and retention. This is the storage engine's public face.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use smq_client::protocol::record_batch::{now_ms, BatchView, BrokerStamp};
+use tokio::sync::oneshot;
+
+use super::checkpoint::Checkpoint;
+use super::commit_log::CommitLog;
+use super::config::{FlushMode, StoreConfig};
+use super::disk_space::DiskGuard;
+use super::error::{Result, StorageError};
+use super::file_names::{check_topic_name, ABORT_FILE, CHECKPOINT_FILE, LOCK_FILE};
+use super::flush::{self, FlushQueue, Waiter};
+use super::indexes::Indexes;
+use super::queue_index::IndexEntry;
+use super::recovery::{recover, RecoveryReport};
+use super::segment::sync_dir;
+
+/// A broker's message store. Cheap to share: every method takes `&self`.
+pub struct Store {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    recovery: RecoveryReport,
+}
+
+/// State shared with the flusher and the watchdog threads.
+pub(crate) struct Shared {
+    pub(crate) config: StoreConfig,
+    state: Mutex<State>,
+    /// End of the last appended batch: readers and the flusher see the log up to here.
+    pub(crate) written_position: AtomicU64,
+    /// Every byte below this is on disk.
+    pub(crate) flushed_position: AtomicU64,
+    flush_count: AtomicU64,
+    fenced: AtomicBool,
+    fence_reason: Mutex<Option<String>>,
+    pub(crate) flush_queue: Mutex<FlushQueue>,
+    pub(crate) flush_wakeup: Condvar,
+    #[cfg(test)]
+    pub(crate) faults: super::flush::Faults,
+    // Held for the store's lifetime: the flock keeps a second broker out of the directory.
+    _lock: File,
+}
+
+struct State {
+    log: CommitLog,
+    indexes: Indexes,
+    disk: DiskGuard,
+}
+
+/// Where an append landed; [`AppendReceipt::durable`] waits for the flush it needs.
+pub struct AppendReceipt {
+    pub appended: Appended,
+    flushed: Option<oneshot::Receiver<Result<()>>>,
+}
+
+/// The position and offsets an append was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub position: u64,
+    pub base_queue_offset: u64,
+    pub message_count: u32,
+    pub size: u32,
+}
+
+impl AppendReceipt {
+    /// Waits until the append is as durable as the flush mode promises: fsynced in sync mode,
+    /// at once in async mode.
+    pub async fn durable(self) -> Result<Appended> {
+        if let Some(flushed) = self.flushed {
+            flushed.await.map_err(|_| StorageError::Closed)??;
+        }
+        Ok(self.appended)
+    }
+
+    /// [`AppendReceipt::durable`] for threads outside an async runtime.
+    pub fn wait_durable(self) -> Result<Appended> {
+        if let Some(flushed) = self.flushed {
+            flushed
+                .blocking_recv()
+                .map_err(|_| StorageError::Closed)??;
+        }
+        Ok(self.appended)
+    }
+}
+
+/// Whole batches of one queue, as stored, without copying.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    pub batches: Vec<Bytes>,
+    /// Oldest queue offset still stored.
+    pub earliest_offset: u64,
+    /// Queue offset the next batch will get.
+    pub next_offset: u64,
+}
+
+/// What retention deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub segments_deleted: usize,
+    pub log_start_position: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `config.data_dir`, recovering after an unclean shutdown.
+    pub fn open(config: StoreConfig) -> Result<Store> {
+        config.validate().map_err(StorageError::InvalidConfig)?;
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(StorageError::io("creating", &dir))?;
+        let lock = lock_data_dir(&dir)?;
+        let abort_path = dir.join(ABORT_FILE);
+        let clean = !abort_path.exists();
+        let checkpoint = Checkpoint::read(&dir.join(CHECKPOINT_FILE))?;
+        let mut log = CommitLog::open(&dir, config.segment_bytes)?;
+        let mut indexes = Indexes::open(&dir, config.index_entries_per_file)?;
+        let recovery = recover(
+            &mut log,
+            &mut indexes,
+            checkpoint,
+            clean,
+            config.max_message_bytes,
+        )?;
+        tracing::info!(
+            data_dir = %dir.display(),
+            clean = recovery.clean,
+            scanned_from = recovery.scanned_from,
+            end_position = recovery.end_position,
+            batches_indexed = recovery.batches_indexed,
+            "opened the store"
+        );
+        File::create(&abort_path).map_err(StorageError::io("creating", &abort_path))?;
+        sync_dir(&dir)?;
+        let end = log.write_position();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                log,
+                indexes,
+                disk: DiskGuard::new(&dir, config.disk_usage_watermark_percent),
+            }),
+            written_position: AtomicU64::new(end),
+            flushed_position: AtomicU64::new(end),
+            flush_count: AtomicU64::new(0),
+            fenced: AtomicBool::new(false),
+            fence_reason: Mutex::new(None),
+            flush_queue: Mutex::new(FlushQueue::default()),
+            flush_wakeup: Condvar::new(),
+            #[cfg(test)]
+            faults: super::flush::Faults::default(),
+            _lock: lock,
+            config,
+        });
+        // Everything recovered is on disk now: record it before taking new writes.
+        shared.write_checkpoint()?;
+        let threads = flush::start_threads(&shared);
+        Ok(Store {
+            shared,
+            threads,
+            recovery,
+        })
+    }
+
+    /// What recovery did when this store was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// Appends one producer batch (topic and queue are in its header). The broker assigns the
+    /// queue offsets, the epoch and the store time, and recomputes the CRC. Returns once the
+    /// batch is in the page cache; `durable()` on the receipt waits for the flush.
+    pub fn append(&self, batch: &[u8]) -> Result<AppendReceipt> {
+        self.shared.check_not_fenced()?;
+        let view = BatchView::parse_with_limit(batch, self.shared.config.max_message_bytes)?;
+        check_topic_name(view.topic())?;
+        let appended = {
+            let mut state = self.shared.lock_state();
+            state.disk.check()?;
+            let State { log, indexes, .. } = &mut *state;
+            let index = indexes.get_or_open(view.topic(), view.queue_id())?;
+            index.prepare_append()?;
+            let base_queue_offset = index.next_queue_offset();
+            let reservation = log.reserve(view.len())?;
+            // SAFETY: the reserved range is past the published write position, and we hold the
+            // writer lock, so no one else reads or writes it.
+            let destination = unsafe {
+                reservation
+                    .file
+                    .bytes_mut(reservation.offset_in_file, view.len())
+            };
+            view.copy_stamped(
+                destination,
+                BrokerStamp {
+                    master_epoch: self.shared.config.master_epoch,
+                    base_queue_offset,
+                    store_timestamp_ms: now_ms(),
+                },
+            );
+            let appended = Appended {
+                position: reservation.position,
+                base_queue_offset,
+                message_count: view.message_count(),
+                size: view.len() as u32,
+            };
+            index.append(IndexEntry {
+                base_queue_offset,
+                position: appended.position,
+                size: appended.size,
+                message_count: appended.message_count,
+            });
+            self.shared
+                .written_position
+                .store(log.write_position(), Ordering::Release);
+            appended
+        };
+        let flushed = match self.shared.config.flush {
+            FlushMode::Async => None,
+            FlushMode::Sync => Some(
+                self.shared
+                    .wait_for_flush(appended.position + u64::from(appended.size)),
+            ),
+        };
+        Ok(AppendReceipt { appended, flushed })
+    }
+
+    /// Reads whole batches of `topic`/`queue` starting with the one holding `queue_offset`, up
+    /// to `max_bytes` (always at least one batch, so a large batch cannot stall a consumer).
+    /// An offset equal to the next offset reads nothing; one outside the stored range is an error.
+    pub fn read(
+        &self,
+        topic: &str,
+        queue: u32,
+        queue_offset: u64,
+        max_bytes: usize,
+    ) -> Result<ReadResult> {
+        let state = self.shared.lock_state();
+        let Some(index) = state.indexes.get(topic, queue) else {
+            if queue_offset == 0 {
+                return Ok(ReadResult::default());
+            }
+            return Err(StorageError::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                queue,
+                requested: queue_offset,
+                earliest: 0,
+                next: 0,
+            });
+        };
+        let earliest_offset = index.earliest_offset(state.log.start_position());
+        let next_offset = index.next_queue_offset();
+        if queue_offset < earliest_offset || queue_offset > next_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                queue,
+                requested: queue_offset,
+                earliest: earliest_offset,
+                next: next_offset,
+            });
+        }
+        let mut batches = Vec::new();
+        let mut total = 0usize;
+        for entry in index.entries_from(queue_offset) {
+            if !batches.is_empty() && total + entry.size as usize > max_bytes {
+                break;
+            }
+            let bytes = state
+                .log
+                .bytes_at(entry.position, entry.size as usize)
+                .expect("indexed batches are inside the log");
+            total += bytes.len();
+            batches.push(bytes);
+            if total >= max_bytes {
+                break;
+            }
+        }
+        Ok(ReadResult {
+            batches,
+            earliest_offset,
+            next_offset,
+        })
+    }
+
+    /// Earliest and next queue offsets of a queue (0, 0 for a queue never written).
+    pub fn queue_offsets(&self, topic: &str, queue: u32) -> (u64, u64) {
+        let state = self.shared.lock_state();
+        state.indexes.get(topic, queue).map_or((0, 0), |index| {
+            (
+                index.earliest_offset(state.log.start_position()),
+                index.next_queue_offset(),
+            )
+        })
+    }
+
+    /// Every (topic, queue) that holds or held data.
+    pub fn queues(&self) -> Vec<(String, u32)> {
+        self.shared.lock_state().indexes.queues()
+    }
+
+    /// Position after the last appended batch.
+    pub fn end_position(&self) -> u64 {
+        self.shared.written_position.load(Ordering::Acquire)
+    }
+
+    /// Position below which everything is on disk.
+    pub fn flushed_position(&self) -> u64 {
+        self.shared.flushed_position.load(Ordering::Acquire)
+    }
+
+    /// Flushes everything appended so far and waits for it, whatever the flush mode.
+    pub fn flush(&self) -> Result<()> {
+        self.shared.check_not_fenced()?;
+        let end = self.end_position();
+        self.shared
+            .wait_for_flush(end)
+            .blocking_recv()
+            .map_err(|_| StorageError::Closed)?
+    }
+
+    /// Deletes whole segments older than `retention_hours` (judged by the time of their last
+    /// write) or beyond `retention_bytes`, oldest first, never the one being written; index
+    /// files follow. The broker calls this periodically.
+    pub fn enforce_retention(&self, now: SystemTime) -> Result<RetentionReport> {
+        let max_age = Duration::from_secs(self.shared.config.retention_hours * 3600);
+        let mut state = self.shared.lock_state();
+        let mut report = RetentionReport {
+            segments_deleted: 0,
+            log_start_position: state.log.start_position(),
+        };
+        while let Some(oldest) = state.log.segments().first().cloned() {
+            if state.log.segments().len() < 2 {
+                break;
+            }
+            let modified = std::fs::metadata(oldest.file.path())
+                .and_then(|m| m.modified())
+                .map_err(StorageError::io("reading metadata of", oldest.file.path()))?;
+            let too_old = now.duration_since(modified).is_ok_and(|age| age > max_age);
+            let too_big = self.shared.config.retention_bytes > 0
+                && state.log.size_bytes() > self.shared.config.retention_bytes;
+            if !too_old && !too_big {
+                break;
+            }
+            let Some(start) = state.log.delete_oldest()? else {
+                break;
+            };
+            for index in state.indexes.iter_mut() {
+                index.delete_before_position(start)?;
+            }
+            report.segments_deleted += 1;
+            report.log_start_position = start;
+        }
+        Ok(report)
+    }
+
+    /// Flushes, records a clean shutdown and stops the background threads.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.threads.is_empty() {
+            return Ok(());
+        }
+        flush::stop_threads(&self.shared, std::mem::take(&mut self.threads));
+        self.shared.check_not_fenced()?;
+        let end = self.end_position();
+        if self.flushed_position() < end {
+            return Err(StorageError::FlushFailed(format!(
+                "the final flush stopped at {} of {end}",
+                self.flushed_position()
+            )));
+        }
+        self.shared.write_checkpoint()?;
+        let abort_path = self.shared.config.data_dir.join(ABORT_FILE);
+        std::fs::remove_file(&abort_path).map_err(StorageError::io("deleting", &abort_path))?;
+        sync_dir(&self.shared.config.data_dir)?;
+        tracing::info!(end_position = end, "closed the store cleanly");
+        Ok(())
+    }
+
+    /// Flush rounds (fsyncs of the log) since open: under load, far fewer than appends.
+    pub fn flush_count(&self) -> u64 {
+        self.shared.flush_count.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn faults(&self) -> &super::flush::Faults {
+        &self.shared.faults
+    }
+
+    /// Stops the background threads without recording a clean shutdown, as a killed process
+    /// would leave the directory (the page cache keeps what was written).
+    #[cfg(test)]
+    pub(crate) fn crash(mut self) {
+        self.shared.flush_queue.lock().unwrap().abandon = true;
+        flush::stop_threads(&self.shared, std::mem::take(&mut self.threads));
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(error) = self.shutdown() {
+            tracing::error!(%error, "the store did not close cleanly; recovery will run at the next open");
+        }
+    }
+}
+
+impl Shared {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves no half-done state that readers could see
+        // (positions are published last), so the data is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn check_not_fenced(&self) -> Result<()> {
+        if self.fenced.load(Ordering::Acquire) {
+            let reason = self
+                .fence_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            return Err(StorageError::Fenced {
+                reason: reason.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses every later write: acknowledged data may not be on disk after this.
+    pub(crate) fn fence(&self, reason: String) {
+        let mut current = self.fence_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if current.is_none() {
+            tracing::error!(%reason, "fencing the commit log: it refuses writes until the broker restarts");
+            *current = Some(reason);
+        }
+        self.fenced.store(true, Ordering::Release);
+    }
+
+    /// Registers a wait until `end` is flushed and wakes the flusher.
+    fn wait_for_flush(&self, end: u64) -> oneshot::Receiver<Result<()>> {
+        let (done, flushed) = oneshot::channel();
+        let mut queue = self.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.waiters.push(Waiter { end, done });
+        drop(queue);
+        self.flush_wakeup.notify_one();
+        flushed
+    }
+
+    /// Writes every log byte in `[flushed_position, to)` to disk.
+    pub(crate) fn flush_log_to(&self, to: u64) -> std::io::Result<()> {
+        let from = self.flushed_position.load(Ordering::Acquire);
+        if to <= from {
+            return Ok(());
+        }
+        let ranges = self.lock_state().log.ranges(from, to);
+        #[cfg(test)]
+        self.faults.before_sync()?;
+        for (file, offset, len) in ranges {
+            file.sync_range(offset, len)?;
+        }
+        self.flush_count.fetch_add(1, Ordering::Relaxed);
+        self.flushed_position.fetch_max(to, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Syncs the indexes, then records the flushed positions in the checkpoint.
+    pub(crate) fn write_checkpoint(&self) -> Result<()> {
+        let (index_end, files) = {
+            let mut state = self.lock_state();
+            let index_end = state.log.write_position();
+            let files: Vec<_> = state
+                .indexes
+                .iter_mut()
+                .map(|index| {
+                    let (files, mark) = index.unsynced_files();
+                    index.mark_synced(mark);
+                    files
+                })
+                .collect();
+            (index_end, files)
+        };
+        for file in files.iter().flatten() {
+            file.sync_range(0, file.len())
+                .map_err(StorageError::io("syncing", file.path()))?;
+        }
+        let checkpoint = Checkpoint {
+            flushed_position: self.flushed_position.load(Ordering::Acquire),
+            index_flushed_position: index_end,
+        };
+        checkpoint.write(&self.config.data_dir.join(CHECKPOINT_FILE))
+    }
+}
+
+/// Takes an exclusive flock on the directory's LOCK file.
+fn lock_data_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = File::create(&path).map_err(StorageError::io("creating", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
+            path: dir.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(error)) => Err(StorageError::io("locking", &path)(error)),
+    }
+}
