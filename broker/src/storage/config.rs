@@ -29,6 +29,8 @@ pub struct StoreConfig {
     pub flush_timeout_ms: u64,
     /// Segments whose last write is older than this are deleted.
     pub retention_hours: u64,
+    /// How often the flusher thread applies retention.
+    pub retention_check_interval_ms: u64,
     /// When the log is larger than this, its oldest segments are deleted; 0 = no size limit.
     pub retention_bytes: u64,
     /// Appends fail while the data directory's file system is fuller than this percentage.
@@ -57,6 +59,7 @@ impl StoreConfig {
             flush_timeout_ms: 5_000,
             retention_hours: 72,
             retention_bytes: 0,
+            retention_check_interval_ms: 60_000,
             disk_usage_watermark_percent: 90,
             max_message_bytes: MAX_MESSAGE_BYTES_DEFAULT,
             master_epoch: 0,

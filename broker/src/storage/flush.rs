@@ -69,7 +69,9 @@ pub(crate) fn stop_threads(shared: &Shared, threads: Vec<JoinHandle<()>>) {
 fn run_flusher(shared: &Shared) {
     let interval = Duration::from_millis(shared.config.flush_interval_ms);
     let timeout = Duration::from_millis(shared.config.flush_timeout_ms);
+    let retention_interval = Duration::from_millis(shared.config.retention_check_interval_ms);
     let mut last_checkpoint = Instant::now();
+    let mut last_retention = Instant::now();
     loop {
         let (waiters, shutdown) = {
             let mut queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -104,6 +106,20 @@ fn run_flusher(shared: &Shared) {
                 shared.fence(format!("writing the checkpoint failed: {error}"));
             }
             last_checkpoint = Instant::now();
+        }
+        if last_retention.elapsed() >= retention_interval {
+            match shared.enforce_retention(std::time::SystemTime::now()) {
+                Ok(report) if report.segments_deleted > 0 => tracing::info!(
+                    segments_deleted = report.segments_deleted,
+                    log_start_position = report.log_start_position,
+                    "retention deleted old segments"
+                ),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(%error, "retention failed; it is retried at the next interval")
+                }
+            }
+            last_retention = Instant::now();
         }
         if shutdown {
             let mut queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());

@@ -328,37 +328,9 @@ impl Store {
 
     /// Deletes whole segments older than `retention_hours` (judged by the time of their last
     /// write) or beyond `retention_bytes`, oldest first, never the one being written; index
-    /// files follow. The broker calls this periodically.
+    /// files follow. The flusher thread calls this every `retention_check_interval_ms`.
     pub fn enforce_retention(&self, now: SystemTime) -> Result<RetentionReport> {
-        let max_age = Duration::from_secs(self.shared.config.retention_hours * 3600);
-        let mut state = self.shared.lock_state();
-        let mut report = RetentionReport {
-            segments_deleted: 0,
-            log_start_position: state.log.start_position(),
-        };
-        while let Some(oldest) = state.log.segments().first().cloned() {
-            if state.log.segments().len() < 2 {
-                break;
-            }
-            let modified = std::fs::metadata(oldest.file.path())
-                .and_then(|m| m.modified())
-                .map_err(StorageError::io("reading metadata of", oldest.file.path()))?;
-            let too_old = now.duration_since(modified).is_ok_and(|age| age > max_age);
-            let too_big = self.shared.config.retention_bytes > 0
-                && state.log.size_bytes() > self.shared.config.retention_bytes;
-            if !too_old && !too_big {
-                break;
-            }
-            let Some(start) = state.log.delete_oldest()? else {
-                break;
-            };
-            for index in state.indexes.iter_mut() {
-                index.delete_before_position(start)?;
-            }
-            report.segments_deleted += 1;
-            report.log_start_position = start;
-        }
-        Ok(report)
+        self.shared.enforce_retention(now)
     }
 
     /// Flushes, records a clean shutdown and stops the background threads.
@@ -472,6 +444,39 @@ impl Shared {
         self.flush_count.fetch_add(1, Ordering::Relaxed);
         self.flushed_position.fetch_max(to, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// See [`Store::enforce_retention`].
+    pub(crate) fn enforce_retention(&self, now: SystemTime) -> Result<RetentionReport> {
+        let max_age = Duration::from_secs(self.config.retention_hours * 3600);
+        let mut state = self.lock_state();
+        let mut report = RetentionReport {
+            segments_deleted: 0,
+            log_start_position: state.log.start_position(),
+        };
+        while let Some(oldest) = state.log.segments().first().cloned() {
+            if state.log.segments().len() < 2 {
+                break;
+            }
+            let modified = std::fs::metadata(oldest.file.path())
+                .and_then(|m| m.modified())
+                .map_err(StorageError::io("reading metadata of", oldest.file.path()))?;
+            let too_old = now.duration_since(modified).is_ok_and(|age| age > max_age);
+            let too_big = self.config.retention_bytes > 0
+                && state.log.size_bytes() > self.config.retention_bytes;
+            if !too_old && !too_big {
+                break;
+            }
+            let Some(start) = state.log.delete_oldest()? else {
+                break;
+            };
+            for index in state.indexes.iter_mut() {
+                index.delete_before_position(start)?;
+            }
+            report.segments_deleted += 1;
+            report.log_start_position = start;
+        }
+        Ok(report)
     }
 
     /// Syncs the indexes, then records the flushed positions in the checkpoint.

@@ -313,6 +313,30 @@ fn crash_with_an_unflushed_tail(dir: &Path) -> u64 {
     last.position
 }
 
+/// Runs `f` with tracing output captured, and returns its result and what was logged.
+fn with_captured_log<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, f);
+    let log = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
+    (result, log)
+}
+
 fn segment_file(dir: &Path) -> std::path::PathBuf {
     dir.join("commitlog").join("00000000000000000000")
 }
@@ -359,7 +383,11 @@ fn a_flipped_byte_in_the_unflushed_last_batch_is_truncated_on_restart() {
     let dir = tempfile::tempdir().unwrap();
     let last = crash_with_an_unflushed_tail(dir.path());
     patch_file(&segment_file(dir.path()), last + 200, b"\xff");
-    let store = Store::open(config(dir.path())).unwrap();
+    let (store, log) = with_captured_log(|| Store::open(config(dir.path())).unwrap());
+    assert!(
+        log.contains(&format!("from_position={last}")) && log.contains("batches=1"),
+        "{log}"
+    );
     let truncation = store
         .recovery_report()
         .truncated
@@ -646,6 +674,24 @@ fn segments_older_than_retention_are_deleted_and_indexes_follow() {
         bodies_of(&store.read("t", 0, 6, usize::MAX).unwrap()).len(),
         14
     );
+}
+
+#[test]
+fn the_flusher_applies_retention_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.retention_bytes = 64 * 1024;
+    config.retention_check_interval_ms = 20;
+    let store = Store::open(config).unwrap();
+    for _ in 0..20 {
+        store
+            .append(&batch("t", 0, &[&[3u8; 10_000]]))
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+    }
+    wait_for(|| (store.queue_offsets("t", 0).0 > 0).then_some(()));
+    assert!(!segment_file(dir.path()).exists());
 }
 
 #[test]

@@ -1,0 +1,195 @@
+//! Topic configuration: which topics this broker serves, with how many queues and which
+//! permissions, stored in `<data-dir>/topics.json` and replaced atomically on every change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{check_topic_name, write_atomically, StorageError};
+
+const FILE_NAME: &str = "topics.json";
+/// Most queues a topic may have on one broker.
+pub const MAX_QUEUES_PER_TOPIC: u32 = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    pub name: String,
+    pub queues: u32,
+    #[serde(default = "yes")]
+    pub readable: bool,
+    #[serde(default = "yes")]
+    pub writable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic {0:?} already exists")]
+    AlreadyExists(String),
+    #[error("topic {0:?} does not exist: create it with `smq topic create {0}`")]
+    NotFound(String),
+    #[error("a topic needs 1 to {MAX_QUEUES_PER_TOPIC} queues, not {0}")]
+    BadQueueCount(u32),
+    #[error("{path} is not valid topic configuration: {reason}; fix or remove the file")]
+    BadFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TopicsFile {
+    /// Bumped on every change, so that replicas and the NameServer can tell which copy is newer.
+    data_version: u64,
+    topics: Vec<TopicConfig>,
+}
+
+/// The topics of one broker; every change is on disk before the call returns.
+pub struct Topics {
+    path: PathBuf,
+    data_version: u64,
+    by_name: BTreeMap<String, TopicConfig>,
+}
+
+impl Topics {
+    /// Loads `<data_dir>/topics.json`; no file means no topics.
+    pub fn open(data_dir: &Path) -> Result<Topics, TopicError> {
+        let path = data_dir.join(FILE_NAME);
+        let file: TopicsFile = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| TopicError::BadFile {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => TopicsFile::default(),
+            Err(error) => {
+                return Err(StorageError::Io {
+                    action: "reading",
+                    path,
+                    source: error,
+                }
+                .into())
+            }
+        };
+        Ok(Topics {
+            path,
+            data_version: file.data_version,
+            by_name: file
+                .topics
+                .into_iter()
+                .map(|topic| (topic.name.clone(), topic))
+                .collect(),
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TopicConfig> {
+        self.by_name.get(name)
+    }
+
+    pub fn list(&self) -> impl Iterator<Item = &TopicConfig> {
+        self.by_name.values()
+    }
+
+    pub fn data_version(&self) -> u64 {
+        self.data_version
+    }
+
+    pub fn create(&mut self, topic: TopicConfig) -> Result<(), TopicError> {
+        check_topic_name(&topic.name)?;
+        if !(1..=MAX_QUEUES_PER_TOPIC).contains(&topic.queues) {
+            return Err(TopicError::BadQueueCount(topic.queues));
+        }
+        if self.by_name.contains_key(&topic.name) {
+            return Err(TopicError::AlreadyExists(topic.name));
+        }
+        let mut next = self.by_name.clone();
+        next.insert(topic.name.clone(), topic);
+        self.replace(next)
+    }
+
+    pub fn delete(&mut self, name: &str) -> Result<TopicConfig, TopicError> {
+        let mut next = self.by_name.clone();
+        let removed = next
+            .remove(name)
+            .ok_or_else(|| TopicError::NotFound(name.to_owned()))?;
+        self.replace(next)?;
+        Ok(removed)
+    }
+
+    /// Writes the new set first; memory changes only once the file is durable.
+    fn replace(&mut self, next: BTreeMap<String, TopicConfig>) -> Result<(), TopicError> {
+        let file = TopicsFile {
+            data_version: self.data_version + 1,
+            topics: next.values().cloned().collect(),
+        };
+        let json = serde_json::to_vec_pretty(&file).expect("topic configuration serializes");
+        write_atomically(&self.path, &json)?;
+        self.data_version = file.data_version;
+        self.by_name = next;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, queues: u32) -> TopicConfig {
+        TopicConfig {
+            name: name.into(),
+            queues,
+            readable: true,
+            writable: true,
+        }
+    }
+
+    #[test]
+    fn topics_survive_reopening_and_bump_the_data_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut topics = Topics::open(dir.path()).unwrap();
+        topics.create(topic("orders", 8)).unwrap();
+        topics.create(topic("audit", 1)).unwrap();
+        topics.delete("audit").unwrap();
+        let reopened = Topics::open(dir.path()).unwrap();
+        assert_eq!(reopened.get("orders"), Some(&topic("orders", 8)));
+        assert!(reopened.get("audit").is_none());
+        assert_eq!(reopened.data_version(), 3);
+    }
+
+    #[test]
+    fn bad_requests_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut topics = Topics::open(dir.path()).unwrap();
+        topics.create(topic("orders", 8)).unwrap();
+        assert!(matches!(
+            topics.create(topic("orders", 2)),
+            Err(TopicError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            topics.create(topic("x", 0)),
+            Err(TopicError::BadQueueCount(0))
+        ));
+        assert!(matches!(
+            topics.create(topic("a/b", 1)),
+            Err(TopicError::Storage(_))
+        ));
+        assert!(matches!(
+            topics.delete("nope"),
+            Err(TopicError::NotFound(_))
+        ));
+        assert_eq!(topics.data_version(), 1);
+    }
+
+    #[test]
+    fn a_damaged_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), b"{not json").unwrap();
+        let error = Topics::open(dir.path()).err().unwrap();
+        assert!(
+            error.to_string().contains("topics.json is not valid"),
+            "{error}"
+        );
+    }
+}
