@@ -1,4 +1,166 @@
-//! smq's client library. It holds the wire codec that the broker shares ([`protocol`]); the
-//! producer, consumer, admin API and the `smq` CLI come with the single-broker work (issue 3).
+//! smq's client library: a [`Producer`], a [`Consumer`] and an [`Admin`] that talk to one
+//! broker over its binary TCP protocol, and the wire codec the broker shares ([`protocol`]).
+//!
+//! Every call returns [`Error`], which says what happened and whether retrying can help.
+//!
+//! ```no_run
+//! # async fn example() -> smq_client::Result<()> {
+//! use smq_client::{Admin, ClientConfig, Consumer, Message, Producer, StartFrom};
+//!
+//! let config = ClientConfig::new("127.0.0.1:10911");
+//! Admin::connect(config.clone()).await?.create_topic("orders", 4).await?;
+//!
+//! let producer = Producer::connect(config.clone()).await?;
+//! let delivery = producer.send("orders", Message::from_body("order 17 paid")).await?;
+//! println!("queue {} offset {}", delivery.queue_id, delivery.offset);
+//!
+//! let mut consumer = Consumer::connect(config, "orders", Some("billing"), StartFrom::Earliest).await?;
+//! for message in consumer.poll(100).await? {
+//!     println!("{}", String::from_utf8_lossy(&message.body));
+//! }
+//! consumer.commit().await?;
+//! # Ok(()) }
+//! ```
 
+pub mod admin;
+pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod producer;
 pub mod protocol;
+
+#[cfg(test)]
+mod end_to_end_tests;
+#[cfg(test)]
+mod test_broker;
+
+use std::time::Duration;
+
+pub use admin::Admin;
+pub use consumer::{ConsumedMessage, Consumer, StartFrom};
+pub use error::{Error, Result};
+pub use producer::{Delivery, PendingDelivery, Producer};
+pub use protocol::record_batch::Message;
+pub use protocol::request::Acks;
+
+use connection::ConnectionOptions;
+use protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_FETCH_BYTES_DEFAULT};
+
+/// How to reach the broker and how the producer and consumer behave. Start from
+/// [`ClientConfig::new`] and change the fields you need.
+///
+/// ```
+/// use smq_client::{Acks, ClientConfig};
+///
+/// let mut config = ClientConfig::new("127.0.0.1:10911");
+/// config.acks = Acks::Flushed;
+/// config.linger_ms = 0;
+/// assert_eq!(config.broker, "127.0.0.1:10911");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` of the broker (`--broker` / `SMQ_BROKER`).
+    pub broker: String,
+    /// Sent in the handshake; shows in the broker's logs.
+    pub client_id: String,
+    /// How long a request may wait for its answer (a Fetch gets its long-poll wait on top).
+    pub request_timeout_ms: u64,
+    /// Most requests sent on a connection and not yet answered.
+    pub max_in_flight_requests: usize,
+    /// When the broker acknowledges a produced batch: written (in its log), flushed (fsynced),
+    /// or replicated. A broker running with `--flush sync` flushes every append anyway.
+    pub acks: Acks,
+    /// How long the broker may wait for the flush or the slave before it answers with an error.
+    pub ack_timeout_ms: u32,
+    /// How long a message may wait for more to fill its batch; 0 sends a batch as soon as the
+    /// producer has nothing more at hand.
+    pub linger_ms: u64,
+    /// A batch is sent once it holds this many bytes (at most 16 MiB).
+    pub batch_bytes: usize,
+    /// Most bytes of messages a producer holds unacknowledged; sending waits above it.
+    pub buffer_bytes: usize,
+    /// Most bytes one fetch asks for (the broker caps it at 16 MiB).
+    pub fetch_max_bytes: u32,
+    /// How long the broker holds a fetch when no new message is there (long polling).
+    pub fetch_max_wait_ms: u32,
+}
+
+impl ClientConfig {
+    /// Defaults for a broker at `broker`: 30 s request timeout, 32 requests in flight, acks
+    /// written, linger 1 ms, 256 KiB batches, 64 MiB buffer, 4 MiB fetches held up to 500 ms.
+    pub fn new(broker: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            broker: broker.into(),
+            client_id: format!("smq-client-{}", std::process::id()),
+            request_timeout_ms: 30_000,
+            max_in_flight_requests: 32,
+            acks: Acks::Written,
+            ack_timeout_ms: 5_000,
+            linger_ms: 1,
+            batch_bytes: 256 * 1024,
+            buffer_bytes: 64 * 1024 * 1024,
+            fetch_max_bytes: 4 * 1024 * 1024,
+            fetch_max_wait_ms: 500,
+        }
+    }
+
+    /// Checks that every setting is within its bounds.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::InvalidArgument(reason));
+        if self.broker.is_empty() {
+            return invalid("no broker address: set --broker / SMQ_BROKER".into());
+        }
+        if self.max_in_flight_requests == 0 {
+            return invalid("max in-flight requests must be at least 1".into());
+        }
+        if self.batch_bytes == 0 || self.batch_bytes > MAX_BATCH_BYTES_DEFAULT {
+            return invalid(format!(
+                "batch bytes {}: must be 1 to {MAX_BATCH_BYTES_DEFAULT}",
+                self.batch_bytes
+            ));
+        }
+        if self.buffer_bytes == 0 {
+            return invalid("buffer bytes must be at least 1".into());
+        }
+        if self.fetch_max_bytes == 0 || self.fetch_max_bytes as usize > MAX_FETCH_BYTES_DEFAULT {
+            return invalid(format!(
+                "fetch max bytes {}: must be 1 to {MAX_FETCH_BYTES_DEFAULT}",
+                self.fetch_max_bytes
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            return invalid("request timeout must be at least 1 ms".into());
+        }
+        Ok(())
+    }
+
+    fn connection_options(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            broker: self.broker.clone(),
+            client_id: self.client_id.clone(),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_in_flight_requests: self.max_in_flight_requests,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_settings_are_named() {
+        ClientConfig::new("127.0.0.1:10911").validate().unwrap();
+        let mut config = ClientConfig::new("127.0.0.1:10911");
+        config.batch_bytes = 32 * 1024 * 1024;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("batch bytes"), "{error}");
+        let mut config = ClientConfig::new("");
+        config.max_in_flight_requests = 0;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--broker"));
+    }
+}

@@ -112,58 +112,144 @@ pub struct BrokerStamp {
 /// Panics if the topic name or a message breaks the limits that [`BatchView::parse`] enforces;
 /// producers check those first and report them as errors.
 pub fn encode(topic: &str, queue_id: u32, messages: &[Message]) -> Vec<u8> {
-    assert!(
-        !topic.is_empty() && topic.len() <= MAX_TOPIC_NAME_BYTES,
-        "topic name length"
-    );
     let first_timestamp_ms = messages.iter().map(|m| m.timestamp_ms).min().unwrap_or(0);
-    let max_timestamp_ms = messages.iter().map(|m| m.timestamp_ms).max().unwrap_or(0);
-    let total =
-        FIXED_HEADER_BYTES + topic.len() + messages.iter().map(Message::encoded_len).sum::<usize>();
-    let mut out = Vec::with_capacity(total);
-    put_u32(&mut out, (total - 4) as u32);
-    put_u32(&mut out, 0); // CRC, filled below
-    out.push(MAGIC_V1);
-    out.push(0); // reserved
-    put_u16(&mut out, 0); // attributes
-    put_u32(&mut out, 0); // master epoch
-    put_u64(&mut out, 0); // base queue offset
-    put_u64(&mut out, 0); // store timestamp
-    put_u64(&mut out, first_timestamp_ms);
-    put_u64(&mut out, max_timestamp_ms);
-    put_u64(&mut out, 0); // producer id
-    put_u16(&mut out, 0); // producer epoch
-    put_u32(&mut out, 0); // base sequence
-    put_u32(&mut out, queue_id);
-    put_u32(&mut out, messages.len() as u32);
-    put_u16(&mut out, topic.len() as u16);
-    out.extend_from_slice(topic.as_bytes());
+    let capacity = topic.len() + messages.iter().map(Message::encoded_len).sum::<usize>();
+    let mut builder = BatchBuilder::with_capacity(topic, queue_id, capacity);
+    builder.first_timestamp_ms = Some(first_timestamp_ms);
     for message in messages {
+        builder.push(message);
+    }
+    builder.finish()
+}
+
+/// Builds one batch message by message in a single buffer, so that a producer copies each
+/// message's bytes exactly once: from the caller's message into the batch that goes on the wire.
+///
+/// ```
+/// use smq_client::protocol::record_batch::{BatchBuilder, BatchView, Message};
+///
+/// let mut builder = BatchBuilder::with_capacity("orders", 3, 1024);
+/// builder.push(&Message::from_body("first"));
+/// builder.push(&Message::from_body("second"));
+/// assert_eq!(builder.message_count(), 2);
+/// let batch = builder.finish();
+/// let view = BatchView::parse(&batch).unwrap();
+/// assert_eq!(view.queue_id(), 3);
+/// assert_eq!(view.messages().nth(1).unwrap().body, b"second");
+/// ```
+#[derive(Debug, Clone)]
+pub struct BatchBuilder {
+    out: Vec<u8>,
+    message_count: u32,
+    /// Timestamp deltas are taken from this: the first message's timestamp unless set before.
+    /// A later message with an earlier timestamp is stored with a zero delta.
+    first_timestamp_ms: Option<u64>,
+    max_timestamp_ms: u64,
+}
+
+impl BatchBuilder {
+    /// Starts a batch with room for about `capacity_bytes` bytes of messages.
+    ///
+    /// Panics if the topic name is empty or longer than [`MAX_TOPIC_NAME_BYTES`].
+    pub fn with_capacity(topic: &str, queue_id: u32, capacity_bytes: usize) -> BatchBuilder {
+        assert!(
+            !topic.is_empty() && topic.len() <= MAX_TOPIC_NAME_BYTES,
+            "topic name length"
+        );
+        let mut out = Vec::with_capacity(FIXED_HEADER_BYTES + topic.len() + capacity_bytes);
+        put_u32(&mut out, 0); // batch length, filled by `finish`
+        put_u32(&mut out, 0); // CRC, filled by `finish`
+        out.push(MAGIC_V1);
+        out.push(0); // reserved
+        put_u16(&mut out, 0); // attributes
+        put_u32(&mut out, 0); // master epoch
+        put_u64(&mut out, 0); // base queue offset
+        put_u64(&mut out, 0); // store timestamp
+        put_u64(&mut out, 0); // first timestamp, filled by `finish`
+        put_u64(&mut out, 0); // max timestamp, filled by `finish`
+        put_u64(&mut out, 0); // producer id
+        put_u16(&mut out, 0); // producer epoch
+        put_u32(&mut out, 0); // base sequence
+        put_u32(&mut out, queue_id);
+        put_u32(&mut out, 0); // message count, filled by `finish`
+        put_u16(&mut out, topic.len() as u16);
+        out.extend_from_slice(topic.as_bytes());
+        BatchBuilder {
+            out,
+            message_count: 0,
+            first_timestamp_ms: None,
+            max_timestamp_ms: 0,
+        }
+    }
+
+    /// Appends one message.
+    ///
+    /// Panics if a field is longer than its length field allows (a key or value above 4 GiB, a
+    /// tag or header name above 64 KiB); producers check message sizes first.
+    pub fn push(&mut self, message: &Message) {
+        let first_timestamp_ms = *self.first_timestamp_ms.get_or_insert(message.timestamp_ms);
+        self.max_timestamp_ms = self.max_timestamp_ms.max(message.timestamp_ms);
+        let out = &mut self.out;
         let length = message.encoded_len();
         assert!(length <= u32::MAX as usize, "message length");
-        put_u32(&mut out, (length - 4) as u32);
+        put_u32(out, (length - 4) as u32);
         put_u32(
-            &mut out,
+            out,
             (message.timestamp_ms.saturating_sub(first_timestamp_ms)).min(u32::MAX as u64) as u32,
         );
-        put_u32(&mut out, message.key.len() as u32);
+        put_u32(out, message.key.len() as u32);
         out.extend_from_slice(&message.key);
-        put_u16(&mut out, message.tag.len() as u16);
+        put_u16(
+            out,
+            u16::try_from(message.tag.len()).expect("tag above 64 KiB"),
+        );
         out.extend_from_slice(message.tag.as_bytes());
-        put_u16(&mut out, message.headers.len() as u16);
+        put_u16(
+            out,
+            u16::try_from(message.headers.len()).expect("65,536 headers or more"),
+        );
         for (name, value) in &message.headers {
-            put_u16(&mut out, name.len() as u16);
+            put_u16(
+                out,
+                u16::try_from(name.len()).expect("header name above 64 KiB"),
+            );
             out.extend_from_slice(name.as_bytes());
-            put_u32(&mut out, value.len() as u32);
+            put_u32(out, value.len() as u32);
             out.extend_from_slice(value);
         }
-        put_u32(&mut out, message.body.len() as u32);
+        put_u32(out, message.body.len() as u32);
         out.extend_from_slice(&message.body);
+        self.message_count += 1;
     }
-    debug_assert_eq!(out.len(), total);
-    let crc = crc32fast::hash(&out[CRC_END..]);
-    out[CRC_START..CRC_END].copy_from_slice(&crc.to_be_bytes());
-    out
+
+    /// Bytes of the batch so far, header included.
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether no message was pushed yet.
+    pub fn is_empty(&self) -> bool {
+        self.message_count == 0
+    }
+
+    /// Messages pushed so far.
+    pub fn message_count(&self) -> u32 {
+        self.message_count
+    }
+
+    /// Fills in the length, timestamps, message count and CRC, and returns the batch.
+    pub fn finish(mut self) -> Vec<u8> {
+        let out = &mut self.out;
+        let length = u32::try_from(out.len() - 4).expect("batch above 4 GiB");
+        out[0..4].copy_from_slice(&length.to_be_bytes());
+        let first_timestamp_ms = self.first_timestamp_ms.unwrap_or(0);
+        out[32..40].copy_from_slice(&first_timestamp_ms.to_be_bytes());
+        out[40..48].copy_from_slice(&self.max_timestamp_ms.to_be_bytes());
+        out[66..70].copy_from_slice(&self.message_count.to_be_bytes());
+        let crc = crc32fast::hash(&out[CRC_END..]);
+        out[CRC_START..CRC_END].copy_from_slice(&crc.to_be_bytes());
+        self.out
+    }
 }
 
 /// Reads the total size of the batch starting at `bytes` (length field + 4), if the length field
@@ -586,6 +672,21 @@ mod tests {
             prop_assert_eq!(view.message_count() as usize, messages.len());
             let decoded: Vec<Message> = view.messages().map(|m| m.to_message()).collect();
             prop_assert_eq!(decoded, messages);
+        }
+
+        #[test]
+        fn builder_pushed_in_time_order_makes_the_same_bytes_as_encode(
+            topic in "[A-Za-z0-9_.-]{1,40}",
+            queue_id in any::<u32>(),
+            mut messages in proptest::collection::vec(arb_message(), 1..20),
+        ) {
+            messages.sort_by_key(|m| m.timestamp_ms);
+            let mut builder = BatchBuilder::with_capacity(&topic, queue_id, 0);
+            for message in &messages {
+                builder.push(message);
+            }
+            prop_assert_eq!(builder.message_count() as usize, messages.len());
+            prop_assert_eq!(builder.finish(), encode(&topic, queue_id, &messages));
         }
 
         #[test]

@@ -89,6 +89,38 @@ impl ProduceRequest {
         put_bytes(out, &self.batch);
     }
 
+    /// Appends this request's whole frame except the batch bytes, which the caller sends right
+    /// after it: a producer hands its batch to the socket without copying it into the frame.
+    /// The head followed by `self.batch` is exactly what [`Request::encode`] writes.
+    ///
+    /// Panics if this build does not speak `api_version` of Produce, or if the frame would
+    /// exceed 4 GiB.
+    pub fn encode_head(&self, api_version: u16, correlation_id: u32, out: &mut BytesMut) {
+        assert!(
+            ApiKey::Produce.versions().contains(&api_version),
+            "Produce has no version {api_version} in this build"
+        );
+        let header = RequestHeader {
+            api_key: ApiKey::Produce as u16,
+            api_version,
+            correlation_id,
+        };
+        let start = out.len();
+        frame::encode_request(out, header, |out| {
+            put_string(out, &self.topic);
+            out.put_u32(self.queue_id);
+            out.put_u8(self.acks as u8);
+            out.put_u32(self.timeout_ms);
+            out.put_u32(u32::try_from(self.batch.len()).expect("batch above 4 GiB"));
+        });
+        // The frame's length also counts the batch bytes that follow the head.
+        let head_length = u32::from_be_bytes(out[start..start + 4].try_into().expect("4 bytes"));
+        let length = head_length
+            .checked_add(self.batch.len() as u32)
+            .expect("frame above 4 GiB");
+        out[start..start + 4].copy_from_slice(&length.to_be_bytes());
+    }
+
     fn decode_v1(reader: &mut Reader) -> Result<ProduceRequest, DecodeError> {
         Ok(ProduceRequest {
             topic: reader.string("topic")?,
@@ -384,6 +416,26 @@ pub(crate) mod tests {
             Just(Acks::Flushed),
             Just(Acks::Replicated)
         ]
+    }
+
+    proptest! {
+        #[test]
+        fn produce_head_then_batch_is_the_whole_produce_frame(
+            topic in arb_name(),
+            queue_id in any::<u32>(),
+            acks in arb_acks(),
+            timeout_ms in any::<u32>(),
+            batch in arb_bytes(512),
+            correlation_id in any::<u32>(),
+        ) {
+            let request = ProduceRequest { topic, queue_id, acks, timeout_ms, batch };
+            let mut head = BytesMut::new();
+            request.encode_head(1, correlation_id, &mut head);
+            head.extend_from_slice(&request.batch);
+            let mut whole = BytesMut::new();
+            Request::Produce(request).encode(1, correlation_id, &mut whole);
+            prop_assert_eq!(head, whole);
+        }
     }
 
     pub(crate) fn arb_request() -> impl Strategy<Value = Request> {

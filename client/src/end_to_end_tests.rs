@@ -1,0 +1,241 @@
+//! The producer, consumer, admin and connection against the in-memory test broker.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+
+use crate::connection::{Connection, ConnectionOptions};
+use crate::test_broker;
+use crate::{Admin, ClientConfig, Consumer, Error, Message, Producer, StartFrom};
+
+fn keyed(key: &str, body: String) -> Message {
+    let mut message = Message::from_body(body);
+    message.key = key.as_bytes().to_vec();
+    message
+}
+
+async fn setup(topic: &str, queues: u32) -> ClientConfig {
+    let broker = test_broker::start().await;
+    let config = ClientConfig::new(broker.addr);
+    let admin = Admin::connect(config.clone()).await.unwrap();
+    admin.create_topic(topic, queues).await.unwrap();
+    config
+}
+
+/// Reads until `count` messages came, committing as it goes.
+async fn consume(consumer: &mut Consumer, count: usize) -> Vec<crate::ConsumedMessage> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        got.extend(consumer.poll(count - got.len()).await.unwrap());
+        consumer.commit().await.unwrap();
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produced_messages_come_back_exactly_and_in_order_per_queue() {
+    let mut config = setup("orders", 4).await;
+    config.batch_bytes = 4096; // many batches in flight
+    let producer = Producer::connect(config.clone()).await.unwrap();
+    let mut pending = Vec::new();
+    for i in 0..10_000 {
+        let key = format!("customer-{}", i % 10);
+        pending.push((
+            key.clone(),
+            i,
+            producer
+                .start_send("orders", keyed(&key, format!("m{i}")))
+                .await
+                .unwrap(),
+        ));
+    }
+    let mut sent = BTreeMap::new();
+    let mut last_by_key: BTreeMap<String, (u32, u64)> = BTreeMap::new();
+    for (key, i, delivery) in pending {
+        let delivery = delivery.wait().await.unwrap();
+        if let Some((queue, offset)) =
+            last_by_key.insert(key.clone(), (delivery.queue_id, delivery.offset))
+        {
+            assert_eq!(queue, delivery.queue_id, "one key, one queue");
+            assert!(offset < delivery.offset, "one key keeps its order");
+        }
+        sent.insert((delivery.queue_id, delivery.offset), format!("m{i}"));
+    }
+    assert_eq!(sent.len(), 10_000, "every message has its own place");
+
+    let mut consumer = Consumer::connect(config, "orders", Some("g"), StartFrom::Earliest)
+        .await
+        .unwrap();
+    let got = consume(&mut consumer, 10_000).await;
+    let mut next_by_queue: BTreeMap<u32, u64> = BTreeMap::new();
+    for message in &got {
+        let expected_offset = next_by_queue.entry(message.queue_id).or_insert(0);
+        assert_eq!(
+            message.offset, *expected_offset,
+            "offsets of a queue come in order"
+        );
+        *expected_offset += 1;
+        assert_eq!(
+            sent[&(message.queue_id, message.offset)].as_bytes(),
+            &message.body[..]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_resumes_after_its_committed_offset() {
+    let config = setup("t", 1).await;
+    let producer = Producer::connect(config.clone()).await.unwrap();
+    let messages = (0..10)
+        .map(|i| Message::from_body(format!("{i}")))
+        .collect();
+    let deliveries = producer.send_batch("t", messages).await.unwrap();
+    assert_eq!(
+        deliveries.iter().map(|d| d.offset).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+
+    let mut first = Consumer::connect(config.clone(), "t", Some("g"), StartFrom::Earliest)
+        .await
+        .unwrap();
+    let got = consume(&mut first, 4).await;
+    assert_eq!(got.last().unwrap().offset, 3);
+    drop(first);
+    let mut second = Consumer::connect(config.clone(), "t", Some("g"), StartFrom::Latest)
+        .await
+        .unwrap();
+    let got = consume(&mut second, 6).await;
+    let bodies: Vec<&[u8]> = got.iter().map(|m| &m.body[..]).collect();
+    assert_eq!(bodies, [&b"4"[..], b"5", b"6", b"7", b"8", b"9"]);
+    let other_group = Consumer::connect(config, "t", Some("h"), StartFrom::Latest)
+        .await
+        .unwrap();
+    assert_eq!(
+        other_group.positions()[&0],
+        10,
+        "a new group starts where --from says"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_polling_consumer_gets_a_new_message_at_once() {
+    let mut config = setup("t", 2).await;
+    config.linger_ms = 0;
+    config.fetch_max_wait_ms = 5_000;
+    let mut consumer = Consumer::connect(config.clone(), "t", None, StartFrom::Latest)
+        .await
+        .unwrap();
+    let producer = Producer::connect(config).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let got = consumer.poll(1).await.unwrap();
+        (got, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent_at = Instant::now();
+    producer.send("t", Message::from_body("now")).await.unwrap();
+    let (got, received_at) = waiting.await.unwrap();
+    assert_eq!(&got[0].body[..], b"now");
+    let latency = received_at - sent_at;
+    assert!(latency < Duration::from_millis(250), "{latency:?}");
+}
+
+#[tokio::test]
+async fn producing_to_a_missing_topic_or_an_oversized_message_is_refused_clearly() {
+    let config = setup("t", 1).await;
+    let producer = Producer::connect(config).await.unwrap();
+    let error = producer
+        .send("nope", Message::from_body("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::UnknownTopic { .. }), "{error}");
+    assert!(
+        error.to_string().contains("smq topic create nope"),
+        "{error}"
+    );
+    let error = producer
+        .send("t", Message::from_body(vec![0; 4 << 20]))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::MessageTooLarge { .. }), "{error}");
+    assert!(!error.is_retryable());
+    producer
+        .send("t", Message::from_body(vec![0; 4 << 19]))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn admin_creates_lists_describes_and_deletes_topics() {
+    let config = setup("a", 3).await;
+    let admin = Admin::connect(config).await.unwrap();
+    admin.create_topic("b", 1).await.unwrap();
+    let error = admin.create_topic("b", 1).await.unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(crate::protocol::ErrorCode::TopicAlreadyExists)
+    );
+    let names: Vec<String> = admin
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(admin.describe_topic("a").await.unwrap().queues.len(), 3);
+    assert_eq!(admin.list_offsets("a", 2).await.unwrap().high_watermark, 0);
+    admin.delete_topic("b").await.unwrap();
+    assert!(matches!(
+        admin.describe_topic("b").await,
+        Err(Error::UnknownTopic { .. })
+    ));
+}
+
+fn options(broker: String) -> ConnectionOptions {
+    ConnectionOptions {
+        broker,
+        client_id: "test".into(),
+        request_timeout: Duration::from_millis(300),
+        max_in_flight_requests: 4,
+    }
+}
+
+#[tokio::test]
+async fn a_broker_that_closes_the_connection_gives_a_clear_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    let error = Connection::connect(options(addr)).await.unwrap_err();
+    assert!(matches!(error, Error::ConnectionClosed { .. }), "{error}");
+    assert!(
+        error.to_string().contains("closed the connection"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_broker_that_does_not_answer_times_out_and_a_missing_one_cannot_be_reached() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let _held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let error = Connection::connect(options(addr)).await.unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    assert!(error.is_retryable());
+
+    let unused = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = unused.local_addr().unwrap().to_string();
+    drop(unused);
+    let error = Connection::connect(options(addr)).await.unwrap_err();
+    assert!(matches!(error, Error::Connect { .. }), "{error}");
+    assert!(error.to_string().contains("--broker"), "{error}");
+}

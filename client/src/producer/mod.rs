@@ -1,0 +1,470 @@
+//! The producer: chooses each message's queue, collects messages into batches per topic-queue
+//! (batch size, linger), keeps several batches in flight on one connection, and answers each
+//! message with its queue and offset once the broker acknowledged it.
+//!
+//! One background task owns the open batches and submits them in order, so that the batches of
+//! a queue reach the broker in the order their messages were sent. While the maximum requests
+//! are in flight it waits, messages pile up, and the next batches are larger: the producer
+//! batches more as the load grows.
+
+mod accumulator;
+mod partitioner;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+use crate::connection::{Connection, PendingResponse};
+use crate::error::{Error, Result};
+use crate::protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
+use crate::protocol::record_batch::Message;
+use crate::protocol::request::{Acks, ProduceRequest};
+use crate::protocol::{Request, Response};
+use crate::ClientConfig;
+
+use accumulator::{Accumulator, ReadyBatch};
+use partitioner::RoundRobin;
+pub use partitioner::{fnv1a_32, queue_for_key};
+
+/// Where an acknowledged message is stored.
+///
+/// ```no_run
+/// # async fn example(producer: smq_client::Producer) -> smq_client::Result<()> {
+/// use smq_client::Message;
+/// let delivery = producer.send("orders", Message::from_body("hello")).await?;
+/// println!("queue {} offset {}", delivery.queue_id, delivery.offset);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub queue_id: u32,
+    /// The message's queue offset.
+    pub offset: u64,
+}
+
+/// A message handed to the producer and not yet acknowledged: await [`PendingDelivery::wait`].
+///
+/// ```no_run
+/// # async fn example(producer: smq_client::Producer) -> smq_client::Result<()> {
+/// use smq_client::Message;
+/// // Hand many messages over without waiting for each, then collect the acknowledgements.
+/// let mut pending = Vec::new();
+/// for i in 0..1000 {
+///     pending.push(producer.start_send("orders", Message::from_body(format!("m{i}"))).await?);
+/// }
+/// for delivery in pending {
+///     delivery.wait().await?;
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PendingDelivery {
+    receiver: oneshot::Receiver<Result<Delivery>>,
+}
+
+impl PendingDelivery {
+    /// Waits for the broker's acknowledgement (or the error that replaced it).
+    pub async fn wait(self) -> Result<Delivery> {
+        self.receiver
+            .await
+            .unwrap_or(Err(Error::Closed("producer")))
+    }
+}
+
+/// What the producer's task is asked to do.
+enum Command {
+    Send {
+        topic: Arc<str>,
+        queue_id: u32,
+        message: Message,
+        waiter: Waiter,
+    },
+    /// Send every open batch now; answer once they are submitted.
+    Flush(oneshot::Sender<()>),
+}
+
+/// What a message waits on, and the buffer bytes it holds until then.
+#[derive(Debug)]
+struct Waiter {
+    sender: oneshot::Sender<Result<Delivery>>,
+    buffer_bytes: u32,
+}
+
+/// Sends messages to a broker: single messages or many, batched and pipelined.
+///
+/// A message with a key goes to the queue `fnv1a_32(key) % queue_count`, so all messages of one
+/// key keep their order in one queue; messages without a key go round robin. Messages wait at
+/// most `linger_ms` to fill a batch of `batch_bytes`; at most `max_in_flight_requests` batches
+/// wait for their acknowledgement at a time, and at most `buffer_bytes` of messages are held.
+/// Clones share the producer.
+///
+/// Batches of one queue are sent in order on one connection; the producer does not retry a
+/// failed batch by itself (each message gets the [`Error`], which says whether a retry helps),
+/// so the order within a queue holds as long as the broker appends a connection's requests in
+/// the order they arrive.
+///
+/// ```no_run
+/// # async fn example() -> smq_client::Result<()> {
+/// use smq_client::{ClientConfig, Message, Producer};
+///
+/// let producer = Producer::connect(ClientConfig::new("127.0.0.1:10911")).await?;
+/// let mut message = Message::from_body("order 17 paid");
+/// message.key = b"customer-42".to_vec();
+/// let delivery = producer.send("orders", message).await?;
+/// println!("stored in queue {} at offset {}", delivery.queue_id, delivery.offset);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    connection: Connection,
+    commands: mpsc::Sender<Command>,
+    /// Bytes of messages accepted and not yet acknowledged may not pass `buffer_bytes`.
+    buffer: Arc<Semaphore>,
+    buffer_bytes: u32,
+    queue_counts: Mutex<HashMap<String, (Arc<str>, u32)>>,
+    round_robin: RoundRobin,
+    /// Batches submitted and not yet answered.
+    in_flight: watch::Receiver<usize>,
+}
+
+impl Producer {
+    /// Connects to `config.broker` and starts the producer's task.
+    pub async fn connect(config: ClientConfig) -> Result<Producer> {
+        config.validate()?;
+        let connection = Connection::connect(config.connection_options()).await?;
+        let batch_bytes = config.batch_bytes.min(MAX_BATCH_BYTES_DEFAULT);
+        let buffer_bytes = u32::try_from(config.buffer_bytes).unwrap_or(u32::MAX);
+        let (commands, commands_rx) = mpsc::channel(1024);
+        let (in_flight_tx, in_flight) = watch::channel(0usize);
+        let buffer = Arc::new(Semaphore::new(buffer_bytes as usize));
+        let task = SendTask {
+            connection: connection.clone(),
+            accumulator: Accumulator::new(batch_bytes, Duration::from_millis(config.linger_ms)),
+            acks: config.acks,
+            ack_timeout_ms: config.ack_timeout_ms,
+            buffer: buffer.clone(),
+            in_flight: Arc::new(in_flight_tx),
+        };
+        tokio::spawn(task.run(commands_rx));
+        Ok(Producer {
+            inner: Arc::new(Inner {
+                connection,
+                commands,
+                buffer,
+                buffer_bytes,
+                queue_counts: Mutex::new(HashMap::new()),
+                round_robin: RoundRobin::default(),
+                in_flight,
+            }),
+        })
+    }
+
+    /// Sends one message and waits for its acknowledgement.
+    pub async fn send(&self, topic: &str, message: Message) -> Result<Delivery> {
+        self.start_send(topic, message).await?.wait().await
+    }
+
+    /// Sends messages and waits until every one is acknowledged; the deliveries are in the
+    /// order of `messages`. Fails with the first error, though other messages may be stored.
+    pub async fn send_batch(&self, topic: &str, messages: Vec<Message>) -> Result<Vec<Delivery>> {
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in messages {
+            pending.push(self.start_send(topic, message).await?);
+        }
+        self.flush().await?;
+        let mut deliveries = Vec::with_capacity(pending.len());
+        for delivery in pending {
+            deliveries.push(delivery.wait().await?);
+        }
+        Ok(deliveries)
+    }
+
+    /// Hands `message` to the producer and returns once it is accepted: it waits only while the
+    /// buffer is full, or the first time a topic is used (to learn its queue count). Await the
+    /// returned [`PendingDelivery`] for the acknowledgement.
+    ///
+    /// Fails at once when the topic does not exist, the message is above the broker's limit, or
+    /// a field is too long for its length field.
+    pub async fn start_send(&self, topic: &str, message: Message) -> Result<PendingDelivery> {
+        let inner = &self.inner;
+        let message_bytes = message.encoded_len();
+        let max_message_bytes = inner.connection.max_message_bytes();
+        if message_bytes > max_message_bytes {
+            return Err(Error::MessageTooLarge {
+                bytes: message_bytes,
+                limit_bytes: max_message_bytes,
+            });
+        }
+        check_field_lengths(&message)?;
+        let (topic, queue_count) = self.queue_count(topic).await?;
+        let queue_id = match queue_for_key(&message.key, queue_count) {
+            Some(queue_id) => queue_id,
+            None => inner.round_robin.next(queue_count),
+        };
+        // A message larger than the whole buffer takes all of it, and waits until it is free.
+        let buffer_bytes = (message_bytes as u32).min(inner.buffer_bytes);
+        inner
+            .buffer
+            .acquire_many(buffer_bytes)
+            .await
+            .expect("the buffer semaphore is never closed")
+            .forget();
+        let (sender, receiver) = oneshot::channel();
+        let command = Command::Send {
+            topic,
+            queue_id,
+            message,
+            waiter: Waiter {
+                sender,
+                buffer_bytes,
+            },
+        };
+        if inner.commands.send(command).await.is_err() {
+            inner.buffer.add_permits(buffer_bytes as usize);
+            return Err(Error::Closed("producer"));
+        }
+        Ok(PendingDelivery { receiver })
+    }
+
+    /// Sends every open batch now, without waiting for linger, and waits until every batch
+    /// sent so far is answered.
+    pub async fn flush(&self) -> Result<()> {
+        let (sender, receiver) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Flush(sender))
+            .await
+            .map_err(|_| Error::Closed("producer"))?;
+        receiver.await.map_err(|_| Error::Closed("producer"))?;
+        let mut in_flight = self.inner.in_flight.clone();
+        in_flight
+            .wait_for(|count| *count == 0)
+            .await
+            .map_err(|_| Error::Closed("producer"))?;
+        Ok(())
+    }
+
+    /// The number of queues of `topic`, asked from the broker the first time and remembered.
+    pub async fn queue_count_of(&self, topic: &str) -> Result<u32> {
+        Ok(self.queue_count(topic).await?.1)
+    }
+
+    async fn queue_count(&self, topic: &str) -> Result<(Arc<str>, u32)> {
+        if let Some(known) = self
+            .inner
+            .queue_counts
+            .lock()
+            .expect("not poisoned")
+            .get(topic)
+        {
+            return Ok(known.clone());
+        }
+        if topic.is_empty() || topic.len() > MAX_TOPIC_NAME_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "topic name of {} bytes: a topic name has 1 to {MAX_TOPIC_NAME_BYTES} bytes",
+                topic.len()
+            )));
+        }
+        let connection = &self.inner.connection;
+        let queue_count = crate::admin::describe_topic(connection, topic)
+            .await?
+            .queues
+            .len() as u32;
+        if queue_count == 0 {
+            return Err(Error::UnknownTopic {
+                topic: topic.to_owned(),
+                broker: connection.broker().to_owned(),
+            });
+        }
+        let known = (Arc::<str>::from(topic), queue_count);
+        self.inner
+            .queue_counts
+            .lock()
+            .expect("not poisoned")
+            .insert(topic.to_owned(), known.clone());
+        Ok(known)
+    }
+}
+
+/// Length fields of a message that a size check alone does not cover.
+fn check_field_lengths(message: &Message) -> Result<()> {
+    let too_long = |what: &str, bytes: usize| {
+        Err(Error::InvalidArgument(format!(
+            "{what} of {bytes} bytes: at most 65,535"
+        )))
+    };
+    if message.tag.len() > usize::from(u16::MAX) {
+        return too_long("tag", message.tag.len());
+    }
+    if message.headers.len() > usize::from(u16::MAX) {
+        return too_long("header count", message.headers.len());
+    }
+    if let Some((name, _)) = message
+        .headers
+        .iter()
+        .find(|(name, _)| name.len() > usize::from(u16::MAX))
+    {
+        return too_long("header name", name.len());
+    }
+    Ok(())
+}
+
+/// The producer's background task: owns the open batches and submits them in order.
+struct SendTask {
+    connection: Connection,
+    accumulator: Accumulator<Waiter>,
+    acks: Acks,
+    ack_timeout_ms: u32,
+    buffer: Arc<Semaphore>,
+    in_flight: Arc<watch::Sender<usize>>,
+}
+
+/// Commands handled before the task looks at linger deadlines again.
+const COMMANDS_PER_ROUND: usize = 4096;
+
+impl SendTask {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut ready = Vec::new();
+        loop {
+            let command = match self.accumulator.next_deadline() {
+                Some(deadline) => {
+                    tokio::select! {
+                        command = commands.recv() => command,
+                        () = tokio::time::sleep_until(deadline.into()) => {
+                            self.accumulator.take_expired(std::time::Instant::now(), &mut ready);
+                            self.submit_all(&mut ready).await;
+                            continue;
+                        }
+                    }
+                }
+                None => commands.recv().await,
+            };
+            let Some(command) = command else {
+                // Every producer handle is gone: send what is left, then stop.
+                self.accumulator.take_all(&mut ready);
+                self.submit_all(&mut ready).await;
+                return;
+            };
+            let mut next = Some(command);
+            let mut handled = 0;
+            while let Some(command) = next.take() {
+                self.handle(command, &mut ready).await;
+                handled += 1;
+                if handled < COMMANDS_PER_ROUND {
+                    next = commands.try_recv().ok();
+                }
+            }
+            self.accumulator
+                .take_expired(std::time::Instant::now(), &mut ready);
+            self.submit_all(&mut ready).await;
+        }
+    }
+
+    async fn handle(&mut self, command: Command, ready: &mut Vec<ReadyBatch<Waiter>>) {
+        match command {
+            Command::Send {
+                topic,
+                queue_id,
+                message,
+                waiter,
+            } => {
+                let now = std::time::Instant::now();
+                self.accumulator
+                    .append(&topic, queue_id, &message, waiter, now, ready);
+                self.submit_all(ready).await;
+            }
+            Command::Flush(done) => {
+                self.accumulator.take_all(ready);
+                self.submit_all(ready).await;
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Submits each ready batch in order; waits while the maximum requests are in flight.
+    async fn submit_all(&mut self, ready: &mut Vec<ReadyBatch<Waiter>>) {
+        for batch in ready.drain(..) {
+            let request = Request::Produce(ProduceRequest {
+                topic: batch.topic,
+                queue_id: batch.queue_id,
+                acks: self.acks,
+                timeout_ms: self.ack_timeout_ms,
+                batch: Bytes::from(batch.batch),
+            });
+            let completion = Completion {
+                broker: self.connection.broker().to_owned(),
+                queue_id: batch.queue_id,
+                waiters: batch.waiters,
+                buffer: self.buffer.clone(),
+                in_flight: self.in_flight.clone(),
+            };
+            self.in_flight.send_modify(|count| *count += 1);
+            match self.connection.submit(request).await {
+                Ok(pending) => {
+                    tokio::spawn(completion.finish_when_answered(pending));
+                }
+                Err(error) => completion.finish(Err(error)),
+            }
+        }
+    }
+}
+
+/// What happens once a batch is answered: every message learns its fate, its buffer bytes are
+/// given back, and the batch no longer counts as in flight.
+struct Completion {
+    broker: String,
+    queue_id: u32,
+    waiters: Vec<Waiter>,
+    buffer: Arc<Semaphore>,
+    in_flight: Arc<watch::Sender<usize>>,
+}
+
+impl Completion {
+    async fn finish_when_answered(self, pending: PendingResponse) {
+        let result = match pending.wait().await {
+            Ok(Response::Produce(produce))
+                if produce.message_count as usize == self.waiters.len() =>
+            {
+                Ok(produce.base_queue_offset)
+            }
+            Ok(Response::Produce(produce)) => Err(Error::Protocol {
+                what: "Produce response".into(),
+                broker: self.broker.clone(),
+                reason: format!(
+                    "{} messages stored for a batch of {}",
+                    produce.message_count,
+                    self.waiters.len()
+                ),
+            }),
+            Ok(_) => Err(Error::Protocol {
+                what: "Produce response".into(),
+                broker: self.broker.clone(),
+                reason: "the response does not match the request's api".into(),
+            }),
+            Err(error) => Err(error),
+        };
+        self.finish(result);
+    }
+
+    fn finish(self, base_offset: Result<u64>) {
+        let mut buffer_bytes = 0usize;
+        for (index, waiter) in self.waiters.into_iter().enumerate() {
+            buffer_bytes += waiter.buffer_bytes as usize;
+            let delivery = base_offset.clone().map(|base| Delivery {
+                queue_id: self.queue_id,
+                offset: base + index as u64,
+            });
+            let _ = waiter.sender.send(delivery);
+        }
+        self.buffer.add_permits(buffer_bytes);
+        self.in_flight.send_modify(|count| *count -= 1);
+    }
+}
