@@ -29,7 +29,7 @@ pub enum Error {
         response: ErrorResponse,
     },
     /// The TCP connection to the broker could not be opened.
-    #[error("cannot connect to broker {broker}: {source}: is a broker listening there? set --broker / SMQ_BROKER")]
+    #[error("cannot connect to broker {broker} (is a broker listening there? set --broker / SMQ_BROKER)")]
     Connect {
         broker: String,
         #[source]
