@@ -25,7 +25,9 @@
 pub mod admin;
 pub mod connection;
 pub mod consumer;
+pub mod discovery;
 pub mod error;
+pub mod nameserver_api;
 pub mod producer;
 pub mod protocol;
 

@@ -1,2 +1,268 @@
-//! smq's NameServer. Nothing is built yet: the HTTP API, the registry and fencing come with the
-//! NameServer issue (issue 4); this crate holds the place PRODUCT.md gives it in the workspace.
+//! smq's NameServer: keeps in memory what brokers report in their heartbeats, forgets a broker
+//! that stops heartbeating, and answers route questions over HTTP/JSON. It holds no message data
+//! and is never on the data path. [`router`] serves tests without a socket; [`start`] binds.
+
+pub mod api;
+pub mod fencing;
+pub mod metrics;
+pub mod registry;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use smq_client::discovery::{Discovery, DiscoveryError, DiscoveryMode, DiscoveryOptions};
+use smq_client::nameserver_api::{
+    CLUSTER_PATH, HEARTBEAT_PATH, HEARTBEAT_TIMEOUT_MS_DEFAULT, TOPICS_PATH,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use fencing::Fence;
+use metrics::Metrics;
+use registry::Registry;
+
+/// Largest heartbeat body: room for about 30,000 topics.
+pub const MAX_HEARTBEAT_BYTES: usize = 4 * 1024 * 1024;
+/// Shortest allowed `heartbeat_timeout_ms`: below it, a GC pause or a busy broker drops out.
+pub const HEARTBEAT_TIMEOUT_MS_MIN: u64 = 100;
+/// Longest allowed `heartbeat_timeout_ms` (RocketMQ's 120 s is already a known pain).
+pub const HEARTBEAT_TIMEOUT_MS_MAX: u64 = 600_000;
+/// Default for how often `--srv` is looked up to decide fencing.
+pub const FENCING_INTERVAL_MS_DEFAULT: u64 = 2_000;
+/// Default listen address.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:9876";
+
+/// Everything a NameServer needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to serve HTTP; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// `host:port` the SRV record names this NameServer by; defaults to the bound address.
+    pub advertise: Option<String>,
+    /// The SRV record to follow for fencing (`--srv`); `None` never fences.
+    pub srv: Option<String>,
+    /// DNS server for `srv` (`--dns-server`); `None` reads /etc/resolv.conf.
+    pub dns_server: Option<SocketAddr>,
+    /// A broker leaves the routes this long after its last heartbeat.
+    pub heartbeat_timeout_ms: u64,
+    /// How often `srv` is looked up.
+    pub fencing_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: LISTEN_DEFAULT.parse().expect("a valid default address"),
+            advertise: None,
+            srv: None,
+            dns_server: None,
+            heartbeat_timeout_ms: HEARTBEAT_TIMEOUT_MS_DEFAULT,
+            fencing_interval_ms: FENCING_INTERVAL_MS_DEFAULT,
+        }
+    }
+}
+
+/// Why a NameServer could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}; is another NameServer running? set --listen")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "heartbeat timeout {value} ms is out of bounds: it must be {HEARTBEAT_TIMEOUT_MS_MIN} to \
+         {HEARTBEAT_TIMEOUT_MS_MAX} ms"
+    )]
+    HeartbeatTimeout { value: u64 },
+    #[error("fencing interval must be at least 10 ms, not {value}")]
+    FencingInterval { value: u64 },
+    #[error("cannot follow the SRV record for fencing: {0}")]
+    Discovery(#[from] DiscoveryError),
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What the handlers share: the registry behind one lock (every operation is short and does no
+/// IO), the counters, the fence and the clock.
+#[derive(Clone)]
+pub struct AppState {
+    registry: Arc<Mutex<Registry>>,
+    pub metrics: Arc<Metrics>,
+    pub fence: Arc<Fence>,
+    started: Instant,
+}
+
+impl AppState {
+    pub fn new(heartbeat_timeout_ms: u64, fence: Fence) -> AppState {
+        AppState {
+            registry: Arc::new(Mutex::new(Registry::new(heartbeat_timeout_ms))),
+            metrics: Arc::new(Metrics::default()),
+            fence: Arc::new(fence),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        // Registry operations cannot leave it half-changed, so a poisoned lock is still usable.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Milliseconds since this state was made, on the monotonic clock: the registry's time.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Forgets the brokers that stopped heartbeating, logging each.
+    pub fn expire(&self) {
+        let now_ms = self.now_ms();
+        let expired = self.registry().expire(now_ms);
+        for broker in &expired {
+            tracing::warn!(
+                addr = %broker.addr,
+                group = %broker.group,
+                role = ?broker.role,
+                "broker left the routes: no heartbeat within the heartbeat timeout"
+            );
+        }
+        self.metrics.brokers_expired(expired.len());
+    }
+}
+
+/// The HTTP API (proto-spec.md §8) over `state`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/routes/{topic}", get(api::route))
+        .route(CLUSTER_PATH, get(api::cluster))
+        .route(TOPICS_PATH, get(api::topics))
+        .route(HEARTBEAT_PATH, post(api::heartbeat))
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES))
+        .with_state(state)
+}
+
+/// A started NameServer.
+pub struct Running {
+    addr: SocketAddr,
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops accepting, finishes the requests in progress and stops the background tasks.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        match self.server.await {
+            Ok(result) => result.map_err(Error::Serve),
+            Err(join) => Err(Error::Serve(std::io::Error::other(join))),
+        }
+    }
+}
+
+/// Binds `config.listen`, checks the SRV record once if `config.srv` is set, and serves until
+/// [`Running::shutdown`].
+pub async fn start(config: Config) -> Result<Running, Error> {
+    if !(HEARTBEAT_TIMEOUT_MS_MIN..=HEARTBEAT_TIMEOUT_MS_MAX).contains(&config.heartbeat_timeout_ms)
+    {
+        return Err(Error::HeartbeatTimeout {
+            value: config.heartbeat_timeout_ms,
+        });
+    }
+    if config.fencing_interval_ms < 10 {
+        return Err(Error::FencingInterval {
+            value: config.fencing_interval_ms,
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let fence = match &config.srv {
+        None => Fence::disabled(advertise.clone()),
+        Some(srv) => {
+            if config.advertise.is_none() && addr.ip().is_unspecified() {
+                tracing::warn!(%addr, "listening on an unspecified address: set --advertise to the host:port the SRV record names, or this NameServer will always be fenced");
+            }
+            Fence::following(srv.clone(), advertise.clone())
+        }
+    };
+    let state = AppState::new(config.heartbeat_timeout_ms, fence);
+
+    if let Some(srv) = &config.srv {
+        let mode = DiscoveryMode::Srv {
+            name: srv.clone(),
+            dns_server: config.dns_server,
+        };
+        let discovery = Discovery::new(mode, DiscoveryOptions::default())?;
+        state.fence.apply(&discovery.lookup_now().await);
+        tasks.push(tokio::spawn(fencing::run(
+            discovery,
+            state.fence.clone(),
+            Duration::from_millis(config.fencing_interval_ms),
+            shutdown_rx.clone(),
+        )));
+    }
+
+    // Answers leave expired brokers out by themselves; this sweep frees them and logs it.
+    let sweep_every = Duration::from_millis((config.heartbeat_timeout_ms / 4).max(25));
+    let sweeper = state.clone();
+    let mut stop = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(sweep_every) => sweeper.expire(),
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+        }
+    }));
+
+    let app = router(state.clone());
+    let mut stop = shutdown_rx;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, %advertise, srv = config.srv.as_deref(), heartbeat_timeout_ms = config.heartbeat_timeout_ms, "NameServer listening");
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        server,
+        tasks,
+    })
+}

@@ -1,0 +1,391 @@
+//! The JSON the NameServer speaks over HTTP (proto-spec.md §8): what brokers report in their
+//! heartbeats, route answers, the cluster view, the topic list and errors. The NameServer, the
+//! broker and the client all use these types, so the contract has one definition.
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::limits::MAX_TOPIC_NAME_BYTES;
+
+/// Where brokers POST their [`Heartbeat`].
+pub const HEARTBEAT_PATH: &str = "/v1/brokers/heartbeat";
+/// Where a topic's [`TopicRoute`] is: `ROUTES_PATH_PREFIX` + topic name.
+pub const ROUTES_PATH_PREFIX: &str = "/v1/routes/";
+/// Where the [`ClusterView`] is.
+pub const CLUSTER_PATH: &str = "/v1/cluster";
+/// Where the [`TopicList`] is.
+pub const TOPICS_PATH: &str = "/v1/topics";
+
+/// How often a broker heartbeats unless the NameServer's reply says otherwise.
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 2_000;
+/// How long the NameServer keeps a broker that stopped heartbeating.
+pub const HEARTBEAT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// The path of a topic's route. Topic names are ASCII letters, digits, `.`, `_` and `-`, so they
+/// need no escaping.
+pub fn route_path(topic: &str) -> String {
+    format!("{ROUTES_PATH_PREFIX}{topic}")
+}
+
+/// A broker's role in its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Takes writes; one per group.
+    Master,
+    /// Copies its master's log and serves reads when the master is gone.
+    Slave,
+}
+
+/// What a broker reports every heartbeat interval: everything the NameServer knows about it.
+/// Each heartbeat replaces the previous one whole (no deltas), so a lost heartbeat loses nothing.
+/// Unknown fields are ignored, so that a newer broker can report more to an older NameServer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The broker's `--cluster`.
+    pub cluster: String,
+    /// The broker's `--group`: a master and its slaves share it.
+    pub group: String,
+    pub role: Role,
+    /// `host:port` that clients and slaves connect to (the broker's `--listen`, or what it
+    /// advertises). It identifies the broker: a new heartbeat from the same address replaces the
+    /// old one.
+    pub addr: String,
+    /// `host:port` of the broker's HTTP admin endpoint (`--http`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+    /// Slaves: the master they copy from (`--master`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_addr: Option<String>,
+    /// Bumped by the broker on every topic change; the group's route comes from its live broker
+    /// with the highest data version (the master on a tie).
+    pub data_version: u64,
+    /// The end of the broker's commit log, in bytes: a slave's lag is its master's end minus its own.
+    pub log_end_offset: u64,
+    /// Every topic the broker serves.
+    #[serde(default)]
+    pub topics: Vec<TopicQueues>,
+}
+
+/// One topic as a broker serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicQueues {
+    pub name: String,
+    /// Number of queues, numbered `0..queues`.
+    pub queues: u32,
+    /// Consumers may read (RocketMQ's PERM_READ).
+    #[serde(default = "yes")]
+    pub readable: bool,
+    /// Producers may write (RocketMQ's PERM_WRITE); cleared to drain a group before maintenance.
+    #[serde(default = "yes")]
+    pub writable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A field of a request that is present and well-typed but makes no sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}` {reason}")]
+pub struct FieldError {
+    /// Path of the field, e.g. `group` or `topics[2].queues`.
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Checks a topic name: 1 to 249 ASCII letters, digits, `.`, `_` or `-`, neither `.` nor `..`.
+pub fn check_topic_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_TOPIC_NAME_BYTES
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be 1 to {MAX_TOPIC_NAME_BYTES} ASCII letters, digits, '.', '_' or '-' (and not '.' or '..'), not {name:?}"
+        ))
+    }
+}
+
+fn check_addr(field: &str, addr: &str) -> Result<(), FieldError> {
+    let port_ok = addr
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty())
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .is_some_and(|port| port != 0);
+    if port_ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("must be host:port with a non-zero port, not {addr:?}"),
+        ))
+    }
+}
+
+/// Longest cluster or broker group name, in bytes.
+pub const MAX_NAME_BYTES: usize = 249;
+
+fn check_name(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.is_empty() || value.len() > MAX_NAME_BYTES || value.chars().any(char::is_control) {
+        Err(FieldError::new(
+            field,
+            format!(
+                "must be 1 to {MAX_NAME_BYTES} bytes without control characters, not {value:?}"
+            ),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+impl Heartbeat {
+    /// Checks what serde cannot: names, addresses, queue counts, duplicate topics.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        check_name("cluster", &self.cluster)?;
+        check_name("group", &self.group)?;
+        check_addr("addr", &self.addr)?;
+        if let Some(http_addr) = &self.http_addr {
+            check_addr("http_addr", http_addr)?;
+        }
+        match (&self.master_addr, self.role) {
+            (Some(master_addr), Role::Slave) => check_addr("master_addr", master_addr)?,
+            (Some(_), Role::Master) => {
+                return Err(FieldError::new(
+                    "master_addr",
+                    "is for slaves; a master must not send it",
+                ))
+            }
+            (None, _) => {}
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, topic) in self.topics.iter().enumerate() {
+            check_topic_name(&topic.name)
+                .map_err(|r| FieldError::new(format!("topics[{i}].name"), r))?;
+            if topic.queues == 0 {
+                return Err(FieldError::new(
+                    format!("topics[{i}].queues"),
+                    "must be at least 1",
+                ));
+            }
+            if !names.insert(topic.name.as_str()) {
+                return Err(FieldError::new(
+                    format!("topics[{i}].name"),
+                    format!("repeats topic {:?}", topic.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The NameServer's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// The broker leaves the routes if no heartbeat comes within this.
+    pub heartbeat_timeout_ms: u64,
+    /// How often the NameServer would like heartbeats (a fifth of the timeout, so that four may be lost).
+    pub heartbeat_interval_ms: u64,
+    /// The live master of the broker's group, if any (a slave can check its `--master`).
+    pub master_addr: Option<String>,
+}
+
+/// `GET /v1/routes/{topic}`: where a topic's queues are. RocketMQ's TopicRouteData, flattened:
+/// one entry per broker group that serves the topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRoute {
+    pub topic: String,
+    /// Sorted by cluster, then group.
+    pub groups: Vec<GroupRoute>,
+}
+
+/// One broker group's share of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRoute {
+    pub cluster: String,
+    pub group: String,
+    /// The master's `addr`; `null` while the group has no live master (produce to other groups,
+    /// consume from the slaves).
+    pub master: Option<String>,
+    /// The live slaves' `addr`s, sorted.
+    pub slaves: Vec<String>,
+    /// The topic's queues in this group, numbered `0..queues`.
+    pub queues: u32,
+    pub readable: bool,
+    pub writable: bool,
+}
+
+/// `GET /v1/cluster`: every live broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Sorted by cluster, group, role (master first), then address.
+    pub brokers: Vec<BrokerInfo>,
+}
+
+/// One live broker as the NameServer last heard of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    pub cluster: String,
+    pub group: String,
+    pub role: Role,
+    pub addr: String,
+    pub http_addr: Option<String>,
+    pub master_addr: Option<String>,
+    pub data_version: u64,
+    pub log_end_offset: u64,
+    /// How many topics it serves.
+    pub topics: u32,
+    pub last_heartbeat_ms_ago: u64,
+    /// It leaves the routes after this unless it heartbeats again.
+    pub expires_in_ms: u64,
+    /// Slaves with a live master: the master's `log_end_offset` minus this slave's. Both come from
+    /// heartbeats, so this is accurate to about one heartbeat interval of writes.
+    pub replication_lag_bytes: Option<u64>,
+}
+
+/// `GET /v1/topics`: every topic some live broker serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicList {
+    /// Sorted by name.
+    pub topics: Vec<TopicSummary>,
+}
+
+/// One topic across the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSummary {
+    pub name: String,
+    /// Queues summed over the groups.
+    pub queues: u32,
+    /// The groups that serve it, sorted.
+    pub groups: Vec<String>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `"ok"` while the process serves HTTP.
+    pub status: String,
+    /// True while `--srv` names another NameServer: routes are refused with 503. Health stays 200
+    /// so that a standby is not taken out of service (DNS must be able to point at it).
+    pub fenced: bool,
+    pub brokers_live: u32,
+}
+
+/// What kind of error an [`ApiError`] is, for programs; the `error` text is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiErrorCode {
+    /// 400: the request is malformed; `field` names what is wrong when it is one field.
+    BadRequest,
+    /// 404: no live broker serves the topic.
+    TopicNotFound,
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route exists with another method.
+    MethodNotAllowed,
+    /// 409: the heartbeat conflicts with another live broker (a second master in a group).
+    Conflict,
+    /// 413: the body is too large.
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 503: DNS no longer names this NameServer: re-resolve the SRV record and ask the one it names.
+    Fenced,
+    /// A code this client does not know (a newer NameServer).
+    #[serde(other)]
+    Unknown,
+}
+
+/// Every error the NameServer returns, with a 4xx/5xx status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What is wrong and what to do, for people.
+    pub error: String,
+    pub code: ApiErrorCode,
+    /// For 400s about one field: its path, e.g. `group` or `topics[0].queues`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heartbeat() -> Heartbeat {
+        Heartbeat {
+            cluster: "c1".into(),
+            group: "g1".into(),
+            role: Role::Master,
+            addr: "127.0.0.1:10911".into(),
+            http_addr: None,
+            master_addr: None,
+            data_version: 1,
+            log_end_offset: 0,
+            topics: vec![TopicQueues {
+                name: "orders".into(),
+                queues: 4,
+                readable: true,
+                writable: true,
+            }],
+        }
+    }
+
+    #[test]
+    fn heartbeat_json_round_trips_with_defaults_filled() {
+        let text = r#"{"cluster":"c1","group":"g1","role":"master","addr":"127.0.0.1:10911",
+            "data_version":1,"log_end_offset":0,"topics":[{"name":"orders","queues":4}]}"#;
+        let parsed: Heartbeat = serde_json::from_str(text).unwrap();
+        assert_eq!(parsed, heartbeat());
+        let again: Heartbeat =
+            serde_json::from_str(&serde_json::to_string(&parsed).unwrap()).unwrap();
+        assert_eq!(again, parsed);
+    }
+
+    #[test]
+    fn heartbeat_validation_names_the_field() {
+        let mut hb = heartbeat();
+        hb.topics[0].queues = 0;
+        assert_eq!(hb.validate().unwrap_err().field, "topics[0].queues");
+        let mut hb = heartbeat();
+        hb.addr = "127.0.0.1".into();
+        assert_eq!(hb.validate().unwrap_err().field, "addr");
+        let mut hb = heartbeat();
+        hb.group = String::new();
+        assert_eq!(hb.validate().unwrap_err().field, "group");
+        let mut hb = heartbeat();
+        hb.topics.push(hb.topics[0].clone());
+        assert_eq!(hb.validate().unwrap_err().field, "topics[1].name");
+        let mut hb = heartbeat();
+        hb.master_addr = Some("127.0.0.1:10912".into());
+        assert_eq!(hb.validate().unwrap_err().field, "master_addr");
+        assert_eq!(heartbeat().validate(), Ok(()));
+    }
+
+    #[test]
+    fn unknown_error_codes_from_newer_servers_still_parse() {
+        let e: ApiError = serde_json::from_str(r#"{"error":"x","code":"something_new"}"#).unwrap();
+        assert_eq!(e.code, ApiErrorCode::Unknown);
+        assert_eq!(e.field, None);
+    }
+
+    #[test]
+    fn topic_names_follow_the_broker_rules() {
+        assert!(check_topic_name("orders-2024_v1.x").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(250)] {
+            assert!(check_topic_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The HTTP handlers, kept thin: parse, ask the registry, reply JSON. Every error is an
+//! [`ApiError`] with a 4xx/5xx status (proto-spec.md §8).
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use smq_client::nameserver_api::{
+    check_topic_name, ApiError, ApiErrorCode, Health, Heartbeat, HeartbeatReply,
+};
+
+use crate::metrics::Gauges;
+use crate::registry::RegistryError;
+use crate::AppState;
+
+/// An error reply: a status and the JSON body.
+pub struct Failure(StatusCode, ApiError);
+
+impl Failure {
+    fn new(status: StatusCode, code: ApiErrorCode, error: impl Into<String>) -> Failure {
+        Failure(
+            status,
+            ApiError {
+                error: error.into(),
+                code,
+                field: None,
+            },
+        )
+    }
+
+    fn bad_field(field: Option<String>, error: impl Into<String>) -> Failure {
+        let mut failure = Failure::new(StatusCode::BAD_REQUEST, ApiErrorCode::BadRequest, error);
+        failure.1.field = field;
+        failure
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+fn ok<T: Serialize>(value: T) -> Response {
+    Json(value).into_response()
+}
+
+/// Parses a heartbeat, naming the field at fault: `missing field` errors name the missing field,
+/// type errors the field whose value has the wrong type.
+pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, Failure> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let heartbeat: Heartbeat =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            let inner = error.inner();
+            let missing = inner
+                .to_string()
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+                .map(str::to_owned);
+            let field = match (missing, path.as_str()) {
+                (Some(name), ".") => Some(name),
+                (Some(name), parent) => Some(format!("{parent}.{name}")),
+                (None, ".") => None,
+                (None, _) if inner.is_data() => Some(path.clone()),
+                (None, _) => None,
+            };
+            let what = match &field {
+                Some(field) => format!("malformed heartbeat: field `{field}`: {inner}"),
+                None => format!(
+                    "malformed heartbeat: {inner} (expected a JSON object, see proto-spec.md §8)"
+                ),
+            };
+            Failure::bad_field(field, what)
+        })?;
+    deserializer
+        .end()
+        .map_err(|error| Failure::bad_field(None, format!("malformed heartbeat: {error}")))?;
+    heartbeat.validate().map_err(|error| {
+        Failure::bad_field(
+            Some(error.field.clone()),
+            format!("invalid heartbeat: {error}"),
+        )
+    })?;
+    Ok(heartbeat)
+}
+
+/// `POST /v1/brokers/heartbeat`.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<HeartbeatReply>, Failure> {
+    let result = accept_heartbeat(&state, body);
+    match &result {
+        Ok(_) => state.metrics.heartbeat_received(),
+        Err(_) => state.metrics.heartbeat_rejected(),
+    }
+    result.map(Json)
+}
+
+fn accept_heartbeat(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<HeartbeatReply, Failure> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiErrorCode::PayloadTooLarge
+        } else {
+            ApiErrorCode::BadRequest
+        };
+        Failure::new(
+            status,
+            code,
+            format!("cannot read the heartbeat: {}", rejection.body_text()),
+        )
+    })?;
+    let heartbeat = parse_heartbeat(&body)?;
+    let addr = heartbeat.addr.clone();
+    let (group, role) = (heartbeat.group.clone(), heartbeat.role);
+    let now_ms = state.now_ms();
+    let (reply, is_new) =
+        state
+            .registry()
+            .heartbeat(heartbeat, now_ms)
+            .map_err(|error| match error {
+                RegistryError::SecondMaster { .. } => Failure::new(
+                    StatusCode::CONFLICT,
+                    ApiErrorCode::Conflict,
+                    error.to_string(),
+                ),
+            })?;
+    if is_new {
+        tracing::info!(%addr, %group, ?role, "broker registered");
+    }
+    Ok(reply)
+}
+
+/// `GET /v1/routes/{topic}`.
+pub async fn route(
+    State(state): State<AppState>,
+    topic: Result<Path<String>, PathRejection>,
+) -> Response {
+    let response = route_response(&state, topic);
+    state.metrics.route_request(response.status().as_u16());
+    response
+}
+
+fn route_response(state: &AppState, topic: Result<Path<String>, PathRejection>) -> Response {
+    if state.fence.is_fenced() {
+        return Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::Fenced,
+            state.fence.message(),
+        )
+        .into_response();
+    }
+    let topic = match topic {
+        Ok(Path(topic)) => topic,
+        Err(rejection) => {
+            return Failure::bad_field(Some("topic".into()), rejection.body_text()).into_response()
+        }
+    };
+    if let Err(reason) = check_topic_name(&topic) {
+        return Failure::bad_field(
+            Some("topic".into()),
+            format!("invalid topic name: {reason}"),
+        )
+        .into_response();
+    }
+    match state.registry().route(&topic, state.now_ms()) {
+        Some(route) => ok(route),
+        None => Failure::new(
+            StatusCode::NOT_FOUND,
+            ApiErrorCode::TopicNotFound,
+            format!(
+                "no live broker serves topic {topic:?}: create it with `smq topic create {topic}`, \
+                 or check that its brokers heartbeat to this NameServer (GET /v1/cluster)"
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /v1/cluster`.
+pub async fn cluster(State(state): State<AppState>) -> Response {
+    ok(state.registry().cluster(state.now_ms()))
+}
+
+/// `GET /v1/topics`.
+pub async fn topics(State(state): State<AppState>) -> Response {
+    ok(state.registry().topics(state.now_ms()))
+}
+
+/// `GET /healthz`: 200 while the process serves, fenced or not.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    ok(Health {
+        status: "ok".into(),
+        fenced: state.fence.is_fenced(),
+        brokers_live: state.registry().live_count(state.now_ms()) as u32,
+    })
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let gauges = Gauges {
+        brokers_live: state.registry().live_count(state.now_ms()),
+        fenced: state.fence.is_fenced(),
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&gauges),
+    )
+        .into_response()
+}
+
+/// Any other path.
+pub async fn not_found(method: Method, uri: Uri) -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        ApiErrorCode::NotFound,
+        format!(
+            "no route {method} {}: the API is GET /v1/routes/{{topic}}, GET /v1/cluster, GET /v1/topics, \
+             POST /v1/brokers/heartbeat, GET /healthz, GET /metrics",
+            uri.path()
+        ),
+    )
+}
+
+/// A known path with another method.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
+    let allowed = if uri.path() == smq_client::nameserver_api::HEARTBEAT_PATH {
+        "POST"
+    } else {
+        "GET"
+    };
+    Failure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ApiErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}: use {allowed}", uri.path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(body: &str) -> Option<String> {
+        match parse_heartbeat(body.as_bytes()) {
+            Ok(_) => panic!("{body} parsed"),
+            Err(Failure(status, error)) => {
+                assert_eq!(status, StatusCode::BAD_REQUEST);
+                assert_eq!(error.code, ApiErrorCode::BadRequest);
+                if let Some(field) = &error.field {
+                    assert!(error.error.contains(field.as_str()), "{}", error.error);
+                }
+                error.field
+            }
+        }
+    }
+
+    const GOOD: &str = r#"{"cluster":"c1","group":"g1","role":"master","addr":"127.0.0.1:10911",
+        "data_version":1,"log_end_offset":0,"topics":[{"name":"orders","queues":4}]}"#;
+
+    #[test]
+    fn malformed_heartbeats_name_the_field() {
+        assert!(parse_heartbeat(GOOD.as_bytes()).is_ok());
+        assert_eq!(
+            field_of(&GOOD.replace(r#""group":"g1","#, "")).as_deref(),
+            Some("group")
+        );
+        assert_eq!(
+            field_of(&GOOD.replace(r#""queues":4"#, r#""queues":"four""#)).as_deref(),
+            Some("topics[0].queues")
+        );
+        assert_eq!(
+            field_of(&GOOD.replace(r#","queues":4"#, "")).as_deref(),
+            Some("topics[0].queues")
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("master", "boss")).as_deref(),
+            Some("role")
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("10911", "0")).as_deref(),
+            Some("addr")
+        );
+        assert_eq!(field_of("not json"), None);
+        assert_eq!(field_of(&format!("{GOOD} trailing")), None);
+    }
+}

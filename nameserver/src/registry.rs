@@ -1,0 +1,424 @@
+//! The brokers the NameServer has heard from, each with the deadline of its next heartbeat, and
+//! the routes, cluster view and topic list computed from the live ones. Pure: no clock, no IO;
+//! the caller passes the time (milliseconds on a monotonic clock) to every call.
+
+use std::collections::BTreeMap;
+
+use smq_client::nameserver_api::{
+    BrokerInfo, ClusterView, GroupRoute, Heartbeat, HeartbeatReply, Role, TopicList, TopicQueues,
+    TopicRoute, TopicSummary,
+};
+
+/// Why a heartbeat is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error(
+        "broker group {cluster}/{group} already has a live master at {master}; the heartbeat of a \
+         second master ({addr}) is refused. Stop one of them, or wait {expires_in_ms} ms for {master} \
+         to expire if it is gone"
+    )]
+    SecondMaster {
+        cluster: String,
+        group: String,
+        master: String,
+        addr: String,
+        expires_in_ms: u64,
+    },
+}
+
+/// A broker's last heartbeat and when it came.
+#[derive(Debug, Clone)]
+struct Entry {
+    heartbeat: Heartbeat,
+    last_heartbeat_ms: u64,
+}
+
+/// Every broker the NameServer knows, by address. A broker is live until
+/// `last heartbeat + heartbeat_timeout_ms`; every answer counts live brokers only, whether or not
+/// [`Registry::expire`] has run since.
+#[derive(Debug)]
+pub struct Registry {
+    heartbeat_timeout_ms: u64,
+    brokers: BTreeMap<String, Entry>,
+}
+
+/// The live brokers of one group: its master, if live, and the member whose topic configuration
+/// counts (the highest data version; the master on a tie).
+struct Group<'a> {
+    master: Option<&'a Entry>,
+    slaves: Vec<&'a Entry>,
+    newest: &'a Entry,
+}
+
+impl<'a> Group<'a> {
+    fn topic(&self, name: &str) -> Option<&'a TopicQueues> {
+        self.newest.heartbeat.topics.iter().find(|t| t.name == name)
+    }
+}
+
+impl Registry {
+    pub fn new(heartbeat_timeout_ms: u64) -> Registry {
+        Registry {
+            heartbeat_timeout_ms,
+            brokers: BTreeMap::new(),
+        }
+    }
+
+    pub fn heartbeat_timeout_ms(&self) -> u64 {
+        self.heartbeat_timeout_ms
+    }
+
+    fn is_live(&self, entry: &Entry, now_ms: u64) -> bool {
+        now_ms
+            < entry
+                .last_heartbeat_ms
+                .saturating_add(self.heartbeat_timeout_ms)
+    }
+
+    fn expires_in_ms(&self, entry: &Entry, now_ms: u64) -> u64 {
+        (entry.last_heartbeat_ms + self.heartbeat_timeout_ms).saturating_sub(now_ms)
+    }
+
+    fn live(&self, now_ms: u64) -> impl Iterator<Item = &Entry> {
+        self.brokers
+            .values()
+            .filter(move |entry| self.is_live(entry, now_ms))
+    }
+
+    /// Records a (validated) heartbeat, replacing the broker's previous one. Returns the reply and
+    /// whether the broker is new (it was unknown or had expired).
+    pub fn heartbeat(
+        &mut self,
+        heartbeat: Heartbeat,
+        now_ms: u64,
+    ) -> Result<(HeartbeatReply, bool), RegistryError> {
+        let same_group =
+            |h: &Heartbeat| h.cluster == heartbeat.cluster && h.group == heartbeat.group;
+        let live_master = self
+            .live(now_ms)
+            .find(|e| same_group(&e.heartbeat) && e.heartbeat.role == Role::Master);
+        if let Some(master) = live_master {
+            if heartbeat.role == Role::Master && master.heartbeat.addr != heartbeat.addr {
+                return Err(RegistryError::SecondMaster {
+                    cluster: heartbeat.cluster,
+                    group: heartbeat.group,
+                    master: master.heartbeat.addr.clone(),
+                    addr: heartbeat.addr,
+                    expires_in_ms: self.expires_in_ms(master, now_ms),
+                });
+            }
+        }
+        let master_addr = match heartbeat.role {
+            Role::Master => Some(heartbeat.addr.clone()),
+            Role::Slave => live_master.map(|m| m.heartbeat.addr.clone()),
+        };
+        let is_new = self
+            .brokers
+            .get(&heartbeat.addr)
+            .is_none_or(|old| !self.is_live(old, now_ms));
+        self.brokers.insert(
+            heartbeat.addr.clone(),
+            Entry {
+                heartbeat,
+                last_heartbeat_ms: now_ms,
+            },
+        );
+        let reply = HeartbeatReply {
+            heartbeat_timeout_ms: self.heartbeat_timeout_ms,
+            heartbeat_interval_ms: (self.heartbeat_timeout_ms / 5).max(1),
+            master_addr,
+        };
+        Ok((reply, is_new))
+    }
+
+    /// Forgets the brokers whose deadline has passed and returns them (for logs and metrics).
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Heartbeat> {
+        let timeout = self.heartbeat_timeout_ms;
+        let (live, dead): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.brokers)
+            .into_iter()
+            .partition(|(_, e)| now_ms < e.last_heartbeat_ms.saturating_add(timeout));
+        self.brokers = live;
+        dead.into_values().map(|e| e.heartbeat).collect()
+    }
+
+    /// How many brokers are live.
+    pub fn live_count(&self, now_ms: u64) -> usize {
+        self.live(now_ms).count()
+    }
+
+    /// The live groups, by (cluster, group).
+    fn groups(&self, now_ms: u64) -> BTreeMap<(&str, &str), Group<'_>> {
+        let mut members: BTreeMap<(&str, &str), Vec<&Entry>> = BTreeMap::new();
+        for entry in self.live(now_ms) {
+            let h = &entry.heartbeat;
+            members
+                .entry((h.cluster.as_str(), h.group.as_str()))
+                .or_default()
+                .push(entry);
+        }
+        members
+            .into_iter()
+            .map(|(key, entries)| {
+                let master = entries
+                    .iter()
+                    .copied()
+                    .find(|e| e.heartbeat.role == Role::Master);
+                let slaves: Vec<&Entry> = entries
+                    .iter()
+                    .copied()
+                    .filter(|e| e.heartbeat.role == Role::Slave)
+                    .collect();
+                let newest = entries
+                    .iter()
+                    .copied()
+                    .max_by_key(|e| (e.heartbeat.data_version, e.heartbeat.role == Role::Master))
+                    .expect("a group has at least one member");
+                (
+                    key,
+                    Group {
+                        master,
+                        slaves,
+                        newest,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Where `topic`'s queues are, per group; `None` if no live broker serves it.
+    pub fn route(&self, topic: &str, now_ms: u64) -> Option<TopicRoute> {
+        let groups: Vec<GroupRoute> = self
+            .groups(now_ms)
+            .into_iter()
+            .filter_map(|((cluster, group), members)| {
+                let config = members.topic(topic)?;
+                Some(GroupRoute {
+                    cluster: cluster.to_owned(),
+                    group: group.to_owned(),
+                    master: members.master.map(|m| m.heartbeat.addr.clone()),
+                    slaves: members
+                        .slaves
+                        .iter()
+                        .map(|s| s.heartbeat.addr.clone())
+                        .collect(),
+                    queues: config.queues,
+                    readable: config.readable,
+                    writable: config.writable,
+                })
+            })
+            .collect();
+        (!groups.is_empty()).then(|| TopicRoute {
+            topic: topic.to_owned(),
+            groups,
+        })
+    }
+
+    /// Every live broker: cluster, group, role (master first), then address.
+    pub fn cluster(&self, now_ms: u64) -> ClusterView {
+        let mut brokers = Vec::new();
+        for members in self.groups(now_ms).into_values() {
+            for entry in members.master.iter().chain(members.slaves.iter()) {
+                let h = &entry.heartbeat;
+                let replication_lag_bytes = match (h.role, members.master) {
+                    (Role::Slave, Some(master)) => Some(
+                        master
+                            .heartbeat
+                            .log_end_offset
+                            .saturating_sub(h.log_end_offset),
+                    ),
+                    _ => None,
+                };
+                brokers.push(BrokerInfo {
+                    cluster: h.cluster.clone(),
+                    group: h.group.clone(),
+                    role: h.role,
+                    addr: h.addr.clone(),
+                    http_addr: h.http_addr.clone(),
+                    master_addr: h.master_addr.clone(),
+                    data_version: h.data_version,
+                    log_end_offset: h.log_end_offset,
+                    topics: h.topics.len() as u32,
+                    last_heartbeat_ms_ago: now_ms.saturating_sub(entry.last_heartbeat_ms),
+                    expires_in_ms: self.expires_in_ms(entry, now_ms),
+                    replication_lag_bytes,
+                });
+            }
+        }
+        ClusterView { brokers }
+    }
+
+    /// Every topic some live group serves, with its queues summed over the groups.
+    pub fn topics(&self, now_ms: u64) -> TopicList {
+        let mut by_name: BTreeMap<&str, TopicSummary> = BTreeMap::new();
+        for ((_, group), members) in self.groups(now_ms) {
+            for topic in &members.newest.heartbeat.topics {
+                let summary = by_name
+                    .entry(topic.name.as_str())
+                    .or_insert_with(|| TopicSummary {
+                        name: topic.name.clone(),
+                        queues: 0,
+                        groups: Vec::new(),
+                    });
+                summary.queues = summary.queues.saturating_add(topic.queues);
+                summary.groups.push(group.to_owned());
+            }
+        }
+        let mut topics: Vec<TopicSummary> = by_name.into_values().collect();
+        for topic in &mut topics {
+            topic.groups.sort();
+        }
+        TopicList { topics }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT_MS: u64 = 10_000;
+
+    fn broker(group: &str, role: Role, addr: &str, topics: &[(&str, u32)]) -> Heartbeat {
+        Heartbeat {
+            cluster: "c1".into(),
+            group: group.into(),
+            role,
+            addr: addr.into(),
+            http_addr: None,
+            master_addr: None,
+            data_version: 1,
+            log_end_offset: 0,
+            topics: topics
+                .iter()
+                .map(|&(name, queues)| TopicQueues {
+                    name: name.into(),
+                    queues,
+                    readable: true,
+                    writable: true,
+                })
+                .collect(),
+        }
+    }
+
+    fn registry_with_two_groups() -> Registry {
+        let mut r = Registry::new(TIMEOUT_MS);
+        r.heartbeat(broker("g1", Role::Master, "m1:1", &[("orders", 4)]), 0)
+            .unwrap();
+        r.heartbeat(broker("g1", Role::Slave, "s1:1", &[("orders", 4)]), 0)
+            .unwrap();
+        r.heartbeat(
+            broker("g2", Role::Master, "m2:1", &[("orders", 2), ("audit", 1)]),
+            0,
+        )
+        .unwrap();
+        r
+    }
+
+    #[test]
+    fn route_lists_each_group_with_its_master_slaves_and_queues() {
+        let r = registry_with_two_groups();
+        let route = r.route("orders", 1).unwrap();
+        assert_eq!(route.groups.len(), 2);
+        let g1 = &route.groups[0];
+        assert_eq!((g1.group.as_str(), g1.queues), ("g1", 4));
+        assert_eq!(g1.master.as_deref(), Some("m1:1"));
+        assert_eq!(g1.slaves, ["s1:1"]);
+        assert_eq!(route.groups[1].master.as_deref(), Some("m2:1"));
+        assert_eq!(r.route("audit", 1).unwrap().groups.len(), 1);
+        assert_eq!(r.route("nope", 1), None);
+    }
+
+    #[test]
+    fn a_silent_broker_leaves_the_routes_exactly_at_its_deadline() {
+        let mut r = registry_with_two_groups();
+        // g1's master goes on heartbeating; its slave and g2 stop at 0.
+        r.heartbeat(broker("g1", Role::Master, "m1:1", &[("orders", 4)]), 6_000)
+            .unwrap();
+        assert_eq!(r.live_count(TIMEOUT_MS - 1), 3);
+        assert_eq!(r.route("orders", TIMEOUT_MS - 1).unwrap().groups.len(), 2);
+        // At the deadline, before any expire() call, answers already leave them out.
+        let route = r.route("orders", TIMEOUT_MS).unwrap();
+        assert_eq!(route.groups.len(), 1);
+        assert!(route.groups[0].slaves.is_empty());
+        assert_eq!(r.route("audit", TIMEOUT_MS), None);
+        let expired: Vec<String> = r.expire(TIMEOUT_MS).into_iter().map(|h| h.addr).collect();
+        assert_eq!(expired, ["m2:1", "s1:1"]);
+        assert_eq!(r.live_count(TIMEOUT_MS), 1);
+        assert!(r.expire(15_999).is_empty());
+        assert_eq!(r.expire(16_000).len(), 1);
+    }
+
+    #[test]
+    fn a_group_without_a_live_master_keeps_its_slaves_in_the_route() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        r.heartbeat(broker("g1", Role::Master, "m1:1", &[("orders", 4)]), 0)
+            .unwrap();
+        r.heartbeat(broker("g1", Role::Slave, "s1:1", &[("orders", 4)]), 5_000)
+            .unwrap();
+        let route = r.route("orders", 12_000).unwrap();
+        assert_eq!(route.groups[0].master, None);
+        assert_eq!(route.groups[0].slaves, ["s1:1"]);
+    }
+
+    #[test]
+    fn a_second_master_in_a_group_is_refused_until_the_first_expires() {
+        let mut r = registry_with_two_groups();
+        let error = r
+            .heartbeat(broker("g1", Role::Master, "m1b:1", &[]), 4_000)
+            .unwrap_err();
+        assert!(matches!(
+            &error,
+            RegistryError::SecondMaster { master, expires_in_ms: 6_000, .. } if master == "m1:1"
+        ));
+        assert!(r
+            .heartbeat(broker("g1", Role::Master, "m1b:1", &[]), TIMEOUT_MS)
+            .is_ok());
+    }
+
+    #[test]
+    fn the_newest_data_version_decides_a_groups_topics() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        let mut master = broker("g1", Role::Master, "m1:1", &[("orders", 8)]);
+        master.data_version = 5;
+        r.heartbeat(master, 0).unwrap();
+        // The slave has not copied the change yet: the master's 8 queues count.
+        let mut slave = broker("g1", Role::Slave, "s1:1", &[("orders", 4), ("old", 1)]);
+        slave.data_version = 4;
+        let (reply, is_new) = r.heartbeat(slave, 0).unwrap();
+        assert!(is_new);
+        assert_eq!(reply.master_addr.as_deref(), Some("m1:1"));
+        assert_eq!(reply.heartbeat_interval_ms, 2_000);
+        assert_eq!(r.route("orders", 1).unwrap().groups[0].queues, 8);
+        assert_eq!(r.route("old", 1), None);
+        let topics = r.topics(1);
+        assert_eq!(topics.topics.len(), 1);
+        assert_eq!(topics.topics[0].name, "orders");
+    }
+
+    #[test]
+    fn cluster_view_orders_brokers_and_computes_slave_lag() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        let mut slave = broker("g1", Role::Slave, "s1:1", &[]);
+        slave.log_end_offset = 700;
+        r.heartbeat(slave, 0).unwrap();
+        let mut master = broker("g1", Role::Master, "m1:1", &[]);
+        master.log_end_offset = 1_000;
+        r.heartbeat(master, 1_000).unwrap();
+        let view = r.cluster(3_000);
+        let addrs: Vec<&str> = view.brokers.iter().map(|b| b.addr.as_str()).collect();
+        assert_eq!(addrs, ["m1:1", "s1:1"]);
+        assert_eq!(view.brokers[0].replication_lag_bytes, None);
+        assert_eq!(view.brokers[1].replication_lag_bytes, Some(300));
+        assert_eq!(view.brokers[1].last_heartbeat_ms_ago, 3_000);
+        assert_eq!(view.brokers[1].expires_in_ms, 7_000);
+    }
+
+    #[test]
+    fn topic_list_sums_queues_over_groups() {
+        let r = registry_with_two_groups();
+        let list = r.topics(1);
+        let names: Vec<&str> = list.topics.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["audit", "orders"]);
+        assert_eq!(list.topics[1].queues, 6);
+        assert_eq!(list.topics[1].groups, ["g1", "g2"]);
+    }
+}

@@ -1,0 +1,350 @@
+//! The NameServer's HTTP API through a real listener on 127.0.0.1:0, with plain HTTP/1.1 requests
+//! (what curl sends), and fencing against an embedded DNS server.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use smq_client::discovery::dev_dns::{DevDns, SrvRecord};
+use smq_nameserver::{Config, Running};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Reply {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), as `curl` would send it.
+async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default();
+    Reply {
+        status,
+        content_type,
+        body: body.to_owned(),
+    }
+}
+
+async fn start(heartbeat_timeout_ms: u64) -> Running {
+    smq_nameserver::start(Config {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        heartbeat_timeout_ms,
+        ..Config::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn heartbeat(group: &str, role: &str, addr: &str) -> String {
+    let mut hb = json!({
+        "cluster": "c1", "group": group, "role": role, "addr": addr,
+        "data_version": 1, "log_end_offset": 4096,
+        "topics": [{"name": "orders", "queues": 4, "readable": true, "writable": true}]
+    });
+    if role == "slave" {
+        hb["master_addr"] = json!("127.0.0.1:10911");
+    }
+    hb.to_string()
+}
+
+async fn post_heartbeat(addr: SocketAddr, body: &str) -> Reply {
+    http(addr, "POST", "/v1/brokers/heartbeat", Some(body)).await
+}
+
+#[tokio::test]
+async fn heartbeat_then_route_names_the_master_and_slaves() {
+    let ns = start(10_000).await;
+    let addr = ns.addr();
+    let reply = post_heartbeat(addr, &heartbeat("g1", "master", "127.0.0.1:10911")).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["heartbeat_timeout_ms"], 10_000);
+    let reply = post_heartbeat(addr, &heartbeat("g1", "slave", "127.0.0.1:10921")).await;
+    assert_eq!(reply.json()["master_addr"], "127.0.0.1:10911");
+
+    let route = http(addr, "GET", "/v1/routes/orders", None).await;
+    assert_eq!(route.status, 200, "{}", route.body);
+    assert!(route.content_type.starts_with("application/json"));
+    assert_eq!(
+        route.json(),
+        json!({"topic": "orders", "groups": [{
+            "cluster": "c1", "group": "g1",
+            "master": "127.0.0.1:10911", "slaves": ["127.0.0.1:10921"],
+            "queues": 4, "readable": true, "writable": true
+        }]})
+    );
+
+    let cluster = http(addr, "GET", "/v1/cluster", None).await.json();
+    let brokers = cluster["brokers"].as_array().unwrap();
+    assert_eq!(brokers.len(), 2);
+    assert_eq!(brokers[0]["role"], "master");
+    assert_eq!(brokers[1]["replication_lag_bytes"], 0);
+    let topics = http(addr, "GET", "/v1/topics", None).await.json();
+    assert_eq!(
+        topics,
+        json!({"topics": [{"name": "orders", "queues": 4, "groups": ["g1"]}]})
+    );
+    let health = http(addr, "GET", "/healthz", None).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(
+        health.json(),
+        json!({"status": "ok", "fenced": false, "brokers_live": 2})
+    );
+    ns.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_topic_is_a_404_json_error() {
+    let ns = start(10_000).await;
+    let reply = http(ns.addr(), "GET", "/v1/routes/nosuch", None).await;
+    assert_eq!(reply.status, 404);
+    let error = reply.json();
+    assert_eq!(error["code"], "topic_not_found");
+    assert!(
+        error["error"].as_str().unwrap().contains("\"nosuch\""),
+        "{error}"
+    );
+
+    let reply = http(ns.addr(), "GET", "/v1/routes/bad%20name", None).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["field"], "topic");
+    let reply = http(ns.addr(), "GET", "/v2/whatever", None).await;
+    assert_eq!(
+        (reply.status, reply.json()["code"].clone()),
+        (404, json!("not_found"))
+    );
+    let reply = http(ns.addr(), "GET", "/v1/brokers/heartbeat", None).await;
+    assert_eq!(reply.status, 405);
+    assert!(reply.json()["error"].as_str().unwrap().contains("use POST"));
+    ns.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_heartbeat_is_a_400_naming_the_field() {
+    let ns = start(10_000).await;
+    let mut hb: Value =
+        serde_json::from_str(&heartbeat("g1", "master", "127.0.0.1:10911")).unwrap();
+    hb.as_object_mut().unwrap().remove("group");
+    let reply = post_heartbeat(ns.addr(), &hb.to_string()).await;
+    assert_eq!(reply.status, 400);
+    let error = reply.json();
+    assert_eq!(error["code"], "bad_request");
+    assert_eq!(error["field"], "group");
+    assert!(
+        error["error"].as_str().unwrap().contains("group"),
+        "{error}"
+    );
+
+    hb["group"] = json!("g1");
+    hb["topics"][0]["queues"] = json!(0);
+    let error = post_heartbeat(ns.addr(), &hb.to_string()).await.json();
+    assert_eq!(error["field"], "topics[0].queues");
+    let reply = post_heartbeat(ns.addr(), "{not json").await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.json()["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("malformed heartbeat"));
+    // Nothing was registered.
+    assert_eq!(
+        http(ns.addr(), "GET", "/v1/routes/orders", None)
+            .await
+            .status,
+        404
+    );
+    ns.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_second_master_in_a_group_is_a_409() {
+    let ns = start(10_000).await;
+    post_heartbeat(ns.addr(), &heartbeat("g1", "master", "127.0.0.1:10911")).await;
+    let reply = post_heartbeat(ns.addr(), &heartbeat("g1", "master", "127.0.0.1:10912")).await;
+    assert_eq!(reply.status, 409);
+    assert_eq!(reply.json()["code"], "conflict");
+    ns.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let ns = start(10_000).await;
+    post_heartbeat(ns.addr(), &heartbeat("g1", "master", "127.0.0.1:10911")).await;
+    post_heartbeat(ns.addr(), "{}").await;
+    http(ns.addr(), "GET", "/v1/routes/orders", None).await;
+    http(ns.addr(), "GET", "/v1/routes/nosuch", None).await;
+    let reply = http(ns.addr(), "GET", "/metrics", None).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.content_type.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        reply.content_type
+    );
+    for line in [
+        "# TYPE smq_nameserver_brokers_live gauge",
+        "smq_nameserver_brokers_live 1",
+        "smq_nameserver_heartbeats_received_total 1",
+        "smq_nameserver_heartbeats_rejected_total 1",
+        "smq_nameserver_route_requests_total{status=\"200\"} 1",
+        "smq_nameserver_route_requests_total{status=\"404\"} 1",
+        "smq_nameserver_fenced 0",
+    ] {
+        assert!(
+            reply.body.lines().any(|l| l == line),
+            "{line:?} missing in\n{}",
+            reply.body
+        );
+    }
+    ns.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_broker_that_stops_heartbeating_leaves_the_routes_within_the_timeout() {
+    let ns = start(300).await;
+    let addr = ns.addr();
+    post_heartbeat(addr, &heartbeat("g1", "master", "127.0.0.1:10911")).await;
+    let last_heartbeat = Instant::now();
+    // g2 goes on heartbeating every 50 ms while g1 is silent.
+    let keep_alive = tokio::spawn(async move {
+        loop {
+            post_heartbeat(addr, &heartbeat("g2", "master", "127.0.0.1:10931")).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let groups = |route: Value| -> Vec<String> {
+        route["groups"]
+            .as_array()
+            .map(|g| {
+                g.iter()
+                    .map(|g| g["group"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        groups(http(addr, "GET", "/v1/routes/orders", None).await.json()),
+        ["g1", "g2"]
+    );
+    loop {
+        let route = http(addr, "GET", "/v1/routes/orders", None).await.json();
+        if groups(route) == ["g2"] {
+            break;
+        }
+        assert!(
+            last_heartbeat.elapsed() < Duration::from_millis(300 + 200),
+            "g1 still routed after its heartbeat timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(last_heartbeat.elapsed() >= Duration::from_millis(290));
+    keep_alive.abort();
+    let cluster = http(addr, "GET", "/v1/cluster", None).await.json();
+    assert_eq!(cluster["brokers"].as_array().unwrap().len(), 1);
+    ns.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_nameserver_whose_srv_record_is_repointed_answers_503() {
+    const SRV: &str = "_smq-ns._tcp.smq.test.";
+    let dns = DevDns::start((Ipv4Addr::LOCALHOST, 0).into(), "smq.test.")
+        .await
+        .unwrap();
+    dns.set_addrs("ns1.smq.test.", 1, &[Ipv4Addr::LOCALHOST.into()])
+        .await
+        .unwrap();
+    let ns = smq_nameserver::start(Config {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        srv: Some(SRV.into()),
+        dns_server: Some(dns.addr()),
+        fencing_interval_ms: 50,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let addr = ns.addr();
+    post_heartbeat(addr, &heartbeat("g1", "master", "127.0.0.1:10911")).await;
+    let point_at = |port: u16| {
+        [SrvRecord {
+            priority: 0,
+            weight: 0,
+            port,
+            target: "ns1.smq.test.".into(),
+        }]
+    };
+    let wait_for_status = |want: u16| async move {
+        let since = Instant::now();
+        loop {
+            let reply = http(addr, "GET", "/v1/routes/orders", None).await;
+            if reply.status == want {
+                return reply;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(3),
+                "still {} {}",
+                reply.status,
+                reply.body
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // No record yet: fenced from the first check.
+    assert_eq!(
+        http(addr, "GET", "/v1/routes/orders", None).await.status,
+        503
+    );
+    dns.set_srv(SRV, 1, &point_at(addr.port())).await.unwrap();
+    wait_for_status(200).await;
+
+    dns.set_srv(SRV, 1, &point_at(addr.port().wrapping_add(1).max(1)))
+        .await
+        .unwrap();
+    let reply = wait_for_status(503).await;
+    let error = reply.json();
+    assert_eq!(error["code"], "fenced");
+    assert!(
+        error["error"].as_str().unwrap().contains("re-resolve"),
+        "{error}"
+    );
+    // Heartbeats, the cluster view and health still work while fenced.
+    assert_eq!(
+        post_heartbeat(addr, &heartbeat("g1", "master", "127.0.0.1:10911"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        http(addr, "GET", "/healthz", None).await.json()["fenced"],
+        true
+    );
+
+    dns.set_srv(SRV, 1, &point_at(addr.port())).await.unwrap();
+    wait_for_status(200).await;
+    ns.shutdown().await.unwrap();
+    dns.shutdown().await;
+}
