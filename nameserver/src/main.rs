@@ -1,6 +1,7 @@
 //! `smq-nameserver`: flags, environment and TOML file to a [`Config`], tracing, then serve until
 //! SIGTERM or Ctrl-C. The only place errors become `anyhow`.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -83,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("invalid --log-level {log_level:?}"))?,
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = Config {
         listen: args
