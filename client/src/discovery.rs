@@ -136,6 +136,8 @@ pub enum DiscoveryError {
     BadAddress { addr: String, reason: String },
     #[error("--nameserver names no NameServer")]
     Empty,
+    #[error("there is no SRV record to look up: discovery was given --nameserver, not --srv")]
+    NotSrv,
     #[error("cannot set up a DNS resolver ({what}): {source}")]
     Resolver {
         what: String,
@@ -349,10 +351,7 @@ impl Discovery {
             (DiscoveryMode::Srv { name, dns_server }, Some(resolver)) => {
                 lookup_srv(resolver, name, *dns_server).await
             }
-            _ => Err(DiscoveryError::BadAddress {
-                addr: String::new(),
-                reason: "lookup_now needs --srv, not --nameserver".to_owned(),
-            }),
+            _ => Err(DiscoveryError::NotSrv),
         }
     }
 
@@ -633,6 +632,12 @@ mod tests {
         assert!(parse_nameserver_list("http://x:1/path").is_err());
     }
 
+    #[test]
+    fn discovery_can_be_shared_between_tasks() {
+        fn shared<T: Send + Sync + 'static>() {}
+        shared::<Discovery>();
+    }
+
     #[tokio::test]
     async fn static_list_puts_a_failed_nameserver_last() {
         let mode = DiscoveryMode::from_flags(Some("a:1,b:2"), Some("_ignored"), None)
@@ -642,6 +647,7 @@ mod tests {
         assert_eq!(d.resolve().await.unwrap(), ["http://a:1", "http://b:2"]);
         d.mark_failed("http://a:1");
         assert_eq!(d.resolve().await.unwrap(), ["http://b:2", "http://a:1"]);
+        assert!(matches!(d.lookup_now().await, Err(DiscoveryError::NotSrv)));
     }
 
     const NAME: &str = "_smq-ns._tcp.smq.test.";
