@@ -1,5 +1,225 @@
-//! smq's broker. Today: the storage engine ([`storage`]) and the broker's metadata files
-//! ([`metadata`]); the TCP server, replication and registration come with issues 3–5.
+//! smq's broker: [`start`] opens the store and metadata of a data directory and serves the
+//! binary protocol over TCP ([`server`], [`handlers`]) and an admin HTTP endpoint ([`http`]);
+//! replication and registration with a NameServer come with later work.
 
+pub mod config;
+pub mod handlers;
+pub mod http;
 pub mod metadata;
+pub mod metrics;
+pub mod server;
+pub mod state;
 pub mod storage;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use config::{BrokerConfig, Replication, Role};
+use metadata::offsets::{Offsets, OffsetsError};
+use metadata::topics::{TopicError, Topics};
+use state::Broker;
+use storage::{StorageError, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}: it comes with replication (issue 5); run this broker as --role master --replication async for now")]
+    NotYet(&'static str),
+    #[error("cannot bind {what} {address}: {source}; is another broker running? set {flag}")]
+    Bind {
+        what: &'static str,
+        address: String,
+        flag: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the store: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot read the topics: {0}")]
+    Topics(#[from] TopicError),
+    #[error("cannot read the consumer offsets: {0}")]
+    Offsets(#[from] OffsetsError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    #[error("writing the consumer offsets at shutdown failed: {0}")]
+    Offsets(StorageError),
+    #[error("closing the store failed: {0}; recovery runs at the next start")]
+    Store(StorageError),
+    #[error(
+        "requests were still running after the shutdown timeout; the store closes when they end"
+    )]
+    StillBusy,
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A started broker: where it listens, and the handle that stops it.
+pub struct RunningBroker {
+    tcp_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    broker: Arc<Broker>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the data directory (recovering the store if needed), binds the listeners and starts
+/// serving. Port 0 in `listen` or `http` picks a free port; [`RunningBroker`] says which.
+pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
+    if config.role == Role::Slave {
+        return Err(StartError::NotYet("--role slave"));
+    }
+    if config.replication == Replication::Sync {
+        return Err(StartError::NotYet("--replication sync"));
+    }
+    if config.nameservers.is_empty() && config.srv.is_none() {
+        tracing::info!("no --nameserver or --srv given: running standalone");
+    } else {
+        tracing::info!(
+            nameservers = ?config.nameservers,
+            srv = ?config.srv,
+            dns_server = ?config.dns_server,
+            "registration with a NameServer comes with issue 4: running standalone"
+        );
+    }
+    let tcp = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "the broker address",
+            address: config.listen.clone(),
+            flag: "--listen",
+            source,
+        })?;
+    let http = match &config.http {
+        Some(address) => {
+            Some(
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        what: "the HTTP address",
+                        address: address.clone(),
+                        flag: "--http",
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let store_config = config.store_config();
+    let data_dir = config.data_dir.clone();
+    let (store, topics, offsets) = tokio::task::spawn_blocking(move || {
+        let store = Store::open(store_config)?;
+        let topics = Topics::open(&data_dir)?;
+        let offsets = Offsets::open(&data_dir)?;
+        Ok::<_, StartError>((store, topics, offsets))
+    })
+    .await
+    .map_err(|error| StartError::Internal(error.to_string()))??;
+    let tcp_addr = tcp
+        .local_addr()
+        .map_err(|error| StartError::Internal(error.to_string()))?;
+    let http_addr = match &http {
+        Some(listener) => Some(
+            listener
+                .local_addr()
+                .map_err(|error| StartError::Internal(error.to_string()))?,
+        ),
+        None => None,
+    };
+    let (stop, stopping) = watch::channel(false);
+    let broker = Arc::new(Broker::new(config, store, topics, offsets, stopping));
+    let mut tasks = vec![
+        tokio::spawn(server::serve(tcp, broker.clone())),
+        tokio::spawn(persist_offsets_periodically(broker.clone())),
+    ];
+    if let Some(listener) = http {
+        tasks.push(tokio::spawn(http::serve(listener, broker.clone())));
+    }
+    tracing::info!(listen = %tcp_addr, http = ?http_addr, data_dir = %broker.config.data_dir.display(), "broker started");
+    Ok(RunningBroker {
+        tcp_addr,
+        http_addr,
+        broker,
+        stop,
+        tasks,
+    })
+}
+
+impl RunningBroker {
+    /// The bound address of the binary protocol.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// The bound address of the HTTP endpoint, if `--http` was given.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish (at most `shutdown_timeout_ms`), writes
+    /// the consumer offsets, flushes and closes the store cleanly.
+    pub async fn shutdown(self) -> Result<(), ShutdownError> {
+        let RunningBroker {
+            broker,
+            stop,
+            tasks,
+            ..
+        } = self;
+        let _ = stop.send(true);
+        for task in tasks {
+            task.await
+                .map_err(|error| ShutdownError::Internal(error.to_string()))?;
+        }
+        let broker = last_reference(broker).await?;
+        tokio::task::spawn_blocking(move || {
+            broker.offsets.persist().map_err(ShutdownError::Offsets)?;
+            broker.store.close().map_err(ShutdownError::Store)
+        })
+        .await
+        .map_err(|error| ShutdownError::Internal(error.to_string()))??;
+        tracing::info!("broker stopped");
+        Ok(())
+    }
+}
+
+/// Waits briefly for tasks that were cancelled at the shutdown timeout to drop their reference.
+async fn last_reference(mut broker: Arc<Broker>) -> Result<Broker, ShutdownError> {
+    for _ in 0..100 {
+        match Arc::try_unwrap(broker) {
+            Ok(broker) => return Ok(broker),
+            Err(shared) => broker = shared,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(ShutdownError::StillBusy)
+}
+
+/// Writes changed consumer offsets every `offsets_flush_interval_ms` until shutdown.
+async fn persist_offsets_periodically(broker: Arc<Broker>) {
+    let mut shutdown = broker.shutdown.clone();
+    let mut interval = tokio::time::interval(Duration::from_millis(
+        broker.config.offsets_flush_interval_ms,
+    ));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = crate::state::shutting_down(&mut shutdown) => return,
+            _ = interval.tick() => {}
+        }
+        let writer = broker.clone();
+        match tokio::task::spawn_blocking(move || writer.offsets.persist()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "writing the consumer offsets failed; retried at the next interval")
+            }
+            Err(error) => tracing::error!(%error, "the consumer-offset writer panicked"),
+        }
+    }
+}

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::{read_json, ReadError};
+
 use crate::storage::{check_topic_name, write_atomically, StorageError};
 
 const FILE_NAME: &str = "topics.json";
@@ -58,21 +60,13 @@ impl Topics {
     /// Loads `<data_dir>/topics.json`; no file means no topics.
     pub fn open(data_dir: &Path) -> Result<Topics, TopicError> {
         let path = data_dir.join(FILE_NAME);
-        let file: TopicsFile = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| TopicError::BadFile {
+        let file: TopicsFile = read_json(&path).map_err(|error| match error {
+            ReadError::Invalid(reason) => TopicError::BadFile {
                 path: path.clone(),
-                reason: error.to_string(),
-            })?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => TopicsFile::default(),
-            Err(error) => {
-                return Err(StorageError::Io {
-                    action: "reading",
-                    path,
-                    source: error,
-                }
-                .into())
-            }
-        };
+                reason,
+            },
+            ReadError::Storage(error) => error.into(),
+        })?;
         Ok(Topics {
             path,
             data_version: file.data_version,

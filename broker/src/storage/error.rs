@@ -15,6 +15,13 @@ pub enum StorageError {
     },
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] BatchError),
+    #[error("the batch is for {batch_topic}/{batch_queue} but the request names {topic}/{queue}: a producer bug")]
+    BatchTopicMismatch {
+        batch_topic: String,
+        batch_queue: u32,
+        topic: String,
+        queue: u32,
+    },
     #[error("invalid store configuration: {0}")]
     InvalidConfig(String),
     #[error(

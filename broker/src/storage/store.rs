@@ -81,6 +81,11 @@ impl AppendReceipt {
         Ok(self.appended)
     }
 
+    /// Whether [`AppendReceipt::durable`] waits for an fsync (sync flush, or one asked for).
+    pub fn waits_for_flush(&self) -> bool {
+        self.flushed.is_some()
+    }
+
     /// [`AppendReceipt::durable`] for threads outside an async runtime.
     pub fn wait_durable(self) -> Result<Appended> {
         if let Some(flushed) = self.flushed {
@@ -180,8 +185,43 @@ impl Store {
     /// queue offsets, the epoch and the store time, and recomputes the CRC. Returns once the
     /// batch is in the page cache; `durable()` on the receipt waits for the flush.
     pub fn append(&self, batch: &[u8]) -> Result<AppendReceipt> {
+        let fsync = self.shared.config.flush == FlushMode::Sync;
+        self.append_checked(batch, None, fsync)
+    }
+
+    /// [`Store::append`] for a producer's request: the batch must belong to `topic`/`queue`
+    /// (checked after its CRC, before anything is written), and with `fsync` the receipt waits
+    /// for an fsync covering the batch even when the store flushes asynchronously. Never blocks
+    /// on the disk: waiting is `durable().await`.
+    pub fn append_to(
+        &self,
+        topic: &str,
+        queue: u32,
+        batch: &[u8],
+        fsync: bool,
+    ) -> Result<AppendReceipt> {
+        let fsync = fsync || self.shared.config.flush == FlushMode::Sync;
+        self.append_checked(batch, Some((topic, queue)), fsync)
+    }
+
+    fn append_checked(
+        &self,
+        batch: &[u8],
+        expected: Option<(&str, u32)>,
+        fsync: bool,
+    ) -> Result<AppendReceipt> {
         self.shared.check_not_fenced()?;
         let view = BatchView::parse_with_limit(batch, self.shared.config.max_message_bytes)?;
+        if let Some((topic, queue)) = expected {
+            if view.topic() != topic || view.queue_id() != queue {
+                return Err(StorageError::BatchTopicMismatch {
+                    batch_topic: view.topic().to_owned(),
+                    batch_queue: view.queue_id(),
+                    topic: topic.to_owned(),
+                    queue,
+                });
+            }
+        }
         check_topic_name(view.topic())?;
         let appended = {
             let mut state = self.shared.lock_state();
@@ -223,13 +263,10 @@ impl Store {
                 .store(log.write_position(), Ordering::Release);
             appended
         };
-        let flushed = match self.shared.config.flush {
-            FlushMode::Async => None,
-            FlushMode::Sync => Some(
-                self.shared
-                    .wait_for_flush(appended.position + u64::from(appended.size)),
-            ),
-        };
+        let flushed = fsync.then(|| {
+            self.shared
+                .wait_for_flush(appended.position + u64::from(appended.size))
+        });
         Ok(AppendReceipt { appended, flushed })
     }
 

@@ -1,0 +1,488 @@
+//! The broker's settings: flags, `SMQ_*` environment variables and a TOML file merged with that
+//! precedence over the defaults; every size and duration carries its unit, a default and a bound.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use smq_client::protocol::limits::{
+    FRAME_HEADROOM_BYTES, MAX_BATCH_BYTES_DEFAULT, MAX_MESSAGE_BYTES_DEFAULT,
+};
+
+use crate::storage::{FlushMode, StoreConfig};
+
+/// Default `--listen` address (client and, later, replication traffic).
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:10911";
+
+/// What a broker is in its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Slave,
+}
+
+/// When a master acknowledges a write relative to its slave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    Async,
+    Sync,
+}
+
+/// Every setting as it may come from a flag, an environment variable or the TOML file: all
+/// optional, so that the sources can be merged before the defaults fill the gaps. TOML keys are
+/// the flag names with `_` for `-` (`data_dir = "/var/lib/smq"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Parser, Deserialize)]
+#[command(
+    name = "smq-broker",
+    version,
+    about = "smq's broker: serves producers and consumers over TCP, stores messages in a commit log",
+    long_about = "smq's broker: serves producers and consumers over TCP, stores messages in a \
+                  commit log. Every flag can also come from an environment variable SMQ_<FLAG> \
+                  and from the TOML file given with --config; flags win over variables, \
+                  variables over the file, the file over the defaults."
+)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// TOML file with any of the settings below (keys as the flags, `_` for `-`).
+    #[arg(long, env = "SMQ_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address for client traffic [default: 127.0.0.1:10911].
+    #[arg(long, env = "SMQ_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory of the commit log, indexes and metadata [default: ./smq-data].
+    #[arg(long, env = "SMQ_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Cluster this broker belongs to [default: smq].
+    #[arg(long, env = "SMQ_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Broker group (one master and its slaves) [default: broker-a].
+    #[arg(long, env = "SMQ_GROUP", value_name = "NAME")]
+    pub group: Option<String>,
+    /// master or slave [default: master]; slaves come with replication.
+    #[arg(long, env = "SMQ_ROLE", value_parser = ["master", "slave"])]
+    pub role: Option<String>,
+    /// The master's address (slaves only).
+    #[arg(long, env = "SMQ_MASTER", value_name = "ADDR")]
+    pub master: Option<String>,
+    /// sync: acknowledge after fsync (group commit); async: once in the page cache [default: sync].
+    #[arg(long, env = "SMQ_FLUSH", value_parser = ["sync", "async"])]
+    pub flush: Option<String>,
+    /// sync or async [default: async]; sync comes with replication.
+    #[arg(long, env = "SMQ_REPLICATION", value_parser = ["sync", "async"])]
+    pub replication: Option<String>,
+    /// Address of the HTTP endpoint serving /healthz and /metrics [default: none].
+    #[arg(long, env = "SMQ_HTTP", value_name = "ADDR")]
+    pub http: Option<String>,
+    /// NameServer URLs, comma-separated (registration comes with the NameServer work).
+    #[arg(long, env = "SMQ_NAMESERVER", value_name = "URL[,URL]")]
+    pub nameserver: Option<String>,
+    /// DNS SRV name of the NameServers, e.g. _smq-ns._tcp.example.com.
+    #[arg(long, env = "SMQ_SRV", value_name = "NAME")]
+    pub srv: Option<String>,
+    /// DNS server to ask instead of /etc/resolv.conf.
+    #[arg(long, env = "SMQ_DNS_SERVER", value_name = "IP:PORT")]
+    pub dns_server: Option<String>,
+    /// tracing filter: error, warn, info, debug, trace, or directives like smq_broker=debug [default: info].
+    #[arg(long, env = "SMQ_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Most open client connections; more are closed at once [default: 10000].
+    #[arg(long, env = "SMQ_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<u32>,
+    /// A connection with no request and nothing in flight for this long is closed [default: 600000].
+    #[arg(long, env = "SMQ_IDLE_TIMEOUT_MS", value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// On SIGTERM, how long in-flight requests may take before connections are cut [default: 10000].
+    #[arg(long, env = "SMQ_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
+    pub shutdown_timeout_ms: Option<u64>,
+    /// Longest a Fetch may wait for data, whatever it asks [default: 30000].
+    #[arg(long, env = "SMQ_MAX_FETCH_WAIT_MS", value_name = "MS")]
+    pub max_fetch_wait_ms: Option<u64>,
+    /// Largest message accepted [default: 4194304].
+    #[arg(long, env = "SMQ_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    pub max_message_bytes: Option<u64>,
+    /// Largest record batch accepted; the max frame is this plus 1 MiB [default: 16777216].
+    #[arg(long, env = "SMQ_MAX_BATCH_BYTES", value_name = "BYTES")]
+    pub max_batch_bytes: Option<u64>,
+    /// Size of every commit-log segment file [default: 1073741824].
+    #[arg(long, env = "SMQ_SEGMENT_BYTES", value_name = "BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// async flush: how often the log is flushed; both: indexes and checkpoint [default: 500].
+    #[arg(long, env = "SMQ_FLUSH_INTERVAL_MS", value_name = "MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// An fsync slower than this fails the appends it covers [default: 5000].
+    #[arg(long, env = "SMQ_FLUSH_TIMEOUT_MS", value_name = "MS")]
+    pub flush_timeout_ms: Option<u64>,
+    /// Segments older than this are deleted [default: 72].
+    #[arg(long, env = "SMQ_RETENTION_HOURS", value_name = "HOURS")]
+    pub retention_hours: Option<u64>,
+    /// Oldest segments are deleted while the log is larger; 0 = no limit [default: 0].
+    #[arg(long, env = "SMQ_RETENTION_BYTES", value_name = "BYTES")]
+    pub retention_bytes: Option<u64>,
+    /// Appends fail while the disk is fuller than this [default: 90].
+    #[arg(long, env = "SMQ_DISK_USAGE_WATERMARK_PERCENT", value_name = "PERCENT")]
+    pub disk_usage_watermark_percent: Option<u8>,
+    /// Consumer offsets are written to disk at most this often, and at shutdown [default: 1000].
+    #[arg(long, env = "SMQ_OFFSETS_FLUSH_INTERVAL_MS", value_name = "MS")]
+    pub offsets_flush_interval_ms: Option<u64>,
+}
+
+/// Lists every field of [`Settings`] but `config` once, for merging.
+macro_rules! merge_fields {
+    ($high:ident, $low:ident, $($field:ident),* $(,)?) => {
+        Settings { config: $high.config.or($low.config), $($field: $high.$field.or($low.$field)),* }
+    };
+}
+
+impl Settings {
+    /// Each setting from `self` when it has it, else from `lower`.
+    pub fn or(self, lower: Settings) -> Settings {
+        merge_fields!(
+            self,
+            lower,
+            listen,
+            data_dir,
+            cluster,
+            group,
+            role,
+            master,
+            flush,
+            replication,
+            http,
+            nameserver,
+            srv,
+            dns_server,
+            log_level,
+            max_connections,
+            idle_timeout_ms,
+            shutdown_timeout_ms,
+            max_fetch_wait_ms,
+            max_message_bytes,
+            max_batch_bytes,
+            segment_bytes,
+            flush_interval_ms,
+            flush_timeout_ms,
+            retention_hours,
+            retention_bytes,
+            disk_usage_watermark_percent,
+            offsets_flush_interval_ms,
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{setting} is {value}, outside {min}..={max}")]
+    OutOfBounds {
+        setting: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+    #[error("{setting} must be one of {allowed}, not {value:?}")]
+    BadValue {
+        setting: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
+    #[error("invalid storage setting: {0}")]
+    Storage(String),
+}
+
+/// The broker's configuration, complete and checked.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub cluster: String,
+    pub group: String,
+    pub role: Role,
+    pub master: Option<String>,
+    pub flush: FlushMode,
+    pub replication: Replication,
+    /// None: no HTTP endpoint.
+    pub http: Option<String>,
+    pub nameservers: Vec<String>,
+    pub srv: Option<String>,
+    pub dns_server: Option<String>,
+    pub log_level: String,
+    pub max_connections: u32,
+    pub idle_timeout_ms: u64,
+    pub shutdown_timeout_ms: u64,
+    pub max_fetch_wait_ms: u64,
+    pub max_message_bytes: u64,
+    pub max_batch_bytes: u64,
+    pub segment_bytes: u64,
+    pub flush_interval_ms: u64,
+    pub flush_timeout_ms: u64,
+    pub retention_hours: u64,
+    pub retention_bytes: u64,
+    pub disk_usage_watermark_percent: u8,
+    pub offsets_flush_interval_ms: u64,
+}
+
+const MAX_CONNECTIONS: (u64, u64, u64) = (10_000, 1, 1_000_000);
+const IDLE_TIMEOUT_MS: (u64, u64, u64) = (600_000, 100, 86_400_000);
+const SHUTDOWN_TIMEOUT_MS: (u64, u64, u64) = (10_000, 100, 600_000);
+const MAX_FETCH_WAIT_MS: (u64, u64, u64) = (30_000, 0, 600_000);
+const MAX_BATCH_BYTES: (u64, u64, u64) = (MAX_BATCH_BYTES_DEFAULT as u64, 1024, 1 << 30);
+const OFFSETS_FLUSH_INTERVAL_MS: (u64, u64, u64) = (1_000, 10, 600_000);
+
+/// `value` or the default, checked against the bounds; `(default, min, max)`.
+fn bounded(
+    setting: &'static str,
+    value: Option<u64>,
+    (default, min, max): (u64, u64, u64),
+) -> Result<u64, ConfigError> {
+    let value = value.unwrap_or(default);
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::OutOfBounds {
+            setting,
+            value,
+            min,
+            max,
+        })
+    }
+}
+
+fn choice<T: Copy>(
+    setting: &'static str,
+    value: Option<String>,
+    allowed: &'static str,
+    options: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let value = value.unwrap_or_else(|| options[0].0.to_owned());
+    options
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, option)| *option)
+        .ok_or(ConfigError::BadValue {
+            setting,
+            value,
+            allowed,
+        })
+}
+
+impl BrokerConfig {
+    /// Defaults everywhere but the data directory, listening on `127.0.0.1:0` (tests).
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> BrokerConfig {
+        let mut config = BrokerConfig::from_settings(Settings {
+            data_dir: Some(data_dir.into()),
+            listen: Some("127.0.0.1:0".into()),
+            ..Settings::default()
+        })
+        .expect("the defaults are valid");
+        config.segment_bytes = 64 * 1024 * 1024;
+        config
+    }
+
+    /// Flags and environment (`flags`, as clap parsed them) over the TOML file they name, if any,
+    /// over the defaults.
+    pub fn load(flags: Settings) -> Result<BrokerConfig, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_toml(path)?,
+            None => Settings::default(),
+        };
+        BrokerConfig::from_settings(flags.or(file))
+    }
+
+    /// Fills what `settings` lacks with the defaults and checks every bound.
+    pub fn from_settings(settings: Settings) -> Result<BrokerConfig, ConfigError> {
+        let max_batch_bytes =
+            bounded("max_batch_bytes", settings.max_batch_bytes, MAX_BATCH_BYTES)?;
+        let max_message_bytes = bounded(
+            "max_message_bytes",
+            settings.max_message_bytes,
+            (MAX_MESSAGE_BYTES_DEFAULT as u64, 1, max_batch_bytes),
+        )?;
+        let storage_defaults = StoreConfig::new(".");
+        let config = BrokerConfig {
+            listen: settings.listen.unwrap_or_else(|| LISTEN_DEFAULT.to_owned()),
+            data_dir: settings.data_dir.unwrap_or_else(|| "smq-data".into()),
+            cluster: settings.cluster.unwrap_or_else(|| "smq".to_owned()),
+            group: settings.group.unwrap_or_else(|| "broker-a".to_owned()),
+            role: choice(
+                "role",
+                settings.role,
+                "master, slave",
+                &[("master", Role::Master), ("slave", Role::Slave)],
+            )?,
+            master: settings.master,
+            flush: choice(
+                "flush",
+                settings.flush,
+                "sync, async",
+                &[("sync", FlushMode::Sync), ("async", FlushMode::Async)],
+            )?,
+            replication: choice(
+                "replication",
+                settings.replication,
+                "async, sync",
+                &[("async", Replication::Async), ("sync", Replication::Sync)],
+            )?,
+            http: settings.http,
+            nameservers: settings
+                .nameserver
+                .iter()
+                .flat_map(|list| list.split(','))
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            srv: settings.srv,
+            dns_server: settings.dns_server,
+            log_level: settings.log_level.unwrap_or_else(|| "info".to_owned()),
+            max_connections: bounded(
+                "max_connections",
+                settings.max_connections.map(u64::from),
+                MAX_CONNECTIONS,
+            )? as u32,
+            idle_timeout_ms: bounded("idle_timeout_ms", settings.idle_timeout_ms, IDLE_TIMEOUT_MS)?,
+            shutdown_timeout_ms: bounded(
+                "shutdown_timeout_ms",
+                settings.shutdown_timeout_ms,
+                SHUTDOWN_TIMEOUT_MS,
+            )?,
+            max_fetch_wait_ms: bounded(
+                "max_fetch_wait_ms",
+                settings.max_fetch_wait_ms,
+                MAX_FETCH_WAIT_MS,
+            )?,
+            max_message_bytes,
+            max_batch_bytes,
+            segment_bytes: settings
+                .segment_bytes
+                .unwrap_or(storage_defaults.segment_bytes),
+            flush_interval_ms: settings
+                .flush_interval_ms
+                .unwrap_or(storage_defaults.flush_interval_ms),
+            flush_timeout_ms: settings
+                .flush_timeout_ms
+                .unwrap_or(storage_defaults.flush_timeout_ms),
+            retention_hours: settings
+                .retention_hours
+                .unwrap_or(storage_defaults.retention_hours),
+            retention_bytes: settings
+                .retention_bytes
+                .unwrap_or(storage_defaults.retention_bytes),
+            disk_usage_watermark_percent: settings
+                .disk_usage_watermark_percent
+                .unwrap_or(storage_defaults.disk_usage_watermark_percent),
+            offsets_flush_interval_ms: bounded(
+                "offsets_flush_interval_ms",
+                settings.offsets_flush_interval_ms,
+                OFFSETS_FLUSH_INTERVAL_MS,
+            )?,
+        };
+        config
+            .store_config()
+            .validate()
+            .map_err(ConfigError::Storage)?;
+        Ok(config)
+    }
+
+    /// The storage engine's settings, from these.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut store = StoreConfig::new(&self.data_dir);
+        store.flush = self.flush;
+        store.segment_bytes = self.segment_bytes;
+        store.flush_interval_ms = self.flush_interval_ms;
+        store.flush_timeout_ms = self.flush_timeout_ms;
+        store.retention_hours = self.retention_hours;
+        store.retention_bytes = self.retention_bytes;
+        store.disk_usage_watermark_percent = self.disk_usage_watermark_percent;
+        store.max_message_bytes = self.max_message_bytes as usize;
+        store
+    }
+
+    /// Largest frame length accepted: one largest batch plus room for the rest of the request.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_batch_bytes as usize + FRAME_HEADROOM_BYTES
+    }
+}
+
+fn read_toml(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|error| ConfigError::Parse {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn flag_beats_env_beats_toml_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("broker.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1111\"\ngroup = \"from-toml\"\ncluster = \"toml-cluster\"\n\
+             max_connections = 7\n",
+        )
+        .unwrap();
+        // Only this test reads these variables.
+        std::env::set_var("SMQ_LISTEN", "127.0.0.1:2222");
+        std::env::set_var("SMQ_GROUP", "from-env");
+        let flags = Settings::try_parse_from([
+            "smq-broker",
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:3333",
+        ])
+        .unwrap();
+        std::env::remove_var("SMQ_LISTEN");
+        std::env::remove_var("SMQ_GROUP");
+        let config = BrokerConfig::load(flags).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:3333", "flag over env and file");
+        assert_eq!(config.group, "from-env", "env over file");
+        assert_eq!(config.cluster, "toml-cluster", "file over default");
+        assert_eq!(config.max_connections, 7);
+        assert_eq!(config.idle_timeout_ms, IDLE_TIMEOUT_MS.0, "default");
+        assert_eq!(config.flush, FlushMode::Sync);
+    }
+
+    #[test]
+    fn out_of_bounds_and_unknown_values_are_named() {
+        let error = BrokerConfig::from_settings(Settings {
+            idle_timeout_ms: Some(5),
+            ..Settings::default()
+        })
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("idle_timeout_ms is 5"),
+            "{error}"
+        );
+        let error = BrokerConfig::from_settings(Settings {
+            role: Some("leader".into()),
+            ..Settings::default()
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("master, slave"), "{error}");
+    }
+
+    #[test]
+    fn unknown_toml_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("broker.toml");
+        std::fs::write(&file, "listn = \"x\"\n").unwrap();
+        let error = read_toml(&file).unwrap_err();
+        assert!(error.to_string().contains("listn"), "{error}");
+    }
+}

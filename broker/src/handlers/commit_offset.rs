@@ -1,0 +1,19 @@
+//! CommitOffset: remember the next offset a consumer group reads from a topic-queue.
+
+use smq_client::protocol::request::CommitOffsetRequest;
+use smq_client::protocol::Response;
+
+use super::{check_group_name, topic_queue, Answer, Outcome};
+use crate::state::Broker;
+
+pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
+    check_group_name(&request.group)?;
+    topic_queue(broker, &request.topic, request.queue_id)?;
+    broker.offsets.commit(
+        &request.group,
+        &request.topic,
+        request.queue_id,
+        request.offset,
+    );
+    Ok(Answer::Response(Response::CommitOffset))
+}

@@ -1,0 +1,17 @@
+//! CreateTopic: add a topic with queues 0 to `queue_count - 1` to topics.json.
+
+use std::sync::Arc;
+
+use smq_client::protocol::request::CreateTopicRequest;
+use smq_client::protocol::Response;
+
+use super::{blocking, Answer, Reply};
+use crate::state::Broker;
+
+pub fn handle(broker: &Arc<Broker>, request: CreateTopicRequest) -> Reply {
+    blocking(broker, move |broker| {
+        broker.create_topic(&request.topic, request.queue_count)?;
+        tracing::info!(topic = %request.topic, queues = request.queue_count, "created topic");
+        Ok(Answer::Response(Response::CreateTopic))
+    })
+}

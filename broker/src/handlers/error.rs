@@ -1,0 +1,173 @@
+//! Why a request failed, and the one place where failures become protocol error codes.
+
+use smq_client::protocol::api::ApiKey;
+use smq_client::protocol::limits::{MAX_GROUP_NAME_BYTES, MAX_TOPIC_NAME_BYTES};
+use smq_client::protocol::record_batch::BatchError;
+use smq_client::protocol::{DecodeError, ErrorCode, ErrorResponse};
+
+use crate::metadata::topics::TopicError;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("send a Handshake (api key 0) first on every connection; got {api}")]
+    HandshakeRequired { api: ApiKey },
+    #[error("{api} version {version} is not version {agreed} that protocol version {protocol_version} fixes; handshake again")]
+    VersionMismatch {
+        api: ApiKey,
+        version: u16,
+        agreed: u16,
+        protocol_version: u16,
+    },
+    #[error("no protocol version in common: the client speaks {client_min} to {client_max}, this broker {broker_min} to {broker_max}; upgrade the older side")]
+    NoCommonVersion {
+        client_min: u16,
+        client_max: u16,
+        broker_min: u16,
+        broker_max: u16,
+    },
+    #[error("this broker accepts only anonymous connections (an empty auth_token) so far")]
+    AuthenticationFailed,
+    #[error("topic {0} does not exist: create it with `smq topic create {0}`")]
+    UnknownTopic(String),
+    #[error("topic {topic} has queues 0 to {last}; there is no queue {queue}", last = queue_count - 1)]
+    UnknownQueue {
+        topic: String,
+        queue: u32,
+        queue_count: u32,
+    },
+    #[error("consumer group name of {bytes} bytes is invalid: use 1 to {MAX_GROUP_NAME_BYTES} bytes of UTF-8")]
+    InvalidGroupName { bytes: usize },
+    #[error("topic name of {bytes} bytes is invalid: use 1 to {MAX_TOPIC_NAME_BYTES} characters of [A-Za-z0-9._-]")]
+    InvalidTopicName { bytes: usize },
+    #[error("batch of {batch_bytes} bytes is above this broker's max batch size of {max_batch_bytes} bytes: send smaller batches")]
+    BatchTooLarge {
+        batch_bytes: usize,
+        max_batch_bytes: u64,
+    },
+    #[error("acks=replicated needs a slave and this broker has none (replication is not built yet): use acks written or flushed")]
+    NoSlave,
+    #[error("the batch was written (queue offset {base_queue_offset}) but not flushed within timeout_ms {timeout_ms}: it may be stored, and a retry may store it twice")]
+    FlushTimeout {
+        base_queue_offset: u64,
+        timeout_ms: u32,
+    },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the broker is shutting down: retry on another broker group or after the restart")]
+    ShuttingDown,
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+}
+
+impl HandlerError {
+    /// The protocol's code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HandlerError::Decode(error) => error.error_code(),
+            HandlerError::HandshakeRequired { .. } => ErrorCode::HandshakeRequired,
+            HandlerError::VersionMismatch { .. } | HandlerError::NoCommonVersion { .. } => {
+                ErrorCode::UnsupportedVersion
+            }
+            HandlerError::AuthenticationFailed => ErrorCode::AuthenticationFailed,
+            HandlerError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+            HandlerError::UnknownQueue { .. } => ErrorCode::UnknownQueue,
+            HandlerError::InvalidGroupName { .. } => ErrorCode::InvalidGroupName,
+            HandlerError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
+            HandlerError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+            HandlerError::NoSlave => ErrorCode::NoSlave,
+            HandlerError::FlushTimeout { .. } => ErrorCode::FlushTimeout,
+            HandlerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            HandlerError::ShuttingDown => ErrorCode::BrokerShuttingDown,
+            HandlerError::Internal(_) => ErrorCode::UnknownServerError,
+            HandlerError::Storage(error) => storage_code(error),
+            HandlerError::Topic(error) => match error {
+                TopicError::AlreadyExists(_) => ErrorCode::TopicAlreadyExists,
+                TopicError::NotFound(_) => ErrorCode::UnknownTopic,
+                TopicError::BadQueueCount(_) => ErrorCode::InvalidQueueCount,
+                TopicError::BadFile { .. } => ErrorCode::StorageError,
+                TopicError::Storage(error) => storage_code(error),
+            },
+        }
+    }
+
+    /// Whether the client sent something wrong (logged as a warning) rather than the broker
+    /// failing (logged as an error).
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(
+            self.code(),
+            ErrorCode::UnknownServerError
+                | ErrorCode::StorageError
+                | ErrorCode::FlushTimeout
+                | ErrorCode::BrokerShuttingDown
+        )
+    }
+
+    pub fn to_response(&self) -> ErrorResponse {
+        ErrorResponse::new(self.code(), self.to_string())
+    }
+}
+
+fn storage_code(error: &StorageError) -> ErrorCode {
+    match error {
+        StorageError::InvalidBatch(batch) => match batch {
+            BatchError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            BatchError::UnknownMagic { .. } => ErrorCode::UnsupportedBatchMagic,
+            _ => ErrorCode::CorruptBatch,
+        },
+        StorageError::BatchTopicMismatch { .. } => ErrorCode::BatchTopicMismatch,
+        StorageError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
+        StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::FlushTimeout { .. } => ErrorCode::FlushTimeout,
+        StorageError::Closed => ErrorCode::BrokerShuttingDown,
+        StorageError::Io { .. }
+        | StorageError::DiskFull { .. }
+        | StorageError::Fenced { .. }
+        | StorageError::FlushFailed(_)
+        | StorageError::Corrupt { .. }
+        | StorageError::Locked { .. } => ErrorCode::StorageError,
+        StorageError::InvalidConfig(_) => ErrorCode::UnknownServerError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_failures_keep_their_message_and_get_their_code() {
+        let full = HandlerError::from(StorageError::DiskFull {
+            path: "/data".into(),
+            used_percent: 97,
+            watermark_percent: 90,
+        });
+        assert_eq!(full.code(), ErrorCode::StorageError);
+        assert!(!full.is_bad_input());
+        assert!(full.to_response().message.contains("disk full"));
+        let big = HandlerError::from(StorageError::InvalidBatch(BatchError::MessageTooLarge {
+            index: 0,
+            bytes: 5 << 20,
+            limit: 4 << 20,
+        }));
+        assert_eq!(big.code(), ErrorCode::MessageTooLarge);
+        assert!(big.is_bad_input());
+        let timeout = HandlerError::from(StorageError::FlushTimeout { timeout_ms: 5 });
+        assert_eq!(timeout.code(), ErrorCode::FlushTimeout);
+    }
+
+    #[test]
+    fn unknown_topic_says_how_to_create_it() {
+        let error = HandlerError::UnknownTopic("orders".into());
+        assert_eq!(
+            error.to_response().message,
+            "topic orders does not exist: create it with `smq topic create orders`"
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! Fetch: read whole stored batches from a queue offset; at the end of the queue, wait up to
+//! `max_wait_ms` for an append to that queue (a [`tokio::sync::Notify`] per queue, no polling)
+//! and answer as soon as one lands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use smq_client::protocol::limits::MAX_FETCH_BYTES_DEFAULT;
+use smq_client::protocol::request::FetchRequest;
+use tokio::time::Instant;
+
+use super::{topic_queue, Answer, HandlerError, Outcome, Reply};
+use crate::state::{Broker, TopicState};
+
+/// Byte offset of `message_count` in a batch header (proto-spec.md section 1).
+const MESSAGE_COUNT_AT: usize = 66;
+
+pub fn handle(broker: &Arc<Broker>, request: FetchRequest) -> Reply {
+    let topic = match topic_queue(broker, &request.topic, request.queue_id) {
+        Ok(topic) => topic,
+        Err(error) => return Reply::Now(Err(error)),
+    };
+    if request.max_bytes == 0 {
+        return Reply::Now(Err(HandlerError::InvalidRequest(
+            "fetch max_bytes is 0: ask for at least one byte (one whole batch is always sent)"
+                .into(),
+        )));
+    }
+    let first = read(broker, &topic, &request);
+    let wait_ms = u64::from(request.max_wait_ms).min(broker.config.max_fetch_wait_ms);
+    match first {
+        Ok(Some(answer)) => Reply::Now(Ok(answer)),
+        Ok(None) if wait_ms == 0 || broker.is_shutting_down() => {
+            Reply::Now(empty(broker, &request))
+        }
+        Ok(None) => {
+            let deadline = Instant::now() + Duration::from_millis(wait_ms);
+            Reply::Later(Box::pin(long_poll(
+                broker.clone(),
+                topic,
+                request,
+                deadline,
+            )))
+        }
+        Err(error) => Reply::Now(Err(error)),
+    }
+}
+
+/// Waits for an append to the queue until `deadline` or shutdown, then answers with what is there.
+async fn long_poll(
+    broker: Arc<Broker>,
+    topic: Arc<TopicState>,
+    request: FetchRequest,
+    deadline: Instant,
+) -> Outcome {
+    let mut shutdown = broker.shutdown.clone();
+    loop {
+        let appended = topic.appended(request.queue_id).notified();
+        tokio::pin!(appended);
+        // Registered before reading, so an append between the read and the wait still wakes us.
+        appended.as_mut().enable();
+        if let Some(answer) = read(&broker, &topic, &request)? {
+            return Ok(answer);
+        }
+        if Instant::now() >= deadline || *shutdown.borrow() {
+            return empty(&broker, &request);
+        }
+        tokio::select! {
+            _ = &mut appended => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = crate::state::shutting_down(&mut shutdown) => {}
+        }
+    }
+}
+
+/// The batches at the request's offset, or `None` when there are none yet.
+fn read(
+    broker: &Broker,
+    topic: &TopicState,
+    request: &FetchRequest,
+) -> Result<Option<Answer>, HandlerError> {
+    let max_bytes = (request.max_bytes as usize).min(MAX_FETCH_BYTES_DEFAULT);
+    let result = broker
+        .store
+        .read(&request.topic, request.queue_id, request.offset, max_bytes)?;
+    if result.batches.is_empty() {
+        return Ok(None);
+    }
+    let bytes = result.batches.iter().map(Bytes::len).sum();
+    let messages = result.batches.iter().map(message_count).sum();
+    topic.counters.add_out(messages, bytes);
+    Ok(Some(Answer::Fetch {
+        high_watermark: result.next_offset,
+        log_start_offset: result.earliest_offset,
+        batches: result.batches,
+    }))
+}
+
+fn empty(broker: &Broker, request: &FetchRequest) -> Outcome {
+    let (log_start_offset, high_watermark) =
+        broker.store.queue_offsets(&request.topic, request.queue_id);
+    Ok(Answer::Fetch {
+        high_watermark,
+        log_start_offset,
+        batches: Vec::new(),
+    })
+}
+
+/// Messages in a stored batch, from its header (stored batches were validated on append).
+fn message_count(batch: &Bytes) -> u64 {
+    batch
+        .get(MESSAGE_COUNT_AT..MESSAGE_COUNT_AT + 4)
+        .map_or(0, |field| {
+            u64::from(u32::from_be_bytes(field.try_into().expect("4 bytes")))
+        })
+}

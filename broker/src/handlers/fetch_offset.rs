@@ -1,0 +1,19 @@
+//! FetchOffset: the offset a consumer group committed for a topic-queue, if any.
+
+use smq_client::protocol::request::FetchOffsetRequest;
+use smq_client::protocol::response::FetchOffsetResponse;
+use smq_client::protocol::Response;
+
+use super::{check_group_name, topic_queue, Answer, Outcome};
+use crate::state::Broker;
+
+pub fn handle(broker: &Broker, request: FetchOffsetRequest) -> Outcome {
+    check_group_name(&request.group)?;
+    topic_queue(broker, &request.topic, request.queue_id)?;
+    let offset = broker
+        .offsets
+        .get(&request.group, &request.topic, request.queue_id);
+    Ok(Answer::Response(Response::FetchOffset(
+        FetchOffsetResponse { offset },
+    )))
+}

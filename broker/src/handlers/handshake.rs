@@ -1,0 +1,34 @@
+//! Handshake: agree on the protocol version and tell the client the broker's limits.
+
+use smq_client::protocol::api::{negotiate, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
+use smq_client::protocol::request::HandshakeRequest;
+use smq_client::protocol::response::HandshakeResponse;
+use smq_client::protocol::Response;
+
+use super::{Answer, HandlerError};
+use crate::state::Broker;
+
+/// The protocol version agreed on, or the error to answer before closing the connection.
+pub fn handle(broker: &Broker, request: &HandshakeRequest) -> Result<(u16, Answer), HandlerError> {
+    if !request.auth_token.is_empty() {
+        return Err(HandlerError::AuthenticationFailed);
+    }
+    let version = negotiate(
+        request.min_version..=request.max_version,
+        PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION_MAX,
+    )
+    .ok_or(HandlerError::NoCommonVersion {
+        client_min: request.min_version,
+        client_max: request.max_version,
+        broker_min: PROTOCOL_VERSION_MIN,
+        broker_max: PROTOCOL_VERSION_MAX,
+    })?;
+    let response = HandshakeResponse {
+        version,
+        broker_min_version: PROTOCOL_VERSION_MIN,
+        broker_max_version: PROTOCOL_VERSION_MAX,
+        max_frame_bytes: broker.config.max_frame_bytes() as u32,
+        max_message_bytes: broker.config.max_message_bytes as u32,
+    };
+    Ok((version, Answer::Response(Response::Handshake(response))))
+}

@@ -1,0 +1,40 @@
+//! Metadata: who this broker is and which topics, queues and offsets it holds.
+
+use smq_client::protocol::request::MetadataRequest;
+use smq_client::protocol::response::{MetadataResponse, QueueMetadata, Role, TopicMetadata};
+use smq_client::protocol::Response;
+
+use super::{Answer, Outcome};
+use crate::config;
+use crate::state::Broker;
+
+pub fn handle(broker: &Broker, request: MetadataRequest) -> Outcome {
+    let topics = broker
+        .topics()
+        .into_iter()
+        .filter(|topic| request.topics.is_empty() || request.topics.contains(&topic.name))
+        .map(|topic| TopicMetadata {
+            queues: (0..topic.queue_count)
+                .map(|queue_id| {
+                    let (log_start_offset, high_watermark) =
+                        broker.store.queue_offsets(&topic.name, queue_id);
+                    QueueMetadata {
+                        queue_id,
+                        log_start_offset,
+                        high_watermark,
+                    }
+                })
+                .collect(),
+            name: topic.name.clone(),
+        })
+        .collect();
+    Ok(Answer::Response(Response::Metadata(MetadataResponse {
+        cluster: broker.config.cluster.clone(),
+        group: broker.config.group.clone(),
+        role: match broker.config.role {
+            config::Role::Master => Role::Master,
+            config::Role::Slave => Role::Slave,
+        },
+        topics,
+    })))
+}

@@ -1,0 +1,114 @@
+//! Request handling: one file per request kind; [`dispatch`] routes a decoded request, and
+//! [`error`] maps every failure to its protocol code in one place.
+//!
+//! A handler does its quick part at once, in the connection's reader, so that requests start in
+//! the order they arrived (two pipelined Produces to one queue are appended in order). What has
+//! to wait (an fsync, a long poll, a metadata file write) is returned as a future that the
+//! connection runs on its own task, so it never holds up the requests behind it.
+
+mod commit_offset;
+mod create_topic;
+mod delete_topic;
+pub mod error;
+mod fetch;
+mod fetch_offset;
+pub mod handshake;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use smq_client::protocol::limits::MAX_GROUP_NAME_BYTES;
+use smq_client::protocol::{Request, Response};
+
+use crate::state::{Broker, TopicState};
+use crate::storage::check_topic_name;
+pub use error::HandlerError;
+
+/// A successful answer, ready to encode.
+pub enum Answer {
+    Response(Response),
+    /// A Fetch response: its fields, then the stored batches written after them uncopied.
+    Fetch {
+        high_watermark: u64,
+        log_start_offset: u64,
+        batches: Vec<Bytes>,
+    },
+}
+
+pub type Outcome = Result<Answer, HandlerError>;
+
+pub enum Reply {
+    /// Answered already.
+    Now(Outcome),
+    /// Answered when this completes; run it on its own task.
+    Later(Pin<Box<dyn Future<Output = Outcome> + Send>>),
+}
+
+impl From<Outcome> for Reply {
+    fn from(outcome: Outcome) -> Reply {
+        Reply::Now(outcome)
+    }
+}
+
+/// Starts handling any request but a Handshake (which the connection handles itself).
+pub fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
+    match request {
+        Request::Produce(request) => produce::handle(broker, request),
+        Request::Fetch(request) => fetch::handle(broker, request),
+        Request::ListOffsets(request) => list_offsets::handle(broker, request).into(),
+        Request::Metadata(request) => metadata::handle(broker, request).into(),
+        Request::CreateTopic(request) => create_topic::handle(broker, request),
+        Request::DeleteTopic(request) => delete_topic::handle(broker, request),
+        Request::CommitOffset(request) => commit_offset::handle(broker, request).into(),
+        Request::FetchOffset(request) => fetch_offset::handle(broker, request).into(),
+        Request::Handshake(_) => Reply::Now(Err(HandlerError::Internal(
+            "a handshake reached the request dispatcher".into(),
+        ))),
+    }
+}
+
+/// The topic, checked for a valid name and existence.
+fn topic(broker: &Broker, name: &str) -> Result<Arc<TopicState>, HandlerError> {
+    check_topic_name(name).map_err(|_| HandlerError::InvalidTopicName { bytes: name.len() })?;
+    broker
+        .topic(name)
+        .ok_or_else(|| HandlerError::UnknownTopic(name.to_owned()))
+}
+
+/// The topic, checked as [`topic`] does, and that it has `queue`.
+fn topic_queue(broker: &Broker, name: &str, queue: u32) -> Result<Arc<TopicState>, HandlerError> {
+    let topic = topic(broker, name)?;
+    if queue >= topic.queue_count {
+        return Err(HandlerError::UnknownQueue {
+            topic: name.to_owned(),
+            queue,
+            queue_count: topic.queue_count,
+        });
+    }
+    Ok(topic)
+}
+
+fn check_group_name(group: &str) -> Result<(), HandlerError> {
+    if group.is_empty() || group.len() > MAX_GROUP_NAME_BYTES {
+        return Err(HandlerError::InvalidGroupName { bytes: group.len() });
+    }
+    Ok(())
+}
+
+/// Runs blocking metadata work (file writes with fsync) off the async threads.
+fn blocking<F>(broker: &Arc<Broker>, work: F) -> Reply
+where
+    F: FnOnce(&Broker) -> Outcome + Send + 'static,
+{
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        tokio::task::spawn_blocking(move || work(&broker))
+            .await
+            .unwrap_or_else(|error| Err(HandlerError::Internal(error.to_string())))
+    }))
+}

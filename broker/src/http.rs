@@ -1,0 +1,54 @@
+//! The admin HTTP endpoint (`--http`): `GET /healthz` and `GET /metrics` (Prometheus text).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::state::Broker;
+
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(broker)
+}
+
+/// Serves until the broker shuts down.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+    let mut shutdown = broker.shutdown.clone();
+    let stopped = async move {
+        crate::state::shutting_down(&mut shutdown).await;
+    };
+    if let Err(error) = axum::serve(listener, router(broker))
+        .with_graceful_shutdown(stopped)
+        .await
+    {
+        tracing::error!(%error, "the HTTP endpoint failed");
+    }
+}
+
+async fn healthz(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    if broker.is_shutting_down() {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n",
+        )
+    } else {
+        (axum::http::StatusCode::OK, "ok\n")
+    }
+}
+
+async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    let topics = broker.topics();
+    let text = broker.metrics.render(
+        topics
+            .iter()
+            .map(|topic| (topic.name.as_str(), &topic.counters)),
+    );
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}

@@ -1,0 +1,358 @@
+//! One client connection: a reader that cuts frames and starts each request in arrival order, a
+//! task per request that has to wait (so a long poll never blocks the requests behind it), and a
+//! writer that sends responses as they complete, matched to requests by correlation id.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use smq_client::protocol::frame::{self, FrameError, RequestHeader};
+use smq_client::protocol::response::FetchResponse;
+use smq_client::protocol::{ErrorResponse, Request, RequestFrame, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::handlers::{self, handshake, Answer, HandlerError, Outcome, Reply};
+use crate::state::Broker;
+
+/// Bytes the reader asks the socket for at least at a time.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// The writer's buffer: small responses are gathered, larger writes go straight to the socket.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Responses waiting for the writer; a client that does not read its responses stops being read.
+const RESPONSE_QUEUE_LEN: usize = 1024;
+
+/// An encoded response: the frame up to the payload, then stored batches sent as they are.
+struct Outgoing {
+    head: BytesMut,
+    batches: Vec<Bytes>,
+}
+
+/// Why the reader stopped.
+enum End {
+    /// The client closed its side, or the connection is idle or failed: answer what is in flight.
+    Finished,
+    /// The broker is shutting down: answer what is in flight, read nothing more.
+    Shutdown,
+    /// The stream cannot be trusted any more (a frame error, a failed handshake): close at once.
+    Abort,
+}
+
+struct Connection<'a> {
+    broker: &'a Arc<Broker>,
+    peer: SocketAddr,
+    responses: mpsc::Sender<Outgoing>,
+    in_flight: JoinSet<()>,
+    /// Agreed in the handshake; `None` until then.
+    protocol_version: Option<u16>,
+}
+
+pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: &Arc<Broker>) {
+    tracing::debug!(%peer, "connection opened");
+    let (reader, writer) = stream.into_split();
+    let (responses, queued) = mpsc::channel(RESPONSE_QUEUE_LEN);
+    let writer = tokio::spawn(write_responses(writer, queued, peer));
+    let mut connection = Connection {
+        broker,
+        peer,
+        responses,
+        in_flight: JoinSet::new(),
+        protocol_version: None,
+    };
+    match connection.read_requests(reader).await {
+        End::Abort => connection.in_flight.shutdown().await,
+        End::Finished | End::Shutdown => while connection.in_flight.join_next().await.is_some() {},
+    }
+    drop(connection);
+    let _ = writer.await;
+    tracing::debug!(%peer, "connection closed");
+}
+
+impl Connection<'_> {
+    async fn read_requests(&mut self, mut reader: OwnedReadHalf) -> End {
+        let max_frame_bytes = self.broker.config.max_frame_bytes();
+        let idle = Duration::from_millis(self.broker.config.idle_timeout_ms);
+        let mut idle_deadline = Instant::now() + idle;
+        let mut shutdown = self.broker.shutdown.clone();
+        let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        loop {
+            loop {
+                match frame::decode_request(&mut buf, max_frame_bytes) {
+                    Ok(Some(frame)) => {
+                        if !self.start(frame).await {
+                            return End::Abort;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        self.refuse_frame(&error).await;
+                        return End::Abort;
+                    }
+                }
+            }
+            reserve_for_frame(&mut buf);
+            tokio::select! {
+                _ = crate::state::shutting_down(&mut shutdown) => return End::Shutdown,
+                Some(_) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {}
+                read = reader.read_buf(&mut buf) => match read {
+                    Ok(0) => {
+                        if !buf.is_empty() {
+                            self.broker.metrics.request_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                peer = %self.peer,
+                                bytes = buf.len(),
+                                "truncated frame: the client closed the connection in the middle of a frame"
+                            );
+                        }
+                        return End::Finished;
+                    }
+                    Ok(_) => idle_deadline = Instant::now() + idle,
+                    Err(error) => {
+                        tracing::debug!(peer = %self.peer, %error, "reading from the connection failed");
+                        return End::Finished;
+                    }
+                },
+                _ = tokio::time::sleep_until(idle_deadline) => {
+                    if self.in_flight.is_empty() {
+                        tracing::info!(
+                            peer = %self.peer,
+                            idle_timeout_ms = self.broker.config.idle_timeout_ms,
+                            "closing an idle connection"
+                        );
+                        return End::Finished;
+                    }
+                    idle_deadline = Instant::now() + idle;
+                }
+            }
+        }
+    }
+
+    /// Starts one request; false when the connection must close (a failed handshake).
+    async fn start(&mut self, frame: RequestFrame) -> bool {
+        let header = frame.header;
+        let request = match Request::decode(&header, frame.body) {
+            Ok(request) => request,
+            Err(error) => {
+                self.send(header, Err(error.into())).await;
+                return true;
+            }
+        };
+        if let Request::Handshake(handshake) = &request {
+            return match handshake::handle(self.broker, handshake) {
+                Ok((version, answer)) => {
+                    tracing::debug!(peer = %self.peer, client_id = %handshake.client_id, version, "handshake");
+                    self.protocol_version = Some(version);
+                    self.send(header, Ok(answer)).await;
+                    true
+                }
+                Err(error) => {
+                    self.send(header, Err(error)).await;
+                    false
+                }
+            };
+        }
+        let api = request.api_key();
+        let Some(protocol_version) = self.protocol_version else {
+            self.send(header, Err(HandlerError::HandshakeRequired { api }))
+                .await;
+            return true;
+        };
+        let agreed = api.version_in(protocol_version).unwrap_or(0);
+        if header.api_version != agreed {
+            let error = HandlerError::VersionMismatch {
+                api,
+                version: header.api_version,
+                agreed,
+                protocol_version,
+            };
+            self.send(header, Err(error)).await;
+            return true;
+        }
+        match handlers::dispatch(self.broker, request) {
+            Reply::Now(outcome) => self.send(header, outcome).await,
+            Reply::Later(pending) => {
+                let responses = self.responses.clone();
+                let broker = self.broker.clone();
+                let peer = self.peer;
+                self.in_flight.spawn(async move {
+                    let outcome = pending.await;
+                    let _ = responses.send(encode(&broker, peer, header, outcome)).await;
+                });
+            }
+        }
+        true
+    }
+
+    async fn send(&self, header: RequestHeader, outcome: Outcome) {
+        let outgoing = encode(self.broker, self.peer, header, outcome);
+        let _ = self.responses.send(outgoing).await;
+    }
+
+    /// Answers a frame error with correlation id 0; the caller then closes the connection.
+    async fn refuse_frame(&self, error: &FrameError) {
+        self.broker
+            .metrics
+            .request_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(peer = %self.peer, %error, "bad frame: answered with correlation id 0 and closed the connection");
+        let mut head = BytesMut::new();
+        let response = ErrorResponse::new(error.error_code(), error.to_string());
+        Response::Error(response).encode(0, 0, &mut head);
+        let outgoing = Outgoing {
+            head,
+            batches: Vec::new(),
+        };
+        let _ = self.responses.send(outgoing).await;
+    }
+}
+
+/// Makes room for the rest of the frame at the front of `buf` (its length was already checked
+/// against the limit by the decoder), or for one more chunk.
+fn reserve_for_frame(buf: &mut BytesMut) {
+    let frame_bytes = buf.get(..4).map_or(0, |prefix| {
+        4 + u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize
+    });
+    let wanted = frame_bytes.saturating_sub(buf.len()).max(READ_CHUNK_BYTES);
+    buf.reserve(wanted);
+}
+
+/// Encodes a response, logging each error response once (a warning for bad input).
+fn encode(broker: &Broker, peer: SocketAddr, header: RequestHeader, outcome: Outcome) -> Outgoing {
+    let mut head = BytesMut::new();
+    let correlation_id = header.correlation_id;
+    let response = match outcome {
+        Ok(Answer::Response(response)) => response,
+        Ok(Answer::Fetch {
+            high_watermark,
+            log_start_offset,
+            batches,
+        }) => {
+            return encode_fetch(
+                header,
+                FetchResponse {
+                    high_watermark,
+                    log_start_offset,
+                    batches: Bytes::new(),
+                },
+                batches,
+            )
+        }
+        Err(error) => {
+            broker
+                .metrics
+                .request_errors
+                .fetch_add(1, Ordering::Relaxed);
+            let code = error.code();
+            if error.is_bad_input() {
+                tracing::warn!(%peer, api_key = header.api_key, correlation_id, %code, "{error}");
+            } else {
+                tracing::error!(%peer, api_key = header.api_key, correlation_id, %code, "{error}");
+            }
+            Response::Error(error.to_response())
+        }
+    };
+    // Success: the version was checked against the handshake. Error bodies have one layout.
+    response.encode(header.api_version, correlation_id, &mut head);
+    Outgoing {
+        head,
+        batches: Vec::new(),
+    }
+}
+
+/// A Fetch response whose batches follow its head uncopied: the codec encodes the response with
+/// empty `batches` (the last field, proto-spec.md section 3 "Payload last"); the batches' length
+/// and the frame length are then raised by the bytes written after it.
+fn encode_fetch(header: RequestHeader, response: FetchResponse, batches: Vec<Bytes>) -> Outgoing {
+    debug_assert!(response.batches.is_empty());
+    let mut head = BytesMut::new();
+    Response::Fetch(response).encode(header.api_version, header.correlation_id, &mut head);
+    let payload = u32::try_from(batches.iter().map(Bytes::len).sum::<usize>())
+        .expect("fetch responses are capped far below 4 GiB");
+    let end = head.len();
+    head[end - 4..].copy_from_slice(&payload.to_be_bytes());
+    let frame_length = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) + payload;
+    head[..4].copy_from_slice(&frame_length.to_be_bytes());
+    Outgoing { head, batches }
+}
+
+/// Sends responses in completion order, gathering those that are ready into one flush.
+async fn write_responses(
+    writer: OwnedWriteHalf,
+    mut queued: mpsc::Receiver<Outgoing>,
+    peer: SocketAddr,
+) {
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
+    while let Some(first) = queued.recv().await {
+        let mut next = Some(first);
+        while let Some(outgoing) = next {
+            if let Err(error) = write_one(&mut out, &outgoing).await {
+                tracing::debug!(%peer, %error, "writing a response failed; dropping the connection");
+                return;
+            }
+            next = queued.try_recv().ok();
+        }
+        if let Err(error) = out.flush().await {
+            tracing::debug!(%peer, %error, "writing a response failed; dropping the connection");
+            return;
+        }
+    }
+    let _ = out.shutdown().await;
+}
+
+async fn write_one(
+    out: &mut BufWriter<OwnedWriteHalf>,
+    outgoing: &Outgoing,
+) -> std::io::Result<()> {
+    out.write_all(&outgoing.head).await?;
+    for batch in &outgoing.batches {
+        out.write_all(batch).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smq_client::protocol::api::ApiKey;
+
+    #[test]
+    fn fetch_responses_written_in_two_parts_decode_as_one() {
+        let header = RequestHeader {
+            api_key: ApiKey::Fetch as u16,
+            api_version: 1,
+            correlation_id: 42,
+        };
+        let batches = vec![
+            Bytes::from_static(b"first batch"),
+            Bytes::from_static(b"second"),
+        ];
+        let response = FetchResponse {
+            high_watermark: 9,
+            log_start_offset: 3,
+            batches: Bytes::new(),
+        };
+        let outgoing = encode_fetch(header, response, batches);
+        let mut wire = outgoing.head.clone();
+        for batch in &outgoing.batches {
+            wire.extend_from_slice(batch);
+        }
+        let frame = frame::decode_response(&mut wire, 1 << 20).unwrap().unwrap();
+        assert!(wire.is_empty());
+        assert_eq!(frame.correlation_id, 42);
+        let decoded = Response::decode(ApiKey::Fetch, 1, frame.body).unwrap();
+        assert_eq!(
+            decoded,
+            Response::Fetch(FetchResponse {
+                high_watermark: 9,
+                log_start_offset: 3,
+                batches: Bytes::from_static(b"first batchsecond"),
+            })
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! The TCP server: an accept loop with a connection limit, one task per connection, and a
+//! graceful stop that lets in-flight requests finish within `shutdown_timeout_ms`.
+
+mod connection;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::state::Broker;
+
+/// Accepts connections until the broker shuts down, then waits for the open ones to finish their
+/// in-flight requests (each stops reading at once) and cuts those still busy after the timeout.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+    let limit = Arc::new(Semaphore::new(broker.config.max_connections as usize));
+    let mut connections = JoinSet::new();
+    let mut shutdown = broker.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = crate::state::shutting_down(&mut shutdown) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors, typically: back off instead of spinning.
+                        tracing::warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    broker.metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        %peer,
+                        max_connections = broker.config.max_connections,
+                        "connection limit reached: closing the new connection; raise --max-connections"
+                    );
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                broker.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
+                let broker = broker.clone();
+                connections.spawn(async move {
+                    broker.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+                    connection::serve(stream, peer, &broker).await;
+                    broker.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+        }
+    }
+    drop(listener);
+    let open = connections.len();
+    if open > 0 {
+        tracing::info!(
+            connections = open,
+            "stopped accepting; waiting for in-flight requests"
+        );
+    }
+    let timeout = Duration::from_millis(broker.config.shutdown_timeout_ms);
+    let drained = tokio::time::timeout(timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            timeout_ms = broker.config.shutdown_timeout_ms,
+            "connections still busy after shutdown_timeout_ms: closing them"
+        );
+        connections.shutdown().await;
+    }
+}

@@ -1,0 +1,133 @@
+//! What every connection shares: the store, the topics with their long-poll signals and
+//! counters, the consumer offsets, the metrics and the shutdown signal.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::{watch, Notify};
+
+use crate::config::BrokerConfig;
+use crate::metadata::offsets::Offsets;
+use crate::metadata::topics::{TopicConfig, TopicError, Topics};
+use crate::metrics::{Metrics, TopicCounters};
+use crate::storage::Store;
+
+/// One topic as the request path sees it.
+pub struct TopicState {
+    pub name: String,
+    pub queue_count: u32,
+    /// One per queue, signalled after every append to it: long-polling fetches wait on it.
+    appended: Box<[Notify]>,
+    pub counters: TopicCounters,
+}
+
+impl TopicState {
+    fn new(config: &TopicConfig) -> TopicState {
+        TopicState {
+            name: config.name.clone(),
+            queue_count: config.queues,
+            appended: (0..config.queues).map(|_| Notify::new()).collect(),
+            counters: TopicCounters::default(),
+        }
+    }
+
+    /// The signal of a queue below `queue_count`.
+    pub fn appended(&self, queue: u32) -> &Notify {
+        &self.appended[queue as usize]
+    }
+}
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub store: Store,
+    /// The file; changed only from blocking threads (it fsyncs).
+    topics_file: Mutex<Topics>,
+    /// What requests read: replaced entry by entry after the file changed.
+    topics: RwLock<BTreeMap<String, Arc<TopicState>>>,
+    pub offsets: Offsets,
+    pub metrics: Metrics,
+    /// Becomes true when the broker starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Broker {
+    pub fn new(
+        config: BrokerConfig,
+        store: Store,
+        topics: Topics,
+        offsets: Offsets,
+        shutdown: watch::Receiver<bool>,
+    ) -> Broker {
+        let states = topics
+            .list()
+            .map(|topic| (topic.name.clone(), Arc::new(TopicState::new(topic))))
+            .collect();
+        Broker {
+            config,
+            store,
+            topics_file: Mutex::new(topics),
+            topics: RwLock::new(states),
+            offsets,
+            metrics: Metrics::default(),
+            shutdown,
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<TopicState>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every topic, in name order.
+    pub fn topics(&self) -> Vec<Arc<TopicState>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a topic in topics.json, then makes it visible. Blocks on the disk.
+    pub fn create_topic(&self, name: &str, queues: u32) -> Result<(), TopicError> {
+        let config = TopicConfig {
+            name: name.to_owned(),
+            queues,
+            readable: true,
+            writable: true,
+        };
+        let mut file = self.topics_file.lock().unwrap_or_else(|p| p.into_inner());
+        file.create(config.clone())?;
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(config.name.clone(), Arc::new(TopicState::new(&config)));
+        Ok(())
+    }
+
+    /// Removes a topic from topics.json and forgets its consumer offsets; its batches stay in
+    /// the log until retention removes them. Blocks on the disk.
+    pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        let mut file = self.topics_file.lock().unwrap_or_else(|p| p.into_inner());
+        file.delete(name)?;
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.offsets.remove_topic(name);
+        Ok(())
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Returns once the broker is shutting down (or its shutdown signal is gone).
+pub async fn shutting_down(receiver: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send: drop it here, before the caller awaits again.
+    let _ = receiver.wait_for(|stopping| *stopping).await.is_ok();
+}
