@@ -1,2 +1,231 @@
-//! Multi-process tests of smq's real binaries. They arrive with the broker server (issue 3); the
-//! storage engine's crash test, which needs no network, lives in broker/tests/.
+//! The harness of smq's multi-process tests: builds the real binaries once, starts brokers on
+//! loopback in temporary directories, runs the `smq` CLI, and stops every process it started.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary (`smq-broker`, `smq`), built on first use so that a test never runs
+/// a stale binary.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--profile",
+                "test",
+                "--bins",
+                "-p",
+                "smq-broker",
+                "-p",
+                "smq-client",
+            ])
+            .current_dir(workspace)
+            .status()
+            .expect("running cargo build for the binaries under test");
+        assert!(status.success(), "building smq-broker and smq failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace.join("target"));
+        target.join("debug")
+    });
+    dir.join(name)
+}
+
+/// Polls `condition` until it returns Some, failing the test after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A broker process on loopback with its own data directory, killed when dropped.
+pub struct Broker {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    /// Starts `smq-broker` on ephemeral ports in a new temporary directory.
+    pub fn start(extra_args: &[&str]) -> Broker {
+        let temp = tempfile::tempdir().expect("temporary data directory");
+        let data_dir = temp.path().join("data");
+        let mut broker = Broker::start_in(&data_dir, extra_args);
+        broker._temp = Some(temp);
+        broker
+    }
+
+    /// Starts `smq-broker` on ephemeral ports with `data_dir` (kept after the broker stops).
+    pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Broker {
+        let mut child = Command::new(binary("smq-broker"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra_args)
+            .env("SMQ_LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting smq-broker");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (addresses, log) = read_bound_addresses(stderr);
+        let Some((addr, http_addr)) = addresses else {
+            let _ = child.kill();
+            panic!("smq-broker did not report its addresses; its log:\n{log}");
+        };
+        Broker {
+            child: Some(child),
+            addr,
+            http_addr,
+            data_dir: data_dir.to_owned(),
+            _temp: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: plain syscall on a pid we own.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = wait_exit(&mut child, Duration::from_secs(20));
+        assert!(
+            status.success(),
+            "smq-broker exited with {status} after SIGTERM"
+        );
+    }
+
+    /// Sends SIGKILL and waits for the process to go.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("waiting for the killed broker");
+    }
+
+    /// The `smq` CLI, pointed at this broker.
+    pub fn smq(&self) -> Command {
+        let mut command = Command::new(binary("smq"));
+        command.env("SMQ_BROKER", self.addr.to_string());
+        command
+    }
+
+    /// CPU time (user + system) the broker process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        process_cpu_time(self.pid())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    wait_for("process exit", timeout, || {
+        child.try_wait().expect("try_wait")
+    })
+}
+
+/// Reads the broker's log until it names both bound addresses; a thread keeps draining the
+/// rest so that the broker never blocks on a full pipe.
+fn read_bound_addresses(
+    stderr: std::process::ChildStderr,
+) -> (Option<(SocketAddr, SocketAddr)>, String) {
+    let (sender, receiver) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if std::env::var_os("SMQ_TEST_SHOW_LOGS").is_some() {
+                eprintln!("[broker] {line}");
+            }
+            if sender.send(line).is_err() {
+                // The test has what it needs: keep draining so the broker never blocks.
+                continue;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut tcp, mut http, mut log) = (None, None, String::new());
+    while tcp.is_none() || http.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = receiver.recv_timeout(left) else {
+            return (None, log);
+        };
+        let line = strip_ansi(&line);
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("broker started") {
+            tcp = address_after(&line, "listen=");
+            http = address_after(&line, "http=Some(");
+        }
+    }
+    (tcp.zip(http), log)
+}
+
+/// The socket address right after `marker` in a log line (`listen=127.0.0.1:1234 ...`).
+fn address_after(line: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// A log line without terminal colour codes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// CPU time (user + system) of a process, from /proc/PID/stat.
+pub fn process_cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading /proc stat");
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split(' ')
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}

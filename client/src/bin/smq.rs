@@ -379,9 +379,12 @@ async fn consume(mut config: ClientConfig, args: ConsumeArgs) -> anyhow::Result<
             out.write_all(&message.body)?;
             out.write_all(b"\n")?;
         }
+        if !messages.is_empty() {
+            // One write per poll: a reader downstream sees each message as soon as it arrives.
+            out.flush()?;
+        }
         received += messages.len() as u64;
         if last_commit.elapsed() >= Duration::from_secs(1) {
-            out.flush()?;
             consumer.commit().await?;
             last_commit = Instant::now();
         }

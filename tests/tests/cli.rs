@@ -1,0 +1,228 @@
+//! The `smq` CLI against a real broker: messages come back exactly, long polls answer at once
+//! without burning CPU, and bad input ends in a clear error and a non-zero exit.
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use smq_tests::{process_cpu_time, wait_for, Broker};
+
+fn run(command: &mut std::process::Command, stdin: &[u8]) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting smq");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().expect("waiting for smq");
+    writer.join().unwrap();
+    output
+}
+
+fn ok(output: Output) -> Output {
+    assert!(
+        output.status.success(),
+        "smq failed with {}:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn create_topic(broker: &Broker, topic: &str, queues: u32) {
+    ok(run(
+        broker
+            .smq()
+            .args(["topic", "create", topic, "--queues", &queues.to_string()]),
+        b"",
+    ));
+}
+
+#[test]
+fn cli_round_trips_100000_keyed_messages_in_order() {
+    let broker = Broker::start(&[]);
+    create_topic(&broker, "orders", 4);
+    let lines: Vec<String> = (0..100_000)
+        .map(|i| format!("order-{i:06}-{}", "x".repeat(i % 50)))
+        .collect();
+    let input = lines.join("\n") + "\n";
+    let produced = ok(run(
+        broker
+            .smq()
+            .args(["produce", "orders", "--key", "customer-7"]),
+        input.as_bytes(),
+    ));
+    let report = String::from_utf8_lossy(&produced.stderr);
+    assert!(
+        report.contains("100000"),
+        "produce should say how many were sent: {report}"
+    );
+
+    let consumed = ok(run(
+        broker.smq().args([
+            "consume",
+            "orders",
+            "--group",
+            "audit",
+            "--from",
+            "earliest",
+            "--count",
+            "100000",
+            "--idle-timeout",
+            "10",
+        ]),
+        b"",
+    ));
+    let got: Vec<&str> = std::str::from_utf8(&consumed.stdout)
+        .unwrap()
+        .lines()
+        .collect();
+    assert_eq!(got.len(), lines.len());
+    assert!(
+        got.iter().zip(&lines).all(|(a, b)| a == b),
+        "one key keeps its order, content intact"
+    );
+}
+
+#[test]
+fn cli_round_trips_unkeyed_messages_across_queues() {
+    let broker = Broker::start(&["--flush", "async"]);
+    create_topic(&broker, "events", 4);
+    let lines: Vec<String> = (0..20_000).map(|i| format!("event-{i}")).collect();
+    ok(run(
+        broker.smq().args(["produce", "events"]),
+        (lines.join("\n") + "\n").as_bytes(),
+    ));
+    let consumed = ok(run(
+        broker.smq().args([
+            "consume",
+            "events",
+            "--group",
+            "g",
+            "--from",
+            "earliest",
+            "--idle-timeout",
+            "2",
+        ]),
+        b"",
+    ));
+    let mut got: Vec<String> = String::from_utf8(consumed.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    got.sort();
+    let mut expected = lines.clone();
+    expected.sort();
+    assert_eq!(got, expected);
+    // A second consume of the same group starts after the committed offsets: nothing is left.
+    let again = ok(run(
+        broker
+            .smq()
+            .args(["consume", "events", "--group", "g", "--idle-timeout", "1"]),
+        b"",
+    ));
+    assert!(again.stdout.is_empty(), "committed offsets are honoured");
+}
+
+#[test]
+fn a_waiting_consumer_and_its_broker_burn_no_cpu_and_deliver_at_once() {
+    let broker = Broker::start(&[]);
+    create_topic(&broker, "live", 1);
+    let consumer = broker
+        .smq()
+        .args([
+            "consume",
+            "live",
+            "--group",
+            "watcher",
+            "--from",
+            "latest",
+            "--count",
+            "1",
+            "--idle-timeout",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let the consumer settle into its long poll, then measure two idle seconds.
+    std::thread::sleep(Duration::from_millis(500));
+    let (broker_cpu, consumer_cpu) = (broker.cpu_time(), process_cpu_time(consumer.id()));
+    std::thread::sleep(Duration::from_secs(2));
+    let broker_used = broker.cpu_time() - broker_cpu;
+    let consumer_used = process_cpu_time(consumer.id()) - consumer_cpu;
+    assert!(
+        broker_used <= Duration::from_millis(60),
+        "broker used {broker_used:?} of CPU in 2 s of waiting"
+    );
+    assert!(
+        consumer_used <= Duration::from_millis(60),
+        "consumer used {consumer_used:?} of CPU in 2 s of waiting"
+    );
+
+    let produced_at = Instant::now();
+    ok(run(broker.smq().args(["produce", "live"]), b"hello\n"));
+    let output = consumer.wait_with_output().unwrap();
+    let latency = produced_at.elapsed();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello\n");
+    // This includes starting the `smq produce` process; library.rs measures the 50 ms bound.
+    assert!(
+        latency < Duration::from_millis(500),
+        "message arrived after {latency:?}"
+    );
+}
+
+#[test]
+fn producing_to_a_missing_topic_names_it_and_fails() {
+    let broker = Broker::start(&[]);
+    let output = run(broker.smq().args(["produce", "nowhere"]), b"lost?\n");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("nowhere") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_oversized_message_is_refused_with_its_size_and_the_limit() {
+    let broker = Broker::start(&[]);
+    create_topic(&broker, "big", 1);
+    let mut input = vec![b'a'; 5 * 1024 * 1024];
+    input.push(b'\n');
+    let output = run(broker.smq().args(["produce", "big"]), &input);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("4194304") || stderr.contains("4 MiB"),
+        "the limit is named: {stderr}"
+    );
+    // The broker is fine and nothing was stored.
+    let empty = ok(run(
+        broker.smq().args([
+            "consume",
+            "big",
+            "--group",
+            "g",
+            "--from",
+            "earliest",
+            "--idle-timeout",
+            "1",
+        ]),
+        b"",
+    ));
+    assert!(empty.stdout.is_empty());
+    wait_for("broker still answers", Duration::from_secs(5), || {
+        run(broker.smq().args(["topic", "list"]), b"")
+            .status
+            .success()
+            .then_some(())
+    });
+}

@@ -1,0 +1,158 @@
+//! The client library against a real broker process: 100,000 messages come back exactly, in
+//! order within each queue, and a long poll delivers a new message within 50 ms.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use smq_client::{Admin, ClientConfig, Consumer, Message, Producer, StartFrom};
+use smq_tests::Broker;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn body(key: usize, sequence: usize) -> Vec<u8> {
+    format!(
+        "key-{key}|seq-{sequence:06}|{}",
+        "p".repeat((key * 31 + sequence) % 200)
+    )
+    .into_bytes()
+}
+
+#[test]
+fn library_round_trips_100000_messages_in_order_per_key() {
+    let broker = Broker::start(&[]);
+    let config = ClientConfig::new(broker.addr.to_string());
+    let keys = 16;
+    let total = 100_000;
+    runtime().block_on(async {
+        Admin::connect(config.clone())
+            .await
+            .unwrap()
+            .create_topic("orders", 4)
+            .await
+            .unwrap();
+        let producer = Producer::connect(config.clone()).await.unwrap();
+        let mut pending = Vec::with_capacity(total);
+        for sequence in 0..total {
+            let key = sequence % keys;
+            let mut message = Message::from_body(body(key, sequence));
+            message.key = format!("customer-{key}").into_bytes();
+            pending.push((key, producer.start_send("orders", message).await.unwrap()));
+        }
+        // Every send is acknowledged with its queue and offset; one key stays on one queue.
+        let mut queue_of_key: HashMap<usize, u32> = HashMap::new();
+        for (key, delivery) in pending {
+            let delivery = delivery.wait().await.unwrap();
+            assert_eq!(
+                *queue_of_key.entry(key).or_insert(delivery.queue_id),
+                delivery.queue_id
+            );
+        }
+
+        let mut consumer = Consumer::connect(config, "orders", None, StartFrom::Earliest)
+            .await
+            .unwrap();
+        let mut last_offset: HashMap<u32, u64> = HashMap::new();
+        let mut next_sequence_of_key: HashMap<usize, usize> = HashMap::new();
+        let mut received = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while received < total {
+            assert!(
+                Instant::now() < deadline,
+                "only {received} of {total} messages came back"
+            );
+            for message in consumer.poll(10_000).await.unwrap() {
+                if let Some(last) = last_offset.insert(message.queue_id, message.offset) {
+                    assert_eq!(
+                        message.offset,
+                        last + 1,
+                        "queue {} skipped or repeated",
+                        message.queue_id
+                    );
+                }
+                let text = std::str::from_utf8(&message.body).unwrap();
+                let key: usize = text[4..text.find('|').unwrap()].parse().unwrap();
+                let sequence: usize = text[text.find("seq-").unwrap() + 4..][..6].parse().unwrap();
+                assert_eq!(
+                    &message.body[..],
+                    &body(key, sequence)[..],
+                    "content intact"
+                );
+                assert_eq!(message.key, format!("customer-{key}").into_bytes());
+                let expected = next_sequence_of_key.entry(key).or_insert(key);
+                assert_eq!(sequence, *expected, "key {key} out of order");
+                *expected += keys;
+                received += 1;
+            }
+        }
+    });
+}
+
+#[test]
+fn a_long_poll_delivers_a_new_message_within_50ms() {
+    let broker = Broker::start(&[]);
+    let config = ClientConfig::new(broker.addr.to_string());
+    let runtime = runtime();
+    runtime.block_on(async {
+        Admin::connect(config.clone())
+            .await
+            .unwrap()
+            .create_topic("live", 1)
+            .await
+            .unwrap();
+    });
+    let mut consumer = broker
+        .smq()
+        .args([
+            "consume",
+            "live",
+            "--group",
+            "g",
+            "--from",
+            "latest",
+            "--count",
+            "5",
+            "--idle-timeout",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (arrivals, received) = std::sync::mpsc::channel();
+    let stdout = consumer.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = arrivals.send((Instant::now(), line.unwrap()));
+        }
+    });
+    // Wait until the consumer is in its long poll: its first fetch comes back empty.
+    std::thread::sleep(Duration::from_millis(700));
+    let mut config = config;
+    config.linger_ms = 0;
+    let producer = runtime.block_on(Producer::connect(config)).unwrap();
+    for round in 0..5 {
+        let body = format!("ping-{round}");
+        let sent_at = Instant::now();
+        runtime
+            .block_on(producer.send("live", Message::from_body(body.clone())))
+            .unwrap();
+        let (arrived_at, line) = received
+            .recv_timeout(Duration::from_secs(5))
+            .expect("delivered");
+        assert_eq!(line, body);
+        let latency = arrived_at - sent_at;
+        assert!(
+            latency <= Duration::from_millis(50),
+            "round {round}: delivered {latency:?} after the send"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    consumer.wait().unwrap();
+}
