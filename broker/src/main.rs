@@ -1,6 +1,8 @@
 //! The `smq-broker` binary: reads flags, `SMQ_*` variables and the TOML file, sets up logging,
 //! runs the broker until SIGTERM or SIGINT and then stops it gracefully (exit status 0).
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use smq_broker::config::{BrokerConfig, Settings};
@@ -17,6 +19,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,0 +1,91 @@
+//! The `smq-broker` binary: it serves, stops cleanly with exit status 0 on SIGTERM, and refuses
+//! what comes with replication at start, saying so.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use common::{Client, DEADLINE};
+
+/// Kills the broker if the test fails before it stopped by itself.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sigterm_stops_the_binary_cleanly_with_status_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smq-broker"))
+        .args(["--listen", "127.0.0.1:0", "--flush", "async"])
+        .env("SMQ_DATA_DIR", dir.path())
+        .env("SMQ_LOG_LEVEL", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut child = KillOnDrop(child);
+    let (lines_tx, lines) = mpsc::channel();
+    let deadline = Instant::now() + DEADLINE;
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let started = lines
+        .iter()
+        .take_while(|_| Instant::now() < deadline)
+        .find(|line| line.contains("broker started"))
+        .expect("the broker logs its address");
+    let addr = started
+        .split("listen=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("listen=ADDR")
+        .parse()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = Client::connect(addr).await;
+        client.create_topic("orders", 1).await;
+        client.produce_ok("orders", 0, &[b"kept"]).await;
+    });
+    // SAFETY: kill only sends a signal to the child we started.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
+    let stopping = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopping.elapsed() < DEADLINE, "still running after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(
+        rest.iter()
+            .any(|line| line.contains("closed the store cleanly")),
+        "{rest:#?}"
+    );
+    assert!(!dir.path().join("abort").exists(), "a clean shutdown");
+}
+
+#[test]
+fn a_slave_refuses_to_start_until_replication_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_smq-broker"))
+        .args(["--listen", "127.0.0.1:0", "--role", "slave"])
+        .env("SMQ_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("comes with replication"), "{stderr}");
+}
