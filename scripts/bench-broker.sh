@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Broker benchmarks with `smq bench` on loopback (broker and load generator share this machine),
+# each beside dd and loopback bandwidth measured in the same run, rounds interleaved with dd.
+#
+#   scripts/bench-broker.sh            # 3 rounds, about 10 minutes
+#   ROUNDS=1 SCALE=0.25 scripts/bench-broker.sh   # a short look, figures not comparable
+#
+# Needs root only for the cold drain (it drops the page cache); without root that row is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+SCALE=${SCALE:-1}
+PORT=${PORT:-19911}
+BIN=target/release
+WORK=$(mktemp -d -p "$PWD/target" bench-broker.XXXX)
+BROKER_PID=
+
+cargo build --release --quiet -p smq-broker -p smq-client --bins
+
+cleanup() {
+  stop_broker
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+scaled() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
+
+# MB/s of dd writing 2 GiB with one fdatasync at the end, timed here.
+dd_mb_per_s() {
+  local mib; mib=$(scaled 2048)
+  python3 - "$WORK/dd.bin" "$mib" <<'PY'
+import subprocess, sys, time, os
+path, mib = sys.argv[1], int(sys.argv[2])
+start = time.perf_counter()
+subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={mib}", "conv=fdatasync"],
+               check=True, stderr=subprocess.DEVNULL)
+print(f"{mib * 1048576 / 1e6 / (time.perf_counter() - start):.0f}")
+os.unlink(path)
+PY
+}
+
+# MB/s of one TCP stream over loopback (1 MiB writes, 4 GiB).
+loopback_mb_per_s() {
+  python3 - <<'PY'
+import socket, threading, time
+total = 4 << 30
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+def sink():
+    conn, _ = server.accept()
+    left = total
+    while left > 0:
+        data = conn.recv(1 << 20)
+        if not data: break
+        left -= len(data)
+    conn.close()
+thread = threading.Thread(target=sink); thread.start()
+client = socket.create_connection(server.getsockname())
+block = b"\0" * (1 << 20)
+start = time.perf_counter()
+for _ in range(total >> 20):
+    client.sendall(block)
+client.close(); thread.join()
+print(f"{total / 1e6 / (time.perf_counter() - start):.0f}")
+PY
+}
+
+start_broker() { # flush mode
+  stop_broker
+  rm -rf "$WORK/data"
+  "$BIN/smq-broker" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --flush "$1" \
+    --log-level warn >"$WORK/broker.log" 2>&1 &
+  BROKER_PID=$!
+  for _ in $(seq 1 200); do
+    if "$BIN/smq" --broker "127.0.0.1:$PORT" topic list >/dev/null 2>&1; then return; fi
+    sleep 0.05
+  done
+  echo "the broker did not start:"; cat "$WORK/broker.log"; exit 1
+}
+
+stop_broker() {
+  if [ -n "$BROKER_PID" ]; then
+    kill -TERM "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=
+  fi
+}
+
+bench() { # mode, extra args...; prints the JSON summary line
+  local mode=$1; shift
+  "$BIN/smq" --broker "127.0.0.1:$PORT" bench "$mode" --json "$@" 2>/dev/null | tail -n 1
+}
+
+field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); v=eval('d' + sys.argv[2]); print(round(v, 2) if v < 100 else round(v))" "$1" "$2"; }
+
+echo "# broker benchmark: $ROUNDS rounds, scale $SCALE, $(nproc) cores, $(uname -r)"
+echo "loopback, one TCP stream: $(loopback_mb_per_s) MB/s"
+RESULTS="$WORK/results.txt"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round: dd $(dd_mb_per_s) MB/s" | tee -a "$RESULTS"
+
+  start_broker async
+  out=$(bench produce --topic p --queues 8 --message-bytes 1024 --count "$(scaled 2000000)")
+  echo "round $round: produce async flush: $(field "$out" "['mb_per_sec']") MB/s, p99 $(field "$out" "['latency_ms']['p99']") ms" | tee -a "$RESULTS"
+  out=$(bench consume --topic p --count "$(scaled 2000000)")
+  echo "round $round: drain hot 2 GB backlog: $(field "$out" "['mb_per_sec']") MB/s" | tee -a "$RESULTS"
+  if [ "$(id -u)" = 0 ]; then
+    stop_broker
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    "$BIN/smq-broker" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --flush async --log-level warn >"$WORK/broker.log" 2>&1 &
+    BROKER_PID=$!
+    for _ in $(seq 1 200); do "$BIN/smq" --broker "127.0.0.1:$PORT" topic list >/dev/null 2>&1 && break; sleep 0.05; done
+    out=$(bench consume --topic p --count "$(scaled 2000000)")
+    echo "round $round: drain cold 2 GB backlog (page cache dropped): $(field "$out" "['mb_per_sec']") MB/s" | tee -a "$RESULTS"
+  fi
+
+  echo "round $round: dd $(dd_mb_per_s) MB/s" | tee -a "$RESULTS"
+  start_broker sync
+  out=$(bench produce --topic s --queues 8 --message-bytes 1024 --count "$(scaled 1000000)" --acks flushed --in-flight 32)
+  echo "round $round: produce sync flush, 32 in flight: $(field "$out" "['mb_per_sec']") MB/s, p99 $(field "$out" "['latency_ms']['p99']") ms" | tee -a "$RESULTS"
+
+  for flush in sync async; do
+    start_broker "$flush"
+    out=$(bench e2e --topic e --queues 8 --message-bytes 1024 --rate 20000 --duration "$(scaled 15)" --linger-ms 0)
+    echo "round $round: e2e 20000 msg/s, $flush flush: p50 $(field "$out" "['latency_ms']['p50']") ms, p99 $(field "$out" "['latency_ms']['p99']") ms, p99.9 $(field "$out" "['latency_ms']['p99_9']") ms, $(field "$out" "['msgs_per_sec']") msg/s" | tee -a "$RESULTS"
+  done
+  stop_broker
+done
+echo "final dd $(dd_mb_per_s) MB/s"
