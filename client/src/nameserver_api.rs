@@ -104,14 +104,7 @@ impl FieldError {
 
 /// Checks a topic name: 1 to 249 ASCII letters, digits, `.`, `_` or `-`, neither `.` nor `..`.
 pub fn check_topic_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_TOPIC_NAME_BYTES
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
+    if crate::protocol::limits::is_valid_topic_name(name) {
         Ok(())
     } else {
         Err(format!(

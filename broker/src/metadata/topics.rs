@@ -14,19 +14,8 @@ const FILE_NAME: &str = "topics.json";
 /// Most queues a topic may have on one broker.
 pub const MAX_QUEUES_PER_TOPIC: u32 = 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicConfig {
-    pub name: String,
-    pub queues: u32,
-    #[serde(default = "yes")]
-    pub readable: bool,
-    #[serde(default = "yes")]
-    pub writable: bool,
-}
-
-fn yes() -> bool {
-    true
-}
+/// A topic as this broker serves it: the same shape the broker reports to the NameServer.
+pub type TopicConfig = smq_client::nameserver_api::TopicQueues;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {

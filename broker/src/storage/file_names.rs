@@ -46,16 +46,10 @@ pub fn temp_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Topic names become directory names, so they are limited to Kafka's safe alphabet.
+/// Topic names become directory names, so they are limited to Kafka's safe alphabet (the rule
+/// lives in the protocol's limits, shared with clients and the NameServer).
 pub fn check_topic_name(name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
+    if smq_client::protocol::limits::is_valid_topic_name(name) {
         Ok(())
     } else {
         Err(StorageError::InvalidTopicName {

@@ -29,3 +29,15 @@ pub const MAX_FETCH_BYTES_DEFAULT: usize = MAX_BATCH_BYTES_DEFAULT;
 
 const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT <= MAX_BATCH_BYTES_DEFAULT);
 const _: () = assert!(MAX_FRAME_BYTES_DEFAULT <= u32::MAX as usize);
+
+/// The topic-name rule shared by broker, NameServer and clients: 1 to 249 ASCII letters, digits,
+/// `.`, `_` or `-`, and neither `.` nor `..` (topic names become directory names on brokers).
+pub fn is_valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_TOPIC_NAME_BYTES
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
