@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Path of a workspace binary (`smq-broker`, `smq`), built on first use so that a test never runs
@@ -54,6 +54,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() ->
 /// A broker process on loopback with its own data directory, killed when dropped.
 pub struct Broker {
     child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
     pub addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub data_dir: PathBuf,
@@ -89,13 +90,15 @@ impl Broker {
             .spawn()
             .expect("starting smq-broker");
         let stderr = child.stderr.take().expect("piped stderr");
-        let (addresses, log) = read_bound_addresses(stderr);
-        let Some((addr, http_addr)) = addresses else {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let Some((addr, http_addr)) = read_bound_addresses(stderr, log.clone()) else {
             let _ = child.kill();
+            let log = log.lock().unwrap().join("\n");
             panic!("smq-broker did not report its addresses; its log:\n{log}");
         };
         Broker {
             child: Some(child),
+            log,
             addr,
             http_addr,
             data_dir: data_dir.to_owned(),
@@ -133,6 +136,11 @@ impl Broker {
         command
     }
 
+    /// Every line the broker has logged so far, without colour codes.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
     /// CPU time (user + system) the broker process has used so far.
     pub fn cpu_time(&self) -> Duration {
         process_cpu_time(self.pid())
@@ -154,40 +162,31 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     })
 }
 
-/// Reads the broker's log until it names both bound addresses; a thread keeps draining the
-/// rest so that the broker never blocks on a full pipe.
+/// Collects the broker's log lines into `log` (a thread keeps draining the pipe so that the
+/// broker never blocks on it) and returns the bound addresses once a line names them.
 fn read_bound_addresses(
     stderr: std::process::ChildStderr,
-) -> (Option<(SocketAddr, SocketAddr)>, String) {
-    let (sender, receiver) = std::sync::mpsc::channel::<String>();
+    log: Arc<Mutex<Vec<String>>>,
+) -> Option<(SocketAddr, SocketAddr)> {
+    let (started, started_seen) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            let line = strip_ansi(&line);
             if std::env::var_os("SMQ_TEST_SHOW_LOGS").is_some() {
                 eprintln!("[broker] {line}");
             }
-            if sender.send(line).is_err() {
-                // The test has what it needs: keep draining so the broker never blocks.
-                continue;
+            if line.contains("broker started") {
+                let _ = started
+                    .send(address_after(&line, "listen=").zip(address_after(&line, "http=Some(")));
             }
+            log.lock().unwrap().push(line);
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut tcp, mut http, mut log) = (None, None, String::new());
-    while tcp.is_none() || http.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = receiver.recv_timeout(left) else {
-            return (None, log);
-        };
-        let line = strip_ansi(&line);
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains("broker started") {
-            tcp = address_after(&line, "listen=");
-            http = address_after(&line, "http=Some(");
-        }
-    }
-    (tcp.zip(http), log)
+    started_seen
+        .recv_timeout(Duration::from_secs(30))
+        .ok()
+        .flatten()
 }
 
 /// The socket address right after `marker` in a log line (`listen=127.0.0.1:1234 ...`).
