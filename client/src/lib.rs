@@ -32,9 +32,7 @@ pub mod producer;
 pub mod protocol;
 
 #[cfg(test)]
-mod end_to_end_tests;
-#[cfg(test)]
-mod test_broker;
+mod dead_peer_tests;
 
 use std::time::Duration;
 

@@ -1,13 +1,12 @@
-//! The producer, consumer, admin and connection against the in-memory test broker.
+//! The producer, consumer and admin of the client library against the real broker binary.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-
-use crate::connection::{Connection, ConnectionOptions};
-use crate::test_broker;
-use crate::{Admin, ClientConfig, Consumer, Error, Message, Producer, StartFrom};
+use smq_client::{
+    Admin, ClientConfig, ConsumedMessage, Consumer, Error, Message, Producer, StartFrom,
+};
+use smq_tests::Broker;
 
 fn keyed(key: &str, body: String) -> Message {
     let mut message = Message::from_body(body);
@@ -15,16 +14,17 @@ fn keyed(key: &str, body: String) -> Message {
     message
 }
 
-async fn setup(topic: &str, queues: u32) -> ClientConfig {
-    let broker = test_broker::start().await;
-    let config = ClientConfig::new(broker.addr);
+/// A broker process with `topic` created, and a client configuration for it.
+async fn setup(topic: &str, queues: u32) -> (Broker, ClientConfig) {
+    let broker = Broker::start(&[]);
+    let config = ClientConfig::new(broker.addr.to_string());
     let admin = Admin::connect(config.clone()).await.unwrap();
     admin.create_topic(topic, queues).await.unwrap();
-    config
+    (broker, config)
 }
 
 /// Reads until `count` messages came, committing as it goes.
-async fn consume(consumer: &mut Consumer, count: usize) -> Vec<crate::ConsumedMessage> {
+async fn consume(consumer: &mut Consumer, count: usize) -> Vec<ConsumedMessage> {
     let mut got = Vec::new();
     while got.len() < count {
         got.extend(consumer.poll(count - got.len()).await.unwrap());
@@ -35,7 +35,7 @@ async fn consume(consumer: &mut Consumer, count: usize) -> Vec<crate::ConsumedMe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produced_messages_come_back_exactly_and_in_order_per_queue() {
-    let mut config = setup("orders", 4).await;
+    let (_broker, mut config) = setup("orders", 4).await;
     config.batch_bytes = 4096; // many batches in flight
     let producer = Producer::connect(config.clone()).await.unwrap();
     let mut pending = Vec::new();
@@ -85,7 +85,7 @@ async fn produced_messages_come_back_exactly_and_in_order_per_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_resumes_after_its_committed_offset() {
-    let config = setup("t", 1).await;
+    let (_broker, config) = setup("t", 1).await;
     let producer = Producer::connect(config.clone()).await.unwrap();
     let messages = (0..10)
         .map(|i| Message::from_body(format!("{i}")))
@@ -120,7 +120,7 @@ async fn a_group_resumes_after_its_committed_offset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_polling_consumer_gets_a_new_message_at_once() {
-    let mut config = setup("t", 2).await;
+    let (_broker, mut config) = setup("t", 2).await;
     config.linger_ms = 0;
     config.fetch_max_wait_ms = 5_000;
     let mut consumer = Consumer::connect(config.clone(), "t", None, StartFrom::Latest)
@@ -142,7 +142,7 @@ async fn a_long_polling_consumer_gets_a_new_message_at_once() {
 
 #[tokio::test]
 async fn producing_to_a_missing_topic_or_an_oversized_message_is_refused_clearly() {
-    let config = setup("t", 1).await;
+    let (_broker, config) = setup("t", 1).await;
     let producer = Producer::connect(config).await.unwrap();
     let error = producer
         .send("nope", Message::from_body("x"))
@@ -167,13 +167,13 @@ async fn producing_to_a_missing_topic_or_an_oversized_message_is_refused_clearly
 
 #[tokio::test]
 async fn admin_creates_lists_describes_and_deletes_topics() {
-    let config = setup("a", 3).await;
+    let (_broker, config) = setup("a", 3).await;
     let admin = Admin::connect(config).await.unwrap();
     admin.create_topic("b", 1).await.unwrap();
     let error = admin.create_topic("b", 1).await.unwrap_err();
     assert_eq!(
         error.code(),
-        Some(crate::protocol::ErrorCode::TopicAlreadyExists)
+        Some(smq_client::protocol::ErrorCode::TopicAlreadyExists)
     );
     let names: Vec<String> = admin
         .list_topics()
@@ -190,52 +190,4 @@ async fn admin_creates_lists_describes_and_deletes_topics() {
         admin.describe_topic("b").await,
         Err(Error::UnknownTopic { .. })
     ));
-}
-
-fn options(broker: String) -> ConnectionOptions {
-    ConnectionOptions {
-        broker,
-        client_id: "test".into(),
-        request_timeout: Duration::from_millis(300),
-        max_in_flight_requests: 4,
-    }
-}
-
-#[tokio::test]
-async fn a_broker_that_closes_the_connection_gives_a_clear_error() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            drop(socket);
-        }
-    });
-    let error = Connection::connect(options(addr)).await.unwrap_err();
-    assert!(matches!(error, Error::ConnectionClosed { .. }), "{error}");
-    assert!(
-        error.to_string().contains("closed the connection"),
-        "{error}"
-    );
-}
-
-#[tokio::test]
-async fn a_broker_that_does_not_answer_times_out_and_a_missing_one_cannot_be_reached() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let _held = tokio::spawn(async move {
-        let mut sockets = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            sockets.push(socket);
-        }
-    });
-    let error = Connection::connect(options(addr)).await.unwrap_err();
-    assert!(matches!(error, Error::Timeout { .. }), "{error}");
-    assert!(error.is_retryable());
-
-    let unused = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = unused.local_addr().unwrap().to_string();
-    drop(unused);
-    let error = Connection::connect(options(addr)).await.unwrap_err();
-    assert!(matches!(error, Error::Connect { .. }), "{error}");
-    assert!(error.to_string().contains("--broker"), "{error}");
 }
