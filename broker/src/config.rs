@@ -401,6 +401,7 @@ impl BrokerConfig {
         store.retention_bytes = self.retention_bytes;
         store.disk_usage_watermark_percent = self.disk_usage_watermark_percent;
         store.max_message_bytes = self.max_message_bytes as usize;
+        store.max_batch_bytes = self.max_batch_bytes as usize;
         store
     }
 

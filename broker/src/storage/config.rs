@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use smq_client::protocol::limits::MAX_MESSAGE_BYTES_DEFAULT;
+use smq_client::protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_MESSAGE_BYTES_DEFAULT};
 
 /// When appended bytes are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,9 @@ pub struct StoreConfig {
     pub disk_usage_watermark_percent: u8,
     /// Largest message accepted in a batch.
     pub max_message_bytes: usize,
+    /// Largest batch the broker accepts: recovery looks this far past the end of the log for
+    /// the remains of a torn write, and no further (a torn write is at most one batch).
+    pub max_batch_bytes: usize,
     /// Epoch written into every appended batch (the replication issue assigns it).
     pub master_epoch: u32,
 }
@@ -62,6 +65,7 @@ impl StoreConfig {
             retention_check_interval_ms: 60_000,
             disk_usage_watermark_percent: 90,
             max_message_bytes: MAX_MESSAGE_BYTES_DEFAULT,
+            max_batch_bytes: MAX_BATCH_BYTES_DEFAULT,
             master_epoch: 0,
         }
     }

@@ -6,6 +6,7 @@ use smq_client::protocol::record_batch::{total_len, BatchView, FIXED_HEADER_BYTE
 
 use super::checkpoint::Checkpoint;
 use super::commit_log::{CommitLog, Segment};
+use super::config::StoreConfig;
 use super::error::{Result, StorageError};
 use super::file_names::check_topic_name;
 use super::indexes::Indexes;
@@ -38,8 +39,10 @@ pub fn recover(
     indexes: &mut Indexes,
     checkpoint: Checkpoint,
     clean: bool,
-    max_message_bytes: usize,
+    config: &StoreConfig,
 ) -> Result<RecoveryReport> {
+    let max_message_bytes = config.max_message_bytes;
+    let tail_scan_bytes = config.max_batch_bytes as u64;
     let log_start = log.start_position();
     if clean && checkpoint.flushed_position >= log_start && checkpoint.flushed_position > 0 {
         log.set_write_position(checkpoint.flushed_position)?;
@@ -82,7 +85,7 @@ pub fn recover(
                 position = segments[number].base;
             }
             Scan::EndOfSegment => {
-                if let Some(garbage_end) = last_nonzero_end(segment, position) {
+                if let Some(garbage_end) = last_nonzero_end(segment, position, tail_scan_bytes) {
                     let truncation = truncate(
                         segment,
                         position,
@@ -102,7 +105,7 @@ pub fn recover(
                     &reason,
                     max_message_bytes,
                 )?;
-                let end = last_nonzero_end(segment, position).unwrap_or(position);
+                let end = last_nonzero_end(segment, position, tail_scan_bytes).unwrap_or(position);
                 report.truncated = Some(truncate(segment, position, end, &reason)?);
                 break;
             }
@@ -224,11 +227,14 @@ fn refuse_middle_corruption(
 }
 
 /// Position one past the last non-zero byte at or after `position` in the segment, if any.
-fn last_nonzero_end(segment: &Segment, position: u64) -> Option<u64> {
+///
+/// Only `tail_scan_bytes` are looked at: appends are copied one at a time under the writer lock,
+/// so a crash can tear at most the one batch being copied, and reading the whole rest of a 1 GiB
+/// segment would fault in every page of it (seconds at each start).
+fn last_nonzero_end(segment: &Segment, position: u64, tail_scan_bytes: u64) -> Option<u64> {
     let offset = position - segment.base;
-    let rest = segment
-        .file
-        .bytes(offset, (segment.file.len() - offset) as usize);
+    let len = (segment.file.len() - offset).min(tail_scan_bytes);
+    let rest = segment.file.bytes(offset, len as usize);
     rest.iter()
         .rposition(|byte| *byte != 0)
         .map(|last| position + last as u64 + 1)

@@ -126,13 +126,7 @@ impl Store {
         let checkpoint = Checkpoint::read(&dir.join(CHECKPOINT_FILE))?;
         let mut log = CommitLog::open(&dir, config.segment_bytes)?;
         let mut indexes = Indexes::open(&dir, config.index_entries_per_file)?;
-        let recovery = recover(
-            &mut log,
-            &mut indexes,
-            checkpoint,
-            clean,
-            config.max_message_bytes,
-        )?;
+        let recovery = recover(&mut log, &mut indexes, checkpoint, clean, &config)?;
         tracing::info!(
             data_dir = %dir.display(),
             clean = recovery.clean,
