@@ -28,6 +28,7 @@ pub mod consumer;
 pub mod discovery;
 pub mod error;
 pub mod nameserver_api;
+pub mod nameserver_client;
 pub mod producer;
 pub mod protocol;
 
