@@ -1,6 +1,8 @@
 //! The harness of smq's multi-process tests: builds the real binaries once, starts brokers on
 //! loopback in temporary directories, runs the `smq` CLI, and stops every process it started.
 
+pub mod bind9;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
