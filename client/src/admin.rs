@@ -29,14 +29,6 @@ pub struct Admin {
     connection: Connection,
 }
 
-/// Who a broker is: what its Metadata answer says besides topics.
-///
-/// ```
-/// use smq_client::admin::BrokerInfo;
-/// use smq_client::protocol::response::Role;
-/// let info = BrokerInfo { cluster: "c".into(), group: "g".into(), role: Role::Master };
-/// assert_eq!(info.role, Role::Master);
-/// ```
 /// One topic as `connection`'s broker holds it; [`Error::UnknownTopic`] when it holds none.
 pub(crate) async fn describe_topic(connection: &Connection, topic: &str) -> Result<TopicMetadata> {
     let request = Request::Metadata(MetadataRequest {
@@ -55,6 +47,15 @@ pub(crate) async fn describe_topic(connection: &Connection, topic: &str) -> Resu
         })
 }
 
+/// Who a broker is: what its Metadata answer says besides topics.
+///
+/// ```
+/// use smq_client::admin::BrokerInfo;
+/// use smq_client::protocol::response::Role;
+///
+/// let info = BrokerInfo { cluster: "c".into(), group: "g".into(), role: Role::Master };
+/// assert_eq!(info.role, Role::Master);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInfo {
     pub cluster: String,

@@ -34,6 +34,22 @@ const WRITE_SLICES_MAX: usize = 64;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Where a connection goes and how it behaves.
+///
+/// ```no_run
+/// # async fn example() -> smq_client::Result<()> {
+/// use std::time::Duration;
+/// use smq_client::connection::{Connection, ConnectionOptions};
+///
+/// let options = ConnectionOptions {
+///     broker: "127.0.0.1:10911".into(),
+///     client_id: "inventory-sync".into(),
+///     request_timeout: Duration::from_secs(5),
+///     max_in_flight_requests: 8,
+/// };
+/// let connection = Connection::connect(options).await?;
+/// assert_eq!(connection.broker(), "127.0.0.1:10911");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ConnectionOptions {
     /// `host:port` of the broker.
@@ -123,6 +139,25 @@ impl Waiters {
 }
 
 /// A request on the wire; [`PendingResponse::wait`] gives its answer.
+///
+/// ```no_run
+/// # async fn example(connection: smq_client::connection::Connection) -> smq_client::Result<()> {
+/// use smq_client::protocol::request::ListOffsetsRequest;
+/// use smq_client::protocol::{Request, Response};
+///
+/// // Put four requests on the wire before waiting for any answer.
+/// let mut pending = Vec::new();
+/// for queue_id in 0..4 {
+///     let request = Request::ListOffsets(ListOffsetsRequest { topic: "orders".into(), queue_id });
+///     pending.push(connection.submit(request).await?);
+/// }
+/// for answer in pending {
+///     if let Response::ListOffsets(offsets) = answer.wait().await? {
+///         println!("{} messages", offsets.high_watermark - offsets.log_start_offset);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct PendingResponse {
     connection: Connection,

@@ -25,6 +25,18 @@ pub const SRV_SERVICE_LABELS: &str = "_smq-ns._tcp";
 pub const NAMESERVER_PORT_DEFAULT: u16 = 9876;
 
 /// Where the NameServers are to be found.
+///
+/// ```
+/// use smq_client::discovery::DiscoveryMode;
+///
+/// // `--nameserver` wins over `--srv`; an address without a port gets 9876.
+/// let mode = DiscoveryMode::from_flags(Some("ns1,http://ns2:8080"), Some("_smq-ns._tcp.smq.test"), None);
+/// let urls = vec!["http://ns1:9876".to_owned(), "http://ns2:8080".to_owned()];
+/// assert_eq!(mode.unwrap(), Some(DiscoveryMode::Static(urls)));
+/// let mode = DiscoveryMode::from_flags(None, Some("_smq-ns._tcp.smq.test"), None).unwrap();
+/// assert!(matches!(mode, Some(DiscoveryMode::Srv { dns_server: None, .. })));
+/// assert_eq!(DiscoveryMode::from_flags(None, None, None).unwrap(), None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiscoveryMode {
     /// `--nameserver URL[,URL]`: these base URLs, in this order; no DNS.
@@ -103,6 +115,17 @@ pub fn parse_nameserver_list(list: &str) -> Result<Vec<String>, DiscoveryError> 
 }
 
 /// Timings of discovery; the defaults suit clients and brokers.
+///
+/// ```
+/// use std::time::Duration;
+/// use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
+///
+/// let options = DiscoveryOptions { failed_for: Duration::from_secs(5), ..DiscoveryOptions::default() };
+/// assert_eq!(options.ttl_max, Duration::from_secs(300));
+/// let mode = DiscoveryMode::Static(vec!["http://10.0.0.1:9876".into()]);
+/// let discovery = Discovery::new(mode, options).unwrap();
+/// assert!(matches!(discovery.mode(), DiscoveryMode::Static(urls) if urls.len() == 1));
+/// ```
 #[derive(Debug, Clone)]
 pub struct DiscoveryOptions {
     /// How long one DNS query may take before it is retried once.
@@ -130,6 +153,15 @@ impl Default for DiscoveryOptions {
 }
 
 /// What can go wrong in discovery; each message says what to check.
+///
+/// ```
+/// use smq_client::discovery::{parse_nameserver_list, DiscoveryError};
+///
+/// let error = parse_nameserver_list("ftp://ns1:9876").unwrap_err();
+/// assert!(matches!(error, DiscoveryError::BadAddress { .. }));
+/// assert!(error.to_string().contains("must be http or https"));
+/// assert!(matches!(parse_nameserver_list(" , "), Err(DiscoveryError::Empty)));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     #[error("invalid NameServer address {addr:?}: {reason}")]
@@ -167,6 +199,17 @@ pub enum DiscoveryError {
 }
 
 /// One SRV record's data.
+///
+/// ```
+/// use smq_client::discovery::{rfc2782_order, SrvTarget};
+///
+/// let target = |priority, host: &str| SrvTarget { priority, weight: 10, port: 9876, host: host.into() };
+/// let records = vec![target(20, "backup.smq.test"), target(10, "ns1.smq.test")];
+/// // Lowest priority first; the random pick only orders records of equal priority.
+/// let ordered = rfc2782_order(records, |n| n - 1);
+/// let hosts: Vec<&str> = ordered.iter().map(|t| t.host.as_str()).collect();
+/// assert_eq!(hosts, ["ns1.smq.test", "backup.smq.test"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SrvTarget {
     pub priority: u16,
@@ -177,6 +220,19 @@ pub struct SrvTarget {
 }
 
 /// An SRV target with the addresses its name resolved to.
+///
+/// ```
+/// use smq_client::discovery::{ResolvedTarget, SrvTarget};
+///
+/// let target = ResolvedTarget {
+///     srv: SrvTarget { priority: 0, weight: 0, port: 9876, host: "ns1.smq.test".into() },
+///     addrs: vec!["10.0.0.1:9876".parse().unwrap()],
+/// };
+/// // Matched by name (whatever the case, with or without the final dot) or by address.
+/// assert!(target.is("NS1.smq.test.:9876"));
+/// assert!(target.is("10.0.0.1:9876"));
+/// assert!(!target.is("ns1.smq.test:9877"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedTarget {
     pub srv: SrvTarget,
@@ -200,6 +256,16 @@ impl ResolvedTarget {
 }
 
 /// One SRV answer: its targets in RFC 2782 order, and how long it may be trusted.
+///
+/// ```
+/// use std::time::Duration;
+/// use smq_client::discovery::{ResolvedTarget, SrvAnswer, SrvTarget};
+///
+/// let srv = SrvTarget { priority: 0, weight: 0, port: 9876, host: "ns1.smq.test".into() };
+/// let addrs = vec!["10.0.0.1:9876".parse().unwrap(), "[fd00::1]:9876".parse().unwrap()];
+/// let answer = SrvAnswer { targets: vec![ResolvedTarget { srv, addrs }], ttl: Duration::from_secs(60) };
+/// assert_eq!(answer.urls(), ["http://10.0.0.1:9876", "http://[fd00::1]:9876"]);
+/// ```
 #[derive(Debug, Clone)]
 pub struct SrvAnswer {
     pub targets: Vec<ResolvedTarget>,
@@ -281,6 +347,20 @@ struct State {
 }
 
 /// Finds the NameServers and keeps track of which one to ask. Cheap to share (`Arc`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
+///
+/// let mode = DiscoveryMode::Static(vec!["http://ns1:9876".into(), "http://ns2:9876".into()]);
+/// let discovery = Discovery::new(mode, DiscoveryOptions::default()).unwrap();
+/// assert_eq!(discovery.resolve().await.unwrap()[0], "http://ns1:9876");
+/// // A NameServer that stopped answering goes to the end of the list for a while.
+/// discovery.mark_failed("http://ns1:9876");
+/// assert_eq!(discovery.resolve().await.unwrap(), ["http://ns2:9876", "http://ns1:9876"]);
+/// # }
+/// ```
 pub struct Discovery {
     mode: DiscoveryMode,
     resolver: Option<TokioResolver>,

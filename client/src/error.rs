@@ -129,6 +129,17 @@ impl Error {
 }
 
 /// What every fallible call of this crate returns.
+///
+/// ```
+/// use smq_client::{Error, Result};
+///
+/// fn queue_count(text: &str) -> Result<u32> {
+///     text.parse()
+///         .map_err(|_| Error::InvalidArgument(format!("{text:?} is not a queue count")))
+/// }
+/// assert_eq!(queue_count("8").unwrap(), 8);
+/// assert!(!queue_count("many").unwrap_err().is_retryable());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

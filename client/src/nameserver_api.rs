@@ -27,6 +27,14 @@ pub fn route_path(topic: &str) -> String {
 }
 
 /// A broker's role in its group.
+///
+/// ```
+/// use smq_client::nameserver_api::Role;
+///
+/// assert_eq!(serde_json::to_string(&Role::Master).unwrap(), r#""master""#);
+/// let role: Role = serde_json::from_str(r#""slave""#).unwrap();
+/// assert_eq!(role, Role::Slave);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -39,6 +47,18 @@ pub enum Role {
 /// What a broker reports every heartbeat interval: everything the NameServer knows about it.
 /// Each heartbeat replaces the previous one whole (no deltas), so a lost heartbeat loses nothing.
 /// Unknown fields are ignored, so that a newer broker can report more to an older NameServer.
+///
+/// ```
+/// use smq_client::nameserver_api::{Heartbeat, Role};
+///
+/// let json = r#"{"cluster":"c1","group":"g1","role":"master","addr":"10.0.0.1:10911",
+///     "data_version":7,"log_end_offset":4096,"topics":[{"name":"orders","queues":4}]}"#;
+/// let heartbeat: Heartbeat = serde_json::from_str(json).unwrap();
+/// assert_eq!(heartbeat.role, Role::Master);
+/// assert_eq!(heartbeat.topics[0].queues, 4);
+/// assert_eq!(heartbeat.http_addr, None);
+/// assert!(heartbeat.validate().is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// The broker's `--cluster`.
@@ -67,6 +87,17 @@ pub struct Heartbeat {
 }
 
 /// One topic as a broker serves it.
+///
+/// ```
+/// use smq_client::nameserver_api::TopicQueues;
+///
+/// // A topic is readable and writable unless the broker says otherwise.
+/// let topic: TopicQueues = serde_json::from_str(r#"{"name":"orders","queues":8}"#).unwrap();
+/// assert!(topic.readable && topic.writable);
+/// let json = r#"{"name":"orders","queues":8,"writable":false}"#;
+/// let draining: TopicQueues = serde_json::from_str(json).unwrap();
+/// assert!(draining.readable && !draining.writable);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicQueues {
     pub name: String,
@@ -85,6 +116,17 @@ fn yes() -> bool {
 }
 
 /// A field of a request that is present and well-typed but makes no sense.
+///
+/// ```
+/// use smq_client::nameserver_api::Heartbeat;
+///
+/// let json = r#"{"cluster":"c1","group":"g1","role":"master","addr":"10.0.0.1",
+///     "data_version":1,"log_end_offset":0}"#;
+/// let heartbeat: Heartbeat = serde_json::from_str(json).unwrap();
+/// let error = heartbeat.validate().unwrap_err();
+/// assert_eq!(error.field, "addr");
+/// assert!(error.to_string().starts_with("field `addr` must be host:port"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("field `{field}` {reason}")]
 pub struct FieldError {
@@ -186,6 +228,16 @@ impl Heartbeat {
 }
 
 /// The NameServer's answer to a heartbeat.
+///
+/// ```
+/// use smq_client::nameserver_api::HeartbeatReply;
+///
+/// let json = r#"{"heartbeat_timeout_ms":10000,"heartbeat_interval_ms":2000,
+///     "master_addr":"10.0.0.1:10911"}"#;
+/// let reply: HeartbeatReply = serde_json::from_str(json).unwrap();
+/// assert_eq!(reply.heartbeat_timeout_ms / reply.heartbeat_interval_ms, 5);
+/// assert_eq!(reply.master_addr.as_deref(), Some("10.0.0.1:10911"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     /// The broker leaves the routes if no heartbeat comes within this.
@@ -198,6 +250,21 @@ pub struct HeartbeatReply {
 
 /// `GET /v1/routes/{topic}`: where a topic's queues are. RocketMQ's TopicRouteData, flattened:
 /// one entry per broker group that serves the topic.
+///
+/// ```
+/// use smq_client::nameserver_api::{route_path, TopicRoute};
+///
+/// assert_eq!(route_path("orders"), "/v1/routes/orders");
+/// let json = r#"{"topic":"orders","groups":[
+///     {"cluster":"c1","group":"g1","master":"10.0.0.1:10911","slaves":[],
+///      "queues":4,"readable":true,"writable":true},
+///     {"cluster":"c1","group":"g2","master":null,"slaves":["10.0.0.4:10911"],
+///      "queues":4,"readable":true,"writable":true}]}"#;
+/// let route: TopicRoute = serde_json::from_str(json).unwrap();
+/// // Produce only to groups with a live master.
+/// let masters: Vec<&str> = route.groups.iter().filter_map(|g| g.master.as_deref()).collect();
+/// assert_eq!(masters, ["10.0.0.1:10911"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicRoute {
     pub topic: String,
@@ -206,6 +273,23 @@ pub struct TopicRoute {
 }
 
 /// One broker group's share of a topic.
+///
+/// ```
+/// use smq_client::nameserver_api::GroupRoute;
+///
+/// let group = GroupRoute {
+///     cluster: "c1".into(),
+///     group: "g2".into(),
+///     master: None,
+///     slaves: vec!["10.0.0.4:10911".into()],
+///     queues: 4,
+///     readable: true,
+///     writable: true,
+/// };
+/// // A group without a live master says so: consume from its slaves.
+/// let json = serde_json::to_string(&group).unwrap();
+/// assert!(json.contains(r#""master":null"#));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupRoute {
     pub cluster: String,
@@ -222,6 +306,19 @@ pub struct GroupRoute {
 }
 
 /// `GET /v1/cluster`: every live broker.
+///
+/// ```
+/// use smq_client::nameserver_api::{ClusterView, Role, CLUSTER_PATH};
+///
+/// assert_eq!(CLUSTER_PATH, "/v1/cluster");
+/// let json = r#"{"brokers":[{"cluster":"c1","group":"g1","role":"slave",
+///     "addr":"10.0.0.2:10911","http_addr":null,"master_addr":"10.0.0.1:10911",
+///     "data_version":3,"log_end_offset":900,"topics":2,"last_heartbeat_ms_ago":150,
+///     "expires_in_ms":9850,"replication_lag_bytes":100}]}"#;
+/// let view: ClusterView = serde_json::from_str(json).unwrap();
+/// let slaves = view.brokers.iter().filter(|b| b.role == Role::Slave).count();
+/// assert_eq!(slaves, 1);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterView {
     /// Sorted by cluster, group, role (master first), then address.
@@ -229,6 +326,19 @@ pub struct ClusterView {
 }
 
 /// One live broker as the NameServer last heard of it.
+///
+/// ```
+/// use smq_client::nameserver_api::{BrokerInfo, Role};
+///
+/// let json = r#"{"cluster":"c1","group":"g1","role":"slave","addr":"10.0.0.2:10911",
+///     "http_addr":null,"master_addr":"10.0.0.1:10911","data_version":3,
+///     "log_end_offset":900,"topics":2,"last_heartbeat_ms_ago":150,
+///     "expires_in_ms":9850,"replication_lag_bytes":100}"#;
+/// let broker: BrokerInfo = serde_json::from_str(json).unwrap();
+/// assert_eq!(broker.role, Role::Slave);
+/// assert_eq!(broker.master_addr.as_deref(), Some("10.0.0.1:10911"));
+/// assert_eq!(broker.replication_lag_bytes, Some(100));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerInfo {
     pub cluster: String,
@@ -250,6 +360,17 @@ pub struct BrokerInfo {
 }
 
 /// `GET /v1/topics`: every topic some live broker serves.
+///
+/// ```
+/// use smq_client::nameserver_api::{TopicList, TOPICS_PATH};
+///
+/// assert_eq!(TOPICS_PATH, "/v1/topics");
+/// let json = r#"{"topics":[{"name":"audit","queues":2,"groups":["g1"]},
+///     {"name":"orders","queues":8,"groups":["g1","g2"]}]}"#;
+/// let list: TopicList = serde_json::from_str(json).unwrap();
+/// let names: Vec<&str> = list.topics.iter().map(|t| t.name.as_str()).collect();
+/// assert_eq!(names, ["audit", "orders"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicList {
     /// Sorted by name.
@@ -257,6 +378,16 @@ pub struct TopicList {
 }
 
 /// One topic across the cluster.
+///
+/// ```
+/// use smq_client::nameserver_api::TopicSummary;
+///
+/// let groups = vec!["g1".to_owned(), "g2".to_owned()];
+/// let topic = TopicSummary { name: "orders".into(), queues: 8, groups };
+/// let json = serde_json::to_value(&topic).unwrap();
+/// assert_eq!(json["groups"][1], "g2");
+/// assert_eq!(json["queues"], 8);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicSummary {
     pub name: String,
@@ -267,6 +398,16 @@ pub struct TopicSummary {
 }
 
 /// `GET /healthz`.
+///
+/// ```
+/// use smq_client::nameserver_api::Health;
+///
+/// let json = r#"{"status":"ok","fenced":true,"brokers_live":3}"#;
+/// let health: Health = serde_json::from_str(json).unwrap();
+/// // A fenced standby is healthy but refuses routes: re-resolve the SRV record.
+/// assert_eq!(health.status, "ok");
+/// assert!(health.fenced);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     /// Always `"ok"` while the process serves HTTP.
@@ -278,6 +419,16 @@ pub struct Health {
 }
 
 /// What kind of error an [`ApiError`] is, for programs; the `error` text is for people.
+///
+/// ```
+/// use smq_client::nameserver_api::ApiErrorCode;
+///
+/// let code: ApiErrorCode = serde_json::from_str(r#""topic_not_found""#).unwrap();
+/// assert_eq!(code, ApiErrorCode::TopicNotFound);
+/// // A code from a newer NameServer still parses.
+/// let code: ApiErrorCode = serde_json::from_str(r#""rate_limited""#).unwrap();
+/// assert_eq!(code, ApiErrorCode::Unknown);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiErrorCode {
@@ -303,6 +454,16 @@ pub enum ApiErrorCode {
 }
 
 /// Every error the NameServer returns, with a 4xx/5xx status.
+///
+/// ```
+/// use smq_client::nameserver_api::{ApiError, ApiErrorCode};
+///
+/// let body = r#"{"error":"field `topics[0].queues` must be at least 1",
+///     "code":"bad_request","field":"topics[0].queues"}"#;
+/// let error: ApiError = serde_json::from_str(body).unwrap();
+/// assert_eq!(error.code, ApiErrorCode::BadRequest);
+/// assert_eq!(error.field.as_deref(), Some("topics[0].queues"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// What is wrong and what to do, for people.

@@ -16,6 +16,23 @@ use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
 use hickory_server::Server;
 
 /// One SRV record: what [`DevDns::set_srv`] publishes.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use smq_client::discovery::dev_dns::{DevDns, SrvRecord};
+/// use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
+///
+/// let dns = DevDns::start("127.0.0.1:0".parse()?, "smq.test.").await?;
+/// let record = SrvRecord { priority: 10, weight: 50, port: 9876, target: "ns1.smq.test.".into() };
+/// dns.set_srv("_smq-ns._tcp.smq.test.", 60, &[record]).await?;
+/// dns.set_addrs("ns1.smq.test.", 60, &["127.0.0.1".parse()?]).await?;
+/// let mode = DiscoveryMode::Srv { name: "_smq-ns._tcp.smq.test.".into(), dns_server: Some(dns.addr()) };
+/// let answer = Discovery::new(mode, DiscoveryOptions::default())?.lookup_now().await?;
+/// assert_eq!((answer.targets[0].srv.priority, answer.targets[0].srv.weight), (10, 50));
+/// assert_eq!(answer.ttl.as_secs(), 60);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SrvRecord {
     pub priority: u16,
@@ -26,6 +43,19 @@ pub struct SrvRecord {
 }
 
 /// Errors of the embedded DNS server, each naming what it was doing.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use smq_client::discovery::dev_dns::{DevDns, DevDnsError};
+///
+/// let dns = DevDns::start("127.0.0.1:0".parse().unwrap(), "smq.test.").await.unwrap();
+/// // A second server cannot take the same port.
+/// let error = DevDns::start(dns.addr(), "smq.test.").await.err().unwrap();
+/// assert!(matches!(error, DevDnsError::Bind { .. }));
+/// assert!(error.to_string().contains("is another one running there?"));
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum DevDnsError {
     #[error("cannot bind the DNS server to {addr}: {source}; is another one running there?")]
@@ -42,6 +72,23 @@ pub enum DevDnsError {
 
 /// A running DNS server, authoritative for one zone, on UDP and TCP of the same port. Dropping it
 /// stops it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use smq_client::discovery::dev_dns::{DevDns, SrvRecord};
+/// use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
+///
+/// let dns = DevDns::start("127.0.0.1:0".parse()?, "smq.test.").await?;
+/// let ns1 = SrvRecord { priority: 0, weight: 0, port: 9876, target: "ns1.smq.test.".into() };
+/// dns.set_srv("_smq-ns._tcp.smq.test.", 60, &[ns1]).await?;
+/// dns.set_addrs("ns1.smq.test.", 60, &["127.0.0.1".parse()?]).await?;
+/// let mode = DiscoveryMode::Srv { name: "_smq-ns._tcp.smq.test.".into(), dns_server: Some(dns.addr()) };
+/// let discovery = Discovery::new(mode, DiscoveryOptions::default())?;
+/// assert_eq!(discovery.resolve().await?, ["http://127.0.0.1:9876"]);
+/// dns.shutdown().await;
+/// # Ok(()) }
+/// ```
 pub struct DevDns {
     addr: SocketAddr,
     zone: Arc<InMemoryZoneHandler<TokioRuntimeProvider>>,

@@ -14,6 +14,18 @@ pub const PROTOCOL_VERSION_MAX: u16 = 1;
 /// One kind of request, with its response. The numbers are part of the wire format: a key is
 /// never renumbered, and a retired key is never given to another api. Keys from 100 on are kept
 /// for broker-to-broker traffic (replication).
+///
+/// ```
+/// use smq_client::protocol::ApiKey;
+///
+/// assert_eq!(ApiKey::from_u16(1), Some(ApiKey::Produce));
+/// assert_eq!(ApiKey::Fetch as u16, 2);
+/// assert_eq!(ApiKey::Produce.version_in(1), Some(1));
+/// // An unknown key and an unsupported version are refused apart.
+/// assert!(ApiKey::check(42, 1).is_err());
+/// assert_eq!(ApiKey::check(2, 1), Ok(ApiKey::Fetch));
+/// assert_eq!(ApiKey::Produce.to_string(), "Produce (key 1)");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u16)]
 pub enum ApiKey {

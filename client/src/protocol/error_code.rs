@@ -8,6 +8,16 @@ use std::fmt;
 
 /// What went wrong with a request, as a broker reports it. proto-spec.md ("Error codes") says what
 /// a client should do after each.
+///
+/// ```
+/// use smq_client::protocol::ErrorCode;
+///
+/// assert!(ErrorCode::NotMaster.is_retryable());
+/// assert!(!ErrorCode::MessageTooLarge.is_retryable());
+/// assert_eq!(ErrorCode::from_u16(8), Some(ErrorCode::UnknownTopic));
+/// assert_eq!(ErrorCode::from_u16(9999), None);
+/// assert_eq!(ErrorCode::UnknownTopic.to_string(), "UNKNOWN_TOPIC (8)");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum ErrorCode {

@@ -19,6 +19,18 @@ const LENGTH_BYTES: usize = 4;
 
 /// Why the bytes on a connection are not a frame this peer accepts. After a frame error the
 /// stream cannot be resynchronised: answer if possible, then close the connection.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_request;
+/// use smq_client::protocol::{ErrorCode, FrameError};
+///
+/// // A length prefix of 4 GiB is refused from its 4 bytes alone.
+/// let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
+/// let error = decode_request(&mut buf, 1024).unwrap_err();
+/// assert!(matches!(error, FrameError::TooLarge { declared_bytes: u32::MAX, max_frame_bytes: 1024 }));
+/// assert_eq!(error.error_code(), ErrorCode::FrameTooLarge);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     #[error(
@@ -50,6 +62,19 @@ impl FrameError {
 
 /// The fixed fields of a request frame. The api key and version stay raw numbers here so that a
 /// broker can answer a request it cannot decode with the right correlation id.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::{encode_request, REQUEST_HEADER_BYTES};
+/// use smq_client::protocol::RequestHeader;
+///
+/// let header = RequestHeader { api_key: 4, api_version: 1, correlation_id: 7 };
+/// let mut buf = BytesMut::new();
+/// encode_request(&mut buf, header, |out| out.extend_from_slice(b"x"));
+/// assert_eq!(buf.len(), REQUEST_HEADER_BYTES + 1);
+/// // Big-endian length (bytes after it), api key, api version, correlation id, body.
+/// assert_eq!(&buf[..], &[0, 0, 0, 9, 0, 4, 0, 1, 0, 0, 0, 7, b'x']);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestHeader {
     pub api_key: u16,
@@ -60,6 +85,23 @@ pub struct RequestHeader {
 }
 
 /// A complete request frame: its header and its undecoded body, shared with the read buffer.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::{decode_request, encode_request};
+/// use smq_client::protocol::RequestHeader;
+///
+/// let header = RequestHeader { api_key: 2, api_version: 1, correlation_id: 1 };
+/// let mut whole = BytesMut::new();
+/// encode_request(&mut whole, header, |out| out.extend_from_slice(b"body"));
+/// // Half a frame: nothing is cut and the buffer stays as it was; read more and call again.
+/// let mut buf = BytesMut::from(&whole[..10]);
+/// assert_eq!(decode_request(&mut buf, 1024), Ok(None));
+/// buf.extend_from_slice(&whole[10..]);
+/// let frame = decode_request(&mut buf, 1024).unwrap().unwrap();
+/// assert_eq!((frame.header, &frame.body[..]), (header, &b"body"[..]));
+/// assert!(buf.is_empty());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestFrame {
     pub header: RequestHeader,
@@ -68,6 +110,17 @@ pub struct RequestFrame {
 
 /// A complete response frame: the correlation id of the request it answers and its undecoded
 /// body, shared with the read buffer.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::{decode_response, encode_response};
+///
+/// let mut buf = BytesMut::new();
+/// encode_response(&mut buf, 9, |out| out.extend_from_slice(b"answer"));
+/// let frame = decode_response(&mut buf, 1024).unwrap().unwrap();
+/// assert_eq!(frame.correlation_id, 9);
+/// assert_eq!(&frame.body[..], b"answer");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseFrame {
     pub correlation_id: u32,

@@ -18,6 +18,17 @@ const CRC_END: usize = 8;
 const MESSAGE_FIXED_BYTES: usize = 4 + 4 + 4 + 2 + 2 + 4;
 
 /// Why a byte sequence is not a valid batch.
+///
+/// ```
+/// use smq_client::protocol::record_batch::{self, BatchError, BatchView, Message};
+///
+/// let mut batch = record_batch::encode("orders", 0, &[Message::from_body("paid")]);
+/// let last = batch.len() - 1;
+/// batch[last] ^= 0x01; // one bit of the body flipped on the way
+/// assert!(matches!(BatchView::parse(&batch), Err(BatchError::CrcMismatch { .. })));
+/// let error = BatchView::parse(&batch[..10]).unwrap_err();
+/// assert_eq!(error, BatchError::Truncated { needed: 72, available: 10 });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
     #[error("batch truncated: need {needed} bytes, have {available}")]
@@ -41,6 +52,18 @@ pub enum BatchError {
 }
 
 /// One message as a producer builds it.
+///
+/// ```
+/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+///
+/// let mut message = Message::from_body("order 17 paid");
+/// message.key = b"customer-42".to_vec();
+/// message.tag = "paid".into();
+/// message.headers.push(("trace-id".into(), b"abc".to_vec()));
+/// let batch = record_batch::encode("orders", 0, &[message.clone()]);
+/// let view = BatchView::parse(&batch).unwrap();
+/// assert_eq!(view.messages().next().unwrap().to_message(), message);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
     /// Decides the queue when the producer picks one; empty means no key.
@@ -80,6 +103,17 @@ impl Message {
 
 /// The header fields of a batch; the broker sets `master_epoch`, `base_queue_offset` and
 /// `store_timestamp_ms` when it appends, the producer sets the rest.
+///
+/// ```
+/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+///
+/// let messages = [Message::from_body("a"), Message::from_body("b")];
+/// let batch = record_batch::encode("orders", 5, &messages);
+/// let header = BatchView::parse(&batch).unwrap().header();
+/// assert_eq!((header.topic.as_str(), header.queue_id, header.message_count), ("orders", 5, 2));
+/// // The broker-stamped fields stay zero until a broker appends the batch.
+/// assert_eq!((header.master_epoch, header.base_queue_offset), (0, 0));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchHeader {
     /// Compression, control and transactional bits; all zero in this version (reserved).
@@ -99,6 +133,20 @@ pub struct BatchHeader {
 }
 
 /// What the broker writes into a batch when it appends it.
+///
+/// ```
+/// use smq_client::protocol::record_batch::{self, BatchView, BrokerStamp, Message};
+///
+/// let batch = record_batch::encode("orders", 0, &[Message::from_body("a"), Message::from_body("b")]);
+/// let view = BatchView::parse(&batch).unwrap();
+/// let stamp = BrokerStamp { master_epoch: 3, base_queue_offset: 100, store_timestamp_ms: 1_700_000_000_000 };
+/// let mut stamped = vec![0; view.len()];
+/// view.copy_stamped(&mut stamped, stamp);
+/// // The stamped copy carries a valid CRC of its own.
+/// let stored = BatchView::parse(&stamped).unwrap();
+/// assert_eq!(stored.base_queue_offset(), 100);
+/// assert_eq!(stored.next_queue_offset(), 102);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BrokerStamp {
     pub master_epoch: u32,
@@ -311,6 +359,17 @@ fn header_len(batch: &[u8]) -> Result<usize, BatchError> {
 }
 
 /// A validated batch, borrowed from the bytes it was parsed from.
+///
+/// ```
+/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+///
+/// let batch = record_batch::encode("orders", 1, &[Message::from_body("a"), Message::from_body("b")]);
+/// let view = BatchView::parse(&batch).unwrap();
+/// assert_eq!((view.topic(), view.queue_id(), view.message_count()), ("orders", 1, 2));
+/// assert_eq!(view.as_bytes(), &batch[..]);
+/// let bodies: Vec<&[u8]> = view.messages().map(|message| message.body).collect();
+/// assert_eq!(bodies, [b"a", b"b"]);
+/// ```
 #[derive(Debug, Clone)]
 pub struct BatchView<'a> {
     bytes: &'a [u8],
@@ -474,6 +533,19 @@ impl<'a> BatchView<'a> {
 }
 
 /// A message borrowed from a parsed batch.
+///
+/// ```
+/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+///
+/// let mut message = Message::from_body("hello");
+/// message.tag = "greeting".into();
+/// let batch = record_batch::encode("orders", 0, &[message]);
+/// let view = BatchView::parse(&batch).unwrap();
+/// // The fields borrow from the batch; `to_message` copies them out.
+/// let first = view.messages().next().unwrap();
+/// assert_eq!((first.tag, first.body), ("greeting", &b"hello"[..]));
+/// assert_eq!(first.to_message().body, b"hello");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageView<'a> {
     pub key: &'a [u8],
@@ -500,6 +572,18 @@ impl MessageView<'_> {
 }
 
 /// Iterates the messages of a [`BatchView`]; the batch was validated, so it yields every message.
+///
+/// ```
+/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+///
+/// let messages: Vec<Message> = (0..5).map(|i| Message::from_body(format!("m{i}"))).collect();
+/// let batch = record_batch::encode("orders", 0, &messages);
+/// let view = BatchView::parse(&batch).unwrap();
+/// // A fetch from offset 3 may return a batch that starts earlier: skip to the wanted message.
+/// let skip = (3 - view.base_queue_offset()) as usize;
+/// let rest: Vec<Vec<u8>> = view.messages().skip(skip).map(|m| m.body.to_vec()).collect();
+/// assert_eq!(rest, [b"m3".to_vec(), b"m4".to_vec()]);
+/// ```
 pub struct MessageIter<'a> {
     bytes: &'a [u8],
     at: usize,

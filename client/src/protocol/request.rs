@@ -8,6 +8,16 @@ use crate::protocol::frame::{self, RequestHeader};
 use crate::protocol::wire::{put_bytes, put_count, put_string, DecodeError, Reader};
 
 /// How far a broker takes a batch before it acknowledges a Produce request.
+///
+/// ```
+/// use smq_client::{Acks, ClientConfig};
+///
+/// let mut config = ClientConfig::new("127.0.0.1:10911");
+/// assert_eq!(config.acks, Acks::Written);
+/// // Wait until a slave holds the batch: survives the loss of the master's disk.
+/// config.acks = Acks::Replicated;
+/// assert_eq!(config.acks as u8, 2);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Acks {
@@ -35,6 +45,23 @@ impl Acks {
 }
 
 /// First request on a connection: who the client is and which protocol versions it speaks.
+///
+/// ```
+/// use bytes::{Bytes, BytesMut};
+/// use smq_client::protocol::frame::decode_request;
+/// use smq_client::protocol::request::{HandshakeRequest, Request};
+///
+/// let request = Request::Handshake(HandshakeRequest {
+///     client_id: "example".into(),
+///     min_version: 1,
+///     max_version: 1,
+///     auth_token: Bytes::new(),
+/// });
+/// let mut buf = BytesMut::new();
+/// request.encode(1, 1, &mut buf);
+/// let frame = decode_request(&mut buf, 1 << 20).unwrap().unwrap();
+/// assert_eq!(Request::decode(&frame.header, frame.body).unwrap(), request);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandshakeRequest {
     /// Free text naming the client in the broker's logs, e.g. `smq-cli/0.1 host-a`.
@@ -65,6 +92,28 @@ impl HandshakeRequest {
 }
 
 /// Appends one record batch to a topic-queue.
+///
+/// ```
+/// use bytes::{Bytes, BytesMut};
+/// use smq_client::protocol::record_batch::{self, Message};
+/// use smq_client::protocol::request::{Acks, ProduceRequest, Request};
+///
+/// let batch = record_batch::encode("orders", 0, &[Message::from_body("paid")]);
+/// let produce = ProduceRequest {
+///     topic: "orders".into(),
+///     queue_id: 0,
+///     acks: Acks::Written,
+///     timeout_ms: 5_000,
+///     batch: Bytes::from(batch),
+/// };
+/// // The head followed by the batch is exactly the frame `Request::encode` writes.
+/// let mut head = BytesMut::new();
+/// produce.encode_head(1, 7, &mut head);
+/// head.extend_from_slice(&produce.batch);
+/// let mut whole = BytesMut::new();
+/// Request::Produce(produce).encode(1, 7, &mut whole);
+/// assert_eq!(head, whole);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceRequest {
     /// Must equal the batch's own topic.
@@ -134,6 +183,25 @@ impl ProduceRequest {
 
 /// Reads batches of a topic-queue from an offset; the broker holds the request until there is
 /// data or `max_wait_ms` passes (long polling).
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_request;
+/// use smq_client::protocol::request::{FetchRequest, Request};
+///
+/// let fetch = FetchRequest {
+///     topic: "orders".into(),
+///     queue_id: 2,
+///     offset: 100,
+///     max_bytes: 1 << 20,
+///     max_wait_ms: 500,
+/// };
+/// let mut buf = BytesMut::new();
+/// Request::Fetch(fetch.clone()).encode(1, 3, &mut buf);
+/// let frame = decode_request(&mut buf, 1 << 20).unwrap().unwrap();
+/// assert_eq!(frame.header.correlation_id, 3);
+/// assert_eq!(Request::decode(&frame.header, frame.body), Ok(Request::Fetch(fetch)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchRequest {
     pub topic: String,
@@ -168,6 +236,23 @@ impl FetchRequest {
 }
 
 /// Asks for the earliest and the latest offset of a topic-queue.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_request;
+/// use smq_client::protocol::request::{ListOffsetsRequest, Request};
+/// use smq_client::protocol::{ApiKey, DecodeError};
+///
+/// let request = Request::ListOffsets(ListOffsetsRequest { topic: "orders".into(), queue_id: 0 });
+/// assert_eq!(request.api_key(), ApiKey::ListOffsets);
+/// let mut buf = BytesMut::new();
+/// request.encode(1, 1, &mut buf);
+/// let frame = decode_request(&mut buf, 1 << 20).unwrap().unwrap();
+/// let mut body = frame.body.to_vec();
+/// body.push(0); // one byte more than version 1 has
+/// let decoded = Request::decode(&frame.header, body.into());
+/// assert_eq!(decoded, Err(DecodeError::TrailingBytes { count: 1 }));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListOffsetsRequest {
     pub topic: String,
@@ -189,6 +274,21 @@ impl ListOffsetsRequest {
 }
 
 /// Asks for the broker's identity and the topics it holds.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_request;
+/// use smq_client::protocol::request::{MetadataRequest, Request};
+///
+/// // The default asks about every topic on the broker.
+/// assert!(MetadataRequest::default().topics.is_empty());
+/// let topics = vec!["orders".to_owned(), "audit".to_owned()];
+/// let request = Request::Metadata(MetadataRequest { topics });
+/// let mut buf = BytesMut::new();
+/// request.encode(1, 1, &mut buf);
+/// let frame = decode_request(&mut buf, 1 << 20).unwrap().unwrap();
+/// assert_eq!(Request::decode(&frame.header, frame.body).unwrap(), request);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataRequest {
     /// Topics to describe; empty means every topic on the broker.
@@ -214,6 +314,20 @@ impl MetadataRequest {
 }
 
 /// Creates a topic with `queue_count` queues (ids 0 to `queue_count - 1`) on this broker.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_request;
+/// use smq_client::protocol::request::{CreateTopicRequest, Request};
+/// use smq_client::protocol::ApiKey;
+///
+/// let request = Request::CreateTopic(CreateTopicRequest { topic: "orders".into(), queue_count: 8 });
+/// let mut buf = BytesMut::new();
+/// request.encode(1, 5, &mut buf);
+/// let frame = decode_request(&mut buf, 1 << 20).unwrap().unwrap();
+/// assert_eq!(frame.header.api_key, ApiKey::CreateTopic as u16);
+/// assert_eq!(Request::decode(&frame.header, frame.body).unwrap(), request);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateTopicRequest {
     pub topic: String,
@@ -235,6 +349,21 @@ impl CreateTopicRequest {
 }
 
 /// Deletes a topic, its queues and their data from this broker.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_request;
+/// use smq_client::protocol::request::{DeleteTopicRequest, Request};
+///
+/// let request = Request::DeleteTopic(DeleteTopicRequest { topic: "orders".into() });
+/// let mut buf = BytesMut::new();
+/// request.encode(1, 1, &mut buf);
+/// // One byte short: the frame is not complete, so nothing is decoded yet.
+/// let mut partial = BytesMut::from(&buf[..buf.len() - 1]);
+/// assert_eq!(decode_request(&mut partial, 1 << 20), Ok(None));
+/// let frame = decode_request(&mut buf, 1 << 20).unwrap().unwrap();
+/// assert_eq!(Request::decode(&frame.header, frame.body).unwrap(), request);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteTopicRequest {
     pub topic: String,
@@ -253,6 +382,24 @@ impl DeleteTopicRequest {
 }
 
 /// Stores the offset a consumer group will resume a topic-queue from.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_request;
+/// use smq_client::protocol::request::{CommitOffsetRequest, Request};
+///
+/// // Processed messages up to offset 41: resume from 42.
+/// let commit = CommitOffsetRequest {
+///     group: "billing".into(),
+///     topic: "orders".into(),
+///     queue_id: 3,
+///     offset: 42,
+/// };
+/// let mut buf = BytesMut::new();
+/// Request::CommitOffset(commit.clone()).encode(1, 1, &mut buf);
+/// let frame = decode_request(&mut buf, 1 << 20).unwrap().unwrap();
+/// assert_eq!(Request::decode(&frame.header, frame.body), Ok(Request::CommitOffset(commit)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitOffsetRequest {
     pub group: String,
@@ -281,6 +428,22 @@ impl CommitOffsetRequest {
 }
 
 /// Reads the offset a consumer group stored for a topic-queue.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_request;
+/// use smq_client::protocol::request::{FetchOffsetRequest, Request};
+/// use smq_client::protocol::{DecodeError, ErrorCode};
+///
+/// let request = FetchOffsetRequest { group: "billing".into(), topic: "orders".into(), queue_id: 3 };
+/// let mut buf = BytesMut::new();
+/// Request::FetchOffset(request).encode(1, 1, &mut buf);
+/// let mut frame = decode_request(&mut buf, 1 << 20).unwrap().unwrap();
+/// frame.header.api_version = 9; // a version this build does not speak
+/// let error = Request::decode(&frame.header, frame.body).unwrap_err();
+/// assert!(matches!(error, DecodeError::UnsupportedVersion { version: 9, .. }));
+/// assert_eq!(error.error_code(), ErrorCode::UnsupportedVersion);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchOffsetRequest {
     pub group: String,
@@ -305,6 +468,23 @@ impl FetchOffsetRequest {
 }
 
 /// Any request, one variant per api.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_request;
+/// use smq_client::protocol::request::{DeleteTopicRequest, MetadataRequest, Request};
+///
+/// let mut buf = BytesMut::new();
+/// Request::Metadata(MetadataRequest::default()).encode(1, 1, &mut buf);
+/// Request::DeleteTopic(DeleteTopicRequest { topic: "old".into() }).encode(1, 2, &mut buf);
+/// // A broker cuts frames off its read buffer one at a time and decodes each body.
+/// let mut decoded = Vec::new();
+/// while let Some(frame) = decode_request(&mut buf, 1 << 20).unwrap() {
+///     decoded.push(Request::decode(&frame.header, frame.body).unwrap());
+/// }
+/// assert_eq!(decoded.len(), 2);
+/// assert!(matches!(&decoded[1], Request::DeleteTopic(delete) if delete.topic == "old"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Handshake(HandshakeRequest),

@@ -14,6 +14,18 @@ use crate::protocol::wire::{put_bytes, put_count, put_string, DecodeError, Reade
 /// A broker's refusal: a code saying what kind of failure, a message saying what exactly and
 /// what to do. On the wire it is the whole body of a response whose code is not 0, whatever the
 /// api, so a broker can answer a request it could not decode.
+///
+/// ```
+/// use smq_client::protocol::{ErrorCode, ErrorResponse};
+///
+/// let error = ErrorResponse::new(ErrorCode::NotMaster, "group g1's master is 10.0.0.2:10911");
+/// assert_eq!(error.error_code(), Some(ErrorCode::NotMaster));
+/// assert!(error.is_retryable());
+/// // A code from a newer broker is kept as a number, and not retried.
+/// let newer = ErrorResponse { code: 999, message: String::new() };
+/// assert_eq!(newer.error_code(), None);
+/// assert!(!newer.is_retryable());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorResponse {
     /// The raw number, kept even when this build does not know it (a newer broker's code).
@@ -65,6 +77,25 @@ impl fmt::Display for ErrorResponse {
 impl std::error::Error for ErrorResponse {}
 
 /// The broker's answer to a handshake: the protocol version both sides now use.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_response;
+/// use smq_client::protocol::response::{HandshakeResponse, Response};
+/// use smq_client::protocol::ApiKey;
+///
+/// let response = Response::Handshake(HandshakeResponse {
+///     version: 1,
+///     broker_min_version: 1,
+///     broker_max_version: 1,
+///     max_frame_bytes: 17 << 20,
+///     max_message_bytes: 4 << 20,
+/// });
+/// let mut buf = BytesMut::new();
+/// response.encode(1, 1, &mut buf);
+/// let frame = decode_response(&mut buf, 1 << 20).unwrap().unwrap();
+/// assert_eq!(Response::decode(ApiKey::Handshake, 1, frame.body), Ok(response));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandshakeResponse {
     /// The highest protocol version both sides speak; every later request uses the api versions
@@ -99,6 +130,24 @@ impl HandshakeResponse {
 }
 
 /// Where a produced batch landed, sent once the requested acknowledgement is reached.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_response;
+/// use smq_client::protocol::response::{ProduceResponse, Response};
+/// use smq_client::protocol::ApiKey;
+///
+/// let response = Response::Produce(ProduceResponse { base_queue_offset: 40, message_count: 2 });
+/// let mut buf = BytesMut::new();
+/// response.encode(1, 7, &mut buf);
+/// let frame = decode_response(&mut buf, 1 << 20).unwrap().unwrap();
+/// assert_eq!(frame.correlation_id, 7);
+/// let Ok(Response::Produce(produced)) = Response::decode(ApiKey::Produce, 1, frame.body) else {
+///     unreachable!()
+/// };
+/// // The batch's two messages got offsets 40 and 41.
+/// assert_eq!(produced.base_queue_offset + u64::from(produced.message_count), 42);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceResponse {
     /// Queue offset of the batch's first message; the others follow consecutively.
@@ -121,6 +170,21 @@ impl ProduceResponse {
 }
 
 /// Batches read from a topic-queue, and where the queue starts and ends now.
+///
+/// ```
+/// use bytes::Bytes;
+/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+/// use smq_client::protocol::response::FetchResponse;
+///
+/// let messages = [Message::from_body("a"), Message::from_body("b")];
+/// let batch = record_batch::encode("orders", 0, &messages);
+/// let fetched = FetchResponse { high_watermark: 2, log_start_offset: 0, batches: Bytes::from(batch) };
+/// // Batches come back to back; each one's length field says where the next starts.
+/// let len = record_batch::total_len(&fetched.batches).unwrap();
+/// assert_eq!(len, fetched.batches.len());
+/// let view = BatchView::parse(&fetched.batches[..len]).unwrap();
+/// assert_eq!(view.messages().count(), 2);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchResponse {
     /// Queue offset the next appended message will get.
@@ -150,6 +214,21 @@ impl FetchResponse {
 }
 
 /// The earliest and latest offsets of a topic-queue.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_response;
+/// use smq_client::protocol::response::{ListOffsetsResponse, Response};
+/// use smq_client::protocol::ApiKey;
+///
+/// // Offsets 100 to 249 are stored; the next message appended gets 250.
+/// let offsets = ListOffsetsResponse { log_start_offset: 100, high_watermark: 250 };
+/// let mut buf = BytesMut::new();
+/// Response::ListOffsets(offsets.clone()).encode(1, 1, &mut buf);
+/// let frame = decode_response(&mut buf, 1 << 20).unwrap().unwrap();
+/// let decoded = Response::decode(ApiKey::ListOffsets, 1, frame.body).unwrap();
+/// assert_eq!(decoded, Response::ListOffsets(offsets));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListOffsetsResponse {
     /// Queue offset of the oldest message still stored (`--from earliest`).
@@ -173,6 +252,14 @@ impl ListOffsetsResponse {
 }
 
 /// A broker's role in its group.
+///
+/// ```
+/// use smq_client::protocol::response::Role;
+///
+/// // On the wire a role is one byte.
+/// assert_eq!(Role::Master as u8, 0);
+/// assert_eq!(Role::Slave as u8, 1);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Role {
@@ -194,6 +281,14 @@ impl Role {
 }
 
 /// One queue of a topic on this broker.
+///
+/// ```
+/// use smq_client::protocol::response::QueueMetadata;
+///
+/// let queue = QueueMetadata { queue_id: 0, log_start_offset: 10, high_watermark: 25 };
+/// // Stored: from the log start up to, not including, the high watermark.
+/// assert_eq!(queue.high_watermark - queue.log_start_offset, 15);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueMetadata {
     pub queue_id: u32,
@@ -205,6 +300,15 @@ pub struct QueueMetadata {
 const QUEUE_METADATA_BYTES: usize = 4 + 8 + 8;
 
 /// One topic on this broker and its queues.
+///
+/// ```
+/// use smq_client::protocol::response::{QueueMetadata, TopicMetadata};
+///
+/// let queue = |queue_id| QueueMetadata { queue_id, log_start_offset: 0, high_watermark: 5 };
+/// let topic = TopicMetadata { name: "orders".into(), queues: (0..4).map(queue).collect() };
+/// let stored: u64 = topic.queues.iter().map(|q| q.high_watermark - q.log_start_offset).sum();
+/// assert_eq!(stored, 20);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMetadata {
     pub name: String,
@@ -216,6 +320,21 @@ const TOPIC_METADATA_MIN_BYTES: usize = 2 + 4;
 
 /// Who this broker is and which topics it holds. Requested topics the broker does not hold are
 /// absent from `topics`.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_response;
+/// use smq_client::protocol::response::{MetadataResponse, QueueMetadata, Response, Role, TopicMetadata};
+/// use smq_client::protocol::ApiKey;
+///
+/// let queues = vec![QueueMetadata { queue_id: 0, log_start_offset: 0, high_watermark: 3 }];
+/// let topics = vec![TopicMetadata { name: "orders".into(), queues }];
+/// let metadata = MetadataResponse { cluster: "c1".into(), group: "g1".into(), role: Role::Master, topics };
+/// let mut buf = BytesMut::new();
+/// Response::Metadata(metadata.clone()).encode(1, 1, &mut buf);
+/// let frame = decode_response(&mut buf, 1 << 20).unwrap().unwrap();
+/// assert_eq!(Response::decode(ApiKey::Metadata, 1, frame.body), Ok(Response::Metadata(metadata)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataResponse {
     pub cluster: String,
@@ -270,6 +389,22 @@ impl MetadataResponse {
 }
 
 /// The offset a consumer group stored for a topic-queue.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_response;
+/// use smq_client::protocol::response::{FetchOffsetResponse, Response};
+/// use smq_client::protocol::ApiKey;
+///
+/// // "Never committed" stays distinct from a committed offset 0.
+/// for offset in [None, Some(0)] {
+///     let response = Response::FetchOffset(FetchOffsetResponse { offset });
+///     let mut buf = BytesMut::new();
+///     response.encode(1, 1, &mut buf);
+///     let frame = decode_response(&mut buf, 1 << 20).unwrap().unwrap();
+///     assert_eq!(Response::decode(ApiKey::FetchOffset, 1, frame.body), Ok(response));
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchOffsetResponse {
     /// `None` when the group never committed an offset for this topic-queue: the consumer
@@ -300,6 +435,22 @@ impl FetchOffsetResponse {
 }
 
 /// Any response, one variant per api, or the error that replaced it.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_client::protocol::frame::decode_response;
+/// use smq_client::protocol::{ApiKey, ErrorCode, ErrorResponse, Response};
+///
+/// let refusal = Response::Error(ErrorResponse::new(ErrorCode::UnknownTopic, "no topic orders"));
+/// assert_eq!(refusal.api_key(), None);
+/// let mut buf = BytesMut::new();
+/// refusal.encode(1, 4, &mut buf);
+/// let frame = decode_response(&mut buf, 1 << 20).unwrap().unwrap();
+/// // An error answers any api: its body holds only the code and the message.
+/// let error = Response::decode(ApiKey::Fetch, 1, frame.body).unwrap().into_result().unwrap_err();
+/// assert_eq!(error.error_code(), Some(ErrorCode::UnknownTopic));
+/// assert!(error.is_retryable());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
     Handshake(HandshakeResponse),

@@ -8,6 +8,17 @@ use crate::protocol::error_code::ErrorCode;
 
 /// Why a request or response body could not be decoded. The frame it came in was complete, so the
 /// connection stays in step: a broker answers with an error code and goes on serving.
+///
+/// ```
+/// use bytes::Bytes;
+/// use smq_client::protocol::{ApiKey, DecodeError, ErrorCode, Request, RequestHeader};
+///
+/// let header = RequestHeader { api_key: ApiKey::Fetch as u16, api_version: 1, correlation_id: 1 };
+/// // The topic's length says 5 bytes, but only 1 follows.
+/// let error = Request::decode(&header, Bytes::from_static(&[0, 5, b'o'])).unwrap_err();
+/// assert_eq!(error, DecodeError::Truncated { field: "topic", needed: 5, available: 1 });
+/// assert_eq!(error.error_code(), ErrorCode::MalformedRequest);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("unsupported api key {api_key}: this build knows api keys 0 to {max_known}")]
