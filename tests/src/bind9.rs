@@ -78,7 +78,7 @@ impl Bind9 {
                 Err(log) => {
                     stop(&mut child);
                     // Someone took the port between our check and named's bind: try another.
-                    if !log.contains("address in use") {
+                    if !port_taken(&log) {
                         panic!("named did not start serving {zone}; its log:\n{log}");
                     }
                     last_log = log;
@@ -189,11 +189,18 @@ fn wait_until_answering(
             return Ok(());
         }
         let log = read_log();
-        if log.contains("address in use") || Instant::now() > deadline {
+        if port_taken(&log) || Instant::now() > deadline {
             return Err(log);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether named's log says it could not bind its port: with the TCP port taken it logs
+/// "creating TCP socket: address in use" and runs on (UDP only); with the UDP port taken it logs
+/// "unable to listen on any configured interfaces" and exits.
+fn port_taken(log: &str) -> bool {
+    log.contains("address in use") || log.contains("unable to listen")
 }
 
 /// SIGTERM, then up to 10 s for named to exit (it takes about 1 s), then SIGKILL.
@@ -212,8 +219,8 @@ fn stop(child: &mut Child) {
 }
 
 /// The path of `name` (in PATH, or in /usr/sbin and /sbin, which a non-login PATH may lack), or
-/// a panic saying how to install it.
-fn program(name: &str) -> PathBuf {
+/// a panic saying how to install it: `named`, `nsupdate`, `named-checkconf`, `tsig-keygen`...
+pub fn program(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))

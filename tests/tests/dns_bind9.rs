@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
-use smq_tests::bind9::Bind9;
+use smq_tests::bind9::{program, Bind9};
 
 const NAME: &str = "_smq-ns._tcp.smq.test.";
 const PORT1: u16 = 19_871;
@@ -126,7 +126,7 @@ fn deploy_bind9_examples_are_valid() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/dns/bind9");
     let zone = examples.join("db.smq.example");
     run_ok(
-        Command::new(sbin("named-checkzone"))
+        Command::new(program("named-checkzone"))
             .arg("smq.example.com")
             .arg(&zone),
     );
@@ -140,24 +140,14 @@ fn deploy_bind9_examples_are_valid() {
         .replace("/var/lib/bind/", &format!("{d}/"));
     std::fs::write(dir.path().join("named.conf"), conf).unwrap();
     std::fs::copy(&zone, dir.path().join("db.smq.example")).unwrap();
-    let key = run_ok(Command::new(sbin("tsig-keygen")).args(["-a", "hmac-sha256", "smq-update"]));
+    let key =
+        run_ok(Command::new(program("tsig-keygen")).args(["-a", "hmac-sha256", "smq-update"]));
     std::fs::write(dir.path().join("smq-update.key"), key).unwrap();
     run_ok(
-        Command::new(sbin("named-checkconf"))
+        Command::new(program("named-checkconf"))
             .arg("-z")
             .arg(dir.path().join("named.conf")),
     );
-}
-
-/// The path of a bind9 tool, which may be in /usr/sbin (not always on PATH).
-fn sbin(name: &str) -> String {
-    ["/usr/sbin", "/usr/bin", "/sbin"]
-        .iter()
-        .map(|dir| format!("{dir}/{name}"))
-        .find(|path| Path::new(path).is_file())
-        .unwrap_or_else(|| {
-            panic!("`{name}` not found: install it with `apt-get install bind9 bind9-dnsutils`")
-        })
 }
 
 /// Runs `command`, fails the test with its output unless it succeeds, and returns its stdout.
