@@ -1,12 +1,14 @@
 //! smq's broker: [`start`] opens the store and metadata of a data directory and serves the
-//! binary protocol over TCP ([`server`], [`handlers`]) and an admin HTTP endpoint ([`http`]);
-//! replication and registration with a NameServer come with later work.
+//! binary protocol over TCP ([`server`], [`handlers`]) and an admin HTTP endpoint ([`http`]),
+//! and with `--nameserver` or `--srv` heartbeats to the NameServer ([`registration`]);
+//! replication comes with later work.
 
 pub mod config;
 pub mod handlers;
 pub mod http;
 pub mod metadata;
 pub mod metrics;
+pub mod registration;
 pub mod server;
 pub mod state;
 pub mod storage;
@@ -22,6 +24,7 @@ use tokio::task::JoinHandle;
 use config::{BrokerConfig, Replication, Role};
 use metadata::offsets::{Offsets, OffsetsError};
 use metadata::topics::{TopicError, Topics};
+use smq_client::nameserver_client::NameServerClient;
 use state::Broker;
 use storage::{StorageError, Store};
 
@@ -43,6 +46,8 @@ pub enum StartError {
     Topics(#[from] TopicError),
     #[error("cannot read the consumer offsets: {0}")]
     Offsets(#[from] OffsetsError),
+    #[error("bad discovery flags (--nameserver, --srv, --dns-server): {0}")]
+    Discovery(#[from] smq_client::discovery::DiscoveryError),
     #[error("{0}")]
     Internal(String),
 }
@@ -79,15 +84,13 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     if config.replication == Replication::Sync {
         return Err(StartError::NotYet("--replication sync"));
     }
-    if config.nameservers.is_empty() && config.srv.is_none() {
-        tracing::info!("no --nameserver or --srv given: running standalone");
-    } else {
-        tracing::info!(
-            nameservers = ?config.nameservers,
-            srv = ?config.srv,
-            dns_server = ?config.dns_server,
-            "registration with a NameServer comes with issue 4: running standalone"
-        );
+    let discovery = registration::discovery(&config)?;
+    match &discovery {
+        None => tracing::info!("no --nameserver or --srv given: running standalone"),
+        Some(discovery) => tracing::info!(
+            mode = ?discovery.mode(),
+            "registering with the NameServer"
+        ),
     }
     let tcp = TcpListener::bind(&config.listen)
         .await
@@ -141,6 +144,15 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     ];
     if let Some(listener) = http {
         tasks.push(tokio::spawn(http::serve(listener, broker.clone())));
+    }
+    if let Some(discovery) = discovery {
+        let client = NameServerClient::new(Arc::new(discovery));
+        tasks.push(tokio::spawn(registration::run(
+            broker.clone(),
+            client,
+            tcp_addr,
+            http_addr,
+        )));
     }
     tracing::info!(listen = %tcp_addr, http = ?http_addr, data_dir = %broker.config.data_dir.display(), "broker started");
     Ok(RunningBroker {

@@ -48,6 +48,8 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Becomes true when the broker starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Fired after a topic is created or deleted: registration heartbeats at once.
+    pub topics_changed: Notify,
 }
 
 impl Broker {
@@ -70,6 +72,7 @@ impl Broker {
             offsets,
             metrics: Metrics::default(),
             shutdown,
+            topics_changed: Notify::new(),
         }
     }
 
@@ -91,6 +94,12 @@ impl Broker {
             .collect()
     }
 
+    /// The topics as topics.json has them (with permissions), and its data version.
+    pub fn topic_configs(&self) -> (u64, Vec<TopicConfig>) {
+        let file = self.topics_file.lock().unwrap_or_else(|p| p.into_inner());
+        (file.data_version(), file.list().cloned().collect())
+    }
+
     /// Creates a topic in topics.json, then makes it visible. Blocks on the disk.
     pub fn create_topic(&self, name: &str, queues: u32) -> Result<(), TopicError> {
         let config = TopicConfig {
@@ -105,6 +114,7 @@ impl Broker {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(config.name.clone(), Arc::new(TopicState::new(&config)));
+        self.topics_changed.notify_one();
         Ok(())
     }
 
@@ -118,6 +128,7 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         self.offsets.remove_topic(name);
+        self.topics_changed.notify_one();
         Ok(())
     }
 

@@ -1,0 +1,153 @@
+//! Registration with the NameServer: with `--nameserver` or `--srv`, a task sends a
+//! [`Heartbeat`] (everything the NameServer knows about this broker: cluster, group, role,
+//! addresses, topics with queue counts and permissions, data version, log end offset) right after
+//! start, then every `heartbeat_interval_ms` the NameServer's reply asks for, and at once after a
+//! topic is created or deleted. Each heartbeat replaces the last whole, so a lost one loses
+//! nothing.
+//!
+//! When no NameServer answers, the broker goes on serving clients and keeps trying; it logs one
+//! warning when an outage starts and one line when it ends, not one per attempt. Discovery
+//! re-resolves the SRV record after a failure and when its TTL runs out, so a repointed record is
+//! followed within one heartbeat.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smq_client::discovery::{Discovery, DiscoveryError, DiscoveryMode, DiscoveryOptions};
+use smq_client::nameserver_api::{self, Heartbeat, TopicQueues, HEARTBEAT_INTERVAL_MS_DEFAULT};
+use smq_client::nameserver_client::NameServerClient;
+
+use crate::config::{BrokerConfig, Role};
+use crate::state::{shutting_down, Broker};
+
+/// Shortest interval honoured from a reply, so that a misconfigured NameServer cannot make the
+/// broker spin.
+pub const MIN_HEARTBEAT_INTERVAL_MS: u64 = 100;
+
+/// The discovery the flags ask for; `Ok(None)` when the broker runs standalone.
+pub fn discovery(config: &BrokerConfig) -> Result<Option<Discovery>, DiscoveryError> {
+    let dns_server = match &config.dns_server {
+        Some(text) => Some(
+            text.parse::<SocketAddr>()
+                .map_err(|_| DiscoveryError::BadAddress {
+                    addr: text.clone(),
+                    reason: "--dns-server must be IP:PORT, e.g. 127.0.0.1:53".to_owned(),
+                })?,
+        ),
+        None => None,
+    };
+    let nameservers = (!config.nameservers.is_empty()).then(|| config.nameservers.join(","));
+    match DiscoveryMode::from_flags(nameservers.as_deref(), config.srv.as_deref(), dns_server)? {
+        Some(mode) => Ok(Some(Discovery::new(mode, DiscoveryOptions::default())?)),
+        None => Ok(None),
+    }
+}
+
+/// What this broker tells the NameServer now.
+pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr>) -> Heartbeat {
+    let (data_version, topics) = broker.topic_configs();
+    let config = &broker.config;
+    let role = match config.role {
+        Role::Master => nameserver_api::Role::Master,
+        Role::Slave => nameserver_api::Role::Slave,
+    };
+    Heartbeat {
+        cluster: config.cluster.clone(),
+        group: config.group.clone(),
+        role,
+        addr: addr.to_string(),
+        http_addr: http_addr.map(|a| a.to_string()),
+        master_addr: match config.role {
+            Role::Slave => config.master.clone(),
+            Role::Master => None,
+        },
+        data_version,
+        log_end_offset: broker.store.end_position(),
+        topics: topics
+            .into_iter()
+            .map(|t| TopicQueues {
+                name: t.name,
+                queues: t.queues,
+                readable: t.readable,
+                writable: t.writable,
+            })
+            .collect(),
+    }
+}
+
+/// Heartbeats until the broker shuts down.
+pub async fn run(
+    broker: Arc<Broker>,
+    client: NameServerClient,
+    addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+) {
+    let mut shutdown = broker.shutdown.clone();
+    let mut interval = Duration::from_millis(HEARTBEAT_INTERVAL_MS_DEFAULT);
+    let mut registered = false;
+    let mut in_outage = false;
+    loop {
+        let beat = heartbeat(&broker, addr, http_addr);
+        let result = tokio::select! {
+            _ = shutting_down(&mut shutdown) => return,
+            result = client.heartbeat(&beat) => result,
+        };
+        match result {
+            Ok(reply) => {
+                interval = Duration::from_millis(
+                    reply.heartbeat_interval_ms.max(MIN_HEARTBEAT_INTERVAL_MS),
+                );
+                if in_outage {
+                    tracing::info!("a NameServer answers again: registered");
+                } else if !registered {
+                    tracing::info!(
+                        heartbeat_interval_ms = reply.heartbeat_interval_ms,
+                        heartbeat_timeout_ms = reply.heartbeat_timeout_ms,
+                        "registered with the NameServer"
+                    );
+                }
+                registered = true;
+                in_outage = false;
+            }
+            Err(error) => {
+                if !in_outage {
+                    tracing::warn!(%error, "heartbeat failed: still serving clients, retrying every {interval:?}");
+                } else {
+                    tracing::debug!(%error, "heartbeat failed again");
+                }
+                in_outage = true;
+            }
+        }
+        tokio::select! {
+            _ = shutting_down(&mut shutdown) => return,
+            _ = tokio::time::sleep(interval) => {}
+            _ = broker.topics_changed.notified() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flags_means_standalone_and_bad_flags_are_named() {
+        let mut config = BrokerConfig::for_tests("/nonexistent");
+        assert!(discovery(&config).unwrap().is_none());
+        config.nameservers = vec!["127.0.0.1:9876".into(), "ns2".into()];
+        let found = discovery(&config).unwrap().unwrap();
+        assert_eq!(
+            found.mode(),
+            &DiscoveryMode::Static(vec![
+                "http://127.0.0.1:9876".into(),
+                "http://ns2:9876".into()
+            ])
+        );
+        config.nameservers.clear();
+        config.srv = Some("_smq-ns._tcp.smq.test".into());
+        config.dns_server = Some("not-an-address".into());
+        let error = discovery(&config).err().unwrap().to_string();
+        assert!(error.contains("not-an-address"), "{error}");
+    }
+}
