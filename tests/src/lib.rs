@@ -1,5 +1,6 @@
 //! The harness of smq's multi-process tests: builds the real binaries once, starts brokers on
-//! loopback in temporary directories, runs the `smq` CLI, and stops every process it started.
+//! loopback in temporary directories and NameServers beside them, runs the `smq` CLI, and stops
+//! every process it started.
 
 pub mod bind9;
 
@@ -10,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Path of a workspace binary (`smq-broker`, `smq`), built on first use so that a test never runs
+/// Path of a workspace binary (`smq-broker`, `smq-nameserver`, `smq`), built on first use so that a test never runs
 /// a stale binary.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -28,11 +29,16 @@ pub fn binary(name: &str) -> PathBuf {
                 "smq-broker",
                 "-p",
                 "smq-client",
+                "-p",
+                "smq-nameserver",
             ])
             .current_dir(workspace)
             .status()
             .expect("running cargo build for the binaries under test");
-        assert!(status.success(), "building smq-broker and smq failed");
+        assert!(
+            status.success(),
+            "building smq-broker, smq-nameserver and smq failed"
+        );
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace.join("target"));
@@ -75,7 +81,8 @@ impl Broker {
 
     /// Starts `smq-broker` on ephemeral ports with `data_dir` (kept after the broker stops).
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Broker {
-        let mut child = Command::new(binary("smq-broker"))
+        let mut command = Command::new(binary("smq-broker"));
+        command
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -84,20 +91,11 @@ impl Broker {
                 "--data-dir",
             ])
             .arg(data_dir)
-            .args(extra_args)
-            .env("SMQ_LOG_LEVEL", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting smq-broker");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let Some((addr, http_addr)) = read_bound_addresses(stderr, log.clone()) else {
-            let _ = child.kill();
-            let log = log.lock().unwrap().join("\n");
-            panic!("smq-broker did not report its addresses; its log:\n{log}");
-        };
+            .args(extra_args);
+        let (child, log, (addr, http_addr)) = spawn_logged(command, "smq-broker", |line| {
+            line.contains("broker started")
+                .then(|| address_after(line, "listen=").zip(address_after(line, "http=Some(")))
+        });
         Broker {
             child: Some(child),
             log,
@@ -114,14 +112,7 @@ impl Broker {
 
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(mut self) {
-        let mut child = self.child.take().expect("running");
-        // SAFETY: plain syscall on a pid we own.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let status = wait_exit(&mut child, Duration::from_secs(20));
-        assert!(
-            status.success(),
-            "smq-broker exited with {status} after SIGTERM"
-        );
+        terminate(self.child.take().expect("running"), "smq-broker");
     }
 
     /// Sends SIGKILL and waits for the process to go.
@@ -158,29 +149,155 @@ impl Drop for Broker {
     }
 }
 
+/// A NameServer process on loopback, killed when dropped.
+pub struct NameServer {
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+    pub addr: SocketAddr,
+}
+
+impl NameServer {
+    /// Starts `smq-nameserver --listen 127.0.0.1:0` with `extra_args` (e.g.
+    /// `--heartbeat-timeout-ms 1500`) and waits until it says where it listens.
+    pub fn start(extra_args: &[&str]) -> NameServer {
+        let mut command = Command::new(binary("smq-nameserver"));
+        command.args(["--listen", "127.0.0.1:0"]).args(extra_args);
+        let (child, log, addr) = spawn_logged(command, "smq-nameserver", |line| {
+            line.contains("NameServer listening")
+                .then(|| address_after(line, "addr="))
+        });
+        NameServer {
+            child: Some(child),
+            log,
+            addr,
+        }
+    }
+
+    /// `http://ADDR`, for `--nameserver`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// GETs `path` (e.g. `/v1/cluster`): the status and the body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream =
+            std::net::TcpStream::connect(self.addr).expect("connecting to the NameServer");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .expect("sending the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("reading the response");
+        let status = response
+            .get(9..12)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+        let body = match response.find("\r\n\r\n") {
+            Some(end) => response[end + 4..].to_owned(),
+            None => String::new(),
+        };
+        (status, body)
+    }
+
+    /// The `smq` CLI, pointed at this NameServer (and at no broker).
+    pub fn smq(&self) -> Command {
+        let mut command = Command::new(binary("smq"));
+        command
+            .env("SMQ_NAMESERVER", self.url())
+            .env_remove("SMQ_BROKER");
+        command
+    }
+
+    /// Every line the NameServer has logged so far, without colour codes.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) {
+        terminate(self.child.take().expect("running"), "smq-nameserver");
+    }
+}
+
+impl Drop for NameServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends SIGTERM to `child` and asserts a clean exit within 20 s.
+fn terminate(mut child: Child, name: &str) {
+    // SAFETY: plain syscall on a pid we own.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "{name} exited with {status} after SIGTERM"
+    );
+}
+
+/// Starts `command` logging at info to a pipe, and waits until `found` makes something of a log
+/// line (`Some(None)`: the line was the one, but unreadable); kills it and panics with its log
+/// otherwise.
+fn spawn_logged<T: Send + 'static>(
+    mut command: Command,
+    name: &'static str,
+    found: impl Fn(&str) -> Option<Option<T>> + Send + 'static,
+) -> (Child, Arc<Mutex<Vec<String>>>, T) {
+    let mut child = command
+        .env("SMQ_LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let Some(value) = read_log_until(stderr, log.clone(), name, found) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = log.lock().unwrap().join("\n");
+        panic!("{name} did not report its address; its log:\n{log}");
+    };
+    (child, log, value)
+}
+
 fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     wait_for("process exit", timeout, || {
         child.try_wait().expect("try_wait")
     })
 }
 
-/// Collects the broker's log lines into `log` (a thread keeps draining the pipe so that the
-/// broker never blocks on it) and returns the bound addresses once a line names them.
-fn read_bound_addresses(
+/// Collects a process's log lines into `log` (a thread keeps draining the pipe so that the
+/// process never blocks on it) and returns what `found` makes of the first line it answers
+/// Some for, within 30 s.
+fn read_log_until<T: Send + 'static>(
     stderr: std::process::ChildStderr,
     log: Arc<Mutex<Vec<String>>>,
-) -> Option<(SocketAddr, SocketAddr)> {
+    who: &'static str,
+    found: impl Fn(&str) -> Option<Option<T>> + Send + 'static,
+) -> Option<T> {
     let (started, started_seen) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             let line = strip_ansi(&line);
             if std::env::var_os("SMQ_TEST_SHOW_LOGS").is_some() {
-                eprintln!("[broker] {line}");
+                eprintln!("[{who}] {line}");
             }
-            if line.contains("broker started") {
-                let _ = started
-                    .send(address_after(&line, "listen=").zip(address_after(&line, "http=Some(")));
+            if let Some(value) = found(&line) {
+                let _ = started.send(value);
             }
             log.lock().unwrap().push(line);
         }

@@ -3,6 +3,7 @@
 //! `SMQ_<FLAG>` environment variable.
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
+use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
+use smq_client::nameserver_api::Role;
+use smq_client::nameserver_client::NameServerClient;
 use smq_client::{
     Acks, Admin, ClientConfig, Consumer, Error, Message, PendingDelivery, Producer, StartFrom,
 };
@@ -20,7 +24,7 @@ use tokio::sync::mpsc;
 #[command(
     name = "smq",
     version,
-    about = "smq's command line client: topics, produce, consume, bench"
+    about = "smq's command line client: topics, produce, consume, bench, cluster"
 )]
 struct Cli {
     /// Broker to talk to directly, host:port.
@@ -39,6 +43,17 @@ struct Cli {
         global = true
     )]
     request_timeout_ms: u64,
+    /// NameServers to ask, URL[,URL] (host:port or http://host:port); `smq cluster`, `topic
+    /// list` and `topic describe` then read the NameServer instead of --broker.
+    #[arg(long, env = "SMQ_NAMESERVER", global = true)]
+    nameserver: Option<String>,
+    /// SRV record naming the NameServers, e.g. _smq-ns._tcp.example.com (ignored with
+    /// --nameserver).
+    #[arg(long, env = "SMQ_SRV", global = true)]
+    srv: Option<String>,
+    /// DNS server to ask about --srv, IP:PORT [default: the servers in /etc/resolv.conf].
+    #[arg(long, env = "SMQ_DNS_SERVER", global = true)]
+    dns_server: Option<SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +70,9 @@ enum Command {
     /// Load generator: produce, consume, or both with end-to-end latency.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Every live broker as the NameServer sees it: cluster, group, role, address, last
+    /// heartbeat, replication lag (needs --nameserver or --srv).
+    Cluster,
 }
 
 #[derive(Subcommand, Debug)]
@@ -66,9 +84,11 @@ enum TopicCommand {
         #[arg(long, env = "SMQ_QUEUES", default_value_t = 8)]
         queues: u32,
     },
-    /// List every topic with its queue count and stored messages.
+    /// List every topic with its queue count and stored messages (with --nameserver/--srv:
+    /// every topic in the cluster with its queues and broker groups).
     List,
-    /// Show each queue of a topic with its earliest and latest offsets.
+    /// Show each queue of a topic with its earliest and latest offsets (with
+    /// --nameserver/--srv: the topic's route, each broker group with its master and slaves).
     Describe { name: String },
     /// Delete a topic, its queues and its consumer offsets.
     Delete { name: String },
@@ -190,11 +210,42 @@ async fn main() {
     }
 }
 
+/// The NameServer client the discovery flags ask for, if any.
+fn nameserver_client(cli: &Cli) -> anyhow::Result<Option<NameServerClient>> {
+    let Some(mode) = DiscoveryMode::from_flags(
+        cli.nameserver.as_deref(),
+        cli.srv.as_deref(),
+        cli.dns_server,
+    )?
+    else {
+        return Ok(None);
+    };
+    let discovery = Discovery::new(mode, DiscoveryOptions::default())?;
+    let timeout = Duration::from_millis(cli.request_timeout_ms.min(10_000));
+    Ok(Some(
+        NameServerClient::new(Arc::new(discovery)).with_timeout(timeout),
+    ))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let nameserver = nameserver_client(&cli)?;
     let mut config = ClientConfig::new(cli.broker.clone());
     config.request_timeout_ms = cli.request_timeout_ms;
     config.client_id = "smq-cli".into();
     match cli.command {
+        Command::Cluster => match nameserver {
+            Some(client) => cluster(&client).await,
+            None => bail!(
+                "`smq cluster` asks the NameServer: set --nameserver URL or --srv NAME \
+                 (or SMQ_NAMESERVER / SMQ_SRV)"
+            ),
+        },
+        Command::Topic(TopicCommand::List) if nameserver.is_some() => {
+            topic_list_from_nameserver(nameserver.as_ref().expect("checked")).await
+        }
+        Command::Topic(TopicCommand::Describe { name }) if nameserver.is_some() => {
+            topic_route_from_nameserver(nameserver.as_ref().expect("checked"), &name).await
+        }
         Command::Topic(command) => topic(config, command).await,
         Command::Produce(args) => produce(config, args).await,
         Command::Consume(args) => consume(config, args).await,
@@ -262,6 +313,89 @@ async fn topic(config: ClientConfig, command: TopicCommand) -> anyhow::Result<()
             admin.delete_topic(&name).await?;
             eprintln!("deleted topic {name}");
         }
+    }
+    Ok(())
+}
+
+/// `smq cluster`: one line per live broker.
+async fn cluster(client: &NameServerClient) -> anyhow::Result<()> {
+    let view = client.cluster().await?;
+    println!(
+        "{:<16} {:<16} {:<7} {:<22} {:>15} {:>16}",
+        "CLUSTER", "GROUP", "ROLE", "ADDRESS", "LAST HEARTBEAT", "REPLICATION LAG"
+    );
+    for broker in &view.brokers {
+        let role = match broker.role {
+            Role::Master => "master",
+            Role::Slave => "slave",
+        };
+        let lag = match broker.replication_lag_bytes {
+            Some(bytes) => format!("{bytes} B"),
+            None => "-".to_owned(),
+        };
+        println!(
+            "{:<16} {:<16} {:<7} {:<22} {:>15} {:>16}",
+            broker.cluster,
+            broker.group,
+            role,
+            broker.addr,
+            format!("{:.1}s ago", broker.last_heartbeat_ms_ago as f64 / 1000.0),
+            lag
+        );
+    }
+    if view.brokers.is_empty() {
+        eprintln!("no live broker: start one with --nameserver or --srv pointing here");
+    }
+    Ok(())
+}
+
+/// `smq topic list` with a NameServer: every topic in the cluster.
+async fn topic_list_from_nameserver(client: &NameServerClient) -> anyhow::Result<()> {
+    let list = client.topics().await?;
+    println!("{:<40} {:>7}  GROUPS", "TOPIC", "QUEUES");
+    for topic in &list.topics {
+        println!(
+            "{:<40} {:>7}  {}",
+            topic.name,
+            topic.queues,
+            topic.groups.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// `smq topic describe NAME` with a NameServer: the topic's route.
+async fn topic_route_from_nameserver(client: &NameServerClient, name: &str) -> anyhow::Result<()> {
+    let route = client.route(name).await?;
+    println!(
+        "topic {} in {} broker group(s)",
+        route.topic,
+        route.groups.len()
+    );
+    println!(
+        "{:<16} {:<16} {:<22} {:>7} {:<5} SLAVES",
+        "CLUSTER", "GROUP", "MASTER", "QUEUES", "PERM"
+    );
+    for group in &route.groups {
+        let perm = format!(
+            "{}{}",
+            if group.readable { "r" } else { "-" },
+            if group.writable { "w" } else { "-" }
+        );
+        let slaves = if group.slaves.is_empty() {
+            "-".to_owned()
+        } else {
+            group.slaves.join(",")
+        };
+        println!(
+            "{:<16} {:<16} {:<22} {:>7} {:<5} {}",
+            group.cluster,
+            group.group,
+            group.master.as_deref().unwrap_or("(none)"),
+            group.queues,
+            perm,
+            slaves
+        );
     }
     Ok(())
 }
