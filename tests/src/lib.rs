@@ -160,8 +160,13 @@ impl NameServer {
     /// Starts `smq-nameserver --listen 127.0.0.1:0` with `extra_args` (e.g.
     /// `--heartbeat-timeout-ms 1500`) and waits until it says where it listens.
     pub fn start(extra_args: &[&str]) -> NameServer {
+        NameServer::start_on("127.0.0.1:0", extra_args)
+    }
+
+    /// Starts `smq-nameserver --listen listen` with `extra_args`.
+    pub fn start_on(listen: &str, extra_args: &[&str]) -> NameServer {
         let mut command = Command::new(binary("smq-nameserver"));
-        command.args(["--listen", "127.0.0.1:0"]).args(extra_args);
+        command.args(["--listen", listen]).args(extra_args);
         let (child, log, addr) = spawn_logged(command, "smq-nameserver", |line| {
             line.contains("NameServer listening")
                 .then(|| address_after(line, "addr="))

@@ -1,6 +1,7 @@
 //! Brokers register with a real NameServer: they show in /v1/cluster, their topics in
 //! /v1/routes within one heartbeat, a killed broker leaves the routes within the heartbeat
-//! timeout, and `smq cluster` / `smq topic describe` read the NameServer.
+//! timeout, `smq cluster` / `smq topic describe` read the NameServer, and an outage of the
+//! NameServer costs one warning while clients are still served.
 
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -212,6 +213,59 @@ fn smq_cluster_and_topic_describe_read_the_nameserver() {
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("--nameserver"),
         "{missing:?}"
+    );
+    broker.stop();
+    nameserver.stop();
+}
+
+#[test]
+fn a_nameserver_outage_is_one_warning_and_the_broker_registers_when_it_comes() {
+    // An address nobody listens on yet: the NameServer comes there later.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ns_addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let broker = Broker::start(&[
+        "--nameserver",
+        &ns_addr,
+        "--log-level",
+        "info,smq_broker=debug",
+    ]);
+    let count = |needle: &str| {
+        broker
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    };
+    wait_for("the outage warning", Duration::from_secs(5), || {
+        (count("heartbeat failed: still serving clients") == 1).then_some(())
+    });
+    // Clients are served meanwhile; the topic change makes the broker try again at once.
+    ok(broker
+        .smq()
+        .args(["topic", "create", "orders", "--queues", "3"])
+        .output()
+        .expect("running smq"));
+    wait_for("a second failed attempt", Duration::from_secs(5), || {
+        (count("heartbeat failed again") >= 1).then_some(())
+    });
+
+    let nameserver = NameServer::start_on(&ns_addr, &[]);
+    // The broker retries every 2 s while the NameServer is away.
+    wait_for_route(
+        &nameserver,
+        "orders",
+        &broker.addr.to_string(),
+        Duration::from_secs(5),
+    );
+    wait_for("the recovery line", Duration::from_secs(5), || {
+        (count("a NameServer answers again") == 1).then_some(())
+    });
+    assert_eq!(
+        count("heartbeat failed: still serving clients"),
+        1,
+        "one warning per outage: {:?}",
+        broker.log_lines()
     );
     broker.stop();
     nameserver.stop();
