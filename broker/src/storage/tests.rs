@@ -25,6 +25,11 @@ fn batch(topic: &str, queue: u32, bodies: &[&[u8]]) -> Vec<u8> {
     encode(topic, queue, &messages)
 }
 
+/// Appends `batch` and waits until it is durable, failing the test otherwise.
+fn append_ok(store: &Store, batch: &[u8]) -> Appended {
+    store.append(batch).unwrap().wait_durable().unwrap()
+}
+
 fn bodies_of(result: &ReadResult) -> Vec<(u64, Vec<u8>)> {
     result
         .batches
@@ -44,21 +49,9 @@ fn bodies_of(result: &ReadResult) -> Vec<(u64, Vec<u8>)> {
 fn appended_batches_read_back_with_offsets_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
-    let first = store
-        .append(&batch("orders", 0, &[b"a", b"b"]))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
-    let second = store
-        .append(&batch("orders", 0, &[b"c"]))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
-    let other = store
-        .append(&batch("orders", 1, &[b"x"]))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    let first = append_ok(&store, &batch("orders", 0, &[b"a", b"b"]));
+    let second = append_ok(&store, &batch("orders", 0, &[b"c"]));
+    let other = append_ok(&store, &batch("orders", 1, &[b"x"]));
     assert_eq!(
         (
             first.base_queue_offset,
@@ -86,11 +79,7 @@ fn appended_batches_read_back_with_offsets_after_reopening() {
         store.read("orders", 0, 4, 1 << 20),
         Err(StorageError::OffsetOutOfRange { .. })
     ));
-    let next = store
-        .append(&batch("orders", 0, &[b"d"]))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    let next = append_ok(&store, &batch("orders", 0, &[b"d"]));
     assert_eq!(next.base_queue_offset, 3);
 }
 
@@ -100,16 +89,8 @@ fn stored_batches_carry_the_brokers_stamp_and_a_valid_crc() {
     let mut config = config(dir.path());
     config.master_epoch = 7;
     let store = Store::open(config).unwrap();
-    store
-        .append(&batch("t", 0, &[b"1", b"2"]))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
-    store
-        .append(&batch("t", 0, &[b"3"]))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    append_ok(&store, &batch("t", 0, &[b"1", b"2"]));
+    append_ok(&store, &batch("t", 0, &[b"3"]));
     let read = store.read("t", 0, 2, 1 << 20).unwrap();
     let view = BatchView::parse(&read.batches[0]).unwrap();
     assert_eq!((view.master_epoch(), view.base_queue_offset()), (7, 2));
@@ -121,11 +102,7 @@ fn reads_stop_at_max_bytes_but_return_at_least_one_batch() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
     for _ in 0..10 {
-        store
-            .append(&batch("t", 0, &[&[7u8; 1000]]))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_ok(&store, &batch("t", 0, &[&[7u8; 1000]]));
     }
     assert_eq!(store.read("t", 0, 0, 1).unwrap().batches.len(), 1);
     let some = store.read("t", 0, 0, 3500).unwrap();
@@ -158,11 +135,7 @@ fn invalid_input_is_refused_and_nothing_is_stored() {
         Err(StorageError::BatchTooLarge { .. })
     ));
     assert_eq!(store.end_position(), 0);
-    store
-        .append(&batch("t", 0, &[b"fine"]))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    append_ok(&store, &batch("t", 0, &[b"fine"]));
 }
 
 #[test]
@@ -184,11 +157,7 @@ fn concurrent_sync_appends_share_fsyncs() {
             let store = &store;
             scope.spawn(move || {
                 for _ in 0..50 {
-                    store
-                        .append(&batch("t", queue, &[&[1u8; 512]]))
-                        .unwrap()
-                        .wait_durable()
-                        .unwrap();
+                    append_ok(store, &batch("t", queue, &[&[1u8; 512]]));
                 }
             });
         }
@@ -253,7 +222,7 @@ proptest! {
                         .map(|_| { counter += 1; let mut b = counter.to_be_bytes().to_vec(); b.resize(body_bytes.max(8), counter as u8); b })
                         .collect();
                     let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
-                    let appended = store.as_ref().unwrap().append(&batch(topics[topic], queue, &refs)).unwrap().wait_durable().unwrap();
+                    let appended = append_ok(store.as_ref().unwrap(), &batch(topics[topic], queue, &refs));
                     let expected = model.entry((topic, queue)).or_default();
                     prop_assert_eq!(appended.base_queue_offset, expected.len() as u64);
                     expected.extend(bodies);
@@ -293,22 +262,14 @@ proptest! {
 fn crash_with_an_unflushed_tail(dir: &Path) -> u64 {
     let store = Store::open(config(dir)).unwrap();
     for i in 0..5u8 {
-        store
-            .append(&batch("t", 0, &[&[i; 300]]))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_ok(&store, &batch("t", 0, &[&[i; 300]]));
     }
     store.crash();
     let mut async_config = config(dir);
     async_config.flush = FlushMode::Async;
     async_config.flush_interval_ms = 60_000;
     let store = Store::open(async_config).unwrap();
-    let last = store
-        .append(&batch("t", 0, &[&[9; 300]]))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    let last = append_ok(&store, &batch("t", 0, &[&[9; 300]]));
     store.crash();
     last.position
 }
@@ -370,11 +331,7 @@ fn garbage_past_the_last_batch_is_truncated_on_restart() {
     assert_eq!(store.end_position(), end);
     assert_eq!(store.queue_offsets("t", 0), (0, 6));
     assert!(last < end);
-    let next = store
-        .append(&batch("t", 0, &[b"after"]))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    let next = append_ok(&store, &batch("t", 0, &[b"after"]));
     assert_eq!((next.position, next.base_queue_offset), (end, 6));
 }
 
@@ -406,11 +363,7 @@ fn corruption_below_the_flushed_position_is_an_error_not_a_truncation() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
     for i in 0..5u8 {
-        store
-            .append(&batch("t", 0, &[&[i; 300]]))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_ok(&store, &batch("t", 0, &[&[i; 300]]));
     }
     let flushed = store.flushed_position();
     store.crash();
@@ -435,11 +388,7 @@ fn indexes_are_rebuilt_from_the_log_when_lost() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
     for i in 0..40u32 {
-        store
-            .append(&batch("t", i % 2, &[b"m"]))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_ok(&store, &batch("t", i % 2, &[b"m"]));
     }
     store.crash();
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
@@ -459,11 +408,7 @@ fn indexes_are_rebuilt_from_the_log_when_lost() {
 fn a_failed_fsync_fails_the_append_and_fences_the_log_which_stays_readable() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
-    store
-        .append(&batch("t", 0, &[b"safe"]))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    append_ok(&store, &batch("t", 0, &[b"safe"]));
     store.faults().failing_syncs.store(1, Ordering::Release);
     let error = store
         .append(&batch("t", 0, &[b"lost"]))
@@ -587,11 +532,7 @@ fn appends_fail_above_the_disk_watermark_and_resume_below_it() {
     let mut config = config(&data);
     config.disk_usage_watermark_percent = 50;
     let store = Store::open(config).unwrap();
-    store
-        .append(&batch("t", 0, &[b"before"]))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    append_ok(&store, &batch("t", 0, &[b"before"]));
     let ballast = disk.path().join("ballast");
     std::fs::write(&ballast, vec![1u8; 10 * 1024 * 1024]).unwrap();
     // Usage is re-read at most every 100 ms: appends until then still succeed.
@@ -643,11 +584,7 @@ fn segments_older_than_retention_are_deleted_and_indexes_follow() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
     for _ in 0..20 {
-        store
-            .append(&batch("t", 0, &[&[3u8; 10_000]]))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_ok(&store, &batch("t", 0, &[&[3u8; 10_000]]));
     }
     let segments = std::fs::read_dir(dir.path().join("commitlog"))
         .unwrap()
@@ -684,11 +621,7 @@ fn the_flusher_applies_retention_by_itself() {
     config.retention_check_interval_ms = 20;
     let store = Store::open(config).unwrap();
     for _ in 0..20 {
-        store
-            .append(&batch("t", 0, &[&[3u8; 10_000]]))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_ok(&store, &batch("t", 0, &[&[3u8; 10_000]]));
     }
     wait_for(|| (store.queue_offsets("t", 0).0 > 0).then_some(()));
     assert!(!segment_file(dir.path()).exists());
@@ -701,11 +634,7 @@ fn the_oldest_segments_go_when_the_log_exceeds_its_size_limit() {
     config.retention_bytes = 2 * 64 * 1024;
     let store = Store::open(config).unwrap();
     for _ in 0..40 {
-        store
-            .append(&batch("t", 0, &[&[3u8; 10_000]]))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_ok(&store, &batch("t", 0, &[&[3u8; 10_000]]));
     }
     let report = store.enforce_retention(SystemTime::now()).unwrap();
     assert!(report.segments_deleted >= 4, "{report:?}");
