@@ -49,6 +49,10 @@ pub struct Settings {
     /// Address for client traffic [default: 127.0.0.1:10911].
     #[arg(long, env = "SMQ_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// host:port clients and slaves reach this broker at, as registered with the NameServer
+    /// (needed when --listen is 0.0.0.0 or behind NAT) [default: the --listen address].
+    #[arg(long, env = "SMQ_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
     /// Directory of the commit log, indexes and metadata [default: ./smq-data].
     #[arg(long, env = "SMQ_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -140,6 +144,7 @@ impl Settings {
             self,
             lower,
             listen,
+            advertise,
             data_dir,
             cluster,
             group,
@@ -194,12 +199,16 @@ pub enum ConfigError {
     },
     #[error("invalid storage setting: {0}")]
     Storage(String),
+    #[error("invalid setting: {0}")]
+    Invalid(String),
 }
 
 /// The broker's configuration, complete and checked.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub listen: String,
+    /// What the broker registers as its address; `None`: the address it listens on.
+    pub advertise: Option<String>,
     pub data_dir: PathBuf,
     pub cluster: String,
     pub group: String,
@@ -234,6 +243,16 @@ const SHUTDOWN_TIMEOUT_MS: (u64, u64, u64) = (10_000, 100, 600_000);
 const MAX_FETCH_WAIT_MS: (u64, u64, u64) = (30_000, 0, 600_000);
 const MAX_BATCH_BYTES: (u64, u64, u64) = (MAX_BATCH_BYTES_DEFAULT as u64, 1024, 1 << 30);
 const OFFSETS_FLUSH_INTERVAL_MS: (u64, u64, u64) = (1_000, 10, 600_000);
+
+/// `--advertise`: a `host:port` with a port that is a number.
+fn checked_host_port(addr: String) -> Result<String, ConfigError> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(addr),
+        _ => Err(ConfigError::Invalid(format!(
+            "advertise `{addr}`: must be host:port, e.g. broker1.example.com:10911"
+        ))),
+    }
+}
 
 /// `value` or the default, checked against the bounds; `(default, min, max)`.
 fn bounded(
@@ -307,6 +326,7 @@ impl BrokerConfig {
         let storage_defaults = StoreConfig::new(".");
         let config = BrokerConfig {
             listen: settings.listen.unwrap_or_else(|| LISTEN_DEFAULT.to_owned()),
+            advertise: settings.advertise.map(checked_host_port).transpose()?,
             data_dir: settings.data_dir.unwrap_or_else(|| "smq-data".into()),
             cluster: settings.cluster.unwrap_or_else(|| "smq".to_owned()),
             group: settings.group.unwrap_or_else(|| "broker-a".to_owned()),
@@ -485,5 +505,24 @@ mod tests {
         std::fs::write(&file, "listn = \"x\"\n").unwrap();
         let error = read_toml(&file).unwrap_err();
         assert!(error.to_string().contains("listn"), "{error}");
+    }
+
+    #[test]
+    fn advertise_must_be_host_and_port() {
+        let with = |advertise: &str| {
+            BrokerConfig::from_settings(Settings {
+                advertise: Some(advertise.into()),
+                ..Settings::default()
+            })
+        };
+        let config = with("broker1.example.com:10911").unwrap();
+        assert_eq!(
+            config.advertise.as_deref(),
+            Some("broker1.example.com:10911")
+        );
+        for bad in ["broker1.example.com", ":10911", "host:port"] {
+            let error = with(bad).unwrap_err().to_string();
+            assert!(error.contains("must be host:port"), "{bad}: {error}");
+        }
     }
 }

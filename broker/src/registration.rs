@@ -46,6 +46,12 @@ pub fn discovery(config: &BrokerConfig) -> Result<Option<Discovery>, DiscoveryEr
 
 /// What this broker tells the NameServer now.
 pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr>) -> Heartbeat {
+    // --advertise names the broker as clients reach it; else the address it listens on.
+    let addr = broker
+        .config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| addr.to_string());
     let (data_version, topics) = broker.topic_configs();
     let config = &broker.config;
     let role = match config.role {
@@ -56,7 +62,7 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
         cluster: config.cluster.clone(),
         group: config.group.clone(),
         role,
-        addr: addr.to_string(),
+        addr,
         http_addr: http_addr.map(|a| a.to_string()),
         master_addr: match config.role {
             Role::Slave => config.master.clone(),

@@ -299,6 +299,12 @@ impl Connection {
         &self.inner.broker
     }
 
+    /// Whether the connection has ended (broker gone, socket error): every request on it fails,
+    /// so open a new one.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.inner.waiters).closed.is_some()
+    }
+
     /// The largest message the broker accepts, from its handshake.
     pub fn max_message_bytes(&self) -> usize {
         self.inner.max_message_bytes.load(Ordering::Relaxed) as usize
@@ -518,4 +524,36 @@ async fn write_chunks(
         }
     }
     Ok(())
+}
+
+/// One open connection per broker, opened on first use and opened again once it has ended:
+/// what a client that talks to several brokers (a consumer reading every group of a topic)
+/// keeps.
+#[derive(Debug)]
+pub(crate) struct ConnectionPool {
+    options: ConnectionOptions,
+    open: tokio::sync::Mutex<HashMap<Arc<str>, Connection>>,
+}
+
+impl ConnectionPool {
+    /// A pool whose connections use `options` (its `broker` is replaced by each address asked).
+    pub(crate) fn new(options: ConnectionOptions) -> ConnectionPool {
+        ConnectionPool {
+            options,
+            open: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The open connection to `broker`, connecting if there is none or it has ended.
+    pub(crate) async fn get(&self, broker: &str) -> Result<Connection> {
+        let mut open = self.open.lock().await;
+        if let Some(connection) = open.get(broker).filter(|c| !c.is_closed()) {
+            return Ok(connection.clone());
+        }
+        let mut options = self.options.clone();
+        options.broker = broker.to_owned();
+        let connection = Connection::connect(options).await?;
+        open.insert(Arc::from(broker), connection.clone());
+        Ok(connection)
+    }
 }

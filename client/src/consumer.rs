@@ -1,20 +1,27 @@
-//! The consumer: reads every queue of a topic from an offset with long-poll fetches (one fetch
-//! per queue in flight on one connection, the next one sent while the caller handles the last),
-//! yields messages with their queue and offset, and commits a group's offsets on the broker.
+//! The consumer: reads every queue of a topic, in every broker group its routes name, from an
+//! offset with long-poll fetches (one fetch per queue in flight on its broker's connection, the
+//! next one sent while the caller handles the last), yields messages with their group, queue and
+//! offset, and commits a group's offsets on the broker that holds each queue.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, ConnectionPool};
 use crate::error::{Error, Result};
 use crate::protocol::limits::MAX_BATCH_BYTES_DEFAULT;
 use crate::protocol::record_batch::{self, BatchView};
 use crate::protocol::request::{CommitOffsetRequest, FetchOffsetRequest, FetchRequest};
 use crate::protocol::response::FetchResponse;
 use crate::protocol::{ApiKey, Request, Response};
+use crate::routing::{RouteCache, TopicRoutes};
 use crate::ClientConfig;
+
+/// How long a queue's fetch waits before it is sent again after it failed.
+const FETCH_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 /// Where a consumer starts reading a queue for which its group has no committed offset.
 ///
@@ -52,6 +59,7 @@ impl std::str::FromStr for StartFrom {
 /// ```
 /// use smq_client::ConsumedMessage;
 /// let message = ConsumedMessage {
+///     group: "g1".into(),
 ///     queue_id: 0,
 ///     offset: 41,
 ///     timestamp_ms: 1_700_000_000_000,
@@ -64,6 +72,8 @@ impl std::str::FromStr for StartFrom {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedMessage {
+    /// The broker group that holds the queue.
+    pub group: Arc<str>,
     pub queue_id: u32,
     /// The message's queue offset; the next one to read is `offset + 1`.
     pub offset: u64,
@@ -80,6 +90,7 @@ pub struct ConsumedMessage {
 /// The first batch may start below `from_offset` (a fetch returns whole batches): its earlier
 /// messages are skipped.
 pub fn messages_from_batches(
+    group: &Arc<str>,
     queue_id: u32,
     batches: &Bytes,
     from_offset: u64,
@@ -106,6 +117,7 @@ pub fn messages_from_batches(
                 continue;
             }
             out.push(ConsumedMessage {
+                group: group.clone(),
                 queue_id,
                 offset,
                 timestamp_ms: message.timestamp_ms,
@@ -125,11 +137,35 @@ pub fn messages_from_batches(
     Ok(next_offset)
 }
 
+/// One queue of a topic: its broker group and its number there.
+///
+/// ```
+/// use smq_client::consumer::QueueKey;
+/// let key = QueueKey { group: "g1".into(), queue_id: 3 };
+/// assert_eq!(key.to_string(), "g1/3");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueKey {
+    pub group: Arc<str>,
+    pub queue_id: u32,
+}
+
+impl std::fmt::Display for QueueKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.group, self.queue_id)
+    }
+}
+
 /// Reads a topic's queues.
 ///
-/// Each queue is read from its group's committed offset, or where [`StartFrom`] says. Messages
-/// of one queue come in offset order; queues are interleaved. [`Consumer::commit`] stores, for
-/// each queue, the offset after the last message returned by [`Consumer::poll`].
+/// The queues are those of every readable broker group in the topic's routes (see
+/// [`crate::routing`]), or those of [`ClientConfig::broker`] alone. Each queue is read from its
+/// group's committed offset, or where [`StartFrom`] says. Messages of one queue come in offset
+/// order; queues are interleaved. When the routes change (asked again in the background), the
+/// consumer follows: a queue moves to its new broker, a new group's queues are read, and the
+/// queues of a group no longer routed are left. While no NameServer answers it goes on with the
+/// routes it has. [`Consumer::commit`] stores, for each queue, the offset after the last message
+/// returned by [`Consumer::poll`].
 ///
 /// ```no_run
 /// # async fn example() -> smq_client::Result<()> {
@@ -139,7 +175,7 @@ pub fn messages_from_batches(
 /// let mut consumer = Consumer::connect(config, "orders", Some("billing"), StartFrom::Earliest).await?;
 /// loop {
 ///     for message in consumer.poll(1000).await? {
-///         println!("{}:{} {:?}", message.queue_id, message.offset, message.body);
+///         println!("{}/{}:{} {:?}", message.group, message.queue_id, message.offset, message.body);
 ///     }
 ///     consumer.commit().await?;
 /// }
@@ -147,24 +183,30 @@ pub fn messages_from_batches(
 /// ```
 #[derive(Debug)]
 pub struct Consumer {
-    connection: Connection,
+    routes: Arc<RouteCache>,
+    connections: Arc<ConnectionPool>,
     topic: String,
     group: Option<String>,
+    from: StartFrom,
     fetch_max_bytes: u32,
     fetch_max_wait_ms: u32,
+    /// The routes the queues below follow.
+    applied: Option<Arc<TopicRoutes>>,
+    /// Per queue being read: the broker it is read from.
+    brokers: BTreeMap<QueueKey, Arc<str>>,
     /// Per queue: the offset after the last message returned to the caller.
-    positions: BTreeMap<u32, u64>,
+    positions: BTreeMap<QueueKey, u64>,
     /// Per queue: the offset last committed.
-    committed: BTreeMap<u32, u64>,
+    committed: BTreeMap<QueueKey, u64>,
     /// Per queue: where the next fetch starts (past what is buffered).
-    fetch_offsets: BTreeMap<u32, u64>,
-    fetches: JoinSet<(u32, u64, Result<Response>)>,
+    fetch_offsets: BTreeMap<QueueKey, u64>,
+    fetches: JoinSet<(QueueKey, u64, Result<Response>)>,
     buffered: VecDeque<ConsumedMessage>,
 }
 
 impl Consumer {
-    /// Connects, learns the topic's queues, and starts reading every one of them: from `group`'s
-    /// committed offsets where it has one, else from `from`.
+    /// Learns the topic's routes, connects to its brokers, and starts reading every queue: from
+    /// `group`'s committed offsets where it has one, else from `from`.
     pub async fn connect(
         config: ClientConfig,
         topic: &str,
@@ -172,54 +214,120 @@ impl Consumer {
         from: StartFrom,
     ) -> Result<Consumer> {
         config.validate()?;
-        let connection = Connection::connect(config.connection_options()).await?;
-        let queues = crate::admin::describe_topic(&connection, topic)
-            .await?
-            .queues;
+        let routes = config.route_cache();
+        let current = routes.get(topic).await?;
+        if current.readable.is_empty() {
+            return Err(Error::NoRoute {
+                topic: topic.to_owned(),
+                reason: "no broker group serves reads of it".into(),
+            });
+        }
         let mut consumer = Consumer {
-            connection,
+            routes,
+            connections: Arc::new(ConnectionPool::new(config.connection_options())),
             topic: topic.to_owned(),
             group: group.map(str::to_owned),
+            from,
             fetch_max_bytes: config.fetch_max_bytes,
             fetch_max_wait_ms: config.fetch_max_wait_ms,
+            applied: None,
+            brokers: BTreeMap::new(),
             positions: BTreeMap::new(),
             committed: BTreeMap::new(),
             fetch_offsets: BTreeMap::new(),
             fetches: JoinSet::new(),
             buffered: VecDeque::new(),
         };
-        let committed = consumer.fetch_committed(&queues).await?;
-        for queue in &queues {
-            let offset = match committed.get(&queue.queue_id) {
-                Some(offset) => *offset,
-                None => match from {
-                    StartFrom::Earliest => queue.log_start_offset,
-                    StartFrom::Latest => queue.high_watermark,
-                },
-            };
-            consumer.seek(queue.queue_id, offset);
-        }
-        consumer.committed = committed;
+        consumer.apply_routes(current).await?;
         Ok(consumer)
     }
 
-    /// The group's committed offsets of these queues (none without a group), asked all at once.
+    /// Reads the queues `routes` name: a known queue moves to its broker, a new one starts at
+    /// this consumer's position, else the group's committed offset, else `from`; a queue no longer
+    /// named is left.
+    async fn apply_routes(&mut self, routes: Arc<TopicRoutes>) -> Result<()> {
+        let mut wanted = BTreeSet::new();
+        let mut new_by_broker: BTreeMap<Arc<str>, Vec<QueueKey>> = BTreeMap::new();
+        for queue in &routes.readable {
+            let key = QueueKey {
+                group: queue.group.clone(),
+                queue_id: queue.queue_id,
+            };
+            wanted.insert(key.clone());
+            match self.brokers.get_mut(&key) {
+                Some(broker) => *broker = queue.broker.clone(),
+                None => new_by_broker
+                    .entry(queue.broker.clone())
+                    .or_default()
+                    .push(key),
+            }
+        }
+        let gone: Vec<QueueKey> = self
+            .brokers
+            .keys()
+            .filter(|key| !wanted.contains(*key))
+            .cloned()
+            .collect();
+        for key in gone {
+            tracing::info!(topic = %self.topic, queue = %key, "queue no longer routed: not reading it");
+            self.brokers.remove(&key);
+            self.fetch_offsets.remove(&key);
+            self.buffered
+                .retain(|m| !(m.group == key.group && m.queue_id == key.queue_id));
+        }
+        for (broker, keys) in new_by_broker {
+            self.start_reading(&broker, keys).await?;
+        }
+        self.applied = Some(routes);
+        Ok(())
+    }
+
+    /// Starts reading `keys`, all held by `broker`.
+    async fn start_reading(&mut self, broker: &Arc<str>, keys: Vec<QueueKey>) -> Result<()> {
+        let connection = self.connections.get(broker).await?;
+        let held = crate::admin::describe_topic(&connection, &self.topic).await?;
+        let committed = self.fetch_committed(&connection, &keys).await?;
+        for key in keys {
+            let stored = held.queues.iter().find(|q| q.queue_id == key.queue_id);
+            let from_start = match (self.from, stored) {
+                (StartFrom::Earliest, Some(queue)) => queue.log_start_offset,
+                (StartFrom::Latest, Some(queue)) => queue.high_watermark,
+                (_, None) => 0,
+            };
+            if let Some(offset) = committed.get(&key.queue_id) {
+                self.committed.insert(key.clone(), *offset);
+            }
+            let offset = self
+                .positions
+                .get(&key)
+                .or(committed.get(&key.queue_id))
+                .copied()
+                .unwrap_or(from_start);
+            self.brokers.insert(key.clone(), broker.clone());
+            self.seek(&key, offset);
+        }
+        Ok(())
+    }
+
+    /// The group's committed offsets of these queues of `connection`'s broker (none without a
+    /// group), asked all at once.
     async fn fetch_committed(
         &self,
-        queues: &[crate::protocol::response::QueueMetadata],
+        connection: &Connection,
+        keys: &[QueueKey],
     ) -> Result<BTreeMap<u32, u64>> {
         let mut committed = BTreeMap::new();
         let Some(group) = &self.group else {
             return Ok(committed);
         };
-        let mut pending = Vec::with_capacity(queues.len());
-        for queue in queues {
+        let mut pending = Vec::with_capacity(keys.len());
+        for key in keys {
             let request = Request::FetchOffset(FetchOffsetRequest {
                 group: group.clone(),
                 topic: self.topic.clone(),
-                queue_id: queue.queue_id,
+                queue_id: key.queue_id,
             });
-            pending.push((queue.queue_id, self.connection.submit(request).await?));
+            pending.push((key.queue_id, connection.submit(request).await?));
         }
         for (queue_id, response) in pending {
             match response.wait().await? {
@@ -228,46 +336,82 @@ impl Consumer {
                         committed.insert(queue_id, offset);
                     }
                 }
-                _ => return Err(self.connection.unexpected(ApiKey::FetchOffset)),
+                _ => return Err(connection.unexpected(ApiKey::FetchOffset)),
             }
         }
         Ok(committed)
     }
 
-    /// Reads `queue_id` from `offset` on: messages of that queue buffered or being fetched are
-    /// dropped.
-    pub fn seek(&mut self, queue_id: u32, offset: u64) {
-        self.buffered.retain(|message| message.queue_id != queue_id);
-        self.positions.insert(queue_id, offset);
-        self.fetch_offsets.insert(queue_id, offset);
-        self.start_fetch(queue_id, offset);
+    /// Reads `queue` from `offset` on: messages of that queue buffered or being fetched are
+    /// dropped. A queue this consumer does not read is ignored.
+    pub fn seek(&mut self, queue: &QueueKey, offset: u64) {
+        if !self.brokers.contains_key(queue) {
+            return;
+        }
+        self.buffered
+            .retain(|m| !(m.group == queue.group && m.queue_id == queue.queue_id));
+        self.positions.insert(queue.clone(), offset);
+        self.fetch_offsets.insert(queue.clone(), offset);
+        self.start_fetch(queue.clone(), offset, Duration::ZERO);
     }
 
-    fn start_fetch(&mut self, queue_id: u32, offset: u64) {
-        let connection = self.connection.clone();
+    fn start_fetch(&mut self, key: QueueKey, offset: u64, delay: Duration) {
+        let Some(broker) = self.brokers.get(&key).cloned() else {
+            return;
+        };
+        let connections = self.connections.clone();
         let request = Request::Fetch(FetchRequest {
             topic: self.topic.clone(),
-            queue_id,
+            queue_id: key.queue_id,
             offset,
             max_bytes: self.fetch_max_bytes,
             max_wait_ms: self.fetch_max_wait_ms,
         });
-        self.fetches
-            .spawn(async move { (queue_id, offset, connection.request(request).await) });
+        self.fetches.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let response = match connections.get(&broker).await {
+                Ok(connection) => connection.request(request).await,
+                Err(error) => Err(error),
+            };
+            (key, offset, response)
+        });
     }
 
     /// The next messages, at most `max_messages`: the ones already fetched, or else those of
     /// the next fetch answered. Waits at most about `fetch_max_wait_ms` and may return none.
     pub async fn poll(&mut self, max_messages: usize) -> Result<Vec<ConsumedMessage>> {
+        self.follow_routes().await;
         if self.buffered.is_empty() {
             self.fetch_more().await?;
         }
         let count = max_messages.min(self.buffered.len());
         let messages: Vec<ConsumedMessage> = self.buffered.drain(..count).collect();
         for message in &messages {
-            self.positions.insert(message.queue_id, message.offset + 1);
+            let key = QueueKey {
+                group: message.group.clone(),
+                queue_id: message.queue_id,
+            };
+            self.positions.insert(key, message.offset + 1);
         }
         Ok(messages)
+    }
+
+    /// Applies the routes if they changed since last time (they are refreshed in the
+    /// background); a broker that cannot be reached now is tried again on the next poll.
+    async fn follow_routes(&mut self) {
+        let Ok(routes) = self.routes.get(&self.topic).await else {
+            return;
+        };
+        if self
+            .applied
+            .as_ref()
+            .is_some_and(|applied| Arc::ptr_eq(applied, &routes))
+        {
+            return;
+        }
+        if let Err(error) = self.apply_routes(routes).await {
+            tracing::warn!(topic = %self.topic, %error, "cannot follow the topic's new routes yet");
+        }
     }
 
     /// Waits for the next fetch answer and buffers its messages.
@@ -275,39 +419,47 @@ impl Consumer {
         let Some(joined) = self.fetches.join_next().await else {
             return Ok(()); // no queue to read
         };
-        let (queue_id, offset, response) = joined.map_err(|error| {
+        let (key, offset, response) = joined.map_err(|error| {
             Error::Closed(if error.is_panic() {
                 "consumer fetch task (panicked)"
             } else {
                 "consumer fetch task"
             })
         })?;
-        if self.fetch_offsets.get(&queue_id) != Some(&offset) {
-            return Ok(()); // answer to a fetch from before a seek
+        if self.fetch_offsets.get(&key) != Some(&offset) {
+            return Ok(()); // answer to a fetch from before a seek, or of a queue left
         }
+        let broker = self.brokers.get(&key).map_or("", |b| &b[..]).to_owned();
         let response = match response {
             Ok(Response::Fetch(fetch)) => fetch,
             Ok(_) => {
-                self.start_fetch(queue_id, offset);
-                return Err(self.connection.unexpected(ApiKey::Fetch));
+                self.start_fetch(key, offset, FETCH_RETRY_DELAY);
+                return Err(Error::Protocol {
+                    what: "Fetch response".into(),
+                    broker,
+                    reason: "the response does not match the request's api".into(),
+                });
             }
             Err(error) => {
-                self.start_fetch(queue_id, offset);
+                if error.is_retryable() {
+                    self.routes.invalidate(&self.topic);
+                }
+                self.start_fetch(key, offset, FETCH_RETRY_DELAY);
                 return Err(error);
             }
         };
-        let next = self.take_messages(queue_id, offset, &response);
+        let next = self.take_messages(&key, offset, &response);
         match next {
             Ok(next) => {
-                self.fetch_offsets.insert(queue_id, next);
-                self.start_fetch(queue_id, next);
+                self.fetch_offsets.insert(key.clone(), next);
+                self.start_fetch(key, next, Duration::ZERO);
                 Ok(())
             }
             Err(reason) => {
-                self.start_fetch(queue_id, offset);
+                self.start_fetch(key, offset, FETCH_RETRY_DELAY);
                 Err(Error::Protocol {
                     what: "Fetch response".into(),
-                    broker: self.connection.broker().to_owned(),
+                    broker,
                     reason,
                 })
             }
@@ -316,49 +468,60 @@ impl Consumer {
 
     fn take_messages(
         &mut self,
-        queue_id: u32,
+        key: &QueueKey,
         offset: u64,
         response: &FetchResponse,
     ) -> std::result::Result<u64, String> {
         let mut messages = Vec::new();
-        let next = messages_from_batches(queue_id, &response.batches, offset, &mut messages)?;
+        let next = messages_from_batches(
+            &key.group,
+            key.queue_id,
+            &response.batches,
+            offset,
+            &mut messages,
+        )?;
         self.buffered.extend(messages);
         Ok(next)
     }
 
     /// Per queue, the offset after the last message [`Consumer::poll`] returned.
-    pub fn positions(&self) -> &BTreeMap<u32, u64> {
+    pub fn positions(&self) -> &BTreeMap<QueueKey, u64> {
         &self.positions
     }
 
-    /// Stores the group's position of every queue that moved since the last commit. Without a
-    /// group there is nothing to store.
+    /// Stores the group's position of every queue that moved since the last commit, on the
+    /// broker that holds it. Without a group there is nothing to store.
     pub async fn commit(&mut self) -> Result<()> {
         let Some(group) = self.group.clone() else {
             return Ok(());
         };
-        let moved: Vec<(u32, u64)> = self
+        let moved: Vec<(QueueKey, Arc<str>, u64)> = self
             .positions
             .iter()
-            .filter(|(queue_id, offset)| self.committed.get(queue_id) != Some(offset))
-            .map(|(queue_id, offset)| (*queue_id, *offset))
+            .filter(|(key, offset)| self.committed.get(*key) != Some(*offset))
+            .filter_map(|(key, offset)| {
+                let broker = self.brokers.get(key)?;
+                Some((key.clone(), broker.clone(), *offset))
+            })
             .collect();
         let mut pending = Vec::with_capacity(moved.len());
-        for (queue_id, offset) in moved {
+        for (key, broker, offset) in moved {
+            let connection = self.connections.get(&broker).await?;
             let request = Request::CommitOffset(CommitOffsetRequest {
                 group: group.clone(),
                 topic: self.topic.clone(),
-                queue_id,
+                queue_id: key.queue_id,
                 offset,
             });
-            pending.push((queue_id, offset, self.connection.submit(request).await?));
+            let response = connection.submit(request).await?;
+            pending.push((key, offset, connection, response));
         }
-        for (queue_id, offset, response) in pending {
+        for (key, offset, connection, response) in pending {
             match response.wait().await? {
                 Response::CommitOffset => {
-                    self.committed.insert(queue_id, offset);
+                    self.committed.insert(key, offset);
                 }
-                _ => return Err(self.connection.unexpected(ApiKey::CommitOffset)),
+                _ => return Err(connection.unexpected(ApiKey::CommitOffset)),
             }
         }
         Ok(())
@@ -396,7 +559,7 @@ mod tests {
         bytes.extend(stored_batch(2, 14, &["e", "f"]));
         let batches = Bytes::from(bytes);
         let mut out = Vec::new();
-        let next = messages_from_batches(2, &batches, 12, &mut out).unwrap();
+        let next = messages_from_batches(&"g".into(), 2, &batches, 12, &mut out).unwrap();
         let got: Vec<(u64, &[u8])> = out.iter().map(|m| (m.offset, &m.body[..])).collect();
         assert_eq!(got, [(12, &b"c"[..]), (13, b"d"), (14, b"e"), (15, b"f")]);
         assert!(out.iter().all(|m| m.queue_id == 2));
@@ -406,7 +569,10 @@ mod tests {
     #[test]
     fn an_empty_fetch_keeps_the_offset() {
         let mut out = Vec::new();
-        assert_eq!(messages_from_batches(0, &Bytes::new(), 7, &mut out), Ok(7));
+        assert_eq!(
+            messages_from_batches(&"g".into(), 0, &Bytes::new(), 7, &mut out),
+            Ok(7)
+        );
         assert!(out.is_empty());
     }
 
@@ -416,11 +582,12 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         let mut out = Vec::new();
-        let error = messages_from_batches(0, &Bytes::from(bytes), 0, &mut out).unwrap_err();
+        let error =
+            messages_from_batches(&"g".into(), 0, &Bytes::from(bytes), 0, &mut out).unwrap_err();
         assert!(error.contains("CRC"), "{error}");
         let bytes = stored_batch(0, 0, &["hello"]);
         let cut = Bytes::copy_from_slice(&bytes[..bytes.len() - 2]);
-        let error = messages_from_batches(0, &cut, 0, &mut out).unwrap_err();
+        let error = messages_from_batches(&"g".into(), 0, &cut, 0, &mut out).unwrap_err();
         assert!(error.contains("runs past the end"), "{error}");
         assert!(out.is_empty());
     }
@@ -428,7 +595,8 @@ mod tests {
     #[test]
     fn a_batch_of_another_queue_is_refused() {
         let batches = Bytes::from(stored_batch(3, 0, &["x"]));
-        let error = messages_from_batches(1, &batches, 0, &mut Vec::new()).unwrap_err();
+        let error =
+            messages_from_batches(&"g".into(), 1, &batches, 0, &mut Vec::new()).unwrap_err();
         assert!(error.contains("queue 3"), "{error}");
     }
 }

@@ -55,6 +55,10 @@ pub enum Error {
     /// The topic does not exist on the broker.
     #[error("topic `{topic}` does not exist on broker {broker}: create it with `smq topic create {topic}`")]
     UnknownTopic { topic: String, broker: String },
+    /// No broker to send to or read from for the topic: the NameServer knows no route to it, no
+    /// group has a live master, or no NameServer answered before any route was cached.
+    #[error("no route to topic `{topic}`: {reason}")]
+    NoRoute { topic: String, reason: String },
     /// A message is larger than the broker accepts; checked before anything is sent.
     #[error(
         "message of {bytes} bytes is above the broker's limit of {limit_bytes} bytes: shrink it"
@@ -87,7 +91,8 @@ impl Error {
             Error::Connect { .. }
             | Error::ConnectionClosed { .. }
             | Error::Timeout { .. }
-            | Error::UnknownTopic { .. } => true,
+            | Error::UnknownTopic { .. }
+            | Error::NoRoute { .. } => true,
             Error::Protocol { .. }
             | Error::MessageTooLarge { .. }
             | Error::InvalidArgument(_)

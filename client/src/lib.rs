@@ -1,5 +1,7 @@
-//! smq's client library: a [`Producer`], a [`Consumer`] and an [`Admin`] that talk to one
-//! broker over its binary TCP protocol, and the wire codec the broker shares ([`protocol`]).
+//! smq's client library: a [`Producer`], a [`Consumer`] and an [`Admin`] that talk to brokers
+//! over their binary TCP protocol, and the wire codec the broker shares ([`protocol`]). Producer
+//! and consumer find a topic's brokers through the NameServer ([`ClientConfig::nameserver`],
+//! [`routing`]) or talk to one broker ([`ClientConfig::broker`]).
 //!
 //! Every call returns [`Error`], which says what happened and whether retrying can help.
 //!
@@ -31,21 +33,25 @@ pub mod nameserver_api;
 pub mod nameserver_client;
 pub mod producer;
 pub mod protocol;
+pub mod routing;
 
 #[cfg(test)]
 mod dead_peer_tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use admin::Admin;
-pub use consumer::{ConsumedMessage, Consumer, StartFrom};
+pub use consumer::{ConsumedMessage, Consumer, QueueKey, StartFrom};
 pub use error::{Error, Result};
 pub use producer::{Delivery, PendingDelivery, Producer};
 pub use protocol::record_batch::Message;
 pub use protocol::request::Acks;
 
 use connection::ConnectionOptions;
+use nameserver_client::NameServerClient;
 use protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_FETCH_BYTES_DEFAULT};
+use routing::{RouteCache, RouteSource};
 
 /// How to reach the broker and how the producer and consumer behave. Start from
 /// [`ClientConfig::new`] and change the fields you need.
@@ -60,8 +66,14 @@ use protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_FETCH_BYTES_DEFAULT};
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `host:port` of the broker (`--broker` / `SMQ_BROKER`).
+    /// `host:port` of the broker (`--broker` / `SMQ_BROKER`), used when `nameserver` is `None`.
     pub broker: String,
+    /// Where producers and consumers learn which brokers hold a topic's queues (`--nameserver`,
+    /// `--srv`); `None` talks to `broker` alone. See [`ClientConfig::with_nameserver`].
+    pub nameserver: Option<NameServerClient>,
+    /// How often a topic's routes are asked again from the NameServer, in the background; they
+    /// are also asked again after any routing error.
+    pub route_refresh_ms: u64,
     /// Sent in the handshake; shows in the broker's logs.
     pub client_id: String,
     /// How long a request may wait for its answer (a Fetch gets its long-poll wait on top).
@@ -92,6 +104,8 @@ impl ClientConfig {
     pub fn new(broker: impl Into<String>) -> ClientConfig {
         ClientConfig {
             broker: broker.into(),
+            nameserver: None,
+            route_refresh_ms: 30_000,
             client_id: format!("smq-client-{}", std::process::id()),
             request_timeout_ms: 30_000,
             max_in_flight_requests: 32,
@@ -105,11 +119,40 @@ impl ClientConfig {
         }
     }
 
+    /// Defaults for a cluster whose NameServers `nameserver` finds: producers and consumers take
+    /// each topic's routes from it, cache them, and keep using them while no NameServer answers.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
+    /// use smq_client::nameserver_client::NameServerClient;
+    /// use smq_client::{ClientConfig, Message, Producer};
+    ///
+    /// let mode = DiscoveryMode::Srv { name: "_smq-ns._tcp.example.com".into(), dns_server: None };
+    /// let discovery = Arc::new(Discovery::new(mode, DiscoveryOptions::default())?);
+    /// let config = ClientConfig::with_nameserver(NameServerClient::new(discovery));
+    /// let producer = Producer::connect(config).await?;
+    /// producer.send("orders", Message::from_body("order 17 paid")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_nameserver(nameserver: NameServerClient) -> ClientConfig {
+        ClientConfig {
+            nameserver: Some(nameserver),
+            ..ClientConfig::new("")
+        }
+    }
+
     /// Checks that every setting is within its bounds.
     pub fn validate(&self) -> Result<()> {
         let invalid = |reason: String| Err(Error::InvalidArgument(reason));
-        if self.broker.is_empty() {
-            return invalid("no broker address: set --broker / SMQ_BROKER".into());
+        if self.broker.is_empty() && self.nameserver.is_none() {
+            return invalid(
+                "no broker address and no NameServer: set --broker, --nameserver or --srv".into(),
+            );
+        }
+        if self.route_refresh_ms == 0 {
+            return invalid("route refresh interval must be at least 1 ms".into());
         }
         if self.max_in_flight_requests == 0 {
             return invalid("max in-flight requests must be at least 1".into());
@@ -133,6 +176,19 @@ impl ClientConfig {
             return invalid("request timeout must be at least 1 ms".into());
         }
         Ok(())
+    }
+
+    /// A route cache asking the NameServer, or `broker` when there is none.
+    fn route_cache(&self) -> Arc<RouteCache> {
+        let source = match &self.nameserver {
+            Some(client) => RouteSource::NameServer(client.clone()),
+            None => RouteSource::Broker(self.broker.clone()),
+        };
+        RouteCache::new(
+            source,
+            self.connection_options(),
+            Duration::from_millis(self.route_refresh_ms),
+        )
     }
 
     fn connection_options(&self) -> ConnectionOptions {
@@ -162,6 +218,6 @@ mod tests {
             .validate()
             .unwrap_err()
             .to_string()
-            .contains("--broker"));
+            .contains("--nameserver"));
     }
 }

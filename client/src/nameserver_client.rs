@@ -122,6 +122,15 @@ pub struct NameServerClient {
     timeout: Duration,
 }
 
+impl std::fmt::Debug for NameServerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NameServerClient")
+            .field("mode", self.discovery.mode())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 impl NameServerClient {
     /// A client asking the NameServers `discovery` finds, [`REQUEST_TIMEOUT_DEFAULT`] per request.
     pub fn new(discovery: Arc<Discovery>) -> NameServerClient {

@@ -163,6 +163,20 @@ impl Bind9 {
     }
 }
 
+impl crate::failover::SrvControl for Bind9 {
+    fn dns_server(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    fn point(&self, name: &str, ttl: u32, targets: &[(u16, u16, &str)]) {
+        let targets: Vec<(u16, u16, u16, &str)> = targets
+            .iter()
+            .map(|&(priority, port, host)| (priority, 0, port, host))
+            .collect();
+        self.set_srv(name, ttl, &targets);
+    }
+}
+
 impl Drop for Bind9 {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

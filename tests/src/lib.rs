@@ -3,6 +3,8 @@
 //! every process it started.
 
 pub mod bind9;
+pub mod embedded_dns;
+pub mod failover;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -45,6 +47,25 @@ pub fn binary(name: &str) -> PathBuf {
         target.join("debug")
     });
     dir.join(name)
+}
+
+/// Runs `command` with `stdin` written to its standard input; returns its output.
+pub fn run_with_stdin(command: &mut Command, stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the command");
+    let mut input = child.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().expect("waiting for the command");
+    writer.join().expect("the stdin writer");
+    output
 }
 
 /// Polls `condition` until it returns Some, failing the test after `timeout`.

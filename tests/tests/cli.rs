@@ -1,28 +1,10 @@
 //! The `smq` CLI against a real broker: messages come back exactly, long polls answer at once
 //! without burning CPU, and bad input ends in a clear error and a non-zero exit.
 
-use std::io::Write;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use smq_tests::{process_cpu_time, wait_for, Broker};
-
-fn run(command: &mut std::process::Command, stdin: &[u8]) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting smq");
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let output = child.wait_with_output().expect("waiting for smq");
-    writer.join().unwrap();
-    output
-}
+use smq_tests::{process_cpu_time, run_with_stdin as run, wait_for, Broker};
 
 fn ok(output: Output) -> Output {
     assert!(

@@ -122,6 +122,11 @@ async fn removing_the_srv_record_is_reported_as_missing() {
 /// deploy/dns/bind9: the zone loads with named-checkzone, and named.conf.smq (with its key file
 /// and zone file paths moved into a temporary directory) passes named-checkconf -z.
 #[test]
+fn through_bind9_a_producer_rides_through_an_nsupdate_repoint_without_a_failed_send() {
+    smq_tests::failover::a_producer_rides_through_a_repoint(&bind9(&[]));
+}
+
+#[test]
 fn deploy_bind9_examples_are_valid() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/dns/bind9");
     let zone = examples.join("db.smq.example");

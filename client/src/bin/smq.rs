@@ -12,8 +12,9 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
-use smq_client::nameserver_api::Role;
+use smq_client::nameserver_api::{ApiErrorCode, Role};
 use smq_client::nameserver_client::NameServerClient;
+use smq_client::protocol::ErrorCode;
 use smq_client::{
     Acks, Admin, ClientConfig, Consumer, Error, Message, PendingDelivery, Producer, StartFrom,
 };
@@ -43,8 +44,8 @@ struct Cli {
         global = true
     )]
     request_timeout_ms: u64,
-    /// NameServers to ask, URL[,URL] (host:port or http://host:port); `smq cluster`, `topic
-    /// list` and `topic describe` then read the NameServer instead of --broker.
+    /// NameServers to ask, URL[,URL] (host:port or http://host:port): every command then finds
+    /// the brokers through the NameServer's routes instead of talking to --broker.
     #[arg(long, env = "SMQ_NAMESERVER", global = true)]
     nameserver: Option<String>,
     /// SRV record naming the NameServers, e.g. _smq-ns._tcp.example.com (ignored with
@@ -77,12 +78,16 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum TopicCommand {
-    /// Create a topic with N queues on the broker.
+    /// Create a topic with N queues on the broker (with --nameserver/--srv: on every master,
+    /// or on the masters of --groups).
     Create {
         name: String,
-        /// Number of queues.
+        /// Number of queues (in each broker group).
         #[arg(long, env = "SMQ_QUEUES", default_value_t = 8)]
         queues: u32,
+        /// Broker groups to create it in, G1,G2 (needs --nameserver or --srv) [default: all].
+        #[arg(long, env = "SMQ_GROUPS", value_delimiter = ',')]
+        groups: Vec<String>,
     },
     /// List every topic with its queue count and stored messages (with --nameserver/--srv:
     /// every topic in the cluster with its queues and broker groups).
@@ -90,7 +95,8 @@ enum TopicCommand {
     /// Show each queue of a topic with its earliest and latest offsets (with
     /// --nameserver/--srv: the topic's route, each broker group with its master and slaves).
     Describe { name: String },
-    /// Delete a topic, its queues and its consumer offsets.
+    /// Delete a topic, its queues and its consumer offsets (with --nameserver/--srv: on every
+    /// master that has it).
     Delete { name: String },
 }
 
@@ -229,7 +235,11 @@ fn nameserver_client(cli: &Cli) -> anyhow::Result<Option<NameServerClient>> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let nameserver = nameserver_client(&cli)?;
-    let mut config = ClientConfig::new(cli.broker.clone());
+    // With a discovery flag, producers and consumers follow the NameServer's routes.
+    let mut config = match &nameserver {
+        Some(client) => ClientConfig::with_nameserver(client.clone()),
+        None => ClientConfig::new(cli.broker.clone()),
+    };
     config.request_timeout_ms = cli.request_timeout_ms;
     config.client_id = "smq-cli".into();
     match cli.command {
@@ -246,6 +256,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topic(TopicCommand::Describe { name }) if nameserver.is_some() => {
             topic_route_from_nameserver(nameserver.as_ref().expect("checked"), &name).await
         }
+        Command::Topic(command) if nameserver.is_some() => {
+            topic_on_masters(&config, nameserver.as_ref().expect("checked"), command).await
+        }
+        Command::Topic(TopicCommand::Create { groups, .. }) if !groups.is_empty() => bail!(
+            "--groups picks broker groups through the NameServer: set --nameserver URL or --srv NAME"
+        ),
         Command::Topic(command) => topic(config, command).await,
         Command::Produce(args) => produce(config, args).await,
         Command::Consume(args) => consume(config, args).await,
@@ -263,7 +279,7 @@ fn apply(config: &mut ClientConfig, producer: &ProducerArgs) {
 async fn topic(config: ClientConfig, command: TopicCommand) -> anyhow::Result<()> {
     let admin = Admin::connect(config).await?;
     match command {
-        TopicCommand::Create { name, queues } => {
+        TopicCommand::Create { name, queues, .. } => {
             admin.create_topic(&name, queues).await?;
             eprintln!("created topic {name} with {queues} queues");
         }
@@ -347,6 +363,125 @@ async fn cluster(client: &NameServerClient) -> anyhow::Result<()> {
         eprintln!("no live broker: start one with --nameserver or --srv pointing here");
     }
     Ok(())
+}
+
+/// `smq topic create` and `delete` with a NameServer: on each master the cluster view lists (for
+/// create, those of `--groups` if given), through the broker protocol. Create then waits until the
+/// routes show the topic in every group it was created in (one heartbeat: brokers heartbeat at
+/// once after a topic change).
+async fn topic_on_masters(
+    config: &ClientConfig,
+    client: &NameServerClient,
+    command: TopicCommand,
+) -> anyhow::Result<()> {
+    let (name, groups) = match &command {
+        TopicCommand::Create { name, groups, .. } => (name.clone(), groups.clone()),
+        TopicCommand::Delete { name } => (name.clone(), Vec::new()),
+        TopicCommand::List | TopicCommand::Describe { .. } => unreachable!("read the NameServer"),
+    };
+    let masters = masters(client, &groups).await?;
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for master in &masters {
+        let result = match (&command, Admin::connect(direct(config, &master.addr)).await) {
+            (TopicCommand::Create { queues, .. }, Ok(admin)) => {
+                admin.create_topic(&name, *queues).await
+            }
+            (_, Ok(admin)) => admin.delete_topic(&name).await,
+            (_, Err(error)) => Err(error),
+        };
+        match result {
+            Ok(()) => done.push(master.group.clone()),
+            // Delete everywhere means: wherever it is.
+            Err(error)
+                if matches!(command, TopicCommand::Delete { .. })
+                    && error.code() == Some(ErrorCode::UnknownTopic) => {}
+            Err(error) => failed.push(format!("group {} ({}): {error}", master.group, master.addr)),
+        }
+    }
+    match &command {
+        TopicCommand::Create { queues, .. } if !done.is_empty() => {
+            eprintln!(
+                "created topic {name} with {queues} queues in group(s) {}",
+                done.join(",")
+            );
+            wait_until_routed(client, &name, &done).await;
+        }
+        TopicCommand::Delete { .. } if !done.is_empty() => {
+            eprintln!("deleted topic {name} in group(s) {}", done.join(","));
+        }
+        TopicCommand::Delete { .. } if failed.is_empty() => {
+            bail!("no broker group has topic `{name}`")
+        }
+        _ => {}
+    }
+    if !failed.is_empty() {
+        bail!("failed in {} group(s): {}", failed.len(), failed.join("; "));
+    }
+    Ok(())
+}
+
+/// `config` pointed at the one broker at `addr`, without the NameServer.
+fn direct(config: &ClientConfig, addr: &str) -> ClientConfig {
+    let mut direct = config.clone();
+    direct.nameserver = None;
+    direct.broker = addr.to_owned();
+    direct
+}
+
+/// The live masters of the cluster, or of `groups` (each of which must have one).
+async fn masters(
+    client: &NameServerClient,
+    groups: &[String],
+) -> anyhow::Result<Vec<smq_client::nameserver_api::BrokerInfo>> {
+    let masters: Vec<_> = client
+        .cluster()
+        .await?
+        .brokers
+        .into_iter()
+        .filter(|broker| broker.role == Role::Master)
+        .filter(|broker| groups.is_empty() || groups.contains(&broker.group))
+        .collect();
+    if let Some(missing) = groups
+        .iter()
+        .find(|group| !masters.iter().any(|m| &m.group == *group))
+    {
+        bail!("broker group `{missing}` has no live master the NameServer knows of (see `smq cluster`)");
+    }
+    if masters.is_empty() {
+        bail!(
+            "the NameServer knows no live master: start brokers with --nameserver or --srv \
+             pointing at it (see `smq cluster`)"
+        );
+    }
+    Ok(masters)
+}
+
+/// Waits up to 10 s until the topic's route lists every group in `groups`; warns otherwise.
+async fn wait_until_routed(client: &NameServerClient, topic: &str, groups: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(route) = client.route(topic).await {
+            if groups
+                .iter()
+                .all(|group| route.groups.iter().any(|g| &g.group == group))
+            {
+                eprintln!(
+                    "routes show topic {topic} in {} group(s)",
+                    route.groups.len()
+                );
+                return;
+            }
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "warning: the NameServer does not route topic {topic} to every group yet; \
+                 check `smq topic describe {topic}`"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `smq topic list` with a NameServer: every topic in the cluster.
@@ -638,6 +773,20 @@ async fn bench(mut config: ClientConfig, command: BenchCommand) -> anyhow::Resul
 }
 
 async fn ensure_topic(config: &ClientConfig, topic: &str, queues: u32) -> anyhow::Result<()> {
+    if let Some(client) = &config.nameserver {
+        return match client.route(topic).await {
+            Ok(_) => Ok(()),
+            Err(error) if error.code() == Some(ApiErrorCode::TopicNotFound) => {
+                let create = TopicCommand::Create {
+                    name: topic.to_owned(),
+                    queues,
+                    groups: Vec::new(),
+                };
+                topic_on_masters(config, client, create).await
+            }
+            Err(error) => Err(error.into()),
+        };
+    }
     let admin = Admin::connect(config.clone()).await?;
     match admin.describe_topic(topic).await {
         Ok(_) => Ok(()),
@@ -728,13 +877,7 @@ async fn bench_consume(
 ) -> anyhow::Result<Histogram<u64>> {
     config.fetch_max_bytes = 16 * 1024 * 1024;
     config.fetch_max_wait_ms = 100;
-    let admin = Admin::connect(config.clone()).await?;
-    let topic = admin.describe_topic(&args.topic).await?;
-    let stored: u64 = topic
-        .queues
-        .iter()
-        .map(|queue| queue.high_watermark - queue.log_start_offset)
-        .sum();
+    let stored = stored_messages(&config, &args.topic).await?;
     let limit = Limit::new(args, Some(stored));
     let mut consumer = Consumer::connect(config, &args.topic, None, StartFrom::Earliest).await?;
     // Latency here is how long each poll waited for its messages.
@@ -752,6 +895,32 @@ async fn bench_consume(
         counters.add(messages.len() as u64, bytes as u64);
     }
     Ok(histogram)
+}
+
+/// Messages stored in the topic: on `--broker`, or on every master its route names.
+async fn stored_messages(config: &ClientConfig, topic: &str) -> anyhow::Result<u64> {
+    let brokers: Vec<String> = match &config.nameserver {
+        Some(client) => client
+            .route(topic)
+            .await?
+            .groups
+            .into_iter()
+            .filter_map(|group| group.master)
+            .collect(),
+        None => vec![config.broker.clone()],
+    };
+    let mut stored = 0;
+    for broker in brokers {
+        let admin = Admin::connect(direct(config, &broker)).await?;
+        stored += admin
+            .describe_topic(topic)
+            .await?
+            .queues
+            .iter()
+            .map(|queue| queue.high_watermark - queue.log_start_offset)
+            .sum::<u64>();
+    }
+    Ok(stored)
 }
 
 async fn bench_e2e(

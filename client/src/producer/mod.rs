@@ -1,9 +1,11 @@
-//! The producer: chooses each message's queue, collects messages into batches per topic-queue
-//! (batch size, linger), keeps several batches in flight on one connection, and answers each
-//! message with its queue and offset once the broker acknowledged it.
+//! The producer: chooses each message's queue among the topic's routes (the queues of every
+//! broker group with a live master), collects messages into batches per topic-queue (batch size,
+//! linger), keeps several batches in flight on each broker's connection, and answers each message
+//! with its queue and offset once the broker acknowledged it.
 //!
-//! One background task owns the open batches and submits them in order, so that the batches of
-//! a queue reach the broker in the order their messages were sent. While the maximum requests
+//! Per broker, one lane: a connection and a background task that owns the open batches and
+//! submits them in order, so that the batches of a queue reach the broker in the order their
+//! messages were sent. While the maximum requests
 //! are in flight it waits, messages pile up, and the next batches are larger: the producer
 //! batches more as the load grows.
 
@@ -11,18 +13,19 @@ mod accumulator;
 mod partitioner;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use crate::connection::{Connection, PendingResponse};
+use crate::connection::{Connection, ConnectionOptions, PendingResponse};
 use crate::error::{Error, Result};
 use crate::protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
 use crate::protocol::record_batch::Message;
 use crate::protocol::request::{Acks, ProduceRequest};
 use crate::protocol::{Request, Response};
+use crate::routing::{QueueRoute, RouteCache};
 use crate::ClientConfig;
 
 use accumulator::{Accumulator, ReadyBatch};
@@ -78,7 +81,7 @@ impl PendingDelivery {
 enum Command {
     Send {
         topic: Arc<str>,
-        queue_id: u32,
+        queue: QueueRoute,
         message: Message,
         waiter: Waiter,
     },
@@ -93,10 +96,13 @@ struct Waiter {
     buffer_bytes: u32,
 }
 
-/// Sends messages to a broker: single messages or many, batched and pipelined.
+/// Sends messages to a topic's brokers: single messages or many, batched and pipelined.
 ///
-/// A message with a key goes to the queue `fnv1a_32(key) % queue_count`, so all messages of one
-/// key keep their order in one queue; messages without a key go round robin. Messages wait at
+/// The topic's writable queues are those of every broker group with a live master, in group
+/// order (see [`crate::routing`]); with [`ClientConfig::broker`] alone, those of that broker. A
+/// message with a key goes to queue `fnv1a_32(key) % queue_count` of that list, so all messages
+/// of one key keep their order in one queue while the routes stay the same; messages without a
+/// key go round robin. Messages wait at
 /// most `linger_ms` to fill a batch of `batch_bytes`; at most `max_in_flight_requests` batches
 /// wait for their acknowledgement at a time, and at most `buffer_bytes` of messages are held.
 /// Clones share the producer.
@@ -104,7 +110,8 @@ struct Waiter {
 /// Batches of one queue are sent in order on one connection; the producer does not retry a
 /// failed batch by itself (each message gets the [`Error`], which says whether a retry helps),
 /// so the order within a queue holds as long as the broker appends a connection's requests in
-/// the order they arrive.
+/// the order they arrive. A retryable failure makes the producer ask for the topic's routes
+/// again, and a connection that ended is opened again on the next send.
 ///
 /// ```no_run
 /// # async fn example() -> smq_client::Result<()> {
@@ -124,47 +131,93 @@ pub struct Producer {
 
 #[derive(Debug)]
 struct Inner {
-    connection: Connection,
-    commands: mpsc::Sender<Command>,
+    routes: Arc<RouteCache>,
+    /// One lane per broker, opened on first use and again once its connection ended.
+    lanes: tokio::sync::Mutex<HashMap<Arc<str>, Arc<Lane>>>,
+    settings: LaneSettings,
     /// Bytes of messages accepted and not yet acknowledged may not pass `buffer_bytes`.
     buffer: Arc<Semaphore>,
     buffer_bytes: u32,
-    queue_counts: Mutex<HashMap<String, (Arc<str>, u32)>>,
     round_robin: RoundRobin,
+}
+
+/// How every lane connects and batches.
+#[derive(Debug)]
+struct LaneSettings {
+    connection: ConnectionOptions,
+    batch_bytes: usize,
+    linger: Duration,
+    acks: Acks,
+    ack_timeout_ms: u32,
+}
+
+/// One broker's connection and the task that batches and submits its messages.
+#[derive(Debug)]
+struct Lane {
+    connection: Connection,
+    commands: mpsc::Sender<Command>,
     /// Batches submitted and not yet answered.
     in_flight: watch::Receiver<usize>,
 }
 
 impl Producer {
-    /// Connects to `config.broker` and starts the producer's task.
+    /// Starts a producer. With [`ClientConfig::nameserver`] it connects to each broker when it
+    /// first sends there; with [`ClientConfig::broker`] alone it connects to that broker now.
     pub async fn connect(config: ClientConfig) -> Result<Producer> {
         config.validate()?;
-        let connection = Connection::connect(config.connection_options()).await?;
-        let batch_bytes = config.batch_bytes.min(MAX_BATCH_BYTES_DEFAULT);
         let buffer_bytes = u32::try_from(config.buffer_bytes).unwrap_or(u32::MAX);
+        let producer = Producer {
+            inner: Arc::new(Inner {
+                routes: config.route_cache(),
+                lanes: tokio::sync::Mutex::new(HashMap::new()),
+                settings: LaneSettings {
+                    connection: config.connection_options(),
+                    batch_bytes: config.batch_bytes.min(MAX_BATCH_BYTES_DEFAULT),
+                    linger: Duration::from_millis(config.linger_ms),
+                    acks: config.acks,
+                    ack_timeout_ms: config.ack_timeout_ms,
+                },
+                buffer: Arc::new(Semaphore::new(buffer_bytes as usize)),
+                buffer_bytes,
+                round_robin: RoundRobin::default(),
+            }),
+        };
+        if config.nameserver.is_none() {
+            producer.lane(&config.broker).await?;
+        }
+        Ok(producer)
+    }
+
+    /// The lane to `broker`, opening it when there is none or its connection ended.
+    async fn lane(&self, broker: &str) -> Result<Arc<Lane>> {
+        let inner = &self.inner;
+        let mut lanes = inner.lanes.lock().await;
+        if let Some(lane) = lanes.get(broker).filter(|l| !l.connection.is_closed()) {
+            return Ok(lane.clone());
+        }
+        let settings = &inner.settings;
+        let mut options = settings.connection.clone();
+        options.broker = broker.to_owned();
+        let connection = Connection::connect(options).await?;
         let (commands, commands_rx) = mpsc::channel(1024);
         let (in_flight_tx, in_flight) = watch::channel(0usize);
-        let buffer = Arc::new(Semaphore::new(buffer_bytes as usize));
         let task = SendTask {
             connection: connection.clone(),
-            accumulator: Accumulator::new(batch_bytes, Duration::from_millis(config.linger_ms)),
-            acks: config.acks,
-            ack_timeout_ms: config.ack_timeout_ms,
-            buffer: buffer.clone(),
+            accumulator: Accumulator::new(settings.batch_bytes, settings.linger),
+            acks: settings.acks,
+            ack_timeout_ms: settings.ack_timeout_ms,
+            buffer: inner.buffer.clone(),
             in_flight: Arc::new(in_flight_tx),
+            routes: inner.routes.clone(),
         };
         tokio::spawn(task.run(commands_rx));
-        Ok(Producer {
-            inner: Arc::new(Inner {
-                connection,
-                commands,
-                buffer,
-                buffer_bytes,
-                queue_counts: Mutex::new(HashMap::new()),
-                round_robin: RoundRobin::default(),
-                in_flight,
-            }),
-        })
+        let lane = Arc::new(Lane {
+            connection,
+            commands,
+            in_flight,
+        });
+        lanes.insert(Arc::from(broker), lane.clone());
+        Ok(lane)
     }
 
     /// Sends one message and waits for its acknowledgement.
@@ -188,27 +241,38 @@ impl Producer {
     }
 
     /// Hands `message` to the producer and returns once it is accepted: it waits only while the
-    /// buffer is full, or the first time a topic is used (to learn its queue count). Await the
-    /// returned [`PendingDelivery`] for the acknowledgement.
+    /// buffer is full, or the first time a topic (to learn its routes) or a broker (to connect)
+    /// is used. Await the returned [`PendingDelivery`] for the acknowledgement.
     ///
-    /// Fails at once when the topic does not exist, the message is above the broker's limit, or
-    /// a field is too long for its length field.
+    /// Fails at once when the topic does not exist or has no writable queue, the broker cannot
+    /// be reached, the message is above the broker's limit, or a field is too long for its
+    /// length field.
     pub async fn start_send(&self, topic: &str, message: Message) -> Result<PendingDelivery> {
         let inner = &self.inner;
+        check_topic_name(topic)?;
+        check_field_lengths(&message)?;
+        let routes = inner.routes.get(topic).await?;
+        let queue = choose_queue(&routes.writable, &message.key, &inner.round_robin)
+            .ok_or_else(|| Error::NoRoute {
+                topic: topic.to_owned(),
+                reason: "no broker group with a live master takes writes to it".into(),
+            })?
+            .clone();
+        let lane = match self.lane(&queue.broker).await {
+            Ok(lane) => lane,
+            Err(error) => {
+                inner.routes.invalidate(topic);
+                return Err(error);
+            }
+        };
         let message_bytes = message.encoded_len();
-        let max_message_bytes = inner.connection.max_message_bytes();
+        let max_message_bytes = lane.connection.max_message_bytes();
         if message_bytes > max_message_bytes {
             return Err(Error::MessageTooLarge {
                 bytes: message_bytes,
                 limit_bytes: max_message_bytes,
             });
         }
-        check_field_lengths(&message)?;
-        let (topic, queue_count) = self.queue_count(topic).await?;
-        let queue_id = match queue_for_key(&message.key, queue_count) {
-            Some(queue_id) => queue_id,
-            None => inner.round_robin.next(queue_count),
-        };
         // A message larger than the whole buffer takes all of it, and waits until it is free.
         let buffer_bytes = (message_bytes as u32).min(inner.buffer_bytes);
         inner
@@ -219,15 +283,15 @@ impl Producer {
             .forget();
         let (sender, receiver) = oneshot::channel();
         let command = Command::Send {
-            topic,
-            queue_id,
+            topic: routes.topic.clone(),
+            queue,
             message,
             waiter: Waiter {
                 sender,
                 buffer_bytes,
             },
         };
-        if inner.commands.send(command).await.is_err() {
+        if lane.commands.send(command).await.is_err() {
             inner.buffer.add_permits(buffer_bytes as usize);
             return Err(Error::Closed("producer"));
         }
@@ -237,61 +301,52 @@ impl Producer {
     /// Sends every open batch now, without waiting for linger, and waits until every batch
     /// sent so far is answered.
     pub async fn flush(&self) -> Result<()> {
-        let (sender, receiver) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::Flush(sender))
-            .await
-            .map_err(|_| Error::Closed("producer"))?;
-        receiver.await.map_err(|_| Error::Closed("producer"))?;
-        let mut in_flight = self.inner.in_flight.clone();
-        in_flight
-            .wait_for(|count| *count == 0)
-            .await
-            .map_err(|_| Error::Closed("producer"))?;
+        let lanes: Vec<Arc<Lane>> = self.inner.lanes.lock().await.values().cloned().collect();
+        for lane in lanes {
+            let (sender, receiver) = oneshot::channel();
+            lane.commands
+                .send(Command::Flush(sender))
+                .await
+                .map_err(|_| Error::Closed("producer"))?;
+            receiver.await.map_err(|_| Error::Closed("producer"))?;
+            let mut in_flight = lane.in_flight.clone();
+            in_flight
+                .wait_for(|count| *count == 0)
+                .await
+                .map_err(|_| Error::Closed("producer"))?;
+        }
         Ok(())
     }
 
-    /// The number of queues of `topic`, asked from the broker the first time and remembered.
+    /// The number of writable queues of `topic` (over every broker group), asked the first time
+    /// and remembered.
     pub async fn queue_count_of(&self, topic: &str) -> Result<u32> {
-        Ok(self.queue_count(topic).await?.1)
+        check_topic_name(topic)?;
+        Ok(self.inner.routes.get(topic).await?.writable.len() as u32)
     }
+}
 
-    async fn queue_count(&self, topic: &str) -> Result<(Arc<str>, u32)> {
-        if let Some(known) = self
-            .inner
-            .queue_counts
-            .lock()
-            .expect("not poisoned")
-            .get(topic)
-        {
-            return Ok(known.clone());
-        }
-        if topic.is_empty() || topic.len() > MAX_TOPIC_NAME_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "topic name of {} bytes: a topic name has 1 to {MAX_TOPIC_NAME_BYTES} bytes",
-                topic.len()
-            )));
-        }
-        let connection = &self.inner.connection;
-        let queue_count = crate::admin::describe_topic(connection, topic)
-            .await?
-            .queues
-            .len() as u32;
-        if queue_count == 0 {
-            return Err(Error::UnknownTopic {
-                topic: topic.to_owned(),
-                broker: connection.broker().to_owned(),
-            });
-        }
-        let known = (Arc::<str>::from(topic), queue_count);
-        self.inner
-            .queue_counts
-            .lock()
-            .expect("not poisoned")
-            .insert(topic.to_owned(), known.clone());
-        Ok(known)
+/// The queue for a message: its key's hash among `queues`, or the next in turn.
+fn choose_queue<'a>(
+    queues: &'a [QueueRoute],
+    key: &[u8],
+    round_robin: &RoundRobin,
+) -> Option<&'a QueueRoute> {
+    let count = u32::try_from(queues.len())
+        .ok()
+        .filter(|count| *count > 0)?;
+    let index = queue_for_key(key, count).unwrap_or_else(|| round_robin.next(count));
+    queues.get(index as usize)
+}
+
+fn check_topic_name(topic: &str) -> Result<()> {
+    if topic.is_empty() || topic.len() > MAX_TOPIC_NAME_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "topic name of {} bytes: a topic name has 1 to {MAX_TOPIC_NAME_BYTES} bytes",
+            topic.len()
+        )));
     }
+    Ok(())
 }
 
 /// Length fields of a message that a size check alone does not cover.
@@ -325,6 +380,8 @@ struct SendTask {
     ack_timeout_ms: u32,
     buffer: Arc<Semaphore>,
     in_flight: Arc<watch::Sender<usize>>,
+    /// Told when a batch fails in a way new routes may fix.
+    routes: Arc<RouteCache>,
 }
 
 /// Commands handled before the task looks at linger deadlines again.
@@ -372,13 +429,14 @@ impl SendTask {
         match command {
             Command::Send {
                 topic,
-                queue_id,
+                queue,
                 message,
                 waiter,
             } => {
                 let now = std::time::Instant::now();
+                // A lane talks to one broker, which holds one group: the queue id is enough.
                 self.accumulator
-                    .append(&topic, queue_id, &message, waiter, now, ready);
+                    .append(&topic, queue.queue_id, &message, waiter, now, ready);
                 self.submit_all(ready).await;
             }
             Command::Flush(done) => {
@@ -392,6 +450,7 @@ impl SendTask {
     /// Submits each ready batch in order; waits while the maximum requests are in flight.
     async fn submit_all(&mut self, ready: &mut Vec<ReadyBatch<Waiter>>) {
         for batch in ready.drain(..) {
+            let topic = batch.topic.clone();
             let request = Request::Produce(ProduceRequest {
                 topic: batch.topic,
                 queue_id: batch.queue_id,
@@ -401,10 +460,12 @@ impl SendTask {
             });
             let completion = Completion {
                 broker: self.connection.broker().to_owned(),
+                topic,
                 queue_id: batch.queue_id,
                 waiters: batch.waiters,
                 buffer: self.buffer.clone(),
                 in_flight: self.in_flight.clone(),
+                routes: self.routes.clone(),
             };
             self.in_flight.send_modify(|count| *count += 1);
             match self.connection.submit(request).await {
@@ -418,13 +479,16 @@ impl SendTask {
 }
 
 /// What happens once a batch is answered: every message learns its fate, its buffer bytes are
-/// given back, and the batch no longer counts as in flight.
+/// given back, the batch no longer counts as in flight, and a retryable failure has the topic's
+/// routes asked again.
 struct Completion {
     broker: String,
+    topic: String,
     queue_id: u32,
     waiters: Vec<Waiter>,
     buffer: Arc<Semaphore>,
     in_flight: Arc<watch::Sender<usize>>,
+    routes: Arc<RouteCache>,
 }
 
 impl Completion {
@@ -455,6 +519,9 @@ impl Completion {
     }
 
     fn finish(self, base_offset: Result<u64>) {
+        if base_offset.as_ref().is_err_and(Error::is_retryable) {
+            self.routes.invalidate(&self.topic);
+        }
         let mut buffer_bytes = 0usize;
         for (index, waiter) in self.waiters.into_iter().enumerate() {
             buffer_bytes += waiter.buffer_bytes as usize;

@@ -1,0 +1,339 @@
+//! Routes: which broker holds each queue of a topic.
+//!
+//! A [`RouteCache`] asks the NameServer (`GET /v1/routes/{topic}`), or with `--broker` that one
+//! broker, the first time a topic is used, and keeps the answer. It asks again in the background
+//! every `route_refresh_ms` and at once after a routing error ([`RouteCache::invalidate`]), and
+//! goes on handing out the last answer while no NameServer answers: only the first use of a
+//! topic waits for the NameServer, which is never on the data path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::connection::{Connection, ConnectionOptions};
+use crate::error::{Error, Result};
+use crate::nameserver_api::{ApiErrorCode, TopicRoute};
+use crate::nameserver_client::{NameServerClient, NameServerError};
+use crate::protocol::request::MetadataRequest;
+use crate::protocol::{ApiKey, Request, Response};
+
+/// How long a failed refresh waits before the next try (at most the refresh interval).
+const RETRY_AFTER_FAILED_REFRESH: Duration = Duration::from_secs(1);
+
+/// One queue of a topic and the broker that serves it.
+///
+/// ```
+/// use smq_client::routing::QueueRoute;
+///
+/// let queue = QueueRoute { group: "g1".into(), broker: "10.0.0.1:10911".into(), queue_id: 3 };
+/// assert_eq!(queue.to_string(), "g1/3 at 10.0.0.1:10911");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueRoute {
+    /// The broker group that holds the queue.
+    pub group: Arc<str>,
+    /// `host:port` of the broker to talk to.
+    pub broker: Arc<str>,
+    /// The queue's number within its group.
+    pub queue_id: u32,
+}
+
+impl std::fmt::Display for QueueRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} at {}", self.group, self.queue_id, self.broker)
+    }
+}
+
+/// A topic's queues as a client uses them, sorted by group, then queue.
+///
+/// ```
+/// use smq_client::nameserver_api::{GroupRoute, TopicRoute};
+/// use smq_client::routing::TopicRoutes;
+///
+/// let group = |name: &str, master: Option<&str>| GroupRoute {
+///     cluster: "c1".into(),
+///     group: name.into(),
+///     master: master.map(str::to_owned),
+///     slaves: vec!["10.0.0.9:10911".into()],
+///     queues: 2,
+///     readable: true,
+///     writable: true,
+/// };
+/// let route = TopicRoute {
+///     topic: "orders".into(),
+///     groups: vec![group("g1", Some("10.0.0.1:10911")), group("g2", None)],
+/// };
+/// let routes = TopicRoutes::from_nameserver(&route);
+/// // Producers write to groups with a live master; consumers read every group.
+/// assert_eq!(routes.writable.len(), 2);
+/// assert_eq!(routes.readable.len(), 4);
+/// assert_eq!(&*routes.readable[2].broker, "10.0.0.9:10911");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRoutes {
+    pub topic: Arc<str>,
+    /// Queues producers write: those of writable groups that have a live master, at the master.
+    pub writable: Vec<QueueRoute>,
+    /// Queues consumers read: those of readable groups, at the master, or at the first slave
+    /// while the group has no master.
+    pub readable: Vec<QueueRoute>,
+}
+
+impl TopicRoutes {
+    /// The routes in a NameServer's answer.
+    pub fn from_nameserver(route: &TopicRoute) -> TopicRoutes {
+        let mut writable = Vec::new();
+        let mut readable = Vec::new();
+        for group in &route.groups {
+            let name: Arc<str> = Arc::from(group.group.as_str());
+            let queues = |broker: &str| {
+                let broker: Arc<str> = Arc::from(broker);
+                let name = name.clone();
+                (0..group.queues).map(move |queue_id| QueueRoute {
+                    group: name.clone(),
+                    broker: broker.clone(),
+                    queue_id,
+                })
+            };
+            if let (true, Some(master)) = (group.writable, &group.master) {
+                writable.extend(queues(master));
+            }
+            let reader = group
+                .master
+                .as_deref()
+                .or(group.slaves.first().map(|s| &s[..]));
+            if let (true, Some(reader)) = (group.readable, reader) {
+                readable.extend(queues(reader));
+            }
+        }
+        writable.sort();
+        readable.sort();
+        TopicRoutes {
+            topic: Arc::from(route.topic.as_str()),
+            writable,
+            readable,
+        }
+    }
+
+    /// One broker's queues of the topic: all of them written and read there.
+    fn single_broker(topic: &str, group: &str, broker: &str, queue_count: u32) -> TopicRoutes {
+        let (group, broker): (Arc<str>, Arc<str>) = (Arc::from(group), Arc::from(broker));
+        let queues: Vec<QueueRoute> = (0..queue_count)
+            .map(|queue_id| QueueRoute {
+                group: group.clone(),
+                broker: broker.clone(),
+                queue_id,
+            })
+            .collect();
+        TopicRoutes {
+            topic: Arc::from(topic),
+            writable: queues.clone(),
+            readable: queues,
+        }
+    }
+}
+
+/// Where routes come from.
+#[derive(Debug, Clone)]
+pub enum RouteSource {
+    /// One broker (`--broker`): the topic's queues are the ones it holds.
+    Broker(String),
+    /// The NameServers a [`NameServerClient`] finds (`--nameserver`, `--srv`).
+    NameServer(NameServerClient),
+}
+
+/// Each topic's routes, fetched once and refreshed in the background. Shared by the producer or
+/// consumer that made it.
+#[derive(Debug)]
+pub struct RouteCache {
+    source: RouteSource,
+    /// For [`RouteSource::Broker`]: how to connect to the broker.
+    connection: ConnectionOptions,
+    refresh_every: Duration,
+    topics: Mutex<HashMap<String, Cached>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    routes: Arc<TopicRoutes>,
+    next_refresh: Instant,
+    refreshing: bool,
+}
+
+impl RouteCache {
+    /// A cache asking `source`, refreshing each topic every `refresh_every`.
+    pub fn new(
+        source: RouteSource,
+        connection: ConnectionOptions,
+        refresh_every: Duration,
+    ) -> Arc<RouteCache> {
+        Arc::new(RouteCache {
+            source,
+            connection,
+            refresh_every,
+            topics: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The topic's routes: the cached ones (starting a background refresh when they are due), or,
+    /// the first time, the answer of the NameServer or broker.
+    pub async fn get(self: &Arc<Self>, topic: &str) -> Result<Arc<TopicRoutes>> {
+        if let Some(routes) = self.cached(topic) {
+            return Ok(routes);
+        }
+        let routes = Arc::new(self.fetch(topic).await?);
+        self.store(topic, routes.clone());
+        Ok(routes)
+    }
+
+    /// Says that sending to or reading from the topic failed in a way new routes may fix (a
+    /// broker gone, not the master any more): the next [`RouteCache::get`] refreshes them.
+    pub fn invalidate(&self, topic: &str) {
+        if let Some(cached) = self.lock().get_mut(topic) {
+            cached.next_refresh = Instant::now();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        self.topics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cached(self: &Arc<Self>, topic: &str) -> Option<Arc<TopicRoutes>> {
+        let mut topics = self.lock();
+        let cached = topics.get_mut(topic)?;
+        if !cached.refreshing && Instant::now() >= cached.next_refresh {
+            cached.refreshing = true;
+            tokio::spawn(self.clone().refresh(topic.to_owned()));
+        }
+        Some(cached.routes.clone())
+    }
+
+    fn store(&self, topic: &str, routes: Arc<TopicRoutes>) {
+        self.lock().insert(
+            topic.to_owned(),
+            Cached {
+                routes,
+                next_refresh: Instant::now() + self.refresh_every,
+                refreshing: false,
+            },
+        );
+    }
+
+    async fn refresh(self: Arc<Self>, topic: String) {
+        let fetched = self.fetch(&topic).await;
+        let mut topics = self.lock();
+        let Some(cached) = topics.get_mut(&topic) else {
+            return;
+        };
+        cached.refreshing = false;
+        match fetched {
+            Ok(routes) => {
+                if *cached.routes != routes {
+                    tracing::info!(%topic, "the topic's routes changed");
+                    cached.routes = Arc::new(routes);
+                }
+                cached.next_refresh = Instant::now() + self.refresh_every;
+            }
+            Err(error) => {
+                tracing::warn!(%topic, %error, "cannot refresh routes; going on with the cached ones");
+                cached.next_refresh =
+                    Instant::now() + self.refresh_every.min(RETRY_AFTER_FAILED_REFRESH);
+            }
+        }
+    }
+
+    async fn fetch(&self, topic: &str) -> Result<TopicRoutes> {
+        match &self.source {
+            RouteSource::Broker(broker) => self.fetch_from_broker(broker, topic).await,
+            RouteSource::NameServer(client) => match client.route(topic).await {
+                Ok(route) => Ok(TopicRoutes::from_nameserver(&route)),
+                Err(error) => Err(no_route(topic, error)),
+            },
+        }
+    }
+
+    async fn fetch_from_broker(&self, broker: &str, topic: &str) -> Result<TopicRoutes> {
+        let mut options = self.connection.clone();
+        options.broker = broker.to_owned();
+        let connection = Connection::connect(options).await?;
+        let request = Request::Metadata(MetadataRequest {
+            topics: vec![topic.to_owned()],
+        });
+        let Response::Metadata(metadata) = connection.request(request).await? else {
+            return Err(connection.unexpected(ApiKey::Metadata));
+        };
+        let queue_count = metadata
+            .topics
+            .iter()
+            .find(|held| held.name == topic)
+            .map_or(0, |held| held.queues.len() as u32);
+        if queue_count == 0 {
+            return Err(Error::UnknownTopic {
+                topic: topic.to_owned(),
+                broker: broker.to_owned(),
+            });
+        }
+        Ok(TopicRoutes::single_broker(
+            topic,
+            &metadata.group,
+            broker,
+            queue_count,
+        ))
+    }
+}
+
+/// The client's error for a NameServer that gave no route.
+fn no_route(topic: &str, error: NameServerError) -> Error {
+    let reason = match error.code() {
+        Some(ApiErrorCode::TopicNotFound) => format!(
+            "{error}: create it with `smq topic create {topic}`, then wait one broker heartbeat"
+        ),
+        _ => format!("{error} (and no route is cached)"),
+    };
+    Error::NoRoute {
+        topic: topic.to_owned(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nameserver_api::GroupRoute;
+
+    fn group(name: &str, master: Option<&str>, readable: bool, writable: bool) -> GroupRoute {
+        GroupRoute {
+            cluster: "c".into(),
+            group: name.into(),
+            master: master.map(str::to_owned),
+            slaves: Vec::new(),
+            queues: 2,
+            readable,
+            writable,
+        }
+    }
+
+    #[test]
+    fn permissions_and_missing_masters_decide_where_clients_go() {
+        let route = TopicRoute {
+            topic: "t".into(),
+            groups: vec![
+                group("g1", Some("a:1"), true, true),
+                group("g2", Some("b:1"), true, false),
+                group("g3", Some("c:1"), false, true),
+                group("g4", None, true, true),
+            ],
+        };
+        let routes = TopicRoutes::from_nameserver(&route);
+        let writers: Vec<String> = routes.writable.iter().map(|q| q.to_string()).collect();
+        assert_eq!(
+            writers,
+            ["g1/0 at a:1", "g1/1 at a:1", "g3/0 at c:1", "g3/1 at c:1"]
+        );
+        let readers: Vec<String> = routes.readable.iter().map(|q| q.to_string()).collect();
+        assert_eq!(
+            readers,
+            ["g1/0 at a:1", "g1/1 at a:1", "g2/0 at b:1", "g2/1 at b:1"]
+        );
+    }
+}

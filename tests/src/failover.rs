@@ -1,0 +1,335 @@
+//! The NameServer failover scenarios of proto-spec.md §9, through the real binaries, against any
+//! DNS server whose SRV record the test controls (the embedded hickory server, bind9): two
+//! NameServers, two broker groups registered through DNS, and a producer (the client library)
+//! sending all along while the NameServer it uses dies.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
+use smq_client::nameserver_client::NameServerClient;
+use smq_client::{ClientConfig, Consumer, Message, Producer, StartFrom};
+
+use crate::{binary, wait_for, Broker, NameServer};
+
+/// The zone the scenarios' DNS servers serve; `ns1` and `ns2` are both 127.0.0.1 there.
+pub const ZONE: &str = "smq.test.";
+/// The SRV record clients and brokers look up.
+pub const SRV_NAME: &str = "_smq-ns._tcp.smq.test.";
+/// The SRV record's TTL in the scenarios.
+pub const TTL: Duration = Duration::from_secs(2);
+/// The brokers' heartbeat interval (the NameServer's default).
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// A DNS server whose SRV records a test can replace.
+pub trait SrvControl {
+    /// Where it answers (`--dns-server`).
+    fn dns_server(&self) -> SocketAddr;
+    /// Replaces the SRV set of `name` with `targets` = (priority, port, host), host `ns1` or
+    /// `ns2`, in one step: no client ever sees the name without a record.
+    fn point(&self, name: &str, ttl: u32, targets: &[(u16, u16, &str)]);
+}
+
+/// The discovery flags for a DNS server, as a broker or NameServer takes them.
+fn srv_args(dns: &impl SrvControl) -> Vec<String> {
+    vec![
+        "--srv".into(),
+        SRV_NAME.into(),
+        "--dns-server".into(),
+        dns.dns_server().to_string(),
+    ]
+}
+
+/// A NameServer that fences itself when the SRV record stops naming it (checked every 200 ms).
+fn fenced_nameserver(dns: &impl SrvControl, listen: &str) -> NameServer {
+    let mut args = srv_args(dns);
+    args.extend(["--fencing-interval-ms".into(), "200".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    NameServer::start_on(listen, &args)
+}
+
+/// One master per group, each registering through the SRV record.
+fn brokers(dns: &impl SrvControl, groups: &[&str]) -> Vec<Broker> {
+    groups
+        .iter()
+        .map(|group| {
+            let mut args = srv_args(dns);
+            args.extend(["--group".into(), (*group).into()]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Broker::start(&args)
+        })
+        .collect()
+}
+
+/// The `smq` CLI finding the NameServer through the SRV record.
+pub fn smq(dns: &impl SrvControl) -> Command {
+    let mut command = Command::new(binary("smq"));
+    command
+        .env("SMQ_SRV", SRV_NAME)
+        .env("SMQ_DNS_SERVER", dns.dns_server().to_string())
+        .env_remove("SMQ_BROKER")
+        .env_remove("SMQ_NAMESERVER");
+    command
+}
+
+/// Runs `smq` and returns its standard error, failing the test unless it exits 0.
+pub fn run_ok(command: &mut Command) -> String {
+    let output = command.output().expect("running smq");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "smq failed: {stderr}");
+    stderr
+}
+
+/// A client configuration following the SRV record, refreshing routes every 500 ms so that
+/// refreshes fail while the NameServer is gone.
+pub fn client_config(dns: &impl SrvControl) -> ClientConfig {
+    let mode = DiscoveryMode::Srv {
+        name: SRV_NAME.into(),
+        dns_server: Some(dns.dns_server()),
+    };
+    let discovery = Discovery::new(mode, DiscoveryOptions::default()).expect("discovery");
+    let mut config = ClientConfig::with_nameserver(NameServerClient::new(Arc::new(discovery)));
+    config.route_refresh_ms = 500;
+    config
+}
+
+/// The addresses of the brokers `nameserver` lists in /v1/cluster.
+pub fn registered(nameserver: &NameServer) -> Vec<String> {
+    let (status, body) = nameserver.get("/v1/cluster");
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let mut addrs: Vec<String> = view["brokers"]
+        .as_array()
+        .expect("brokers")
+        .iter()
+        .map(|b| b["addr"].as_str().expect("addr").to_owned())
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+fn addrs(brokers: &[Broker]) -> Vec<String> {
+    let mut addrs: Vec<String> = brokers.iter().map(|b| b.addr.to_string()).collect();
+    addrs.sort();
+    addrs
+}
+
+/// Waits until `nameserver` lists exactly `brokers`; returns how long that took.
+fn wait_registered(nameserver: &NameServer, brokers: &[Broker], within: Duration) -> Duration {
+    let start = Instant::now();
+    let want = addrs(brokers);
+    wait_for("the brokers registered", within, || {
+        (registered(nameserver) == want).then_some(())
+    });
+    start.elapsed()
+}
+
+/// Route requests a NameServer has answered, by its /metrics.
+pub fn route_requests(nameserver: &NameServer) -> u64 {
+    let (status, text) = nameserver.get("/metrics");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter(|line| line.starts_with("smq_nameserver_route_requests_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A producer task sending one message after another to a topic until stopped, counting every
+/// acknowledgement and keeping every failure.
+pub struct ContinuousSender {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<(u64, Vec<String>)>,
+}
+
+impl ContinuousSender {
+    pub fn start(runtime: &tokio::runtime::Runtime, producer: Producer, topic: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let topic = topic.to_owned();
+        let task = runtime.spawn({
+            let (stop, acked) = (stop.clone(), acked.clone());
+            async move {
+                let (mut sent, mut failures) = (0u64, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let message = Message::from_body(format!("m{sent}"));
+                    match producer.send(&topic, message).await {
+                        Ok(_) => {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(error) => failures.push(format!("message {sent}: {error}")),
+                    }
+                    sent += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                (sent, failures)
+            }
+        });
+        ContinuousSender { stop, acked, task }
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further messages are acknowledged.
+    pub fn wait_for_more(&self, more: u64) {
+        let target = self.acked() + more;
+        wait_for("more acknowledged sends", Duration::from_secs(20), || {
+            (self.acked() >= target).then_some(())
+        });
+    }
+
+    /// Stops sending and asserts that no send failed; returns how many were sent.
+    pub fn stop_without_failures(self, runtime: &tokio::runtime::Runtime) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let (sent, failures) = runtime.block_on(self.task).expect("the sender task");
+        assert!(
+            failures.is_empty(),
+            "{} failed sends of {sent}: {failures:?}",
+            failures.len()
+        );
+        sent
+    }
+}
+
+/// Reads `topic` from the start through the NameServer until `count` messages came.
+pub fn consume_all(
+    runtime: &tokio::runtime::Runtime,
+    config: ClientConfig,
+    topic: &str,
+    count: u64,
+) -> Vec<String> {
+    runtime.block_on(async {
+        let mut consumer = Consumer::connect(config, topic, None, StartFrom::Earliest)
+            .await
+            .expect("a consumer");
+        let mut bodies = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (bodies.len() as u64) < count && Instant::now() < deadline {
+            for message in consumer.poll(10_000).await.expect("poll") {
+                bodies.push(String::from_utf8_lossy(&message.body).into_owned());
+            }
+        }
+        bodies
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// Creates topic `orders` through the SRV record and starts a producer sending to it all along;
+/// returns once 200 messages are acknowledged.
+fn start_producing(dns: &impl SrvControl) -> (tokio::runtime::Runtime, Producer, ContinuousSender) {
+    run_ok(smq(dns).args(["topic", "create", "orders", "--queues", "2"]));
+    let runtime = runtime();
+    let producer = runtime
+        .block_on(Producer::connect(client_config(dns)))
+        .expect("a producer");
+    let sender = ContinuousSender::start(&runtime, producer.clone(), "orders");
+    sender.wait_for_more(200);
+    (runtime, producer, sender)
+}
+
+/// Creates `topic` through the SRV record (so at the NameServer it names now) and has the
+/// producer send one message to it: the producer must get its route from that NameServer.
+fn send_to_new_topic(
+    dns: &impl SrvControl,
+    runtime: &tokio::runtime::Runtime,
+    producer: &Producer,
+    topic: &str,
+) {
+    run_ok(smq(dns).args(["topic", "create", topic, "--queues", "2"]));
+    runtime
+        .block_on(producer.send(topic, Message::from_body("new")))
+        .expect("the producer reaches the new topic");
+}
+
+/// ns1 and ns2 run, the SRV record (TTL 2 s) names ns1, two groups register there, a producer
+/// sends all along; ns1 is killed and the record repointed to ns2. The brokers register at ns2
+/// within TTL + one heartbeat, a topic created after the switch is routed through ns2, the
+/// producer saw no failed send, everything acknowledged is read back, and ns1 restarted answers
+/// routes with 503.
+pub fn a_producer_rides_through_a_repoint(dns: &impl SrvControl) {
+    let ns1 = fenced_nameserver(dns, "127.0.0.1:0");
+    let ns2 = fenced_nameserver(dns, "127.0.0.1:0");
+    let ttl = TTL.as_secs() as u32;
+    dns.point(SRV_NAME, ttl, &[(0, ns1.addr.port(), "ns1")]);
+    let brokers = brokers(dns, &["g1", "g2"]);
+    wait_registered(&ns1, &brokers, Duration::from_secs(10));
+    let (runtime, producer, sender) = start_producing(dns);
+
+    let ns1_addr = ns1.addr.to_string();
+    drop(ns1); // SIGKILL
+    dns.point(SRV_NAME, ttl, &[(0, ns2.addr.port(), "ns2")]);
+    let took = wait_registered(&ns2, &brokers, TTL + HEARTBEAT + Duration::from_secs(2));
+    println!("both brokers registered at ns2 {took:?} after the repoint");
+    sender.wait_for_more(200);
+
+    send_to_new_topic(dns, &runtime, &producer, "after-switch");
+    let (status, body) = ns2.get("/v1/routes/after-switch");
+    assert_eq!(status, 200, "{body}");
+    let route: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        route["groups"].as_array().expect("groups").len(),
+        2,
+        "{body}"
+    );
+
+    sender.wait_for_more(100);
+    let sent = sender.stop_without_failures(&runtime);
+    println!("{sent} messages sent during the switch, none failed");
+    let bodies = consume_all(&runtime, client_config(dns), "orders", sent);
+    assert_eq!(
+        bodies.len() as u64,
+        sent,
+        "every acknowledged message is read back"
+    );
+
+    let restarted = fenced_nameserver(dns, &ns1_addr);
+    let (status, body) = restarted.get("/v1/routes/orders");
+    assert_eq!(status, 503, "a restarted ns1 must not serve routes: {body}");
+    let error: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+    let message = error["error"].as_str().expect("an error field");
+    assert!(message.contains("re-resolve"), "{message}");
+}
+
+/// The SRV record names ns1 (priority 10) and ns2 (priority 20). Brokers and clients use ns1
+/// alone; when it dies, they fall over to ns2 without any change to DNS, and the producer saw
+/// no failed send.
+pub fn clients_prefer_the_first_priority_and_fall_over(dns: &impl SrvControl) {
+    let ns1 = NameServer::start(&[]);
+    let ns2 = NameServer::start(&[]);
+    let ttl = TTL.as_secs() as u32;
+    let targets = [(10, ns1.addr.port(), "ns1"), (20, ns2.addr.port(), "ns2")];
+    dns.point(SRV_NAME, ttl, &targets);
+    let brokers = brokers(dns, &["g1", "g2"]);
+    wait_registered(&ns1, &brokers, Duration::from_secs(10));
+    assert!(
+        registered(&ns2).is_empty(),
+        "brokers register with the preferred NameServer only"
+    );
+    let (runtime, producer, sender) = start_producing(dns);
+    assert!(route_requests(&ns1) > 0, "routes come from ns1");
+    assert_eq!(
+        route_requests(&ns2),
+        0,
+        "ns2 is not asked while ns1 answers"
+    );
+
+    drop(ns1); // SIGKILL; DNS stays as it is
+    let took = wait_registered(&ns2, &brokers, HEARTBEAT * 2 + Duration::from_secs(2));
+    println!("both brokers registered at ns2 {took:?} after ns1 died");
+    send_to_new_topic(dns, &runtime, &producer, "later");
+    assert!(route_requests(&ns2) > 0, "routes now come from ns2");
+    sender.wait_for_more(200);
+    sender.stop_without_failures(&runtime);
+}

@@ -1,0 +1,181 @@
+//! Producers and consumers follow the NameServer's routes over several broker groups: through a
+//! DNS repoint with the embedded hickory server, over two SRV priorities, and with the
+//! NameServer down from the start of a run; and the CLI creates topics on every master (or the
+//! named groups) and produces and consumes through the NameServer.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
+use smq_client::nameserver_client::NameServerClient;
+use smq_client::{ClientConfig, Consumer, Message, Producer, StartFrom};
+use smq_tests::embedded_dns::EmbeddedDns;
+use smq_tests::failover::{self, registered};
+use smq_tests::{run_with_stdin, wait_for, Broker, NameServer};
+
+#[test]
+fn through_the_embedded_dns_a_producer_rides_through_a_repoint_without_a_failed_send() {
+    failover::a_producer_rides_through_a_repoint(&EmbeddedDns::start());
+}
+
+#[test]
+fn through_the_embedded_dns_clients_prefer_the_first_priority_and_fall_over_to_the_second() {
+    failover::clients_prefer_the_first_priority_and_fall_over(&EmbeddedDns::start());
+}
+
+/// Two groups, g1 and g2, registered with `nameserver`.
+fn two_groups(nameserver: &NameServer) -> Vec<Broker> {
+    let brokers: Vec<Broker> = ["g1", "g2"]
+        .iter()
+        .map(|group| Broker::start(&["--nameserver", &nameserver.url(), "--group", group]))
+        .collect();
+    let mut want: Vec<String> = brokers.iter().map(|b| b.addr.to_string()).collect();
+    want.sort();
+    wait_for("both brokers registered", Duration::from_secs(10), || {
+        (registered(nameserver) == want).then_some(())
+    });
+    brokers
+}
+
+fn ok(output: std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "smq failed: {stderr}");
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// Runs `smq` against `nameserver`; its standard output, failing the test unless it exits 0.
+fn smq_ok(nameserver: &NameServer, args: &[&str]) -> String {
+    ok(nameserver.smq().args(args).output().expect("running smq"))
+}
+
+/// The groups a topic's route names.
+fn routed_groups(nameserver: &NameServer, topic: &str) -> Vec<String> {
+    let (status, body) = nameserver.get(&format!("/v1/routes/{topic}"));
+    assert_eq!(status, 200, "{body}");
+    let route: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    route["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| g["group"].as_str().expect("group").to_owned())
+        .collect()
+}
+
+#[test]
+fn ten_thousand_messages_go_through_with_the_nameserver_down_from_the_start() {
+    let nameserver = NameServer::start(&[]);
+    let _brokers = two_groups(&nameserver);
+    smq_ok(&nameserver, &["topic", "create", "orders", "--queues", "4"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mode = DiscoveryMode::Static(vec![nameserver.url()]);
+    let discovery = Discovery::new(mode, DiscoveryOptions::default()).unwrap();
+    let mut config = ClientConfig::with_nameserver(NameServerClient::new(Arc::new(discovery)));
+    // Refreshes are due all the time, and all of them fail.
+    config.route_refresh_ms = 50;
+    let (producer, mut consumer) = runtime.block_on(async {
+        let producer = Producer::connect(config.clone()).await.unwrap();
+        assert_eq!(producer.queue_count_of("orders").await.unwrap(), 8);
+        let consumer = Consumer::connect(config, "orders", Some("billing"), StartFrom::Earliest)
+            .await
+            .unwrap();
+        (producer, consumer)
+    });
+    drop(nameserver); // SIGKILL: routes are cached, and no NameServer answers from here on
+
+    let received = runtime.block_on(async {
+        let mut pending = Vec::new();
+        for i in 0..10_000 {
+            let message = Message::from_body(format!("m{i}"));
+            pending.push(producer.start_send("orders", message).await.unwrap());
+        }
+        producer.flush().await.unwrap();
+        for delivery in pending {
+            delivery.wait().await.unwrap();
+        }
+        let mut received = Vec::new();
+        while received.len() < 10_000 {
+            received.extend(consumer.poll(10_000).await.unwrap());
+        }
+        consumer.commit().await.unwrap();
+        received
+    });
+    let bodies: BTreeSet<String> = received
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    assert_eq!(bodies.len(), 10_000, "every message once");
+    assert_eq!(bodies, (0..10_000).map(|i| format!("m{i}")).collect());
+    let groups: BTreeSet<&str> = received.iter().map(|m| &*m.group).collect();
+    assert_eq!(
+        groups,
+        BTreeSet::from(["g1", "g2"]),
+        "spread over both groups"
+    );
+}
+
+#[test]
+fn the_cli_creates_topics_on_every_master_or_the_named_groups_and_produces_through_routes() {
+    let nameserver = NameServer::start(&[]);
+    let brokers = two_groups(&nameserver);
+
+    smq_ok(
+        &nameserver,
+        &[
+            "topic", "create", "only-g2", "--queues", "3", "--groups", "g2",
+        ],
+    );
+    assert_eq!(routed_groups(&nameserver, "only-g2"), ["g2"]);
+    let output = nameserver
+        .smq()
+        .args(["topic", "create", "x", "--groups", "g9"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`g9` has no live master"), "{stderr}");
+    let output = brokers[0]
+        .smq()
+        .args(["topic", "create", "x", "--groups", "g1"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--nameserver"));
+
+    smq_ok(
+        &nameserver,
+        &["topic", "create", "everywhere", "--queues", "2"],
+    );
+    assert_eq!(routed_groups(&nameserver, "everywhere"), ["g1", "g2"]);
+    let lines: Vec<String> = (0..1000).map(|i| format!("line {i}")).collect();
+    let input = lines.join("\n") + "\n";
+    let output = run_with_stdin(
+        nameserver.smq().args(["produce", "everywhere"]),
+        input.as_bytes(),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("1000 acknowledged"), "{stderr}");
+    for broker in &brokers {
+        let list = ok(broker.smq().args(["topic", "list"]).output().unwrap());
+        let stored: u64 = list
+            .lines()
+            .find(|line| line.starts_with("everywhere "))
+            .and_then(|line| line.split_whitespace().nth(2)?.parse().ok())
+            .unwrap_or_else(|| panic!("no row for the topic: {list}"));
+        assert!(stored > 0, "group of {} got none: {list}", broker.addr);
+    }
+    let stdout = smq_ok(
+        &nameserver,
+        &["consume", "everywhere", "--group", "g", "--count", "1000"],
+    );
+    let mut got: Vec<&str> = stdout.lines().collect();
+    got.sort();
+    let mut want: Vec<&str> = lines.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    smq_ok(&nameserver, &["topic", "delete", "only-g2"]);
+    wait_for("the deleted topic unrouted", Duration::from_secs(5), || {
+        (nameserver.get("/v1/routes/only-g2").0 == 404).then_some(())
+    });
+}
