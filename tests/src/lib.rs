@@ -206,6 +206,12 @@ impl NameServer {
 
     /// GETs `path` (e.g. `/v1/cluster`): the status and the body.
     pub fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, "")
+    }
+
+    /// Sends one HTTP/1.1 request as curl would (`Connection: close`, a JSON body if not
+    /// empty): the status and the body.
+    pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
         use std::io::{Read, Write};
         let mut stream =
             std::net::TcpStream::connect(self.addr).expect("connecting to the NameServer");
@@ -214,8 +220,10 @@ impl NameServer {
             .expect("read timeout");
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
         )
         .expect("sending the request");
         let mut response = String::new();

@@ -270,3 +270,53 @@ fn a_nameserver_outage_is_one_warning_and_the_broker_registers_when_it_comes() {
     broker.stop();
     nameserver.stop();
 }
+
+#[test]
+fn the_nameserver_binary_answers_curl_style_requests_with_json_errors_and_prometheus_text() {
+    let nameserver = NameServer::start(&[]);
+    let broker = Broker::start(&[
+        "--nameserver",
+        &nameserver.url(),
+        "--group",
+        "g1",
+        "--advertise",
+        "broker1.example.com:10911",
+    ]);
+    // The broker registers the address it advertises, not the one it is bound to.
+    let registered = wait_for("broker in /v1/cluster", Duration::from_secs(5), || {
+        let (_, body) = nameserver.get("/v1/cluster");
+        let view = json(&body);
+        view["brokers"].as_array().unwrap().first().cloned()
+    });
+    assert_eq!(registered["addr"], "broker1.example.com:10911");
+    drop(broker);
+
+    let (status, body) = nameserver.request(
+        "POST",
+        "/v1/brokers/heartbeat",
+        r#"{"cluster":"c1","role":"master","addr":"10.0.0.9:10911","data_version":1,"log_end_offset":0}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let error = json(&body);
+    assert_eq!(error["field"], "group", "{body}");
+    assert!(error["error"].as_str().unwrap().contains("group"), "{body}");
+    let (status, body) = nameserver.request("POST", "/v1/brokers/heartbeat", "{not json");
+    assert_eq!(status, 400, "{body}");
+    assert!(json(&body)["error"].is_string(), "{body}");
+
+    let (status, body) = nameserver.get("/v1/routes/nosuch");
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(json(&body)["code"], "topic_not_found", "{body}");
+
+    let (status, text) = nameserver.get("/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("# TYPE smq_nameserver_brokers_live gauge"),
+        "{text}"
+    );
+    assert!(text.contains("smq_nameserver_brokers_live 1\n"), "{text}");
+    assert!(
+        text.contains("smq_nameserver_route_requests_total{status=\"404\"} 1\n"),
+        "{text}"
+    );
+}

@@ -68,11 +68,8 @@ fn ten_thousand_messages_go_through_with_the_nameserver_down_from_the_start() {
     let _brokers = two_groups(&nameserver);
     smq_ok(&nameserver, &["topic", "create", "orders", "--queues", "4"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mode = DiscoveryMode::Static(vec![nameserver.url()]);
-    let discovery = Discovery::new(mode, DiscoveryOptions::default()).unwrap();
-    let mut config = ClientConfig::with_nameserver(NameServerClient::new(Arc::new(discovery)));
     // Refreshes are due all the time, and all of them fail.
-    config.route_refresh_ms = 50;
+    let config = nameserver_config(&nameserver, 50);
     let (producer, mut consumer) = runtime.block_on(async {
         let producer = Producer::connect(config.clone()).await.unwrap();
         assert_eq!(producer.queue_count_of("orders").await.unwrap(), 8);
@@ -112,6 +109,59 @@ fn ten_thousand_messages_go_through_with_the_nameserver_down_from_the_start() {
         BTreeSet::from(["g1", "g2"]),
         "spread over both groups"
     );
+}
+
+/// A client configuration asking `nameserver`, refreshing routes every `refresh_ms`.
+fn nameserver_config(nameserver: &NameServer, refresh_ms: u64) -> ClientConfig {
+    let mode = DiscoveryMode::Static(vec![nameserver.url()]);
+    let discovery = Discovery::new(mode, DiscoveryOptions::default()).unwrap();
+    let mut config = ClientConfig::with_nameserver(NameServerClient::new(Arc::new(discovery)));
+    config.route_refresh_ms = refresh_ms;
+    config
+}
+
+#[test]
+fn a_consumer_follows_the_routes_to_a_group_that_takes_the_topic_later() {
+    let nameserver = NameServer::start(&[]);
+    let _brokers = two_groups(&nameserver);
+    smq_ok(
+        &nameserver,
+        &["topic", "create", "t", "--queues", "2", "--groups", "g1"],
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = nameserver_config(&nameserver, 100);
+    let mut consumer = runtime
+        .block_on(Consumer::connect(
+            config.clone(),
+            "t",
+            Some("c"),
+            StartFrom::Earliest,
+        ))
+        .unwrap();
+    smq_ok(
+        &nameserver,
+        &["topic", "create", "t", "--queues", "2", "--groups", "g2"],
+    );
+    let groups = runtime.block_on(async {
+        let producer = Producer::connect(config).await.unwrap();
+        assert_eq!(producer.queue_count_of("t").await.unwrap(), 4);
+        let messages = (0..100)
+            .map(|i| Message::from_body(format!("m{i}")))
+            .collect();
+        producer.send_batch("t", messages).await.unwrap();
+        let mut received = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while received.len() < 100 && tokio::time::Instant::now() < deadline {
+            received.extend(consumer.poll(100).await.unwrap());
+        }
+        assert_eq!(received.len(), 100, "every message, from both groups");
+        consumer.commit().await.unwrap();
+        received
+            .iter()
+            .map(|m| m.group.to_string())
+            .collect::<BTreeSet<String>>()
+    });
+    assert_eq!(groups, BTreeSet::from(["g1".to_owned(), "g2".to_owned()]));
 }
 
 #[test]
