@@ -532,7 +532,7 @@ async fn write_chunks(
 #[derive(Debug)]
 pub(crate) struct ConnectionPool {
     options: ConnectionOptions,
-    open: tokio::sync::Mutex<HashMap<Arc<str>, Connection>>,
+    open: Mutex<HashMap<Arc<str>, Connection>>,
 }
 
 impl ConnectionPool {
@@ -540,20 +540,30 @@ impl ConnectionPool {
     pub(crate) fn new(options: ConnectionOptions) -> ConnectionPool {
         ConnectionPool {
             options,
-            open: tokio::sync::Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The open connection to `broker`, connecting if there is none or it has ended.
+    /// The open connection to `broker`, connecting if there is none or it has ended. The
+    /// connect happens without holding the pool, so that a broker slow to answer delays only
+    /// its own requests; of two connections opened at once, the first stored is kept.
     pub(crate) async fn get(&self, broker: &str) -> Result<Connection> {
-        let mut open = self.open.lock().await;
-        if let Some(connection) = open.get(broker).filter(|c| !c.is_closed()) {
-            return Ok(connection.clone());
+        if let Some(connection) = self.open_connection(broker) {
+            return Ok(connection);
         }
         let mut options = self.options.clone();
         options.broker = broker.to_owned();
         let connection = Connection::connect(options).await?;
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = open.get(broker).filter(|c| !c.is_closed()) {
+            return Ok(existing.clone());
+        }
         open.insert(Arc::from(broker), connection.clone());
         Ok(connection)
+    }
+
+    fn open_connection(&self, broker: &str) -> Option<Connection> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(broker).filter(|c| !c.is_closed()).cloned()
     }
 }

@@ -13,7 +13,7 @@ mod accumulator;
 mod partitioner;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -133,7 +133,7 @@ pub struct Producer {
 struct Inner {
     routes: Arc<RouteCache>,
     /// One lane per broker, opened on first use and again once its connection ended.
-    lanes: tokio::sync::Mutex<HashMap<Arc<str>, Arc<Lane>>>,
+    lanes: Mutex<HashMap<Arc<str>, Arc<Lane>>>,
     settings: LaneSettings,
     /// Bytes of messages accepted and not yet acknowledged may not pass `buffer_bytes`.
     buffer: Arc<Semaphore>,
@@ -169,7 +169,7 @@ impl Producer {
         let producer = Producer {
             inner: Arc::new(Inner {
                 routes: config.route_cache(),
-                lanes: tokio::sync::Mutex::new(HashMap::new()),
+                lanes: Mutex::new(HashMap::new()),
                 settings: LaneSettings {
                     connection: config.connection_options(),
                     batch_bytes: config.batch_bytes.min(MAX_BATCH_BYTES_DEFAULT),
@@ -189,12 +189,32 @@ impl Producer {
     }
 
     /// The lane to `broker`, opening it when there is none or its connection ended.
+    /// The connection is opened without holding the lane map, so that a broker slow to answer
+    /// delays only the messages bound to it; when two senders open the same lane at once, the
+    /// first one stored is used and the other dropped unused.
     async fn lane(&self, broker: &str) -> Result<Arc<Lane>> {
-        let inner = &self.inner;
-        let mut lanes = inner.lanes.lock().await;
+        if let Some(lane) = self.open_lane(broker) {
+            return Ok(lane);
+        }
+        let lane = Arc::new(self.connect_lane(broker).await?);
+        let mut lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(lane) = lanes.get(broker).filter(|l| !l.connection.is_closed()) {
             return Ok(lane.clone());
         }
+        lanes.insert(Arc::from(broker), lane.clone());
+        Ok(lane)
+    }
+
+    fn open_lane(&self, broker: &str) -> Option<Arc<Lane>> {
+        let lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        lanes
+            .get(broker)
+            .filter(|lane| !lane.connection.is_closed())
+            .cloned()
+    }
+
+    async fn connect_lane(&self, broker: &str) -> Result<Lane> {
+        let inner = &self.inner;
         let settings = &inner.settings;
         let mut options = settings.connection.clone();
         options.broker = broker.to_owned();
@@ -211,13 +231,11 @@ impl Producer {
             routes: inner.routes.clone(),
         };
         tokio::spawn(task.run(commands_rx));
-        let lane = Arc::new(Lane {
+        Ok(Lane {
             connection,
             commands,
             in_flight,
-        });
-        lanes.insert(Arc::from(broker), lane.clone());
-        Ok(lane)
+        })
     }
 
     /// Sends one message and waits for its acknowledgement.
@@ -301,7 +319,10 @@ impl Producer {
     /// Sends every open batch now, without waiting for linger, and waits until every batch
     /// sent so far is answered.
     pub async fn flush(&self) -> Result<()> {
-        let lanes: Vec<Arc<Lane>> = self.inner.lanes.lock().await.values().cloned().collect();
+        let lanes: Vec<Arc<Lane>> = {
+            let lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            lanes.values().cloned().collect()
+        };
         for lane in lanes {
             let (sender, receiver) = oneshot::channel();
             lane.commands

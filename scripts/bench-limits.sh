@@ -1,0 +1,42 @@
+# The physical limits benchmarks are set beside, measured in the same run: sourced by the
+# scripts/bench-*.sh scripts (needs $WORK, a scratch directory on the disk under test, and
+# `scaled` for dd's size).
+
+# MB/s of dd writing 2 GiB with one fdatasync at the end, timed here.
+dd_mb_per_s() {
+  local mib; mib=$(scaled 2048)
+  python3 - "$WORK/dd.bin" "$mib" <<'PY'
+import subprocess, sys, time, os
+path, mib = sys.argv[1], int(sys.argv[2])
+start = time.perf_counter()
+subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={mib}", "conv=fdatasync"],
+               check=True, stderr=subprocess.DEVNULL)
+print(f"{mib * 1048576 / 1e6 / (time.perf_counter() - start):.0f}")
+os.unlink(path)
+PY
+}
+
+# MB/s of one TCP stream over loopback (1 MiB writes, 4 GiB).
+loopback_mb_per_s() {
+  python3 - <<'PY'
+import socket, threading, time
+total = 4 << 30
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+def sink():
+    conn, _ = server.accept()
+    left = total
+    while left > 0:
+        data = conn.recv(1 << 20)
+        if not data: break
+        left -= len(data)
+    conn.close()
+thread = threading.Thread(target=sink); thread.start()
+client = socket.create_connection(server.getsockname())
+block = b"\0" * (1 << 20)
+start = time.perf_counter()
+for _ in range(total >> 20):
+    client.sendall(block)
+client.close(); thread.join()
+print(f"{total / 1e6 / (time.perf_counter() - start):.0f}")
+PY
+}
