@@ -102,6 +102,27 @@ fn name(text: &str) -> Result<Name, DevDnsError> {
     })
 }
 
+/// Binds UDP and TCP on one port. With port 0 the UDP socket picks the port, which TCP may
+/// already use (another listener, an outgoing connection): then another port is tried.
+async fn bind_udp_and_tcp(
+    bind: SocketAddr,
+) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener, SocketAddr), DevDnsError> {
+    let bind_error = |addr, source| DevDnsError::Bind { addr, source };
+    let mut attempts_left = if bind.port() == 0 { 20 } else { 1 };
+    loop {
+        attempts_left -= 1;
+        let udp = tokio::net::UdpSocket::bind(bind)
+            .await
+            .map_err(|e| bind_error(bind, e))?;
+        let addr = udp.local_addr().map_err(|e| bind_error(bind, e))?;
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp, addr)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts_left > 0 => continue,
+            Err(e) => return Err(bind_error(addr, e)),
+        }
+    }
+}
+
 impl DevDns {
     /// Serves the zone `origin` (e.g. `smq.test.`), empty but for its SOA, whose minimum (the
     /// negative-caching TTL) is 1 s so that a record added later is seen at once. `bind` may have
@@ -140,14 +161,7 @@ impl DevDns {
             LowerName::new(&origin),
             vec![zone.clone() as Arc<dyn ZoneHandler>],
         );
-        let bind_error = |addr, source| DevDnsError::Bind { addr, source };
-        let udp = tokio::net::UdpSocket::bind(bind)
-            .await
-            .map_err(|e| bind_error(bind, e))?;
-        let addr = udp.local_addr().map_err(|e| bind_error(bind, e))?;
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| bind_error(addr, e))?;
+        let (udp, tcp, addr) = bind_udp_and_tcp(bind).await?;
         let mut server = Server::new(catalog);
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 64);
