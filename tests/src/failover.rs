@@ -183,10 +183,15 @@ impl ContinuousSender {
         });
     }
 
+    /// Stops sending; returns how many were sent and each failure.
+    pub fn stop(self, runtime: &tokio::runtime::Runtime) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        runtime.block_on(self.task).expect("the sender task")
+    }
+
     /// Stops sending and asserts that no send failed; returns how many were sent.
     pub fn stop_without_failures(self, runtime: &tokio::runtime::Runtime) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let (sent, failures) = runtime.block_on(self.task).expect("the sender task");
+        let (sent, failures) = self.stop(runtime);
         assert!(
             failures.is_empty(),
             "{} failed sends of {sent}: {failures:?}",

@@ -11,7 +11,7 @@ use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
 use smq_client::nameserver_client::NameServerClient;
 use smq_client::{ClientConfig, Consumer, Message, Producer, StartFrom};
 use smq_tests::embedded_dns::EmbeddedDns;
-use smq_tests::failover::{self, registered};
+use smq_tests::failover::{self, registered, ContinuousSender};
 use smq_tests::{run_with_stdin, wait_for, Broker, NameServer};
 
 #[test]
@@ -162,6 +162,38 @@ fn a_consumer_follows_the_routes_to_a_group_that_takes_the_topic_later() {
             .collect::<BTreeSet<String>>()
     });
     assert_eq!(groups, BTreeSet::from(["g1".to_owned(), "g2".to_owned()]));
+}
+
+#[test]
+fn when_a_master_dies_unkeyed_messages_go_on_to_the_other_group_at_once() {
+    let nameserver = NameServer::start(&[]);
+    let mut brokers = two_groups(&nameserver);
+    smq_ok(&nameserver, &["topic", "create", "t", "--queues", "2"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let producer = runtime
+        .block_on(Producer::connect(nameserver_config(&nameserver, 30_000)))
+        .unwrap();
+    let sender = ContinuousSender::start(&runtime, producer, "t");
+    sender.wait_for_more(200);
+
+    let victim = brokers.pop().unwrap();
+    let victim_addr = victim.addr.to_string();
+    victim.kill();
+    // Round robin over both groups would fail every other send until the NameServer drops the
+    // dead master (10 s): the producer avoids it instead.
+    sender.wait_for_more(500);
+    assert!(
+        registered(&nameserver).contains(&victim_addr),
+        "the sends went on before the routes dropped the dead master"
+    );
+    let (sent, failures) = sender.stop(&runtime);
+    println!("{sent} sent, failures: {failures:?}");
+    assert!(
+        failures.len() <= 2,
+        "only sends in flight at the kill may fail, but {} did, the first: {:?}",
+        failures.len(),
+        &failures[..3.min(failures.len())]
+    );
 }
 
 #[test]

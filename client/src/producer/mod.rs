@@ -10,6 +10,7 @@
 //! batches more as the load grows.
 
 mod accumulator;
+mod fault_avoidance;
 mod partitioner;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::routing::{QueueRoute, RouteCache};
 use crate::ClientConfig;
 
 use accumulator::{Accumulator, ReadyBatch};
+use fault_avoidance::Unreachable;
 use partitioner::RoundRobin;
 pub use partitioner::{fnv1a_32, queue_for_key};
 
@@ -102,7 +104,9 @@ struct Waiter {
 /// order (see [`crate::routing`]); with [`ClientConfig::broker`] alone, those of that broker. A
 /// message with a key goes to queue `fnv1a_32(key) % queue_count` of that list, so all messages
 /// of one key keep their order in one queue while the routes stay the same; messages without a
-/// key go round robin. Messages wait at
+/// key go round robin, past the queues of a broker the producer just failed to reach (for a few
+/// seconds, or until the routes drop it): when one group's master dies, messages without a key go
+/// on to the other groups at once. Messages wait at
 /// most `linger_ms` to fill a batch of `batch_bytes`; at most `max_in_flight_requests` batches
 /// wait for their acknowledgement at a time, and at most `buffer_bytes` of messages are held.
 /// Clones share the producer.
@@ -139,6 +143,8 @@ struct Inner {
     buffer: Arc<Semaphore>,
     buffer_bytes: u32,
     round_robin: RoundRobin,
+    /// Brokers just found unreachable, avoided by messages without a key.
+    unreachable: Arc<Unreachable>,
 }
 
 /// How every lane connects and batches.
@@ -180,6 +186,7 @@ impl Producer {
                 buffer: Arc::new(Semaphore::new(buffer_bytes as usize)),
                 buffer_bytes,
                 round_robin: RoundRobin::default(),
+                unreachable: Arc::default(),
             }),
         };
         if config.nameserver.is_none() {
@@ -229,6 +236,7 @@ impl Producer {
             buffer: inner.buffer.clone(),
             in_flight: Arc::new(in_flight_tx),
             routes: inner.routes.clone(),
+            unreachable: inner.unreachable.clone(),
         };
         tokio::spawn(task.run(commands_rx));
         Ok(Lane {
@@ -270,17 +278,31 @@ impl Producer {
         check_topic_name(topic)?;
         check_field_lengths(&message)?;
         let routes = inner.routes.get(topic).await?;
-        let queue = choose_queue(&routes.writable, &message.key, &inner.round_robin)
-            .ok_or_else(|| Error::NoRoute {
-                topic: topic.to_owned(),
-                reason: "no broker group with a live master takes writes to it".into(),
-            })?
-            .clone();
-        let lane = match self.lane(&queue.broker).await {
-            Ok(lane) => lane,
-            Err(error) => {
-                inner.routes.invalidate(topic);
-                return Err(error);
+        // Nothing is sent before a lane is open, so a message without a key whose broker cannot
+        // be reached goes to another queue, at most once per queue.
+        let mut attempts = 0;
+        let (queue, lane) = loop {
+            let now = std::time::Instant::now();
+            let avoided = |queue: &QueueRoute| inner.unreachable.avoids(&queue.broker, now);
+            let queue = choose_queue(&routes.writable, &message.key, &inner.round_robin, avoided)
+                .ok_or_else(|| Error::NoRoute {
+                    topic: topic.to_owned(),
+                    reason: "no broker group with a live master takes writes to it".into(),
+                })?
+                .clone();
+            match self.lane(&queue.broker).await {
+                Ok(lane) => break (queue, lane),
+                Err(error) => {
+                    inner.routes.invalidate(topic);
+                    inner
+                        .unreachable
+                        .mark(&queue.broker, std::time::Instant::now());
+                    attempts += 1;
+                    let may_move = message.key.is_empty() && error.is_retryable();
+                    if !may_move || attempts >= routes.writable.len() {
+                        return Err(error);
+                    }
+                }
             }
         };
         let message_bytes = message.encoded_len();
@@ -347,17 +369,26 @@ impl Producer {
     }
 }
 
-/// The queue for a message: its key's hash among `queues`, or the next in turn.
+/// The queue for a message: its key's hash among `queues` (whatever `avoided` says, so that a
+/// key keeps its queue), or the next in turn that is not `avoided` (the next in turn if all are).
 fn choose_queue<'a>(
     queues: &'a [QueueRoute],
     key: &[u8],
     round_robin: &RoundRobin,
+    avoided: impl Fn(&QueueRoute) -> bool,
 ) -> Option<&'a QueueRoute> {
     let count = u32::try_from(queues.len())
         .ok()
         .filter(|count| *count > 0)?;
-    let index = queue_for_key(key, count).unwrap_or_else(|| round_robin.next(count));
-    queues.get(index as usize)
+    if let Some(index) = queue_for_key(key, count) {
+        return queues.get(index as usize);
+    }
+    let start = round_robin.next(count) as usize;
+    let in_turn = (0..queues.len()).map(|step| &queues[(start + step) % queues.len()]);
+    in_turn
+        .clone()
+        .find(|queue| !avoided(queue))
+        .or_else(|| in_turn.clone().next())
 }
 
 fn check_topic_name(topic: &str) -> Result<()> {
@@ -403,6 +434,8 @@ struct SendTask {
     in_flight: Arc<watch::Sender<usize>>,
     /// Told when a batch fails in a way new routes may fix.
     routes: Arc<RouteCache>,
+    /// Told when the broker cannot be reached.
+    unreachable: Arc<Unreachable>,
 }
 
 /// Commands handled before the task looks at linger deadlines again.
@@ -487,6 +520,7 @@ impl SendTask {
                 buffer: self.buffer.clone(),
                 in_flight: self.in_flight.clone(),
                 routes: self.routes.clone(),
+                unreachable: self.unreachable.clone(),
             };
             self.in_flight.send_modify(|count| *count += 1);
             match self.connection.submit(request).await {
@@ -510,6 +544,7 @@ struct Completion {
     buffer: Arc<Semaphore>,
     in_flight: Arc<watch::Sender<usize>>,
     routes: Arc<RouteCache>,
+    unreachable: Arc<Unreachable>,
 }
 
 impl Completion {
@@ -540,8 +575,17 @@ impl Completion {
     }
 
     fn finish(self, base_offset: Result<u64>) {
-        if base_offset.as_ref().is_err_and(Error::is_retryable) {
-            self.routes.invalidate(&self.topic);
+        if let Err(error) = &base_offset {
+            if error.is_retryable() {
+                self.routes.invalidate(&self.topic);
+            }
+            if matches!(
+                error,
+                Error::Connect { .. } | Error::ConnectionClosed { .. } | Error::Timeout { .. }
+            ) {
+                self.unreachable
+                    .mark(&self.broker, std::time::Instant::now());
+            }
         }
         let mut buffer_bytes = 0usize;
         for (index, waiter) in self.waiters.into_iter().enumerate() {
@@ -554,5 +598,48 @@ impl Completion {
         }
         self.buffer.add_permits(buffer_bytes);
         self.in_flight.send_modify(|count| *count -= 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queues() -> Vec<QueueRoute> {
+        ["a:1", "a:1", "b:1", "b:1"]
+            .iter()
+            .enumerate()
+            .map(|(queue_id, broker)| QueueRoute {
+                group: Arc::from(&broker[..1]),
+                broker: Arc::from(*broker),
+                queue_id: queue_id as u32 % 2,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn messages_without_a_key_pass_an_avoided_broker_by_and_keyed_ones_keep_their_queue() {
+        let queues = queues();
+        let round_robin = RoundRobin::default();
+        let avoid_b = |queue: &QueueRoute| &*queue.broker == "b:1";
+        let brokers: Vec<&str> = (0..8)
+            .map(|_| {
+                &*choose_queue(&queues, b"", &round_robin, avoid_b)
+                    .unwrap()
+                    .broker
+            })
+            .collect();
+        assert!(brokers.iter().all(|broker| *broker == "a:1"), "{brokers:?}");
+
+        let key = (0..100)
+            .map(|i| format!("k{i}"))
+            .find(|key| queue_for_key(key.as_bytes(), 4).unwrap() >= 2)
+            .unwrap();
+        let keyed = choose_queue(&queues, key.as_bytes(), &round_robin, avoid_b).unwrap();
+        assert_eq!(&*keyed.broker, "b:1", "a key's queue does not move");
+
+        let everything = |_: &QueueRoute| true;
+        assert!(choose_queue(&queues, b"", &round_robin, everything).is_some());
+        assert!(choose_queue(&[], b"", &round_robin, everything).is_none());
     }
 }
