@@ -29,7 +29,7 @@ pub enum Error {
         response: ErrorResponse,
     },
     /// The TCP connection to the broker could not be opened.
-    #[error("cannot connect to broker {broker} (is a broker listening there? set --broker / SMQ_BROKER)")]
+    #[error("cannot connect to broker {broker} (is a broker listening there? check --broker / SMQ_BROKER, or `smq cluster` for the brokers the NameServer knows)")]
     Connect {
         broker: String,
         #[source]

@@ -284,10 +284,9 @@ impl RouteCache {
 
 /// The client's error for a NameServer that gave no route.
 fn no_route(topic: &str, error: NameServerError) -> Error {
+    // A 404 already says how to create the topic.
     let reason = match error.code() {
-        Some(ApiErrorCode::TopicNotFound) => format!(
-            "{error}: create it with `smq topic create {topic}`, then wait one broker heartbeat"
-        ),
+        Some(ApiErrorCode::TopicNotFound) => error.to_string(),
         _ => format!("{error} (and no route is cached)"),
     };
     Error::NoRoute {

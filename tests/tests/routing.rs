@@ -256,6 +256,12 @@ fn the_cli_creates_topics_on_every_master_or_the_named_groups_and_produces_throu
     want.sort();
     assert_eq!(got, want);
 
+    let output = run_with_stdin(nameserver.smq().args(["produce", "nosuch"]), b"x\n");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no route to topic `nosuch`"), "{stderr}");
+    assert!(stderr.contains("smq topic create nosuch"), "{stderr}");
+
     smq_ok(&nameserver, &["topic", "delete", "only-g2"]);
     wait_for("the deleted topic unrouted", Duration::from_secs(5), || {
         (nameserver.get("/v1/routes/only-g2").0 == 404).then_some(())

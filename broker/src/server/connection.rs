@@ -265,19 +265,17 @@ fn encode(broker: &Broker, peer: SocketAddr, header: RequestHeader, outcome: Out
     }
 }
 
-/// A Fetch response whose batches follow its head uncopied: the codec encodes the response with
-/// empty `batches` (the last field, proto-spec.md section 3 "Payload last"); the batches' length
-/// and the frame length are then raised by the bytes written after it.
+/// A Fetch response whose batches follow its head uncopied (the last field, proto-spec.md
+/// section 3 "Payload last").
 fn encode_fetch(header: RequestHeader, response: FetchResponse, batches: Vec<Bytes>) -> Outgoing {
-    debug_assert!(response.batches.is_empty());
     let mut head = BytesMut::new();
-    Response::Fetch(response).encode(header.api_version, header.correlation_id, &mut head);
-    let payload = u32::try_from(batches.iter().map(Bytes::len).sum::<usize>())
-        .expect("fetch responses are capped far below 4 GiB");
-    let end = head.len();
-    head[end - 4..].copy_from_slice(&payload.to_be_bytes());
-    let frame_length = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) + payload;
-    head[..4].copy_from_slice(&frame_length.to_be_bytes());
+    let batches_len = batches.iter().map(Bytes::len).sum();
+    response.encode_head(
+        batches_len,
+        header.api_version,
+        header.correlation_id,
+        &mut head,
+    );
     Outgoing { head, batches }
 }
 

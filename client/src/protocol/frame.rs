@@ -221,6 +221,22 @@ pub fn encode_response(out: &mut BytesMut, correlation_id: u32, body: impl FnOnc
     fill_length(out, start);
 }
 
+/// Raises the length of the frame that starts at `start` in `out` by `payload` bytes that the
+/// sender writes after it uncopied (a Produce batch, a Fetch response's batches): the encoded
+/// head then says the whole frame's length. Panics if the frame would exceed 4 GiB.
+pub(crate) fn extend_length(out: &mut BytesMut, start: usize, payload: usize) {
+    let head_length = u32::from_be_bytes(
+        out[start..start + LENGTH_BYTES]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    let length = u32::try_from(payload)
+        .ok()
+        .and_then(|payload| head_length.checked_add(payload))
+        .expect("frame above 4 GiB");
+    out[start..start + LENGTH_BYTES].copy_from_slice(&length.to_be_bytes());
+}
+
 fn fill_length(out: &mut BytesMut, start: usize) {
     let length = u32::try_from(out.len() - start - LENGTH_BYTES).expect("frame above 4 GiB");
     out[start..start + LENGTH_BYTES].copy_from_slice(&length.to_be_bytes());

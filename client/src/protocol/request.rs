@@ -163,11 +163,7 @@ impl ProduceRequest {
             out.put_u32(u32::try_from(self.batch.len()).expect("batch above 4 GiB"));
         });
         // The frame's length also counts the batch bytes that follow the head.
-        let head_length = u32::from_be_bytes(out[start..start + 4].try_into().expect("4 bytes"));
-        let length = head_length
-            .checked_add(self.batch.len() as u32)
-            .expect("frame above 4 GiB");
-        out[start..start + 4].copy_from_slice(&length.to_be_bytes());
+        frame::extend_length(out, start, self.batch.len());
     }
 
     fn decode_v1(reader: &mut Reader) -> Result<ProduceRequest, DecodeError> {

@@ -198,6 +198,50 @@ pub struct FetchResponse {
 }
 
 impl FetchResponse {
+    /// Appends a successful Fetch response frame up to its batches, which the sender writes right
+    /// after it (`batches_len` bytes, uncopied): a broker hands stored batches to the socket
+    /// without copying them into the frame. The head followed by the batches is exactly what
+    /// [`Response::encode`] writes for this response with those batches; `self.batches` is not
+    /// written.
+    ///
+    /// Panics if this build does not speak `api_version` of Fetch, or if the frame would exceed
+    /// 4 GiB.
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use smq_client::protocol::response::{FetchResponse, Response};
+    ///
+    /// let stored = Bytes::from_static(b"stored batches");
+    /// let response = FetchResponse { high_watermark: 9, log_start_offset: 0, batches: Bytes::new() };
+    /// let mut frame = BytesMut::new();
+    /// response.encode_head(stored.len(), 1, 7, &mut frame);
+    /// frame.extend_from_slice(&stored);
+    /// let mut whole = BytesMut::new();
+    /// Response::Fetch(FetchResponse { batches: stored, ..response }).encode(1, 7, &mut whole);
+    /// assert_eq!(frame, whole);
+    /// ```
+    pub fn encode_head(
+        &self,
+        batches_len: usize,
+        api_version: u16,
+        correlation_id: u32,
+        out: &mut BytesMut,
+    ) {
+        assert!(
+            ApiKey::Fetch.versions().contains(&api_version),
+            "Fetch has no version {api_version} in this build"
+        );
+        let start = out.len();
+        frame::encode_response(out, correlation_id, |out| {
+            out.put_u16(ErrorCode::None.as_u16());
+            put_string(out, "");
+            out.put_u64(self.high_watermark);
+            out.put_u64(self.log_start_offset);
+            out.put_u32(u32::try_from(batches_len).expect("batches above 4 GiB"));
+        });
+        frame::extend_length(out, start, batches_len);
+    }
+
     fn encode_v1(&self, out: &mut BytesMut) {
         out.put_u64(self.high_watermark);
         out.put_u64(self.log_start_offset);
@@ -676,6 +720,20 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn fetch_head_then_batches_is_the_whole_fetch_frame(
+            high_watermark in any::<u64>(),
+            log_start_offset in any::<u64>(),
+            batches in arb_bytes(512),
+            correlation_id in any::<u32>(),
+        ) {
+            let response = FetchResponse { high_watermark, log_start_offset, batches };
+            let mut head = BytesMut::new();
+            response.encode_head(response.batches.len(), 1, correlation_id, &mut head);
+            head.extend_from_slice(&response.batches);
+            prop_assert_eq!(head, encode(&Response::Fetch(response), correlation_id));
+        }
+
         #[test]
         fn every_response_round_trips_through_a_frame((api_key, response) in arb_response(), correlation_id in any::<u32>()) {
             let mut buf = encode(&response, correlation_id);
