@@ -22,6 +22,9 @@ use crate::ClientConfig;
 
 /// How long a queue's fetch waits before it is sent again after it failed.
 const FETCH_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How long the consumer waits before applying routes again after a broker in them could not be
+/// reached.
+const FOLLOW_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Where a consumer starts reading a queue for which its group has no committed offset.
 ///
@@ -192,6 +195,8 @@ pub struct Consumer {
     fetch_max_wait_ms: u32,
     /// The routes the queues below follow.
     applied: Option<Arc<TopicRoutes>>,
+    /// Routes are not applied before this (after a failure to apply them).
+    follow_again_at: tokio::time::Instant,
     /// Per queue being read: the broker it is read from.
     brokers: BTreeMap<QueueKey, Arc<str>>,
     /// Per queue: the offset after the last message returned to the caller.
@@ -206,7 +211,9 @@ pub struct Consumer {
 
 impl Consumer {
     /// Learns the topic's routes, connects to its brokers, and starts reading every queue: from
-    /// `group`'s committed offsets where it has one, else from `from`.
+    /// `group`'s committed offsets where it has one, else from `from`. Fails when no broker of
+    /// the routes can be reached; the queues of a broker that cannot be reached while others can
+    /// are read once it can.
     pub async fn connect(
         config: ClientConfig,
         topic: &str,
@@ -231,6 +238,7 @@ impl Consumer {
             fetch_max_bytes: config.fetch_max_bytes,
             fetch_max_wait_ms: config.fetch_max_wait_ms,
             applied: None,
+            follow_again_at: tokio::time::Instant::now(),
             brokers: BTreeMap::new(),
             positions: BTreeMap::new(),
             committed: BTreeMap::new(),
@@ -238,8 +246,19 @@ impl Consumer {
             fetches: JoinSet::new(),
             buffered: VecDeque::new(),
         };
-        consumer.apply_routes(current).await?;
+        if let Err(error) = consumer.apply_routes(current).await {
+            if consumer.brokers.is_empty() {
+                return Err(error);
+            }
+            consumer.follow_later(&error);
+        }
         Ok(consumer)
+    }
+
+    /// Logs that some queues of the routes cannot be read yet; they are tried again in a second.
+    fn follow_later(&mut self, error: &Error) {
+        tracing::warn!(topic = %self.topic, %error, "cannot read every queue of the routes yet");
+        self.follow_again_at = tokio::time::Instant::now() + FOLLOW_RETRY_DELAY;
     }
 
     /// Reads the queues `routes` name: a known queue moves to its broker, a new one starts at
@@ -275,11 +294,20 @@ impl Consumer {
             self.buffered
                 .retain(|m| !(m.group == key.group && m.queue_id == key.queue_id));
         }
+        // A broker that cannot be reached does not keep the others from being read.
+        let mut first_error = None;
         for (broker, keys) in new_by_broker {
-            self.start_reading(&broker, keys).await?;
+            if let Err(error) = self.start_reading(&broker, keys).await {
+                first_error.get_or_insert(error);
+            }
         }
-        self.applied = Some(routes);
-        Ok(())
+        match first_error {
+            None => {
+                self.applied = Some(routes);
+                Ok(())
+            }
+            Some(error) => Err(error),
+        }
     }
 
     /// Starts reading `keys`, all held by `broker`.
@@ -397,8 +425,11 @@ impl Consumer {
     }
 
     /// Applies the routes if they changed since last time (they are refreshed in the
-    /// background); a broker that cannot be reached now is tried again on the next poll.
+    /// background); when a broker cannot be reached, they are applied again a second later.
     async fn follow_routes(&mut self) {
+        if tokio::time::Instant::now() < self.follow_again_at {
+            return;
+        }
         let Ok(routes) = self.routes.get(&self.topic).await else {
             return;
         };
@@ -410,7 +441,7 @@ impl Consumer {
             return;
         }
         if let Err(error) = self.apply_routes(routes).await {
-            tracing::warn!(topic = %self.topic, %error, "cannot follow the topic's new routes yet");
+            self.follow_later(&error);
         }
     }
 

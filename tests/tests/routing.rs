@@ -197,6 +197,45 @@ fn when_a_master_dies_unkeyed_messages_go_on_to_the_other_group_at_once() {
 }
 
 #[test]
+fn a_consumer_reads_the_groups_it_can_reach_while_another_in_the_routes_is_down() {
+    let nameserver = NameServer::start(&[]);
+    let broker = Broker::start(&["--nameserver", &nameserver.url(), "--group", "g1"]);
+    wait_for("the broker registered", Duration::from_secs(10), || {
+        (registered(&nameserver) == [broker.addr.to_string()]).then_some(())
+    });
+    smq_ok(&nameserver, &["topic", "create", "t", "--queues", "2"]);
+    // A group whose master heartbeated and then died: nothing listens on port 1.
+    let ghost = r#"{"cluster":"smq","group":"ghost","role":"master","addr":"127.0.0.1:1",
+        "data_version":1,"log_end_offset":0,"topics":[{"name":"t","queues":2}]}"#;
+    let (status, body) = nameserver.request("POST", "/v1/brokers/heartbeat", ghost);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(routed_groups(&nameserver, "t"), ["g1", "ghost"]);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = nameserver_config(&nameserver, 100);
+    let received = runtime.block_on(async {
+        let mut consumer = Consumer::connect(config.clone(), "t", None, StartFrom::Earliest)
+            .await
+            .expect("the consumer starts with the group it can reach");
+        let mut producer_config = config;
+        producer_config.nameserver = None;
+        producer_config.broker = broker.addr.to_string();
+        let producer = Producer::connect(producer_config).await.unwrap();
+        let messages = (0..50)
+            .map(|i| Message::from_body(format!("m{i}")))
+            .collect();
+        producer.send_batch("t", messages).await.unwrap();
+        let mut received = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while received.len() < 50 && tokio::time::Instant::now() < deadline {
+            received.extend(consumer.poll(100).await.expect("polls do not fail"));
+        }
+        received
+    });
+    assert_eq!(received.len(), 50);
+}
+
+#[test]
 fn the_cli_creates_topics_on_every_master_or_the_named_groups_and_produces_through_routes() {
     let nameserver = NameServer::start(&[]);
     let brokers = two_groups(&nameserver);
