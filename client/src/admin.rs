@@ -31,20 +31,30 @@ pub struct Admin {
 
 /// One topic as `connection`'s broker holds it; [`Error::UnknownTopic`] when it holds none.
 pub(crate) async fn describe_topic(connection: &Connection, topic: &str) -> Result<TopicMetadata> {
+    Ok(describe_topic_in_group(connection, topic).await?.1)
+}
+
+/// One topic as `connection`'s broker holds it, with the broker's group; [`Error::UnknownTopic`]
+/// when it holds none.
+pub(crate) async fn describe_topic_in_group(
+    connection: &Connection,
+    topic: &str,
+) -> Result<(String, TopicMetadata)> {
     let request = Request::Metadata(MetadataRequest {
         topics: vec![topic.to_owned()],
     });
     let Response::Metadata(metadata) = connection.request(request).await? else {
         return Err(connection.unexpected(ApiKey::Metadata));
     };
-    metadata
+    let held = metadata
         .topics
         .into_iter()
         .find(|held| held.name == topic)
         .ok_or_else(|| Error::UnknownTopic {
             topic: topic.to_owned(),
             broker: connection.broker().to_owned(),
-        })
+        })?;
+    Ok((metadata.group, held))
 }
 
 /// Who a broker is: what its Metadata answer says besides topics.

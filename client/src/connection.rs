@@ -63,6 +63,16 @@ pub struct ConnectionOptions {
     pub max_in_flight_requests: usize,
 }
 
+impl ConnectionOptions {
+    /// The same options for the broker at `broker`.
+    pub(crate) fn to(&self, broker: &str) -> ConnectionOptions {
+        ConnectionOptions {
+            broker: broker.to_owned(),
+            ..self.clone()
+        }
+    }
+}
+
 /// One open, handshaken connection; clones share it.
 ///
 /// ```no_run
@@ -526,13 +536,83 @@ async fn write_chunks(
     Ok(())
 }
 
-/// One open connection per broker, opened on first use and opened again once it has ended:
-/// what a client that talks to several brokers (a consumer reading every group of a topic)
-/// keeps.
+/// Something that lives on one broker connection (the connection itself, a producer lane) and
+/// is of no use once that connection has ended.
+pub(crate) trait OnConnection {
+    fn connection(&self) -> &Connection;
+}
+
+impl OnConnection for Connection {
+    fn connection(&self) -> &Connection {
+        self
+    }
+}
+
+impl<T: OnConnection> OnConnection for Arc<T> {
+    fn connection(&self) -> &Connection {
+        (**self).connection()
+    }
+}
+
+/// One value per broker, opened on first use and opened again once its connection has ended.
+/// Opening happens without holding the map, so that a broker slow to answer delays only what is
+/// bound to it; of two values opened at once for one broker, the first stored is kept and the
+/// other dropped unused.
+#[derive(Debug)]
+pub(crate) struct PerBroker<T> {
+    open: Mutex<HashMap<Arc<str>, T>>,
+}
+
+impl<T> Default for PerBroker<T> {
+    fn default() -> Self {
+        PerBroker {
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T: OnConnection + Clone> PerBroker<T> {
+    /// The value for `broker` whose connection is still open, or the one `open` makes.
+    pub(crate) async fn get_or_open<F>(&self, broker: &str, open: impl FnOnce() -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        if let Some(value) = self.get_open(broker) {
+            return Ok(value);
+        }
+        let value = open().await?;
+        let mut values = self.lock();
+        if let Some(existing) = values.get(broker).filter(|v| !v.connection().is_closed()) {
+            return Ok(existing.clone());
+        }
+        values.insert(Arc::from(broker), value.clone());
+        Ok(value)
+    }
+
+    /// Every value held, open or not.
+    pub(crate) fn all(&self) -> Vec<T> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn get_open(&self, broker: &str) -> Option<T> {
+        let values = self.lock();
+        values
+            .get(broker)
+            .filter(|value| !value.connection().is_closed())
+            .cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, T>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One open connection per broker: what a client that talks to several brokers (a consumer
+/// reading every group of a topic) keeps.
 #[derive(Debug)]
 pub(crate) struct ConnectionPool {
     options: ConnectionOptions,
-    open: Mutex<HashMap<Arc<str>, Connection>>,
+    open: PerBroker<Connection>,
 }
 
 impl ConnectionPool {
@@ -540,30 +620,14 @@ impl ConnectionPool {
     pub(crate) fn new(options: ConnectionOptions) -> ConnectionPool {
         ConnectionPool {
             options,
-            open: Mutex::new(HashMap::new()),
+            open: PerBroker::default(),
         }
     }
 
-    /// The open connection to `broker`, connecting if there is none or it has ended. The
-    /// connect happens without holding the pool, so that a broker slow to answer delays only
-    /// its own requests; of two connections opened at once, the first stored is kept.
+    /// The open connection to `broker`, connecting if there is none or it has ended.
     pub(crate) async fn get(&self, broker: &str) -> Result<Connection> {
-        if let Some(connection) = self.open_connection(broker) {
-            return Ok(connection);
-        }
-        let mut options = self.options.clone();
-        options.broker = broker.to_owned();
-        let connection = Connection::connect(options).await?;
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = open.get(broker).filter(|c| !c.is_closed()) {
-            return Ok(existing.clone());
-        }
-        open.insert(Arc::from(broker), connection.clone());
-        Ok(connection)
-    }
-
-    fn open_connection(&self, broker: &str) -> Option<Connection> {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.get(broker).filter(|c| !c.is_closed()).cloned()
+        self.open
+            .get_or_open(broker, || Connection::connect(self.options.to(broker)))
+            .await
     }
 }

@@ -153,6 +153,19 @@ pub struct QueueKey {
     pub queue_id: u32,
 }
 
+impl QueueKey {
+    fn of(message: &ConsumedMessage) -> QueueKey {
+        QueueKey {
+            group: message.group.clone(),
+            queue_id: message.queue_id,
+        }
+    }
+
+    fn holds(&self, message: &ConsumedMessage) -> bool {
+        self.queue_id == message.queue_id && self.group == message.group
+    }
+}
+
 impl std::fmt::Display for QueueKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.group, self.queue_id)
@@ -291,8 +304,7 @@ impl Consumer {
             tracing::info!(topic = %self.topic, queue = %key, "queue no longer routed: not reading it");
             self.brokers.remove(&key);
             self.fetch_offsets.remove(&key);
-            self.buffered
-                .retain(|m| !(m.group == key.group && m.queue_id == key.queue_id));
+            self.buffered.retain(|message| !key.holds(message));
         }
         // A broker that cannot be reached does not keep the others from being read.
         let mut first_error = None;
@@ -376,8 +388,7 @@ impl Consumer {
         if !self.brokers.contains_key(queue) {
             return;
         }
-        self.buffered
-            .retain(|m| !(m.group == queue.group && m.queue_id == queue.queue_id));
+        self.buffered.retain(|message| !queue.holds(message));
         self.positions.insert(queue.clone(), offset);
         self.fetch_offsets.insert(queue.clone(), offset);
         self.start_fetch(queue.clone(), offset, Duration::ZERO);
@@ -414,12 +425,15 @@ impl Consumer {
         }
         let count = max_messages.min(self.buffered.len());
         let messages: Vec<ConsumedMessage> = self.buffered.drain(..count).collect();
-        for message in &messages {
-            let key = QueueKey {
-                group: message.group.clone(),
-                queue_id: message.queue_id,
-            };
-            self.positions.insert(key, message.offset + 1);
+        // Messages of one fetch come in a run: one position update per run, not per message.
+        for (index, message) in messages.iter().enumerate() {
+            let run_ends = messages.get(index + 1).is_none_or(|next| {
+                next.queue_id != message.queue_id || next.group != message.group
+            });
+            if run_ends {
+                self.positions
+                    .insert(QueueKey::of(message), message.offset + 1);
+            }
         }
         Ok(messages)
     }

@@ -14,8 +14,6 @@ use crate::connection::{Connection, ConnectionOptions};
 use crate::error::{Error, Result};
 use crate::nameserver_api::{ApiErrorCode, TopicRoute};
 use crate::nameserver_client::{NameServerClient, NameServerError};
-use crate::protocol::request::MetadataRequest;
-use crate::protocol::{ApiKey, Request, Response};
 
 /// How long a failed refresh waits before the next try (at most the refresh interval).
 const RETRY_AFTER_FAILED_REFRESH: Duration = Duration::from_secs(1);
@@ -253,31 +251,13 @@ impl RouteCache {
     }
 
     async fn fetch_from_broker(&self, broker: &str, topic: &str) -> Result<TopicRoutes> {
-        let mut options = self.connection.clone();
-        options.broker = broker.to_owned();
-        let connection = Connection::connect(options).await?;
-        let request = Request::Metadata(MetadataRequest {
-            topics: vec![topic.to_owned()],
-        });
-        let Response::Metadata(metadata) = connection.request(request).await? else {
-            return Err(connection.unexpected(ApiKey::Metadata));
-        };
-        let queue_count = metadata
-            .topics
-            .iter()
-            .find(|held| held.name == topic)
-            .map_or(0, |held| held.queues.len() as u32);
-        if queue_count == 0 {
-            return Err(Error::UnknownTopic {
-                topic: topic.to_owned(),
-                broker: broker.to_owned(),
-            });
-        }
+        let connection = Connection::connect(self.connection.to(broker)).await?;
+        let (group, held) = crate::admin::describe_topic_in_group(&connection, topic).await?;
         Ok(TopicRoutes::single_broker(
             topic,
-            &metadata.group,
+            &group,
             broker,
-            queue_count,
+            held.queues.len() as u32,
         ))
     }
 }

@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
 use smq_client::nameserver_api::{ApiErrorCode, Role};
 use smq_client::nameserver_client::NameServerClient;
+use smq_client::protocol::response::TopicMetadata;
 use smq_client::protocol::ErrorCode;
 use smq_client::{
     Acks, Admin, ClientConfig, Consumer, Error, Message, PendingDelivery, Producer, StartFrom,
@@ -287,16 +288,11 @@ async fn topic(config: ClientConfig, command: TopicCommand) -> anyhow::Result<()
             let topics = admin.list_topics().await?;
             println!("{:<40} {:>7} {:>14}", "TOPIC", "QUEUES", "MESSAGES");
             for topic in topics {
-                let messages: u64 = topic
-                    .queues
-                    .iter()
-                    .map(|queue| queue.high_watermark - queue.log_start_offset)
-                    .sum();
                 println!(
                     "{:<40} {:>7} {:>14}",
                     topic.name,
                     topic.queues.len(),
-                    messages
+                    stored_in(&topic)
                 );
             }
         }
@@ -912,15 +908,18 @@ async fn stored_messages(config: &ClientConfig, topic: &str) -> anyhow::Result<u
     let mut stored = 0;
     for broker in brokers {
         let admin = Admin::connect(direct(config, &broker)).await?;
-        stored += admin
-            .describe_topic(topic)
-            .await?
-            .queues
-            .iter()
-            .map(|queue| queue.high_watermark - queue.log_start_offset)
-            .sum::<u64>();
+        stored += stored_in(&admin.describe_topic(topic).await?);
     }
     Ok(stored)
+}
+
+/// Messages one broker stores of a topic, over its queues.
+fn stored_in(topic: &TopicMetadata) -> u64 {
+    topic
+        .queues
+        .iter()
+        .map(|queue| queue.high_watermark - queue.log_start_offset)
+        .sum()
 }
 
 async fn bench_e2e(

@@ -13,14 +13,13 @@ mod accumulator;
 mod fault_avoidance;
 mod partitioner;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use crate::connection::{Connection, ConnectionOptions, PendingResponse};
+use crate::connection::{Connection, ConnectionOptions, OnConnection, PendingResponse, PerBroker};
 use crate::error::{Error, Result};
 use crate::protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
 use crate::protocol::record_batch::Message;
@@ -83,7 +82,8 @@ impl PendingDelivery {
 enum Command {
     Send {
         topic: Arc<str>,
-        queue: QueueRoute,
+        /// A lane talks to one broker, which holds one group: the queue id is enough.
+        queue_id: u32,
         message: Message,
         waiter: Waiter,
     },
@@ -137,7 +137,7 @@ pub struct Producer {
 struct Inner {
     routes: Arc<RouteCache>,
     /// One lane per broker, opened on first use and again once its connection ended.
-    lanes: Mutex<HashMap<Arc<str>, Arc<Lane>>>,
+    lanes: PerBroker<Arc<Lane>>,
     settings: LaneSettings,
     /// Bytes of messages accepted and not yet acknowledged may not pass `buffer_bytes`.
     buffer: Arc<Semaphore>,
@@ -166,6 +166,12 @@ struct Lane {
     in_flight: watch::Receiver<usize>,
 }
 
+impl OnConnection for Lane {
+    fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
 impl Producer {
     /// Starts a producer. With [`ClientConfig::nameserver`] it connects to each broker when it
     /// first sends there; with [`ClientConfig::broker`] alone it connects to that broker now.
@@ -175,7 +181,7 @@ impl Producer {
         let producer = Producer {
             inner: Arc::new(Inner {
                 routes: config.route_cache(),
-                lanes: Mutex::new(HashMap::new()),
+                lanes: PerBroker::default(),
                 settings: LaneSettings {
                     connection: config.connection_options(),
                     batch_bytes: config.batch_bytes.min(MAX_BATCH_BYTES_DEFAULT),
@@ -196,36 +202,15 @@ impl Producer {
     }
 
     /// The lane to `broker`, opening it when there is none or its connection ended.
-    /// The connection is opened without holding the lane map, so that a broker slow to answer
-    /// delays only the messages bound to it; when two senders open the same lane at once, the
-    /// first one stored is used and the other dropped unused.
     async fn lane(&self, broker: &str) -> Result<Arc<Lane>> {
-        if let Some(lane) = self.open_lane(broker) {
-            return Ok(lane);
-        }
-        let lane = Arc::new(self.connect_lane(broker).await?);
-        let mut lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(lane) = lanes.get(broker).filter(|l| !l.connection.is_closed()) {
-            return Ok(lane.clone());
-        }
-        lanes.insert(Arc::from(broker), lane.clone());
-        Ok(lane)
-    }
-
-    fn open_lane(&self, broker: &str) -> Option<Arc<Lane>> {
-        let lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        lanes
-            .get(broker)
-            .filter(|lane| !lane.connection.is_closed())
-            .cloned()
+        let open = || async { Ok(Arc::new(self.connect_lane(broker).await?)) };
+        self.inner.lanes.get_or_open(broker, open).await
     }
 
     async fn connect_lane(&self, broker: &str) -> Result<Lane> {
         let inner = &self.inner;
         let settings = &inner.settings;
-        let mut options = settings.connection.clone();
-        options.broker = broker.to_owned();
-        let connection = Connection::connect(options).await?;
+        let connection = Connection::connect(settings.connection.to(broker)).await?;
         let (commands, commands_rx) = mpsc::channel(1024);
         let (in_flight_tx, in_flight) = watch::channel(0usize);
         let task = SendTask {
@@ -282,14 +267,12 @@ impl Producer {
         // be reached goes to another queue, at most once per queue.
         let mut attempts = 0;
         let (queue, lane) = loop {
-            let now = std::time::Instant::now();
-            let avoided = |queue: &QueueRoute| inner.unreachable.avoids(&queue.broker, now);
+            let avoided = |queue: &QueueRoute| inner.unreachable.avoids(&queue.broker);
             let queue = choose_queue(&routes.writable, &message.key, &inner.round_robin, avoided)
                 .ok_or_else(|| Error::NoRoute {
-                    topic: topic.to_owned(),
-                    reason: "no broker group with a live master takes writes to it".into(),
-                })?
-                .clone();
+                topic: topic.to_owned(),
+                reason: "no broker group with a live master takes writes to it".into(),
+            })?;
             match self.lane(&queue.broker).await {
                 Ok(lane) => break (queue, lane),
                 Err(error) => {
@@ -324,7 +307,7 @@ impl Producer {
         let (sender, receiver) = oneshot::channel();
         let command = Command::Send {
             topic: routes.topic.clone(),
-            queue,
+            queue_id: queue.queue_id,
             message,
             waiter: Waiter {
                 sender,
@@ -341,11 +324,7 @@ impl Producer {
     /// Sends every open batch now, without waiting for linger, and waits until every batch
     /// sent so far is answered.
     pub async fn flush(&self) -> Result<()> {
-        let lanes: Vec<Arc<Lane>> = {
-            let lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
-            lanes.values().cloned().collect()
-        };
-        for lane in lanes {
+        for lane in self.inner.lanes.all() {
             let (sender, receiver) = oneshot::channel();
             lane.commands
                 .send(Command::Flush(sender))
@@ -483,14 +462,13 @@ impl SendTask {
         match command {
             Command::Send {
                 topic,
-                queue,
+                queue_id,
                 message,
                 waiter,
             } => {
                 let now = std::time::Instant::now();
-                // A lane talks to one broker, which holds one group: the queue id is enough.
                 self.accumulator
-                    .append(&topic, queue.queue_id, &message, waiter, now, ready);
+                    .append(&topic, queue_id, &message, waiter, now, ready);
                 self.submit_all(ready).await;
             }
             Command::Flush(done) => {
