@@ -407,7 +407,9 @@ impl Consumer {
             max_wait_ms: self.fetch_max_wait_ms,
         });
         self.fetches.spawn(async move {
-            tokio::time::sleep(delay).await;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let response = match connections.get(&broker).await {
                 Ok(connection) => connection.request(request).await,
                 Err(error) => Err(error),
