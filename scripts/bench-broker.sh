@@ -14,7 +14,6 @@ SCALE=${SCALE:-1}
 PORT=${PORT:-19911}
 BIN=target/release
 WORK=$(mktemp -d -p "$PWD/target" bench-broker.XXXX)
-BROKER_PID=
 
 cargo build --release --quiet -p smq-broker -p smq-client --bins
 
@@ -27,35 +26,9 @@ trap cleanup EXIT
 scaled() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
 # shellcheck source=scripts/bench-limits.sh
 source scripts/bench-limits.sh
+# shellcheck source=scripts/bench-broker-lib.sh
+source scripts/bench-broker-lib.sh
 
-
-start_broker() { # flush mode
-  stop_broker
-  rm -rf "$WORK/data"
-  "$BIN/smq-broker" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --flush "$1" \
-    --log-level warn >"$WORK/broker.log" 2>&1 &
-  BROKER_PID=$!
-  for _ in $(seq 1 200); do
-    if "$BIN/smq" --broker "127.0.0.1:$PORT" topic list >/dev/null 2>&1; then return; fi
-    sleep 0.05
-  done
-  echo "the broker did not start:"; cat "$WORK/broker.log"; exit 1
-}
-
-stop_broker() {
-  if [ -n "$BROKER_PID" ]; then
-    kill -TERM "$BROKER_PID" 2>/dev/null || true
-    wait "$BROKER_PID" 2>/dev/null || true
-    BROKER_PID=
-  fi
-}
-
-bench() { # mode, extra args...; prints the JSON summary line
-  local mode=$1; shift
-  "$BIN/smq" --broker "127.0.0.1:$PORT" bench "$mode" --json "$@" 2>/dev/null | tail -n 1
-}
-
-field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); v=eval('d' + sys.argv[2]); print(round(v, 2) if v < 100 else round(v))" "$1" "$2"; }
 
 echo "# broker benchmark: $ROUNDS rounds, scale $SCALE, $(nproc) cores, $(uname -r)"
 echo "loopback, one TCP stream: $(loopback_mb_per_s) MB/s"

@@ -8,7 +8,13 @@ use bytes::Bytes;
 
 use super::error::{Result, StorageError};
 use super::file_names::{parse_offset_name, segment_path, COMMIT_LOG_DIR, TEMP_SUFFIX};
+use super::preparer::{Preparer, LOG_PREFAULT_AHEAD_BYTES};
 use super::segment::{MappedFile, SharedFile};
+
+/// The length field written where a segment's last batch ends when the log rolls to the next
+/// segment: the rest of this segment is empty, the log goes on in the next one (proto-spec §2).
+/// No batch can have this length (a segment is below 4 GiB).
+pub const ROLL_MARKER: u32 = u32::MAX;
 
 /// One segment: a mapped file holding the log positions `[base, base + len)`.
 #[derive(Clone)]
@@ -24,12 +30,15 @@ impl Segment {
 }
 
 pub struct CommitLog {
-    data_dir: PathBuf,
     segment_bytes: u64,
     /// Sorted by base; each starts where the previous one ends. Never empty.
     segments: Vec<Segment>,
     /// Position where the next batch goes.
     write_position: u64,
+    /// Makes the next segment and faults pages in ahead of the write position.
+    preparer: Arc<Preparer>,
+    /// Position up to which the preparer was asked to fault the active segment's pages in.
+    prefault_requested_to: u64,
 }
 
 /// Where a reserved batch is to be written.
@@ -43,7 +52,7 @@ impl CommitLog {
     /// Opens the segments in `<data_dir>/commitlog` (creating the first if there is none) and
     /// deletes files a crash left half-created. The write position is the log's start until
     /// recovery sets it.
-    pub fn open(data_dir: &Path, segment_bytes: u64) -> Result<CommitLog> {
+    pub fn open(data_dir: &Path, segment_bytes: u64, preparer: Arc<Preparer>) -> Result<CommitLog> {
         let dir = &data_dir.join(COMMIT_LOG_DIR);
         std::fs::create_dir_all(dir).map_err(StorageError::io("creating", dir))?;
         let mut bases = Vec::new();
@@ -87,10 +96,11 @@ impl CommitLog {
         }
         let write_position = segments[0].base;
         Ok(CommitLog {
-            data_dir: data_dir.to_owned(),
             segment_bytes,
             segments,
             write_position,
+            preparer,
+            prefault_requested_to: write_position,
         })
     }
 
@@ -124,7 +134,29 @@ impl CommitLog {
         }
         assert!(position <= self.segments.last().expect("not empty").end());
         self.write_position = position;
+        self.prefault_requested_to = position;
         Ok(())
+    }
+
+    /// Asks the preparer to fault in the pages ahead of the write position, at start.
+    pub fn prefault_ahead(&mut self) {
+        self.request_prefault(self.write_position);
+    }
+
+    /// Keeps the preparer `LOG_PREFAULT_AHEAD_BYTES` ahead of `end` in the active segment,
+    /// asking in chunks of half that.
+    fn request_prefault(&mut self, end: u64) {
+        let active = self.segments.last().expect("never empty");
+        if end + LOG_PREFAULT_AHEAD_BYTES / 2 <= self.prefault_requested_to
+            || self.prefault_requested_to >= active.end()
+        {
+            return;
+        }
+        let from = self.prefault_requested_to.max(end);
+        let to = (end + LOG_PREFAULT_AHEAD_BYTES).min(active.end());
+        self.preparer
+            .prefault_ahead(&active.file, from - active.base, to - from);
+        self.prefault_requested_to = to;
     }
 
     /// The segment holding `position`, if any.
@@ -148,11 +180,17 @@ impl CommitLog {
                 });
             }
             let base = active.end();
-            let path = segment_path(&self.data_dir, base);
-            let file = Arc::new(MappedFile::create(&path, self.segment_bytes)?);
-            tracing::debug!(segment = %path.display(), "rolled to a new segment");
-            self.segments.push(Segment { base, file });
+            let (segment, prefaulted_bytes) = self.preparer.take_next_segment(base)?;
+            let offset = self.write_position - active.base;
+            if active.file.len() - offset >= 4 {
+                // SAFETY: past the published end, under the writer lock (`&mut self`).
+                unsafe { active.file.bytes_mut(offset, 4) }
+                    .copy_from_slice(&ROLL_MARKER.to_be_bytes());
+            }
+            tracing::debug!(segment = %segment.file.path().display(), "rolled to a new segment");
+            self.segments.push(segment);
             self.write_position = base;
+            self.prefault_requested_to = base + prefaulted_bytes;
         }
         let active = self.segments.last().expect("never empty");
         let reservation = Reservation {
@@ -161,6 +199,7 @@ impl CommitLog {
             position: self.write_position,
         };
         self.write_position += len;
+        self.request_prefault(self.write_position);
         Ok(reservation)
     }
 
@@ -192,16 +231,14 @@ impl CommitLog {
             .collect()
     }
 
-    /// Deletes the oldest segment if it is not the one being written; returns the new start.
-    pub fn delete_oldest(&mut self) -> Result<Option<u64>> {
+    /// Forgets the oldest segment if it is not the one being written; returns the new start and
+    /// the file's path, for the caller to delete outside the store's lock.
+    pub fn delete_oldest(&mut self) -> Option<(u64, PathBuf)> {
         if self.segments.len() < 2 {
-            return Ok(None);
+            return None;
         }
         let oldest = self.segments.remove(0);
-        std::fs::remove_file(oldest.file.path())
-            .map_err(StorageError::io("deleting", oldest.file.path()))?;
-        tracing::info!(file = %oldest.file.path().display(), "deleted segment for retention");
-        Ok(Some(self.start_position()))
+        Some((self.start_position(), oldest.file.path().to_owned()))
     }
 }
 
@@ -223,7 +260,7 @@ mod tests {
     use super::*;
 
     fn open_log(dir: &Path, segment_bytes: u64) -> CommitLog {
-        CommitLog::open(dir, segment_bytes).unwrap()
+        CommitLog::open(dir, segment_bytes, Preparer::new(dir, segment_bytes)).unwrap()
     }
 
     #[test]

@@ -42,23 +42,37 @@ impl Indexes {
         self.by_topic.get(topic)?.get(&queue)
     }
 
+    pub fn get_mut(&mut self, topic: &str, queue: u32) -> Option<&mut QueueIndex> {
+        self.by_topic.get_mut(topic)?.get_mut(&queue)
+    }
+
+    /// Opens (creating its directory) the index of a queue not in `self` yet, without adding it:
+    /// the store does this outside its lock, then `insert`s it.
+    pub fn open_queue(
+        data_dir: &Path,
+        topic: &str,
+        queue: u32,
+        entries_per_file: u32,
+    ) -> Result<QueueIndex> {
+        QueueIndex::open(&queue_index_dir(data_dir, topic, queue), entries_per_file)
+    }
+
+    pub fn insert(&mut self, topic: &str, queue: u32, index: QueueIndex) {
+        let previous = self
+            .by_topic
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(queue, index);
+        assert!(previous.is_none(), "{topic}/{queue} opened twice");
+    }
+
     /// The index of `topic`/`queue`, opened (and its directory created) on first use.
     pub fn get_or_open(&mut self, topic: &str, queue: u32) -> Result<&mut QueueIndex> {
         if self.get(topic, queue).is_none() {
-            let index = QueueIndex::open(
-                &queue_index_dir(&self.data_dir, topic, queue),
-                self.entries_per_file,
-            )?;
-            self.by_topic
-                .entry(topic.to_owned())
-                .or_default()
-                .insert(queue, index);
+            let index = Indexes::open_queue(&self.data_dir, topic, queue, self.entries_per_file)?;
+            self.insert(topic, queue, index);
         }
-        Ok(self
-            .by_topic
-            .get_mut(topic)
-            .and_then(|queues| queues.get_mut(&queue))
-            .expect("inserted above"))
+        Ok(self.get_mut(topic, queue).expect("inserted above"))
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut QueueIndex> {

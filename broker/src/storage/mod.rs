@@ -11,6 +11,7 @@ mod error;
 mod file_names;
 mod flush;
 mod indexes;
+mod preparer;
 mod queue_index;
 mod recovery;
 mod segment;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::error::{Result, StorageError};
 use super::file_names::{index_file_path, parse_offset_name, TEMP_SUFFIX};
+use super::preparer::INDEX_PREFAULT_AHEAD_BYTES;
 use super::segment::{sync_dir, MappedFile, SharedFile};
 
 /// Bytes of one entry: base queue offset, log position, batch size, message count.
@@ -26,13 +27,47 @@ impl IndexEntry {
     }
 }
 
-struct IndexFile {
+/// One index file, named by its first queue offset.
+pub struct IndexFile {
     first_queue_offset: u64,
     file: SharedFile,
     entries: u64,
+    /// Bytes from the start the preparer was asked to fault in.
+    prefault_requested_bytes: u64,
+}
+
+/// Pages of an index file to fault in ahead of its next entry.
+pub struct PrefaultRequest {
+    pub file: SharedFile,
+    pub offset: u64,
+    pub len: u64,
 }
 
 impl IndexFile {
+    /// Creates the file of `dir`'s entries from `first_queue_offset` on and faults its first
+    /// pages in; `first_in_dir` also makes the directory's entry durable in its parent.
+    pub fn create(
+        dir: &Path,
+        first_queue_offset: u64,
+        entries_per_file: u32,
+        first_in_dir: bool,
+    ) -> Result<IndexFile> {
+        let path = index_file_path(dir, first_queue_offset);
+        let file = MappedFile::create(&path, u64::from(entries_per_file) * ENTRY_BYTES)?;
+        if first_in_dir {
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        let _ = file.prefault(0, INDEX_PREFAULT_AHEAD_BYTES);
+        Ok(IndexFile {
+            first_queue_offset,
+            file: Arc::new(file),
+            entries: 0,
+            prefault_requested_bytes: INDEX_PREFAULT_AHEAD_BYTES,
+        })
+    }
+
     fn capacity(&self) -> u64 {
         self.file.len() / ENTRY_BYTES
     }
@@ -111,8 +146,10 @@ impl QueueIndex {
                 first_queue_offset,
                 file,
                 entries: 0,
+                prefault_requested_bytes: 0,
             };
             index_file.entries = count_entries(&index_file);
+            index_file.prefault_requested_bytes = index_file.entries * ENTRY_BYTES;
             files.push(index_file);
         }
         let next_queue_offset = files.last().map_or(0, |last| {
@@ -136,36 +173,52 @@ impl QueueIndex {
         self.next_queue_offset
     }
 
-    /// Makes sure the next append has a slot, creating a file if needed, so that `append` itself
-    /// cannot fail after the batch is in the log.
-    pub fn prepare_append(&mut self) -> Result<()> {
-        let full = self
-            .files
+    /// Whether the next append needs a new file (none yet, or the last one is full).
+    pub fn needs_file(&self) -> bool {
+        self.files
             .last()
-            .is_none_or(|last| last.entries == last.capacity());
-        if full {
-            let path = index_file_path(&self.dir, self.next_queue_offset);
-            let created = self.files.is_empty();
-            let file = Arc::new(MappedFile::create(
-                &path,
-                u64::from(self.entries_per_file) * ENTRY_BYTES,
+            .is_none_or(|last| last.entries == last.capacity())
+    }
+
+    /// The file the next append needs, to be made (outside the store's lock) and passed to
+    /// `add_file`: its directory, first queue offset, size and whether it is the first.
+    pub fn next_file_plan(&self) -> (PathBuf, u64, u32, bool) {
+        (
+            self.dir.clone(),
+            self.next_queue_offset,
+            self.entries_per_file,
+            self.files.is_empty(),
+        )
+    }
+
+    /// Adds a file made from `next_file_plan` while `needs_file` said so.
+    pub fn add_file(&mut self, file: IndexFile) {
+        assert!(
+            self.needs_file(),
+            "an index file added where none is needed"
+        );
+        assert_eq!(file.first_queue_offset, self.next_queue_offset);
+        self.files.push(file);
+    }
+
+    /// Makes sure the next append has a slot, creating a file if needed, so that `append` itself
+    /// cannot fail after the batch is in the log (recovery; appends make files outside the lock).
+    pub fn prepare_append(&mut self) -> Result<()> {
+        if self.needs_file() {
+            let (dir, first, entries_per_file, first_in_dir) = self.next_file_plan();
+            self.add_file(IndexFile::create(
+                &dir,
+                first,
+                entries_per_file,
+                first_in_dir,
             )?);
-            self.files.push(IndexFile {
-                first_queue_offset: self.next_queue_offset,
-                file,
-                entries: 0,
-            });
-            if created {
-                if let Some(parent) = self.dir.parent() {
-                    sync_dir(parent)?;
-                }
-            }
         }
         Ok(())
     }
 
-    /// Adds the entry of the next batch; `prepare_append` must have been called.
-    pub fn append(&mut self, entry: IndexEntry) {
+    /// Adds the entry of the next batch (a file must have room: see `needs_file`); returns the
+    /// pages to fault in ahead of the next entries, when it is time to ask for more.
+    pub fn append(&mut self, entry: IndexEntry) -> Option<PrefaultRequest> {
         assert_eq!(
             entry.base_queue_offset,
             self.next_queue_offset,
@@ -177,6 +230,19 @@ impl QueueIndex {
         last.write_entry(last.entries, entry);
         last.entries += 1;
         self.next_queue_offset = entry.next_queue_offset();
+        let used = last.entries * ENTRY_BYTES;
+        if used + INDEX_PREFAULT_AHEAD_BYTES / 2 <= last.prefault_requested_bytes
+            || last.prefault_requested_bytes >= last.file.len()
+        {
+            return None;
+        }
+        let from = last.prefault_requested_bytes.max(used);
+        last.prefault_requested_bytes = used + INDEX_PREFAULT_AHEAD_BYTES;
+        Some(PrefaultRequest {
+            file: last.file.clone(),
+            offset: from,
+            len: last.prefault_requested_bytes - from,
+        })
     }
 
     /// Sets the next queue offset of an index that has no entries (recovery of a queue whose
@@ -283,27 +349,28 @@ impl QueueIndex {
         Ok(())
     }
 
-    /// Deletes index files whose batches all lie before `log_start`, keeping the newest file.
-    pub fn delete_before_position(&mut self, log_start: u64) -> Result<()> {
+    /// Forgets index files whose batches all lie before `log_start`, keeping the newest file,
+    /// and returns their paths for the caller to delete outside the store's lock.
+    pub fn delete_before_position(&mut self, log_start: u64) -> Vec<PathBuf> {
+        let mut deleted = Vec::new();
         while self.files.len() > 1 {
             let first = &self.files[0];
             if first.entries > 0 && first.entry(first.entries - 1).position >= log_start {
                 break;
             }
-            let deleted = self.files.remove(0);
-            std::fs::remove_file(deleted.file.path())
-                .map_err(StorageError::io("deleting", deleted.file.path()))?;
+            deleted.push(self.files.remove(0).file.path().to_owned());
         }
-        Ok(())
+        deleted
     }
 
-    /// Files that may hold unsynced entries, and a mark to pass to `mark_synced` once they are.
-    pub fn unsynced_files(&self) -> (Vec<SharedFile>, u64) {
+    /// Files that may hold unsynced entries with the bytes their entries use (only those are
+    /// synced: pages faulted in ahead stay in memory), and a mark to pass to `mark_synced`.
+    pub fn unsynced_files(&self) -> (Vec<(SharedFile, u64)>, u64) {
         let files = self
             .files
             .iter()
             .filter(|f| f.first_queue_offset >= self.unsynced_from_queue_offset)
-            .map(|f| f.file.clone())
+            .map(|f| (f.file.clone(), f.entries * ENTRY_BYTES))
             .collect();
         let mark = self.files.last().map_or(0, |f| f.first_queue_offset);
         (files, mark)
@@ -409,7 +476,7 @@ mod tests {
     fn retention_drops_whole_files_and_moves_the_earliest_offset() {
         let dir = tempfile::tempdir().unwrap();
         let mut index = filled(dir.path(), 40, 16);
-        index.delete_before_position(200 * 1000).unwrap();
+        index.delete_before_position(200 * 1000);
         assert_eq!(index.earliest_offset(200 * 1000), 200);
         assert!(
             index.lookup(150).is_none(),

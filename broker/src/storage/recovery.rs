@@ -5,7 +5,7 @@
 use smq_client::protocol::record_batch::{total_len, BatchView, FIXED_HEADER_BYTES};
 
 use super::checkpoint::Checkpoint;
-use super::commit_log::{CommitLog, Segment};
+use super::commit_log::{CommitLog, Segment, ROLL_MARKER};
 use super::config::StoreConfig;
 use super::error::{Result, StorageError};
 use super::file_names::check_topic_name;
@@ -80,11 +80,33 @@ pub fn recover(
                 report.batches_indexed += 1;
                 position += view_len as u64;
             }
-            Scan::EndOfSegment if has_next => {
+            Scan::Rolled if has_next => {
                 number += 1;
                 position = segments[number].base;
             }
-            Scan::EndOfSegment => {
+            Scan::Rolled => {
+                // The next segment was made and lost before anything was written to it.
+                position = segment.end();
+                break;
+            }
+            Scan::Zero if has_next && starts_with_data(&segments[number + 1]) => {
+                // The page with the roll marker did not reach the disk, later ones did (the
+                // kernel writes pages back in any order): the log goes on in the next segment.
+                number += 1;
+                position = segments[number].base;
+            }
+            Scan::Zero => {
+                if position < checkpoint.flushed_position {
+                    return Err(StorageError::Corrupt {
+                        path: segment.file.path().to_owned(),
+                        position,
+                        reason: format!(
+                            "zeros where a batch should be, but the checkpoint says the log was \
+                             flushed up to {}",
+                            checkpoint.flushed_position
+                        ),
+                    });
+                }
                 if let Some(garbage_end) = last_nonzero_end(segment, position, tail_scan_bytes) {
                     let truncation = truncate(
                         segment,
@@ -119,8 +141,10 @@ pub fn recover(
 enum Scan {
     /// A valid batch of this many bytes starts here.
     Batch(usize),
-    /// A zero length field, or no room for one: no more batches in this segment.
-    EndOfSegment,
+    /// A roll marker, or no room for one: the log goes on in the next segment.
+    Rolled,
+    /// A zero length field: the end of the log, unless the roll marker was lost.
+    Zero,
     Invalid(String),
 }
 
@@ -128,11 +152,15 @@ fn scan_one(segment: &Segment, position: u64, max_message_bytes: usize) -> Scan 
     let offset = position - segment.base;
     let remaining = segment.file.len() - offset;
     if remaining < 4 {
-        return Scan::EndOfSegment;
+        return Scan::Rolled;
     }
-    let len = total_len(segment.file.bytes(offset, 4)).expect("4 bytes");
+    let length_field = segment.file.bytes(offset, 4);
+    if length_field == ROLL_MARKER.to_be_bytes() {
+        return Scan::Rolled;
+    }
+    let len = total_len(length_field).expect("4 bytes");
     if len == 4 {
-        return Scan::EndOfSegment;
+        return Scan::Zero;
     }
     if len < FIXED_HEADER_BYTES || len as u64 > remaining {
         return Scan::Invalid(format!(
@@ -143,6 +171,11 @@ fn scan_one(segment: &Segment, position: u64, max_message_bytes: usize) -> Scan 
         Ok(_) => Scan::Batch(len),
         Err(error) => Scan::Invalid(error.to_string()),
     }
+}
+
+/// Whether a segment's first length field is not zero (a batch, or what is left of one).
+fn starts_with_data(segment: &Segment) -> bool {
+    segment.file.len() >= 4 && segment.file.bytes(0, 4) != [0; 4]
 }
 
 fn index_batch(
@@ -214,10 +247,7 @@ fn refuse_middle_corruption(
             }
         }
     }
-    if let Some(later) = segments[number + 1..]
-        .iter()
-        .find(|s| total_len(s.file.bytes(0, 4)).is_some_and(|len| len > 4))
-    {
+    if let Some(later) = segments[number + 1..].iter().find(|s| starts_with_data(s)) {
         return Err(corrupt(format!(
             "segment {} after it holds data",
             later.base

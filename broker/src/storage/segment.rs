@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::MmapRaw;
+use memmap2::{Advice, MmapRaw};
 
 use super::error::{Result, StorageError};
 use super::file_names::temp_path;
@@ -106,6 +106,25 @@ impl MappedFile {
             self.path.display()
         );
         std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset as usize), len)
+    }
+
+    /// Faults in the pages of `[offset, offset + len)` (clamped to the file) for writing, so that
+    /// a later write there takes no page fault (MADV_POPULATE_WRITE). The bytes do not change,
+    /// so this may run while the writer writes nearby.
+    pub fn prefault(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        let len = len.min(self.len.saturating_sub(offset));
+        if len == 0 {
+            return Ok(());
+        }
+        loop {
+            match self
+                .map
+                .advise_range(Advice::PopulateWrite, offset as usize, len as usize)
+            {
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                result => return result,
+            }
+        }
     }
 
     /// Writes `[offset, offset + len)` of the map to disk and waits for it (msync MS_SYNC).

@@ -20,7 +20,8 @@ use super::error::{Result, StorageError};
 use super::file_names::{check_topic_name, ABORT_FILE, CHECKPOINT_FILE, LOCK_FILE};
 use super::flush::{self, FlushQueue, Waiter};
 use super::indexes::Indexes;
-use super::queue_index::IndexEntry;
+use super::preparer::Preparer;
+use super::queue_index::{IndexEntry, IndexFile, PrefaultRequest};
 use super::recovery::{recover, RecoveryReport};
 use super::segment::sync_dir;
 
@@ -28,6 +29,7 @@ use super::segment::sync_dir;
 pub struct Store {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    preparer_threads: Vec<JoinHandle<()>>,
     recovery: RecoveryReport,
 }
 
@@ -44,6 +46,10 @@ pub(crate) struct Shared {
     fence_reason: Mutex<Option<String>>,
     pub(crate) flush_queue: Mutex<FlushQueue>,
     pub(crate) flush_wakeup: Condvar,
+    /// Makes segments and faults pages in ahead of the writer, on its own thread.
+    preparer: Arc<Preparer>,
+    /// Held while an index file is made outside the state lock, so that it is made once.
+    index_creation: Mutex<()>,
     #[cfg(test)]
     pub(crate) faults: super::flush::Faults,
     // Held for the store's lifetime: the flock keeps a second broker out of the directory.
@@ -124,9 +130,16 @@ impl Store {
         let abort_path = dir.join(ABORT_FILE);
         let clean = !abort_path.exists();
         let checkpoint = Checkpoint::read(&dir.join(CHECKPOINT_FILE))?;
-        let mut log = CommitLog::open(&dir, config.segment_bytes)?;
+        let preparer = Preparer::new(&dir, config.segment_bytes);
+        let mut log = CommitLog::open(&dir, config.segment_bytes, preparer.clone())?;
         let mut indexes = Indexes::open(&dir, config.index_entries_per_file)?;
         let recovery = recover(&mut log, &mut indexes, checkpoint, clean, &config)?;
+        // What recovery kept past the checkpoint may sit only in the page cache (a killed
+        // process): make it durable before the checkpoint says it is.
+        for (file, offset, len) in log.ranges(recovery.scanned_from, log.write_position()) {
+            file.sync_range(offset, len)
+                .map_err(StorageError::io("syncing", file.path()))?;
+        }
         tracing::info!(
             data_dir = %dir.display(),
             clean = recovery.clean,
@@ -138,6 +151,9 @@ impl Store {
         File::create(&abort_path).map_err(StorageError::io("creating", &abort_path))?;
         sync_dir(&dir)?;
         let end = log.write_position();
+        let log_end = log.segments().last().expect("never empty").end();
+        let preparer_threads = preparer.start(log_end);
+        log.prefault_ahead();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 log,
@@ -151,6 +167,8 @@ impl Store {
             fence_reason: Mutex::new(None),
             flush_queue: Mutex::new(FlushQueue::default()),
             flush_wakeup: Condvar::new(),
+            preparer,
+            index_creation: Mutex::new(()),
             #[cfg(test)]
             faults: super::flush::Faults::default(),
             _lock: lock,
@@ -162,6 +180,7 @@ impl Store {
         Ok(Store {
             shared,
             threads,
+            preparer_threads,
             recovery,
         })
     }
@@ -217,12 +236,18 @@ impl Store {
             }
         }
         check_topic_name(view.topic())?;
-        let appended = {
+        let (appended, prefault) = loop {
             let mut state = self.shared.lock_state();
             state.disk.check()?;
             let State { log, indexes, .. } = &mut *state;
-            let index = indexes.get_or_open(view.topic(), view.queue_id())?;
-            index.prepare_append()?;
+            let Some(index) = indexes
+                .get_mut(view.topic(), view.queue_id())
+                .filter(|index| !index.needs_file())
+            else {
+                drop(state);
+                self.shared.make_index_file(view.topic(), view.queue_id())?;
+                continue;
+            };
             let base_queue_offset = index.next_queue_offset();
             let reservation = log.reserve(view.len())?;
             // SAFETY: the reserved range is past the published write position, and we hold the
@@ -246,7 +271,7 @@ impl Store {
                 message_count: view.message_count(),
                 size: view.len() as u32,
             };
-            index.append(IndexEntry {
+            let prefault = index.append(IndexEntry {
                 base_queue_offset,
                 position: appended.position,
                 size: appended.size,
@@ -255,8 +280,11 @@ impl Store {
             self.shared
                 .written_position
                 .store(log.write_position(), Ordering::Release);
-            appended
+            break (appended, prefault);
         };
+        if let Some(PrefaultRequest { file, offset, len }) = prefault {
+            self.shared.preparer.prefault_ahead(&file, offset, len);
+        }
         let flushed = fsync.then(|| {
             self.shared
                 .wait_for_flush(appended.position + u64::from(appended.size))
@@ -374,6 +402,7 @@ impl Store {
             return Ok(());
         }
         flush::stop_threads(&self.shared, std::mem::take(&mut self.threads));
+        self.stop_preparer();
         self.shared.check_not_fenced()?;
         let end = self.end_position();
         if self.flushed_position() < end {
@@ -395,6 +424,12 @@ impl Store {
         self.shared.flush_count.load(Ordering::Relaxed)
     }
 
+    /// Whether the preparer has done all it was asked (tests wait for it).
+    #[cfg(test)]
+    pub(crate) fn preparer_is_idle(&self) -> bool {
+        self.shared.preparer.is_idle()
+    }
+
     #[cfg(test)]
     pub(crate) fn faults(&self) -> &super::flush::Faults {
         &self.shared.faults
@@ -406,6 +441,12 @@ impl Store {
     pub(crate) fn crash(mut self) {
         self.shared.flush_queue.lock().unwrap().abandon = true;
         flush::stop_threads(&self.shared, std::mem::take(&mut self.threads));
+        self.stop_preparer();
+    }
+
+    fn stop_preparer(&mut self) {
+        let threads = std::mem::take(&mut self.preparer_threads);
+        self.shared.preparer.stop(threads);
     }
 }
 
@@ -450,6 +491,48 @@ impl Shared {
         self.fenced.store(true, Ordering::Release);
     }
 
+    /// Makes the index file the next append to `topic`/`queue` needs (and the queue's index, on
+    /// its first append) outside the state lock, so that appends and fetches of other queues go
+    /// on meanwhile; one at a time, so that each file is made once.
+    fn make_index_file(&self, topic: &str, queue: u32) -> Result<()> {
+        let _one_at_a_time = self
+            .index_creation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let plan = {
+            let state = self.lock_state();
+            match state.indexes.get(topic, queue) {
+                Some(index) if !index.needs_file() => return Ok(()),
+                Some(index) => Some(index.next_file_plan()),
+                None => None,
+            }
+        };
+        let (opened, (dir, first, entries_per_file, first_in_dir)) = match plan {
+            Some(plan) => (None, plan),
+            None => {
+                let index = Indexes::open_queue(
+                    &self.config.data_dir,
+                    topic,
+                    queue,
+                    self.config.index_entries_per_file,
+                )?;
+                let plan = index.next_file_plan();
+                (Some(index), plan)
+            }
+        };
+        let file = IndexFile::create(&dir, first, entries_per_file, first_in_dir)?;
+        let mut state = self.lock_state();
+        if let Some(index) = opened {
+            state.indexes.insert(topic, queue, index);
+        }
+        state
+            .indexes
+            .get_mut(topic, queue)
+            .expect("inserted or present")
+            .add_file(file);
+        Ok(())
+    }
+
     /// Registers a wait until `end` is flushed and wakes the flusher.
     fn wait_for_flush(&self, end: u64) -> oneshot::Receiver<Result<()>> {
         let (done, flushed) = oneshot::channel();
@@ -469,8 +552,13 @@ impl Shared {
         let ranges = self.lock_state().log.ranges(from, to);
         #[cfg(test)]
         self.faults.before_sync()?;
-        for (file, offset, len) in ranges {
-            file.sync_range(offset, len)?;
+        for (file, offset, len) in &ranges {
+            file.sync_range(*offset, *len)?;
+        }
+        if let Some((file, offset, len)) = ranges.last() {
+            // The sync made the page holding `to` read-only again: fault it back in for writing
+            // before the next append reaches it.
+            let _ = file.prefault(offset + len, 1);
         }
         self.flush_count.fetch_add(1, Ordering::Relaxed);
         self.flushed_position.fetch_max(to, Ordering::AcqRel);
@@ -480,6 +568,7 @@ impl Shared {
     /// See [`Store::enforce_retention`].
     pub(crate) fn enforce_retention(&self, now: SystemTime) -> Result<RetentionReport> {
         let max_age = Duration::from_secs(self.config.retention_hours * 3600);
+        let mut deleted = Vec::new();
         let mut state = self.lock_state();
         let mut report = RetentionReport {
             segments_deleted: 0,
@@ -498,14 +587,21 @@ impl Shared {
             if !too_old && !too_big {
                 break;
             }
-            let Some(start) = state.log.delete_oldest()? else {
+            let Some((start, segment)) = state.log.delete_oldest() else {
                 break;
             };
+            deleted.push(segment);
             for index in state.indexes.iter_mut() {
-                index.delete_before_position(start)?;
+                deleted.extend(index.delete_before_position(start));
             }
             report.segments_deleted += 1;
             report.log_start_position = start;
+        }
+        drop(state);
+        // Unlinking a large file takes the file system a while: not under the lock.
+        for path in deleted {
+            std::fs::remove_file(&path).map_err(StorageError::io("deleting", &path))?;
+            tracing::info!(file = %path.display(), "deleted for retention");
         }
         Ok(report)
     }
@@ -526,9 +622,11 @@ impl Shared {
                 .collect();
             (index_end, files)
         };
-        for file in files.iter().flatten() {
-            file.sync_range(0, file.len())
+        for (file, used) in files.iter().flatten() {
+            file.sync_range(0, *used)
                 .map_err(StorageError::io("syncing", file.path()))?;
+            // As after a log flush: the page of the next entry is writable again at once.
+            let _ = file.prefault(*used, 1);
         }
         let checkpoint = Checkpoint {
             flushed_position: self.flushed_position.load(Ordering::Acquire),

@@ -1,0 +1,247 @@
+//! The preparer: a background thread that creates the commit log's next segment before the
+//! active one fills and faults in the pages of the log and of the queue indexes ahead of the
+//! writer, so that an append under the writer lock never creates a file, never takes a page
+//! fault and never waits behind the file system's journal (RocketMQ's mapped-file warm-up).
+//!
+//! The writer asks (`prefault_ahead`, `take_next_segment`) and never waits for the preparer
+//! unless the next segment is not ready when it is needed; the preparer never takes the store's
+//! lock. Faulting pages in (MADV_POPULATE_WRITE) does not change their bytes, so it may run on
+//! a range the writer is about to write.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::commit_log::Segment;
+use super::error::Result;
+use super::file_names::segment_path;
+use super::segment::{MappedFile, SharedFile};
+
+/// How far ahead of the write position the log's pages are faulted in.
+pub const LOG_PREFAULT_AHEAD_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest range faulted in at once: the queue of ranges moves on between chunks.
+const PREFAULT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// How far ahead of the next entry an index file's pages are faulted in.
+pub const INDEX_PREFAULT_AHEAD_BYTES: u64 = 64 * 1024;
+
+pub struct Preparer {
+    data_dir: PathBuf,
+    segment_bytes: u64,
+    work: Mutex<Work>,
+    wakeup: Condvar,
+}
+
+#[derive(Default)]
+struct Work {
+    /// Ranges the writer asked for, oldest first: served before anything else.
+    prefault: VecDeque<(SharedFile, u64, u64)>,
+    /// Chunks of the first pages of the segment made ahead: served when `prefault` is empty.
+    prefault_next_segment: VecDeque<(SharedFile, u64, u64)>,
+    /// A range is being faulted in now.
+    prefaulting: bool,
+    /// Base of the segment to create next; `None` while one is ready or no thread runs.
+    next_base: Option<u64>,
+    /// The next segment, created and its first pages faulted in.
+    ready: Option<Segment>,
+    /// A segment the preparer failed to make (a full disk): the writer makes it when needed,
+    /// and the preparer tries again after a second.
+    failed_base: Option<u64>,
+    /// Whether a thread serves this preparer (without one, the writer creates files itself).
+    running: bool,
+    shutdown: bool,
+}
+
+impl Preparer {
+    pub fn new(data_dir: &Path, segment_bytes: u64) -> Arc<Preparer> {
+        Arc::new(Preparer {
+            data_dir: data_dir.to_owned(),
+            segment_bytes,
+            work: Mutex::new(Work::default()),
+            wakeup: Condvar::new(),
+        })
+    }
+
+    /// Starts its two threads, one making segments (the one after `log_end`, the active
+    /// segment's end, first) and one faulting pages in, so that neither waits for the other.
+    pub fn start(self: &Arc<Preparer>, log_end: u64) -> Vec<JoinHandle<()>> {
+        {
+            let mut work = self.lock();
+            work.running = true;
+            work.next_base = Some(log_end);
+        }
+        let segments = self.clone();
+        let pages = self.clone();
+        vec![
+            std::thread::Builder::new()
+                .name("smq-segment-maker".into())
+                .spawn(move || segments.make_segments())
+                .expect("spawning the segment thread"),
+            std::thread::Builder::new()
+                .name("smq-prefaulter".into())
+                .spawn(move || pages.fault_pages_in())
+                .expect("spawning the prefault thread"),
+        ]
+    }
+
+    /// Stops the threads; a segment made ahead stays on disk (recovery drops it as empty).
+    pub fn stop(&self, threads: Vec<JoinHandle<()>>) {
+        self.lock().shutdown = true;
+        self.wakeup.notify_all();
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+
+    /// Asks for `[offset, offset + len)` of `file` to be faulted in. Never blocks on the disk.
+    pub fn prefault_ahead(&self, file: &SharedFile, offset: u64, len: u64) {
+        let mut work = self.lock();
+        if !work.running {
+            return;
+        }
+        work.prefault.push_back((file.clone(), offset, len));
+        drop(work);
+        self.wakeup.notify_all();
+    }
+
+    /// The segment starting at `base` and how many of its first bytes are faulted in: the one
+    /// made ahead if it is ready, else one made now (the preparer fell behind, or no thread
+    /// runs). Then asks for the one after it.
+    pub fn take_next_segment(&self, base: u64) -> Result<(Segment, u64)> {
+        let mut work = self.lock();
+        while work.running
+            && work.ready.is_none()
+            && work.next_base == Some(base)
+            && work.failed_base != Some(base)
+        {
+            // The preparer is making it right now: wait rather than make the same file twice.
+            work = self
+                .wakeup
+                .wait_timeout(work, Duration::from_millis(10))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let (segment, prefaulted_bytes) = match work.ready.take() {
+            Some(segment) if segment.base == base => (segment, LOG_PREFAULT_AHEAD_BYTES),
+            _ => {
+                let path = segment_path(&self.data_dir, base);
+                let file = MappedFile::create(&path, self.segment_bytes)?;
+                let segment = Segment {
+                    base,
+                    file: Arc::new(file),
+                };
+                (segment, 0)
+            }
+        };
+        if work.running {
+            work.next_base = Some(segment.end());
+            drop(work);
+            self.wakeup.notify_all();
+        }
+        Ok((segment, prefaulted_bytes))
+    }
+
+    /// Whether everything asked for is done: the next segment ready, no range left to fault in.
+    #[cfg(test)]
+    pub fn is_idle(&self) -> bool {
+        let work = self.lock();
+        work.ready.is_some()
+            && work.prefault.is_empty()
+            && work.prefault_next_segment.is_empty()
+            && !work.prefaulting
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Work> {
+        self.work.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `due` says there is work (true) or the preparer stops (false). A failed
+    /// segment is tried again after a second.
+    fn wait_for_work<'a>(
+        &'a self,
+        mut work: MutexGuard<'a, Work>,
+        due: impl Fn(&Work) -> bool,
+    ) -> Option<MutexGuard<'a, Work>> {
+        while !work.shutdown && !due(&work) {
+            let timeout = if work.failed_base.is_some() {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(3600)
+            };
+            let (guard, waited) = self
+                .wakeup
+                .wait_timeout(work, timeout)
+                .unwrap_or_else(|p| p.into_inner());
+            work = guard;
+            if waited.timed_out() {
+                work.failed_base = None;
+            }
+        }
+        (!work.shutdown).then_some(work)
+    }
+
+    /// The page thread: faults in the ranges the writer asked for, then the first pages of the
+    /// segment made ahead, a chunk at a time.
+    fn fault_pages_in(&self) {
+        let due = |work: &Work| !work.prefault.is_empty() || !work.prefault_next_segment.is_empty();
+        while let Some(mut work) = self.wait_for_work(self.lock(), due) {
+            let range = work
+                .prefault
+                .pop_front()
+                .or_else(|| work.prefault_next_segment.pop_front());
+            let Some((file, offset, len)) = range else {
+                continue;
+            };
+            work.prefaulting = true;
+            drop(work);
+            if let Err(error) = file.prefault(offset, len) {
+                tracing::debug!(%error, file = %file.path().display(), "cannot fault pages in ahead");
+            }
+            self.lock().prefaulting = false;
+        }
+    }
+
+    /// The segment thread: makes the next segment whenever the writer took the last one.
+    fn make_segments(&self) {
+        let due = |work: &Work| work.next_base.is_some() && work.next_base != work.failed_base;
+        while let Some(work) = self.wait_for_work(self.lock(), due) {
+            let Some(base) = work.next_base else {
+                continue;
+            };
+            // Made without the lock, so that the writer's requests never wait for it; the
+            // writer, if it needs this very segment meanwhile, waits for it rather than making
+            // the same file (`take_next_segment`).
+            drop(work);
+            let made = self.make_segment(base);
+            let mut work = self.lock();
+            match made {
+                Ok(segment) => {
+                    let ahead = LOG_PREFAULT_AHEAD_BYTES.min(segment.file.len());
+                    for offset in (0..ahead).step_by(PREFAULT_CHUNK_BYTES as usize) {
+                        let len = PREFAULT_CHUNK_BYTES.min(ahead - offset);
+                        let chunk = (segment.file.clone(), offset, len);
+                        work.prefault_next_segment.push_back(chunk);
+                    }
+                    work.ready = Some(segment);
+                    work.next_base = None;
+                    work.failed_base = None;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, base, "cannot make the next commit-log segment ahead; the writer will try when it needs it");
+                    work.failed_base = Some(base);
+                }
+            }
+            drop(work);
+            self.wakeup.notify_all();
+        }
+    }
+
+    fn make_segment(&self, base: u64) -> Result<Segment> {
+        let file = MappedFile::create(&segment_path(&self.data_dir, base), self.segment_bytes)?;
+        Ok(Segment {
+            base,
+            file: Arc::new(file),
+        })
+    }
+}

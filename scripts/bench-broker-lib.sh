@@ -1,0 +1,31 @@
+# One broker under `smq bench`, shared by scripts/bench-broker.sh and scripts/bench-quick.sh:
+# sourced; uses $BIN (the directory of the smq-broker and smq binaries), $PORT and $WORK.
+BROKER_PID=
+
+start_broker() { # flush mode
+  stop_broker
+  rm -rf "$WORK/data"
+  "$BIN/smq-broker" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --flush "$1" \
+    --log-level warn >"$WORK/broker.log" 2>&1 &
+  BROKER_PID=$!
+  for _ in $(seq 1 200); do
+    if "$BIN/smq" --broker "127.0.0.1:$PORT" topic list >/dev/null 2>&1; then return; fi
+    sleep 0.05
+  done
+  echo "the broker did not start:"; cat "$WORK/broker.log"; exit 1
+}
+
+stop_broker() {
+  if [ -n "$BROKER_PID" ]; then
+    kill -TERM "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=
+  fi
+}
+
+bench() { # mode, extra args...; prints the JSON summary line
+  local mode=$1; shift
+  "$BIN/smq" --broker "127.0.0.1:$PORT" bench "$mode" --json "$@" 2>/dev/null | tail -n 1
+}
+
+field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); v=eval('d' + sys.argv[2]); print(round(v, 2) if v < 100 else round(v))" "$1" "$2"; }
