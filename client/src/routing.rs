@@ -1,7 +1,9 @@
 //! Routes: which broker holds each queue of a topic.
 //!
 //! A [`RouteCache`] asks the NameServer (`GET /v1/routes/{topic}`), or with `--broker` that one
-//! broker, the first time a topic is used, and keeps the answer. It asks again in the background
+//! broker, the first time a topic is used, and keeps the answer. That first lookup waits up to
+//! `route_wait_ms` for a NameServer that can answer (one that is down, fenced or warming up
+//! during a failover is retried, re-resolving DNS in between). It asks again in the background
 //! every `route_refresh_ms` and at once after a routing error ([`RouteCache::invalidate`]), and
 //! goes on handing out the last answer while no NameServer answers: only the first use of a
 //! topic waits for the NameServer, which is never on the data path.
@@ -60,6 +62,7 @@ impl std::fmt::Display for QueueRoute {
 /// let route = TopicRoute {
 ///     topic: "orders".into(),
 ///     groups: vec![group("g1", Some("10.0.0.1:10911")), group("g2", None)],
+///     warming_up: false,
 /// };
 /// let routes = TopicRoutes::from_nameserver(&route);
 /// // Producers write to groups with a live master; consumers read every group.
@@ -148,6 +151,8 @@ pub struct RouteCache {
     /// For [`RouteSource::Broker`]: how to connect to the broker.
     connection: ConnectionOptions,
     refresh_every: Duration,
+    /// How long a topic's first lookup waits for a NameServer.
+    first_wait: Duration,
     topics: Mutex<HashMap<String, Cached>>,
 }
 
@@ -159,16 +164,19 @@ struct Cached {
 }
 
 impl RouteCache {
-    /// A cache asking `source`, refreshing each topic every `refresh_every`.
+    /// A cache asking `source`, refreshing each topic every `refresh_every`; a topic's first
+    /// lookup waits up to `first_wait` for a NameServer that can answer.
     pub fn new(
         source: RouteSource,
         connection: ConnectionOptions,
         refresh_every: Duration,
+        first_wait: Duration,
     ) -> Arc<RouteCache> {
         Arc::new(RouteCache {
             source,
             connection,
             refresh_every,
+            first_wait,
             topics: Mutex::new(HashMap::new()),
         })
     }
@@ -179,7 +187,7 @@ impl RouteCache {
         if let Some(routes) = self.cached(topic) {
             return Ok(routes);
         }
-        let routes = Arc::new(self.fetch(topic).await?);
+        let routes = Arc::new(self.fetch(topic, self.first_wait).await?);
         self.store(topic, routes.clone());
         Ok(routes)
     }
@@ -218,7 +226,7 @@ impl RouteCache {
     }
 
     async fn refresh(self: Arc<Self>, topic: String) {
-        let fetched = self.fetch(&topic).await;
+        let fetched = self.fetch(&topic, Duration::ZERO).await;
         let mut topics = self.lock();
         let Some(cached) = topics.get_mut(&topic) else {
             return;
@@ -240,10 +248,11 @@ impl RouteCache {
         }
     }
 
-    async fn fetch(&self, topic: &str) -> Result<TopicRoutes> {
+    /// The topic's routes, trying again for up to `wait` while no NameServer can answer.
+    async fn fetch(&self, topic: &str, wait: Duration) -> Result<TopicRoutes> {
         match &self.source {
             RouteSource::Broker(broker) => self.fetch_from_broker(broker, topic).await,
-            RouteSource::NameServer(client) => match client.route(topic).await {
+            RouteSource::NameServer(client) => match client.route_waiting(topic, wait).await {
                 Ok(route) => Ok(TopicRoutes::from_nameserver(&route)),
                 Err(error) => Err(no_route(topic, error)),
             },
@@ -302,6 +311,7 @@ mod tests {
                 group("g3", Some("c:1"), false, true),
                 group("g4", None, true, true),
             ],
+            warming_up: false,
         };
         let routes = TopicRoutes::from_nameserver(&route);
         let writers: Vec<String> = routes.writable.iter().map(|q| q.to_string()).collect();
