@@ -78,6 +78,8 @@ pub struct TopicRoutes {
     /// Queues consumers read: those of readable groups, at the master, or at the first slave
     /// while the group has no master.
     pub readable: Vec<QueueRoute>,
+    /// The NameServer that answered was warming up: groups may be missing.
+    pub warming_up: bool,
 }
 
 impl TopicRoutes {
@@ -113,7 +115,34 @@ impl TopicRoutes {
             topic: Arc::from(route.topic.as_str()),
             writable,
             readable,
+            warming_up: route.warming_up,
         }
+    }
+
+    /// These routes, fetched to replace `cached`: while the NameServer that gave them is warming
+    /// up (it just started or took over, and some groups' brokers may not have re-registered
+    /// with it yet), the groups of `cached` they lack are kept as they were, so that a
+    /// NameServer failover never shrinks a client's routes (and never moves a key's queue).
+    pub fn keeping_groups_of(mut self, cached: &TopicRoutes) -> TopicRoutes {
+        if !self.warming_up {
+            return self;
+        }
+        let present: std::collections::BTreeSet<Arc<str>> = self
+            .writable
+            .iter()
+            .chain(&self.readable)
+            .map(|queue| queue.group.clone())
+            .collect();
+        let missing = |queue: &&QueueRoute| !present.contains(&queue.group);
+        self.writable
+            .extend(cached.writable.iter().filter(missing).cloned());
+        self.readable
+            .extend(cached.readable.iter().filter(missing).cloned());
+        self.writable.sort();
+        self.readable.sort();
+        // As complete as what was cached.
+        self.warming_up = cached.warming_up;
+        self
     }
 
     /// One broker's queues of the topic: all of them written and read there.
@@ -130,6 +159,7 @@ impl TopicRoutes {
             topic: Arc::from(topic),
             writable: queues.clone(),
             readable: queues,
+            warming_up: false,
         }
     }
 }
@@ -234,6 +264,7 @@ impl RouteCache {
         cached.refreshing = false;
         match fetched {
             Ok(routes) => {
+                let routes = routes.keeping_groups_of(&cached.routes);
                 if *cached.routes != routes {
                     tracing::info!(%topic, "the topic's routes changed");
                     cached.routes = Arc::new(routes);
@@ -324,5 +355,42 @@ mod tests {
             readers,
             ["g1/0 at a:1", "g1/1 at a:1", "g2/0 at b:1", "g2/1 at b:1"]
         );
+    }
+}
+
+#[cfg(test)]
+mod failover_tests {
+    use super::*;
+    use crate::nameserver_api::GroupRoute;
+
+    fn route(groups: &[&str], warming_up: bool) -> TopicRoutes {
+        let groups = groups
+            .iter()
+            .map(|name| GroupRoute {
+                cluster: "c".into(),
+                group: (*name).into(),
+                master: Some(format!("{name}:1")),
+                slaves: Vec::new(),
+                queues: 2,
+                readable: true,
+                writable: true,
+            })
+            .collect();
+        TopicRoutes::from_nameserver(&TopicRoute {
+            topic: "t".into(),
+            groups,
+            warming_up,
+        })
+    }
+
+    #[test]
+    fn a_warming_up_nameserver_does_not_shrink_cached_routes() {
+        let cached = route(&["g1", "g2"], false);
+        let merged = route(&["g1"], true).keeping_groups_of(&cached);
+        assert_eq!(merged, cached, "g2 has not re-registered yet: kept");
+        let warm = route(&["g1"], false).keeping_groups_of(&cached);
+        assert_eq!(warm, route(&["g1"], false), "a warm NameServer is believed");
+        let grown = route(&["g1", "g3"], true).keeping_groups_of(&cached);
+        assert_eq!(grown, route(&["g1", "g2", "g3"], false));
     }
 }
