@@ -5,10 +5,11 @@
 //! topic is created or deleted. Each heartbeat replaces the last whole, so a lost one loses
 //! nothing.
 //!
-//! When no NameServer answers, the broker goes on serving clients and keeps trying; it logs one
-//! warning when an outage starts and one line when it ends, not one per attempt. Discovery
-//! re-resolves the SRV record after a failure and when its TTL runs out, so a repointed record is
-//! followed within one heartbeat.
+//! When no NameServer answers, the broker goes on serving clients and keeps trying, as a client's
+//! first lookup does: after 50 ms, then pauses doubling up to 500 ms (never longer than the
+//! heartbeat interval), discovery re-resolving the SRV record after each failure, so a repointed
+//! record is followed within half a second and a new NameServer learns of the broker at once. It
+//! logs one warning when an outage starts and one line when it ends, not one per attempt.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use smq_client::discovery::{Discovery, DiscoveryError, DiscoveryMode, DiscoveryOptions};
 use smq_client::nameserver_api::{self, Heartbeat, TopicQueues, HEARTBEAT_INTERVAL_MS_DEFAULT};
-use smq_client::nameserver_client::NameServerClient;
+use smq_client::nameserver_client::{Backoff, NameServerClient};
 
 use crate::config::{BrokerConfig, Role};
 use crate::state::{shutting_down, Broker};
@@ -93,13 +94,14 @@ pub async fn run(
     let mut interval = Duration::from_millis(HEARTBEAT_INTERVAL_MS_DEFAULT);
     let mut registered = false;
     let mut in_outage = false;
+    let mut backoff = Backoff::default();
     loop {
         let beat = heartbeat(&broker, addr, http_addr);
         let result = tokio::select! {
             _ = shutting_down(&mut shutdown) => return,
             result = client.heartbeat(&beat) => result,
         };
-        match result {
+        match &result {
             Ok(reply) => {
                 interval = Duration::from_millis(
                     reply.heartbeat_interval_ms.max(MIN_HEARTBEAT_INTERVAL_MS),
@@ -118,16 +120,23 @@ pub async fn run(
             }
             Err(error) => {
                 if !in_outage {
-                    tracing::warn!(%error, "heartbeat failed: still serving clients, retrying every {interval:?}");
+                    tracing::warn!(%error, "heartbeat failed: still serving clients; retrying within half a second, re-resolving the NameServer");
                 } else {
                     tracing::debug!(%error, "heartbeat failed again");
                 }
                 in_outage = true;
             }
         }
+        let pause = match &result {
+            Err(error) if error.is_retryable() => backoff.next_pause().min(interval),
+            _ => {
+                backoff.reset();
+                interval
+            }
+        };
         tokio::select! {
             _ = shutting_down(&mut shutdown) => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = broker.topics_changed.notified() => {}
         }
     }

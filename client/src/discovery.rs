@@ -370,6 +370,14 @@ pub struct Discovery {
     lookup: tokio::sync::Mutex<()>,
 }
 
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Discovery {
     /// Sets discovery up; for SRV it builds the resolver (reading /etc/resolv.conf when no DNS
     /// server is given) but sends no query yet.
@@ -421,6 +429,13 @@ impl Discovery {
         state
             .failed_until
             .insert(url.to_owned(), Instant::now() + self.options.failed_for);
+        state.refresh_requested = true;
+    }
+
+    /// Has the next [`Discovery::resolve`] ask DNS again (SRV mode), without marking any
+    /// NameServer failed: between the tries of a caller waiting for a NameServer.
+    pub fn refresh_soon(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.refresh_requested = true;
     }
 

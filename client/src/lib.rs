@@ -74,6 +74,10 @@ pub struct ClientConfig {
     /// How often a topic's routes are asked again from the NameServer, in the background; they
     /// are also asked again after any routing error.
     pub route_refresh_ms: u64,
+    /// How long the first use of a topic waits for a NameServer that can answer its route (one
+    /// down, fenced or warming up during a failover is asked again, re-resolving DNS between
+    /// tries); 0 asks once. A topic the NameServer says does not exist fails at once.
+    pub route_wait_ms: u64,
     /// Sent in the handshake; shows in the broker's logs.
     pub client_id: String,
     /// How long a request may wait for its answer (a Fetch gets its long-poll wait on top).
@@ -106,6 +110,7 @@ impl ClientConfig {
             broker: broker.into(),
             nameserver: None,
             route_refresh_ms: 30_000,
+            route_wait_ms: nameserver_client::ROUTE_WAIT_MS_DEFAULT,
             client_id: format!("smq-client-{}", std::process::id()),
             request_timeout_ms: 30_000,
             max_in_flight_requests: 32,
@@ -188,6 +193,7 @@ impl ClientConfig {
             source,
             self.connection_options(),
             Duration::from_millis(self.route_refresh_ms),
+            Duration::from_millis(self.route_wait_ms),
         )
     }
 

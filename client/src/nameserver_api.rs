@@ -270,6 +270,15 @@ pub struct TopicRoute {
     pub topic: String,
     /// Sorted by cluster, then group.
     pub groups: Vec<GroupRoute>,
+    /// True while the answering NameServer is warming up (it started, or became the one the SRV
+    /// record names, less than one heartbeat timeout ago): groups whose brokers have not
+    /// re-registered yet are missing, so the list may be incomplete. Absent when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub warming_up: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// One broker group's share of a topic.
@@ -323,6 +332,14 @@ pub struct GroupRoute {
 pub struct ClusterView {
     /// Sorted by cluster, group, role (master first), then address.
     pub brokers: Vec<BrokerInfo>,
+    /// While the NameServer is warming up, how much longer (ms): brokers that have not
+    /// re-registered yet are missing from `brokers`. Absent (0) once it is warm.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warming_up_ms: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// One live broker as the NameServer last heard of it.
@@ -448,6 +465,10 @@ pub enum ApiErrorCode {
     UnsupportedMediaType,
     /// 503: DNS no longer names this NameServer: re-resolve the SRV record and ask the one it names.
     Fenced,
+    /// 503: the topic is unknown, but the NameServer started (or became the one the SRV record
+    /// names) less than one heartbeat timeout ago, so its brokers may not have re-registered
+    /// yet: retry after `Retry-After` seconds.
+    WarmingUp,
     /// A code this client does not know (a newer NameServer).
     #[serde(other)]
     Unknown,

@@ -3,14 +3,21 @@
 //! moves on to the next when one does not answer (connect error, timeout, 5xx, a reply that is not
 //! HTTP/JSON), marking it failed so that discovery puts it last and re-resolves. A 503 `fenced`
 //! (DNS no longer names that NameServer) is such a failure too: the next resolve asks DNS again.
-//! A 4xx is the NameServer's considered answer and is returned at once.
+//! A 503 `warming_up` (the NameServer just started or took over and its brokers may not have
+//! registered yet) moves on too, without marking it failed. A 4xx is the NameServer's considered
+//! answer and is returned at once.
+//!
+//! [`NameServerClient::retrying`] is what a first lookup uses: it tries again after every
+//! retryable failure, re-resolving between tries with a short backoff, for up to a bound
+//! (`route_wait_ms`), so that a process started during a NameServer failover waits for the new
+//! NameServer instead of failing.
 //!
 //! One request per connection (`Connection: close`), written and parsed by hand over a tokio
 //! `TcpStream`: the NameServer is asked every few seconds, not on the data path, so no HTTP
 //! library is worth its weight here. Plain `http://` only.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +31,56 @@ use crate::nameserver_api::{
 
 /// How long one request to one NameServer may take, connect to last byte, by default.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3);
+
+/// How long a first lookup waits for a NameServer by default (`route_wait_ms`; Kafka's
+/// `max.block.ms` plays this part).
+pub const ROUTE_WAIT_MS_DEFAULT: u64 = 15_000;
+
+/// The pauses between tries while waiting for a NameServer (a first lookup, a broker's
+/// registration): 50 ms, doubled after each try, at most 500 ms, so that a repointed record is
+/// followed within half a second and a NameServer outage costs a few requests a second.
+///
+/// ```
+/// use std::time::Duration;
+/// use smq_client::nameserver_client::Backoff;
+///
+/// let mut backoff = Backoff::default();
+/// let pauses: Vec<u64> = (0..6).map(|_| backoff.next_pause().as_millis() as u64).collect();
+/// assert_eq!(pauses, [50, 100, 200, 400, 500, 500]);
+/// backoff.reset();
+/// assert_eq!(backoff.next_pause(), Duration::from_millis(50));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_millis(500);
+
+    /// The pause before the next try; the one after it is longer.
+    pub fn next_pause(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (pause * 2).min(Backoff::MAX);
+        pause
+    }
+
+    /// Starts again from the shortest pause (after a success).
+    pub fn reset(&mut self) {
+        self.next = Backoff::FIRST;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            next: Backoff::FIRST,
+        }
+    }
+}
+/// A wait this long is reported to the [`WaitNotice`] hook (once per call).
+pub const WAIT_NOTICE_AFTER: Duration = Duration::from_secs(1);
 
 /// Largest response accepted (a cluster view of thousands of brokers fits easily).
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -56,6 +113,16 @@ pub enum NameServerError {
         status: u16,
         error: ApiError,
     },
+    /// The NameServer answered, but it is warming up (it started or took over less than one
+    /// heartbeat timeout ago) and what was asked needs every broker registered.
+    #[error("the NameServer is warming up for another {remaining_ms} ms: {reason}")]
+    WarmingUp { remaining_ms: u64, reason: String },
+    /// [`NameServerClient::retrying`] tried for as long as it was allowed to.
+    #[error("gave up after waiting {} ms for a NameServer (raise --route-wait-ms / SMQ_ROUTE_WAIT_MS to wait longer): {last}", .waited.as_millis())]
+    GaveUp {
+        waited: Duration,
+        last: Box<NameServerError>,
+    },
 }
 
 impl NameServerError {
@@ -63,10 +130,35 @@ impl NameServerError {
     pub fn code(&self) -> Option<ApiErrorCode> {
         match self {
             NameServerError::Api { error, .. } => Some(error.code),
+            NameServerError::GaveUp { last, .. } => last.code(),
             _ => None,
         }
     }
+
+    /// Whether asking again may succeed: no NameServer answered (refused, timed out, 5xx,
+    /// 503 `fenced` or `warming_up`), DNS failed or has no record yet. A 4xx answer and a bad
+    /// setting are final.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            NameServerError::Discovery(error) => matches!(
+                error,
+                DiscoveryError::Dns { .. }
+                    | DiscoveryError::NoRecord { .. }
+                    | DiscoveryError::NotAvailable { .. }
+                    | DiscoveryError::NoAddress { .. }
+            ),
+            NameServerError::Unavailable { .. }
+            | NameServerError::WarmingUp { .. }
+            | NameServerError::GaveUp { .. } => true,
+            NameServerError::Api { .. } => false,
+        }
+    }
 }
+
+/// Told once per [`NameServerClient::retrying`] call that has waited [`WAIT_NOTICE_AFTER`]:
+/// what it waits for, the failure that keeps it waiting, and how long it will wait at most. The
+/// CLI prints it on stderr.
+pub type WaitNotice = Arc<dyn Fn(&str, &NameServerError, Duration) + Send + Sync>;
 
 /// One NameServer that did not answer, and why.
 ///
@@ -120,6 +212,7 @@ fn describe(failures: &[Failure]) -> String {
 pub struct NameServerClient {
     discovery: Arc<Discovery>,
     timeout: Duration,
+    wait_notice: Option<WaitNotice>,
 }
 
 impl std::fmt::Debug for NameServerClient {
@@ -127,6 +220,7 @@ impl std::fmt::Debug for NameServerClient {
         f.debug_struct("NameServerClient")
             .field("mode", self.discovery.mode())
             .field("timeout", &self.timeout)
+            .field("wait_notice", &self.wait_notice.is_some())
             .finish()
     }
 }
@@ -137,6 +231,69 @@ impl NameServerClient {
         NameServerClient {
             discovery,
             timeout: REQUEST_TIMEOUT_DEFAULT,
+            wait_notice: None,
+        }
+    }
+
+    /// The same client telling `notice` when a [`NameServerClient::retrying`] call has waited
+    /// [`WAIT_NOTICE_AFTER`] (once per call).
+    pub fn with_wait_notice(mut self, notice: WaitNotice) -> NameServerClient {
+        self.wait_notice = Some(notice);
+        self
+    }
+
+    /// Runs `call` until it succeeds, fails in a way retrying cannot help, or `wait` has
+    /// passed; between tries, discovery re-resolves (so a repointed SRV record is followed at
+    /// once) and the pause grows from 50 ms to 500 ms. `what` names what is waited for, for the
+    /// [`WaitNotice`]. With a `wait` of zero, `call` runs once.
+    ///
+    /// ```no_run
+    /// # async fn example(client: smq_client::nameserver_client::NameServerClient) {
+    /// use std::time::Duration;
+    /// // A process started during a NameServer failover waits for the new one.
+    /// let wait = Duration::from_secs(15);
+    /// let route = client.retrying("the route of topic `orders`", wait, || client.route("orders")).await;
+    /// # }
+    /// ```
+    pub async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        wait: Duration,
+        mut call: F,
+    ) -> Result<T, NameServerError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, NameServerError>>,
+    {
+        let started = Instant::now();
+        let mut backoff = Backoff::default();
+        let mut noticed = false;
+        loop {
+            let error = match call().await {
+                Ok(value) => return Ok(value),
+                Err(error) if !error.is_retryable() => return Err(error),
+                Err(error) => error,
+            };
+            let waited = started.elapsed();
+            if waited >= wait {
+                return Err(if wait.is_zero() {
+                    error
+                } else {
+                    NameServerError::GaveUp {
+                        waited,
+                        last: Box::new(error),
+                    }
+                });
+            }
+            if !noticed && waited >= WAIT_NOTICE_AFTER {
+                noticed = true;
+                if let Some(notice) = &self.wait_notice {
+                    notice(what, &error, wait);
+                }
+            }
+            tracing::debug!(%error, ?waited, "waiting for a NameServer: {what}");
+            tokio::time::sleep(backoff.next_pause().min(wait - waited)).await;
+            self.discovery.refresh_soon();
         }
     }
 
@@ -163,6 +320,17 @@ impl NameServerClient {
     /// `GET /v1/routes/{topic}`.
     pub async fn route(&self, topic: &str) -> Result<TopicRoute, NameServerError> {
         self.call("GET", &route_path(topic), None).await
+    }
+
+    /// `GET /v1/routes/{topic}`, waiting up to `wait` for a NameServer that can answer (see
+    /// [`NameServerClient::retrying`]): what a topic's first lookup does.
+    pub async fn route_waiting(
+        &self,
+        topic: &str,
+        wait: Duration,
+    ) -> Result<TopicRoute, NameServerError> {
+        let what = format!("the route of topic `{topic}`");
+        self.retrying(&what, wait, || self.route(topic)).await
     }
 
     /// `GET /v1/cluster`.
@@ -210,6 +378,14 @@ impl NameServerClient {
                         problem,
                     });
                 }
+                Err(Attempt::WarmingUp(problem)) => {
+                    // The right NameServer, only too young to answer: not marked failed.
+                    tracing::debug!(nameserver = %url, %problem, "NameServer is warming up");
+                    failures.push(Failure {
+                        nameserver: url,
+                        problem,
+                    });
+                }
             }
         }
     }
@@ -241,12 +417,15 @@ impl NameServerClient {
         if response.status >= 500 {
             let code = match error.code {
                 ApiErrorCode::Fenced => "fenced: ",
+                ApiErrorCode::WarmingUp => "warming_up: ",
                 _ => "",
             };
-            Err(Attempt::Failed(format!(
-                "answered {} {code}{}",
-                response.status, error.error
-            )))
+            let problem = format!("answered {} {code}{}", response.status, error.error);
+            if error.code == ApiErrorCode::WarmingUp {
+                Err(Attempt::WarmingUp(problem))
+            } else {
+                Err(Attempt::Failed(problem))
+            }
         } else {
             Err(Attempt::Refused {
                 status: response.status,
@@ -260,6 +439,8 @@ impl NameServerClient {
 enum Attempt {
     /// Try the next NameServer.
     Failed(String),
+    /// 503 `warming_up`: try the next NameServer, but this one is not failed.
+    WarmingUp(String),
     /// A 4xx: the answer stands.
     Refused { status: u16, error: ApiError },
 }

@@ -1,7 +1,9 @@
 //! Routes: which broker holds each queue of a topic.
 //!
 //! A [`RouteCache`] asks the NameServer (`GET /v1/routes/{topic}`), or with `--broker` that one
-//! broker, the first time a topic is used, and keeps the answer. It asks again in the background
+//! broker, the first time a topic is used, and keeps the answer. That first lookup waits up to
+//! `route_wait_ms` for a NameServer that can answer (one that is down, fenced or warming up
+//! during a failover is retried, re-resolving DNS in between). It asks again in the background
 //! every `route_refresh_ms` and at once after a routing error ([`RouteCache::invalidate`]), and
 //! goes on handing out the last answer while no NameServer answers: only the first use of a
 //! topic waits for the NameServer, which is never on the data path.
@@ -60,6 +62,7 @@ impl std::fmt::Display for QueueRoute {
 /// let route = TopicRoute {
 ///     topic: "orders".into(),
 ///     groups: vec![group("g1", Some("10.0.0.1:10911")), group("g2", None)],
+///     warming_up: false,
 /// };
 /// let routes = TopicRoutes::from_nameserver(&route);
 /// // Producers write to groups with a live master; consumers read every group.
@@ -75,6 +78,8 @@ pub struct TopicRoutes {
     /// Queues consumers read: those of readable groups, at the master, or at the first slave
     /// while the group has no master.
     pub readable: Vec<QueueRoute>,
+    /// The NameServer that answered was warming up: groups may be missing.
+    pub warming_up: bool,
 }
 
 impl TopicRoutes {
@@ -110,7 +115,34 @@ impl TopicRoutes {
             topic: Arc::from(route.topic.as_str()),
             writable,
             readable,
+            warming_up: route.warming_up,
         }
+    }
+
+    /// These routes, fetched to replace `cached`: while the NameServer that gave them is warming
+    /// up (it just started or took over, and some groups' brokers may not have re-registered
+    /// with it yet), the groups of `cached` they lack are kept as they were, so that a
+    /// NameServer failover never shrinks a client's routes (and never moves a key's queue).
+    pub fn keeping_groups_of(mut self, cached: &TopicRoutes) -> TopicRoutes {
+        if !self.warming_up {
+            return self;
+        }
+        let present: std::collections::BTreeSet<Arc<str>> = self
+            .writable
+            .iter()
+            .chain(&self.readable)
+            .map(|queue| queue.group.clone())
+            .collect();
+        let missing = |queue: &&QueueRoute| !present.contains(&queue.group);
+        self.writable
+            .extend(cached.writable.iter().filter(missing).cloned());
+        self.readable
+            .extend(cached.readable.iter().filter(missing).cloned());
+        self.writable.sort();
+        self.readable.sort();
+        // As complete as what was cached.
+        self.warming_up = cached.warming_up;
+        self
     }
 
     /// One broker's queues of the topic: all of them written and read there.
@@ -127,6 +159,7 @@ impl TopicRoutes {
             topic: Arc::from(topic),
             writable: queues.clone(),
             readable: queues,
+            warming_up: false,
         }
     }
 }
@@ -148,6 +181,8 @@ pub struct RouteCache {
     /// For [`RouteSource::Broker`]: how to connect to the broker.
     connection: ConnectionOptions,
     refresh_every: Duration,
+    /// How long a topic's first lookup waits for a NameServer.
+    first_wait: Duration,
     topics: Mutex<HashMap<String, Cached>>,
 }
 
@@ -159,16 +194,19 @@ struct Cached {
 }
 
 impl RouteCache {
-    /// A cache asking `source`, refreshing each topic every `refresh_every`.
+    /// A cache asking `source`, refreshing each topic every `refresh_every`; a topic's first
+    /// lookup waits up to `first_wait` for a NameServer that can answer.
     pub fn new(
         source: RouteSource,
         connection: ConnectionOptions,
         refresh_every: Duration,
+        first_wait: Duration,
     ) -> Arc<RouteCache> {
         Arc::new(RouteCache {
             source,
             connection,
             refresh_every,
+            first_wait,
             topics: Mutex::new(HashMap::new()),
         })
     }
@@ -179,7 +217,7 @@ impl RouteCache {
         if let Some(routes) = self.cached(topic) {
             return Ok(routes);
         }
-        let routes = Arc::new(self.fetch(topic).await?);
+        let routes = Arc::new(self.fetch(topic, self.first_wait).await?);
         self.store(topic, routes.clone());
         Ok(routes)
     }
@@ -218,7 +256,7 @@ impl RouteCache {
     }
 
     async fn refresh(self: Arc<Self>, topic: String) {
-        let fetched = self.fetch(&topic).await;
+        let fetched = self.fetch(&topic, Duration::ZERO).await;
         let mut topics = self.lock();
         let Some(cached) = topics.get_mut(&topic) else {
             return;
@@ -226,6 +264,7 @@ impl RouteCache {
         cached.refreshing = false;
         match fetched {
             Ok(routes) => {
+                let routes = routes.keeping_groups_of(&cached.routes);
                 if *cached.routes != routes {
                     tracing::info!(%topic, "the topic's routes changed");
                     cached.routes = Arc::new(routes);
@@ -240,10 +279,11 @@ impl RouteCache {
         }
     }
 
-    async fn fetch(&self, topic: &str) -> Result<TopicRoutes> {
+    /// The topic's routes, trying again for up to `wait` while no NameServer can answer.
+    async fn fetch(&self, topic: &str, wait: Duration) -> Result<TopicRoutes> {
         match &self.source {
             RouteSource::Broker(broker) => self.fetch_from_broker(broker, topic).await,
-            RouteSource::NameServer(client) => match client.route(topic).await {
+            RouteSource::NameServer(client) => match client.route_waiting(topic, wait).await {
                 Ok(route) => Ok(TopicRoutes::from_nameserver(&route)),
                 Err(error) => Err(no_route(topic, error)),
             },
@@ -302,6 +342,7 @@ mod tests {
                 group("g3", Some("c:1"), false, true),
                 group("g4", None, true, true),
             ],
+            warming_up: false,
         };
         let routes = TopicRoutes::from_nameserver(&route);
         let writers: Vec<String> = routes.writable.iter().map(|q| q.to_string()).collect();
@@ -314,5 +355,42 @@ mod tests {
             readers,
             ["g1/0 at a:1", "g1/1 at a:1", "g2/0 at b:1", "g2/1 at b:1"]
         );
+    }
+}
+
+#[cfg(test)]
+mod failover_tests {
+    use super::*;
+    use crate::nameserver_api::GroupRoute;
+
+    fn route(groups: &[&str], warming_up: bool) -> TopicRoutes {
+        let groups = groups
+            .iter()
+            .map(|name| GroupRoute {
+                cluster: "c".into(),
+                group: (*name).into(),
+                master: Some(format!("{name}:1")),
+                slaves: Vec::new(),
+                queues: 2,
+                readable: true,
+                writable: true,
+            })
+            .collect();
+        TopicRoutes::from_nameserver(&TopicRoute {
+            topic: "t".into(),
+            groups,
+            warming_up,
+        })
+    }
+
+    #[test]
+    fn a_warming_up_nameserver_does_not_shrink_cached_routes() {
+        let cached = route(&["g1", "g2"], false);
+        let merged = route(&["g1"], true).keeping_groups_of(&cached);
+        assert_eq!(merged, cached, "g2 has not re-registered yet: kept");
+        let warm = route(&["g1"], false).keeping_groups_of(&cached);
+        assert_eq!(warm, route(&["g1"], false), "a warm NameServer is believed");
+        let grown = route(&["g1", "g3"], true).keeping_groups_of(&cached);
+        assert_eq!(grown, route(&["g1", "g2", "g3"], false));
     }
 }

@@ -16,8 +16,8 @@ use crate::metrics::Gauges;
 use crate::registry::RegistryError;
 use crate::AppState;
 
-/// An error reply: a status and the JSON body.
-pub struct Failure(StatusCode, ApiError);
+/// An error reply: a status, the JSON body, and for a retryable 503 the `Retry-After` seconds.
+pub struct Failure(StatusCode, ApiError, Option<u64>);
 
 impl Failure {
     fn new(status: StatusCode, code: ApiErrorCode, error: impl Into<String>) -> Failure {
@@ -28,6 +28,7 @@ impl Failure {
                 code,
                 field: None,
             },
+            None,
         )
     }
 
@@ -40,7 +41,13 @@ impl Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
+        let mut response = (self.0, Json(self.1)).into_response();
+        if let Some(seconds) = self.2 {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -139,11 +146,15 @@ fn accept_heartbeat(
     Ok(reply)
 }
 
-/// `GET /v1/routes/{topic}`.
+/// `GET /v1/routes/{topic}`. A fenced NameServer first checks the record again (at most every
+/// 100 ms, one lookup shared by concurrent requests): it serves at once if the record names it now.
 pub async fn route(
     State(state): State<AppState>,
     topic: Result<Path<String>, PathRejection>,
 ) -> Response {
+    if state.fence.is_fenced() {
+        state.fence.recheck().await;
+    }
     let response = route_response(&state, topic);
     state.metrics.route_request(response.status().as_u16());
     response
@@ -171,8 +182,14 @@ fn route_response(state: &AppState, topic: Result<Path<String>, PathRejection>) 
         )
         .into_response();
     }
-    match state.registry().route(&topic, state.now_ms()) {
-        Some(route) => ok(route),
+    let warming_up_ms = state.warming_up_ms();
+    let route = state.registry().route(&topic, state.now_ms());
+    match route {
+        Some(mut route) => {
+            route.warming_up = warming_up_ms > 0;
+            ok(route)
+        }
+        None if warming_up_ms > 0 => warming_up(state, warming_up_ms, &topic).into_response(),
         None => Failure::new(
             StatusCode::NOT_FOUND,
             ApiErrorCode::TopicNotFound,
@@ -185,9 +202,33 @@ fn route_response(state: &AppState, topic: Result<Path<String>, PathRejection>) 
     }
 }
 
-/// `GET /v1/cluster`.
+/// The 503 for a topic this NameServer does not know while it is warming up.
+fn warming_up(state: &AppState, warming_up_ms: u64, topic: &str) -> Failure {
+    let since = match state.fence.srv() {
+        Some(srv) => format!("started or became the one {srv} names"),
+        None => "started".to_owned(),
+    };
+    let mut failure = Failure::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ApiErrorCode::WarmingUp,
+        format!(
+            "this NameServer is warming up: it {since} less than one heartbeat timeout ago \
+             ({} ms), so brokers may not have registered with it yet and it cannot tell whether \
+             topic {topic:?} exists; retry in {warming_up_ms} ms (smq clients wait by themselves, \
+             up to --route-wait-ms)",
+            state.registry().heartbeat_timeout_ms()
+        ),
+    );
+    failure.2 = Some(warming_up_ms.div_ceil(1000));
+    failure
+}
+
+/// `GET /v1/cluster`; while warming up, `warming_up_ms` says for how much longer brokers may be
+/// missing.
 pub async fn cluster(State(state): State<AppState>) -> Response {
-    ok(state.registry().cluster(state.now_ms()))
+    let mut view = state.registry().cluster(state.now_ms());
+    view.warming_up_ms = state.warming_up_ms();
+    ok(view)
 }
 
 /// `GET /v1/topics`.
@@ -254,7 +295,7 @@ mod tests {
     fn field_of(body: &str) -> Option<String> {
         match parse_heartbeat(body.as_bytes()) {
             Ok(_) => panic!("{body} parsed"),
-            Err(Failure(status, error)) => {
+            Err(Failure(status, error, _)) => {
                 assert_eq!(status, StatusCode::BAD_REQUEST);
                 assert_eq!(error.code, ApiErrorCode::BadRequest);
                 if let Some(field) = &error.field {

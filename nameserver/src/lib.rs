@@ -118,6 +118,17 @@ impl AppState {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// How much longer this NameServer is warming up, in ms (0 once warm): for one heartbeat
+    /// timeout after it started, or after the SRV record came to name it, brokers may not have
+    /// (re-)registered with it yet, so it cannot tell a topic that does not exist from one whose
+    /// brokers have not reached it (proto-spec.md §8.3).
+    pub fn warming_up_ms(&self) -> u64 {
+        let serving_ms = self.fence.serving_for().as_millis() as u64;
+        self.registry()
+            .heartbeat_timeout_ms()
+            .saturating_sub(serving_ms)
+    }
+
     /// Forgets the brokers that stopped heartbeating, logging each.
     pub fn expire(&self) {
         let now_ms = self.now_ms();
@@ -215,20 +226,19 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             if config.advertise.is_none() && addr.ip().is_unspecified() {
                 tracing::warn!(%addr, "listening on an unspecified address: set --advertise to the host:port the SRV record names, or this NameServer will always be fenced");
             }
-            Fence::following(srv.clone(), advertise.clone())
+            let mode = DiscoveryMode::Srv {
+                name: srv.clone(),
+                dns_server: config.dns_server,
+            };
+            let discovery = Discovery::new(mode, DiscoveryOptions::default())?;
+            Fence::following(srv.clone(), advertise.clone(), discovery)
         }
     };
     let state = AppState::new(config.heartbeat_timeout_ms, fence);
 
-    if let Some(srv) = &config.srv {
-        let mode = DiscoveryMode::Srv {
-            name: srv.clone(),
-            dns_server: config.dns_server,
-        };
-        let discovery = Discovery::new(mode, DiscoveryOptions::default())?;
-        state.fence.apply(&discovery.lookup_now().await);
+    if config.srv.is_some() {
+        state.fence.check().await;
         tasks.push(tokio::spawn(fencing::run(
-            discovery,
             state.fence.clone(),
             Duration::from_millis(config.fencing_interval_ms),
             shutdown_rx.clone(),

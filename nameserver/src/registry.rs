@@ -210,6 +210,7 @@ impl Registry {
         (!groups.is_empty()).then(|| TopicRoute {
             topic: topic.to_owned(),
             groups,
+            warming_up: false,
         })
     }
 
@@ -244,7 +245,10 @@ impl Registry {
                 });
             }
         }
-        ClusterView { brokers }
+        ClusterView {
+            brokers,
+            warming_up_ms: 0,
+        }
     }
 
     /// Every topic some live group serves, with its queues summed over the groups.

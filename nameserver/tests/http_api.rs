@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 struct Reply {
     status: u16,
     content_type: String,
+    retry_after: Option<String>,
     body: String,
 }
 
@@ -37,17 +38,17 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) ->
     let raw = String::from_utf8(raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let content_type = head
-        .lines()
-        .find_map(|line| {
+    let header = |wanted: &str| {
+        head.lines().find_map(|line| {
             let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-type")
+            name.eq_ignore_ascii_case(wanted)
                 .then(|| value.trim().to_owned())
         })
-        .unwrap_or_default();
+    };
     Reply {
         status,
-        content_type,
+        content_type: header("content-type").unwrap_or_default(),
+        retry_after: header("retry-after"),
         body: body.to_owned(),
     }
 }
@@ -78,6 +79,27 @@ async fn post_heartbeat(addr: SocketAddr, body: &str) -> Reply {
     http(addr, "POST", "/v1/brokers/heartbeat", Some(body)).await
 }
 
+/// Waits until the NameServer's warm-up (one heartbeat timeout after its start) is over, as
+/// /v1/cluster tells.
+async fn wait_until_warm(addr: SocketAddr) {
+    let since = Instant::now();
+    loop {
+        let cluster = http(addr, "GET", "/v1/cluster", None).await.json();
+        if cluster.get("warming_up_ms").is_none() {
+            return;
+        }
+        assert!(since.elapsed() < Duration::from_secs(5), "{cluster}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A NameServer with a 1 s heartbeat timeout whose warm-up is over.
+async fn start_warm() -> Running {
+    let ns = start(1_000).await;
+    wait_until_warm(ns.addr()).await;
+    ns
+}
+
 #[tokio::test]
 async fn heartbeat_then_route_names_the_master_and_slaves() {
     let ns = start(10_000).await;
@@ -97,7 +119,7 @@ async fn heartbeat_then_route_names_the_master_and_slaves() {
             "cluster": "c1", "group": "g1",
             "master": "127.0.0.1:10911", "slaves": ["127.0.0.1:10921"],
             "queues": 4, "readable": true, "writable": true
-        }]})
+        }], "warming_up": true})
     );
 
     let cluster = http(addr, "GET", "/v1/cluster", None).await.json();
@@ -120,8 +142,38 @@ async fn heartbeat_then_route_names_the_master_and_slaves() {
 }
 
 #[tokio::test]
+async fn while_warming_up_an_unknown_topic_is_a_retryable_503_and_then_a_404() {
+    let ns = start(1_000).await;
+    let addr = ns.addr();
+    let reply = http(addr, "GET", "/v1/routes/nosuch", None).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.retry_after.as_deref(), Some("1"));
+    let error = reply.json();
+    assert_eq!(error["code"], "warming_up");
+    let text = error["error"].as_str().unwrap();
+    assert!(
+        text.contains("warming up") && text.contains("\"nosuch\""),
+        "{text}"
+    );
+    let warming_up_ms = http(addr, "GET", "/v1/cluster", None).await.json()["warming_up_ms"]
+        .as_u64()
+        .expect("warming_up_ms while warming up");
+    assert!((1..=1_000).contains(&warming_up_ms), "{warming_up_ms}");
+
+    wait_until_warm(addr).await;
+    let reply = http(addr, "GET", "/v1/routes/nosuch", None).await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    assert_eq!(reply.retry_after, None);
+    assert_eq!(reply.json()["code"], "topic_not_found");
+    post_heartbeat(addr, &heartbeat("g1", "master", "127.0.0.1:10911")).await;
+    let route = http(addr, "GET", "/v1/routes/orders", None).await.json();
+    assert_eq!(route.get("warming_up"), None, "{route}");
+    ns.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn unknown_topic_is_a_404_json_error() {
-    let ns = start(10_000).await;
+    let ns = start_warm().await;
     let reply = http(ns.addr(), "GET", "/v1/routes/nosuch", None).await;
     assert_eq!(reply.status, 404);
     let error = reply.json();
@@ -147,7 +199,7 @@ async fn unknown_topic_is_a_404_json_error() {
 
 #[tokio::test]
 async fn malformed_heartbeat_is_a_400_naming_the_field() {
-    let ns = start(10_000).await;
+    let ns = start_warm().await;
     let mut hb: Value =
         serde_json::from_str(&heartbeat("g1", "master", "127.0.0.1:10911")).unwrap();
     hb.as_object_mut().unwrap().remove("group");
@@ -193,7 +245,7 @@ async fn a_second_master_in_a_group_is_a_409() {
 
 #[tokio::test]
 async fn metrics_are_prometheus_text() {
-    let ns = start(10_000).await;
+    let ns = start_warm().await;
     post_heartbeat(ns.addr(), &heartbeat("g1", "master", "127.0.0.1:10911")).await;
     post_heartbeat(ns.addr(), "{}").await;
     http(ns.addr(), "GET", "/v1/routes/orders", None).await;

@@ -3,17 +3,18 @@
 //! NameServers, two broker groups registered through DNS, and a producer (the client library)
 //! sending all along while the NameServer it uses dies.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
 use smq_client::nameserver_client::NameServerClient;
-use smq_client::{ClientConfig, Consumer, Message, Producer, StartFrom};
+use smq_client::{ClientConfig, ConsumedMessage, Consumer, Message, Producer, StartFrom};
 
-use crate::{binary, wait_for, Broker, NameServer};
+use crate::{binary, run_with_stdin, wait_for, Broker, NameServer};
 
 /// The zone the scenarios' DNS servers serve; `ns1` and `ns2` are both 127.0.0.1 there.
 pub const ZONE: &str = "smq.test.";
@@ -66,12 +67,18 @@ fn brokers(dns: &impl SrvControl, groups: &[&str]) -> Vec<Broker> {
 
 /// The `smq` CLI finding the NameServer through the SRV record.
 pub fn smq(dns: &impl SrvControl) -> Command {
+    smq_asking(dns.dns_server())
+}
+
+/// The `smq` CLI finding the NameServer through the SRV record, asking `dns_server`.
+fn smq_asking(dns_server: SocketAddr) -> Command {
     let mut command = Command::new(binary("smq"));
     command
         .env("SMQ_SRV", SRV_NAME)
-        .env("SMQ_DNS_SERVER", dns.dns_server().to_string())
+        .env("SMQ_DNS_SERVER", dns_server.to_string())
         .env_remove("SMQ_BROKER")
-        .env_remove("SMQ_NAMESERVER");
+        .env_remove("SMQ_NAMESERVER")
+        .env_remove("SMQ_ROUTE_WAIT_MS");
     command
 }
 
@@ -208,18 +215,30 @@ pub fn consume_all(
     topic: &str,
     count: u64,
 ) -> Vec<String> {
+    consume_messages(runtime, config, topic, count)
+        .into_iter()
+        .map(|message| String::from_utf8_lossy(&message.body).into_owned())
+        .collect()
+}
+
+/// Reads `topic` from the start through the NameServer until `count` messages came (or 30 s
+/// passed), keeping where each came from.
+pub fn consume_messages(
+    runtime: &tokio::runtime::Runtime,
+    config: ClientConfig,
+    topic: &str,
+    count: u64,
+) -> Vec<ConsumedMessage> {
     runtime.block_on(async {
         let mut consumer = Consumer::connect(config, topic, None, StartFrom::Earliest)
             .await
             .expect("a consumer");
-        let mut bodies = Vec::new();
+        let mut messages = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while (bodies.len() as u64) < count && Instant::now() < deadline {
-            for message in consumer.poll(10_000).await.expect("poll") {
-                bodies.push(String::from_utf8_lossy(&message.body).into_owned());
-            }
+        while (messages.len() as u64) < count && Instant::now() < deadline {
+            messages.extend(consumer.poll(10_000).await.expect("poll"));
         }
-        bodies
+        messages
     })
 }
 
@@ -234,7 +253,9 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Creates topic `orders` through the SRV record and starts a producer sending to it all along;
 /// returns once 200 messages are acknowledged.
 fn start_producing(dns: &impl SrvControl) -> (tokio::runtime::Runtime, Producer, ContinuousSender) {
-    run_ok(smq(dns).args(["topic", "create", "orders", "--queues", "2"]));
+    run_ok(smq(dns).args([
+        "topic", "create", "orders", "--queues", "2", "--groups", "g1,g2",
+    ]));
     let runtime = runtime();
     let producer = runtime
         .block_on(Producer::connect(client_config(dns)))
@@ -252,7 +273,9 @@ fn send_to_new_topic(
     producer: &Producer,
     topic: &str,
 ) {
-    run_ok(smq(dns).args(["topic", "create", topic, "--queues", "2"]));
+    run_ok(smq(dns).args([
+        "topic", "create", topic, "--queues", "2", "--groups", "g1,g2",
+    ]));
     runtime
         .block_on(producer.send(topic, Message::from_body("new")))
         .expect("the producer reaches the new topic");
@@ -337,4 +360,254 @@ pub fn clients_prefer_the_first_priority_and_fall_over(dns: &impl SrvControl) {
     assert!(route_requests(&ns2) > 0, "routes now come from ns2");
     sender.wait_for_more(200);
     sender.stop_without_failures(&runtime);
+}
+
+/// Lines each fresh `smq produce` process sends.
+pub const LINES_PER_PROCESS: usize = 100;
+
+/// One `smq produce` process of a [`FreshProducers`] loop.
+#[derive(Debug, Clone)]
+pub struct ProduceRun {
+    /// Its number: its lines are `p{index}-{line}`.
+    pub index: usize,
+    /// Every other process sends all its lines with key `k{index % 8}`.
+    pub key: Option<String>,
+    pub started: Instant,
+    pub took: Duration,
+    pub succeeded: bool,
+    pub stderr: String,
+}
+
+/// Loops of `smq produce` processes, each a new process (no cached routes) sending
+/// [`LINES_PER_PROCESS`] lines through the SRV record, until stopped.
+pub struct FreshProducers {
+    stop: Arc<AtomicBool>,
+    runs: Arc<Mutex<Vec<ProduceRun>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl FreshProducers {
+    /// Starts `loops` loops side by side.
+    pub fn start(dns: &impl SrvControl, topic: &str, loops: usize) -> FreshProducers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let next = Arc::new(AtomicUsize::new(0));
+        let dns_server = dns.dns_server();
+        let threads = (0..loops)
+            .map(|_| {
+                let (stop, runs, next) = (stop.clone(), runs.clone(), next.clone());
+                let topic = topic.to_owned();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let input: String = (0..LINES_PER_PROCESS)
+                            .map(|line| format!("p{index}-{line}\n"))
+                            .collect();
+                        let key = (index % 2 == 1).then(|| format!("k{}", index % 8));
+                        let mut command = smq_asking(dns_server);
+                        command.args(["produce", &topic]);
+                        if let Some(key) = &key {
+                            command.args(["--key", key]);
+                        }
+                        let started = Instant::now();
+                        let output = run_with_stdin(&mut command, input.as_bytes());
+                        runs.lock().unwrap().push(ProduceRun {
+                            index,
+                            key,
+                            started,
+                            took: started.elapsed(),
+                            succeeded: output.status.success(),
+                            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+                        });
+                    }
+                })
+            })
+            .collect();
+        FreshProducers {
+            stop,
+            runs,
+            threads,
+        }
+    }
+
+    /// Waits until `count` processes that started at or after `since` have finished.
+    pub fn wait_for_runs_since(&self, since: Instant, count: usize, within: Duration) {
+        wait_for("fresh smq produce processes", within, || {
+            let runs = self.runs.lock().unwrap();
+            (runs.iter().filter(|run| run.started >= since).count() >= count).then_some(())
+        });
+    }
+
+    /// Stops the loops after their current processes; returns every run, in index order.
+    pub fn stop(self) -> Vec<ProduceRun> {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().expect("a produce loop");
+        }
+        let mut runs = self.runs.lock().unwrap().clone();
+        runs.sort_by_key(|run| run.index);
+        runs
+    }
+}
+
+/// How the standby NameServer of [`fresh_producers_ride_through_a_repoint`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standby {
+    /// Running from the start, fenced while the record names ns1.
+    Running,
+    /// Started only after the record was repointed to it: it knows nothing yet.
+    StartedAfterTheRepoint,
+}
+
+/// A free loopback port (bound and released at once): for a NameServer started later under a
+/// name the SRV record already gives.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// ns1 serves, the SRV record (TTL 2 s) names it, two groups register there; two loops of fresh
+/// `smq produce` processes (100 lines each, every other one with a key) and a long-running
+/// producer send all along. ns1 is SIGKILLed; once a new process has started against the dead
+/// NameServer, the record is repointed to ns2 (which runs already, or is started only now).
+/// Every produce call succeeds, every acknowledged message is read back, and each key's
+/// messages are all in one queue. Prints how long the slowest new process took.
+pub fn fresh_producers_ride_through_a_repoint(dns: &impl SrvControl, standby: Standby) {
+    let ttl = TTL.as_secs() as u32;
+    let ns1 = fenced_nameserver(dns, "127.0.0.1:0");
+    let mut ns2 = (standby == Standby::Running).then(|| fenced_nameserver(dns, "127.0.0.1:0"));
+    let ns2_port = ns2.as_ref().map_or_else(free_port, |ns| ns.addr.port());
+    dns.point(SRV_NAME, ttl, &[(0, ns1.addr.port(), "ns1")]);
+    let brokers = brokers(dns, &["g1", "g2"]);
+    wait_registered(&ns1, &brokers, Duration::from_secs(10));
+    let (runtime, _producer, sender) = start_producing(dns);
+    let started = Instant::now();
+    let loops = FreshProducers::start(dns, "orders", 2);
+    loops.wait_for_runs_since(started, 4, Duration::from_secs(30));
+
+    drop(ns1); // SIGKILL
+    let killed = Instant::now();
+    // The operator's reaction time: for a second the record names a dead NameServer, and the
+    // processes that look for a route meanwhile find none.
+    std::thread::sleep(Duration::from_secs(1));
+    dns.point(SRV_NAME, ttl, &[(0, ns2_port, "ns2")]);
+    let repointed = Instant::now();
+    if standby == Standby::StartedAfterTheRepoint {
+        ns2 = Some(fenced_nameserver(dns, &format!("127.0.0.1:{ns2_port}")));
+    }
+    let ns2 = ns2.expect("ns2 runs");
+    let took = wait_registered(&ns2, &brokers, TTL + HEARTBEAT + Duration::from_secs(2));
+    println!("both brokers registered at ns2 {took:?} after the repoint");
+    // Processes that start during and after the switch, well past the brokers' re-registration.
+    loops.wait_for_runs_since(
+        repointed + took + Duration::from_secs(1),
+        4,
+        Duration::from_secs(60),
+    );
+    let runs = loops.stop();
+    sender.wait_for_more(100);
+    let sent = sender.stop_without_failures(&runtime);
+
+    let failed: Vec<&ProduceRun> = runs.iter().filter(|run| !run.succeeded).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} smq produce processes failed, the first: {:?}",
+        failed.len(),
+        runs.len(),
+        failed.first()
+    );
+    let switched = repointed + took;
+    let during: Vec<&ProduceRun> = runs
+        .iter()
+        .filter(|run| run.started < switched && run.started + run.took > killed)
+        .collect();
+    assert!(during.len() >= 2, "no process ran during the switch");
+    let slowest = runs.iter().max_by_key(|run| run.took).expect("runs");
+    let mut took_all: Vec<Duration> = runs.iter().map(|run| run.took).collect();
+    took_all.sort();
+    println!(
+        "{} fresh smq produce processes ({} ran during the switch), none failed; the slowest \
+         took {:?} (started {:?} after the kill; median {:?}); the long-running producer sent {sent}",
+        runs.len(),
+        during.len(),
+        slowest.took,
+        slowest.started.saturating_duration_since(killed),
+        took_all[took_all.len() / 2]
+    );
+    if let Some(waited) = runs
+        .iter()
+        .find(|run| run.stderr.contains("waiting for a NameServer"))
+    {
+        println!(
+            "a process that waited said: {}",
+            waited.stderr.lines().next().unwrap_or("")
+        );
+    }
+
+    let total = sent + (runs.len() * LINES_PER_PROCESS) as u64;
+    let messages = consume_messages(&runtime, client_config(dns), "orders", total);
+    let bodies: BTreeSet<String> = messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    assert_eq!(
+        messages.len() as u64,
+        total,
+        "every acknowledged message once"
+    );
+    for run in &runs {
+        for line in 0..LINES_PER_PROCESS {
+            let body = format!("p{}-{line}", run.index);
+            assert!(
+                bodies.contains(&body),
+                "{body} acknowledged but not read back"
+            );
+        }
+    }
+    // A key keeps its queue across the switch: processes before, during and after it.
+    let mut queues_of_key: BTreeMap<String, BTreeSet<(String, u32)>> = BTreeMap::new();
+    for message in messages.iter().filter(|m| !m.key.is_empty()) {
+        queues_of_key
+            .entry(String::from_utf8_lossy(&message.key).into_owned())
+            .or_default()
+            .insert((message.group.to_string(), message.queue_id));
+    }
+    assert!(queues_of_key.len() >= 4, "{queues_of_key:?}");
+    for (key, queues) in &queues_of_key {
+        assert_eq!(queues.len(), 1, "key {key} moved: {queues:?}");
+    }
+}
+
+/// A NameServer fenced because the record names another (and checking it only every minute on
+/// its own) is named by the record: it serves routes within 200 ms, because a route request
+/// that finds it fenced has it look the record up again.
+pub fn a_fenced_nameserver_serves_as_soon_as_the_record_names_it(dns: &impl SrvControl) {
+    let ttl = TTL.as_secs() as u32;
+    let other = free_port();
+    dns.point(SRV_NAME, ttl, &[(0, other, "ns1")]);
+    let mut args = srv_args(dns);
+    args.extend(["--fencing-interval-ms".into(), "60000".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let nameserver = NameServer::start(&args);
+    let heartbeat = r#"{"cluster":"smq","group":"g1","role":"master","addr":"127.0.0.1:1",
+        "data_version":1,"log_end_offset":0,"topics":[{"name":"orders","queues":2}]}"#;
+    let (status, body) = nameserver.request("POST", "/v1/brokers/heartbeat", heartbeat);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = nameserver.get("/v1/routes/orders");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"fenced\""), "{body}");
+
+    dns.point(SRV_NAME, ttl, &[(0, nameserver.addr.port(), "ns2")]);
+    let repointed = Instant::now();
+    let (status, body) = wait_for("routes served", Duration::from_secs(5), || {
+        let (status, body) = nameserver.get("/v1/routes/orders");
+        (status != 503).then_some((status, body))
+    });
+    let took = repointed.elapsed();
+    println!("the fenced NameServer served {took:?} after the record named it");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        took < Duration::from_millis(200),
+        "served only {took:?} after the repoint"
+    );
 }

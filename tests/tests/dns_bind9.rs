@@ -127,6 +127,27 @@ fn through_bind9_a_producer_rides_through_an_nsupdate_repoint_without_a_failed_s
 }
 
 #[test]
+fn through_bind9_fresh_smq_produce_processes_ride_through_an_nsupdate_repoint() {
+    smq_tests::failover::fresh_producers_ride_through_a_repoint(
+        &bind9(&[]),
+        smq_tests::failover::Standby::Running,
+    );
+}
+
+#[test]
+fn through_bind9_fresh_smq_produce_processes_ride_through_a_repoint_to_a_cold_nameserver() {
+    smq_tests::failover::fresh_producers_ride_through_a_repoint(
+        &bind9(&[]),
+        smq_tests::failover::Standby::StartedAfterTheRepoint,
+    );
+}
+
+#[test]
+fn through_bind9_a_fenced_nameserver_serves_within_200_ms_of_being_named() {
+    smq_tests::failover::a_fenced_nameserver_serves_as_soon_as_the_record_names_it(&bind9(&[]));
+}
+
+#[test]
 fn deploy_bind9_examples_are_valid() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/dns/bind9");
     let zone = examples.join("db.smq.example");

@@ -64,8 +64,10 @@ fn a_registered_broker_is_in_the_cluster_and_its_new_topic_routed_within_a_heart
     assert_eq!(cluster["role"], "master");
     assert_eq!(cluster["http_addr"], broker.http_addr.to_string().as_str());
 
-    let (status, _) = nameserver.get("/v1/routes/orders");
-    assert_eq!(status, 404);
+    // The NameServer started less than a heartbeat timeout ago: it cannot say "no such topic" yet.
+    let (status, body) = nameserver.get("/v1/routes/orders");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(json(&body)["code"], "warming_up", "{body}");
     let created = Instant::now();
     ok(broker
         .smq()
@@ -273,7 +275,12 @@ fn a_nameserver_outage_is_one_warning_and_the_broker_registers_when_it_comes() {
 
 #[test]
 fn the_nameserver_binary_answers_curl_style_requests_with_json_errors_and_prometheus_text() {
-    let nameserver = NameServer::start(&[]);
+    let nameserver = NameServer::start(&["--heartbeat-timeout-ms", "3000"]);
+    // Past its warm-up, an unknown topic is a 404 (before, a 503 `warming_up`).
+    wait_for("the NameServer warm", Duration::from_secs(5), || {
+        let (_, body) = nameserver.get("/v1/cluster");
+        json(&body).get("warming_up_ms").is_none().then_some(())
+    });
     let broker = Broker::start(&[
         "--nameserver",
         &nameserver.url(),

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
 use smq_client::nameserver_client::NameServerClient;
@@ -66,7 +66,14 @@ fn routed_groups(nameserver: &NameServer, topic: &str) -> Vec<String> {
 fn ten_thousand_messages_go_through_with_the_nameserver_down_from_the_start() {
     let nameserver = NameServer::start(&[]);
     let _brokers = two_groups(&nameserver);
-    smq_ok(&nameserver, &["topic", "create", "orders", "--queues", "4"]);
+    // --groups: the NameServer just started and is warming up; without it, create would wait
+    // until then for groups that might not have registered yet.
+    smq_ok(
+        &nameserver,
+        &[
+            "topic", "create", "orders", "--queues", "4", "--groups", "g1,g2",
+        ],
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // Refreshes are due all the time, and all of them fail.
     let config = nameserver_config(&nameserver, 50);
@@ -168,7 +175,10 @@ fn a_consumer_follows_the_routes_to_a_group_that_takes_the_topic_later() {
 fn when_a_master_dies_unkeyed_messages_go_on_to_the_other_group_at_once() {
     let nameserver = NameServer::start(&[]);
     let mut brokers = two_groups(&nameserver);
-    smq_ok(&nameserver, &["topic", "create", "t", "--queues", "2"]);
+    smq_ok(
+        &nameserver,
+        &["topic", "create", "t", "--queues", "2", "--groups", "g1,g2"],
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let producer = runtime
         .block_on(Producer::connect(nameserver_config(&nameserver, 30_000)))
@@ -203,7 +213,10 @@ fn a_consumer_reads_the_groups_it_can_reach_while_another_in_the_routes_is_down(
     wait_for("the broker registered", Duration::from_secs(10), || {
         (registered(&nameserver) == [broker.addr.to_string()]).then_some(())
     });
-    smq_ok(&nameserver, &["topic", "create", "t", "--queues", "2"]);
+    smq_ok(
+        &nameserver,
+        &["topic", "create", "t", "--queues", "2", "--groups", "g1"],
+    );
     // A group whose master heartbeated and then died: nothing listens on port 1.
     let ghost = r#"{"cluster":"smq","group":"ghost","role":"master","addr":"127.0.0.1:1",
         "data_version":1,"log_end_offset":0,"topics":[{"name":"t","queues":2}]}"#;
@@ -237,7 +250,9 @@ fn a_consumer_reads_the_groups_it_can_reach_while_another_in_the_routes_is_down(
 
 #[test]
 fn the_cli_creates_topics_on_every_master_or_the_named_groups_and_produces_through_routes() {
-    let nameserver = NameServer::start(&[]);
+    // A short heartbeat timeout, so that the warm-up (during which creating on every master
+    // waits) is short too.
+    let nameserver = NameServer::start(&["--heartbeat-timeout-ms", "2000"]);
     let brokers = two_groups(&nameserver);
 
     smq_ok(
@@ -305,4 +320,120 @@ fn the_cli_creates_topics_on_every_master_or_the_named_groups_and_produces_throu
     wait_for("the deleted topic unrouted", Duration::from_secs(5), || {
         (nameserver.get("/v1/routes/only-g2").0 == 404).then_some(())
     });
+}
+
+#[test]
+fn through_the_embedded_dns_fresh_smq_produce_processes_ride_through_a_repoint() {
+    failover::fresh_producers_ride_through_a_repoint(
+        &EmbeddedDns::start(),
+        failover::Standby::Running,
+    );
+}
+
+#[test]
+fn through_the_embedded_dns_fresh_smq_produce_processes_ride_through_a_repoint_to_a_cold_nameserver(
+) {
+    failover::fresh_producers_ride_through_a_repoint(
+        &EmbeddedDns::start(),
+        failover::Standby::StartedAfterTheRepoint,
+    );
+}
+
+#[test]
+fn through_the_embedded_dns_a_fenced_nameserver_serves_within_200_ms_of_being_named() {
+    failover::a_fenced_nameserver_serves_as_soon_as_the_record_names_it(&EmbeddedDns::start());
+}
+
+/// `smq produce` with stderr read line by line as it runs; `lines` receives them.
+fn spawn_produce(
+    nameserver: &NameServer,
+    topic: &str,
+    input: &'static [u8],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, Write};
+    let mut child = nameserver
+        .smq()
+        .args(["produce", topic])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || stdin.write_all(input));
+    let stderr = child.stderr.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    (child, received)
+}
+
+#[test]
+fn during_the_warm_up_the_cli_waits_for_a_topic_and_after_it_a_missing_topic_fails_at_once() {
+    let nameserver = NameServer::start(&["--heartbeat-timeout-ms", "6000"]);
+
+    // Warming up, with a short wait: it waits, says so, and fails saying why.
+    let started = Instant::now();
+    let output = run_with_stdin(
+        nameserver
+            .smq()
+            .args(["produce", "nosuch", "--route-wait-ms", "1500"]),
+        b"x\n",
+    );
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(took >= Duration::from_millis(1200), "{took:?}: {stderr}");
+    assert_eq!(
+        stderr.matches("smq: waiting for a NameServer").count(),
+        1,
+        "said once: {stderr}"
+    );
+    assert!(stderr.contains("is warming up"), "{stderr}");
+    assert!(stderr.contains("--route-wait-ms"), "{stderr}");
+
+    // Warming up: it waits until the topic's broker registers, then sends.
+    let (mut child, lines) = spawn_produce(&nameserver, "late", b"a\nb\n");
+    let notice = lines
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a line on stderr");
+    assert!(notice.contains("waiting for a NameServer"), "{notice}");
+    assert!(notice.contains("warming up"), "{notice}");
+    let broker = Broker::start(&["--nameserver", &nameserver.url(), "--group", "g1"]);
+    ok(broker
+        .smq()
+        .args(["topic", "create", "late", "--queues", "2"])
+        .output()
+        .unwrap());
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(status.success(), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("2 acknowledged")),
+        "{rest:?}"
+    );
+    println!(
+        "the waiting produce finished {:?} after the NameServer started",
+        started.elapsed()
+    );
+
+    // Warm: a topic that does not exist fails at once, saying how to create it.
+    wait_for("the warm-up over", Duration::from_secs(10), || {
+        let (_, body) = nameserver.get("/v1/cluster");
+        (!body.contains("warming_up_ms")).then_some(())
+    });
+    let started = Instant::now();
+    let output = run_with_stdin(nameserver.smq().args(["produce", "nosuch"]), b"x\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(1), "{stderr}");
+    assert!(stderr.contains("no route to topic `nosuch`"), "{stderr}");
+    assert!(stderr.contains("smq topic create nosuch"), "{stderr}");
+    assert!(!stderr.contains("waiting"), "{stderr}");
 }

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
 use smq_client::nameserver_api::{ApiErrorCode, Role};
-use smq_client::nameserver_client::NameServerClient;
+use smq_client::nameserver_client::{NameServerClient, NameServerError};
 use smq_client::protocol::response::TopicMetadata;
 use smq_client::protocol::ErrorCode;
 use smq_client::{
@@ -56,6 +56,15 @@ struct Cli {
     /// DNS server to ask about --srv, IP:PORT [default: the servers in /etc/resolv.conf].
     #[arg(long, env = "SMQ_DNS_SERVER", global = true)]
     dns_server: Option<SocketAddr>,
+    /// How long to wait for a NameServer that can answer (one down, fenced or warming up during
+    /// a failover is asked again, re-resolving --srv between tries); 0 asks once.
+    #[arg(
+        long,
+        env = "SMQ_ROUTE_WAIT_MS",
+        default_value_t = smq_client::nameserver_client::ROUTE_WAIT_MS_DEFAULT,
+        global = true
+    )]
+    route_wait_ms: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -230,8 +239,21 @@ fn nameserver_client(cli: &Cli) -> anyhow::Result<Option<NameServerClient>> {
     let discovery = Discovery::new(mode, DiscoveryOptions::default())?;
     let timeout = Duration::from_millis(cli.request_timeout_ms.min(10_000));
     Ok(Some(
-        NameServerClient::new(Arc::new(discovery)).with_timeout(timeout),
+        NameServerClient::new(Arc::new(discovery))
+            .with_timeout(timeout)
+            .with_wait_notice(Arc::new(say_waiting)),
     ))
+}
+
+/// Says once on stderr that smq is waiting for a NameServer, and why (after the first second).
+fn say_waiting(what: &str, error: &NameServerError, wait: Duration) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "smq: waiting for a NameServer to answer ({what}; up to {:.1} s, --route-wait-ms): {error}",
+            wait.as_secs_f64()
+        );
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -242,20 +264,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => ClientConfig::new(cli.broker.clone()),
     };
     config.request_timeout_ms = cli.request_timeout_ms;
+    config.route_wait_ms = cli.route_wait_ms;
     config.client_id = "smq-cli".into();
+    let wait = Duration::from_millis(cli.route_wait_ms);
     match cli.command {
         Command::Cluster => match nameserver {
-            Some(client) => cluster(&client).await,
+            Some(client) => cluster(&client, wait).await,
             None => bail!(
                 "`smq cluster` asks the NameServer: set --nameserver URL or --srv NAME \
                  (or SMQ_NAMESERVER / SMQ_SRV)"
             ),
         },
         Command::Topic(TopicCommand::List) if nameserver.is_some() => {
-            topic_list_from_nameserver(nameserver.as_ref().expect("checked")).await
+            topic_list_from_nameserver(nameserver.as_ref().expect("checked"), wait).await
         }
         Command::Topic(TopicCommand::Describe { name }) if nameserver.is_some() => {
-            topic_route_from_nameserver(nameserver.as_ref().expect("checked"), &name).await
+            topic_route_from_nameserver(nameserver.as_ref().expect("checked"), &name, wait).await
         }
         Command::Topic(command) if nameserver.is_some() => {
             topic_on_masters(&config, nameserver.as_ref().expect("checked"), command).await
@@ -330,8 +354,10 @@ async fn topic(config: ClientConfig, command: TopicCommand) -> anyhow::Result<()
 }
 
 /// `smq cluster`: one line per live broker.
-async fn cluster(client: &NameServerClient) -> anyhow::Result<()> {
-    let view = client.cluster().await?;
+async fn cluster(client: &NameServerClient, wait: Duration) -> anyhow::Result<()> {
+    let view = client
+        .retrying("the cluster view", wait, || client.cluster())
+        .await?;
     println!(
         "{:<16} {:<16} {:<7} {:<22} {:>15} {:>16}",
         "CLUSTER", "GROUP", "ROLE", "ADDRESS", "LAST HEARTBEAT", "REPLICATION LAG"
@@ -358,6 +384,13 @@ async fn cluster(client: &NameServerClient) -> anyhow::Result<()> {
     if view.brokers.is_empty() {
         eprintln!("no live broker: start one with --nameserver or --srv pointing here");
     }
+    if view.warming_up_ms > 0 {
+        eprintln!(
+            "the NameServer is warming up for another {} ms: brokers that have not \
+             (re-)registered with it yet are missing",
+            view.warming_up_ms
+        );
+    }
     Ok(())
 }
 
@@ -375,7 +408,7 @@ async fn topic_on_masters(
         TopicCommand::Delete { name } => (name.clone(), Vec::new()),
         TopicCommand::List | TopicCommand::Describe { .. } => unreachable!("read the NameServer"),
     };
-    let masters = masters(client, &groups).await?;
+    let masters = masters(client, &groups, Duration::from_millis(config.route_wait_ms)).await?;
     let mut done = Vec::new();
     let mut failed = Vec::new();
     for master in &masters {
@@ -425,13 +458,35 @@ fn direct(config: &ClientConfig, addr: &str) -> ClientConfig {
     direct
 }
 
-/// The live masters of the cluster, or of `groups` (each of which must have one).
+/// The live masters of the cluster, or of `groups` (each of which must have one). While the
+/// NameServer is warming up, brokers that have not re-registered are missing from its view, so
+/// this waits (up to `wait`) until it is warm, unless every group of `groups` is there already:
+/// a topic is never created or deleted on only the groups that re-registered so far.
 async fn masters(
     client: &NameServerClient,
     groups: &[String],
+    wait: Duration,
 ) -> anyhow::Result<Vec<smq_client::nameserver_api::BrokerInfo>> {
+    let complete_view = || async {
+        let view = client.cluster().await?;
+        let has_master = |group: &String| {
+            view.brokers
+                .iter()
+                .any(|b| b.role == Role::Master && &b.group == group)
+        };
+        let named_all_there = !groups.is_empty() && groups.iter().all(has_master);
+        if view.warming_up_ms > 0 && !named_all_there {
+            return Err(NameServerError::WarmingUp {
+                remaining_ms: view.warming_up_ms,
+                reason: "brokers that have not re-registered with it yet are missing from its \
+                         cluster view, and acting on the groups it knows now could miss some"
+                    .to_owned(),
+            });
+        }
+        Ok(view)
+    };
     let masters: Vec<_> = client
-        .cluster()
+        .retrying("every broker group", wait, complete_view)
         .await?
         .brokers
         .into_iter()
@@ -481,8 +536,13 @@ async fn wait_until_routed(client: &NameServerClient, topic: &str, groups: &[Str
 }
 
 /// `smq topic list` with a NameServer: every topic in the cluster.
-async fn topic_list_from_nameserver(client: &NameServerClient) -> anyhow::Result<()> {
-    let list = client.topics().await?;
+async fn topic_list_from_nameserver(
+    client: &NameServerClient,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let list = client
+        .retrying("the topic list", wait, || client.topics())
+        .await?;
     println!("{:<40} {:>7}  GROUPS", "TOPIC", "QUEUES");
     for topic in &list.topics {
         println!(
@@ -496,8 +556,12 @@ async fn topic_list_from_nameserver(client: &NameServerClient) -> anyhow::Result
 }
 
 /// `smq topic describe NAME` with a NameServer: the topic's route.
-async fn topic_route_from_nameserver(client: &NameServerClient, name: &str) -> anyhow::Result<()> {
-    let route = client.route(name).await?;
+async fn topic_route_from_nameserver(
+    client: &NameServerClient,
+    name: &str,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let route = client.route_waiting(name, wait).await?;
     println!(
         "topic {} in {} broker group(s)",
         route.topic,
@@ -770,7 +834,8 @@ async fn bench(mut config: ClientConfig, command: BenchCommand) -> anyhow::Resul
 
 async fn ensure_topic(config: &ClientConfig, topic: &str, queues: u32) -> anyhow::Result<()> {
     if let Some(client) = &config.nameserver {
-        return match client.route(topic).await {
+        let wait = Duration::from_millis(config.route_wait_ms);
+        return match client.route_waiting(topic, wait).await {
             Ok(_) => Ok(()),
             Err(error) if error.code() == Some(ApiErrorCode::TopicNotFound) => {
                 let create = TopicCommand::Create {
@@ -897,7 +962,7 @@ async fn bench_consume(
 async fn stored_messages(config: &ClientConfig, topic: &str) -> anyhow::Result<u64> {
     let brokers: Vec<String> = match &config.nameserver {
         Some(client) => client
-            .route(topic)
+            .route_waiting(topic, Duration::from_millis(config.route_wait_ms))
             .await?
             .groups
             .into_iter()
