@@ -757,7 +757,10 @@ async fn bench_mixed(mut config: ClientConfig, args: MixedArgs) -> anyhow::Resul
         publish_latency.add(&histogram).expect("same bounds");
     }
     let send_elapsed = start.elapsed();
-    until.sent.store(sent_total, Ordering::Relaxed);
+    if args.producers > 0 {
+        // Without producers here, the consumers receive until the deadline.
+        until.sent.store(sent_total, Ordering::Relaxed);
+    }
     let mut latency = new_histogram();
     // Received throughput is counted up to the last arrival, not to the end of the last long
     // poll; without producers, over the whole duration.
@@ -899,7 +902,7 @@ impl MixedSummary<'_> {
             return;
         }
         println!(
-            "mixed: {} producers at {} msgs/s in all, {} consumers, topic {} ({} bytes a message)",
+            "mixed: {} producers ({} msgs/s asked), {} consumers, topic {}, {}-byte messages",
             args.producers, args.rate, args.consumers, args.topic, args.message_bytes
         );
         if args.producers > 0 {
