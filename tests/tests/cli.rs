@@ -1,5 +1,6 @@
 //! The `smq` CLI against a real broker: messages come back exactly, long polls answer at once
-//! without burning CPU, and bad input ends in a clear error and a non-zero exit.
+//! without burning CPU, `bench mixed` receives what it sends, and bad input ends in a clear
+//! error and a non-zero exit.
 
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -207,4 +208,44 @@ fn an_oversized_message_is_refused_with_its_size_and_the_limit() {
             .success()
             .then_some(())
     });
+}
+
+#[test]
+fn bench_mixed_receives_every_message_its_producers_sent() {
+    let broker = Broker::start(&[]);
+    // 4 producers share 2,000 msg/s; 3 consumers split 8 queues (3, 3 and 2).
+    let output = ok(run(
+        broker.smq().args([
+            "bench",
+            "mixed",
+            "--topic",
+            "mixed",
+            "--queues",
+            "8",
+            "--producers",
+            "4",
+            "--consumers",
+            "3",
+            "--rate",
+            "2000",
+            "--message-bytes",
+            "100",
+            "--duration",
+            "2",
+            "--json",
+        ]),
+        b"",
+    ));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    let (sent, received) = (&summary["sent"], &summary["received"]);
+    assert!(received.as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(sent, received, "{summary}");
+    assert_eq!(summary["messages"], *received, "{summary}");
+    for quantile in ["p50", "p99", "p99_9", "p99_99", "max"] {
+        assert!(summary["latency_ms"][quantile].is_f64(), "{summary}");
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("received:"), "a progress line: {stderr}");
 }
