@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::error::{Result, StorageError};
 use super::file_names::{parse_offset_name, segment_path, COMMIT_LOG_DIR, TEMP_SUFFIX};
-use super::preparer::{Preparer, LOG_PREFAULT_AHEAD_BYTES};
+use super::preparer::{Preparer, LOG_READ_AHEAD_BYTES};
 use super::segment::{MappedFile, SharedFile};
 
 /// The length field written where a segment's last batch ends when the log rolls to the next
@@ -35,10 +35,10 @@ pub struct CommitLog {
     segments: Vec<Segment>,
     /// Position where the next batch goes.
     write_position: u64,
-    /// Makes the next segment and faults pages in ahead of the write position.
+    /// Makes the next segment and reads pages into memory ahead of the write position.
     preparer: Arc<Preparer>,
-    /// Position up to which the preparer was asked to fault the active segment's pages in.
-    prefault_requested_to: u64,
+    /// Position up to which the preparer was asked to read the active segment's pages ahead.
+    read_ahead_requested_to: u64,
 }
 
 /// Where a reserved batch is to be written.
@@ -100,7 +100,7 @@ impl CommitLog {
             segments,
             write_position,
             preparer,
-            prefault_requested_to: write_position,
+            read_ahead_requested_to: write_position,
         })
     }
 
@@ -134,29 +134,29 @@ impl CommitLog {
         }
         assert!(position <= self.segments.last().expect("not empty").end());
         self.write_position = position;
-        self.prefault_requested_to = position;
+        self.read_ahead_requested_to = position;
         Ok(())
     }
 
-    /// Asks the preparer to fault in the pages ahead of the write position, at start.
-    pub fn prefault_ahead(&mut self) {
-        self.request_prefault(self.write_position);
+    /// Asks the preparer to read the pages ahead of the write position into memory, at start.
+    pub fn read_ahead(&mut self) {
+        self.request_read_ahead(self.write_position);
     }
 
-    /// Keeps the preparer `LOG_PREFAULT_AHEAD_BYTES` ahead of `end` in the active segment,
+    /// Keeps the preparer `LOG_READ_AHEAD_BYTES` ahead of `end` in the active segment,
     /// asking in chunks of half that.
-    fn request_prefault(&mut self, end: u64) {
+    fn request_read_ahead(&mut self, end: u64) {
         let active = self.segments.last().expect("never empty");
-        if end + LOG_PREFAULT_AHEAD_BYTES / 2 <= self.prefault_requested_to
-            || self.prefault_requested_to >= active.end()
+        if end + LOG_READ_AHEAD_BYTES / 2 <= self.read_ahead_requested_to
+            || self.read_ahead_requested_to >= active.end()
         {
             return;
         }
-        let from = self.prefault_requested_to.max(end);
-        let to = (end + LOG_PREFAULT_AHEAD_BYTES).min(active.end());
+        let from = self.read_ahead_requested_to.max(end);
+        let to = (end + LOG_READ_AHEAD_BYTES).min(active.end());
         self.preparer
-            .prefault_ahead(&active.file, from - active.base, to - from);
-        self.prefault_requested_to = to;
+            .read_ahead(&active.file, from - active.base, to - from);
+        self.read_ahead_requested_to = to;
     }
 
     /// The segment holding `position`, if any.
@@ -190,7 +190,7 @@ impl CommitLog {
             tracing::debug!(segment = %segment.file.path().display(), "rolled to a new segment");
             self.segments.push(segment);
             self.write_position = base;
-            self.prefault_requested_to = base + prefaulted_bytes;
+            self.read_ahead_requested_to = base + prefaulted_bytes;
         }
         let active = self.segments.last().expect("never empty");
         let reservation = Reservation {
@@ -199,7 +199,7 @@ impl CommitLog {
             position: self.write_position,
         };
         self.write_position += len;
-        self.request_prefault(self.write_position);
+        self.request_read_ahead(self.write_position);
         Ok(reservation)
     }
 

@@ -1,12 +1,18 @@
-//! The preparer: a background thread that creates the commit log's next segment before the
-//! active one fills and faults in the pages of the log and of the queue indexes ahead of the
-//! writer, so that an append under the writer lock never creates a file, never takes a page
-//! fault and never waits behind the file system's journal (RocketMQ's mapped-file warm-up).
+//! The preparer: two background threads, one making the commit log's next segment before the
+//! active one fills, one reading the pages of the log and of the queue indexes into the page
+//! cache ahead of the writer (readahead(2) through the file: RocketMQ's mapped-file warm-up).
+//! So an append under the writer lock never creates a file and never takes a page fault that
+//! waits for the file system: the pages it touches are in memory and only get mapped.
 //!
-//! The writer asks (`prefault_ahead`, `take_next_segment`) and never waits for the preparer
-//! unless the next segment is not ready when it is needed; the preparer never takes the store's
-//! lock. Faulting pages in (MADV_POPULATE_WRITE) does not change their bytes, so it may run on
-//! a range the writer is about to write.
+//! Why through the file and not the map: the kernel reads ahead of a fault on a fresh mapped page
+//! (8 MiB here) inside the fault, under the store's lock and holding the process's memory-map
+//! lock, and MADV_POPULATE_* hold that lock for as long as the file system makes them wait; either
+//! stalled every thread of the broker for milliseconds (BENCHMARKS.md, "The end-to-end tail").
+//!
+//! The writer asks (`read_ahead`, `take_next_segment`) and never waits for the preparer unless
+//! the next segment is not ready when it is needed; the preparer never takes the store's lock.
+//! Reading pages ahead does not change their bytes, so it may run on a range the writer is about
+//! to write.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -19,12 +25,13 @@ use super::error::Result;
 use super::file_names::segment_path;
 use super::segment::{MappedFile, SharedFile};
 
-/// How far ahead of the write position the log's pages are faulted in.
-pub const LOG_PREFAULT_AHEAD_BYTES: u64 = 64 * 1024 * 1024;
-/// The largest range faulted in at once: the queue of ranges moves on between chunks.
-const PREFAULT_CHUNK_BYTES: u64 = 1024 * 1024;
-/// How far ahead of the next entry an index file's pages are faulted in.
-pub const INDEX_PREFAULT_AHEAD_BYTES: u64 = 64 * 1024;
+/// How far ahead of the write position the log's pages are read into memory.
+pub const LOG_READ_AHEAD_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest range read ahead by one call, so that an index's small range never waits long
+/// behind a segment's large one.
+const READ_AHEAD_CHUNK_BYTES: u64 = 256 * 1024;
+/// How far ahead of the next entry an index file's pages are read into memory.
+pub const INDEX_READ_AHEAD_BYTES: u64 = 64 * 1024;
 
 pub struct Preparer {
     data_dir: PathBuf,
@@ -36,14 +43,14 @@ pub struct Preparer {
 #[derive(Default)]
 struct Work {
     /// Ranges the writer asked for, oldest first: served before anything else.
-    prefault: VecDeque<(SharedFile, u64, u64)>,
-    /// Chunks of the first pages of the segment made ahead: served when `prefault` is empty.
-    prefault_next_segment: VecDeque<(SharedFile, u64, u64)>,
-    /// A range is being faulted in now.
-    prefaulting: bool,
+    read_ahead: VecDeque<(SharedFile, u64, u64)>,
+    /// Chunks of the first pages of the segment made ahead: served when `read_ahead` is empty.
+    read_ahead_next_segment: VecDeque<(SharedFile, u64, u64)>,
+    /// A range is being read ahead now.
+    reading_ahead: bool,
     /// Base of the segment to create next; `None` while one is ready or no thread runs.
     next_base: Option<u64>,
-    /// The next segment, created and its first pages faulted in.
+    /// The next segment, created and its first pages read ahead.
     ready: Option<Segment>,
     /// A segment the preparer failed to make (a full disk): the writer makes it when needed,
     /// and the preparer tries again after a second.
@@ -64,7 +71,7 @@ impl Preparer {
     }
 
     /// Starts its two threads, one making segments (the one after `log_end`, the active
-    /// segment's end, first) and one faulting pages in, so that neither waits for the other.
+    /// segment's end, first) and one reading pages ahead, so that neither waits for the other.
     pub fn start(self: &Arc<Preparer>, log_end: u64) -> Vec<JoinHandle<()>> {
         {
             let mut work = self.lock();
@@ -79,9 +86,9 @@ impl Preparer {
                 .spawn(move || segments.make_segments())
                 .expect("spawning the segment thread"),
             std::thread::Builder::new()
-                .name("smq-prefaulter".into())
-                .spawn(move || pages.fault_pages_in())
-                .expect("spawning the prefault thread"),
+                .name("smq-read-ahead".into())
+                .spawn(move || pages.read_pages_ahead())
+                .expect("spawning the read-ahead thread"),
         ]
     }
 
@@ -94,18 +101,18 @@ impl Preparer {
         }
     }
 
-    /// Asks for `[offset, offset + len)` of `file` to be faulted in. Never blocks on the disk.
-    pub fn prefault_ahead(&self, file: &SharedFile, offset: u64, len: u64) {
+    /// Asks for `[offset, offset + len)` of `file` to be read into memory. Never blocks on the disk.
+    pub fn read_ahead(&self, file: &SharedFile, offset: u64, len: u64) {
         let mut work = self.lock();
         if !work.running {
             return;
         }
-        work.prefault.push_back((file.clone(), offset, len));
+        work.read_ahead.push_back((file.clone(), offset, len));
         drop(work);
         self.wakeup.notify_all();
     }
 
-    /// The segment starting at `base` and how many of its first bytes are faulted in: the one
+    /// The segment starting at `base` and how many of its first bytes were asked to be read ahead: the one
     /// made ahead if it is ready, else one made now (the preparer fell behind, or no thread
     /// runs). Then asks for the one after it.
     pub fn take_next_segment(&self, base: u64) -> Result<(Segment, u64)> {
@@ -122,8 +129,8 @@ impl Preparer {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        let (segment, prefaulted_bytes) = match work.ready.take() {
-            Some(segment) if segment.base == base => (segment, LOG_PREFAULT_AHEAD_BYTES),
+        let (segment, read_ahead_bytes) = match work.ready.take() {
+            Some(segment) if segment.base == base => (segment, LOG_READ_AHEAD_BYTES),
             _ => {
                 let path = segment_path(&self.data_dir, base);
                 let file = MappedFile::create(&path, self.segment_bytes)?;
@@ -139,17 +146,17 @@ impl Preparer {
             drop(work);
             self.wakeup.notify_all();
         }
-        Ok((segment, prefaulted_bytes))
+        Ok((segment, read_ahead_bytes))
     }
 
-    /// Whether everything asked for is done: the next segment ready, no range left to fault in.
+    /// Whether everything asked for is done: the next segment ready, no range left to read ahead.
     #[cfg(test)]
     pub fn is_idle(&self) -> bool {
         let work = self.lock();
         work.ready.is_some()
-            && work.prefault.is_empty()
-            && work.prefault_next_segment.is_empty()
-            && !work.prefaulting
+            && work.read_ahead.is_empty()
+            && work.read_ahead_next_segment.is_empty()
+            && !work.reading_ahead
     }
 
     fn lock(&self) -> MutexGuard<'_, Work> {
@@ -181,24 +188,40 @@ impl Preparer {
         (!work.shutdown).then_some(work)
     }
 
-    /// The page thread: faults in the ranges the writer asked for, then the first pages of the
+    /// The read-ahead thread: reads the ranges the writer asked for, then the first pages of the
     /// segment made ahead, a chunk at a time.
-    fn fault_pages_in(&self) {
-        let due = |work: &Work| !work.prefault.is_empty() || !work.prefault_next_segment.is_empty();
+    fn read_pages_ahead(&self) {
+        let due =
+            |work: &Work| !work.read_ahead.is_empty() || !work.read_ahead_next_segment.is_empty();
         while let Some(mut work) = self.wait_for_work(self.lock(), due) {
             let range = work
-                .prefault
+                .read_ahead
                 .pop_front()
-                .or_else(|| work.prefault_next_segment.pop_front());
-            let Some((file, offset, len)) = range else {
+                .or_else(|| work.read_ahead_next_segment.pop_front());
+            let Some((file, offset, mut len)) = range else {
                 continue;
             };
-            work.prefaulting = true;
-            drop(work);
-            if let Err(error) = file.prefault(offset, len) {
-                tracing::debug!(%error, file = %file.path().display(), "cannot fault pages in ahead");
+            if len > READ_AHEAD_CHUNK_BYTES {
+                let rest = (
+                    file.clone(),
+                    offset + READ_AHEAD_CHUNK_BYTES,
+                    len - READ_AHEAD_CHUNK_BYTES,
+                );
+                work.read_ahead.push_front(rest);
+                len = READ_AHEAD_CHUNK_BYTES;
             }
-            self.lock().prefaulting = false;
+            work.reading_ahead = true;
+            drop(work);
+            // An index file is reserved on disk as it fills: reserve before reading ahead. A full
+            // disk here is left for the writer to meet and report.
+            let reserved = file.allocate_to(offset + len);
+            let result = reserved
+                .map_err(std::io::Error::other)
+                .and_then(|()| file.read_ahead(offset, len));
+            if let Err(error) = result {
+                tracing::debug!(%error, file = %file.path().display(), "cannot read pages ahead");
+            }
+            self.lock().reading_ahead = false;
         }
     }
 
@@ -217,11 +240,11 @@ impl Preparer {
             let mut work = self.lock();
             match made {
                 Ok(segment) => {
-                    let ahead = LOG_PREFAULT_AHEAD_BYTES.min(segment.file.len());
-                    for offset in (0..ahead).step_by(PREFAULT_CHUNK_BYTES as usize) {
-                        let len = PREFAULT_CHUNK_BYTES.min(ahead - offset);
+                    let ahead = LOG_READ_AHEAD_BYTES.min(segment.file.len());
+                    for offset in (0..ahead).step_by(READ_AHEAD_CHUNK_BYTES as usize) {
+                        let len = READ_AHEAD_CHUNK_BYTES.min(ahead - offset);
                         let chunk = (segment.file.clone(), offset, len);
-                        work.prefault_next_segment.push_back(chunk);
+                        work.read_ahead_next_segment.push_back(chunk);
                     }
                     work.ready = Some(segment);
                     work.next_base = None;

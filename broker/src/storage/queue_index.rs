@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::error::{Result, StorageError};
 use super::file_names::{index_file_path, parse_offset_name, TEMP_SUFFIX};
-use super::preparer::INDEX_PREFAULT_AHEAD_BYTES;
+use super::preparer::INDEX_READ_AHEAD_BYTES;
 use super::segment::{sync_dir, MappedFile, SharedFile};
 
 /// Bytes of one entry: base queue offset, log position, batch size, message count.
@@ -32,19 +32,19 @@ pub struct IndexFile {
     first_queue_offset: u64,
     file: SharedFile,
     entries: u64,
-    /// Bytes from the start the preparer was asked to fault in.
-    prefault_requested_bytes: u64,
+    /// Bytes from the start the preparer was asked to read ahead.
+    read_ahead_requested_bytes: u64,
 }
 
-/// Pages of an index file to fault in ahead of its next entry.
-pub struct PrefaultRequest {
+/// Pages of an index file to read into memory ahead of its next entry.
+pub struct ReadAheadRequest {
     pub file: SharedFile,
     pub offset: u64,
     pub len: u64,
 }
 
 impl IndexFile {
-    /// Creates the file of `dir`'s entries from `first_queue_offset` on and faults its first
+    /// Creates the file of `dir`'s entries from `first_queue_offset` on and reads its first
     /// pages in; `first_in_dir` also makes the directory's entry durable in its parent.
     pub fn create(
         dir: &Path,
@@ -53,18 +53,19 @@ impl IndexFile {
         first_in_dir: bool,
     ) -> Result<IndexFile> {
         let path = index_file_path(dir, first_queue_offset);
-        let file = MappedFile::create(&path, u64::from(entries_per_file) * ENTRY_BYTES)?;
+        let len = u64::from(entries_per_file) * ENTRY_BYTES;
+        let file = MappedFile::create_reserving(&path, len, INDEX_READ_AHEAD_BYTES)?;
         if first_in_dir {
             if let Some(parent) = dir.parent() {
                 sync_dir(parent)?;
             }
         }
-        let _ = file.prefault(0, INDEX_PREFAULT_AHEAD_BYTES);
+        let _ = file.read_ahead(0, INDEX_READ_AHEAD_BYTES);
         Ok(IndexFile {
             first_queue_offset,
             file: Arc::new(file),
             entries: 0,
-            prefault_requested_bytes: INDEX_PREFAULT_AHEAD_BYTES,
+            read_ahead_requested_bytes: INDEX_READ_AHEAD_BYTES,
         })
     }
 
@@ -146,10 +147,15 @@ impl QueueIndex {
                 first_queue_offset,
                 file,
                 entries: 0,
-                prefault_requested_bytes: 0,
+                read_ahead_requested_bytes: 0,
             };
             index_file.entries = count_entries(&index_file);
-            index_file.prefault_requested_bytes = index_file.entries * ENTRY_BYTES;
+            // What its entries fill was reserved when they were written; the rest is reserved
+            // again (a no-op where it already is) before anything is written there.
+            index_file
+                .file
+                .limit_reserved(index_file.entries * ENTRY_BYTES);
+            index_file.read_ahead_requested_bytes = index_file.entries * ENTRY_BYTES;
             files.push(index_file);
         }
         let next_queue_offset = files.last().map_or(0, |last| {
@@ -178,6 +184,17 @@ impl QueueIndex {
         self.files
             .last()
             .is_none_or(|last| last.entries == last.capacity())
+    }
+
+    /// When the last file's next entry lies past its reserved part: the file, and how far to
+    /// reserve it (outside the store's lock, with `MappedFile::allocate_to`).
+    pub fn needs_reserving(&self) -> Option<(SharedFile, u64)> {
+        let last = self.files.last()?;
+        let next_end = (last.entries + 1) * ENTRY_BYTES;
+        if last.entries == last.capacity() || next_end <= last.file.allocated() {
+            return None;
+        }
+        Some((last.file.clone(), next_end + INDEX_READ_AHEAD_BYTES))
     }
 
     /// The file the next append needs, to be made (outside the store's lock) and passed to
@@ -213,12 +230,15 @@ impl QueueIndex {
                 first_in_dir,
             )?);
         }
+        if let Some((file, end)) = self.needs_reserving() {
+            file.allocate_to(end)?;
+        }
         Ok(())
     }
 
     /// Adds the entry of the next batch (a file must have room: see `needs_file`); returns the
-    /// pages to fault in ahead of the next entries, when it is time to ask for more.
-    pub fn append(&mut self, entry: IndexEntry) -> Option<PrefaultRequest> {
+    /// pages to read ahead of the next entries, when it is time to ask for more.
+    pub fn append(&mut self, entry: IndexEntry) -> Option<ReadAheadRequest> {
         assert_eq!(
             entry.base_queue_offset,
             self.next_queue_offset,
@@ -231,17 +251,17 @@ impl QueueIndex {
         last.entries += 1;
         self.next_queue_offset = entry.next_queue_offset();
         let used = last.entries * ENTRY_BYTES;
-        if used + INDEX_PREFAULT_AHEAD_BYTES / 2 <= last.prefault_requested_bytes
-            || last.prefault_requested_bytes >= last.file.len()
+        if used + INDEX_READ_AHEAD_BYTES / 2 <= last.read_ahead_requested_bytes
+            || last.read_ahead_requested_bytes >= last.file.len()
         {
             return None;
         }
-        let from = last.prefault_requested_bytes.max(used);
-        last.prefault_requested_bytes = used + INDEX_PREFAULT_AHEAD_BYTES;
-        Some(PrefaultRequest {
+        let from = last.read_ahead_requested_bytes.max(used);
+        last.read_ahead_requested_bytes = used + INDEX_READ_AHEAD_BYTES;
+        Some(ReadAheadRequest {
             file: last.file.clone(),
             offset: from,
-            len: last.prefault_requested_bytes - from,
+            len: last.read_ahead_requested_bytes - from,
         })
     }
 
@@ -364,7 +384,7 @@ impl QueueIndex {
     }
 
     /// Files that may hold unsynced entries with the bytes their entries use (only those are
-    /// synced: pages faulted in ahead stay in memory), and a mark to pass to `mark_synced`.
+    /// synced: pages read ahead are not written), and a mark to pass to `mark_synced`.
     pub fn unsynced_files(&self) -> (Vec<(SharedFile, u64)>, u64) {
         let files = self
             .files

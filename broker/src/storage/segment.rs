@@ -1,5 +1,11 @@
 //! One preallocated, memory-mapped file: a commit-log segment or a queue-index file.
 //!
+//! A segment is reserved on disk (fallocate) whole when it is made; a queue-index file is mapped
+//! whole but reserved a prefix at a time as it fills (`allocate_to`), so that an index costs
+//! disk only for what it holds. Nothing is ever written through the map beyond the reserved
+//! prefix, so a write can never meet a full disk (SIGBUS). No descriptor stays open: the map is
+//! enough to read, write and msync, and a broker with many files keeps few descriptors.
+//!
 //! Writers and readers share the mapping without locks on the bytes. The invariant that makes this
 //! sound: a byte range is written only while no reader can see it (above the position the store
 //! has published), and is never written again after it is published, except by recovery and
@@ -8,9 +14,10 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use memmap2::{Advice, MmapRaw};
+use memmap2::MmapRaw;
 
 use super::error::{Result, StorageError};
 use super::file_names::temp_path;
@@ -19,8 +26,8 @@ pub struct MappedFile {
     path: PathBuf,
     map: MmapRaw,
     len: u64,
-    // Keeps the descriptor open for fsync of the file's metadata.
-    _file: File,
+    /// Bytes from the start reserved on disk: only these may be written.
+    allocated: AtomicU64,
 }
 
 impl MappedFile {
@@ -28,6 +35,13 @@ impl MappedFile {
     /// renamed into place, so that a crash never leaves a half-created file under the real name
     /// and a later write through the map can never meet a full disk.
     pub fn create(path: &Path, len: u64) -> Result<MappedFile> {
+        MappedFile::create_reserving(path, len, len)
+    }
+
+    /// [`MappedFile::create`] with only the first `reserved` bytes reserved on disk: the rest
+    /// is a hole until `allocate_to` reserves it.
+    pub fn create_reserving(path: &Path, len: u64, reserved: u64) -> Result<MappedFile> {
+        let reserved = reserved.min(len);
         let temp = temp_path(path);
         let file = OpenOptions::new()
             .read(true)
@@ -36,7 +50,10 @@ impl MappedFile {
             .truncate(true)
             .open(&temp)
             .map_err(StorageError::io("creating", &temp))?;
-        if let Err(error) = preallocate(&file, len) {
+        if let Err(error) = file
+            .set_len(len)
+            .and_then(|()| preallocate(&file, 0, reserved))
+        {
             let _ = std::fs::remove_file(&temp);
             return Err(StorageError::io("preallocating", &temp)(error));
         }
@@ -44,20 +61,28 @@ impl MappedFile {
         if let Some(parent) = path.parent() {
             sync_dir(parent)?;
         }
-        MappedFile::map(path, file)
+        MappedFile::map(path, file, reserved)
     }
 
-    /// Maps an existing file at its current length.
+    /// Maps an existing file at its current length, taken as reserved on disk whole (a
+    /// segment); an index file then says how much of it is known to be (`limit_reserved`).
     pub fn open(path: &Path) -> Result<MappedFile> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .map_err(StorageError::io("opening", path))?;
-        MappedFile::map(path, file)
+        MappedFile::map(path, file, u64::MAX)
     }
 
-    fn map(path: &Path, file: File) -> Result<MappedFile> {
+    /// Takes only the first `reserved` bytes as reserved on disk: `allocate_to` reserves more
+    /// before anything is written past them. (SEEK_HOLE cannot tell: ext4 reports reserved but
+    /// unwritten ranges as holes.)
+    pub fn limit_reserved(&self, reserved: u64) {
+        self.allocated.fetch_min(reserved, Ordering::AcqRel);
+    }
+
+    fn map(path: &Path, file: File, reserved: u64) -> Result<MappedFile> {
         let len = file
             .metadata()
             .map_err(StorageError::io("reading metadata of", path))?
@@ -67,8 +92,31 @@ impl MappedFile {
             path: path.to_owned(),
             map,
             len,
-            _file: file,
+            allocated: AtomicU64::new(reserved.min(len)),
         })
+    }
+
+    /// Bytes from the start reserved on disk.
+    pub fn allocated(&self) -> u64 {
+        self.allocated.load(Ordering::Acquire)
+    }
+
+    /// Reserves the file's first `end` bytes on disk (clamped to its length); a full disk is an
+    /// error here, never a SIGBUS at a later write. Blocks on the disk: never under the store's
+    /// lock.
+    pub fn allocate_to(&self, end: u64) -> Result<()> {
+        let end = end.min(self.len);
+        let from = self.allocated();
+        if end <= from {
+            return Ok(());
+        }
+        OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .and_then(|file| preallocate(&file, from, end - from))
+            .map_err(StorageError::io("preallocating", &self.path))?;
+        self.allocated.fetch_max(end, Ordering::AcqRel);
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -101,29 +149,33 @@ impl MappedFile {
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn bytes_mut(&self, offset: u64, len: usize) -> &mut [u8] {
         assert!(
-            offset + len as u64 <= self.len,
-            "write past the end of {}",
+            offset + len as u64 <= self.allocated(),
+            "write past the reserved part of {}",
             self.path.display()
         );
         std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset as usize), len)
     }
 
-    /// Faults in the pages of `[offset, offset + len)` (clamped to the file) for writing, so that
-    /// a later write there takes no page fault (MADV_POPULATE_WRITE). The bytes do not change,
-    /// so this may run while the writer writes nearby.
-    pub fn prefault(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        let len = len.min(self.len.saturating_sub(offset));
+    /// Brings the pages of `[offset, offset + len)` (clamped to the reserved part) into the page
+    /// cache through the file, not the map (readahead(2)), so that the writer reaching them
+    /// later finds them in memory and only maps them: no file-system work (block mapping,
+    /// waiting behind extent conversion or the journal) on the append path. Going through the
+    /// map instead (MADV_POPULATE_*) holds the process's memory-map lock meanwhile, which
+    /// stalled the whole broker for milliseconds at a time (BENCHMARKS.md). The bytes do not
+    /// change, so this may run while the writer writes nearby.
+    pub fn read_ahead(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        let len = len.min(self.allocated().saturating_sub(offset));
         if len == 0 {
             return Ok(());
         }
-        loop {
-            match self
-                .map
-                .advise_range(Advice::PopulateWrite, offset as usize, len as usize)
-            {
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-                result => return result,
-            }
+        let file = File::open(&self.path)?;
+        // SAFETY: plain syscall on an open descriptor.
+        let code =
+            unsafe { libc::readahead(file.as_raw_fd(), offset as libc::off64_t, len as usize) };
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
         }
     }
 
@@ -139,10 +191,15 @@ impl MappedFile {
 /// A mapped file shared between the writer, readers and the flusher.
 pub type SharedFile = Arc<MappedFile>;
 
-/// Reserves `len` bytes of disk for `file`, failing with ENOSPC now rather than with SIGBUS later.
-fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+/// Reserves `[from, from + len)` of `file` on disk, failing with ENOSPC now rather than with
+/// SIGBUS later.
+fn preallocate(file: &File, from: u64, len: u64) -> std::io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
     // SAFETY: plain syscall on an open descriptor.
-    let code = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    let code =
+        unsafe { libc::posix_fallocate(file.as_raw_fd(), from as libc::off_t, len as libc::off_t) };
     if code == 0 {
         Ok(())
     } else {

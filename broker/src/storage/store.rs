@@ -21,7 +21,7 @@ use super::file_names::{check_topic_name, ABORT_FILE, CHECKPOINT_FILE, LOCK_FILE
 use super::flush::{self, FlushQueue, Waiter};
 use super::indexes::Indexes;
 use super::preparer::Preparer;
-use super::queue_index::{IndexEntry, IndexFile, PrefaultRequest};
+use super::queue_index::{IndexEntry, IndexFile, ReadAheadRequest};
 use super::recovery::{recover, RecoveryReport};
 use super::segment::sync_dir;
 
@@ -46,7 +46,7 @@ pub(crate) struct Shared {
     fence_reason: Mutex<Option<String>>,
     pub(crate) flush_queue: Mutex<FlushQueue>,
     pub(crate) flush_wakeup: Condvar,
-    /// Makes segments and faults pages in ahead of the writer, on its own thread.
+    /// Makes segments and reads pages into memory ahead of the writer, on its own thread.
     preparer: Arc<Preparer>,
     /// Held while an index file is made outside the state lock, so that it is made once.
     index_creation: Mutex<()>,
@@ -153,7 +153,7 @@ impl Store {
         let end = log.write_position();
         let log_end = log.segments().last().expect("never empty").end();
         let preparer_threads = preparer.start(log_end);
-        log.prefault_ahead();
+        log.read_ahead();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 log,
@@ -236,13 +236,13 @@ impl Store {
             }
         }
         check_topic_name(view.topic())?;
-        let (appended, prefault) = loop {
+        let (appended, read_ahead) = loop {
             let mut state = self.shared.lock_state();
             state.disk.check()?;
             let State { log, indexes, .. } = &mut *state;
             let Some(index) = indexes
                 .get_mut(view.topic(), view.queue_id())
-                .filter(|index| !index.needs_file())
+                .filter(|index| !index.needs_file() && index.needs_reserving().is_none())
             else {
                 drop(state);
                 self.shared.make_index_file(view.topic(), view.queue_id())?;
@@ -271,7 +271,7 @@ impl Store {
                 message_count: view.message_count(),
                 size: view.len() as u32,
             };
-            let prefault = index.append(IndexEntry {
+            let read_ahead = index.append(IndexEntry {
                 base_queue_offset,
                 position: appended.position,
                 size: appended.size,
@@ -280,10 +280,10 @@ impl Store {
             self.shared
                 .written_position
                 .store(log.write_position(), Ordering::Release);
-            break (appended, prefault);
+            break (appended, read_ahead);
         };
-        if let Some(PrefaultRequest { file, offset, len }) = prefault {
-            self.shared.preparer.prefault_ahead(&file, offset, len);
+        if let Some(ReadAheadRequest { file, offset, len }) = read_ahead {
+            self.shared.preparer.read_ahead(&file, offset, len);
         }
         let flushed = fsync.then(|| {
             self.shared
@@ -502,7 +502,15 @@ impl Shared {
         let plan = {
             let state = self.lock_state();
             match state.indexes.get(topic, queue) {
-                Some(index) if !index.needs_file() => return Ok(()),
+                Some(index) if !index.needs_file() => {
+                    let reserve = index.needs_reserving();
+                    drop(state);
+                    // The preparer had not reserved the next entries yet: do it now.
+                    if let Some((file, end)) = reserve {
+                        file.allocate_to(end)?;
+                    }
+                    return Ok(());
+                }
                 Some(index) => Some(index.next_file_plan()),
                 None => None,
             }
@@ -552,13 +560,8 @@ impl Shared {
         let ranges = self.lock_state().log.ranges(from, to);
         #[cfg(test)]
         self.faults.before_sync()?;
-        for (file, offset, len) in &ranges {
-            file.sync_range(*offset, *len)?;
-        }
-        if let Some((file, offset, len)) = ranges.last() {
-            // The sync made the page holding `to` read-only again: fault it back in for writing
-            // before the next append reaches it.
-            let _ = file.prefault(offset + len, 1);
+        for (file, offset, len) in ranges {
+            file.sync_range(offset, len)?;
         }
         self.flush_count.fetch_add(1, Ordering::Relaxed);
         self.flushed_position.fetch_max(to, Ordering::AcqRel);
@@ -625,8 +628,6 @@ impl Shared {
         for (file, used) in files.iter().flatten() {
             file.sync_range(0, *used)
                 .map_err(StorageError::io("syncing", file.path()))?;
-            // As after a log flush: the page of the next entry is writable again at once.
-            let _ = file.prefault(*used, 1);
         }
         let checkpoint = Checkpoint {
             flushed_position: self.flushed_position.load(Ordering::Acquire),

@@ -477,43 +477,125 @@ fn a_roll_marker_ends_each_full_segment_and_recovery_follows_it_even_when_lost()
     );
 }
 
-/// Minor page faults the calling thread has taken (getrusage RUSAGE_THREAD).
-fn minor_faults_of_this_thread() -> i64 {
+/// Major page faults (ones that waited for the disk) the calling thread has taken.
+fn major_faults_of_this_thread() -> i64 {
     // SAFETY: getrusage fills the struct it is given.
     unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
         assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut usage), 0);
-        usage.ru_minflt
+        usage.ru_majflt
     }
 }
 
+/// Pages of `[offset, offset + len)` of `path` that are not in the page cache (mincore on a map
+/// of the test's own, which faults nothing in).
+fn pages_not_in_memory(path: &Path, offset: u64, len: u64) -> usize {
+    let file = std::fs::File::open(path).unwrap();
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    let page = 4096;
+    let start = offset / page * page;
+    let end = (offset + len).min(map.len() as u64);
+    let pages = (end - start).div_ceil(page) as usize;
+    let mut resident = vec![0u8; pages];
+    // SAFETY: the range is inside the map and `resident` has a byte per page.
+    let code = unsafe {
+        libc::mincore(
+            map.as_ptr().add(start as usize) as *mut libc::c_void,
+            (end - start) as usize,
+            resident.as_mut_ptr(),
+        )
+    };
+    assert_eq!(code, 0);
+    resident.iter().filter(|byte| **byte & 1 == 0).count()
+}
+
 #[test]
-fn appends_take_no_page_fault_when_the_preparer_is_ahead() {
+fn the_pages_ahead_of_the_writer_are_in_memory_before_it_reaches_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
-    config.segment_bytes = 16 * 1024 * 1024;
+    let segment_bytes = 16 * 1024 * 1024;
+    config.segment_bytes = segment_bytes;
     config.index_entries_per_file = 131_072;
     config.flush = FlushMode::Async;
     config.flush_interval_ms = 60_000;
     let store = Store::open(config).unwrap();
     let batch = batch("t", 0, &[&[7u8; 1000]]);
-    for _ in 0..100 {
-        store.append(&batch).unwrap();
-    }
+    let index = dir.path().join("index/t/0/00000000000000000000");
     // 50 MB in bursts of 1 MB, each started once the preparer has caught up (on two cores a
     // writer that never pauses can starve it): three segments rolled into, each made and
-    // faulted in ahead, and 1.2 MB of index entries.
-    let mut faults = 0;
-    for _ in 0..50 {
+    // read ahead, and 1.2 MB of index entries.
+    let mut missing = Vec::new();
+    let mut major_faults = 0;
+    for burst in 0..50 {
+        store.append(&batch).unwrap();
         wait_for(|| store.preparer_is_idle().then_some(()));
-        let before = minor_faults_of_this_thread();
+        let end = store.end_position();
+        let segment = dir.path().join(format!(
+            "commitlog/{:020}",
+            end / segment_bytes * segment_bytes
+        ));
+        // The rest of the segment (the preparer keeps 64 MiB ahead; the kernel's own readahead
+        // after the writer's faults covers far less) and the next 32 KiB of index entries.
+        let log_ahead = pages_not_in_memory(&segment, end % segment_bytes, segment_bytes);
+        let (_, next_offset) = store.queue_offsets("t", 0);
+        let index_ahead = pages_not_in_memory(&index, next_offset * 24, 32 * 1024);
+        if log_ahead + index_ahead > 0 {
+            missing.push((burst, log_ahead, index_ahead));
+        }
+        let before = major_faults_of_this_thread();
         for _ in 0..1000 {
             store.append(&batch).unwrap();
         }
-        faults += minor_faults_of_this_thread() - before;
+        major_faults += major_faults_of_this_thread() - before;
     }
-    assert!(store.end_position() > 3 * 16 * 1024 * 1024);
-    assert_eq!(faults, 0, "page faults taken on the append path");
+    assert!(store.end_position() > 3 * segment_bytes);
+    assert_eq!(
+        missing,
+        Vec::new(),
+        "(burst, log pages, index pages) not in memory ahead of the writer"
+    );
+    assert_eq!(major_faults, 0, "the append path waited for the disk");
+}
+
+/// Bytes of disk a file takes (its allocated blocks), beside its length.
+fn disk_bytes(path: &Path) -> (u64, u64) {
+    let metadata = std::fs::metadata(path).unwrap();
+    (std::os::unix::fs::MetadataExt::blocks(&metadata) * 512, metadata.len())
+}
+
+#[test]
+fn an_index_file_takes_disk_only_as_it_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.index_entries_per_file = 131_072;
+    config.segment_bytes = 16 * 1024 * 1024;
+    let index = dir.path().join("index/t/0/00000000000000000000");
+    let store = Store::open(config.clone()).unwrap();
+    append_ok(&store, &batch("t", 0, &[b"first"]));
+    wait_for(|| store.preparer_is_idle().then_some(()));
+    let (on_disk, len) = disk_bytes(&index);
+    assert_eq!(len, 131_072 * 24, "mapped whole");
+    assert!(on_disk <= 128 * 1024, "{on_disk} bytes on disk for one entry");
+    for _ in 0..10_000 {
+        store.append(&batch("t", 0, &[b"m"])).unwrap();
+    }
+    store.flush().unwrap();
+    let (on_disk, _) = disk_bytes(&index);
+    assert!(
+        (240_000..=240_000 + 256 * 1024).contains(&on_disk),
+        "{on_disk} bytes on disk for 10,001 entries of 24 bytes"
+    );
+    store.crash();
+    // Reopened after a crash, the index goes on reserving from where its entries end.
+    let store = Store::open(config).unwrap();
+    for _ in 0..10_000 {
+        store.append(&batch("t", 0, &[b"m"])).unwrap();
+    }
+    store.flush().unwrap();
+    assert_eq!(store.queue_offsets("t", 0), (0, 20_001));
+    assert_eq!(bodies_of(&store.read("t", 0, 19_990, usize::MAX).unwrap()).len(), 11);
+    let (on_disk, _) = disk_bytes(&index);
+    assert!(on_disk <= 480_000 + 256 * 1024, "{on_disk} bytes on disk");
 }
 
 // ---------------------------------------------------------------- fault injection
