@@ -1,6 +1,15 @@
-# One broker under `smq bench`, shared by scripts/bench-broker.sh and scripts/bench-quick.sh:
-# sourced; uses $BIN (the directory of the smq-broker and smq binaries), $PORT and $WORK.
+# What the scripts/bench-*.sh that run one broker under `smq bench` share: sourced after
+# ROUNDS, SCALE and PORT are set. Builds the release binaries, makes $WORK (removed on exit, the
+# broker stopped), and gives the physical limits (bench-limits.sh) and one broker's start, stop
+# and `smq bench` run; $BIN is the directory of the smq-broker and smq binaries.
 BROKER_PID=
+BIN=${BIN:-target/release}
+WORK=$(mktemp -d -p "$PWD/target" "bench-$(basename "$0" .sh).XXXX")
+cargo build --release --quiet -p smq-broker -p smq-client --bins
+trap 'stop_broker; rm -rf "$WORK"; if declare -F bench_cleanup >/dev/null; then bench_cleanup; fi' EXIT
+scaled() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
+# shellcheck source=scripts/bench-limits.sh
+source scripts/bench-limits.sh
 
 start_broker() { # flush mode
   stop_broker

@@ -12,20 +12,6 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 SCALE=${SCALE:-1}
 PORT=${PORT:-19911}
-BIN=target/release
-WORK=$(mktemp -d -p "$PWD/target" bench-broker.XXXX)
-
-cargo build --release --quiet -p smq-broker -p smq-client --bins
-
-cleanup() {
-  stop_broker
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-scaled() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
-# shellcheck source=scripts/bench-limits.sh
-source scripts/bench-limits.sh
 # shellcheck source=scripts/bench-broker-lib.sh
 source scripts/bench-broker-lib.sh
 

@@ -40,3 +40,20 @@ client.close(); thread.join()
 print(f"{total / 1e6 / (time.perf_counter() - start):.0f}")
 PY
 }
+
+# p99 of 2,000 fdatasyncs of one 4 KiB write each, in microseconds.
+fsync_p99_us() {
+  python3 - "$WORK/fsync.bin" <<'PY'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+block, times = b"\1" * 4096, []
+for _ in range(2000):
+    os.write(fd, block)
+    start = time.perf_counter()
+    os.fdatasync(fd)
+    times.append(time.perf_counter() - start)
+os.close(fd); os.unlink(sys.argv[1])
+times.sort()
+print(f"{times[int(len(times) * 0.99)] * 1e6:.0f}")
+PY
+}

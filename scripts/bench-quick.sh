@@ -17,9 +17,8 @@ ROUNDS=${ROUNDS:-2}
 SCALE=${SCALE:-0.25}
 PORT=${PORT:-19921}
 BASE=${BASE:-}
-WORK=$(mktemp -d -p "$PWD/target" bench-quick.XXXX)
-
-cargo build --release --quiet -p smq-broker -p smq-client --bins
+# shellcheck source=scripts/bench-broker-lib.sh
+source scripts/bench-broker-lib.sh
 BUILDS=("this:target/release")
 if [ -n "$BASE" ]; then
   base_tree="$PWD/target/base-tree"
@@ -30,34 +29,8 @@ if [ -n "$BASE" ]; then
   BUILDS+=("$(git rev-parse --short "$BASE"):target/base-target/release")
 fi
 
-cleanup() {
-  stop_broker
-  rm -rf "$WORK"
+bench_cleanup() {
   if [ -n "$BASE" ]; then git worktree remove --force "$PWD/target/base-tree" 2>/dev/null || true; fi
-}
-trap cleanup EXIT
-
-scaled() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
-# shellcheck source=scripts/bench-limits.sh
-source scripts/bench-limits.sh
-# shellcheck source=scripts/bench-broker-lib.sh
-source scripts/bench-broker-lib.sh
-
-# p99 of 2,000 fdatasyncs of one 4 KiB write each, in microseconds.
-fsync_p99_us() {
-  python3 - "$WORK/fsync.bin" <<'PY'
-import os, sys, time
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-block, times = b"\1" * 4096, []
-for _ in range(2000):
-    os.write(fd, block)
-    start = time.perf_counter()
-    os.fdatasync(fd)
-    times.append(time.perf_counter() - start)
-os.close(fd); os.unlink(sys.argv[1])
-times.sort()
-print(f"{times[int(len(times) * 0.99)] * 1e6:.0f}")
-PY
 }
 
 echo "# quick benchmark: $ROUNDS rounds, scale $SCALE, $(nproc) cores, $(uname -r), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"

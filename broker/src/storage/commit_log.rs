@@ -122,13 +122,13 @@ impl CommitLog {
         self.segments.iter().map(|s| s.file.len()).sum()
     }
 
-    /// Sets the write position found by recovery and drops empty segments after it, which a
-    /// crash right after a roll can leave.
+    /// Sets the write position found by recovery and drops the segments after it: the one made
+    /// ahead of need, or, after a power loss, one holding only unflushed writes.
     pub fn set_write_position(&mut self, position: u64) -> Result<()> {
         assert!(position >= self.start_position());
         while self.segments.len() > 1 && self.segments.last().expect("not empty").base > position {
             let empty = self.segments.pop().expect("not empty");
-            tracing::info!(file = %empty.file.path().display(), "deleting an empty segment after the end of the log");
+            tracing::info!(file = %empty.file.path().display(), "deleting a segment after the end of the log (made ahead, or holding only unflushed writes)");
             std::fs::remove_file(empty.file.path())
                 .map_err(StorageError::io("deleting", empty.file.path()))?;
         }

@@ -55,6 +55,7 @@ impl IndexFile {
         let path = index_file_path(dir, first_queue_offset);
         let len = u64::from(entries_per_file) * ENTRY_BYTES;
         let file = MappedFile::create_reserving(&path, len, INDEX_READ_AHEAD_BYTES)?;
+        let _ = file.advise_random_access();
         if first_in_dir {
             if let Some(parent) = dir.parent() {
                 sync_dir(parent)?;
@@ -143,6 +144,7 @@ impl QueueIndex {
         let mut files = Vec::with_capacity(firsts.len());
         for first_queue_offset in firsts {
             let file = Arc::new(MappedFile::open(&index_file_path(dir, first_queue_offset))?);
+            let _ = file.advise_random_access();
             let mut index_file = IndexFile {
                 first_queue_offset,
                 file,

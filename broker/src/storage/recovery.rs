@@ -89,13 +89,21 @@ pub fn recover(
                 position = segment.end();
                 break;
             }
-            Scan::Zero if has_next && starts_with_data(&segments[number + 1]) => {
-                // The page with the roll marker did not reach the disk, later ones did (the
-                // kernel writes pages back in any order): the log goes on in the next segment.
+            Scan::Zero
+                if checkpoint == Checkpoint::default()
+                    && has_next
+                    && starts_with_data(&segments[number + 1]) =>
+            {
+                // No checkpoint says what was flushed, and the next segment holds data: its roll
+                // marker's page was lost, the rest may be acknowledged. Go on there.
                 number += 1;
                 position = segments[number].base;
             }
             Scan::Zero => {
+                // The end of the log. Past the flushed position anything may follow: pages reach
+                // the disk in any order, so after a power loss a later page (even of the next
+                // segment, whose roll marker was lost) can be there without an earlier one. None
+                // of it was flushed, so none of it was acknowledged under sync flush: it goes.
                 if position < checkpoint.flushed_position {
                     return Err(StorageError::Corrupt {
                         path: segment.file.path().to_owned(),
@@ -107,15 +115,12 @@ pub fn recover(
                         ),
                     });
                 }
-                if let Some(garbage_end) = last_nonzero_end(segment, position, tail_scan_bytes) {
-                    let truncation = truncate(
-                        segment,
-                        position,
-                        garbage_end,
-                        "non-zero bytes after the last batch",
-                    )?;
-                    report.truncated = Some(truncation);
-                }
+                report.truncated = cut_tail(
+                    segment,
+                    position,
+                    tail_scan_bytes,
+                    "non-zero bytes after the last batch",
+                )?;
                 break;
             }
             Scan::Invalid(reason) => {
@@ -127,8 +132,7 @@ pub fn recover(
                     &reason,
                     max_message_bytes,
                 )?;
-                let end = last_nonzero_end(segment, position, tail_scan_bytes).unwrap_or(position);
-                report.truncated = Some(truncate(segment, position, end, &reason)?);
+                report.truncated = cut_tail(segment, position, tail_scan_bytes, &reason)?;
                 break;
             }
         }
@@ -217,7 +221,11 @@ fn index_batch(
     Ok(())
 }
 
-/// An invalid batch is a torn tail only if nothing valid or acknowledged follows it.
+/// An invalid batch below the checkpoint's flushed position is corruption of acknowledged data.
+/// Above it, it is the torn, unflushed tail, whatever follows: after a power loss, later pages
+/// (valid-looking batches among them) may have reached the disk before it. Only without any
+/// checkpoint (none was ever written, or it was lost), when nothing says what was flushed, does
+/// a valid batch or a segment with data after it mean corruption.
 fn refuse_middle_corruption(
     segments: &[Segment],
     number: usize,
@@ -238,6 +246,9 @@ fn refuse_middle_corruption(
             checkpoint.flushed_position
         )));
     }
+    if checkpoint != Checkpoint::default() {
+        return Ok(());
+    }
     let offset = position - segment.base;
     if let Some(len) = total_len(segment.file.bytes(offset, 4)) {
         let next = position + len as u64;
@@ -256,11 +267,23 @@ fn refuse_middle_corruption(
     Ok(())
 }
 
-/// Position one past the last non-zero byte at or after `position` in the segment, if any.
-///
-/// Only `tail_scan_bytes` are looked at: appends are copied one at a time under the writer lock,
-/// so a crash can tear at most the one batch being copied, and reading the whole rest of a 1 GiB
-/// segment would fault in every page of it (seconds at each start).
+/// Cuts the log at `position`: zeroes the rest of its segment (every page that may hold remains
+/// of unflushed writes, cheaply, without reading it) and says what was dropped, as far as the
+/// first `tail_scan_bytes` show (reading the whole rest of a 1 GiB segment to count it would
+/// take seconds). `None` when those showed nothing.
+fn cut_tail(
+    segment: &Segment,
+    position: u64,
+    tail_scan_bytes: u64,
+    reason: &str,
+) -> Result<Option<Truncation>> {
+    let seen_end = last_nonzero_end(segment, position, tail_scan_bytes);
+    let truncation = seen_end.map(|end| describe_truncation(segment, position, end, reason));
+    segment.file.zero_to_end(position - segment.base)?;
+    Ok(truncation)
+}
+
+/// Position one past the last non-zero byte in the `tail_scan_bytes` at `position`, if any.
 fn last_nonzero_end(segment: &Segment, position: u64, tail_scan_bytes: u64) -> Option<u64> {
     let offset = position - segment.base;
     let len = (segment.file.len() - offset).min(tail_scan_bytes);
@@ -270,8 +293,8 @@ fn last_nonzero_end(segment: &Segment, position: u64, tail_scan_bytes: u64) -> O
         .map(|last| position + last as u64 + 1)
 }
 
-/// Zeroes `[from, to)` of the segment, syncs it, and says what was dropped.
-fn truncate(segment: &Segment, from: u64, to: u64, reason: &str) -> Result<Truncation> {
+/// What dropping `[from, to)` of the segment drops, logged as a warning.
+fn describe_truncation(segment: &Segment, from: u64, to: u64, reason: &str) -> Truncation {
     let offset = from - segment.base;
     let len = (to - from) as usize;
     let mut batches = 0;
@@ -285,12 +308,6 @@ fn truncate(segment: &Segment, from: u64, to: u64, reason: &str) -> Result<Trunc
             _ => break,
         }
     }
-    // SAFETY: recovery runs before any reader or writer exists.
-    unsafe { segment.file.bytes_mut(offset, len) }.fill(0);
-    segment
-        .file
-        .sync_range(offset, len as u64)
-        .map_err(StorageError::io("syncing", segment.file.path()))?;
     let truncation = Truncation {
         from_position: from,
         to_position: to,
@@ -305,7 +322,7 @@ fn truncate(segment: &Segment, from: u64, to: u64, reason: &str) -> Result<Trunc
         bytes = truncation.bytes,
         batches = truncation.batches,
         reason,
-        "truncated the torn tail of the commit log"
+        "truncated the torn tail of the commit log (and zeroed the rest of its segment)"
     );
-    Ok(truncation)
+    truncation
 }

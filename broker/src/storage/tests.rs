@@ -477,6 +477,99 @@ fn a_roll_marker_ends_each_full_segment_and_recovery_follows_it_even_when_lost()
     );
 }
 
+/// Appends 5 batches, flushed and recorded in the checkpoint, then 3 more not flushed, and stops
+/// as a power loss would find it. Returns the positions of the 8 batches.
+fn power_loss_with_an_unflushed_tail(config: &StoreConfig) -> Vec<u64> {
+    let dir = &config.data_dir;
+    let mut async_config = config.clone();
+    async_config.flush = FlushMode::Async;
+    async_config.flush_interval_ms = 60_000;
+    let store = Store::open(async_config).unwrap();
+    let mut positions: Vec<u64> = (0..5u8)
+        .map(|i| {
+            store
+                .append(&batch("t", 0, &[&[i; 300]]))
+                .unwrap()
+                .appended
+                .position
+        })
+        .collect();
+    store.flush().unwrap();
+    let flushed = store.flushed_position();
+    positions.extend((5..8u8).map(|i| {
+        store
+            .append(&batch("t", 0, &[&[i; 300]]))
+            .unwrap()
+            .appended
+            .position
+    }));
+    store.crash();
+    let checkpoint = checkpoint::Checkpoint {
+        flushed_position: flushed,
+        index_flushed_position: flushed,
+    };
+    checkpoint
+        .write(&dir.join(file_names::CHECKPOINT_FILE))
+        .unwrap();
+    positions
+}
+
+#[test]
+fn a_torn_unflushed_batch_is_cut_even_when_valid_ones_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let positions = power_loss_with_an_unflushed_tail(&config(dir.path()));
+    // The first unflushed batch's page did not reach the disk whole; the next ones' did.
+    patch_file(&segment_file(dir.path()), positions[5] + 100, b"\xff\xff");
+    let (store, log) = with_captured_log(|| Store::open(config(dir.path())).unwrap());
+    assert!(log.contains("truncated the torn tail"), "{log}");
+    assert_eq!(store.end_position(), positions[5]);
+    assert_eq!(store.queue_offsets("t", 0), (0, 5));
+    assert_eq!(
+        bodies_of(&store.read("t", 0, 0, usize::MAX).unwrap()).len(),
+        5
+    );
+    let next = append_ok(&store, &batch("t", 0, &[b"after"]));
+    assert_eq!((next.position, next.base_queue_offset), (positions[5], 5));
+    drop(store);
+    let segment = std::fs::read(segment_file(dir.path())).unwrap();
+    let stale = positions[6] as usize;
+    assert_eq!(
+        segment[stale + 8..stale + 64],
+        [0; 56],
+        "the stale batches are gone"
+    );
+}
+
+#[test]
+fn torn_pages_far_past_the_end_are_zeroed_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.segment_bytes = 64 * 1024 * 1024;
+    let positions = power_loss_with_an_unflushed_tail(&config);
+    // Pages of unflushed writes 40 MiB on, far past the largest batch (16 MiB).
+    let far = 40 * 1024 * 1024;
+    patch_file(
+        &segment_file(dir.path()),
+        far,
+        b"\x00\x00\x01\x00stale page",
+    );
+    let store = Store::open(config).unwrap();
+    let end = store.end_position();
+    assert_eq!(end, positions[7] + (positions[7] - positions[6]));
+    drop(store);
+    let mut stale = [0u8; 14];
+    std::os::unix::fs::FileExt::read_exact_at(
+        &std::fs::File::open(segment_file(dir.path())).unwrap(),
+        &mut stale,
+        far,
+    )
+    .unwrap();
+    assert_eq!(
+        stale, [0; 14],
+        "a stale page past the end is left for a later append to meet"
+    );
+}
+
 /// Major page faults (ones that waited for the disk) the calling thread has taken.
 fn major_faults_of_this_thread() -> i64 {
     // SAFETY: getrusage fills the struct it is given.
@@ -560,7 +653,10 @@ fn the_pages_ahead_of_the_writer_are_in_memory_before_it_reaches_them() {
 /// Bytes of disk a file takes (its allocated blocks), beside its length.
 fn disk_bytes(path: &Path) -> (u64, u64) {
     let metadata = std::fs::metadata(path).unwrap();
-    (std::os::unix::fs::MetadataExt::blocks(&metadata) * 512, metadata.len())
+    (
+        std::os::unix::fs::MetadataExt::blocks(&metadata) * 512,
+        metadata.len(),
+    )
 }
 
 #[test]
@@ -575,7 +671,10 @@ fn an_index_file_takes_disk_only_as_it_fills() {
     wait_for(|| store.preparer_is_idle().then_some(()));
     let (on_disk, len) = disk_bytes(&index);
     assert_eq!(len, 131_072 * 24, "mapped whole");
-    assert!(on_disk <= 128 * 1024, "{on_disk} bytes on disk for one entry");
+    assert!(
+        on_disk <= 128 * 1024,
+        "{on_disk} bytes on disk for one entry"
+    );
     for _ in 0..10_000 {
         store.append(&batch("t", 0, &[b"m"])).unwrap();
     }
@@ -593,7 +692,10 @@ fn an_index_file_takes_disk_only_as_it_fills() {
     }
     store.flush().unwrap();
     assert_eq!(store.queue_offsets("t", 0), (0, 20_001));
-    assert_eq!(bodies_of(&store.read("t", 0, 19_990, usize::MAX).unwrap()).len(), 11);
+    assert_eq!(
+        bodies_of(&store.read("t", 0, 19_990, usize::MAX).unwrap()).len(),
+        11
+    );
     let (on_disk, _) = disk_bytes(&index);
     assert!(on_disk <= 480_000 + 256 * 1024, "{on_disk} bytes on disk");
 }

@@ -48,6 +48,10 @@ pub(super) struct BenchArgs {
     /// Queues of the topic when the bench creates it.
     #[arg(long, env = "SMQ_QUEUES", default_value_t = 8)]
     queues: u32,
+    /// produce: spread the messages over this many topics, TOPIC-0 to TOPIC-(N-1), each created
+    /// with --queues (many queues on one broker), in runs of 16 a topic; 1 = TOPIC itself.
+    #[arg(long, env = "SMQ_TOPICS", default_value_t = 1)]
+    topics: u32,
     /// Bytes of each message body.
     #[arg(long, env = "SMQ_MESSAGE_BYTES", default_value_t = 1024)]
     message_bytes: usize,
@@ -192,6 +196,16 @@ impl Limit {
     }
 }
 
+impl BenchArgs {
+    /// The topics `produce` spreads its messages over (`--topics`).
+    fn produce_topics(&self) -> Vec<String> {
+        match self.topics {
+            0 | 1 => vec![self.topic.clone()],
+            n => (0..n).map(|i| format!("{}-{i}", self.topic)).collect(),
+        }
+    }
+}
+
 pub(super) async fn bench(mut config: ClientConfig, command: BenchCommand) -> anyhow::Result<()> {
     let (mode, args) = match command {
         BenchCommand::Produce(args) => ("produce", args),
@@ -204,7 +218,9 @@ pub(super) async fn bench(mut config: ClientConfig, command: BenchCommand) -> an
         check_room_for_send_time(args.message_bytes)?;
     }
     if mode != "consume" {
-        ensure_topic(&config, &args.topic, args.queues).await?;
+        for topic in args.produce_topics() {
+            ensure_topic(&config, &topic, args.queues).await?;
+        }
     }
     let counters = Arc::new(Counters::default());
     let progress = spawn_progress(vec![(mode, counters.clone())]);
@@ -255,7 +271,7 @@ async fn ensure_topic(config: &ClientConfig, topic: &str, queues: u32) -> anyhow
 /// message's acknowledgement latency goes into the returned histogram (µs).
 async fn run_producer(
     producer: &Producer,
-    topic: &str,
+    topics: &[String],
     message_bytes: usize,
     limit: Limit,
     rate: u64,
@@ -295,6 +311,9 @@ async fn run_producer(
             let mut payload = template.clone();
             body(&mut payload);
             let now = Instant::now();
+            // Runs of 16 messages per topic: the producer's round robin over a topic's queues
+            // then reaches every queue of every topic.
+            let topic = &topics[((sent / 16) % topics.len() as u64) as usize];
             let pending = producer
                 .start_send(topic, Message::from_body(payload))
                 .await?;
@@ -320,7 +339,7 @@ async fn bench_produce(
     let rate = args.rate.unwrap_or(0);
     let (_, histogram) = run_producer(
         &producer,
-        &args.topic,
+        &args.produce_topics(),
         args.message_bytes,
         limit,
         rate,
@@ -404,7 +423,7 @@ async fn bench_e2e(
         tokio::spawn(async move { receive_stamped(&mut consumer, &receiving, &counters).await });
     let (count, _) = run_producer(
         &producer,
-        &args.topic,
+        std::slice::from_ref(&args.topic),
         args.message_bytes,
         limit,
         rate,
@@ -741,7 +760,7 @@ async fn bench_mixed(mut config: ClientConfig, args: MixedArgs) -> anyhow::Resul
             let counters = Some(sent);
             run_producer(
                 &producer,
-                &topic,
+                std::slice::from_ref(&topic),
                 message_bytes,
                 limit,
                 rate,

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Many queues on one broker (issue 14, point 4): 1,000 topics x 10 queues against one topic of
+# 8 queues, produce MB/s for each (1 KiB messages, async flush, one producer), then what the
+# 10,000 queues cost: disk of the indexes, memory mappings, open files, and the broker's start
+# time with them. dd and loopback are measured in the same run.
+#
+#   scripts/bench-queues.sh            # 3 rounds, about 5 minutes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+SCALE=${SCALE:-1}
+PORT=${PORT:-19961}
+# shellcheck source=scripts/bench-broker-lib.sh
+source scripts/bench-broker-lib.sh
+
+produce() { # topics, queues per topic; prints MB/s
+  local out
+  out=$(bench produce --topic q --topics "$1" --queues "$2" --message-bytes 1024 --count "$(scaled 2000000)")
+  field "$out" "['mb_per_sec']"
+}
+
+echo "# many queues: $ROUNDS rounds, $(nproc) cores, $(uname -r), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
+echo "loopback, one TCP stream: $(loopback_mb_per_s) MB/s"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round: dd $(dd_mb_per_s) MB/s"
+  start_broker async
+  echo "round $round: produce 1 topic x 8 queues: $(produce 1 8) MB/s"
+  start_broker async
+  created=$(date +%s.%N)
+  bench produce --topic q --topics 1000 --queues 10 --message-bytes 1024 --count 10000 >/dev/null
+  echo "round $round: 1,000 topics x 10 queues created and written in $(python3 -c "import time; print(round(time.time() - $created, 1))") s"
+  echo "round $round: produce 1,000 topics x 10 queues: $(produce 1000 10) MB/s"
+  echo "round $round: with 10,000 queues: index files $(find "$WORK/data/index" -type f | wc -l), \
+index disk $(du -s --block-size=1M "$WORK/data/index" | cut -f1) MiB (apparent $(du -s --apparent-size --block-size=1M "$WORK/data/index" | cut -f1) MiB), \
+mappings $(wc -l < "/proc/$BROKER_PID/maps") ($(grep -c '/index/' "/proc/$BROKER_PID/maps") of index files), \
+open files $(find "/proc/$BROKER_PID/fd" -mindepth 1 | wc -l), \
+resident $(awk '/VmRSS/{print $2}' "/proc/$BROKER_PID/status") KiB"
+  stop_broker
+  started=$(date +%s.%N)
+  "$BIN/smq-broker" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --flush async \
+    --log-level warn >"$WORK/broker.log" 2>&1 &
+  BROKER_PID=$!
+  until "$BIN/smq" --broker "127.0.0.1:$PORT" topic list >/dev/null 2>&1; do sleep 0.01; done
+  echo "round $round: restart with 10,000 queues (clean shutdown) answers after $(python3 -c "import time; print(round(time.time() - $started, 2))") s"
+  stop_broker
+done

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# End-to-end latency targets of issue 14 (1 KiB messages, one producer, one consumer, broker and
+# load on this machine): 20,000 msg/s on one queue and on eight under --flush async, one queue
+# under --flush sync (beside the fsync p99 of the moment), and 100,000 msg/s on one queue.
+#
+#   scripts/bench-tails.sh                       # 3 rounds, about 5 minutes
+#   OTHER=path/to/release scripts/bench-tails.sh # also another build's broker, rounds alternating
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+SCALE=${SCALE:-1}
+PORT=${PORT:-19951}
+DURATION=${DURATION:-10}
+# shellcheck source=scripts/bench-broker-lib.sh
+source scripts/bench-broker-lib.sh
+CLIENT=target/release/smq
+BROKERS=("this:target/release")
+if [ -n "${OTHER:-}" ]; then BROKERS+=("other:$OTHER"); fi
+
+e2e() { # label, flush, queues, rate (not in a subshell: start_broker keeps the broker's pid)
+  local label=$1; shift
+  start_broker "$1"
+  local out
+  out=$("$CLIENT" --broker "127.0.0.1:$PORT" bench e2e --json --topic e --queues "$2" \
+    --message-bytes 1024 --rate "$3" --duration "$DURATION" --linger-ms 0 2>/dev/null | tail -n 1)
+  echo "$label: e2e $3 msg/s, $2 queue(s), $1 flush: p50 $(field "$out" "['latency_ms']['p50']") ms, p99 $(field "$out" "['latency_ms']['p99']") ms, p99.9 $(field "$out" "['latency_ms']['p99_9']") ms"
+}
+
+echo "# tails: $ROUNDS rounds of ${DURATION}s, $(nproc) cores, $(uname -r), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round: dd $(dd_mb_per_s) MB/s, fsync p99 $(fsync_p99_us) us"
+  for build in "${BROKERS[@]}"; do
+    name=${build%%:*} BIN=${build#*:}
+    e2e "round $round [$name]" async 1 20000
+    e2e "round $round [$name]" async 8 20000
+    e2e "round $round [$name]" sync 1 20000
+    e2e "round $round [$name]" async 1 100000
+  done
+done
+stop_broker
