@@ -473,3 +473,36 @@ async fn healthz_and_metrics_are_served_over_http() {
     );
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_offset_past_the_end_of_the_queue_is_stored_as_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(config(dir.path())).await;
+    let mut client = Client::connect(broker.tcp_addr()).await;
+    client.create_topic("orders", 1).await;
+    for i in 0..3 {
+        client
+            .produce_ok("orders", 0, &[format!("m{i}").as_bytes()])
+            .await;
+    }
+    let commit = |offset| {
+        Request::CommitOffset(CommitOffsetRequest {
+            group: "billing".into(),
+            topic: "orders".into(),
+            queue_id: 0,
+            offset,
+        })
+    };
+    assert_eq!(client.call(commit(1_000)).await, Response::CommitOffset);
+    let fetch_offset = Request::FetchOffset(FetchOffsetRequest {
+        group: "billing".into(),
+        topic: "orders".into(),
+        queue_id: 0,
+    });
+    assert_eq!(
+        client.call(fetch_offset).await,
+        Response::FetchOffset(FetchOffsetResponse { offset: Some(3) }),
+        "a group can never skip messages appended after its commit"
+    );
+    broker.shutdown().await.unwrap();
+}

@@ -14,6 +14,7 @@ use smq_client::protocol::Response;
 
 use super::{topic_queue, Answer, HandlerError, Outcome, Reply};
 use crate::state::Broker;
+use crate::storage::FlushMode;
 
 pub fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Reply {
     match append(broker, request) {
@@ -42,7 +43,13 @@ fn append(broker: &Arc<Broker>, request: ProduceRequest) -> Result<Reply, Handle
     )?;
     let appended_at = Instant::now();
     broker.metrics.append_latency.observe(appended_at - started);
-    topic.appended(request.queue_id).notify_waiters();
+    // Consumers see the batch once it is visible (`Store::visible_position`): at once under
+    // async flush, after its fsync under sync flush.
+    let visible_when_flushed = broker.store.config().flush == FlushMode::Sync;
+    let queue_id = request.queue_id;
+    if !visible_when_flushed {
+        topic.appended(queue_id).notify_waiters();
+    }
     let appended = receipt.appended;
     topic
         .counters
@@ -75,6 +82,9 @@ fn append(broker: &Arc<Broker>, request: ProduceRequest) -> Result<Reply, Handle
             }
         };
         result?;
+        if visible_when_flushed {
+            topic.appended(queue_id).notify_waiters();
+        }
         broker.metrics.flush_latency.observe(appended_at.elapsed());
         let outcome: Outcome = answer();
         outcome

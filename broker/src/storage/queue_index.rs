@@ -315,6 +315,24 @@ impl QueueIndex {
         Some((file, slot))
     }
 
+    /// The queue offset after the last batch that ends at or below log position `visible`: the
+    /// end of the queue as consumers may see it. Looks back from the newest entry, past only the
+    /// batches not visible yet (those of one flush round at most).
+    pub fn next_offset_visible_at(&self, visible: u64) -> u64 {
+        for file in self.files.iter().rev() {
+            for slot in (0..file.entries).rev() {
+                let entry = file.entry(slot);
+                if entry.position + u64::from(entry.size) <= visible {
+                    return entry.next_queue_offset();
+                }
+            }
+            if file.entries > 0 {
+                return file.entry(0).base_queue_offset;
+            }
+        }
+        self.next_queue_offset
+    }
+
     /// The oldest queue offset whose batch is at or after `log_start`.
     pub fn earliest_offset(&self, log_start: u64) -> u64 {
         for file in &self.files {

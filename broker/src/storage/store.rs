@@ -316,19 +316,24 @@ impl Store {
             });
         };
         let earliest_offset = index.earliest_offset(state.log.start_position());
-        let next_offset = index.next_queue_offset();
-        if queue_offset < earliest_offset || queue_offset > next_offset {
+        let written_next_offset = index.next_queue_offset();
+        if queue_offset < earliest_offset || queue_offset > written_next_offset {
             return Err(StorageError::OffsetOutOfRange {
                 topic: topic.to_owned(),
                 queue,
                 requested: queue_offset,
                 earliest: earliest_offset,
-                next: next_offset,
+                next: written_next_offset,
             });
         }
+        let visible = self.visible_position();
+        let next_offset = index.next_offset_visible_at(visible);
         let mut batches = Vec::new();
         let mut total = 0usize;
         for entry in index.entries_from(queue_offset) {
+            if entry.position + u64::from(entry.size) > visible {
+                break;
+            }
             if !batches.is_empty() && total + entry.size as usize > max_bytes {
                 break;
             }
@@ -349,15 +354,29 @@ impl Store {
         })
     }
 
-    /// Earliest and next queue offsets of a queue (0, 0 for a queue never written).
+    /// Earliest and next queue offsets of a queue as consumers see it (0, 0 for a queue never
+    /// written): the next offset is the end of what is visible (see `visible_position`).
     pub fn queue_offsets(&self, topic: &str, queue: u32) -> (u64, u64) {
+        let visible = self.visible_position();
         let state = self.shared.lock_state();
         state.indexes.get(topic, queue).map_or((0, 0), |index| {
             (
                 index.earliest_offset(state.log.start_position()),
-                index.next_queue_offset(),
+                index.next_offset_visible_at(visible),
             )
         })
+    }
+
+    /// The log position below which consumers may read: what the flush mode says survives.
+    /// Under sync flush, only what is fsynced, so that no consumer sees, processes or commits a
+    /// message a power loss can take back (Kafka's high watermark, applied to the fsync); under
+    /// async flush, everything appended, which survives what async flush promises (a crash of
+    /// the process). Replication will make this the minimum with what the slaves hold.
+    pub fn visible_position(&self) -> u64 {
+        match self.shared.config.flush {
+            FlushMode::Sync => self.flushed_position(),
+            FlushMode::Async => self.end_position(),
+        }
     }
 
     /// Every (topic, queue) that holds or held data.

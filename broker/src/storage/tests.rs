@@ -255,6 +255,46 @@ proptest! {
     }
 }
 
+#[test]
+fn under_sync_flush_readers_see_a_batch_only_once_it_is_fsynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    append_ok(&store, &batch("t", 0, &[b"durable"]));
+    store.faults().sync_delay_ms.store(300, Ordering::Release);
+    let receipt = store.append(&batch("t", 0, &[b"not yet"])).unwrap();
+    let read = store.read("t", 0, 0, usize::MAX).unwrap();
+    assert_eq!(bodies_of(&read), vec![(0, b"durable".to_vec())]);
+    assert_eq!(
+        read.next_offset, 1,
+        "the queue ends where the fsynced part ends"
+    );
+    assert_eq!(store.queue_offsets("t", 0), (0, 1));
+    assert!(store
+        .read("t", 0, 1, usize::MAX)
+        .unwrap()
+        .batches
+        .is_empty());
+    receipt.wait_durable().unwrap();
+    let read = store.read("t", 0, 1, usize::MAX).unwrap();
+    assert_eq!(bodies_of(&read), vec![(1, b"not yet".to_vec())]);
+    assert_eq!(store.queue_offsets("t", 0), (0, 2));
+}
+
+#[test]
+fn under_async_flush_readers_see_a_batch_as_soon_as_it_is_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.flush = FlushMode::Async;
+    config.flush_interval_ms = 60_000;
+    let store = Store::open(config).unwrap();
+    store.append(&batch("t", 0, &[b"m"])).unwrap();
+    assert!(store.flushed_position() < store.end_position());
+    assert_eq!(
+        bodies_of(&store.read("t", 0, 0, usize::MAX).unwrap()).len(),
+        1
+    );
+}
+
 // ---------------------------------------------------------------- recovery
 
 /// Appends `synced` batches with sync flush (and a checkpoint), then one with async flush that
