@@ -120,6 +120,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let (store, topics, offsets) = tokio::task::spawn_blocking(move || {
         let store = Store::open(store_config)?;
         let topics = Topics::open(&data_dir)?;
+        let names: Vec<&str> = topics.list().map(|topic| topic.name.as_str()).collect();
+        store.forget_topics_except(&names)?;
         let offsets = Offsets::open(&data_dir)?;
         Ok::<_, StartError>((store, topics, offsets))
     })

@@ -128,6 +128,7 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         self.offsets.remove_topic(name);
+        self.store.delete_topic(name)?;
         self.topics_changed.notify_one();
         Ok(())
     }

@@ -1,5 +1,5 @@
-//! DeleteTopic: remove a topic from topics.json and forget its consumer offsets. Its batches and
-//! queue indexes stay until retention removes their segments.
+//! DeleteTopic: remove a topic from topics.json, forget its consumer offsets and delete its queue
+//! indexes; its batches stay in the commit log, never served, until retention removes them.
 
 use std::sync::Arc;
 

@@ -75,6 +75,16 @@ impl Indexes {
         Ok(self.get_mut(topic, queue).expect("inserted above"))
     }
 
+    /// Forgets every queue index of `topic`; returns whether it had any.
+    pub fn remove_topic(&mut self, topic: &str) -> bool {
+        self.by_topic.remove(topic).is_some()
+    }
+
+    /// Every topic that has an index.
+    pub fn topics(&self) -> Vec<String> {
+        self.by_topic.keys().cloned().collect()
+    }
+
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut QueueIndex> {
         self.by_topic
             .values_mut()

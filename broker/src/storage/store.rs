@@ -17,7 +17,7 @@ use super::commit_log::CommitLog;
 use super::config::{FlushMode, StoreConfig};
 use super::disk_space::DiskGuard;
 use super::error::{Result, StorageError};
-use super::file_names::{check_topic_name, ABORT_FILE, CHECKPOINT_FILE, LOCK_FILE};
+use super::file_names::{check_topic_name, ABORT_FILE, CHECKPOINT_FILE, INDEX_DIR, LOCK_FILE};
 use super::flush::{self, FlushQueue, Waiter};
 use super::indexes::Indexes;
 use super::preparer::Preparer;
@@ -402,6 +402,45 @@ impl Store {
             .wait_for_flush(end)
             .blocking_recv()
             .map_err(|_| StorageError::Closed)?
+    }
+
+    /// Deletes `topic`'s data as far as readers and a later topic of the same name can tell:
+    /// flushes the log and records in the checkpoint that everything up to now is indexed (so
+    /// recovery never scans the topic's batches again), forgets its indexes and deletes their
+    /// files. A topic created again under the name starts empty at offset 0. Its batches stay in
+    /// the commit log until retention deletes their segments, never served. Blocks on the disk.
+    pub fn delete_topic(&self, topic: &str) -> Result<()> {
+        self.flush()?;
+        self.shared.write_checkpoint()?;
+        if !self.shared.lock_state().indexes.remove_topic(topic) {
+            return Ok(());
+        }
+        let dir = self.shared.config.data_dir.join(INDEX_DIR).join(topic);
+        // A crash before this ends leaves files that `forget_topics_except` removes at start.
+        match std::fs::remove_dir_all(&dir) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(StorageError::io("deleting", &dir)(error))
+            }
+            _ => sync_dir(&self.shared.config.data_dir.join(INDEX_DIR)),
+        }
+    }
+
+    /// Deletes the indexes of every topic not in `topics` (the broker's topic list): topics
+    /// deleted while a crash interrupted `delete_topic`. Called once at start.
+    pub fn forget_topics_except(&self, topics: &[&str]) -> Result<()> {
+        let gone: Vec<String> = self
+            .shared
+            .lock_state()
+            .indexes
+            .topics()
+            .into_iter()
+            .filter(|topic| !topics.contains(&topic.as_str()))
+            .collect();
+        for topic in gone {
+            tracing::warn!(%topic, "deleting the indexes of a deleted topic");
+            self.delete_topic(&topic)?;
+        }
+        Ok(())
     }
 
     /// Deletes whole segments older than `retention_hours` (judged by the time of their last

@@ -295,6 +295,44 @@ fn under_async_flush_readers_see_a_batch_as_soon_as_it_is_appended() {
     );
 }
 
+#[test]
+fn a_topic_deleted_and_created_again_starts_empty_even_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.flush = FlushMode::Async;
+    config.flush_interval_ms = 60_000;
+    let store = Store::open(config.clone()).unwrap();
+    for i in 0..5u8 {
+        store.append(&batch("t", 0, &[&[i; 100]])).unwrap();
+    }
+    store.append(&batch("other", 0, &[b"kept"])).unwrap();
+    store.delete_topic("t").unwrap();
+    assert_eq!(store.queue_offsets("t", 0), (0, 0));
+    let again = store.append(&batch("t", 0, &[b"new"])).unwrap().appended;
+    assert_eq!(again.base_queue_offset, 0);
+    store.crash();
+    // Recovery scans from the checkpoint the deletion wrote: the old batches stay behind it.
+    let store = Store::open(config).unwrap();
+    assert_eq!(
+        bodies_of(&store.read("t", 0, 0, usize::MAX).unwrap()),
+        vec![(0, b"new".to_vec())]
+    );
+    assert_eq!(store.queue_offsets("other", 0), (0, 1));
+    drop(store);
+}
+
+#[test]
+fn indexes_of_topics_the_broker_no_longer_has_are_deleted_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    append_ok(&store, &batch("gone", 0, &[b"old"]));
+    append_ok(&store, &batch("kept", 0, &[b"m"]));
+    store.forget_topics_except(&["kept"]).unwrap();
+    assert!(!dir.path().join("index/gone").exists());
+    assert_eq!(store.queue_offsets("gone", 0), (0, 0));
+    assert_eq!(store.queue_offsets("kept", 0), (0, 1));
+}
+
 // ---------------------------------------------------------------- recovery
 
 /// Appends `synced` batches with sync flush (and a checkpoint), then one with async flush that
