@@ -122,6 +122,9 @@ pub struct Settings {
     /// Oldest segments are deleted while the log is larger; 0 = no limit [default: 0].
     #[arg(long, env = "SMQ_RETENTION_BYTES", value_name = "BYTES")]
     pub retention_bytes: Option<u64>,
+    /// How often retention (hours and bytes) is applied [default: 60000].
+    #[arg(long, env = "SMQ_RETENTION_CHECK_INTERVAL_MS", value_name = "MS")]
+    pub retention_check_interval_ms: Option<u64>,
     /// Appends fail while the disk is fuller than this [default: 90].
     #[arg(long, env = "SMQ_DISK_USAGE_WATERMARK_PERCENT", value_name = "PERCENT")]
     pub disk_usage_watermark_percent: Option<u8>,
@@ -168,6 +171,7 @@ impl Settings {
             flush_timeout_ms,
             retention_hours,
             retention_bytes,
+            retention_check_interval_ms,
             disk_usage_watermark_percent,
             offsets_flush_interval_ms,
         )
@@ -233,6 +237,7 @@ pub struct BrokerConfig {
     pub flush_timeout_ms: u64,
     pub retention_hours: u64,
     pub retention_bytes: u64,
+    pub retention_check_interval_ms: u64,
     pub disk_usage_watermark_percent: u8,
     pub offsets_flush_interval_ms: u64,
 }
@@ -243,6 +248,7 @@ const SHUTDOWN_TIMEOUT_MS: (u64, u64, u64) = (10_000, 100, 600_000);
 const MAX_FETCH_WAIT_MS: (u64, u64, u64) = (30_000, 0, 600_000);
 const MAX_BATCH_BYTES: (u64, u64, u64) = (MAX_BATCH_BYTES_DEFAULT as u64, 1024, 1 << 30);
 const OFFSETS_FLUSH_INTERVAL_MS: (u64, u64, u64) = (1_000, 10, 600_000);
+const RETENTION_CHECK_INTERVAL_MS: (u64, u64, u64) = (60_000, 10, 86_400_000);
 
 /// `--advertise`: a `host:port` with a port that is a number.
 fn checked_host_port(addr: String) -> Result<String, ConfigError> {
@@ -394,6 +400,11 @@ impl BrokerConfig {
             retention_bytes: settings
                 .retention_bytes
                 .unwrap_or(storage_defaults.retention_bytes),
+            retention_check_interval_ms: bounded(
+                "retention_check_interval_ms",
+                settings.retention_check_interval_ms,
+                RETENTION_CHECK_INTERVAL_MS,
+            )?,
             disk_usage_watermark_percent: settings
                 .disk_usage_watermark_percent
                 .unwrap_or(storage_defaults.disk_usage_watermark_percent),
@@ -419,6 +430,7 @@ impl BrokerConfig {
         store.flush_timeout_ms = self.flush_timeout_ms;
         store.retention_hours = self.retention_hours;
         store.retention_bytes = self.retention_bytes;
+        store.retention_check_interval_ms = self.retention_check_interval_ms;
         store.disk_usage_watermark_percent = self.disk_usage_watermark_percent;
         store.max_message_bytes = self.max_message_bytes as usize;
         store.max_batch_bytes = self.max_batch_bytes as usize;

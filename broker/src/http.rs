@@ -32,14 +32,22 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     }
 }
 
+/// 200 `ok`; 503 with the reason while shutting down or once the log is fenced (it refuses
+/// writes until a restart), so that a load balancer or an operator sees it.
 async fn healthz(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    use axum::http::StatusCode;
     if broker.is_shutting_down() {
         (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down\n",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_owned(),
+        )
+    } else if let Some(reason) = broker.store.fenced_reason() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("fenced: the commit log refuses writes since {reason}; reads still work; restart the broker once the disk is healthy\n"),
         )
     } else {
-        (axum::http::StatusCode::OK, "ok\n")
+        (StatusCode::OK, "ok\n".to_owned())
     }
 }
 

@@ -13,6 +13,9 @@ pub mod server;
 pub mod state;
 pub mod storage;
 
+#[cfg(test)]
+mod fenced_tests;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -54,6 +54,9 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
         .clone()
         .unwrap_or_else(|| addr.to_string());
     let (data_version, topics) = broker.topic_configs();
+    // A fenced log takes no writes until a restart: the NameServer's routes then show this
+    // group's queues as not writable, and producers send elsewhere.
+    let fenced = broker.store.fenced_reason().is_some();
     let config = &broker.config;
     let role = match config.role {
         Role::Master => nameserver_api::Role::Master,
@@ -77,7 +80,7 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
                 name: t.name,
                 queues: t.queues,
                 readable: t.readable,
-                writable: t.writable,
+                writable: t.writable && !fenced,
             })
             .collect(),
     }

@@ -16,7 +16,7 @@ use crate::protocol::limits::MAX_BATCH_BYTES_DEFAULT;
 use crate::protocol::record_batch::{self, BatchView};
 use crate::protocol::request::{CommitOffsetRequest, FetchOffsetRequest, FetchRequest};
 use crate::protocol::response::FetchResponse;
-use crate::protocol::{ApiKey, Request, Response};
+use crate::protocol::{ApiKey, ErrorCode, Request, Response};
 use crate::routing::{RouteCache, TopicRoutes};
 use crate::ClientConfig;
 
@@ -140,6 +140,67 @@ pub fn messages_from_batches(
     Ok(next_offset)
 }
 
+/// A queue whose fetch offset the broker no longer (or not yet) holds, and where the consumer
+/// moved it: below the earliest retained offset (retention deleted those messages) or past the
+/// end, the fetch got `OFFSET_OUT_OF_RANGE` and the queue is read on from the earliest or the
+/// latest offset, as [`StartFrom`] says. Logged as a warning; [`Consumer::take_offset_resets`]
+/// hands it to the caller too (the CLI prints it).
+///
+/// ```
+/// use smq_client::consumer::{OffsetReset, QueueKey};
+/// let reset = OffsetReset {
+///     topic: "orders".into(),
+///     queue: QueueKey { group: "g1".into(), queue_id: 0 },
+///     old_offset: 10,
+///     new_offset: 250,
+///     earliest_offset: 250,
+///     next_offset: 400,
+/// };
+/// assert_eq!(reset.skipped(), 240);
+/// assert_eq!(
+///     reset.to_string(),
+///     "topic orders queue g1/0: offset 10 is out of range (earliest 250, next 400): \
+///      moved to offset 250, 240 messages skipped"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetReset {
+    pub topic: String,
+    pub queue: QueueKey,
+    /// The offset the fetch asked for.
+    pub old_offset: u64,
+    /// Where the queue is read from now.
+    pub new_offset: u64,
+    /// The queue's earliest retained offset, as the broker reported it.
+    pub earliest_offset: u64,
+    /// The queue's next offset (its end), as the broker reported it.
+    pub next_offset: u64,
+}
+
+impl OffsetReset {
+    /// Messages between the old and the new offset that this consumer will never read (none
+    /// when it moved back).
+    pub fn skipped(&self) -> u64 {
+        self.new_offset.saturating_sub(self.old_offset)
+    }
+}
+
+impl std::fmt::Display for OffsetReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "topic {} queue {}: offset {} is out of range (earliest {}, next {}): moved to offset {}, {} messages skipped",
+            self.topic,
+            self.queue,
+            self.old_offset,
+            self.earliest_offset,
+            self.next_offset,
+            self.new_offset,
+            self.skipped()
+        )
+    }
+}
+
 /// One queue of a topic: its broker group and its number there.
 ///
 /// ```
@@ -181,7 +242,9 @@ impl std::fmt::Display for QueueKey {
 /// consumer follows: a queue moves to its new broker, a new group's queues are read, and the
 /// queues of a group no longer routed are left. While no NameServer answers it goes on with the
 /// routes it has. [`Consumer::commit`] stores, for each queue, the offset after the last message
-/// returned by [`Consumer::poll`].
+/// returned by [`Consumer::poll`]. A queue whose offset is out of the broker's range (below the
+/// earliest retained message, or past the end) moves to the earliest or latest offset as
+/// [`StartFrom`] says, with a warning ([`OffsetReset`]), and is read on from there.
 ///
 /// ```no_run
 /// # async fn example() -> smq_client::Result<()> {
@@ -220,6 +283,8 @@ pub struct Consumer {
     fetch_offsets: BTreeMap<QueueKey, u64>,
     fetches: JoinSet<(QueueKey, u64, Result<Response>)>,
     buffered: VecDeque<ConsumedMessage>,
+    /// Queues moved since the caller last took them.
+    resets: Vec<OffsetReset>,
 }
 
 impl Consumer {
@@ -258,6 +323,7 @@ impl Consumer {
             fetch_offsets: BTreeMap::new(),
             fetches: JoinSet::new(),
             buffered: VecDeque::new(),
+            resets: Vec::new(),
         };
         if let Err(error) = consumer.apply_routes(current).await {
             if consumer.brokers.is_empty() {
@@ -487,6 +553,9 @@ impl Consumer {
                     reason: "the response does not match the request's api".into(),
                 });
             }
+            Err(error) if error.code() == Some(ErrorCode::OffsetOutOfRange) => {
+                return self.reset_out_of_range(key, offset).await;
+            }
             Err(error) => {
                 if error.is_retryable() {
                     self.routes.invalidate(&self.topic);
@@ -511,6 +580,75 @@ impl Consumer {
                 })
             }
         }
+    }
+
+    /// Moves a queue whose fetch at `offset` was out of range to the earliest or latest offset
+    /// its broker holds now, as `from` says, and says so. When the broker cannot be asked, the
+    /// fetch is tried again later.
+    async fn reset_out_of_range(&mut self, key: QueueKey, offset: u64) -> Result<()> {
+        let Some(broker) = self.brokers.get(&key).cloned() else {
+            return Ok(());
+        };
+        let (earliest_offset, next_offset) = match self.queue_range(&broker, key.queue_id).await {
+            Ok(range) => range,
+            Err(error) => {
+                self.start_fetch(key, offset, FETCH_RETRY_DELAY);
+                return Err(error);
+            }
+        };
+        if (earliest_offset..=next_offset).contains(&offset) {
+            // The queue changed between the fetch and the question: the offset is good now.
+            self.start_fetch(key, offset, Duration::ZERO);
+            return Ok(());
+        }
+        let new_offset = match self.from {
+            StartFrom::Earliest => earliest_offset,
+            StartFrom::Latest => next_offset,
+        };
+        let reset = OffsetReset {
+            topic: self.topic.clone(),
+            queue: key.clone(),
+            old_offset: offset,
+            new_offset,
+            earliest_offset,
+            next_offset,
+        };
+        tracing::warn!(
+            topic = %reset.topic,
+            queue = %reset.queue,
+            old_offset = offset,
+            new_offset,
+            skipped = reset.skipped(),
+            "{reset}"
+        );
+        self.resets.push(reset);
+        // Messages of this queue already buffered are still returned; the position moves now
+        // only if there are none, so that a commit stores an offset the broker holds.
+        if !self.buffered.iter().any(|message| key.holds(message)) {
+            self.positions.insert(key.clone(), new_offset);
+        }
+        self.fetch_offsets.insert(key.clone(), new_offset);
+        self.start_fetch(key, new_offset, Duration::ZERO);
+        Ok(())
+    }
+
+    /// The earliest and next offsets of a queue on `broker`.
+    async fn queue_range(&self, broker: &Arc<str>, queue_id: u32) -> Result<(u64, u64)> {
+        let connection = self.connections.get(broker).await?;
+        let held = crate::admin::describe_topic(&connection, &self.topic).await?;
+        Ok(held
+            .queues
+            .iter()
+            .find(|queue| queue.queue_id == queue_id)
+            .map_or((0, 0), |queue| {
+                (queue.log_start_offset, queue.high_watermark)
+            }))
+    }
+
+    /// The queues moved since the last call because their offset was out of range (each was
+    /// also logged as a warning).
+    pub fn take_offset_resets(&mut self) -> Vec<OffsetReset> {
+        std::mem::take(&mut self.resets)
     }
 
     fn take_messages(

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use admin::Admin;
-pub use consumer::{ConsumedMessage, Consumer, QueueKey, StartFrom};
+pub use consumer::{ConsumedMessage, Consumer, OffsetReset, QueueKey, StartFrom};
 pub use error::{Error, Result};
 pub use producer::{Delivery, PendingDelivery, Producer};
 pub use protocol::record_batch::Message;

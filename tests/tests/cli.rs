@@ -249,3 +249,103 @@ fn bench_mixed_receives_every_message_its_producers_sent() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("received:"), "a progress line: {stderr}");
 }
+
+#[test]
+fn a_consumer_behind_retention_moves_to_the_earliest_or_latest_offset_says_so_and_goes_on() {
+    let broker = Broker::start(&[
+        "--flush",
+        "async",
+        "--segment-bytes",
+        "1048576",
+        "--retention-bytes",
+        "2097152",
+        "--retention-check-interval-ms",
+        "20",
+    ]);
+    create_topic(&broker, "old", 1);
+    ok(run(
+        broker.smq().args(["produce", "old"]),
+        b"first\nsecond\n",
+    ));
+    // Two groups commit offset 2 of the queue.
+    for group in ["reader", "skipper"] {
+        let output = ok(run(
+            broker
+                .smq()
+                .args(["consume", "old", "--group", group, "--count", "2"]),
+            b"",
+        ));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "first\nsecond\n");
+    }
+    // About 5 MB more: retention deletes the first segments, offset 2 among them.
+    let body = "x".repeat(999);
+    let input: String = (0..5000).map(|n| format!("{n:05}{body}\n")).collect();
+    ok(run(broker.smq().args(["produce", "old"]), input.as_bytes()));
+    let first_segment = broker.data_dir.join("commitlog").join(format!("{:020}", 0));
+    wait_for(
+        "retention to delete the first segment",
+        Duration::from_secs(10),
+        || (!first_segment.exists()).then_some(()),
+    );
+
+    // From earliest: the retained messages, after one line saying what was skipped.
+    let output = ok(run(
+        broker
+            .smq()
+            .args(["consume", "old", "--group", "reader", "--idle-timeout", "1"]),
+        b"",
+    ));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let received: Vec<&str> = stdout.lines().collect();
+    assert!(!received.is_empty() && received.len() < 5000, "{stderr}");
+    let first_kept: u64 = received[0][..5].parse().expect("a numbered message");
+    // Offsets: "first" 0, "second" 1, then message n at n + 2.
+    let earliest = first_kept + 2;
+    assert_eq!(received.last().map(|line| &line[..5]), Some("04999"));
+    assert_eq!(received.len() as u64, 5002 - earliest);
+    let resets: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("out of range"))
+        .collect();
+    assert_eq!(
+        resets,
+        [format!(
+            "smq consume: topic old queue broker-a/0: offset 2 is out of range (earliest {earliest}, next 5002): moved to offset {earliest}, {} messages skipped",
+            earliest - 2
+        )],
+        "{stderr}"
+    );
+
+    // From latest: nothing more, one line, and the commit makes the next run quiet.
+    for round in 0..2 {
+        let output = ok(run(
+            broker.smq().args([
+                "consume",
+                "old",
+                "--group",
+                "skipper",
+                "--from",
+                "latest",
+                "--idle-timeout",
+                "1",
+            ]),
+            b"",
+        ));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.stdout.is_empty(), "{stderr}");
+        let resets = stderr
+            .lines()
+            .filter(|l| l.contains("out of range"))
+            .count();
+        assert_eq!(resets, usize::from(round == 0), "round {round}: {stderr}");
+        if round == 0 {
+            assert!(
+                stderr.contains("offset 2 is out of range")
+                    && stderr.contains("moved to offset 5002, 5000 messages skipped"),
+                "{stderr}"
+            );
+        }
+    }
+    broker.stop();
+}

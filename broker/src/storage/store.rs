@@ -477,6 +477,17 @@ impl Store {
         Ok(())
     }
 
+    /// Why the log refuses writes, once a failed or late fsync fenced it (until restart).
+    pub fn fenced_reason(&self) -> Option<String> {
+        self.shared
+            .check_not_fenced()
+            .err()
+            .map(|error| match error {
+                StorageError::Fenced { reason } => reason,
+                other => other.to_string(),
+            })
+    }
+
     /// Flush rounds (fsyncs of the log) since open: under load, far fewer than appends.
     pub fn flush_count(&self) -> u64 {
         self.shared.flush_count.load(Ordering::Relaxed)
@@ -669,23 +680,32 @@ impl Shared {
 
     /// Syncs the indexes, then records the flushed positions in the checkpoint.
     pub(crate) fn write_checkpoint(&self) -> Result<()> {
-        let (index_end, files) = {
-            let mut state = self.lock_state();
+        let (index_end, unsynced) = {
+            let state = self.lock_state();
             let index_end = state.log.write_position();
-            let files: Vec<_> = state
+            let unsynced: Vec<_> = state
                 .indexes
-                .iter_mut()
-                .map(|index| {
-                    let (files, mark) = index.unsynced_files();
-                    index.mark_synced(mark);
-                    files
+                .queues()
+                .into_iter()
+                .filter_map(|(topic, queue)| {
+                    let (files, mark) = state.indexes.get(&topic, queue)?.unsynced_files();
+                    Some((topic, queue, files, mark))
                 })
                 .collect();
-            (index_end, files)
+            (index_end, unsynced)
         };
-        for (file, used) in files.iter().flatten() {
+        for (file, used) in unsynced.iter().flat_map(|(_, _, files, _)| files) {
             file.sync_range(0, *used)
                 .map_err(StorageError::io("syncing", file.path()))?;
+        }
+        // Marked only once every sync succeeded: a failed one is done again at the next try.
+        {
+            let mut state = self.lock_state();
+            for (topic, queue, _, mark) in &unsynced {
+                if let Some(index) = state.indexes.get_mut(topic, *queue) {
+                    index.mark_synced(*mark);
+                }
+            }
         }
         let checkpoint = Checkpoint {
             flushed_position: self.flushed_position.load(Ordering::Acquire),

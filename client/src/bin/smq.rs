@@ -656,6 +656,8 @@ async fn consume(mut config: ClientConfig, args: ConsumeArgs) -> anyhow::Result<
     let mut received = 0u64;
     let mut last_message = Instant::now();
     let mut last_commit = Instant::now();
+    // The last retryable failure reported, so that a broker down for a while is said once.
+    let mut failing: Option<String> = None;
     loop {
         if args.count.is_some_and(|count| received >= count) {
             break;
@@ -666,7 +668,26 @@ async fn consume(mut config: ClientConfig, args: ConsumeArgs) -> anyhow::Result<
         let want = args
             .count
             .map_or(usize::MAX, |count| (count - received) as usize);
-        let messages = consumer.poll(want).await?;
+        let polled = consumer.poll(want).await;
+        for reset in consumer.take_offset_resets() {
+            eprintln!("smq consume: {reset}");
+        }
+        let messages = match polled {
+            Ok(messages) => {
+                failing = None;
+                messages
+            }
+            // The consumer tries the queue again by itself: say so once per kind of failure.
+            Err(error) if error.is_retryable() => {
+                let text = error.to_string();
+                if failing.as_ref() != Some(&text) {
+                    eprintln!("smq consume: {text}: retrying");
+                    failing = Some(text);
+                }
+                Vec::new()
+            }
+            Err(error) => return Err(error.into()),
+        };
         if !messages.is_empty() {
             last_message = Instant::now();
         }
@@ -680,7 +701,13 @@ async fn consume(mut config: ClientConfig, args: ConsumeArgs) -> anyhow::Result<
         }
         received += messages.len() as u64;
         if last_commit.elapsed() >= Duration::from_secs(1) {
-            consumer.commit().await?;
+            match consumer.commit().await {
+                Ok(()) => {}
+                Err(error) if error.is_retryable() => {
+                    eprintln!("smq consume: committing offsets failed: {error}: retrying");
+                }
+                Err(error) => return Err(error.into()),
+            }
             last_commit = Instant::now();
         }
     }

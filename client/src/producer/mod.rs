@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
 use crate::protocol::record_batch::Message;
 use crate::protocol::request::{Acks, ProduceRequest};
-use crate::protocol::{Request, Response};
+use crate::protocol::{ErrorCode, Request, Response};
 use crate::routing::{QueueRoute, RouteCache};
 use crate::ClientConfig;
 
@@ -557,10 +557,18 @@ impl Completion {
             if error.is_retryable() {
                 self.routes.invalidate(&self.topic);
             }
-            if matches!(
-                error,
-                Error::Connect { .. } | Error::ConnectionClosed { .. } | Error::Timeout { .. }
-            ) {
+            // A broker that cannot store (fenced log, full disk, fsync too slow) is passed by
+            // like one that cannot be reached.
+            let cannot_store = matches!(
+                error.code(),
+                Some(ErrorCode::StorageError | ErrorCode::FlushTimeout)
+            );
+            if cannot_store
+                || matches!(
+                    error,
+                    Error::Connect { .. } | Error::ConnectionClosed { .. } | Error::Timeout { .. }
+                )
+            {
                 self.unreachable
                     .mark(&self.broker, std::time::Instant::now());
             }
