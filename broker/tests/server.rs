@@ -448,15 +448,15 @@ async fn healthz_and_metrics_are_served_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start(config(dir.path())).await;
     let http = broker.http_addr().expect("--http was given");
-    let (status, body) = http_get(http, "/healthz").await;
-    assert!(status.contains("200"), "{status}");
+    let (status, body) = smq_tests::http::get(http, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body, "ok\n");
     let mut client = Client::connect(broker.tcp_addr()).await;
     client.create_topic("orders", 1).await;
     client.produce_ok("orders", 0, &[b"a", b"b", b"c"]).await;
     client.fetch("orders", 0, 0, 0).await;
-    let (status, metrics) = http_get(http, "/metrics").await;
-    assert!(status.contains("200"), "{status}");
+    let (status, metrics) = smq_tests::http::get(http, "/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
     for line in [
         "smq_messages_in_total{topic=\"orders\"} 3\n",
         "smq_messages_out_total{topic=\"orders\"} 3\n",

@@ -12,15 +12,20 @@
 //! (`route_wait_ms`), so that a process started during a NameServer failover waits for the new
 //! NameServer instead of failing.
 //!
-//! One request per connection (`Connection: close`), written and parsed by hand over a tokio
-//! `TcpStream`: the NameServer is asked every few seconds, not on the data path, so no HTTP
-//! library is worth its weight here. Plain `http://` only.
+//! One request per connection (`Connection: close`) through hyper's HTTP/1.1 client over a tokio
+//! `TcpStream` (hyper is in the build for the NameServer's axum anyway): the NameServer is asked
+//! every few seconds, not on the data path, so no connection pool. Plain `http://` only: discovery
+//! refuses `https://` until smq has TLS.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::client::conn::http1;
+use hyper::{header, Method, Request};
+use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::discovery::{Discovery, DiscoveryError};
@@ -314,12 +319,12 @@ impl NameServerClient {
         heartbeat: &Heartbeat,
     ) -> Result<HeartbeatReply, NameServerError> {
         let body = serde_json::to_vec(heartbeat).expect("a heartbeat serializes");
-        self.call("POST", HEARTBEAT_PATH, Some(&body)).await
+        self.call(Method::POST, HEARTBEAT_PATH, Some(&body)).await
     }
 
     /// `GET /v1/routes/{topic}`.
     pub async fn route(&self, topic: &str) -> Result<TopicRoute, NameServerError> {
-        self.call("GET", &route_path(topic), None).await
+        self.call(Method::GET, &route_path(topic), None).await
     }
 
     /// `GET /v1/routes/{topic}`, waiting up to `wait` for a NameServer that can answer (see
@@ -335,12 +340,12 @@ impl NameServerClient {
 
     /// `GET /v1/cluster`.
     pub async fn cluster(&self) -> Result<ClusterView, NameServerError> {
-        self.call("GET", CLUSTER_PATH, None).await
+        self.call(Method::GET, CLUSTER_PATH, None).await
     }
 
     /// `GET /v1/topics`.
     pub async fn topics(&self) -> Result<TopicList, NameServerError> {
-        self.call("GET", TOPICS_PATH, None).await
+        self.call(Method::GET, TOPICS_PATH, None).await
     }
 
     /// Asks each NameServer in turn until one answers. After every failure discovery is asked
@@ -348,7 +353,7 @@ impl NameServerClient {
     /// tried is next.
     async fn call<T: DeserializeOwned>(
         &self,
-        method: &str,
+        method: Method,
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<T, NameServerError> {
@@ -361,7 +366,7 @@ impl NameServerClient {
             else {
                 return Err(NameServerError::Unavailable { failures });
             };
-            match self.call_one(&url, method, path, body).await {
+            match self.call_one(&url, method.clone(), path, body).await {
                 Ok(value) => return Ok(value),
                 Err(Attempt::Refused { status, error }) => {
                     return Err(NameServerError::Api {
@@ -393,7 +398,7 @@ impl NameServerClient {
     async fn call_one<T: DeserializeOwned>(
         &self,
         url: &str,
-        method: &str,
+        method: Method,
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<T, Attempt> {
@@ -445,18 +450,14 @@ enum Attempt {
     Refused { status: u16, error: ApiError },
 }
 
-impl From<std::io::Error> for Attempt {
-    fn from(error: std::io::Error) -> Attempt {
-        Attempt::Failed(error.to_string())
-    }
-}
-
 struct Response {
     status: u16,
-    body: Vec<u8>,
+    body: Bytes,
 }
 
-/// `http://host:port` to `host:port`.
+/// `http://host:port` to `host:port`. Discovery hands out only `http://` URLs (it refuses
+/// `https://` when it parses them), but a [`DiscoveryMode::Static`](crate::discovery::DiscoveryMode)
+/// list can be built by hand.
 fn authority(url: &str) -> Result<&str, Attempt> {
     match url.strip_prefix("http://") {
         Some(authority) => Ok(authority.trim_end_matches('/')),
@@ -466,136 +467,92 @@ fn authority(url: &str) -> Result<&str, Attempt> {
     }
 }
 
-/// One request on a fresh connection; the response is read until the server closes (or the
-/// Content-Length is reached).
+/// `path` with every byte outside RFC 3986's unreserved set (and `/`) percent-encoded, so that
+/// any topic name makes a valid request line and the NameServer judges it (a 4xx), not the
+/// client.
+fn encode_path(path: &str) -> String {
+    let mut encoded = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'/' | b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// An HTTP failure with its causes, for people: "error reading a body from connection: invalid
+/// chunk size".
+fn describe_http(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// One request on a fresh connection (`Connection: close`) through hyper's HTTP/1.1 client; the
+/// whole body is read, up to [`MAX_RESPONSE_BYTES`]. The connection is driven here, not on a
+/// task of its own, so a timeout around this future drops everything.
 async fn exchange(
     url: &str,
-    method: &str,
+    method: Method,
     path: &str,
     body: Option<&[u8]>,
 ) -> Result<Response, Attempt> {
     let authority = authority(url)?;
-    let mut stream = TcpStream::connect(authority)
+    let mut request = Request::builder()
+        .method(method)
+        .uri(encode_path(path))
+        .header(header::HOST, authority)
+        .header(
+            header::USER_AGENT,
+            concat!("smq/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(header::ACCEPT, "application/json")
+        .header(header::CONNECTION, "close");
+    if body.is_some() {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    let request = request
+        .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
+        .map_err(|error| Attempt::Failed(format!("cannot make the request: {error}")))?;
+    let stream = TcpStream::connect(authority)
         .await
         .map_err(|error| Attempt::Failed(format!("cannot connect: {error}")))?;
     let _ = stream.set_nodelay(true);
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: smq/{}\r\nAccept: application/json\r\nConnection: close\r\n",
-        env!("CARGO_PKG_VERSION")
-    )
-    .into_bytes();
-    if let Some(body) = body {
-        request.extend_from_slice(
-            format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            )
-            .as_bytes(),
-        );
-    }
-    request.extend_from_slice(b"\r\n");
-    if let Some(body) = body {
-        request.extend_from_slice(body);
-    }
-    stream.write_all(&request).await?;
-    let mut received = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        received.extend_from_slice(&chunk[..n]);
-        if received.len() > MAX_RESPONSE_BYTES {
-            return Err(Attempt::Failed(format!(
-                "response larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
-        }
-        if let Some(response) = parse_response(&received, false)? {
-            return Ok(response);
-        }
-    }
-    match parse_response(&received, true)? {
-        Some(response) => Ok(response),
-        None => Err(Attempt::Failed(
-            "closed the connection before a whole HTTP response".to_owned(),
-        )),
-    }
-}
-
-/// Parses a whole response out of `bytes`; `None` while more is needed. At `eof`, a body without
-/// Content-Length or chunking ends where the bytes end.
-fn parse_response(bytes: &[u8], eof: bool) -> Result<Option<Response>, Attempt> {
-    let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Ok(None);
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| Attempt::Failed(describe_http(&error)))?;
+    let response = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| Attempt::Failed(describe_http(&error)))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|error| {
+                Attempt::Failed(if error.is::<LengthLimitError>() {
+                    format!("response larger than {MAX_RESPONSE_BYTES} bytes")
+                } else {
+                    describe_http(&*error)
+                })
+            })?
+            .to_bytes();
+        Ok(Response { status, body })
     };
-    let head = std::str::from_utf8(&bytes[..head_end])
-        .map_err(|_| Attempt::Failed("the response head is not UTF-8".to_owned()))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.get(2..5))
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| Attempt::Failed(format!("not an HTTP response: {status_line:?}")))?;
-    let mut content_length = None;
-    let mut chunked = false;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            content_length = Some(
-                value
-                    .parse::<usize>()
-                    .map_err(|_| Attempt::Failed(format!("bad Content-Length {value:?}")))?,
-            );
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.to_ascii_lowercase().contains("chunked");
-        }
-    }
-    let rest = &bytes[head_end + 4..];
-    if chunked {
-        return Ok(dechunk(rest)?.map(|body| Response { status, body }));
-    }
-    match content_length {
-        Some(length) if rest.len() >= length => Ok(Some(Response {
-            status,
-            body: rest[..length].to_vec(),
-        })),
-        Some(_) if eof => Err(Attempt::Failed(
-            "closed the connection before the whole body".to_owned(),
-        )),
-        Some(_) => Ok(None),
-        None if eof => Ok(Some(Response {
-            status,
-            body: rest.to_vec(),
-        })),
-        None => Ok(None),
-    }
-}
-
-/// The body of a chunked transfer encoding, once its last chunk is in.
-fn dechunk(mut bytes: &[u8]) -> Result<Option<Vec<u8>>, Attempt> {
-    let mut body = Vec::new();
-    loop {
-        let Some(line_end) = bytes.windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let size_text = std::str::from_utf8(&bytes[..line_end]).unwrap_or_default();
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| Attempt::Failed(format!("bad chunk size {size_text:?}")))?;
-        bytes = &bytes[line_end + 2..];
-        if size == 0 {
-            return Ok(Some(body));
-        }
-        if bytes.len() < size + 2 {
-            return Ok(None);
-        }
-        body.extend_from_slice(&bytes[..size]);
-        bytes = &bytes[size + 2..];
+    tokio::pin!(response);
+    tokio::select! {
+        biased;
+        response = &mut response => response,
+        // The connection ended (the response's fate is then known: it completes or fails).
+        _ = connection => response.await,
     }
 }
 
@@ -603,7 +560,12 @@ fn dechunk(mut bytes: &[u8]) -> Result<Option<Vec<u8>>, Attempt> {
 mod tests {
     use super::*;
     use crate::discovery::{DiscoveryMode, DiscoveryOptions};
+    use http_body_util::channel::Channel;
+    use hyper::body::{Frame, Incoming};
+    use hyper::service::service_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
 
     fn client(urls: &[String]) -> NameServerClient {
         let mode = DiscoveryMode::Static(urls.to_vec());
@@ -611,40 +573,79 @@ mod tests {
         NameServerClient::new(Arc::new(discovery)).with_timeout(Duration::from_millis(500))
     }
 
-    /// A one-shot HTTP server answering every connection with `response`; returns its URL and
-    /// the requests it received.
-    async fn server(response: String) -> (String, tokio::sync::mpsc::Receiver<String>) {
+    /// A request as a NameServer stand-in received it.
+    struct Received {
+        request: hyper::http::request::Parts,
+        body: Bytes,
+    }
+
+    /// A NameServer stand-in (hyper's server) answering every request with `status` and the
+    /// JSON body `chunks`, one chunk each (chunked transfer encoding); returns its URL and the
+    /// requests it received.
+    async fn server(
+        status: u16,
+        chunks: &'static [&'static str],
+    ) -> (String, mpsc::UnboundedReceiver<Received>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let (seen, requests) = tokio::sync::mpsc::channel(16);
+        let (seen, received) = mpsc::unbounded_channel();
         tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut buffer = vec![0u8; 65536];
-                let mut len = 0;
-                loop {
-                    let n = stream.read(&mut buffer[len..]).await.unwrap();
-                    len += n;
-                    let text = String::from_utf8_lossy(&buffer[..len]).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let body_len = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("Content-Length: "))
-                            .map(|v| v.trim().parse::<usize>().unwrap())
-                            .unwrap_or(0);
-                        if len >= end + 4 + body_len || n == 0 {
-                            let _ = seen.send(text).await;
-                            break;
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let (request, body) = request.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        let _ = seen.send(Received { request, body });
+                        let (mut sender, body) = Channel::<Bytes>::new(chunks.len().max(1));
+                        for chunk in chunks {
+                            sender
+                                .try_send(Frame::data(Bytes::from_static(chunk.as_bytes())))
+                                .unwrap();
                         }
+                        let response = hyper::Response::builder()
+                            .status(status)
+                            .header(header::CONTENT_TYPE, "application/json")
+                            .body(body)
+                            .unwrap();
+                        Ok::<_, hyper::Error>(response)
                     }
-                }
-                stream.write_all(response.as_bytes()).await.unwrap();
-                let _ = stream.shutdown().await;
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
             }
         });
-        (url, requests)
+        (url, received)
+    }
+
+    /// A peer that reads a request's head (only GETs are sent here) and answers `response`
+    /// verbatim: what no HTTP server would send. It closes the connection after it if `close`,
+    /// else keeps it open.
+    async fn hostile_server(response: &'static [u8], close: bool) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let _ = stream.write_all(response).await;
+                    if !close {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                });
+            }
+        });
+        url
     }
 
     fn free_url() -> String {
@@ -652,24 +653,37 @@ mod tests {
         format!("http://{}", listener.local_addr().unwrap())
     }
 
-    fn reply(status: &str, body: &str) -> String {
-        format!(
-            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )
+    const NO_BROKERS: &[&str] = &[r#"{"brokers":[]}"#];
+
+    /// Alone, `bad` fails with a problem containing `problem`, naming `bad`; listed before a
+    /// live NameServer, the call moves on to that one and `bad` is put last.
+    async fn fails_and_is_passed_by(bad: String, problem: &str) {
+        let error = client(std::slice::from_ref(&bad))
+            .cluster()
+            .await
+            .unwrap_err();
+        let NameServerError::Unavailable { failures } = &error else {
+            panic!("{error}")
+        };
+        assert_eq!(failures.len(), 1, "{error}");
+        assert_eq!(failures[0].nameserver, bad);
+        assert!(failures[0].problem.contains(problem), "{error}");
+        let (live, _requests) = server(200, NO_BROKERS).await;
+        let client = client(&[bad.clone(), live.clone()]);
+        assert_eq!(client.cluster().await.unwrap().brokers, vec![]);
+        assert_eq!(client.discovery().resolve().await.unwrap(), [live, bad]);
     }
 
     #[tokio::test]
     async fn a_dead_nameserver_is_skipped_and_marked_failed() {
         let dead = free_url();
-        let (live, mut requests) = server(reply("200 OK", r#"{"brokers":[]}"#)).await;
+        let (live, mut requests) = server(200, NO_BROKERS).await;
         let client = client(&[dead.clone(), live.clone()]);
         assert_eq!(client.cluster().await.unwrap().brokers, vec![]);
-        let request = requests.recv().await.unwrap();
-        assert!(
-            request.starts_with("GET /v1/cluster HTTP/1.1\r\n"),
-            "{request}"
-        );
+        let Received { request, .. } = requests.recv().await.unwrap();
+        assert_eq!(request.method, Method::GET);
+        assert_eq!(request.uri, "/v1/cluster");
+        assert_eq!(request.version, hyper::Version::HTTP_11);
         assert_eq!(
             client.discovery().resolve().await.unwrap(),
             [live, dead],
@@ -680,10 +694,11 @@ mod tests {
     #[tokio::test]
     async fn heartbeat_posts_json_and_reads_the_reply() {
         let (url, mut requests) = server(
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
-             10\r\n{\"heartbeat_time\r\n\
-             3e\r\nout_ms\":10000,\"heartbeat_interval_ms\":2000,\"master_addr\":null}\r\n0\r\n\r\n"
-                .to_owned(),
+            200,
+            &[
+                r#"{"heartbeat_time"#,
+                r#"out_ms":10000,"heartbeat_interval_ms":2000,"master_addr":null}"#,
+            ],
         )
         .await;
         let heartbeat = Heartbeat {
@@ -699,19 +714,35 @@ mod tests {
         };
         let reply = client(&[url]).heartbeat(&heartbeat).await.unwrap();
         assert_eq!(reply.heartbeat_interval_ms, 2000);
-        let request = requests.recv().await.unwrap();
-        assert!(request.starts_with("POST /v1/brokers/heartbeat HTTP/1.1\r\n"));
-        assert!(request.contains("Content-Type: application/json\r\n"));
-        let body = &request[request.find("\r\n\r\n").unwrap() + 4..];
-        assert_eq!(serde_json::from_str::<Heartbeat>(body).unwrap(), heartbeat);
+        let Received { request, body } = requests.recv().await.unwrap();
+        assert_eq!(request.method, Method::POST);
+        assert_eq!(request.uri, "/v1/brokers/heartbeat");
+        assert_eq!(request.headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            serde_json::from_slice::<Heartbeat>(&body).unwrap(),
+            heartbeat
+        );
+    }
+
+    #[tokio::test]
+    async fn a_topic_name_is_percent_encoded_in_the_request_path() {
+        let (url, mut requests) = server(
+            404,
+            &[r#"{"error":"invalid topic name","code":"bad_request"}"#],
+        )
+        .await;
+        let error = client(&[url]).route("a b/é").await.unwrap_err();
+        assert_eq!(error.code(), Some(ApiErrorCode::BadRequest), "{error}");
+        let Received { request, .. } = requests.recv().await.unwrap();
+        assert_eq!(request.uri, "/v1/routes/a%20b/%C3%A9");
     }
 
     #[tokio::test]
     async fn a_4xx_is_returned_at_once_with_the_api_error() {
-        let (url, _requests) = server(reply(
-            "404 Not Found",
-            r#"{"error":"no live broker","code":"topic_not_found"}"#,
-        ))
+        let (url, _requests) = server(
+            404,
+            &[r#"{"error":"no live broker","code":"topic_not_found"}"#],
+        )
         .await;
         let other = free_url();
         let error = client(&[url.clone(), other]).route("x").await.unwrap_err();
@@ -721,11 +752,8 @@ mod tests {
 
     #[tokio::test]
     async fn fenced_and_dead_nameservers_are_all_named() {
-        let (fenced, _requests) = server(reply(
-            "503 Service Unavailable",
-            r#"{"error":"DNS names another","code":"fenced"}"#,
-        ))
-        .await;
+        let (fenced, _requests) =
+            server(503, &[r#"{"error":"DNS names another","code":"fenced"}"#]).await;
         let dead = free_url();
         let client = client(&[fenced.clone(), dead.clone()]);
         let error = client.topics().await.unwrap_err();
@@ -746,5 +774,46 @@ mod tests {
         let error = client(&[url]).cluster().await.unwrap_err();
         assert!(error.to_string().contains("no answer within"), "{error}");
         drop(listener);
+    }
+
+    #[tokio::test]
+    async fn a_hostile_chunk_size_is_a_failed_nameserver_not_a_panic() {
+        // 2^64 - 1 bytes announced: the hand-written parser this replaced overflowed on `size + 2`.
+        let hostile = hostile_server(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\n{\"brokers\"",
+            true,
+        )
+        .await;
+        fails_and_is_passed_by(hostile, "end of file before message length reached").await;
+    }
+
+    #[tokio::test]
+    async fn a_chunk_size_beyond_64_bits_is_a_failed_nameserver() {
+        let hostile = hostile_server(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1ffffffffffffffff\r\n{}\r\n0\r\n\r\n",
+            true,
+        )
+        .await;
+        fails_and_is_passed_by(hostile, "invalid chunk size: overflow").await;
+    }
+
+    #[tokio::test]
+    async fn a_malformed_header_is_a_failed_nameserver() {
+        let malformed = hostile_server(
+            b"HTTP/1.1 200 OK\r\ncontent-type application/json\r\ncontent-length: 2\r\n\r\n{}",
+            true,
+        )
+        .await;
+        fails_and_is_passed_by(malformed, "invalid HTTP header parsed").await;
+    }
+
+    #[tokio::test]
+    async fn a_response_that_never_ends_times_out() {
+        let endless = hostile_server(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"brokers\"",
+            false,
+        )
+        .await;
+        fails_and_is_passed_by(endless, "no answer within 500ms").await;
     }
 }

@@ -1,5 +1,6 @@
 //! The NameServer's HTTP API through a real listener on 127.0.0.1:0, with plain HTTP/1.1 requests
-//! (what curl sends), and fencing against an embedded DNS server.
+//! (what curl sends, through the tests' one HTTP client), and fencing against an embedded DNS
+//! server.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -7,51 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use smq_client::discovery::dev_dns::{DevDns, SrvRecord};
 use smq_nameserver::{Config, Running};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-struct Reply {
-    status: u16,
-    content_type: String,
-    retry_after: Option<String>,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
-    }
-}
-
-/// One request on a fresh connection (`Connection: close`), as `curl` would send it.
-async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let header = |wanted: &str| {
-        head.lines().find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case(wanted)
-                .then(|| value.trim().to_owned())
-        })
-    };
-    Reply {
-        status,
-        content_type: header("content-type").unwrap_or_default(),
-        retry_after: header("retry-after"),
-        body: body.to_owned(),
-    }
-}
+use smq_tests::http::{request as http, Reply};
 
 async fn start(heartbeat_timeout_ms: u64) -> Running {
     smq_nameserver::start(Config {
@@ -112,7 +69,10 @@ async fn heartbeat_then_route_names_the_master_and_slaves() {
 
     let route = http(addr, "GET", "/v1/routes/orders", None).await;
     assert_eq!(route.status, 200, "{}", route.body);
-    assert!(route.content_type.starts_with("application/json"));
+    assert!(route
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("application/json"));
     assert_eq!(
         route.json(),
         json!({"topic": "orders", "groups": [{
@@ -147,7 +107,7 @@ async fn while_warming_up_an_unknown_topic_is_a_retryable_503_and_then_a_404() {
     let addr = ns.addr();
     let reply = http(addr, "GET", "/v1/routes/nosuch", None).await;
     assert_eq!(reply.status, 503, "{}", reply.body);
-    assert_eq!(reply.retry_after.as_deref(), Some("1"));
+    assert_eq!(reply.header("retry-after"), Some("1"));
     let error = reply.json();
     assert_eq!(error["code"], "warming_up");
     let text = error["error"].as_str().unwrap();
@@ -163,7 +123,7 @@ async fn while_warming_up_an_unknown_topic_is_a_retryable_503_and_then_a_404() {
     wait_until_warm(addr).await;
     let reply = http(addr, "GET", "/v1/routes/nosuch", None).await;
     assert_eq!(reply.status, 404, "{}", reply.body);
-    assert_eq!(reply.retry_after, None);
+    assert_eq!(reply.header("retry-after"), None);
     assert_eq!(reply.json()["code"], "topic_not_found");
     post_heartbeat(addr, &heartbeat("g1", "master", "127.0.0.1:10911")).await;
     let route = http(addr, "GET", "/v1/routes/orders", None).await.json();
@@ -253,9 +213,12 @@ async fn metrics_are_prometheus_text() {
     let reply = http(ns.addr(), "GET", "/metrics", None).await;
     assert_eq!(reply.status, 200);
     assert!(
-        reply.content_type.starts_with("text/plain; version=0.0.4"),
+        reply
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/plain; version=0.0.4"),
         "{}",
-        reply.content_type
+        reply.header("content-type").unwrap_or_default()
     );
     for line in [
         "# TYPE smq_nameserver_brokers_live gauge",

@@ -5,6 +5,7 @@
 pub mod bind9;
 pub mod embedded_dns;
 pub mod failover;
+pub mod http;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -212,33 +213,9 @@ impl NameServer {
     /// Sends one HTTP/1.1 request as curl would (`Connection: close`, a JSON body if not
     /// empty): the status and the body.
     pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut stream =
-            std::net::TcpStream::connect(self.addr).expect("connecting to the NameServer");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("read timeout");
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )
-        .expect("sending the request");
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .expect("reading the response");
-        let status = response
-            .get(9..12)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-        let body = match response.find("\r\n\r\n") {
-            Some(end) => response[end + 4..].to_owned(),
-            None => String::new(),
-        };
-        (status, body)
+        let body = (!body.is_empty()).then_some(body);
+        let reply = http::request_blocking(self.addr, method, path, body);
+        (reply.status, reply.body)
     }
 
     /// The `smq` CLI, pointed at this NameServer (and at no broker).

@@ -221,17 +221,3 @@ pub fn error_code(response: &Response) -> Option<ErrorCode> {
         _ => None,
     }
 }
-
-/// A GET over a plain TcpStream: (status line, body).
-pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(DEADLINE, stream.read_to_string(&mut response))
-        .await
-        .expect("HTTP response within the deadline")
-        .unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP head");
-    (head.lines().next().unwrap().to_owned(), body.to_owned())
-}
