@@ -78,6 +78,11 @@ pub struct TopicRoutes {
     /// Queues consumers read: those of readable groups, at the master, or at the first slave
     /// while the group has no master.
     pub readable: Vec<QueueRoute>,
+    /// Every queue of every group that these routes, or earlier ones of this cache, named,
+    /// writable now or not (at the master, else the first slave, else no broker: empty). A key
+    /// hashes over this list, so that it keeps its queue while groups' masters die, return, are
+    /// fenced or are missing from a NameServer that just took over.
+    pub all: Vec<QueueRoute>,
     /// The NameServer that answered was warming up: groups may be missing.
     pub warming_up: bool,
 }
@@ -87,6 +92,7 @@ impl TopicRoutes {
     pub fn from_nameserver(route: &TopicRoute) -> TopicRoutes {
         let mut writable = Vec::new();
         let mut readable = Vec::new();
+        let mut all = Vec::new();
         for group in &route.groups {
             let name: Arc<str> = Arc::from(group.group.as_str());
             let queues = |broker: &str| {
@@ -108,13 +114,16 @@ impl TopicRoutes {
             if let (true, Some(reader)) = (group.readable, reader) {
                 readable.extend(queues(reader));
             }
+            all.extend(queues(reader.unwrap_or("")));
         }
         writable.sort();
         readable.sort();
+        all.sort();
         TopicRoutes {
             topic: Arc::from(route.topic.as_str()),
             writable,
             readable,
+            all,
             warming_up: route.warming_up,
         }
     }
@@ -123,7 +132,13 @@ impl TopicRoutes {
     /// up (it just started or took over, and some groups' brokers may not have re-registered
     /// with it yet), the groups of `cached` they lack are kept as they were, so that a
     /// NameServer failover never shrinks a client's routes (and never moves a key's queue).
+    /// Whatever the NameServer's state, `all` keeps every group `cached` had (a key never moves).
     pub fn keeping_groups_of(mut self, cached: &TopicRoutes) -> TopicRoutes {
+        let named: std::collections::BTreeSet<Arc<str>> =
+            self.all.iter().map(|queue| queue.group.clone()).collect();
+        let unnamed = |queue: &&QueueRoute| !named.contains(&queue.group);
+        self.all.extend(cached.all.iter().filter(unnamed).cloned());
+        self.all.sort();
         if !self.warming_up {
             return self;
         }
@@ -158,7 +173,8 @@ impl TopicRoutes {
         TopicRoutes {
             topic: Arc::from(topic),
             writable: queues.clone(),
-            readable: queues,
+            readable: queues.clone(),
+            all: queues,
             warming_up: false,
         }
     }
@@ -345,6 +361,16 @@ mod tests {
             warming_up: false,
         };
         let routes = TopicRoutes::from_nameserver(&route);
+        let every: Vec<String> = routes.all.iter().map(|q| q.to_string()).collect();
+        assert_eq!(
+            every.len(),
+            8,
+            "keys hash over every group's queues: {every:?}"
+        );
+        assert_eq!(
+            every[6], "g4/0 at ",
+            "a group without a live master has no broker"
+        );
         let writers: Vec<String> = routes.writable.iter().map(|q| q.to_string()).collect();
         assert_eq!(
             writers,
@@ -389,7 +415,15 @@ mod failover_tests {
         let merged = route(&["g1"], true).keeping_groups_of(&cached);
         assert_eq!(merged, cached, "g2 has not re-registered yet: kept");
         let warm = route(&["g1"], false).keeping_groups_of(&cached);
-        assert_eq!(warm, route(&["g1"], false), "a warm NameServer is believed");
+        assert_eq!(
+            warm.writable,
+            route(&["g1"], false).writable,
+            "a warm NameServer is believed"
+        );
+        assert_eq!(
+            warm.all, cached.all,
+            "but keys keep hashing over g2's queues too"
+        );
         let grown = route(&["g1", "g3"], true).keeping_groups_of(&cached);
         assert_eq!(grown, route(&["g1", "g2", "g3"], false));
     }

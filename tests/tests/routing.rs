@@ -207,6 +207,62 @@ fn when_a_master_dies_unkeyed_messages_go_on_to_the_other_group_at_once() {
 }
 
 #[test]
+fn a_key_keeps_its_queue_when_its_groups_master_dies_and_leaves_the_routes() {
+    let nameserver = NameServer::start(&["--heartbeat-timeout-ms", "1500"]);
+    let mut brokers = two_groups(&nameserver);
+    smq_ok(
+        &nameserver,
+        &["topic", "create", "t", "--queues", "2", "--groups", "g1,g2"],
+    );
+    // Over the 4 queues (g1/0, g1/1, g2/0, g2/1) a key of g2 hashes to 2 or 3; over g1's two
+    // alone it would land on g1.
+    let key_of = |group_queues: std::ops::Range<u32>| {
+        (0..1000)
+            .map(|i| format!("key-{i}"))
+            .find(|key| {
+                group_queues
+                    .contains(&smq_client::producer::queue_for_key(key.as_bytes(), 4).unwrap())
+            })
+            .unwrap()
+    };
+    let (key_g1, key_g2) = (key_of(0..2), key_of(2..4));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let producer = Producer::connect(nameserver_config(&nameserver, 100))
+            .await
+            .unwrap();
+        let keyed = |key: &str| Message {
+            key: key.as_bytes().to_vec(),
+            ..Message::from_body("m")
+        };
+        let before = producer.send("t", keyed(&key_g1)).await.unwrap();
+        producer.send("t", keyed(&key_g2)).await.unwrap();
+
+        brokers.pop().unwrap().kill(); // g2's master
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while producer.queue_count_of("t").await.unwrap() != 2 {
+            assert!(Instant::now() < deadline, "the routes never dropped g2");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(routed_groups(&nameserver, "t"), ["g1"]);
+
+        let after = producer.send("t", keyed(&key_g1)).await.unwrap();
+        assert_eq!(
+            after.queue_id, before.queue_id,
+            "a key of g1 keeps its queue"
+        );
+        let error = producer.send("t", keyed(&key_g2)).await.unwrap_err();
+        assert!(error.is_retryable(), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("broker group g2 takes no writes"),
+            "a key of g2 waits for its own queue, never moves to g1: {error}"
+        );
+    });
+}
+
+#[test]
 fn a_consumer_reads_the_groups_it_can_reach_while_another_in_the_routes_is_down() {
     let nameserver = NameServer::start(&[]);
     let broker = Broker::start(&["--nameserver", &nameserver.url(), "--group", "g1"]);

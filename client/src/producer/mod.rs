@@ -25,7 +25,7 @@ use crate::protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
 use crate::protocol::record_batch::Message;
 use crate::protocol::request::{Acks, ProduceRequest};
 use crate::protocol::{ErrorCode, Request, Response};
-use crate::routing::{QueueRoute, RouteCache};
+use crate::routing::{QueueRoute, RouteCache, TopicRoutes};
 use crate::ClientConfig;
 
 use accumulator::{Accumulator, ReadyBatch};
@@ -268,11 +268,16 @@ impl Producer {
         let mut attempts = 0;
         let (queue, lane) = loop {
             let avoided = |queue: &QueueRoute| inner.unreachable.avoids(&queue.broker);
-            let queue = choose_queue(&routes.writable, &message.key, &inner.round_robin, avoided)
-                .ok_or_else(|| Error::NoRoute {
-                topic: topic.to_owned(),
-                reason: "no broker group with a live master takes writes to it".into(),
-            })?;
+            let queue = if message.key.is_empty() {
+                choose_queue(&routes.writable, &inner.round_robin, avoided).ok_or_else(|| {
+                    Error::NoRoute {
+                        topic: topic.to_owned(),
+                        reason: "no broker group with a live master takes writes to it".into(),
+                    }
+                })?
+            } else {
+                queue_of_key(&routes, topic, &message.key)?
+            };
             match self.lane(&queue.broker).await {
                 Ok(lane) => break (queue, lane),
                 Err(error) => {
@@ -348,20 +353,45 @@ impl Producer {
     }
 }
 
-/// The queue for a message: its key's hash among `queues` (whatever `avoided` says, so that a
-/// key keeps its queue), or the next in turn that is not `avoided` (the next in turn if all are).
+/// The writable queue a keyed message goes to: its key's hash over every queue of the topic,
+/// writable now or not (`TopicRoutes::all`), so that a key keeps its queue while other groups
+/// come and go; when that queue's group takes no writes now, a retryable error naming it, never
+/// another queue (that would break the key's order).
+fn queue_of_key<'a>(routes: &'a TopicRoutes, topic: &str, key: &[u8]) -> Result<&'a QueueRoute> {
+    let no_route = |reason: String| Error::NoRoute {
+        topic: topic.to_owned(),
+        reason,
+    };
+    let count = u32::try_from(routes.all.len())
+        .ok()
+        .filter(|count| *count > 0)
+        .ok_or_else(|| no_route("no broker group has it".into()))?;
+    let index = queue_for_key(key, count).expect("a key") as usize;
+    let queue = &routes.all[index];
+    routes
+        .writable
+        .iter()
+        .find(|writable| writable.group == queue.group && writable.queue_id == queue.queue_id)
+        .ok_or_else(|| {
+            no_route(format!(
+                "the key's queue {} of broker group {} takes no writes now (its master is down, \
+                 fenced or not registered yet); a keyed message waits for its own queue rather \
+                 than move and break the key's order: try again shortly",
+                queue.queue_id, queue.group
+            ))
+        })
+}
+
+/// The queue for a message without a key: the next in turn that is not `avoided` (the next in
+/// turn if all are).
 fn choose_queue<'a>(
     queues: &'a [QueueRoute],
-    key: &[u8],
     round_robin: &RoundRobin,
     avoided: impl Fn(&QueueRoute) -> bool,
 ) -> Option<&'a QueueRoute> {
     let count = u32::try_from(queues.len())
         .ok()
         .filter(|count| *count > 0)?;
-    if let Some(index) = queue_for_key(key, count) {
-        return queues.get(index as usize);
-    }
     let start = round_robin.next(count) as usize;
     let in_turn = (0..queues.len()).map(|step| &queues[(start + step) % queues.len()]);
     in_turn
@@ -604,28 +634,51 @@ mod tests {
     }
 
     #[test]
-    fn messages_without_a_key_pass_an_avoided_broker_by_and_keyed_ones_keep_their_queue() {
+    fn messages_without_a_key_pass_an_avoided_broker_by() {
         let queues = queues();
         let round_robin = RoundRobin::default();
         let avoid_b = |queue: &QueueRoute| &*queue.broker == "b:1";
         let brokers: Vec<&str> = (0..8)
-            .map(|_| {
-                &*choose_queue(&queues, b"", &round_robin, avoid_b)
-                    .unwrap()
-                    .broker
-            })
+            .map(|_| &*choose_queue(&queues, &round_robin, avoid_b).unwrap().broker)
             .collect();
         assert!(brokers.iter().all(|broker| *broker == "a:1"), "{brokers:?}");
-
-        let key = (0..100)
-            .map(|i| format!("k{i}"))
-            .find(|key| queue_for_key(key.as_bytes(), 4).unwrap() >= 2)
-            .unwrap();
-        let keyed = choose_queue(&queues, key.as_bytes(), &round_robin, avoid_b).unwrap();
-        assert_eq!(&*keyed.broker, "b:1", "a key's queue does not move");
-
         let everything = |_: &QueueRoute| true;
-        assert!(choose_queue(&queues, b"", &round_robin, everything).is_some());
-        assert!(choose_queue(&[], b"", &round_robin, everything).is_none());
+        assert!(choose_queue(&queues, &round_robin, everything).is_some());
+        assert!(choose_queue(&[], &round_robin, everything).is_none());
+    }
+
+    #[test]
+    fn a_key_keeps_its_queue_when_its_group_or_another_stops_taking_writes() {
+        let routes = |writable: &[&str]| TopicRoutes {
+            topic: Arc::from("t"),
+            writable: queues()
+                .into_iter()
+                .filter(|queue| writable.contains(&&*queue.group))
+                .collect(),
+            readable: queues(),
+            all: queues(),
+            warming_up: false,
+        };
+        let key_in = |group: &str| {
+            (0..100)
+                .map(|i| format!("k{i}"))
+                .find(|key| {
+                    let queue = queue_for_key(key.as_bytes(), 4).unwrap() as usize;
+                    &*queues()[queue].group == group
+                })
+                .unwrap()
+        };
+        let (key_a, key_b) = (key_in("a"), key_in("b"));
+        let both = routes(&["a", "b"]);
+        let before = queue_of_key(&both, "t", key_a.as_bytes()).unwrap().clone();
+        let only_a = routes(&["a"]);
+        let after = queue_of_key(&only_a, "t", key_a.as_bytes()).unwrap();
+        assert_eq!(*after, before, "group b stopping moves no key of group a");
+        let error = queue_of_key(&only_a, "t", key_b.as_bytes()).unwrap_err();
+        assert!(error.is_retryable(), "{error}");
+        assert!(
+            error.to_string().contains("broker group b takes no writes"),
+            "{error}"
+        );
     }
 }
