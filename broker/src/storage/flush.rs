@@ -196,7 +196,8 @@ fn run_watchdog(shared: &Shared) {
         let overdue = queue
             .in_flight_since
             .is_some_and(|since| since.elapsed() > timeout);
-        if overdue {
+        if overdue && !queue.in_flight.is_empty() {
+            // A flush that appends wait for is late: fail them and fence (as a failed fsync).
             let in_flight = std::mem::take(&mut queue.in_flight);
             let waiting = std::mem::take(&mut queue.waiters);
             drop(queue);
@@ -205,6 +206,22 @@ fn run_watchdog(shared: &Shared) {
                 timeout.as_millis()
             ));
             answer_all(in_flight.into_iter().chain(waiting).collect(), || {
+                Err(StorageError::FlushTimeout {
+                    timeout_ms: timeout.as_millis() as u64,
+                })
+            });
+        } else if overdue && !queue.waiters.is_empty() {
+            // A periodic flush nobody waited for is late, and appends now wait behind it: tell
+            // them the disk is stalled rather than let them hang with it. Nothing acknowledged
+            // depends on that flush, so the log is not fenced: a periodic flush of a large async
+            // backlog on a slow disk can take longer than flush_timeout_ms without being hung.
+            let waiting = std::mem::take(&mut queue.waiters);
+            drop(queue);
+            tracing::warn!(
+                waiting = waiting.len(),
+                "a periodic flush has run for more than flush_timeout_ms: failing the appends that wait behind it"
+            );
+            answer_all(waiting, || {
                 Err(StorageError::FlushTimeout {
                     timeout_ms: timeout.as_millis() as u64,
                 })

@@ -832,6 +832,36 @@ fn an_fsync_slower_than_the_timeout_fails_the_append() {
     ));
 }
 
+#[test]
+fn a_slow_periodic_flush_fails_who_waits_behind_it_but_does_not_fence_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.flush = FlushMode::Async;
+    config.flush_interval_ms = 20;
+    config.flush_timeout_ms = 100;
+    let store = Store::open(config).unwrap();
+    store.faults().sync_delay_ms.store(600, Ordering::Release);
+    store.append(&batch("t", 0, &[b"backlog"])).unwrap();
+    // The periodic flush of that append starts within 20 ms and takes 600: past the timeout
+    // from 120 ms on. An explicit flush asked meanwhile waits behind it.
+    std::thread::sleep(Duration::from_millis(250));
+    let asked = Instant::now();
+    let error = store.flush().unwrap_err();
+    assert!(
+        matches!(error, StorageError::FlushTimeout { timeout_ms: 100 }),
+        "{error}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_millis(300),
+        "answered, not left to hang"
+    );
+    store.faults().sync_delay_ms.store(0, Ordering::Release);
+    wait_for(|| (store.flushed_position() == store.end_position()).then_some(()));
+    store
+        .append(&batch("t", 0, &[b"after"]))
+        .expect("a slow periodic flush nobody waited for does not fence the log");
+}
+
 /// A small tmpfs mounted for one test, unmounted on drop.
 struct SmallDisk {
     dir: tempfile::TempDir,
