@@ -180,7 +180,7 @@ impl CommitLog {
                 });
             }
             let base = active.end();
-            let (segment, prefaulted_bytes) = self.preparer.take_next_segment(base)?;
+            let (segment, read_ahead_bytes) = self.preparer.take_next_segment(base)?;
             let offset = self.write_position - active.base;
             if active.file.len() - offset >= 4 {
                 // SAFETY: past the published end, under the writer lock (`&mut self`).
@@ -190,7 +190,7 @@ impl CommitLog {
             tracing::debug!(segment = %segment.file.path().display(), "rolled to a new segment");
             self.segments.push(segment);
             self.write_position = base;
-            self.read_ahead_requested_to = base + prefaulted_bytes;
+            self.read_ahead_requested_to = base + read_ahead_bytes;
         }
         let active = self.segments.last().expect("never empty");
         let reservation = Reservation {

@@ -37,8 +37,8 @@ pub struct StoreConfig {
     pub disk_usage_watermark_percent: u8,
     /// Largest message accepted in a batch.
     pub max_message_bytes: usize,
-    /// Largest batch the broker accepts: recovery looks this far past the end of the log for
-    /// the remains of a torn write, and no further (a torn write is at most one batch).
+    /// Largest batch the broker accepts; also how far past the end of the log recovery reads to
+    /// report what a torn tail held (it zeroes the rest of the segment without reading it).
     pub max_batch_bytes: usize,
     /// Epoch written into every appended batch (the replication issue assigns it).
     pub master_epoch: u32,

@@ -182,9 +182,9 @@ fn flush_for(shared: &Shared, waiters: Vec<Waiter>, timeout: Duration, periodic:
 }
 
 /// Fails the appends of a flush that has run longer than `flush_timeout_ms`, so that producers
-/// hear of it in time even while the fsync hangs, and fences the log: whether the flush covers
-/// appends or is a periodic one no append waits for (appends that come while it hangs would
-/// otherwise wait behind it with no deadline).
+/// hear of it in time even while the fsync hangs, and fences the log; appends queued behind a
+/// late periodic flush nobody waited for are failed too (else they would wait with no deadline),
+/// without fencing.
 fn run_watchdog(shared: &Shared) {
     let timeout = Duration::from_millis(shared.config.flush_timeout_ms);
     let tick = (timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(10));

@@ -85,6 +85,15 @@ impl Indexes {
         self.by_topic.keys().cloned().collect()
     }
 
+    /// Every index with its topic and queue, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u32, &QueueIndex)> {
+        self.by_topic.iter().flat_map(|(topic, queues)| {
+            queues
+                .iter()
+                .map(move |(queue, index)| (topic.as_str(), *queue, index))
+        })
+    }
+
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut QueueIndex> {
         self.by_topic
             .values_mut()

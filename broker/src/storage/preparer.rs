@@ -101,7 +101,8 @@ impl Preparer {
         }
     }
 
-    /// Asks for `[offset, offset + len)` of `file` to be read into memory. Never blocks on the disk.
+    /// Asks for `[offset, offset + len)` of `file` to be read into memory; never blocks on the
+    /// disk.
     pub fn read_ahead(&self, file: &SharedFile, offset: u64, len: u64) {
         let mut work = self.lock();
         if !work.running {
@@ -112,9 +113,9 @@ impl Preparer {
         self.wakeup.notify_all();
     }
 
-    /// The segment starting at `base` and how many of its first bytes were asked to be read ahead: the one
-    /// made ahead if it is ready, else one made now (the preparer fell behind, or no thread
-    /// runs). Then asks for the one after it.
+    /// The segment starting at `base`, and how many of its first bytes were asked to be read
+    /// ahead: the one made ahead if it is ready, else one made now (the preparer fell behind, or
+    /// no thread runs). Then asks for the one after it.
     pub fn take_next_segment(&self, base: u64) -> Result<(Segment, u64)> {
         let mut work = self.lock();
         while work.running

@@ -479,13 +479,16 @@ impl Store {
 
     /// Why the log refuses writes, once a failed or late fsync fenced it (until restart).
     pub fn fenced_reason(&self) -> Option<String> {
-        self.shared
-            .check_not_fenced()
-            .err()
-            .map(|error| match error {
-                StorageError::Fenced { reason } => reason,
-                other => other.to_string(),
-            })
+        if !self.shared.fenced.load(Ordering::Acquire) {
+            return None;
+        }
+        let reason = self.shared.fence_reason.lock();
+        Some(
+            reason
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_default(),
+        )
     }
 
     /// Flush rounds (fsyncs of the log) since open: under load, far fewer than appends.
@@ -685,11 +688,10 @@ impl Shared {
             let index_end = state.log.write_position();
             let unsynced: Vec<_> = state
                 .indexes
-                .queues()
-                .into_iter()
-                .filter_map(|(topic, queue)| {
-                    let (files, mark) = state.indexes.get(&topic, queue)?.unsynced_files();
-                    Some((topic, queue, files, mark))
+                .iter()
+                .map(|(topic, queue, index)| {
+                    let (files, mark) = index.unsynced_files();
+                    (topic.to_owned(), queue, files, mark)
                 })
                 .collect();
             (index_end, unsynced)
