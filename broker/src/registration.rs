@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use smq_client::discovery::{Discovery, DiscoveryError, DiscoveryMode, DiscoveryOptions};
-use smq_client::nameserver_api::{self, Heartbeat, TopicQueues, HEARTBEAT_INTERVAL_MS_DEFAULT};
+use smq_client::nameserver_api::{
+    self, ConsumerOffset, Heartbeat, TopicQueues, HEARTBEAT_INTERVAL_MS_DEFAULT,
+};
 use smq_client::nameserver_client::{Backoff, NameServerClient};
 
 use crate::config::{BrokerConfig, Role};
@@ -83,7 +85,39 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
                 writable: t.writable && !fenced,
             })
             .collect(),
+        consumer_offsets: consumer_offsets(broker),
     }
+}
+
+/// Every consumer group's committed offset here, with the queue's end and the store time of the
+/// oldest message not consumed: what the NameServer computes lag from.
+pub fn consumer_offsets(broker: &Broker) -> Vec<ConsumerOffset> {
+    broker
+        .offsets
+        .all()
+        .into_iter()
+        .map(|stored| {
+            let (_, end_offset) = broker.store.queue_offsets(&stored.topic, stored.queue);
+            // As FetchOffset answers it: never past the visible end.
+            let offset = stored.committed.offset.min(end_offset);
+            let oldest_unconsumed_ms = (offset < end_offset)
+                .then(|| {
+                    broker
+                        .store
+                        .stored_at_ms(&stored.topic, stored.queue, offset)
+                })
+                .flatten();
+            ConsumerOffset {
+                consumer_group: stored.consumer_group,
+                topic: stored.topic,
+                queue_id: stored.queue,
+                offset,
+                owner_epoch: stored.committed.owner_epoch,
+                end_offset,
+                oldest_unconsumed_ms,
+            }
+        })
+        .collect()
 }
 
 /// Heartbeats until the broker shuts down.

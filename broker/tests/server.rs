@@ -313,6 +313,7 @@ async fn requests_are_checked_against_the_handshake_topics_and_batches() {
                 topic: "orders".into(),
                 queue_id: 0,
                 offset: 1,
+                owner_epoch: 0,
             }),
             ErrorCode::InvalidGroupName,
         ),
@@ -373,6 +374,7 @@ async fn acknowledged_messages_and_offsets_survive_a_graceful_shutdown() {
             topic: "orders".into(),
             queue_id: 1,
             offset: 42,
+            owner_epoch: 0,
         }))
         .await;
     assert_eq!(response, Response::CommitOffset);
@@ -491,6 +493,7 @@ async fn a_committed_offset_past_the_end_of_the_queue_is_stored_as_the_end() {
             topic: "orders".into(),
             queue_id: 0,
             offset,
+            owner_epoch: 0,
         })
     };
     assert_eq!(client.call(commit(1_000)).await, Response::CommitOffset);

@@ -1,17 +1,20 @@
-//! The consumer: reads every queue of a topic, in every broker group its routes name, from an
+//! The consumer: reads the queues of a topic, in every broker group its routes name, from an
 //! offset with long-poll fetches (one fetch per queue in flight on its broker's connection, the
-//! next one sent while the caller handles the last), yields messages with their group, queue and
-//! offset, and commits a group's offsets on the broker that holds each queue.
+//! next one sent while the caller handles the last), yields messages with their broker group,
+//! queue and offset, and commits a consumer group's offsets on the broker that holds each queue.
+//! With a consumer group and a NameServer, it reads only the queues the NameServer gives this
+//! member ([`crate::membership`]); otherwise every queue.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use crate::connection::{Connection, ConnectionPool};
 use crate::error::{Error, Result};
+use crate::membership::{new_member_id, Membership};
 use crate::protocol::limits::MAX_BATCH_BYTES_DEFAULT;
 use crate::protocol::record_batch::{self, BatchView};
 use crate::protocol::request::{CommitOffsetRequest, FetchOffsetRequest, FetchRequest};
@@ -62,7 +65,7 @@ impl std::str::FromStr for StartFrom {
 /// ```
 /// use smq_client::ConsumedMessage;
 /// let message = ConsumedMessage {
-///     group: "g1".into(),
+///     broker_group: "g1".into(),
 ///     queue_id: 0,
 ///     offset: 41,
 ///     timestamp_ms: 1_700_000_000_000,
@@ -76,7 +79,7 @@ impl std::str::FromStr for StartFrom {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedMessage {
     /// The broker group that holds the queue.
-    pub group: Arc<str>,
+    pub broker_group: Arc<str>,
     pub queue_id: u32,
     /// The message's queue offset; the next one to read is `offset + 1`.
     pub offset: u64,
@@ -93,7 +96,7 @@ pub struct ConsumedMessage {
 /// The first batch may start below `from_offset` (a fetch returns whole batches): its earlier
 /// messages are skipped.
 pub fn messages_from_batches(
-    group: &Arc<str>,
+    broker_group: &Arc<str>,
     queue_id: u32,
     batches: &Bytes,
     from_offset: u64,
@@ -120,7 +123,7 @@ pub fn messages_from_batches(
                 continue;
             }
             out.push(ConsumedMessage {
-                group: group.clone(),
+                broker_group: broker_group.clone(),
                 queue_id,
                 offset,
                 timestamp_ms: message.timestamp_ms,
@@ -150,7 +153,7 @@ pub fn messages_from_batches(
 /// use smq_client::consumer::{OffsetReset, QueueKey};
 /// let reset = OffsetReset {
 ///     topic: "orders".into(),
-///     queue: QueueKey { group: "g1".into(), queue_id: 0 },
+///     queue: QueueKey { broker_group: "g1".into(), queue_id: 0 },
 ///     old_offset: 10,
 ///     new_offset: 250,
 ///     earliest_offset: 250,
@@ -205,44 +208,48 @@ impl std::fmt::Display for OffsetReset {
 ///
 /// ```
 /// use smq_client::consumer::QueueKey;
-/// let key = QueueKey { group: "g1".into(), queue_id: 3 };
+/// let key = QueueKey { broker_group: "g1".into(), queue_id: 3 };
 /// assert_eq!(key.to_string(), "g1/3");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueKey {
-    pub group: Arc<str>,
+    pub broker_group: Arc<str>,
     pub queue_id: u32,
 }
 
 impl QueueKey {
     fn of(message: &ConsumedMessage) -> QueueKey {
         QueueKey {
-            group: message.group.clone(),
+            broker_group: message.broker_group.clone(),
             queue_id: message.queue_id,
         }
     }
 
     fn holds(&self, message: &ConsumedMessage) -> bool {
-        self.queue_id == message.queue_id && self.group == message.group
+        self.queue_id == message.queue_id && self.broker_group == message.broker_group
     }
 }
 
 impl std::fmt::Display for QueueKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.group, self.queue_id)
+        write!(f, "{}/{}", self.broker_group, self.queue_id)
     }
 }
 
 /// Reads a topic's queues.
 ///
 /// The queues are those of every readable broker group in the topic's routes (see
-/// [`crate::routing`]), or those of [`ClientConfig::broker`] alone. Each queue is read from its
-/// group's committed offset, or where [`StartFrom`] says. Messages of one queue come in offset
+/// [`crate::routing`]), or those of [`ClientConfig::broker`] alone. With a consumer group and a
+/// NameServer, the consumer is a member of the group and reads only the queues the NameServer
+/// gives it, each owned by one member at a time ([`crate::membership`]). Each queue is read from
+/// the consumer group's committed offset, or where [`StartFrom`] says. Messages of one queue come in offset
 /// order; queues are interleaved. When the routes change (asked again in the background), the
 /// consumer follows: a queue moves to its new broker, a new group's queues are read, and the
 /// queues of a group no longer routed are left. While no NameServer answers it goes on with the
 /// routes it has. [`Consumer::commit`] stores, for each queue, the offset after the last message
-/// returned by [`Consumer::poll`]. A queue whose offset is out of the broker's range (below the
+/// returned by [`Consumer::poll`]; `poll` also does so by itself every
+/// [`ClientConfig::commit_interval_ms`]. [`Consumer::close`] stops fetching, commits and leaves
+/// the consumer group, so that its queues move to the other members at once. A queue whose offset is out of the broker's range (below the
 /// earliest retained message, or past the end) moves to the earliest or latest offset as
 /// [`StartFrom`] says, with a warning ([`OffsetReset`]), and is read on from there.
 ///
@@ -254,7 +261,7 @@ impl std::fmt::Display for QueueKey {
 /// let mut consumer = Consumer::connect(config, "orders", Some("billing"), StartFrom::Earliest).await?;
 /// loop {
 ///     for message in consumer.poll(1000).await? {
-///         println!("{}/{}:{} {:?}", message.group, message.queue_id, message.offset, message.body);
+///         println!("{}/{}:{} {:?}", message.broker_group, message.queue_id, message.offset, message.body);
 ///     }
 ///     consumer.commit().await?;
 /// }
@@ -265,7 +272,18 @@ pub struct Consumer {
     routes: Arc<RouteCache>,
     connections: Arc<ConnectionPool>,
     topic: String,
-    group: Option<String>,
+    consumer_group: Option<String>,
+    /// With a consumer group and a NameServer: this member's place in the group.
+    membership: Option<Membership>,
+    /// The membership generation last applied.
+    membership_generation: u64,
+    /// The queues the membership lets this consumer read (unused without a membership).
+    assigned: BTreeSet<QueueKey>,
+    /// Revoked queues not released yet (their commit has not succeeded): the broker to commit
+    /// on, if the queue was being read.
+    releasing: BTreeMap<QueueKey, Option<Arc<str>>>,
+    commit_interval: Duration,
+    last_commit: Instant,
     from: StartFrom,
     fetch_max_bytes: u32,
     fetch_max_wait_ms: u32,
@@ -288,14 +306,15 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Learns the topic's routes, connects to its brokers, and starts reading every queue: from
-    /// `group`'s committed offsets where it has one, else from `from`. Fails when no broker of
-    /// the routes can be reached; the queues of a broker that cannot be reached while others can
-    /// are read once it can.
+    /// Learns the topic's routes, connects to its brokers, and starts reading every queue (with
+    /// a consumer group and a NameServer: joins the group and reads the queues it is given): from
+    /// `consumer_group`'s committed offsets where it has one, else from `from`. Fails when no
+    /// broker of the routes can be reached; the queues of a broker that cannot be reached while
+    /// others can are read once it can.
     pub async fn connect(
         config: ClientConfig,
         topic: &str,
-        group: Option<&str>,
+        consumer_group: Option<&str>,
         from: StartFrom,
     ) -> Result<Consumer> {
         config.validate()?;
@@ -311,7 +330,22 @@ impl Consumer {
             routes,
             connections: Arc::new(ConnectionPool::new(config.connection_options())),
             topic: topic.to_owned(),
-            group: group.map(str::to_owned),
+            consumer_group: consumer_group.map(str::to_owned),
+            membership: match (consumer_group, &config.nameserver) {
+                (Some(consumer_group), Some(nameserver)) => Some(Membership::join(
+                    nameserver.clone(),
+                    consumer_group,
+                    topic,
+                    new_member_id(&config.client_id),
+                    config.session_timeout_ms,
+                )),
+                _ => None,
+            },
+            membership_generation: 0,
+            assigned: BTreeSet::new(),
+            releasing: BTreeMap::new(),
+            commit_interval: Duration::from_millis(config.commit_interval_ms),
+            last_commit: Instant::now(),
             from,
             fetch_max_bytes: config.fetch_max_bytes,
             fetch_max_wait_ms: config.fetch_max_wait_ms,
@@ -340,17 +374,25 @@ impl Consumer {
         self.follow_again_at = tokio::time::Instant::now() + FOLLOW_RETRY_DELAY;
     }
 
-    /// Reads the queues `routes` name: a known queue moves to its broker, a new one starts at
-    /// this consumer's position, else the group's committed offset, else `from`; a queue no longer
-    /// named is left.
+    /// Whether this consumer reads `queue`: every queue, or with a membership those given to it.
+    fn reads(&self, queue: &QueueKey) -> bool {
+        self.membership.is_none() || self.assigned.contains(queue)
+    }
+
+    /// Reads the queues `routes` name (those it [`Consumer::reads`]): a known queue moves to its
+    /// broker, a new one starts at this consumer's position, else the consumer group's committed
+    /// offset, else `from`; a queue no longer named is left.
     async fn apply_routes(&mut self, routes: Arc<TopicRoutes>) -> Result<()> {
         let mut wanted = BTreeSet::new();
         let mut new_by_broker: BTreeMap<Arc<str>, Vec<QueueKey>> = BTreeMap::new();
         for queue in &routes.readable {
             let key = QueueKey {
-                group: queue.group.clone(),
+                broker_group: queue.group.clone(),
                 queue_id: queue.queue_id,
             };
+            if !self.reads(&key) {
+                continue;
+            }
             wanted.insert(key.clone());
             match self.brokers.get_mut(&key) {
                 Some(broker) => *broker = queue.broker.clone(),
@@ -367,10 +409,10 @@ impl Consumer {
             .cloned()
             .collect();
         for key in gone {
-            tracing::info!(topic = %self.topic, queue = %key, "queue no longer routed: not reading it");
-            self.brokers.remove(&key);
-            self.fetch_offsets.remove(&key);
-            self.buffered.retain(|message| !key.holds(message));
+            if self.reads(&key) {
+                tracing::info!(topic = %self.topic, queue = %key, "queue no longer routed: not reading it");
+            }
+            self.stop_reading(&key);
         }
         // A broker that cannot be reached does not keep the others from being read.
         let mut first_error = None;
@@ -415,15 +457,22 @@ impl Consumer {
         Ok(())
     }
 
-    /// The group's committed offsets of these queues of `connection`'s broker (none without a
-    /// group), asked all at once.
+    /// Stops fetching `queue` and drops its messages not returned yet.
+    fn stop_reading(&mut self, queue: &QueueKey) {
+        self.brokers.remove(queue);
+        self.fetch_offsets.remove(queue);
+        self.buffered.retain(|message| !queue.holds(message));
+    }
+
+    /// The consumer group's committed offsets of these queues of `connection`'s broker (none
+    /// without a consumer group), asked all at once.
     async fn fetch_committed(
         &self,
         connection: &Connection,
         keys: &[QueueKey],
     ) -> Result<BTreeMap<u32, u64>> {
         let mut committed = BTreeMap::new();
-        let Some(group) = &self.group else {
+        let Some(group) = &self.consumer_group else {
             return Ok(committed);
         };
         let mut pending = Vec::with_capacity(keys.len());
@@ -486,17 +535,33 @@ impl Consumer {
 
     /// The next messages, at most `max_messages`: the ones already fetched, or else those of
     /// the next fetch answered. Waits at most about `fetch_max_wait_ms` and may return none.
+    /// First follows the membership (reads the queues given, commits and releases the ones
+    /// revoked) and the routes, and commits what earlier polls returned if
+    /// `commit_interval_ms` passed since the last commit.
     pub async fn poll(&mut self, max_messages: usize) -> Result<Vec<ConsumedMessage>> {
+        self.follow_membership().await;
         self.follow_routes().await;
+        if self.last_commit.elapsed() >= self.commit_interval {
+            if let Err(error) = self.commit().await {
+                tracing::warn!(topic = %self.topic, %error, "committing offsets failed: retrying at the next interval");
+            }
+        }
         if self.buffered.is_empty() {
-            self.fetch_more().await?;
+            match &self.membership {
+                Some(membership) if self.fetches.is_empty() => {
+                    // Nothing to read yet: wait for the NameServer to give this member queues.
+                    let wait = Duration::from_millis(u64::from(self.fetch_max_wait_ms));
+                    membership.changed(wait).await;
+                }
+                _ => self.fetch_more().await?,
+            }
         }
         let count = max_messages.min(self.buffered.len());
         let messages: Vec<ConsumedMessage> = self.buffered.drain(..count).collect();
         // Messages of one fetch come in a run: one position update per run, not per message.
         for (index, message) in messages.iter().enumerate() {
             let run_ends = messages.get(index + 1).is_none_or(|next| {
-                next.queue_id != message.queue_id || next.group != message.group
+                next.queue_id != message.queue_id || next.broker_group != message.broker_group
             });
             if run_ends {
                 self.positions
@@ -659,7 +724,7 @@ impl Consumer {
     ) -> std::result::Result<u64, String> {
         let mut messages = Vec::new();
         let next = messages_from_batches(
-            &key.group,
+            &key.broker_group,
             key.queue_id,
             &response.batches,
             offset,
@@ -674,10 +739,113 @@ impl Consumer {
         &self.positions
     }
 
-    /// Stores the group's position of every queue that moved since the last commit, on the
-    /// broker that holds it. Without a group there is nothing to store.
+    /// Applies the membership's last reply: starts reading the queues given to this member,
+    /// stops reading the revoked ones, commits what the application received of them and
+    /// releases them (a revoked queue whose commit fails is tried again at the next poll).
+    async fn follow_membership(&mut self) {
+        let Some(membership) = &self.membership else {
+            return;
+        };
+        let generation = membership.generation();
+        if generation == self.membership_generation && self.releasing.is_empty() {
+            return;
+        }
+        self.membership_generation = generation;
+        let assignment = membership.assignment();
+        for key in assignment.revoked.keys() {
+            if !self.releasing.contains_key(key) {
+                let broker = self.brokers.get(key).cloned();
+                self.releasing.insert(key.clone(), broker);
+            }
+        }
+        self.assigned = assignment.read.into_keys().collect();
+        if let Ok(routes) = self.routes.get(&self.topic).await {
+            if let Err(error) = self.apply_routes(routes).await {
+                self.follow_later(&error);
+            }
+        }
+        self.release_revoked().await;
+    }
+
+    /// Commits and releases the revoked queues.
+    async fn release_revoked(&mut self) {
+        let releasing: Vec<(QueueKey, Option<Arc<str>>)> = self
+            .releasing
+            .iter()
+            .map(|(key, broker)| (key.clone(), broker.clone()))
+            .collect();
+        for (key, broker) in releasing {
+            let position = self.positions.get(&key).copied();
+            let pending = match (position, broker) {
+                (Some(offset), Some(broker)) if self.committed.get(&key) != Some(&offset) => {
+                    Some((broker, offset))
+                }
+                _ => None,
+            };
+            if let Some((broker, offset)) = pending {
+                match self.commit_one(&key, &broker, offset).await {
+                    Ok(()) => {}
+                    Err(error) if error.code() == Some(ErrorCode::StaleOwnerEpoch) => {}
+                    Err(error) => {
+                        tracing::warn!(topic = %self.topic, queue = %key, %error, "cannot commit a revoked queue yet: it is released once the commit succeeds");
+                        continue;
+                    }
+                }
+            }
+            tracing::info!(topic = %self.topic, queue = %key, "released queue");
+            self.release(&key);
+        }
+    }
+
+    /// Forgets `queue` and tells the membership it is given up.
+    fn release(&mut self, queue: &QueueKey) {
+        self.stop_reading(queue);
+        self.assigned.remove(queue);
+        self.releasing.remove(queue);
+        self.positions.remove(queue);
+        self.committed.remove(queue);
+        if let Some(membership) = &self.membership {
+            membership.release(queue);
+        }
+    }
+
+    /// The owner epoch commits of `queue` carry: the membership's, else 0.
+    fn owner_epoch(&self, queue: &QueueKey) -> u64 {
+        self.membership
+            .as_ref()
+            .and_then(|membership| membership.epoch(queue))
+            .unwrap_or(0)
+    }
+
+    /// Commits `offset` of `queue` on `broker` with this member's owner epoch.
+    async fn commit_one(&mut self, queue: &QueueKey, broker: &Arc<str>, offset: u64) -> Result<()> {
+        let Some(consumer_group) = self.consumer_group.clone() else {
+            return Ok(());
+        };
+        let connection = self.connections.get(broker).await?;
+        let request = Request::CommitOffset(CommitOffsetRequest {
+            group: consumer_group,
+            topic: self.topic.clone(),
+            queue_id: queue.queue_id,
+            offset,
+            owner_epoch: self.owner_epoch(queue),
+        });
+        match connection.request(request).await? {
+            Response::CommitOffset => {
+                self.committed.insert(queue.clone(), offset);
+                Ok(())
+            }
+            _ => Err(connection.unexpected(ApiKey::CommitOffset)),
+        }
+    }
+
+    /// Stores the consumer group's position of every queue that moved since the last commit, on
+    /// the broker that holds it, with this member's owner epoch. A queue whose commit is refused
+    /// because another member owns it now (`STALE_OWNER_EPOCH`) is given up at once, with a
+    /// warning. Without a consumer group there is nothing to store.
     pub async fn commit(&mut self) -> Result<()> {
-        let Some(group) = self.group.clone() else {
+        self.last_commit = Instant::now();
+        let Some(group) = self.consumer_group.clone() else {
             return Ok(());
         };
         let moved: Vec<(QueueKey, Arc<str>, u64)> = self
@@ -697,19 +865,53 @@ impl Consumer {
                 topic: self.topic.clone(),
                 queue_id: key.queue_id,
                 offset,
+                owner_epoch: self.owner_epoch(&key),
             });
             let response = connection.submit(request).await?;
             pending.push((key, offset, connection, response));
         }
+        let mut first_error = None;
         for (key, offset, connection, response) in pending {
-            match response.wait().await? {
-                Response::CommitOffset => {
+            match response.wait().await {
+                Ok(Response::CommitOffset) => {
                     self.committed.insert(key, offset);
                 }
-                _ => return Err(connection.unexpected(ApiKey::CommitOffset)),
+                Ok(_) => {
+                    first_error.get_or_insert(connection.unexpected(ApiKey::CommitOffset));
+                }
+                Err(error) if error.code() == Some(ErrorCode::StaleOwnerEpoch) => {
+                    tracing::warn!(topic = %self.topic, queue = %key, %error, "another member owns this queue now: not reading it");
+                    self.release(&key);
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Leaves cleanly: stops fetching (messages fetched and not returned are dropped: nothing
+    /// past what the application received is committed), commits, and leaves the consumer
+    /// group, whose other members take this member's queues at once. Returns the commit's
+    /// error, if any (the member leaves anyway; its queues are then read again from the last
+    /// commit).
+    pub async fn close(mut self) -> Result<()> {
+        self.fetches.abort_all();
+        self.buffered.clear();
+        let committed = self.commit().await;
+        if let Some(membership) = self.membership.take() {
+            let member = membership.member_id().to_owned();
+            if let Err(error) = membership.leave().await {
+                tracing::warn!(topic = %self.topic, %member, %error, "could not tell the NameServer this member left: its queues move when its session expires");
+            }
+        }
+        committed
+    }
+
+    /// This consumer's member id in its consumer group, when the NameServer coordinates it.
+    pub fn member_id(&self) -> Option<&str> {
+        self.membership.as_ref().map(Membership::member_id)
     }
 }
 

@@ -29,6 +29,7 @@ pub mod connection;
 pub mod consumer;
 pub mod discovery;
 pub mod error;
+pub mod membership;
 pub mod nameserver_api;
 pub mod nameserver_client;
 pub mod producer;
@@ -100,6 +101,12 @@ pub struct ClientConfig {
     pub fetch_max_bytes: u32,
     /// How long the broker holds a fetch when no new message is there (long polling).
     pub fetch_max_wait_ms: u32,
+    /// How often a consumer commits what the application received, by itself (in
+    /// [`Consumer::poll`]).
+    pub commit_interval_ms: u64,
+    /// A consumer group member's queues go to the other members this long after its last
+    /// heartbeat to the NameServer (when it dies without leaving).
+    pub session_timeout_ms: u64,
 }
 
 impl ClientConfig {
@@ -121,6 +128,8 @@ impl ClientConfig {
             buffer_bytes: 64 * 1024 * 1024,
             fetch_max_bytes: 4 * 1024 * 1024,
             fetch_max_wait_ms: 500,
+            commit_interval_ms: 1_000,
+            session_timeout_ms: nameserver_api::SESSION_TIMEOUT_MS_DEFAULT,
         }
     }
 
@@ -179,6 +188,19 @@ impl ClientConfig {
         }
         if self.request_timeout_ms == 0 {
             return invalid("request timeout must be at least 1 ms".into());
+        }
+        if self.commit_interval_ms == 0 {
+            return invalid("commit interval must be at least 1 ms".into());
+        }
+        let sessions =
+            nameserver_api::SESSION_TIMEOUT_MS_MIN..=nameserver_api::SESSION_TIMEOUT_MS_MAX;
+        if !sessions.contains(&self.session_timeout_ms) {
+            return invalid(format!(
+                "session timeout {} ms: must be {} to {} ms",
+                self.session_timeout_ms,
+                sessions.start(),
+                sessions.end()
+            ));
         }
         Ok(())
     }

@@ -84,6 +84,28 @@ pub struct Heartbeat {
     /// Every topic the broker serves.
     #[serde(default)]
     pub topics: Vec<TopicQueues>,
+    /// Every consumer group's committed offset on this broker, with what it needs for lag
+    /// (`GET /v1/groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumer_offsets: Vec<ConsumerOffset>,
+}
+
+/// A consumer group's committed offset of one queue, as the broker holding the queue reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerOffset {
+    pub consumer_group: String,
+    pub topic: String,
+    pub queue_id: u32,
+    /// The next offset the consumer group reads.
+    pub offset: u64,
+    /// The highest owner epoch a commit of this queue carried.
+    pub owner_epoch: u64,
+    /// The queue's visible end: the offset the next message will get.
+    pub end_offset: u64,
+    /// When the broker stored the oldest message the group has not consumed (ms since the Unix
+    /// epoch); `None` when it consumed everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_unconsumed_ms: Option<u64>,
 }
 
 /// One topic as a broker serves it.
@@ -495,6 +517,210 @@ pub struct ApiError {
     pub field: Option<String>,
 }
 
+/// Where the [`ConsumerGroupList`] is; a consumer group's [`ConsumerGroupView`] is under it
+/// ([`consumer_group_path`]), and its members heartbeat to [`member_heartbeat_path`].
+pub const CONSUMER_GROUPS_PATH: &str = "/v1/groups";
+
+/// `GET /v1/groups/{consumer_group}`.
+pub fn consumer_group_path(consumer_group: &str) -> String {
+    format!("{CONSUMER_GROUPS_PATH}/{consumer_group}")
+}
+
+/// `POST /v1/groups/{consumer_group}/heartbeat`: where members of a consumer group join,
+/// heartbeat and leave.
+pub fn member_heartbeat_path(consumer_group: &str) -> String {
+    format!("{CONSUMER_GROUPS_PATH}/{consumer_group}/heartbeat")
+}
+
+/// Longest consumer group name, in bytes (the brokers' limit too).
+pub const MAX_CONSUMER_GROUP_BYTES: usize = 249;
+/// Shortest session timeout a member may ask for.
+pub const SESSION_TIMEOUT_MS_MIN: u64 = 300;
+/// Longest session timeout a member may ask for.
+pub const SESSION_TIMEOUT_MS_MAX: u64 = 300_000;
+/// The session timeout members ask for by default.
+pub const SESSION_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// One queue of a topic with its owner epoch: a queue a member holds or is given.
+///
+/// ```
+/// use smq_client::nameserver_api::OwnedQueue;
+///
+/// let json = r#"{"broker_group":"g1","queue_id":3,"owner_epoch":7}"#;
+/// let queue: OwnedQueue = serde_json::from_str(json).unwrap();
+/// assert_eq!((queue.broker_group.as_str(), queue.queue_id, queue.owner_epoch), ("g1", 3, 7));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OwnedQueue {
+    pub broker_group: String,
+    pub queue_id: u32,
+    /// Grows each time the queue changes owner; commits carry it (proto-spec.md §5.7).
+    pub owner_epoch: u64,
+}
+
+/// What a member of a consumer group sends every heartbeat interval. The first heartbeat of a
+/// member id joins; `leave` leaves at once. Each heartbeat replaces the last whole.
+///
+/// ```
+/// use smq_client::nameserver_api::MemberHeartbeat;
+///
+/// let json = r#"{"member_id":"host-a-4711","topic":"clicks","session_timeout_ms":10000,
+///     "owned":[{"broker_group":"g1","queue_id":0,"owner_epoch":3}]}"#;
+/// let heartbeat: MemberHeartbeat = serde_json::from_str(json).unwrap();
+/// assert!(!heartbeat.leave);
+/// assert!(heartbeat.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberHeartbeat {
+    /// Unique per member process (the client makes one: host, pid, a random part).
+    pub member_id: String,
+    /// The topic the member reads.
+    pub topic: String,
+    /// The member's queues go to others this long after its last heartbeat.
+    pub session_timeout_ms: u64,
+    /// The queues the member holds now (reads, or still finishes before it releases them),
+    /// with the owner epochs it was given.
+    #[serde(default)]
+    pub owned: Vec<OwnedQueue>,
+    /// The member stopped: it committed and released its queues; they move at once.
+    #[serde(default)]
+    pub leave: bool,
+}
+
+impl MemberHeartbeat {
+    /// Checks what serde cannot: names and the session timeout.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        check_name("member_id", &self.member_id)?;
+        check_topic_name(&self.topic).map_err(|reason| FieldError::new("topic", reason))?;
+        if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&self.session_timeout_ms) {
+            return Err(FieldError::new(
+                "session_timeout_ms",
+                format!(
+                    "must be {SESSION_TIMEOUT_MS_MIN} to {SESSION_TIMEOUT_MS_MAX}, not {}",
+                    self.session_timeout_ms
+                ),
+            ));
+        }
+        for (i, queue) in self.owned.iter().enumerate() {
+            check_name(&format!("owned[{i}].broker_group"), &queue.broker_group)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a consumer group name: 1 to 249 bytes without control characters or `/` (it is a
+/// path segment of the HTTP API).
+pub fn check_consumer_group_name(name: &str) -> Result<(), FieldError> {
+    check_name("consumer_group", name)?;
+    if name.contains('/') {
+        return Err(FieldError::new("consumer_group", "must not contain `/`"));
+    }
+    Ok(())
+}
+
+/// The NameServer's answer to a [`MemberHeartbeat`]: the queues the member may read now. A queue
+/// the member holds and that is not here is revoked: the member stops fetching it, commits what
+/// the application received, and no longer lists it in `owned`; only then does the queue go to
+/// another member.
+///
+/// ```
+/// use smq_client::nameserver_api::MemberHeartbeatReply;
+///
+/// let json = r#"{"assigned":[{"broker_group":"g2","queue_id":1,"owner_epoch":4}],
+///     "heartbeat_interval_ms":1000,"warming_up":false}"#;
+/// let reply: MemberHeartbeatReply = serde_json::from_str(json).unwrap();
+/// assert_eq!(reply.assigned[0].queue_id, 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberHeartbeatReply {
+    pub assigned: Vec<OwnedQueue>,
+    /// When to heartbeat next.
+    pub heartbeat_interval_ms: u64,
+    /// The NameServer started or took over less than a heartbeat timeout ago: members keep the
+    /// queues they hold, and no free queue is given out yet.
+    pub warming_up: bool,
+}
+
+/// `GET /v1/groups`: every consumer group the NameServer knows, from live members and from the
+/// offsets brokers report, one entry per (consumer group, topic).
+///
+/// ```
+/// use smq_client::nameserver_api::ConsumerGroupList;
+///
+/// let json = r#"{"groups":[{"consumer_group":"billing","topic":"orders","members":2,
+///     "queues":8,"lag_messages":120,"lag_seconds":3.5}]}"#;
+/// let list: ConsumerGroupList = serde_json::from_str(json).unwrap();
+/// assert_eq!(list.groups[0].lag_messages, 120);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerGroupList {
+    pub groups: Vec<ConsumerGroupSummary>,
+}
+
+/// One consumer group reading one topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerGroupSummary {
+    pub consumer_group: String,
+    pub topic: String,
+    /// Live members.
+    pub members: u32,
+    /// Queues of the topic.
+    pub queues: u32,
+    /// Messages not consumed yet, summed over the queues with a committed offset.
+    pub lag_messages: u64,
+    /// Age of the oldest message not consumed, over the queues (0 when none waits).
+    pub lag_seconds: f64,
+}
+
+/// `GET /v1/groups/{consumer_group}`: its members, and per queue of each topic it reads: owner,
+/// owner epoch, committed offset and lag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerGroupView {
+    pub consumer_group: String,
+    pub topics: Vec<ConsumerGroupTopic>,
+    /// While warming up, for how much longer members and brokers may be missing.
+    pub warming_up_ms: u64,
+}
+
+/// One topic of a [`ConsumerGroupView`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerGroupTopic {
+    pub topic: String,
+    pub members: Vec<MemberView>,
+    /// Every queue of the topic, and any queue a member holds or a broker reports an offset for.
+    pub queues: Vec<QueueView>,
+}
+
+/// A live member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub member_id: String,
+    pub session_timeout_ms: u64,
+    /// Its queues go to others after this unless it heartbeats again.
+    pub expires_in_ms: u64,
+    /// The queues it holds (or was given since its last heartbeat).
+    pub queues: Vec<OwnedQueue>,
+}
+
+/// One queue as the consumer group reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueView {
+    pub broker_group: String,
+    pub queue_id: u32,
+    /// The member holding it, if any.
+    pub owner: Option<String>,
+    /// The highest owner epoch known (given out, or stored by the broker).
+    pub owner_epoch: u64,
+    /// From the broker's last heartbeat: the committed offset, if the group committed one.
+    pub committed_offset: Option<u64>,
+    /// From the broker's last heartbeat: the queue's end.
+    pub end_offset: Option<u64>,
+    /// `end_offset - committed_offset`.
+    pub lag_messages: Option<u64>,
+    /// Age of the oldest message not consumed, now; 0 when none waits.
+    pub lag_seconds: Option<f64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,6 +741,7 @@ mod tests {
                 readable: true,
                 writable: true,
             }],
+            consumer_offsets: vec![],
         }
     }
 

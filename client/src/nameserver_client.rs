@@ -30,8 +30,10 @@ use tokio::net::TcpStream;
 
 use crate::discovery::{Discovery, DiscoveryError};
 use crate::nameserver_api::{
-    route_path, ApiError, ApiErrorCode, ClusterView, Heartbeat, HeartbeatReply, TopicList,
-    TopicRoute, CLUSTER_PATH, HEARTBEAT_PATH, TOPICS_PATH,
+    consumer_group_path, member_heartbeat_path, route_path, ApiError, ApiErrorCode, ClusterView,
+    ConsumerGroupList, ConsumerGroupView, Heartbeat, HeartbeatReply, MemberHeartbeat,
+    MemberHeartbeatReply, TopicList, TopicRoute, CLUSTER_PATH, CONSUMER_GROUPS_PATH,
+    HEARTBEAT_PATH, TOPICS_PATH,
 };
 
 /// How long one request to one NameServer may take, connect to last byte, by default.
@@ -346,6 +348,31 @@ impl NameServerClient {
     /// `GET /v1/topics`.
     pub async fn topics(&self) -> Result<TopicList, NameServerError> {
         self.call(Method::GET, TOPICS_PATH, None).await
+    }
+
+    /// `POST /v1/groups/{consumer_group}/heartbeat`: a consumer group member's heartbeat.
+    pub async fn member_heartbeat(
+        &self,
+        consumer_group: &str,
+        heartbeat: &MemberHeartbeat,
+    ) -> Result<MemberHeartbeatReply, NameServerError> {
+        let body = serde_json::to_vec(heartbeat).expect("a member heartbeat serializes");
+        let path = member_heartbeat_path(consumer_group);
+        self.call(Method::POST, &path, Some(&body)).await
+    }
+
+    /// `GET /v1/groups`.
+    pub async fn consumer_groups(&self) -> Result<ConsumerGroupList, NameServerError> {
+        self.call(Method::GET, CONSUMER_GROUPS_PATH, None).await
+    }
+
+    /// `GET /v1/groups/{consumer_group}`.
+    pub async fn consumer_group(
+        &self,
+        consumer_group: &str,
+    ) -> Result<ConsumerGroupView, NameServerError> {
+        self.call(Method::GET, &consumer_group_path(consumer_group), None)
+            .await
     }
 
     /// Asks each NameServer in turn until one answers. After every failure discovery is asked
@@ -711,6 +738,7 @@ mod tests {
             data_version: 3,
             log_end_offset: 42,
             topics: vec![],
+            consumer_offsets: vec![],
         };
         let reply = client(&[url]).heartbeat(&heartbeat).await.unwrap();
         assert_eq!(reply.heartbeat_interval_ms, 2000);

@@ -7,12 +7,17 @@ use axum::extract::{Path, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use smq_client::nameserver_api::{
-    check_topic_name, ApiError, ApiErrorCode, Health, Heartbeat, HeartbeatReply,
+    check_consumer_group_name, check_topic_name, ApiError, ApiErrorCode, ConsumerGroupView, Health,
+    Heartbeat, HeartbeatReply, MemberHeartbeat, MemberHeartbeatReply,
 };
 
-use crate::metrics::Gauges;
+use crate::consumer_groups::MemberEvent;
+use crate::group_views;
+
+use crate::metrics::{ConsumerGroupLabels, Gauges, QueueLag};
 use crate::registry::RegistryError;
 use crate::AppState;
 
@@ -55,37 +60,42 @@ fn ok<T: Serialize>(value: T) -> Response {
     Json(value).into_response()
 }
 
-/// Parses a heartbeat, naming the field at fault: `missing field` errors name the missing field,
-/// type errors the field whose value has the wrong type.
-pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, Failure> {
+/// Parses a JSON request body, naming the field at fault: `missing field` errors name the missing
+/// field, type errors the field whose value has the wrong type. `what` names the request.
+fn parse_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Failure> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let heartbeat: Heartbeat =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-            let path = error.path().to_string();
-            let inner = error.inner();
-            let missing = inner
-                .to_string()
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split('`').next())
-                .map(str::to_owned);
-            let field = match (missing, path.as_str()) {
-                (Some(name), ".") => Some(name),
-                (Some(name), parent) => Some(format!("{parent}.{name}")),
-                (None, ".") => None,
-                (None, _) if inner.is_data() => Some(path.clone()),
-                (None, _) => None,
-            };
-            let what = match &field {
-                Some(field) => format!("malformed heartbeat: field `{field}`: {inner}"),
-                None => format!(
-                    "malformed heartbeat: {inner} (expected a JSON object, see proto-spec.md §8)"
-                ),
-            };
-            Failure::bad_field(field, what)
-        })?;
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.inner();
+        let missing = inner
+            .to_string()
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        let field = match (missing, path.as_str()) {
+            (Some(name), ".") => Some(name),
+            (Some(name), parent) => Some(format!("{parent}.{name}")),
+            (None, ".") => None,
+            (None, _) if inner.is_data() => Some(path.clone()),
+            (None, _) => None,
+        };
+        let text = match &field {
+            Some(field) => format!("malformed {what}: field `{field}`: {inner}"),
+            None => {
+                format!("malformed {what}: {inner} (expected a JSON object, see proto-spec.md §8)")
+            }
+        };
+        Failure::bad_field(field, text)
+    })?;
     deserializer
         .end()
-        .map_err(|error| Failure::bad_field(None, format!("malformed heartbeat: {error}")))?;
+        .map_err(|error| Failure::bad_field(None, format!("malformed {what}: {error}")))?;
+    Ok(value)
+}
+
+/// Parses and validates a broker heartbeat.
+pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, Failure> {
+    let heartbeat: Heartbeat = parse_json(body, "heartbeat")?;
     heartbeat.validate().map_err(|error| {
         Failure::bad_field(
             Some(error.field.clone()),
@@ -108,11 +118,9 @@ pub async fn heartbeat(
     result.map(Json)
 }
 
-fn accept_heartbeat(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<HeartbeatReply, Failure> {
-    let body = body.map_err(|rejection| {
+/// The body of a request, or the failure to read it (413 when too large).
+fn read_body(body: Result<Bytes, BytesRejection>, what: &str) -> Result<Bytes, Failure> {
+    body.map_err(|rejection| {
         let status = rejection.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiErrorCode::PayloadTooLarge
@@ -122,9 +130,16 @@ fn accept_heartbeat(
         Failure::new(
             status,
             code,
-            format!("cannot read the heartbeat: {}", rejection.body_text()),
+            format!("cannot read the {what}: {}", rejection.body_text()),
         )
-    })?;
+    })
+}
+
+fn accept_heartbeat(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<HeartbeatReply, Failure> {
+    let body = read_body(body, "heartbeat")?;
     let heartbeat = parse_heartbeat(&body)?;
     let addr = heartbeat.addr.clone();
     let (group, role) = (heartbeat.group.clone(), heartbeat.role);
@@ -146,6 +161,129 @@ fn accept_heartbeat(
     Ok(reply)
 }
 
+/// The 503 of a fenced NameServer: DNS names another one, which members and tools must ask.
+fn fenced(state: &AppState) -> Failure {
+    Failure::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ApiErrorCode::Fenced,
+        state.fence.message(),
+    )
+}
+
+/// The consumer group of a path, checked.
+fn consumer_group_of(group: Result<Path<String>, PathRejection>) -> Result<String, Failure> {
+    let Path(group) =
+        group.map_err(|r| Failure::bad_field(Some("consumer_group".into()), r.body_text()))?;
+    check_consumer_group_name(&group).map_err(|error| {
+        Failure::bad_field(
+            Some("consumer_group".into()),
+            format!("invalid consumer group name: {error}"),
+        )
+    })?;
+    Ok(group)
+}
+
+/// `POST /v1/groups/{group}/heartbeat`: a member of a consumer group joins, heartbeats or leaves;
+/// the reply gives the queues it may read (proto-spec.md §8.7).
+pub async fn member_heartbeat(
+    State(state): State<AppState>,
+    group: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<MemberHeartbeatReply>, Failure> {
+    if state.fence.is_fenced() {
+        state.fence.recheck().await;
+        if state.fence.is_fenced() {
+            return Err(fenced(&state));
+        }
+    }
+    let consumer_group = consumer_group_of(group)?;
+    let body = read_body(body, "member heartbeat")?;
+    let heartbeat: MemberHeartbeat = parse_json(&body, "member heartbeat")?;
+    heartbeat.validate().map_err(|error| {
+        Failure::bad_field(
+            Some(error.field.clone()),
+            format!("invalid member heartbeat: {error}"),
+        )
+    })?;
+    let (member, topic) = (heartbeat.member_id.clone(), heartbeat.topic.clone());
+    let now_ms = state.now_ms();
+    let warming_up = state.consumer_groups_warming_up_ms() > 0;
+    let (queues, stored_epochs) = {
+        let registry = state.registry();
+        (
+            group_views::topic_queues(&registry, &topic, now_ms),
+            group_views::stored_epochs(&registry, &consumer_group, &topic, now_ms),
+        )
+    };
+    let (reply, event) = state.consumer_groups().heartbeat(
+        &consumer_group,
+        heartbeat,
+        &queues,
+        &stored_epochs,
+        now_ms,
+        warming_up,
+    );
+    match event {
+        Some(MemberEvent::Joined) => {
+            tracing::info!(%consumer_group, %topic, %member, "consumer group member joined")
+        }
+        Some(MemberEvent::Left) => {
+            tracing::info!(%consumer_group, %topic, %member, "consumer group member left")
+        }
+        None => {}
+    }
+    Ok(Json(reply))
+}
+
+/// `GET /v1/groups`: every consumer group and topic with members, queues and lag.
+pub async fn consumer_groups(State(state): State<AppState>) -> Response {
+    ok(group_views::list(&all_group_topics(&state)))
+}
+
+/// `GET /v1/groups/{group}`: members, owners and lag per queue of each topic the group reads.
+pub async fn consumer_group(
+    State(state): State<AppState>,
+    group: Result<Path<String>, PathRejection>,
+) -> Response {
+    let consumer_group = match consumer_group_of(group) {
+        Ok(group) => group,
+        Err(failure) => return failure.into_response(),
+    };
+    let topics: Vec<_> = all_group_topics(&state)
+        .into_iter()
+        .filter(|(group, _)| *group == consumer_group)
+        .map(|(_, topic)| topic)
+        .collect();
+    let warming_up_ms = state.consumer_groups_warming_up_ms();
+    if topics.is_empty() && warming_up_ms == 0 {
+        return Failure::new(
+            StatusCode::NOT_FOUND,
+            ApiErrorCode::NotFound,
+            format!(
+                "consumer group {consumer_group:?} has no live member and no offset on a live \
+                 broker: start a consumer with `smq consume TOPIC --group {consumer_group}`"
+            ),
+        )
+        .into_response();
+    }
+    ok(ConsumerGroupView {
+        consumer_group,
+        topics,
+        warming_up_ms,
+    })
+}
+
+/// Every (consumer group, topic) with its view, now.
+pub fn all_group_topics(
+    state: &AppState,
+) -> Vec<(String, smq_client::nameserver_api::ConsumerGroupTopic)> {
+    let now_ms = state.now_ms();
+    let wall_ms = smq_client::protocol::record_batch::now_ms();
+    let registry = state.registry();
+    let groups = state.consumer_groups();
+    group_views::all_topics(&registry, &groups, now_ms, wall_ms)
+}
+
 /// `GET /v1/routes/{topic}`. A fenced NameServer first checks the record again (at most every
 /// 100 ms, one lookup shared by concurrent requests): it serves at once if the record names it now.
 pub async fn route(
@@ -162,12 +300,7 @@ pub async fn route(
 
 fn route_response(state: &AppState, topic: Result<Path<String>, PathRejection>) -> Response {
     if state.fence.is_fenced() {
-        return Failure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ApiErrorCode::Fenced,
-            state.fence.message(),
-        )
-        .into_response();
+        return fenced(state).into_response();
     }
     let topic = match topic {
         Ok(Path(topic)) => topic,
@@ -247,9 +380,32 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    let topics = all_group_topics(&state);
+    let labels = |consumer_group: &str, topic: &str| ConsumerGroupLabels {
+        consumer_group: consumer_group.to_owned(),
+        topic: topic.to_owned(),
+    };
     let gauges = Gauges {
         brokers_live: state.registry().live_count(state.now_ms()),
         fenced: state.fence.is_fenced(),
+        consumer_group_members: topics
+            .iter()
+            .map(|(group, topic)| (labels(group, &topic.topic), topic.members.len() as u64))
+            .collect(),
+        consumer_group_lag: topics
+            .iter()
+            .flat_map(|(group, topic)| {
+                topic.queues.iter().filter_map(move |queue| {
+                    Some(QueueLag {
+                        group: labels(group, &topic.topic),
+                        broker_group: queue.broker_group.clone(),
+                        queue_id: queue.queue_id,
+                        messages: queue.lag_messages?,
+                        seconds: queue.lag_seconds?,
+                    })
+                })
+            })
+            .collect(),
     };
     (
         [(
@@ -268,7 +424,8 @@ pub async fn not_found(method: Method, uri: Uri) -> Failure {
         ApiErrorCode::NotFound,
         format!(
             "no route {method} {}: the API is GET /v1/routes/{{topic}}, GET /v1/cluster, GET /v1/topics, \
-             POST /v1/brokers/heartbeat, GET /healthz, GET /metrics",
+             POST /v1/brokers/heartbeat, GET /v1/groups, GET /v1/groups/{{group}}, \
+             POST /v1/groups/{{group}}/heartbeat, GET /healthz, GET /metrics",
             uri.path()
         ),
     )
@@ -276,7 +433,10 @@ pub async fn not_found(method: Method, uri: Uri) -> Failure {
 
 /// A known path with another method.
 pub async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
-    let allowed = if uri.path() == smq_client::nameserver_api::HEARTBEAT_PATH {
+    let path = uri.path();
+    let allowed = if path == smq_client::nameserver_api::HEARTBEAT_PATH
+        || (path.starts_with("/v1/groups/") && path.ends_with("/heartbeat"))
+    {
         "POST"
     } else {
         "GET"

@@ -3,7 +3,9 @@
 //! and is never on the data path. [`router`] serves tests without a socket; [`start`] binds.
 
 pub mod api;
+pub mod consumer_groups;
 pub mod fencing;
+pub mod group_views;
 pub mod metrics;
 pub mod registry;
 
@@ -16,11 +18,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use smq_client::discovery::{Discovery, DiscoveryError, DiscoveryMode, DiscoveryOptions};
 use smq_client::nameserver_api::{
-    CLUSTER_PATH, HEARTBEAT_PATH, HEARTBEAT_TIMEOUT_MS_DEFAULT, TOPICS_PATH,
+    CLUSTER_PATH, CONSUMER_GROUPS_PATH, HEARTBEAT_PATH, HEARTBEAT_TIMEOUT_MS_DEFAULT, TOPICS_PATH,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use consumer_groups::ConsumerGroups;
 use fencing::Fence;
 use metrics::Metrics;
 use registry::Registry;
@@ -88,11 +91,13 @@ pub enum Error {
     Serve(#[source] std::io::Error),
 }
 
-/// What the handlers share: the registry behind one lock (every operation is short and does no
-/// IO), the counters, the fence and the clock.
+/// What the handlers share: the registry and the consumer groups, each behind one lock (every
+/// operation is short and does no IO; when both are needed the registry is locked first), the
+/// counters, the fence and the clock.
 #[derive(Clone)]
 pub struct AppState {
     registry: Arc<Mutex<Registry>>,
+    consumer_groups: Arc<Mutex<ConsumerGroups>>,
     pub metrics: Arc<Metrics>,
     pub fence: Arc<Fence>,
     started: Instant,
@@ -102,6 +107,7 @@ impl AppState {
     pub fn new(heartbeat_timeout_ms: u64, fence: Fence) -> AppState {
         AppState {
             registry: Arc::new(Mutex::new(Registry::new(heartbeat_timeout_ms))),
+            consumer_groups: Arc::new(Mutex::new(ConsumerGroups::default())),
             metrics: Arc::new(Metrics::default()),
             fence: Arc::new(fence),
             started: Instant::now(),
@@ -111,6 +117,13 @@ impl AppState {
     pub fn registry(&self) -> MutexGuard<'_, Registry> {
         // Registry operations cannot leave it half-changed, so a poisoned lock is still usable.
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn consumer_groups(&self) -> MutexGuard<'_, ConsumerGroups> {
+        // Like the registry: no operation leaves it half-changed.
+        self.consumer_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Milliseconds since this state was made, on the monotonic clock: the registry's time.
@@ -129,6 +142,15 @@ impl AppState {
             .saturating_sub(serving_ms)
     }
 
+    /// How much longer consumer groups are warming up, in ms (0 once warm): while this
+    /// NameServer warms up, and for one heartbeat timeout after it started hearing from brokers
+    /// again (a standby that brokers and members fail over to). Members then keep the queues
+    /// they report and no free queue is given out, so a failover moves no queue.
+    pub fn consumer_groups_warming_up_ms(&self) -> u64 {
+        let taking_over_ms = self.registry().taking_over_ms(self.now_ms());
+        self.warming_up_ms().max(taking_over_ms)
+    }
+
     /// Forgets the brokers that stopped heartbeating, logging each.
     pub fn expire(&self) {
         let now_ms = self.now_ms();
@@ -142,6 +164,14 @@ impl AppState {
             );
         }
         self.metrics.brokers_expired(expired.len());
+        for (consumer_group, topic, member) in self.consumer_groups().expire(now_ms) {
+            tracing::warn!(
+                %consumer_group,
+                %topic,
+                %member,
+                "consumer group member left: no heartbeat within its session timeout; its queues go to the others"
+            );
+        }
     }
 }
 
@@ -152,6 +182,9 @@ pub fn router(state: AppState) -> Router {
         .route(CLUSTER_PATH, get(api::cluster))
         .route(TOPICS_PATH, get(api::topics))
         .route(HEARTBEAT_PATH, post(api::heartbeat))
+        .route(CONSUMER_GROUPS_PATH, get(api::consumer_groups))
+        .route("/v1/groups/{group}", get(api::consumer_group))
+        .route("/v1/groups/{group}/heartbeat", post(api::member_heartbeat))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)

@@ -16,9 +16,47 @@ pub struct Metrics {
 }
 
 /// What the scrape reads from elsewhere.
+#[derive(Default)]
 pub struct Gauges {
     pub brokers_live: usize,
     pub fenced: bool,
+    /// Per (consumer group, topic): live members.
+    pub consumer_group_members: Vec<(ConsumerGroupLabels, u64)>,
+    /// Per queue a consumer group committed an offset of: the lag.
+    pub consumer_group_lag: Vec<QueueLag>,
+}
+
+/// Which consumer group reads which topic.
+pub struct ConsumerGroupLabels {
+    pub consumer_group: String,
+    pub topic: String,
+}
+
+/// The lag of one consumer group on one queue.
+pub struct QueueLag {
+    pub group: ConsumerGroupLabels,
+    pub broker_group: String,
+    pub queue_id: u32,
+    pub messages: u64,
+    pub seconds: f64,
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl ConsumerGroupLabels {
+    fn render(&self) -> String {
+        format!(
+            "consumer_group=\"{}\",topic=\"{}\"",
+            label(&self.consumer_group),
+            label(&self.topic)
+        )
+    }
 }
 
 impl Metrics {
@@ -96,6 +134,44 @@ impl Metrics {
             "GET /v1/routes/{topic} requests by HTTP status.",
             &by_status,
         );
+        let members: Vec<(String, u64)> = gauges
+            .consumer_group_members
+            .iter()
+            .map(|(labels, count)| (format!("{{{}}}", labels.render()), *count))
+            .collect();
+        metric(
+            "smq_consumer_group_members",
+            "gauge",
+            "Live members of a consumer group reading a topic.",
+            &members,
+        );
+        let lags = &gauges.consumer_group_lag;
+        let queue_labels = |lag: &QueueLag| {
+            format!(
+                "{{{},broker_group=\"{}\",queue=\"{}\"}}",
+                lag.group.render(),
+                label(&lag.broker_group),
+                lag.queue_id
+            )
+        };
+        let messages: Vec<(String, u64)> = lags
+            .iter()
+            .map(|lag| (queue_labels(lag), lag.messages))
+            .collect();
+        metric(
+            "smq_consumer_group_lag_messages",
+            "gauge",
+            "Messages of a queue its consumer group has not consumed (queue end minus committed offset), as its broker last reported.",
+            &messages,
+        );
+        let name = "smq_consumer_group_lag_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Age of the oldest message of a queue its consumer group has not consumed; 0 when none waits.\n# TYPE {name} gauge"
+        );
+        for lag in lags {
+            let _ = writeln!(out, "{name}{} {:.3}", queue_labels(lag), lag.seconds);
+        }
         out
     }
 }
@@ -114,7 +190,30 @@ mod tests {
         let text = m.render(&Gauges {
             brokers_live: 3,
             fenced: false,
+            consumer_group_members: vec![(
+                ConsumerGroupLabels {
+                    consumer_group: "bill\"ing".into(),
+                    topic: "orders".into(),
+                },
+                2,
+            )],
+            consumer_group_lag: vec![QueueLag {
+                group: ConsumerGroupLabels {
+                    consumer_group: "billing".into(),
+                    topic: "orders".into(),
+                },
+                broker_group: "g1".into(),
+                queue_id: 3,
+                messages: 120,
+                seconds: 2.5,
+            }],
         });
+        assert!(text.contains(
+            "smq_consumer_group_members{consumer_group=\"bill\\\"ing\",topic=\"orders\"} 2\n"
+        ));
+        let queue = r#"{consumer_group="billing",topic="orders",broker_group="g1",queue="3"}"#;
+        assert!(text.contains(&format!("smq_consumer_group_lag_messages{queue} 120\n")));
+        assert!(text.contains(&format!("smq_consumer_group_lag_seconds{queue} 2.500\n")));
         assert!(text
             .contains("# TYPE smq_nameserver_brokers_live gauge\nsmq_nameserver_brokers_live 3\n"));
         assert!(text.contains("smq_nameserver_heartbeats_received_total 1\n"));

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use smq_client::nameserver_api::{
-    BrokerInfo, ClusterView, GroupRoute, Heartbeat, HeartbeatReply, Role, TopicList, TopicQueues,
-    TopicRoute, TopicSummary,
+    BrokerInfo, ClusterView, ConsumerOffset, GroupRoute, Heartbeat, HeartbeatReply, Role,
+    TopicList, TopicQueues, TopicRoute, TopicSummary,
 };
 
 /// Why a heartbeat is refused.
@@ -40,6 +40,10 @@ struct Entry {
 pub struct Registry {
     heartbeat_timeout_ms: u64,
     brokers: BTreeMap<String, Entry>,
+    /// When the last heartbeat came that found no live broker: a NameServer that starts hearing
+    /// from brokers is taking over (a start, a failover), and the others may follow for up to a
+    /// heartbeat timeout.
+    first_heartbeat_ms: Option<u64>,
 }
 
 /// The live brokers of one group: its master, if live, and the member whose topic configuration
@@ -61,6 +65,7 @@ impl Registry {
         Registry {
             heartbeat_timeout_ms,
             brokers: BTreeMap::new(),
+            first_heartbeat_ms: None,
         }
     }
 
@@ -112,6 +117,9 @@ impl Registry {
             Role::Master => Some(heartbeat.addr.clone()),
             Role::Slave => live_master.map(|m| m.heartbeat.addr.clone()),
         };
+        if self.live(now_ms).next().is_none() {
+            self.first_heartbeat_ms = Some(now_ms);
+        }
         let is_new = self
             .brokers
             .get(&heartbeat.addr)
@@ -139,6 +147,17 @@ impl Registry {
             .partition(|(_, e)| now_ms < e.last_heartbeat_ms.saturating_add(timeout));
         self.brokers = live;
         dead.into_values().map(|e| e.heartbeat).collect()
+    }
+
+    /// How much longer brokers may still be (re-)registering, in ms: a heartbeat timeout from
+    /// the heartbeat that found no live broker; `heartbeat_timeout_ms` while none is live.
+    pub fn taking_over_ms(&self, now_ms: u64) -> u64 {
+        match self.first_heartbeat_ms {
+            Some(first) if self.live(now_ms).next().is_some() => {
+                (first + self.heartbeat_timeout_ms).saturating_sub(now_ms)
+            }
+            _ => self.heartbeat_timeout_ms,
+        }
     }
 
     /// How many brokers are live.
@@ -212,6 +231,26 @@ impl Registry {
             groups,
             warming_up: false,
         })
+    }
+
+    /// The consumer offsets the live brokers report, each with its broker group: per broker
+    /// group, the master's report if it is live, else the report of the slave that heartbeated
+    /// last.
+    pub fn consumer_offsets(&self, now_ms: u64) -> Vec<(String, ConsumerOffset)> {
+        let mut offsets = Vec::new();
+        for ((_, group), members) in self.groups(now_ms) {
+            let reporter = members.master.or_else(|| {
+                members
+                    .slaves
+                    .iter()
+                    .copied()
+                    .max_by_key(|s| s.last_heartbeat_ms)
+            });
+            for offset in reporter.iter().flat_map(|e| &e.heartbeat.consumer_offsets) {
+                offsets.push((group.to_owned(), offset.clone()));
+            }
+        }
+        offsets
     }
 
     /// Every live broker: cluster, group, role (master first), then address.
@@ -300,6 +339,7 @@ mod tests {
                     writable: true,
                 })
                 .collect(),
+            consumer_offsets: vec![],
         }
     }
 

@@ -570,7 +570,7 @@ pub fn fresh_producers_ride_through_a_repoint(dns: &impl SrvControl, standby: St
         queues_of_key
             .entry(String::from_utf8_lossy(&message.key).into_owned())
             .or_default()
-            .insert((message.group.to_string(), message.queue_id));
+            .insert((message.broker_group.to_string(), message.queue_id));
     }
     assert!(queues_of_key.len() >= 4, "{queues_of_key:?}");
     for (key, queues) in &queues_of_key {

@@ -1,9 +1,10 @@
-//! CommitOffset: remember the next offset a consumer group reads from a topic-queue.
+//! CommitOffset: remember the next offset a consumer group reads from a topic-queue, unless a
+//! newer owner of the queue (a higher owner epoch) committed already.
 
 use smq_client::protocol::request::CommitOffsetRequest;
 use smq_client::protocol::Response;
 
-use super::{check_group_name, topic_queue, Answer, Outcome};
+use super::{check_group_name, topic_queue, Answer, HandlerError, Outcome};
 use crate::state::Broker;
 
 pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
@@ -12,11 +13,21 @@ pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
     // Never past what consumers can have read: a committed offset above the queue's end would
     // skip messages appended later.
     let (_, end) = broker.store.queue_offsets(&request.topic, request.queue_id);
-    broker.offsets.commit(
-        &request.group,
-        &request.topic,
-        request.queue_id,
-        request.offset.min(end),
-    );
+    broker
+        .offsets
+        .commit(
+            &request.group,
+            &request.topic,
+            request.queue_id,
+            request.offset.min(end),
+            request.owner_epoch,
+        )
+        .map_err(|stale| HandlerError::StaleOwnerEpoch {
+            consumer_group: request.group.clone(),
+            topic: request.topic.clone(),
+            queue: request.queue_id,
+            owner_epoch: request.owner_epoch,
+            stored_epoch: stale.stored_epoch,
+        })?;
     Ok(Answer::Response(Response::CommitOffset))
 }

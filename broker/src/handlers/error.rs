@@ -56,6 +56,14 @@ pub enum HandlerError {
     },
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("consumer group {consumer_group}: the commit for {topic}/{queue} carries owner epoch {owner_epoch}, but a member with epoch {stored_epoch} committed already: another member owns this queue now; stop reading it")]
+    StaleOwnerEpoch {
+        consumer_group: String,
+        topic: String,
+        queue: u32,
+        owner_epoch: u64,
+        stored_epoch: u64,
+    },
     #[error("the broker is shutting down: retry on another broker group or after the restart")]
     ShuttingDown,
     #[error("{0}")]
@@ -84,6 +92,7 @@ impl HandlerError {
             HandlerError::NoSlave => ErrorCode::NoSlave,
             HandlerError::FlushTimeout { .. } => ErrorCode::FlushTimeout,
             HandlerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            HandlerError::StaleOwnerEpoch { .. } => ErrorCode::StaleOwnerEpoch,
             HandlerError::ShuttingDown => ErrorCode::BrokerShuttingDown,
             HandlerError::Internal(_) => ErrorCode::UnknownServerError,
             HandlerError::Storage(error) => storage_code(error),

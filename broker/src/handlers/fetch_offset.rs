@@ -16,7 +16,7 @@ pub fn handle(broker: &Broker, request: FetchOffsetRequest) -> Outcome {
     let offset = broker
         .offsets
         .get(&request.group, &request.topic, request.queue_id)
-        .map(|offset| offset.min(end));
+        .map(|committed| committed.offset.min(end));
     Ok(Answer::Response(Response::FetchOffset(
         FetchOffsetResponse { offset },
     )))

@@ -1,6 +1,11 @@
-//! Consumer-group offsets (group, topic, queue -> next offset to read), kept in memory and written
-//! to `<data-dir>/consumer_offsets.json` atomically, at most every `offsets_flush_interval_ms` and
+//! Consumer-group offsets ((consumer group, topic, queue) -> next offset to read, with the
+//! highest owner epoch a commit carried), kept in memory and written to
+//! `<data-dir>/consumer_offsets.json` atomically, at most every `offsets_flush_interval_ms` and
 //! at shutdown.
+//!
+//! The owner epoch fences members that lost a queue: the NameServer gives the queue's owner an
+//! epoch that grows each time the queue changes owner, and a commit with an epoch below the one
+//! stored is refused, so a slow former owner cannot move the offset back.
 //!
 //! What a crash can lose: commits made since the last write (at most one interval, 1 s by
 //! default). A consumer group then resumes from an older offset and reads those messages again:
@@ -28,10 +33,38 @@ pub enum OffsetsError {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
-    group: String,
+    #[serde(alias = "group")]
+    consumer_group: String,
     topic: String,
     queue: u32,
     offset: u64,
+    /// Absent in files written before owner epochs: 0.
+    #[serde(default)]
+    owner_epoch: u64,
+}
+
+/// What a consumer group committed for one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The next offset the group reads.
+    pub offset: u64,
+    /// The highest owner epoch a commit for this queue carried.
+    pub owner_epoch: u64,
+}
+
+/// A commit refused because a newer owner of the queue committed already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleEpoch {
+    pub stored_epoch: u64,
+}
+
+/// One stored offset, as [`Offsets::all`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOffset {
+    pub consumer_group: String,
+    pub topic: String,
+    pub queue: u32,
+    pub committed: Committed,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -39,11 +72,12 @@ struct OffsetsFile {
     offsets: Vec<Entry>,
 }
 
+/// (consumer group, topic, queue).
 type Key = (String, String, u32);
 
 #[derive(Default)]
 struct State {
-    offsets: BTreeMap<Key, u64>,
+    offsets: BTreeMap<Key, Committed>,
     /// Changed since the last write.
     dirty: bool,
 }
@@ -70,7 +104,13 @@ impl Offsets {
         let offsets = file
             .offsets
             .into_iter()
-            .map(|entry| ((entry.group, entry.topic, entry.queue), entry.offset))
+            .map(|entry| {
+                let committed = Committed {
+                    offset: entry.offset,
+                    owner_epoch: entry.owner_epoch,
+                };
+                ((entry.consumer_group, entry.topic, entry.queue), committed)
+            })
             .collect();
         Ok(Offsets {
             path,
@@ -86,21 +126,56 @@ impl Offsets {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records `offset` as the next offset `group` reads from `topic`/`queue`; on disk with the
-    /// next [`Offsets::persist`].
-    pub fn commit(&self, group: &str, topic: &str, queue: u32, offset: u64) {
+    /// Records `offset` as the next offset `consumer_group` reads from `topic`/`queue`, committed
+    /// by the queue's owner of `owner_epoch`; on disk with the next [`Offsets::persist`]. Refused
+    /// when a commit with a higher epoch was stored: another member owns the queue now.
+    pub fn commit(
+        &self,
+        consumer_group: &str,
+        topic: &str,
+        queue: u32,
+        offset: u64,
+        owner_epoch: u64,
+    ) -> Result<(), StaleEpoch> {
         let mut state = self.lock();
-        state
-            .offsets
-            .insert((group.to_owned(), topic.to_owned(), queue), offset);
+        let key = (consumer_group.to_owned(), topic.to_owned(), queue);
+        if let Some(stored) = state.offsets.get(&key) {
+            if owner_epoch < stored.owner_epoch {
+                return Err(StaleEpoch {
+                    stored_epoch: stored.owner_epoch,
+                });
+            }
+        }
+        state.offsets.insert(
+            key,
+            Committed {
+                offset,
+                owner_epoch,
+            },
+        );
         state.dirty = true;
+        Ok(())
     }
 
-    pub fn get(&self, group: &str, topic: &str, queue: u32) -> Option<u64> {
+    pub fn get(&self, consumer_group: &str, topic: &str, queue: u32) -> Option<Committed> {
         self.lock()
             .offsets
-            .get(&(group.to_owned(), topic.to_owned(), queue))
+            .get(&(consumer_group.to_owned(), topic.to_owned(), queue))
             .copied()
+    }
+
+    /// Every stored offset (for heartbeats and metrics).
+    pub fn all(&self) -> Vec<StoredOffset> {
+        self.lock()
+            .offsets
+            .iter()
+            .map(|((consumer_group, topic, queue), committed)| StoredOffset {
+                consumer_group: consumer_group.clone(),
+                topic: topic.clone(),
+                queue: *queue,
+                committed: *committed,
+            })
+            .collect()
     }
 
     /// Forgets every group's offsets of `topic` (the topic was deleted).
@@ -126,11 +201,12 @@ impl Offsets {
         let file = OffsetsFile {
             offsets: snapshot
                 .into_iter()
-                .map(|((group, topic, queue), offset)| Entry {
-                    group,
+                .map(|((consumer_group, topic, queue), committed)| Entry {
+                    consumer_group,
                     topic,
                     queue,
-                    offset,
+                    offset: committed.offset,
+                    owner_epoch: committed.owner_epoch,
                 })
                 .collect(),
         };
@@ -152,15 +228,49 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let offsets = Offsets::open(dir.path()).unwrap();
         assert!(!offsets.persist().unwrap(), "nothing to write yet");
-        offsets.commit("billing", "orders", 3, 42);
-        offsets.commit("billing", "audit", 0, 7);
-        offsets.commit("billing", "orders", 3, 43);
+        offsets.commit("billing", "orders", 3, 42, 1).unwrap();
+        offsets.commit("billing", "audit", 0, 7, 1).unwrap();
+        offsets.commit("billing", "orders", 3, 43, 2).unwrap();
         offsets.remove_topic("audit");
         assert!(offsets.persist().unwrap());
-        offsets.commit("billing", "orders", 4, 1); // never persisted: a crash loses it
+        offsets.commit("billing", "orders", 4, 1, 1).unwrap(); // never persisted: a crash loses it
         let reopened = Offsets::open(dir.path()).unwrap();
-        assert_eq!(reopened.get("billing", "orders", 3), Some(43));
+        let committed = Committed {
+            offset: 43,
+            owner_epoch: 2,
+        };
+        assert_eq!(reopened.get("billing", "orders", 3), Some(committed));
         assert_eq!(reopened.get("billing", "audit", 0), None);
         assert_eq!(reopened.get("billing", "orders", 4), None);
+    }
+
+    #[test]
+    fn a_commit_with_a_lower_owner_epoch_is_refused_and_moves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let offsets = Offsets::open(dir.path()).unwrap();
+        offsets.commit("billing", "orders", 0, 100, 5).unwrap();
+        assert_eq!(
+            offsets.commit("billing", "orders", 0, 40, 4),
+            Err(StaleEpoch { stored_epoch: 5 })
+        );
+        offsets.commit("billing", "orders", 0, 120, 5).unwrap();
+        offsets.commit("billing", "orders", 0, 130, 6).unwrap();
+        assert_eq!(offsets.get("billing", "orders", 0).unwrap().offset, 130);
+    }
+
+    #[test]
+    fn files_without_owner_epochs_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            r#"{"offsets":[{"group":"billing","topic":"orders","queue":1,"offset":9}]}"#,
+        )
+        .unwrap();
+        let offsets = Offsets::open(dir.path()).unwrap();
+        let committed = Committed {
+            offset: 9,
+            owner_epoch: 0,
+        };
+        assert_eq!(offsets.get("billing", "orders", 1), Some(committed));
     }
 }

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use smq_client::protocol::record_batch::{now_ms, BatchView, BrokerStamp};
+use smq_client::protocol::record_batch::{self, now_ms, BatchView, BrokerStamp};
 use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpoint;
@@ -365,6 +365,13 @@ impl Store {
                 index.next_offset_visible_at(visible),
             )
         })
+    }
+
+    /// When the broker stored the message at `queue_offset` of `topic`/`queue` (its batch's
+    /// store timestamp, ms since the Unix epoch), if that message is visible to consumers.
+    pub fn stored_at_ms(&self, topic: &str, queue: u32, queue_offset: u64) -> Option<u64> {
+        let read = self.read(topic, queue, queue_offset, 1).ok()?;
+        record_batch::stored_timestamp_ms(read.batches.first()?)
     }
 
     /// The log position below which consumers may read: what the flush mode says survives.

@@ -22,14 +22,17 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[path = "smq/bench.rs"]
 mod bench;
+#[path = "smq/group.rs"]
+mod group;
 use bench::{bench, BenchCommand};
+use group::{group, GroupCommand};
 use tokio::sync::mpsc;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "smq",
     version,
-    about = "smq's command line client: topics, produce, consume, bench, cluster"
+    about = "smq's command line client: topics, produce, consume, consumer groups, bench, cluster"
 )]
 struct Cli {
     /// Broker to talk to directly, host:port.
@@ -79,8 +82,12 @@ enum Command {
     Topic(TopicCommand),
     /// Send one message per line of standard input; exits 0 only when all are acknowledged.
     Produce(ProduceArgs),
-    /// Print one message body per line on standard output, committing the group's offsets.
+    /// Print one message body per line on standard output, committing the consumer group's
+    /// offsets; members of one consumer group share the topic's queues.
     Consume(ConsumeArgs),
+    /// Consumer groups: members, queue owners, lag (needs --nameserver or --srv).
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Load generator: produce, consume, or both with end-to-end latency.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -169,9 +176,17 @@ enum FromArg {
 #[derive(Args, Debug)]
 struct ConsumeArgs {
     topic: String,
-    /// Consumer group whose offsets are read and committed on the broker.
+    /// Consumer group whose offsets are read and committed on the brokers. With --nameserver or
+    /// --srv its members share the topic's queues: each queue is read by one member at a time.
     #[arg(long, env = "SMQ_GROUP")]
     group: String,
+    /// How often what was printed is committed.
+    #[arg(long, env = "SMQ_COMMIT_INTERVAL_MS", default_value_t = 1_000)]
+    commit_interval_ms: u64,
+    /// This member's queues go to the others this long after it stops heartbeating (killed);
+    /// on Ctrl-C or SIGTERM it commits and leaves, and they move at once.
+    #[arg(long, env = "SMQ_SESSION_TIMEOUT_MS", default_value_t = smq_client::nameserver_api::SESSION_TIMEOUT_MS_DEFAULT)]
+    session_timeout_ms: u64,
     /// Where to start in queues the group has no offset for.
     #[arg(long, env = "SMQ_FROM", value_enum, default_value = "earliest")]
     from: FromArg,
@@ -234,6 +249,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     config.client_id = "smq-cli".into();
     let wait = Duration::from_millis(cli.route_wait_ms);
     match cli.command {
+        Command::Group(command) => match nameserver {
+            Some(client) => group(&client, command, wait).await,
+            None => bail!(
+                "`smq group` asks the NameServer: set --nameserver URL or --srv NAME \
+                 (or SMQ_NAMESERVER / SMQ_SRV)"
+            ),
+        },
         Command::Cluster => match nameserver {
             Some(client) => cluster(&client, wait).await,
             None => bail!(
@@ -646,16 +668,18 @@ async fn consume(mut config: ClientConfig, args: ConsumeArgs) -> anyhow::Result<
         // Check for idleness at least this often.
         config.fetch_max_wait_ms = config.fetch_max_wait_ms.min(idle.as_millis().max(1) as u32);
     }
+    config.commit_interval_ms = args.commit_interval_ms;
+    config.session_timeout_ms = args.session_timeout_ms;
     let from = match args.from {
         FromArg::Earliest => StartFrom::Earliest,
         FromArg::Latest => StartFrom::Latest,
     };
+    let stop = stop_on_signals()?;
     let mut consumer = Consumer::connect(config, &args.topic, Some(&args.group), from).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let mut received = 0u64;
     let mut last_message = Instant::now();
-    let mut last_commit = Instant::now();
     // The last retryable failure reported, so that a broker down for a while is said once.
     let mut failing: Option<String> = None;
     loop {
@@ -665,9 +689,17 @@ async fn consume(mut config: ClientConfig, args: ConsumeArgs) -> anyhow::Result<
         if idle_timeout.is_some_and(|idle| last_message.elapsed() >= idle) {
             break;
         }
+        if stop.load(Ordering::Relaxed) {
+            eprintln!(
+                "smq consume: stopping: committing and leaving consumer group {}",
+                args.group
+            );
+            break;
+        }
         let want = args
             .count
             .map_or(usize::MAX, |count| (count - received) as usize);
+        // Polls commit what was printed before them, every --commit-interval-ms.
         let polled = consumer.poll(want).await;
         for reset in consumer.take_offset_resets() {
             eprintln!("smq consume: {reset}");
@@ -700,21 +732,30 @@ async fn consume(mut config: ClientConfig, args: ConsumeArgs) -> anyhow::Result<
             out.flush()?;
         }
         received += messages.len() as u64;
-        if last_commit.elapsed() >= Duration::from_secs(1) {
-            match consumer.commit().await {
-                Ok(()) => {}
-                Err(error) if error.is_retryable() => {
-                    eprintln!("smq consume: committing offsets failed: {error}: retrying");
-                }
-                Err(error) => return Err(error.into()),
-            }
-            last_commit = Instant::now();
-        }
     }
     out.flush()?;
-    consumer.commit().await?;
+    // Stops fetching, commits what was printed, leaves: the queues move to the others at once.
+    consumer.close().await?;
     eprintln!("received {received} messages from topic {}", args.topic);
     Ok(())
+}
+
+/// A flag set on Ctrl-C (SIGINT) or SIGTERM, so that `consume` stops between two polls and
+/// leaves cleanly.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        flag.store(true, Ordering::Relaxed);
+    });
+    Ok(stop)
 }
 
 /// Messages one broker stores of a topic, over its queues.

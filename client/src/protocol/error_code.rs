@@ -76,11 +76,14 @@ pub enum ErrorCode {
     /// The request decoded but a value makes no sense (for example a Fetch with `max_bytes` 0);
     /// the message names it.
     InvalidRequest = 25,
+    /// A CommitOffset carried an owner epoch below the one stored for the queue: another member
+    /// of the consumer group owns the queue now, and this member must stop reading it.
+    StaleOwnerEpoch = 26,
 }
 
 impl ErrorCode {
     /// Every code, in number order.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::None,
         ErrorCode::UnknownServerError,
         ErrorCode::MalformedRequest,
@@ -107,6 +110,7 @@ impl ErrorCode {
         ErrorCode::BrokerShuttingDown,
         ErrorCode::InvalidGroupName,
         ErrorCode::InvalidRequest,
+        ErrorCode::StaleOwnerEpoch,
     ];
 
     /// The code with this number, if this build knows it.
@@ -147,7 +151,8 @@ impl ErrorCode {
             | ErrorCode::BatchTopicMismatch
             | ErrorCode::OffsetOutOfRange
             | ErrorCode::InvalidGroupName
-            | ErrorCode::InvalidRequest => false,
+            | ErrorCode::InvalidRequest
+            | ErrorCode::StaleOwnerEpoch => false,
         }
     }
 
@@ -180,6 +185,7 @@ impl ErrorCode {
             ErrorCode::BrokerShuttingDown => "BROKER_SHUTTING_DOWN",
             ErrorCode::InvalidGroupName => "INVALID_GROUP_NAME",
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::StaleOwnerEpoch => "STALE_OWNER_EPOCH",
         }
     }
 }
@@ -224,6 +230,7 @@ mod tests {
             (23, "BROKER_SHUTTING_DOWN"),
             (24, "INVALID_GROUP_NAME"),
             (25, "INVALID_REQUEST"),
+            (26, "STALE_OWNER_EPOCH"),
         ];
         let actual: Vec<(u16, &str)> = ErrorCode::ALL
             .iter()

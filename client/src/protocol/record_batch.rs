@@ -307,6 +307,13 @@ pub fn total_len(bytes: &[u8]) -> Option<usize> {
     Some(4 + length as usize)
 }
 
+/// The `store_timestamp_ms` the broker stamped on the stored batch starting at `bytes`, if its
+/// header is there. Says nothing about validity: for batches the broker checked when it stored
+/// them.
+pub fn stored_timestamp_ms(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(24..32)?.try_into().ok()?))
+}
+
 fn crc_of(header: &[u8], payload: &crc32fast::Hasher) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(header);

@@ -384,12 +384,14 @@ impl DeleteTopicRequest {
 /// use smq_client::protocol::frame::decode_request;
 /// use smq_client::protocol::request::{CommitOffsetRequest, Request};
 ///
-/// // Processed messages up to offset 41: resume from 42.
+/// // Processed messages up to offset 41: resume from 42. The NameServer gave this member the
+/// // queue with owner epoch 7.
 /// let commit = CommitOffsetRequest {
 ///     group: "billing".into(),
 ///     topic: "orders".into(),
 ///     queue_id: 3,
 ///     offset: 42,
+///     owner_epoch: 7,
 /// };
 /// let mut buf = BytesMut::new();
 /// Request::CommitOffset(commit.clone()).encode(1, 1, &mut buf);
@@ -403,6 +405,10 @@ pub struct CommitOffsetRequest {
     pub queue_id: u32,
     /// Queue offset of the next message the group will read (one past the last one processed).
     pub offset: u64,
+    /// The owner epoch the NameServer gave the committing member with the queue (0 for a
+    /// consumer outside NameServer coordination). The broker refuses a commit with an epoch
+    /// below the highest it stored for the queue (`STALE_OWNER_EPOCH`).
+    pub owner_epoch: u64,
 }
 
 impl CommitOffsetRequest {
@@ -411,6 +417,7 @@ impl CommitOffsetRequest {
         put_string(out, &self.topic);
         out.put_u32(self.queue_id);
         out.put_u64(self.offset);
+        out.put_u64(self.owner_epoch);
     }
 
     fn decode_v1(reader: &mut Reader) -> Result<CommitOffsetRequest, DecodeError> {
@@ -419,6 +426,7 @@ impl CommitOffsetRequest {
             topic: reader.string("topic")?,
             queue_id: reader.u32("queue_id")?,
             offset: reader.u64("offset")?,
+            owner_epoch: reader.u64("owner_epoch")?,
         })
     }
 }
@@ -667,16 +675,22 @@ pub(crate) mod tests {
                 Request::CreateTopic(CreateTopicRequest { topic, queue_count })
             }),
             arb_name().prop_map(|topic| Request::DeleteTopic(DeleteTopicRequest { topic })),
-            (arb_name(), arb_name(), any::<u32>(), any::<u64>()).prop_map(
-                |(group, topic, queue_id, offset)| {
+            (
+                arb_name(),
+                arb_name(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<u64>()
+            )
+                .prop_map(|(group, topic, queue_id, offset, owner_epoch)| {
                     Request::CommitOffset(CommitOffsetRequest {
                         group,
                         topic,
                         queue_id,
                         offset,
+                        owner_epoch,
                     })
-                }
-            ),
+                }),
             (arb_name(), arb_name(), any::<u32>()).prop_map(|(group, topic, queue_id)| {
                 Request::FetchOffset(FetchOffsetRequest {
                     group,

@@ -1,0 +1,116 @@
+//! `smq group list` and `smq group describe NAME`: consumer groups as the NameServer sees them
+//! (members, who owns which queue, committed offsets and lag), as tables.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use smq_client::nameserver_client::NameServerClient;
+
+#[derive(Subcommand, Debug)]
+pub(super) enum GroupCommand {
+    /// Every consumer group with the topic it reads, its live members and its lag (messages not
+    /// consumed, and the age of the oldest one).
+    List,
+    /// A consumer group's members and, per queue of each topic it reads: owner, owner epoch,
+    /// committed offset, end and lag.
+    Describe {
+        /// The consumer group.
+        name: String,
+    },
+}
+
+pub(super) async fn group(
+    client: &NameServerClient,
+    command: GroupCommand,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::List => list(client, wait).await,
+        GroupCommand::Describe { name } => describe(client, &name, wait).await,
+    }
+}
+
+async fn list(client: &NameServerClient, wait: Duration) -> anyhow::Result<()> {
+    let list = client
+        .retrying("the consumer groups", wait, || client.consumer_groups())
+        .await?;
+    println!(
+        "{:<24} {:<24} {:>7} {:>6} {:>12} {:>11}",
+        "CONSUMER GROUP", "TOPIC", "MEMBERS", "QUEUES", "LAG (MSGS)", "LAG (SECS)"
+    );
+    for group in &list.groups {
+        println!(
+            "{:<24} {:<24} {:>7} {:>6} {:>12} {:>11.1}",
+            group.consumer_group,
+            group.topic,
+            group.members,
+            group.queues,
+            group.lag_messages,
+            group.lag_seconds
+        );
+    }
+    if list.groups.is_empty() {
+        eprintln!("no consumer group: none has a live member or an offset on a live broker");
+    }
+    Ok(())
+}
+
+async fn describe(client: &NameServerClient, name: &str, wait: Duration) -> anyhow::Result<()> {
+    let view = client
+        .retrying(&format!("consumer group `{name}`"), wait, || {
+            client.consumer_group(name)
+        })
+        .await?;
+    for topic in &view.topics {
+        println!(
+            "consumer group {} reading topic {}: {} member(s)",
+            view.consumer_group,
+            topic.topic,
+            topic.members.len()
+        );
+        for member in &topic.members {
+            let queues: Vec<String> = member
+                .queues
+                .iter()
+                .map(|q| format!("{}/{}", q.broker_group, q.queue_id))
+                .collect();
+            println!(
+                "  member {} (session {} ms, expires in {} ms): {}",
+                member.member_id,
+                member.session_timeout_ms,
+                member.expires_in_ms,
+                if queues.is_empty() {
+                    "no queue".to_owned()
+                } else {
+                    queues.join(" ")
+                }
+            );
+        }
+        println!(
+            "  {:<16} {:>5} {:<32} {:>6} {:>12} {:>12} {:>10} {:>9}",
+            "BROKER GROUP", "QUEUE", "OWNER", "EPOCH", "COMMITTED", "END", "LAG MSGS", "LAG SECS"
+        );
+        let dash = || "-".to_owned();
+        for queue in &topic.queues {
+            println!(
+                "  {:<16} {:>5} {:<32} {:>6} {:>12} {:>12} {:>10} {:>9}",
+                queue.broker_group,
+                queue.queue_id,
+                queue.owner.as_deref().unwrap_or("-"),
+                queue.owner_epoch,
+                queue.committed_offset.map_or_else(dash, |o| o.to_string()),
+                queue.end_offset.map_or_else(dash, |o| o.to_string()),
+                queue.lag_messages.map_or_else(dash, |o| o.to_string()),
+                queue.lag_seconds.map_or_else(dash, |s| format!("{s:.1}")),
+            );
+        }
+    }
+    if view.warming_up_ms > 0 {
+        eprintln!(
+            "the NameServer is warming up for another {} ms: members and brokers that have not \
+             (re-)registered with it yet are missing",
+            view.warming_up_ms
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,701 @@
+//! Consumer groups that share a topic, through the real binaries: `smq consume` members of one
+//! consumer group coordinated by a NameServer over a topic of 8 queues on two broker groups.
+//! Each test prints what it measured (duplicates, gaps, move times).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
+use smq_client::nameserver_client::NameServerClient;
+use smq_client::{ClientConfig, Message, Producer};
+use smq_tests::failover::registered;
+use smq_tests::{run_with_stdin, wait_for, Broker, NameServer};
+
+/// Members' session timeout: a killed member's queues move this long after its last heartbeat.
+const SESSION_MS: u64 = 2_000;
+/// How often members commit what they printed.
+const COMMIT_MS: u64 = 200;
+const TOPIC: &str = "clicks";
+
+/// A NameServer (1 s heartbeat timeout, so a 1 s warm-up) and two broker groups, g1 and g2,
+/// with topic `clicks` of 4 queues in each.
+struct Cluster {
+    nameserver: NameServer,
+    brokers: Vec<Broker>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let nameserver = NameServer::start(&["--heartbeat-timeout-ms", "1000"]);
+        let brokers: Vec<Broker> = ["g1", "g2"]
+            .iter()
+            .map(|group| broker(&nameserver, group, None))
+            .collect();
+        let mut want: Vec<String> = brokers.iter().map(|b| b.addr.to_string()).collect();
+        want.sort();
+        wait_for("both brokers registered", Duration::from_secs(10), || {
+            (registered(&nameserver) == want).then_some(())
+        });
+        smq_ok(
+            &nameserver,
+            &[
+                "topic", "create", TOPIC, "--queues", "4", "--groups", "g1,g2",
+            ],
+        );
+        Cluster {
+            nameserver,
+            brokers,
+        }
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mode = DiscoveryMode::Static(vec![self.nameserver.url()]);
+        let discovery = Discovery::new(mode, DiscoveryOptions::default()).unwrap();
+        let mut config = ClientConfig::with_nameserver(NameServerClient::new(Arc::new(discovery)));
+        config.route_refresh_ms = 500;
+        config
+    }
+}
+
+fn broker(nameserver: &NameServer, group: &str, data_dir: Option<&std::path::Path>) -> Broker {
+    let args = ["--nameserver", &nameserver.url(), "--group", group];
+    match data_dir {
+        Some(dir) => Broker::start_in(dir, &args),
+        None => Broker::start(&args),
+    }
+}
+
+fn smq_ok(nameserver: &NameServer, args: &[&str]) -> String {
+    let output = nameserver.smq().args(args).output().expect("running smq");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "smq {args:?} failed: {stderr}");
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// One `smq consume clicks --group G` process; a thread collects its lines with their arrival
+/// times.
+struct Member {
+    child: Option<Child>,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Member {
+    fn start(nameserver: &NameServer, consumer_group: &str) -> Member {
+        Member::start_with(&nameserver.url(), consumer_group)
+    }
+
+    /// A member asking the NameServers `urls` (URL[,URL]).
+    fn start_with(urls: &str, consumer_group: &str) -> Member {
+        let mut child = Command::new(smq_tests::binary("smq"))
+            .env("SMQ_NAMESERVER", urls)
+            .env_remove("SMQ_BROKER")
+            .args(["consume", TOPIC, "--group", consumer_group])
+            .args(["--session-timeout-ms", &SESSION_MS.to_string()])
+            .args(["--commit-interval-ms", &COMMIT_MS.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting smq consume");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let pipe = child.stderr.take().expect("piped stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Member {
+            child: Some(child),
+            lines,
+            stderr,
+            reader: Some(reader),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Whether `member_id` (client id, pid, a random part) is this process's.
+    fn is(&self, member_id: &str) -> bool {
+        member_id.contains(&format!("-{}-", self.pid()))
+    }
+
+    fn lines(&self) -> Vec<(Instant, String)> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then waits for a clean exit and for its last lines.
+    fn terminate(&mut self) {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: plain syscall on a pid we own.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = wait_for("smq consume exits", Duration::from_secs(15), || {
+            child.try_wait().expect("try_wait")
+        });
+        let stderr = self.stderr.lock().unwrap().join("\n");
+        assert!(
+            status.success(),
+            "smq consume exited with {status}: {stderr}"
+        );
+        self.reader.take().unwrap().join().unwrap();
+    }
+
+    /// SIGKILL, then waits for the lines it printed before.
+    fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("waiting for the killed member");
+        self.reader.take().unwrap().join().unwrap();
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `GET /v1/groups/{group}`, if the NameServer knows the group.
+fn group_view(nameserver: &NameServer, consumer_group: &str) -> Option<serde_json::Value> {
+    let (status, body) = nameserver.get(&format!("/v1/groups/{consumer_group}"));
+    if status == 404 {
+        return None;
+    }
+    assert_eq!(status, 200, "{body}");
+    Some(serde_json::from_str(&body).expect("JSON"))
+}
+
+/// Per member id, the queues it holds (`g1/0`), from the NameServer's API; asserts that no
+/// queue has two owners.
+fn owners(nameserver: &NameServer, consumer_group: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let Some(view) = group_view(nameserver, consumer_group) else {
+        return BTreeMap::new();
+    };
+    let mut by_member = BTreeMap::new();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for topic in view["topics"].as_array().unwrap() {
+        for member in topic["members"].as_array().unwrap() {
+            let id = member["member_id"].as_str().unwrap().to_owned();
+            let mut queues = BTreeSet::new();
+            for queue in member["queues"].as_array().unwrap() {
+                let name = format!(
+                    "{}/{}",
+                    queue["broker_group"].as_str().unwrap(),
+                    queue["queue_id"]
+                );
+                if let Some(other) = seen.insert(name.clone(), id.clone()) {
+                    panic!("queue {name} has two owners: {other} and {id}");
+                }
+                queues.insert(name);
+            }
+            by_member.insert(id, queues);
+        }
+    }
+    by_member
+}
+
+/// Waits until `members` live members hold all 8 queues between them.
+fn wait_balanced(
+    nameserver: &NameServer,
+    consumer_group: &str,
+    members: usize,
+) -> BTreeMap<String, BTreeSet<String>> {
+    wait_for(
+        &format!("{members} members holding all 8 queues"),
+        Duration::from_secs(20),
+        || {
+            let owners = owners(nameserver, consumer_group);
+            let held: usize = owners.values().map(BTreeSet::len).sum();
+            let even = owners.values().all(|q| q.len() >= 8 / members);
+            (owners.len() == members && held == 8 && even).then_some(owners)
+        },
+    )
+}
+
+/// Sends `count` messages at about `per_second` from a thread: `m{i}`, or with `keys` keyed
+/// messages `k{key}:{seq}` (seq counts per key) with key `k{key}`.
+fn produce(
+    config: ClientConfig,
+    count: usize,
+    per_second: usize,
+    keys: Option<usize>,
+) -> JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let producer = Producer::connect(config).await.unwrap();
+            let mut sent = Vec::with_capacity(count);
+            let mut pending = Vec::with_capacity(count);
+            let start = tokio::time::Instant::now();
+            for i in 0..count {
+                let (body, key) = match keys {
+                    Some(keys) => (
+                        format!("k{}:{}", i % keys, i / keys),
+                        Some(format!("k{}", i % keys)),
+                    ),
+                    None => (format!("m{i}"), None),
+                };
+                let mut message = Message::from_body(body.clone());
+                if let Some(key) = key {
+                    message.key = key.into_bytes();
+                }
+                pending.push(producer.start_send(TOPIC, message).await.unwrap());
+                sent.push(body);
+                let due = start + Duration::from_secs_f64((i + 1) as f64 / per_second as f64);
+                tokio::time::sleep_until(due).await;
+            }
+            producer.flush().await.unwrap();
+            for delivery in pending {
+                delivery.wait().await.unwrap();
+            }
+            sent
+        })
+    })
+}
+
+/// Every line the members printed, and how many were printed more than once.
+fn tally(members: &[&Member]) -> (BTreeSet<String>, usize) {
+    let all: Vec<String> = members
+        .iter()
+        .flat_map(|m| m.lines().into_iter().map(|(_, line)| line))
+        .collect();
+    let distinct: BTreeSet<String> = all.iter().cloned().collect();
+    let duplicates = all.len() - distinct.len();
+    (distinct, duplicates)
+}
+
+fn wait_all_delivered(members: &[&Member], sent: &[String]) {
+    let want: BTreeSet<String> = sent.iter().cloned().collect();
+    wait_for("every message delivered", Duration::from_secs(30), || {
+        let (got, _) = tally(members);
+        want.is_subset(&got).then_some(())
+    });
+}
+
+#[test]
+fn three_members_share_eight_queues_one_owner_each_and_a_killed_members_queues_move_within_its_session(
+) {
+    let cluster = Cluster::start();
+    let ns = &cluster.nameserver;
+    let mut members: Vec<Member> = (0..3).map(|_| Member::start(ns, "shared")).collect();
+    let before = wait_balanced(ns, "shared", 3);
+    println!("assignment of 3 members: {before:?}");
+
+    let producer = produce(cluster.config(), 6_000, 1_000, None);
+    // Owners checked from the API while messages flow.
+    let watch_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < watch_until {
+        owners(ns, "shared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let victim_id = before
+        .keys()
+        .find(|id| members[2].is(id))
+        .expect("the third member in the API")
+        .clone();
+    members[2].kill();
+    let killed_at = Instant::now();
+    let after = wait_for(
+        "the killed member's queues moved",
+        Duration::from_secs(15),
+        || {
+            let owners = owners(ns, "shared");
+            let held: usize = owners.values().map(BTreeSet::len).sum();
+            (!owners.contains_key(&victim_id) && owners.len() == 2 && held == 8).then_some(owners)
+        },
+    );
+    let moved_after = killed_at.elapsed();
+    println!("a SIGKILLed member's queues moved after {moved_after:?} (session {SESSION_MS} ms): {after:?}");
+    assert!(
+        moved_after <= Duration::from_millis(SESSION_MS + 1_500),
+        "queues moved only after {moved_after:?}"
+    );
+    // The survivors kept their own queues.
+    for (id, queues) in &after {
+        assert!(
+            before[id].is_subset(queues),
+            "{id} lost queues: {:?} -> {queues:?}",
+            before[id]
+        );
+    }
+    let sent = producer.join().unwrap();
+    let refs: Vec<&Member> = members.iter().collect();
+    wait_all_delivered(&refs, &sent);
+    for member in &mut members[..2] {
+        member.terminate();
+    }
+    let refs: Vec<&Member> = members.iter().collect();
+    let (got, duplicates) = tally(&refs);
+    assert_eq!(got.len(), sent.len(), "every message and nothing else");
+    println!(
+        "{} messages, {duplicates} delivered twice (the killed member's last {COMMIT_MS} ms commit interval)",
+        sent.len()
+    );
+    // At 1,000 messages/s over 8 queues, the killed member's 2-3 queues get ~375/s: what it
+    // printed after its last commit (one interval, plus a poll) is read again.
+    assert!(duplicates <= 375, "{duplicates} duplicates");
+}
+
+#[test]
+fn a_joining_member_takes_only_the_queues_it_gets_and_the_others_do_not_pause() {
+    let cluster = Cluster::start();
+    let ns = &cluster.nameserver;
+    let mut members: Vec<Member> = (0..2).map(|_| Member::start(ns, "busy")).collect();
+    let before = wait_balanced(ns, "busy", 2);
+    let producer = produce(cluster.config(), 5_000, 1_000, None);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let joined_at = Instant::now();
+    members.push(Member::start(ns, "busy"));
+    let after = wait_balanced(ns, "busy", 3);
+    let settled_at = Instant::now();
+    println!(
+        "2 members: {before:?}\n3 members after {:?}: {after:?}",
+        settled_at - joined_at
+    );
+    let mut moved = 0;
+    for (id, queues) in &before {
+        let now = &after[id];
+        assert!(
+            now.is_subset(queues),
+            "{id} got a queue it did not have: {queues:?} -> {now:?}"
+        );
+        moved += queues.len() - now.len();
+    }
+    let newcomer: usize = after
+        .iter()
+        .filter(|(id, _)| !before.contains_key(*id))
+        .map(|(_, q)| q.len())
+        .sum();
+    assert_eq!(moved, newcomer, "only the queues the newcomer took moved");
+    let sent = producer.join().unwrap();
+    let refs: Vec<&Member> = members.iter().collect();
+    wait_all_delivered(&refs, &sent);
+    // The longest pause in each old member's deliveries around the join.
+    for member in &members[..2] {
+        let times: Vec<Instant> = member
+            .lines()
+            .into_iter()
+            .map(|(at, _)| at)
+            .filter(|at| {
+                *at >= joined_at - Duration::from_millis(500)
+                    && *at <= settled_at + Duration::from_millis(500)
+            })
+            .collect();
+        let gap = times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        println!(
+            "member {}: longest gap between deliveries during the join: {gap:?}",
+            member.pid()
+        );
+        assert!(gap < Duration::from_millis(1_000), "a pause of {gap:?}");
+    }
+    for member in &mut members {
+        member.terminate();
+    }
+    let refs: Vec<&Member> = members.iter().collect();
+    let (got, duplicates) = tally(&refs);
+    assert_eq!(got.len(), sent.len());
+    println!("{} messages, {duplicates} duplicates", sent.len());
+    assert_eq!(
+        duplicates, 0,
+        "a join moves queues only after their owner committed"
+    );
+}
+
+#[test]
+fn a_second_consumer_group_receives_every_message_independently() {
+    let cluster = Cluster::start();
+    let ns = &cluster.nameserver;
+    let lines: Vec<String> = (0..2_000).map(|i| format!("m{i}")).collect();
+    let output = run_with_stdin(
+        ns.smq().args(["produce", TOPIC]),
+        (lines.join("\n") + "\n").as_bytes(),
+    );
+    assert!(output.status.success());
+    let want: BTreeSet<String> = lines.iter().cloned().collect();
+    for consumer_group in ["first", "second"] {
+        let mut members: Vec<Member> = (0..2).map(|_| Member::start(ns, consumer_group)).collect();
+        let refs: Vec<&Member> = members.iter().collect();
+        wait_all_delivered(&refs, &lines);
+        for member in &mut members {
+            member.terminate();
+        }
+        let refs: Vec<&Member> = members.iter().collect();
+        let (got, duplicates) = tally(&refs);
+        assert_eq!(got, want, "consumer group {consumer_group}");
+        assert_eq!(duplicates, 0, "consumer group {consumer_group}");
+    }
+}
+
+/// Committed offsets per queue (`g1/0` -> offset) from the NameServer.
+fn committed(nameserver: &NameServer, consumer_group: &str) -> BTreeMap<String, u64> {
+    let Some(view) = group_view(nameserver, consumer_group) else {
+        return BTreeMap::new();
+    };
+    let mut offsets = BTreeMap::new();
+    for topic in view["topics"].as_array().unwrap() {
+        for queue in topic["queues"].as_array().unwrap() {
+            if let Some(offset) = queue["committed_offset"].as_u64() {
+                let name = format!(
+                    "{}/{}",
+                    queue["broker_group"].as_str().unwrap(),
+                    queue["queue_id"]
+                );
+                offsets.insert(name, offset);
+            }
+        }
+    }
+    offsets
+}
+
+#[test]
+fn committed_offsets_survive_a_broker_restart_without_going_back() {
+    let mut cluster = Cluster::start();
+    let lines: Vec<String> = (0..2_000).map(|i| format!("m{i}")).collect();
+    let output = run_with_stdin(
+        cluster.nameserver.smq().args(["produce", TOPIC]),
+        (lines.join("\n") + "\n").as_bytes(),
+    );
+    assert!(output.status.success());
+    let first = smq_ok(
+        &cluster.nameserver,
+        &["consume", TOPIC, "--group", "restart", "--count", "1000"],
+    );
+    let before = wait_for("8 offsets reported", Duration::from_secs(10), || {
+        let offsets = committed(&cluster.nameserver, "restart");
+        (offsets.len() == 8 && offsets.values().sum::<u64>() == 1_000).then_some(offsets)
+    });
+    let restarted = cluster.brokers.remove(0);
+    let data_dir = restarted.data_dir.clone();
+    restarted.stop();
+    cluster
+        .brokers
+        .insert(0, broker(&cluster.nameserver, "g1", Some(&data_dir)));
+    let after = wait_for(
+        "the restarted broker reports its offsets",
+        Duration::from_secs(10),
+        || {
+            let offsets = committed(&cluster.nameserver, "restart");
+            (offsets.len() == 8).then_some(offsets)
+        },
+    );
+    assert_eq!(
+        after, before,
+        "no offset went back (or anywhere) across the restart"
+    );
+    let rest = smq_ok(
+        &cluster.nameserver,
+        &["consume", TOPIC, "--group", "restart", "--count", "1000"],
+    );
+    let mut got: Vec<&str> = first.lines().chain(rest.lines()).collect();
+    got.sort();
+    let mut want: Vec<&str> = lines.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the second run read exactly what the first did not"
+    );
+}
+
+#[test]
+fn reported_lag_matches_a_known_backlog_in_messages_and_seconds() {
+    let cluster = Cluster::start();
+    let ns = &cluster.nameserver;
+    let lines: Vec<String> = (0..1_000).map(|i| format!("m{i}")).collect();
+    let produced_at = std::time::SystemTime::now();
+    let output = run_with_stdin(
+        ns.smq().args(["produce", TOPIC]),
+        (lines.join("\n") + "\n").as_bytes(),
+    );
+    assert!(output.status.success());
+    smq_ok(
+        ns,
+        &["consume", TOPIC, "--group", "lagging", "--count", "400"],
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (lag_messages, lag_seconds) =
+        wait_for("the lag of 600 reported", Duration::from_secs(10), || {
+            let (status, body) = ns.get("/v1/groups");
+            assert_eq!(status, 200, "{body}");
+            let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let group = list["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|g| g["consumer_group"] == "lagging")?
+                .clone();
+            let messages = group["lag_messages"].as_u64().unwrap();
+            (messages == 600).then(|| (messages, group["lag_seconds"].as_f64().unwrap()))
+        });
+    let true_age = produced_at.elapsed().unwrap().as_secs_f64();
+    println!("lag: {lag_messages} messages, {lag_seconds:.2} s (the backlog was produced {true_age:.2} s ago)");
+    assert!(
+        lag_seconds <= true_age + 0.1 && lag_seconds >= true_age - 1.0,
+        "reported {lag_seconds} s, the oldest unconsumed message is {true_age} s old"
+    );
+    let metrics = ns.get("/metrics").1;
+    let total: u64 = metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("smq_consumer_group_lag_messages{consumer_group=\"lagging\"")
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 600, "{metrics}");
+    let table = smq_ok(ns, &["group", "list"]);
+    let row = table
+        .lines()
+        .find(|line| line.starts_with("lagging "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.split_whitespace().any(|field| field == "600"), "{row}");
+    let describe = smq_ok(ns, &["group", "describe", "lagging"]);
+    assert!(
+        describe.contains("BROKER GROUP") && describe.lines().count() >= 10,
+        "{describe}"
+    );
+}
+
+/// Per key, whether its sequence numbers arrive in increasing order over the members' output
+/// merged by arrival time.
+fn keys_in_order(members: &[&Member]) -> Result<(), String> {
+    let mut all: Vec<(Instant, String)> = members.iter().flat_map(|m| m.lines()).collect();
+    all.sort();
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, line) in all {
+        let (key, seq) = line.split_once(':').ok_or_else(|| format!("line {line}"))?;
+        let seq: u64 = seq.parse().map_err(|_| format!("line {line}"))?;
+        if let Some(previous) = last.insert(key.to_owned(), seq) {
+            if seq <= previous {
+                return Err(format!("key {key}: {seq} after {previous}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_rolling_restart_with_sigterm_delivers_every_message_once_and_each_key_in_order() {
+    let cluster = Cluster::start();
+    let ns = &cluster.nameserver;
+    let mut members: Vec<Member> = (0..3).map(|_| Member::start(ns, "rolling")).collect();
+    wait_balanced(ns, "rolling", 3);
+    let producer = produce(cluster.config(), 8_000, 1_000, Some(40));
+    let mut stopped = Vec::new();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1_500));
+        let mut old = members.remove(0);
+        let started = Instant::now();
+        old.terminate();
+        println!(
+            "member {} stopped with SIGTERM in {:?}",
+            old.pid(),
+            started.elapsed()
+        );
+        stopped.push(old);
+        members.push(Member::start(ns, "rolling"));
+        wait_balanced(ns, "rolling", 3);
+    }
+    let sent = producer.join().unwrap();
+    let refs: Vec<&Member> = members.iter().chain(stopped.iter()).collect();
+    wait_all_delivered(&refs, &sent);
+    for member in &mut members {
+        member.terminate();
+    }
+    let refs: Vec<&Member> = members.iter().chain(stopped.iter()).collect();
+    let (got, duplicates) = tally(&refs);
+    println!(
+        "rolling restart: {} messages, {duplicates} duplicates",
+        sent.len()
+    );
+    assert_eq!(got.len(), sent.len());
+    assert_eq!(duplicates, 0, "a member that leaves commits first");
+    keys_in_order(&refs).unwrap();
+}
+
+#[test]
+fn a_nameserver_failover_moves_no_queue() {
+    let first = NameServer::start(&["--heartbeat-timeout-ms", "1000"]);
+    // The standby runs from the start (so its own warm-up is long over) and gets nothing until
+    // the first dies.
+    let standby = NameServer::start(&["--heartbeat-timeout-ms", "1000"]);
+    let both = format!("{},{}", first.url(), standby.url());
+    let brokers: Vec<Broker> = ["g1", "g2"]
+        .iter()
+        .map(|group| Broker::start(&["--nameserver", &both, "--group", group]))
+        .collect();
+    wait_for("both brokers registered", Duration::from_secs(10), || {
+        (registered(&first).len() == 2).then_some(())
+    });
+    smq_ok(
+        &first,
+        &[
+            "topic", "create", TOPIC, "--queues", "4", "--groups", "g1,g2",
+        ],
+    );
+    let mut members: Vec<Member> = (0..3)
+        .map(|_| Member::start_with(&both, "steady"))
+        .collect();
+    let before = wait_balanced(&first, "steady", 3);
+    let producer_config = {
+        let mode = DiscoveryMode::Static(vec![first.url(), standby.url()]);
+        let discovery = Discovery::new(mode, DiscoveryOptions::default()).unwrap();
+        ClientConfig::with_nameserver(NameServerClient::new(Arc::new(discovery)))
+    };
+    let producer = produce(producer_config, 6_000, 1_000, None);
+    std::thread::sleep(Duration::from_millis(1_500));
+    first.stop();
+    let failed_over_at = Instant::now();
+    // Through the standby's warm-up and past it, the owners stay.
+    let mut checks = 0;
+    while failed_over_at.elapsed() < Duration::from_secs(4) {
+        let now = owners(&standby, "steady");
+        if now.len() == 3 {
+            assert_eq!(now, before, "a queue moved after the failover");
+            checks += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        checks > 10,
+        "the standby saw all three members only {checks} times"
+    );
+    let sent = producer.join().unwrap();
+    let refs: Vec<&Member> = members.iter().collect();
+    wait_all_delivered(&refs, &sent);
+    for member in &mut members {
+        member.terminate();
+    }
+    let refs: Vec<&Member> = members.iter().collect();
+    let (_, duplicates) = tally(&refs);
+    println!(
+        "NameServer failover: {} messages, {duplicates} duplicates",
+        sent.len()
+    );
+    assert_eq!(duplicates, 0);
+    drop(brokers);
+    drop(standby);
+}
