@@ -509,3 +509,46 @@ async fn a_committed_offset_past_the_end_of_the_queue_is_stored_as_the_end() {
     );
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_from_a_former_owner_of_the_queue_is_refused_and_moves_no_offset_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(config(dir.path())).await;
+    let mut client = Client::connect(broker.tcp_addr()).await;
+    client.create_topic("orders", 1).await;
+    for i in 0..10 {
+        client
+            .produce_ok("orders", 0, &[format!("m{i}").as_bytes()])
+            .await;
+    }
+    let commit = |offset, owner_epoch| {
+        Request::CommitOffset(CommitOffsetRequest {
+            group: "billing".into(),
+            topic: "orders".into(),
+            queue_id: 0,
+            offset,
+            owner_epoch,
+        })
+    };
+    // The queue's owner of epoch 3 committed 8; its owner of epoch 2 is slow and commits 5.
+    assert_eq!(client.call(commit(8, 3)).await, Response::CommitOffset);
+    let stale = client.call(commit(5, 2)).await;
+    assert_eq!(
+        error_code(&stale),
+        Some(ErrorCode::StaleOwnerEpoch),
+        "{stale:?}"
+    );
+    let fetch_offset = Request::FetchOffset(FetchOffsetRequest {
+        group: "billing".into(),
+        topic: "orders".into(),
+        queue_id: 0,
+    });
+    assert_eq!(
+        client.call(fetch_offset).await,
+        Response::FetchOffset(FetchOffsetResponse { offset: Some(8) })
+    );
+    // The same owner, or a newer one, commits on.
+    assert_eq!(client.call(commit(9, 3)).await, Response::CommitOffset);
+    assert_eq!(client.call(commit(10, 4)).await, Response::CommitOffset);
+    broker.shutdown().await.unwrap();
+}

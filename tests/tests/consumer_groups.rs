@@ -30,11 +30,16 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with_g1_in(None)
+    }
+
+    /// With g1's data in `g1_data_dir` (kept when g1 stops), if given.
+    fn start_with_g1_in(g1_data_dir: Option<&std::path::Path>) -> Cluster {
         let nameserver = NameServer::start(&["--heartbeat-timeout-ms", "1000"]);
-        let brokers: Vec<Broker> = ["g1", "g2"]
-            .iter()
-            .map(|group| broker(&nameserver, group, None))
-            .collect();
+        let brokers = vec![
+            broker(&nameserver, "g1", g1_data_dir),
+            broker(&nameserver, "g2", None),
+        ];
         let mut want: Vec<String> = brokers.iter().map(|b| b.addr.to_string()).collect();
         want.sort();
         wait_for("both brokers registered", Duration::from_secs(10), || {
@@ -61,8 +66,24 @@ impl Cluster {
     }
 }
 
+/// 64 MiB segments: seven tests of two brokers each preallocate 2 segments per broker.
+const SEGMENT_BYTES: &str = "67108864";
+
 fn broker(nameserver: &NameServer, group: &str, data_dir: Option<&std::path::Path>) -> Broker {
-    let args = ["--nameserver", &nameserver.url(), "--group", group];
+    let urls = nameserver.url();
+    broker_of(&urls, group, data_dir)
+}
+
+/// A broker of `group` heartbeating to the NameServers `urls` (URL[,URL]).
+fn broker_of(urls: &str, group: &str, data_dir: Option<&std::path::Path>) -> Broker {
+    let args = [
+        "--nameserver",
+        urls,
+        "--group",
+        group,
+        "--segment-bytes",
+        SEGMENT_BYTES,
+    ];
     match data_dir {
         Some(dir) => Broker::start_in(dir, &args),
         None => Broker::start(&args),
@@ -474,7 +495,9 @@ fn committed(nameserver: &NameServer, consumer_group: &str) -> BTreeMap<String, 
 
 #[test]
 fn committed_offsets_survive_a_broker_restart_without_going_back() {
-    let mut cluster = Cluster::start();
+    let g1_dir = tempfile::tempdir().unwrap();
+    let data_dir = g1_dir.path().join("data");
+    let mut cluster = Cluster::start_with_g1_in(Some(&data_dir));
     let lines: Vec<String> = (0..2_000).map(|i| format!("m{i}")).collect();
     let output = run_with_stdin(
         cluster.nameserver.smq().args(["produce", TOPIC]),
@@ -483,18 +506,33 @@ fn committed_offsets_survive_a_broker_restart_without_going_back() {
     assert!(output.status.success());
     let first = smq_ok(
         &cluster.nameserver,
-        &["consume", TOPIC, "--group", "restart", "--count", "1000"],
+        &[
+            "consume",
+            TOPIC,
+            "--group",
+            "restart",
+            "--count",
+            "1000",
+            "--idle-timeout",
+            "20",
+        ],
     );
     let before = wait_for("8 offsets reported", Duration::from_secs(10), || {
         let offsets = committed(&cluster.nameserver, "restart");
         (offsets.len() == 8 && offsets.values().sum::<u64>() == 1_000).then_some(offsets)
     });
-    let restarted = cluster.brokers.remove(0);
-    let data_dir = restarted.data_dir.clone();
-    restarted.stop();
+    cluster.brokers.remove(0).stop();
     cluster
         .brokers
         .insert(0, broker(&cluster.nameserver, "g1", Some(&data_dir)));
+    let mut want: Vec<String> = cluster.brokers.iter().map(|b| b.addr.to_string()).collect();
+    want.sort();
+    // The restarted broker has a new port: wait until only it speaks for g1.
+    wait_for(
+        "the restarted broker registered alone",
+        Duration::from_secs(10),
+        || (registered(&cluster.nameserver) == want).then_some(()),
+    );
     let after = wait_for(
         "the restarted broker reports its offsets",
         Duration::from_secs(10),
@@ -509,7 +547,16 @@ fn committed_offsets_survive_a_broker_restart_without_going_back() {
     );
     let rest = smq_ok(
         &cluster.nameserver,
-        &["consume", TOPIC, "--group", "restart", "--count", "1000"],
+        &[
+            "consume",
+            TOPIC,
+            "--group",
+            "restart",
+            "--count",
+            "1000",
+            "--idle-timeout",
+            "20",
+        ],
     );
     let mut got: Vec<&str> = first.lines().chain(rest.lines()).collect();
     got.sort();
@@ -608,11 +655,10 @@ fn a_rolling_restart_with_sigterm_delivers_every_message_once_and_each_key_in_or
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(1_500));
         let mut old = members.remove(0);
-        let started = Instant::now();
+        let (pid, started) = (old.pid(), Instant::now());
         old.terminate();
         println!(
-            "member {} stopped with SIGTERM in {:?}",
-            old.pid(),
+            "member {pid} stopped with SIGTERM in {:?}",
             started.elapsed()
         );
         stopped.push(old);
@@ -645,7 +691,7 @@ fn a_nameserver_failover_moves_no_queue() {
     let both = format!("{},{}", first.url(), standby.url());
     let brokers: Vec<Broker> = ["g1", "g2"]
         .iter()
-        .map(|group| Broker::start(&["--nameserver", &both, "--group", group]))
+        .map(|group| broker_of(&both, group, None))
         .collect();
     wait_for("both brokers registered", Duration::from_secs(10), || {
         (registered(&first).len() == 2).then_some(())
