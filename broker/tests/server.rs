@@ -476,6 +476,26 @@ async fn healthz_and_metrics_are_served_over_http() {
     broker.shutdown().await.unwrap();
 }
 
+/// Consumer group billing commits `offset` of orders/0 with `owner_epoch`.
+fn commit_billing(offset: u64, owner_epoch: u64) -> Request {
+    Request::CommitOffset(CommitOffsetRequest {
+        group: "billing".into(),
+        topic: "orders".into(),
+        queue_id: 0,
+        offset,
+        owner_epoch,
+    })
+}
+
+/// Consumer group billing's committed offset of orders/0.
+fn fetch_billing_offset() -> Request {
+    Request::FetchOffset(FetchOffsetRequest {
+        group: "billing".into(),
+        topic: "orders".into(),
+        queue_id: 0,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_offset_past_the_end_of_the_queue_is_stored_as_the_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -487,23 +507,12 @@ async fn a_committed_offset_past_the_end_of_the_queue_is_stored_as_the_end() {
             .produce_ok("orders", 0, &[format!("m{i}").as_bytes()])
             .await;
     }
-    let commit = |offset| {
-        Request::CommitOffset(CommitOffsetRequest {
-            group: "billing".into(),
-            topic: "orders".into(),
-            queue_id: 0,
-            offset,
-            owner_epoch: 0,
-        })
-    };
-    assert_eq!(client.call(commit(1_000)).await, Response::CommitOffset);
-    let fetch_offset = Request::FetchOffset(FetchOffsetRequest {
-        group: "billing".into(),
-        topic: "orders".into(),
-        queue_id: 0,
-    });
     assert_eq!(
-        client.call(fetch_offset).await,
+        client.call(commit_billing(1_000, 0)).await,
+        Response::CommitOffset
+    );
+    assert_eq!(
+        client.call(fetch_billing_offset()).await,
         Response::FetchOffset(FetchOffsetResponse { offset: Some(3) }),
         "a group can never skip messages appended after its commit"
     );
@@ -521,15 +530,7 @@ async fn a_commit_from_a_former_owner_of_the_queue_is_refused_and_moves_no_offse
             .produce_ok("orders", 0, &[format!("m{i}").as_bytes()])
             .await;
     }
-    let commit = |offset, owner_epoch| {
-        Request::CommitOffset(CommitOffsetRequest {
-            group: "billing".into(),
-            topic: "orders".into(),
-            queue_id: 0,
-            offset,
-            owner_epoch,
-        })
-    };
+    let commit = commit_billing;
     // The queue's owner of epoch 3 committed 8; its owner of epoch 2 is slow and commits 5.
     assert_eq!(client.call(commit(8, 3)).await, Response::CommitOffset);
     let stale = client.call(commit(5, 2)).await;
@@ -538,13 +539,8 @@ async fn a_commit_from_a_former_owner_of_the_queue_is_refused_and_moves_no_offse
         Some(ErrorCode::StaleOwnerEpoch),
         "{stale:?}"
     );
-    let fetch_offset = Request::FetchOffset(FetchOffsetRequest {
-        group: "billing".into(),
-        topic: "orders".into(),
-        queue_id: 0,
-    });
     assert_eq!(
-        client.call(fetch_offset).await,
+        client.call(fetch_billing_offset()).await,
         Response::FetchOffset(FetchOffsetResponse { offset: Some(8) })
     );
     // The same owner, or a newer one, commits on.

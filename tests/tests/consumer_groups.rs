@@ -504,19 +504,18 @@ fn committed_offsets_survive_a_broker_restart_without_going_back() {
         (lines.join("\n") + "\n").as_bytes(),
     );
     assert!(output.status.success());
-    let first = smq_ok(
-        &cluster.nameserver,
-        &[
-            "consume",
-            TOPIC,
-            "--group",
-            "restart",
-            "--count",
-            "1000",
-            "--idle-timeout",
-            "20",
-        ],
-    );
+    // Half the messages, then exit (committing); --idle-timeout bounds a failure.
+    let consume_half = [
+        "consume",
+        TOPIC,
+        "--group",
+        "restart",
+        "--count",
+        "1000",
+        "--idle-timeout",
+        "20",
+    ];
+    let first = smq_ok(&cluster.nameserver, &consume_half);
     let before = wait_for("8 offsets reported", Duration::from_secs(10), || {
         let offsets = committed(&cluster.nameserver, "restart");
         (offsets.len() == 8 && offsets.values().sum::<u64>() == 1_000).then_some(offsets)
@@ -545,19 +544,7 @@ fn committed_offsets_survive_a_broker_restart_without_going_back() {
         after, before,
         "no offset went back (or anywhere) across the restart"
     );
-    let rest = smq_ok(
-        &cluster.nameserver,
-        &[
-            "consume",
-            TOPIC,
-            "--group",
-            "restart",
-            "--count",
-            "1000",
-            "--idle-timeout",
-            "20",
-        ],
-    );
+    let rest = smq_ok(&cluster.nameserver, &consume_half);
     let mut got: Vec<&str> = first.lines().chain(rest.lines()).collect();
     got.sort();
     let mut want: Vec<&str> = lines.iter().map(String::as_str).collect();

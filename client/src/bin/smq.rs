@@ -674,8 +674,10 @@ async fn consume(mut config: ClientConfig, args: ConsumeArgs) -> anyhow::Result<
         FromArg::Earliest => StartFrom::Earliest,
         FromArg::Latest => StartFrom::Latest,
     };
-    let stop = stop_on_signals()?;
     let mut consumer = Consumer::connect(config, &args.topic, Some(&args.group), from).await?;
+    // From here on Ctrl-C and SIGTERM leave cleanly (before, while waiting for routes, they end
+    // the process as usual: there is nothing to commit yet).
+    let stop = stop_on_signals()?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let mut received = 0u64;
