@@ -318,6 +318,11 @@ impl Consumer {
         from: StartFrom,
     ) -> Result<Consumer> {
         config.validate()?;
+        if let (Some(consumer_group), Some(_)) = (consumer_group, &config.nameserver) {
+            crate::nameserver_api::check_consumer_group_name(consumer_group).map_err(|error| {
+                Error::InvalidArgument(format!("consumer group {consumer_group:?}: {error}"))
+            })?;
+        }
         let routes = config.route_cache();
         let current = routes.get(topic).await?;
         if current.readable.is_empty() {
