@@ -368,3 +368,101 @@ async fn a_nameserver_whose_srv_record_is_repointed_answers_503() {
     ns.shutdown().await.unwrap();
     dns.shutdown().await;
 }
+
+async fn post_member_heartbeat(addr: SocketAddr, consumer_group: &str, body: &Value) -> Reply {
+    let path = format!("/v1/groups/{consumer_group}/heartbeat");
+    http(addr, "POST", &path, Some(&body.to_string())).await
+}
+
+#[tokio::test]
+async fn a_member_gets_queues_once_the_brokers_had_a_heartbeat_timeout_to_register() {
+    let ns = start_warm().await;
+    let member = json!({"member_id": "m1", "topic": "orders", "session_timeout_ms": 3000});
+    let since = Instant::now();
+    let assigned = loop {
+        // Keep the broker live; its first heartbeat starts the take-over window.
+        let reply = post_heartbeat(ns.addr(), &heartbeat("g1", "master", "127.0.0.1:10911")).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let reply = post_member_heartbeat(ns.addr(), "billing", &member).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let reply = reply.json();
+        if reply["warming_up"] == json!(false) {
+            break reply["assigned"].clone();
+        }
+        assert_eq!(
+            reply["assigned"],
+            json!([]),
+            "nothing is given out while warming up"
+        );
+        assert!(since.elapsed() < Duration::from_secs(5), "{reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        since.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        since.elapsed()
+    );
+    let queues: Vec<(String, u64, u64)> = assigned
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            let group = q["broker_group"].as_str().unwrap().to_owned();
+            (
+                group,
+                q["queue_id"].as_u64().unwrap(),
+                q["owner_epoch"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64, u64)> = (0..4).map(|q| ("g1".to_owned(), q, 1)).collect();
+    assert_eq!(queues, want);
+
+    let list = http(ns.addr(), "GET", "/v1/groups", None).await.json();
+    assert_eq!(list["groups"][0]["consumer_group"], "billing");
+    assert_eq!(list["groups"][0]["members"], 1);
+    assert_eq!(list["groups"][0]["queues"], 4);
+    let view = http(ns.addr(), "GET", "/v1/groups/billing", None)
+        .await
+        .json();
+    assert_eq!(view["topics"][0]["queues"][2]["owner"], "m1");
+    let missing = http(ns.addr(), "GET", "/v1/groups/nobody", None).await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+
+    let leave =
+        json!({"member_id": "m1", "topic": "orders", "session_timeout_ms": 3000, "leave": true});
+    let reply = post_member_heartbeat(ns.addr(), "billing", &leave).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // No member left and no offset committed: the group is gone.
+    let gone = http(ns.addr(), "GET", "/v1/groups/billing", None).await;
+    assert_eq!(gone.status, 404, "{}", gone.body);
+    ns.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_malformed_member_heartbeat_is_a_400_naming_the_field() {
+    let ns = start_warm().await;
+    for (body, field) in [
+        (
+            json!({"member_id": "m1", "session_timeout_ms": 3000}),
+            "topic",
+        ),
+        (
+            json!({"member_id": "m1", "topic": "orders", "session_timeout_ms": 10}),
+            "session_timeout_ms",
+        ),
+        (
+            json!({"member_id": "", "topic": "orders", "session_timeout_ms": 3000}),
+            "member_id",
+        ),
+        (
+            json!({"member_id": "m1", "topic": "orders", "session_timeout_ms": 3000, "owned": [{"queue_id": 1}]}),
+            "owned[0].broker_group",
+        ),
+    ] {
+        let reply = post_member_heartbeat(ns.addr(), "billing", &body).await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.body);
+        assert_eq!(reply.json()["field"], field, "{body}: {}", reply.body);
+    }
+    ns.shutdown().await.unwrap();
+}
