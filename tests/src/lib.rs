@@ -5,7 +5,9 @@
 pub mod bind9;
 pub mod embedded_dns;
 pub mod failover;
+pub mod healthy;
 pub mod http;
+pub mod raw;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
