@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use smq_client::protocol::limits::MAX_FETCH_BYTES_DEFAULT;
-use smq_client::protocol::request::FetchRequest;
+use smq_protocol::limits::MAX_FETCH_BYTES_DEFAULT;
+use smq_protocol::request::FetchRequest;
 use tokio::time::Instant;
 
 use super::{topic_queue, Answer, HandlerError, Outcome, Reply};

@@ -15,7 +15,7 @@ const FILE_NAME: &str = "topics.json";
 pub const MAX_QUEUES_PER_TOPIC: u32 = 1024;
 
 /// A topic as this broker serves it: the same shape the broker reports to the NameServer.
-pub type TopicConfig = smq_client::nameserver_api::TopicQueues;
+pub type TopicConfig = smq_protocol::nameserver_api::TopicQueues;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {

@@ -5,7 +5,7 @@
 //! (master epoch, base queue offset, store timestamp); [`BatchView::copy_stamped`] recomputes it
 //! without a second pass over the payload by combining CRCs.
 
-use crate::protocol::limits::{MAX_MESSAGE_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
+use crate::limits::{MAX_MESSAGE_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
 
 /// The only batch format this version writes and reads.
 pub const MAGIC_V1: u8 = 1;
@@ -20,7 +20,7 @@ const MESSAGE_FIXED_BYTES: usize = 4 + 4 + 4 + 2 + 2 + 4;
 /// Why a byte sequence is not a valid batch.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchError, BatchView, Message};
+/// use smq_protocol::record_batch::{self, BatchError, BatchView, Message};
 ///
 /// let mut batch = record_batch::encode("orders", 0, &[Message::from_body("paid")]);
 /// let last = batch.len() - 1;
@@ -54,7 +54,7 @@ pub enum BatchError {
 /// One message as a producer builds it.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+/// use smq_protocol::record_batch::{self, BatchView, Message};
 ///
 /// let mut message = Message::from_body("order 17 paid");
 /// message.key = b"customer-42".to_vec();
@@ -105,7 +105,7 @@ impl Message {
 /// `store_timestamp_ms` when it appends, the producer sets the rest.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+/// use smq_protocol::record_batch::{self, BatchView, Message};
 ///
 /// let messages = [Message::from_body("a"), Message::from_body("b")];
 /// let batch = record_batch::encode("orders", 5, &messages);
@@ -135,7 +135,7 @@ pub struct BatchHeader {
 /// What the broker writes into a batch when it appends it.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchView, BrokerStamp, Message};
+/// use smq_protocol::record_batch::{self, BatchView, BrokerStamp, Message};
 ///
 /// let batch = record_batch::encode("orders", 0, &[Message::from_body("a"), Message::from_body("b")]);
 /// let view = BatchView::parse(&batch).unwrap();
@@ -174,7 +174,7 @@ pub fn encode(topic: &str, queue_id: u32, messages: &[Message]) -> Vec<u8> {
 /// message's bytes exactly once: from the caller's message into the batch that goes on the wire.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{BatchBuilder, BatchView, Message};
+/// use smq_protocol::record_batch::{BatchBuilder, BatchView, Message};
 ///
 /// let mut builder = BatchBuilder::with_capacity("orders", 3, 1024);
 /// builder.push(&Message::from_body("first"));
@@ -361,7 +361,7 @@ fn header_len(batch: &[u8]) -> Result<usize, BatchError> {
 /// A validated batch, borrowed from the bytes it was parsed from.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+/// use smq_protocol::record_batch::{self, BatchView, Message};
 ///
 /// let batch = record_batch::encode("orders", 1, &[Message::from_body("a"), Message::from_body("b")]);
 /// let view = BatchView::parse(&batch).unwrap();
@@ -535,7 +535,7 @@ impl<'a> BatchView<'a> {
 /// A message borrowed from a parsed batch.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+/// use smq_protocol::record_batch::{self, BatchView, Message};
 ///
 /// let mut message = Message::from_body("hello");
 /// message.tag = "greeting".into();
@@ -574,7 +574,7 @@ impl MessageView<'_> {
 /// Iterates the messages of a [`BatchView`]; the batch was validated, so it yields every message.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+/// use smq_protocol::record_batch::{self, BatchView, Message};
 ///
 /// let messages: Vec<Message> = (0..5).map(|i| Message::from_body(format!("m{i}"))).collect();
 /// let batch = record_batch::encode("orders", 0, &messages);
