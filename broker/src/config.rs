@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use smq_client::protocol::limits::{
+use smq_protocol::limits::{
     FRAME_HEADROOM_BYTES, MAX_BATCH_BYTES_DEFAULT, MAX_MESSAGE_BYTES_DEFAULT,
 };
 

@@ -33,7 +33,7 @@ pub fn binary(name: &str) -> PathBuf {
                 "-p",
                 "smq-broker",
                 "-p",
-                "smq-client",
+                "smq-cli",
                 "-p",
                 "smq-nameserver",
             ])

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use smq_client::protocol::frame::{self, FrameError, RequestHeader};
-use smq_client::protocol::response::FetchResponse;
-use smq_client::protocol::{ErrorResponse, Request, RequestFrame, Response};
+use smq_protocol::frame::{self, FrameError, RequestHeader};
+use smq_protocol::response::FetchResponse;
+use smq_protocol::{ErrorResponse, Request, RequestFrame, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -431,7 +431,7 @@ async fn within(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smq_client::protocol::api::ApiKey;
+    use smq_protocol::api::ApiKey;
 
     #[test]
     fn fetch_responses_written_in_two_parts_decode_as_one() {
