@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use smq_client::nameserver_api::{
+use smq_protocol::nameserver_api::{
     check_consumer_group_name, check_topic_name, ApiError, ApiErrorCode, ConsumerGroupView, Health,
     Heartbeat, HeartbeatReply, MemberHeartbeat, MemberHeartbeatReply,
 };
@@ -276,9 +276,9 @@ pub async fn consumer_group(
 /// Every (consumer group, topic) with its view, now.
 pub fn all_group_topics(
     state: &AppState,
-) -> Vec<(String, smq_client::nameserver_api::ConsumerGroupTopic)> {
+) -> Vec<(String, smq_protocol::nameserver_api::ConsumerGroupTopic)> {
     let now_ms = state.now_ms();
-    let wall_ms = smq_client::protocol::record_batch::now_ms();
+    let wall_ms = smq_protocol::record_batch::now_ms();
     let registry = state.registry();
     let groups = state.consumer_groups();
     group_views::all_topics(&registry, &groups, now_ms, wall_ms)
@@ -434,7 +434,7 @@ pub async fn not_found(method: Method, uri: Uri) -> Failure {
 /// A known path with another method.
 pub async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
     let path = uri.path();
-    let allowed = if path == smq_client::nameserver_api::HEARTBEAT_PATH
+    let allowed = if path == smq_protocol::nameserver_api::HEARTBEAT_PATH
         || (path.starts_with("/v1/groups/") && path.ends_with("/heartbeat"))
     {
         "POST"

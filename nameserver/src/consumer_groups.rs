@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use smq_client::nameserver_api::{MemberHeartbeat, MemberHeartbeatReply, OwnedQueue};
+use smq_protocol::nameserver_api::{MemberHeartbeat, MemberHeartbeatReply, OwnedQueue};
 
 /// A queue of a topic: (broker group, queue id).
 pub type QueueId = (String, u32);

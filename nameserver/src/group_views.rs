@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use smq_client::nameserver_api::{
+use smq_protocol::nameserver_api::{
     ConsumerGroupList, ConsumerGroupSummary, ConsumerGroupTopic, ConsumerOffset, MemberView,
     QueueView,
 };

@@ -1,8 +1,8 @@
 //! CommitOffset: remember the next offset a consumer group reads from a topic-queue, unless a
 //! newer owner of the queue (a higher owner epoch) committed already.
 
-use smq_client::protocol::request::CommitOffsetRequest;
-use smq_client::protocol::Response;
+use smq_protocol::request::CommitOffsetRequest;
+use smq_protocol::Response;
 
 use super::{check_group_name, topic_queue, Answer, HandlerError, Outcome};
 use crate::state::Broker;

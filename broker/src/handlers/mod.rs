@@ -22,8 +22,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use smq_client::protocol::limits::MAX_GROUP_NAME_BYTES;
-use smq_client::protocol::{Request, Response};
+use smq_protocol::limits::MAX_GROUP_NAME_BYTES;
+use smq_protocol::{Request, Response};
 
 use crate::state::{Broker, TopicState};
 use crate::storage::check_topic_name;

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use anyhow::bail;
 use clap::Subcommand;
 use smq_client::nameserver_client::NameServerClient;
 
 #[derive(Subcommand, Debug)]
-pub(super) enum GroupCommand {
+pub(crate) enum GroupCommand {
     /// Every consumer group with the topic it reads, its live members and its lag (messages not
     /// consumed, and the age of the oldest one).
     List,
@@ -19,11 +20,18 @@ pub(super) enum GroupCommand {
     },
 }
 
-pub(super) async fn group(
-    client: &NameServerClient,
-    command: GroupCommand,
+/// `smq group ...`: needs a NameServer.
+pub(crate) async fn run(
+    nameserver: Option<&NameServerClient>,
     wait: Duration,
+    command: GroupCommand,
 ) -> anyhow::Result<()> {
+    let Some(client) = nameserver else {
+        bail!(
+            "`smq group` asks the NameServer: set --nameserver URL or --srv NAME \
+             (or SMQ_NAMESERVER / SMQ_SRV)"
+        );
+    };
     match command {
         GroupCommand::List => list(client, wait).await,
         GroupCommand::Describe { name } => describe(client, &name, wait).await,
