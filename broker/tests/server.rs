@@ -309,7 +309,7 @@ async fn requests_are_checked_against_the_handshake_topics_and_batches() {
         ),
         (
             Request::CommitOffset(CommitOffsetRequest {
-                group: String::new(),
+                consumer_group: String::new(),
                 topic: "orders".into(),
                 queue_id: 0,
                 offset: 1,
@@ -370,7 +370,7 @@ async fn acknowledged_messages_and_offsets_survive_a_graceful_shutdown() {
     }
     let response = client
         .call(Request::CommitOffset(CommitOffsetRequest {
-            group: "billing".into(),
+            consumer_group: "billing".into(),
             topic: "orders".into(),
             queue_id: 1,
             offset: 42,
@@ -406,7 +406,7 @@ async fn acknowledged_messages_and_offsets_survive_a_graceful_shutdown() {
     assert_eq!(client.read_all("orders", 1, 0).await, expected);
     let response = client
         .call(Request::FetchOffset(FetchOffsetRequest {
-            group: "billing".into(),
+            consumer_group: "billing".into(),
             topic: "orders".into(),
             queue_id: 1,
         }))
@@ -479,7 +479,7 @@ async fn healthz_and_metrics_are_served_over_http() {
 /// Consumer group billing commits `offset` of orders/0 with `owner_epoch`.
 fn commit_billing(offset: u64, owner_epoch: u64) -> Request {
     Request::CommitOffset(CommitOffsetRequest {
-        group: "billing".into(),
+        consumer_group: "billing".into(),
         topic: "orders".into(),
         queue_id: 0,
         offset,
@@ -490,7 +490,7 @@ fn commit_billing(offset: u64, owner_epoch: u64) -> Request {
 /// Consumer group billing's committed offset of orders/0.
 fn fetch_billing_offset() -> Request {
     Request::FetchOffset(FetchOffsetRequest {
-        group: "billing".into(),
+        consumer_group: "billing".into(),
         topic: "orders".into(),
         queue_id: 0,
     })

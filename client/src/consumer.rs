@@ -483,7 +483,7 @@ impl Consumer {
         let mut pending = Vec::with_capacity(keys.len());
         for key in keys {
             let request = Request::FetchOffset(FetchOffsetRequest {
-                group: group.clone(),
+                consumer_group: group.clone(),
                 topic: self.topic.clone(),
                 queue_id: key.queue_id,
             });
@@ -829,7 +829,7 @@ impl Consumer {
         };
         let connection = self.connections.get(broker).await?;
         let request = Request::CommitOffset(CommitOffsetRequest {
-            group: consumer_group,
+            consumer_group,
             topic: self.topic.clone(),
             queue_id: queue.queue_id,
             offset,
@@ -866,7 +866,7 @@ impl Consumer {
         for (key, broker, offset) in moved {
             let connection = self.connections.get(&broker).await?;
             let request = Request::CommitOffset(CommitOffsetRequest {
-                group: group.clone(),
+                consumer_group: group.clone(),
                 topic: self.topic.clone(),
                 queue_id: key.queue_id,
                 offset,

@@ -8,7 +8,7 @@ use super::{check_group_name, topic_queue, Answer, HandlerError, Outcome};
 use crate::state::Broker;
 
 pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
-    check_group_name(&request.group)?;
+    check_group_name(&request.consumer_group)?;
     topic_queue(broker, &request.topic, request.queue_id)?;
     // Never past what consumers can have read: a committed offset above the queue's end would
     // skip messages appended later.
@@ -16,14 +16,14 @@ pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
     broker
         .offsets
         .commit(
-            &request.group,
+            &request.consumer_group,
             &request.topic,
             request.queue_id,
             request.offset.min(end),
             request.owner_epoch,
         )
         .map_err(|stale| HandlerError::StaleOwnerEpoch {
-            consumer_group: request.group.clone(),
+            consumer_group: request.consumer_group.clone(),
             topic: request.topic.clone(),
             queue: request.queue_id,
             owner_epoch: request.owner_epoch,

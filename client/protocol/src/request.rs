@@ -385,7 +385,7 @@ impl DeleteTopicRequest {
 /// // Processed messages up to offset 41: resume from 42. The NameServer gave this member the
 /// // queue with owner epoch 7.
 /// let commit = CommitOffsetRequest {
-///     group: "billing".into(),
+///     consumer_group: "billing".into(),
 ///     topic: "orders".into(),
 ///     queue_id: 3,
 ///     offset: 42,
@@ -398,7 +398,7 @@ impl DeleteTopicRequest {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitOffsetRequest {
-    pub group: String,
+    pub consumer_group: String,
     pub topic: String,
     pub queue_id: u32,
     /// Queue offset of the next message the group will read (one past the last one processed).
@@ -411,7 +411,7 @@ pub struct CommitOffsetRequest {
 
 impl CommitOffsetRequest {
     fn encode_v1(&self, out: &mut BytesMut) {
-        put_string(out, &self.group);
+        put_string(out, &self.consumer_group);
         put_string(out, &self.topic);
         out.put_u32(self.queue_id);
         out.put_u64(self.offset);
@@ -420,7 +420,7 @@ impl CommitOffsetRequest {
 
     fn decode_v1(reader: &mut Reader) -> Result<CommitOffsetRequest, DecodeError> {
         Ok(CommitOffsetRequest {
-            group: reader.string("group")?,
+            consumer_group: reader.string("consumer_group")?,
             topic: reader.string("topic")?,
             queue_id: reader.u32("queue_id")?,
             offset: reader.u64("offset")?,
@@ -437,7 +437,7 @@ impl CommitOffsetRequest {
 /// use smq_protocol::request::{FetchOffsetRequest, Request};
 /// use smq_protocol::{DecodeError, ErrorCode};
 ///
-/// let request = FetchOffsetRequest { group: "billing".into(), topic: "orders".into(), queue_id: 3 };
+/// let request = FetchOffsetRequest { consumer_group: "billing".into(), topic: "orders".into(), queue_id: 3 };
 /// let mut buf = BytesMut::new();
 /// Request::FetchOffset(request).encode(1, 1, &mut buf);
 /// let mut frame = decode_request(&mut buf, 1 << 20).unwrap().unwrap();
@@ -448,21 +448,21 @@ impl CommitOffsetRequest {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchOffsetRequest {
-    pub group: String,
+    pub consumer_group: String,
     pub topic: String,
     pub queue_id: u32,
 }
 
 impl FetchOffsetRequest {
     fn encode_v1(&self, out: &mut BytesMut) {
-        put_string(out, &self.group);
+        put_string(out, &self.consumer_group);
         put_string(out, &self.topic);
         out.put_u32(self.queue_id);
     }
 
     fn decode_v1(reader: &mut Reader) -> Result<FetchOffsetRequest, DecodeError> {
         Ok(FetchOffsetRequest {
-            group: reader.string("group")?,
+            consumer_group: reader.string("consumer_group")?,
             topic: reader.string("topic")?,
             queue_id: reader.u32("queue_id")?,
         })
@@ -680,18 +680,18 @@ pub(crate) mod tests {
                 any::<u64>(),
                 any::<u64>()
             )
-                .prop_map(|(group, topic, queue_id, offset, owner_epoch)| {
+                .prop_map(|(consumer_group, topic, queue_id, offset, owner_epoch)| {
                     Request::CommitOffset(CommitOffsetRequest {
-                        group,
+                        consumer_group,
                         topic,
                         queue_id,
                         offset,
                         owner_epoch,
                     })
                 }),
-            (arb_name(), arb_name(), any::<u32>()).prop_map(|(group, topic, queue_id)| {
+            (arb_name(), arb_name(), any::<u32>()).prop_map(|(consumer_group, topic, queue_id)| {
                 Request::FetchOffset(FetchOffsetRequest {
-                    group,
+                    consumer_group,
                     topic,
                     queue_id,
                 })
