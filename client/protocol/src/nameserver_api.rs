@@ -544,7 +544,7 @@ pub const SESSION_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// One queue of a topic with its owner epoch: a queue a member holds or is given.
 ///
 /// ```
-/// use smq_client::nameserver_api::OwnedQueue;
+/// use smq_protocol::nameserver_api::OwnedQueue;
 ///
 /// let json = r#"{"broker_group":"g1","queue_id":3,"owner_epoch":7}"#;
 /// let queue: OwnedQueue = serde_json::from_str(json).unwrap();
@@ -562,7 +562,7 @@ pub struct OwnedQueue {
 /// member id joins; `leave` leaves at once. Each heartbeat replaces the last whole.
 ///
 /// ```
-/// use smq_client::nameserver_api::MemberHeartbeat;
+/// use smq_protocol::nameserver_api::MemberHeartbeat;
 ///
 /// let json = r#"{"member_id":"host-a-4711","topic":"clicks","session_timeout_ms":10000,
 ///     "owned":[{"broker_group":"g1","queue_id":0,"owner_epoch":3}]}"#;
@@ -624,7 +624,7 @@ pub fn check_consumer_group_name(name: &str) -> Result<(), FieldError> {
 /// another member.
 ///
 /// ```
-/// use smq_client::nameserver_api::MemberHeartbeatReply;
+/// use smq_protocol::nameserver_api::MemberHeartbeatReply;
 ///
 /// let json = r#"{"assigned":[{"broker_group":"g2","queue_id":1,"owner_epoch":4}],
 ///     "heartbeat_interval_ms":1000,"warming_up":false}"#;
@@ -645,7 +645,7 @@ pub struct MemberHeartbeatReply {
 /// offsets brokers report, one entry per (consumer group, topic).
 ///
 /// ```
-/// use smq_client::nameserver_api::ConsumerGroupList;
+/// use smq_protocol::nameserver_api::ConsumerGroupList;
 ///
 /// let json = r#"{"groups":[{"consumer_group":"billing","topic":"orders","members":2,
 ///     "queues":8,"lag_messages":120,"lag_seconds":3.5}]}"#;
