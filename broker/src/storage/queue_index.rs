@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::error::{Result, StorageError};
 use super::file_names::{index_file_path, parse_offset_name, TEMP_SUFFIX};
 use super::preparer::INDEX_READ_AHEAD_BYTES;
-use super::segment::{sync_dir, MappedFile, SharedFile};
+use super::segment::{create_dir_durably, MappedFile, SharedFile};
 
 /// Bytes of one entry: base queue offset, log position, batch size, message count.
 pub const ENTRY_BYTES: u64 = 24;
@@ -45,22 +45,12 @@ pub struct ReadAheadRequest {
 
 impl IndexFile {
     /// Creates the file of `dir`'s entries from `first_queue_offset` on and reads its first
-    /// pages in; `first_in_dir` also makes the directory's entry durable in its parent.
-    pub fn create(
-        dir: &Path,
-        first_queue_offset: u64,
-        entries_per_file: u32,
-        first_in_dir: bool,
-    ) -> Result<IndexFile> {
+    /// pages in.
+    pub fn create(dir: &Path, first_queue_offset: u64, entries_per_file: u32) -> Result<IndexFile> {
         let path = index_file_path(dir, first_queue_offset);
         let len = u64::from(entries_per_file) * ENTRY_BYTES;
         let file = MappedFile::create_reserving(&path, len, INDEX_READ_AHEAD_BYTES)?;
         let _ = file.advise_random_access();
-        if first_in_dir {
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
-            }
-        }
         let _ = file.read_ahead(0, INDEX_READ_AHEAD_BYTES);
         Ok(IndexFile {
             first_queue_offset,
@@ -128,7 +118,7 @@ pub struct QueueIndex {
 impl QueueIndex {
     /// Opens the index in `dir`, creating the directory if needed.
     pub fn open(dir: &Path, entries_per_file: u32) -> Result<QueueIndex> {
-        std::fs::create_dir_all(dir).map_err(StorageError::io("creating", dir))?;
+        create_dir_durably(dir)?;
         let mut firsts = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(StorageError::io("listing", dir))? {
             let entry = entry.map_err(StorageError::io("listing", dir))?;
@@ -200,13 +190,12 @@ impl QueueIndex {
     }
 
     /// The file the next append needs, to be made (outside the store's lock) and passed to
-    /// `add_file`: its directory, first queue offset, size and whether it is the first.
-    pub fn next_file_plan(&self) -> (PathBuf, u64, u32, bool) {
+    /// `add_file`: its directory, first queue offset and size.
+    pub fn next_file_plan(&self) -> (PathBuf, u64, u32) {
         (
             self.dir.clone(),
             self.next_queue_offset,
             self.entries_per_file,
-            self.files.is_empty(),
         )
     }
 
@@ -224,13 +213,8 @@ impl QueueIndex {
     /// cannot fail after the batch is in the log (recovery; appends make files outside the lock).
     pub fn prepare_append(&mut self) -> Result<()> {
         if self.needs_file() {
-            let (dir, first, entries_per_file, first_in_dir) = self.next_file_plan();
-            self.add_file(IndexFile::create(
-                &dir,
-                first,
-                entries_per_file,
-                first_in_dir,
-            )?);
+            let (dir, first, entries_per_file) = self.next_file_plan();
+            self.add_file(IndexFile::create(&dir, first, entries_per_file)?);
         }
         if let Some((file, end)) = self.needs_reserving() {
             file.allocate_to(end)?;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use memmap2::MmapRaw;
 
+use super::durability;
 use super::error::{Result, StorageError};
 use super::file_names::temp_path;
 
@@ -31,9 +32,10 @@ pub struct MappedFile {
 }
 
 impl MappedFile {
-    /// Creates `path` with `len` bytes reserved on disk (fallocate), under a temporary name
-    /// renamed into place, so that a crash never leaves a half-created file under the real name
-    /// and a later write through the map can never meet a full disk.
+    /// Creates `path` with `len` bytes reserved on disk (fallocate) and synced, under a temporary
+    /// name renamed into place (and the directory synced), so that a crash or power loss never
+    /// leaves a half-created file under the real name and a later write through the map can never
+    /// meet a full disk.
     pub fn create(path: &Path, len: u64) -> Result<MappedFile> {
         MappedFile::create_reserving(path, len, len)
     }
@@ -50,13 +52,17 @@ impl MappedFile {
             .truncate(true)
             .open(&temp)
             .map_err(StorageError::io("creating", &temp))?;
+        // The size is synced before the name appears: else a power loss can leave the file
+        // under its real name but shorter (or empty), and the log would not line up.
         if let Err(error) = file
             .set_len(len)
             .and_then(|()| preallocate(&file, 0, reserved))
+            .and_then(|()| file.sync_all())
         {
             let _ = std::fs::remove_file(&temp);
             return Err(StorageError::io("preallocating", &temp)(error));
         }
+        durability::file_synced(&temp, None);
         std::fs::rename(&temp, path).map_err(StorageError::io("renaming", &temp))?;
         if let Some(parent) = path.parent() {
             sync_dir(parent)?;
@@ -213,7 +219,9 @@ impl MappedFile {
             preallocate(&file, offset, len)
                 .map_err(StorageError::io("preallocating", &self.path))?;
         }
-        file.sync_data().map_err(io)
+        file.sync_data().map_err(io)?;
+        durability::file_synced(&self.path, None);
+        Ok(())
     }
 
     /// Writes `[offset, offset + len)` of the map to disk and waits for it (msync MS_SYNC).
@@ -221,7 +229,9 @@ impl MappedFile {
         if len == 0 {
             return Ok(());
         }
-        self.map.flush_range(offset as usize, len as usize)
+        self.map.flush_range(offset as usize, len as usize)?;
+        durability::file_synced(&self.path, Some((offset, len)));
+        Ok(())
     }
 }
 
@@ -244,11 +254,38 @@ fn preallocate(file: &File, from: u64, len: u64) -> std::io::Result<()> {
     }
 }
 
+/// Creates `dir` and its missing parents, each made durable in its parent directory (a new
+/// directory whose own entry is not synced can vanish with everything in it at a power loss).
+pub fn create_dir_durably(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.is_dir() {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(StorageError::io("creating", dir))?;
+    for created in missing.iter().rev() {
+        match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent)?,
+            _ => sync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
+}
+
 /// Makes a directory's entries (created, renamed or removed files) durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(StorageError::io("fsyncing directory", dir))
+        .map_err(StorageError::io("fsyncing directory", dir))?;
+    durability::dir_synced(dir);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use super::indexes::Indexes;
 use super::preparer::Preparer;
 use super::queue_index::{IndexEntry, IndexFile, ReadAheadRequest};
 use super::recovery::{recover, RecoveryReport};
-use super::segment::sync_dir;
+use super::segment::{create_dir_durably, sync_dir};
 
 /// A broker's message store. Cheap to share: every method takes `&self`.
 pub struct Store {
@@ -125,7 +125,7 @@ impl Store {
     pub fn open(config: StoreConfig) -> Result<Store> {
         config.validate().map_err(StorageError::InvalidConfig)?;
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(StorageError::io("creating", &dir))?;
+        create_dir_durably(&dir)?;
         let lock = lock_data_dir(&dir)?;
         let abort_path = dir.join(ABORT_FILE);
         let clean = !abort_path.exists();
@@ -516,6 +516,12 @@ impl Store {
         self.stop_preparer();
     }
 
+    /// Syncs the indexes and writes the checkpoint now, as the flusher does every interval.
+    #[cfg(test)]
+    pub(crate) fn write_checkpoint(&self) -> Result<()> {
+        self.shared.write_checkpoint()
+    }
+
     fn stop_preparer(&mut self) {
         let threads = std::mem::take(&mut self.preparer_threads);
         self.shared.preparer.stop(threads);
@@ -587,7 +593,7 @@ impl Shared {
                 None => None,
             }
         };
-        let (opened, (dir, first, entries_per_file, first_in_dir)) = match plan {
+        let (opened, (dir, first, entries_per_file)) = match plan {
             Some(plan) => (None, plan),
             None => {
                 let index = Indexes::open_queue(
@@ -600,7 +606,7 @@ impl Shared {
                 (Some(index), plan)
             }
         };
-        let file = IndexFile::create(&dir, first, entries_per_file, first_in_dir)?;
+        let file = IndexFile::create(&dir, first, entries_per_file)?;
         let mut state = self.lock_state();
         if let Some(index) = opened {
             state.indexes.insert(topic, queue, index);
