@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use smq_client::protocol::record_batch::{encode, BatchView, Message};
@@ -36,29 +38,46 @@ fn acknowledged_messages_survive_simulated_power_losses() {
     };
     let base = scratch_dir();
     let started = Instant::now();
-    let mut totals = Totals::default();
-    for seed in seeds.clone() {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_seed(seed, base.path(), verbose)
-        }));
-        match outcome {
-            Ok(counts) => totals.add(&counts),
-            Err(panic) => {
-                eprintln!(
-                    "power-loss simulation failed at seed {seed}; replay it with \
-                     SMQ_POWERLOSS_SEED={seed} cargo test -p smq-broker \
-                     acknowledged_messages_survive_simulated_power_losses -- --nocapture"
-                );
-                std::panic::resume_unwind(panic);
-            }
+    // Seeds are independent: they run on a few threads (each mostly waits for the store's).
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+    let next_seed = AtomicU64::new(seeds.start);
+    let totals = Mutex::new(Totals::default());
+    let failed = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let seed = next_seed.fetch_add(1, Ordering::Relaxed);
+                if seed >= seeds.end || failed.lock().unwrap().is_some() {
+                    return;
+                }
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_seed(seed, base.path(), verbose)
+                }));
+                match outcome {
+                    Ok(counts) => totals.lock().unwrap().add(&counts),
+                    Err(panic) => {
+                        eprintln!(
+                            "power-loss simulation failed at seed {seed}; replay it with \
+                             SMQ_POWERLOSS_SEED={seed} cargo test -p smq-broker \
+                             acknowledged_messages_survive_simulated_power_losses -- --nocapture"
+                        );
+                        failed.lock().unwrap().get_or_insert(panic);
+                        return;
+                    }
+                }
+            });
         }
+    });
+    if let Some(panic) = failed.into_inner().unwrap() {
+        std::panic::resume_unwind(panic);
     }
     println!(
-        "power-loss simulation: {} seeds ({}..{}) in {:.1} s: {totals}",
+        "power-loss simulation: {} seeds ({}..{}) on {threads} threads in {:.1} s: {}",
         seeds.end - seeds.start,
         seeds.start,
         seeds.end,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        totals.into_inner().unwrap()
     );
 }
 
@@ -148,7 +167,7 @@ fn run_seed(seed: u64, base: &Path, verbose: bool) -> Totals {
     config.flush_interval_ms = 3_600_000;
     config.retention_check_interval_ms = 3_600_000;
     config.retention_hours = 1_000_000;
-    config.retention_bytes = if rng.chance(50) { 4 * SEGMENT_BYTES } else { 0 };
+    config.retention_bytes = if rng.chance(50) { 2 * SEGMENT_BYTES } else { 0 };
     let mut sim = Sim {
         seed,
         rng,
@@ -222,7 +241,7 @@ impl Sim {
             .map(|_| {
                 let id = self.next_message;
                 self.next_message += 1;
-                let len = 1 + self.rng.below(5_000) as usize;
+                let len = 1 + self.rng.below(8_000) as usize;
                 let mut body = format!("{}:{id}:", self.seed).into_bytes();
                 body.resize(len.max(body.len()), (id % 251) as u8);
                 body
@@ -385,7 +404,7 @@ impl Sim {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !store.preparer_is_idle() {
             assert!(Instant::now() < deadline, "the preparer never got idle");
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_micros(100));
         }
         store.crash();
     }

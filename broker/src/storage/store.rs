@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     fence_reason: Mutex<Option<String>>,
     pub(crate) flush_queue: Mutex<FlushQueue>,
     pub(crate) flush_wakeup: Condvar,
+    /// Wakes the watchdog from its tick's sleep when the threads stop.
+    pub(crate) watchdog_wakeup: Condvar,
     /// Makes segments and reads pages into memory ahead of the writer, on its own thread.
     preparer: Arc<Preparer>,
     /// Held while an index file is made outside the state lock, so that it is made once.
@@ -167,6 +169,7 @@ impl Store {
             fence_reason: Mutex::new(None),
             flush_queue: Mutex::new(FlushQueue::default()),
             flush_wakeup: Condvar::new(),
+            watchdog_wakeup: Condvar::new(),
             preparer,
             index_creation: Mutex::new(()),
             #[cfg(test)]
