@@ -682,6 +682,13 @@ impl Shared {
             report.log_start_position = start;
         }
         drop(state);
+        if report.segments_deleted > 0 {
+            // Recovery rebuilds indexes only from the log it still has: the index entries of the
+            // deleted segments' batches must be on disk before the deletion can be, or a power
+            // loss leaves a queue's index short of the batches that follow them (a gap recovery
+            // refuses). On failure the files stay until retention runs after a restart.
+            self.write_checkpoint()?;
+        }
         // Unlinking a large file takes the file system a while: not under the lock.
         for path in deleted {
             std::fs::remove_file(&path).map_err(StorageError::io("deleting", &path))?;
