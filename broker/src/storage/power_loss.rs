@@ -2,7 +2,8 @@
 //! simulators, over real files): the store runs on real files in a directory, every sync point
 //! reports what it made durable (`durability.rs`), and [`SimulatedDisk::lose_power`] replaces
 //! the directory with what a disk could hold after a power loss: every synced byte, plus an
-//! arbitrary seeded subset of the pages written since (torn at page granularity, in any order),
+//! arbitrary seeded subset of the pages written since (torn at page or sector granularity, in any
+//! order),
 //! and for every directory entry created, renamed or removed since its directory was last synced,
 //! either the old or the new state.
 //!
@@ -17,8 +18,11 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// The granularity at which unsynced writes reach the disk, or do not.
-pub const PAGE_BYTES: u64 = 4096;
+/// What an msync writes: whole pages.
+const PAGE_BYTES: u64 = 4096;
+/// The granularity at which unsynced writes reach the disk, or do not, chosen per power loss:
+/// pages as the page cache writes them back, or sectors, as a disk may tear a page write.
+const TEAR_BYTES: [usize; 2] = [4096, 512];
 
 /// A file, whatever its name: inode number and birth time (inode numbers are reused).
 type FileId = (u64, i128);
@@ -97,6 +101,7 @@ impl SimulatedDisk {
             1 => 100,
             _ => rng.below(101),
         };
+        let tear_bytes = TEAR_BYTES[rng.below(2) as usize];
         let current = current_paths(&self.root);
         let rebuilt = self.root.with_extension("after-power-loss");
         let _ = std::fs::remove_dir_all(&rebuilt);
@@ -107,6 +112,7 @@ impl SimulatedDisk {
                 durable: &durable,
                 current: &current,
                 percent,
+                tear_bytes,
             };
             choices.rebuild_dir(&self.root, &rebuilt, rng);
         }
@@ -244,6 +250,7 @@ struct Choices<'a> {
     durable: &'a Durable,
     current: &'a HashMap<FileId, PathBuf>,
     percent: u64,
+    tear_bytes: usize,
 }
 
 impl Choices<'_> {
@@ -285,10 +292,8 @@ impl Choices<'_> {
         if now.len() != bytes.len() && rng.chance(self.percent) {
             bytes.resize(now.len(), 0);
         }
-        for start in (0..bytes.len().min(now.len())).step_by(PAGE_BYTES as usize) {
-            let end = (start + PAGE_BYTES as usize)
-                .min(bytes.len())
-                .min(now.len());
+        for start in (0..bytes.len().min(now.len())).step_by(self.tear_bytes) {
+            let end = (start + self.tear_bytes).min(bytes.len()).min(now.len());
             if bytes[start..end] != now[start..end] && rng.chance(self.percent) {
                 bytes[start..end].copy_from_slice(&now[start..end]);
             }

@@ -234,8 +234,15 @@ impl Sim {
     }
 
     fn append(&mut self) {
-        let topic = ["a", "b"][self.rng.below(2) as usize];
-        let queue = self.rng.below(3) as u32;
+        // Half the appends go to one queue, so that its index spans pages between checkpoints.
+        let (topic, queue) = if self.rng.chance(50) {
+            ("a", 0)
+        } else {
+            (
+                ["a", "b"][self.rng.below(2) as usize],
+                self.rng.below(3) as u32,
+            )
+        };
         let count = 1 + self.rng.below(4);
         let bodies: Vec<Vec<u8>> = (0..count)
             .map(|_| {

@@ -689,9 +689,14 @@ impl Shared {
             // refuses). On failure the files stay until retention runs after a restart.
             self.write_checkpoint()?;
         }
-        // Unlinking a large file takes the file system a while: not under the lock.
+        // Unlinking a large file takes the file system a while: not under the lock. Oldest
+        // first, each made durable before the next: a power loss must not keep an older segment
+        // while a newer one is gone (a gap in the log, which recovery refuses).
         for path in deleted {
             std::fs::remove_file(&path).map_err(StorageError::io("deleting", &path))?;
+            if let Some(dir) = path.parent() {
+                sync_dir(dir)?;
+            }
             tracing::info!(file = %path.display(), "deleted for retention");
         }
         Ok(report)
