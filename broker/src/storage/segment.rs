@@ -23,6 +23,9 @@ use super::durability;
 use super::error::{Result, StorageError};
 use super::file_names::temp_path;
 
+/// The unit the page cache reads and writes.
+const PAGE_BYTES: u64 = 4096;
+
 pub struct MappedFile {
     path: PathBuf,
     map: MmapRaw,
@@ -219,6 +222,70 @@ impl MappedFile {
             preallocate(&file, offset, len)
                 .map_err(StorageError::io("preallocating", &self.path))?;
         }
+        file.sync_data().map_err(io)?;
+        durability::file_synced(&self.path, None);
+        Ok(())
+    }
+
+    /// Whether anything may have been written from `offset` on: a non-zero byte in the rest of
+    /// its page, or a later page the file system holds data for (SEEK_DATA; a reserved but
+    /// never written range is a hole). Reads at most one page.
+    pub fn may_hold_data_from(&self, offset: u64) -> Result<bool> {
+        if offset >= self.len {
+            return Ok(false);
+        }
+        let page_end = offset.next_multiple_of(PAGE_BYTES).min(self.len);
+        if self
+            .bytes(offset, (page_end - offset) as usize)
+            .iter()
+            .any(|byte| *byte != 0)
+        {
+            return Ok(true);
+        }
+        if page_end == self.len {
+            return Ok(false);
+        }
+        let file = File::open(&self.path).map_err(StorageError::io("opening", &self.path))?;
+        // SAFETY: plain syscall on an open descriptor.
+        let data =
+            unsafe { libc::lseek(file.as_raw_fd(), page_end as libc::off_t, libc::SEEK_DATA) };
+        if data >= 0 {
+            return Ok((data as u64) < self.len);
+        }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ENXIO) {
+            return Ok(false);
+        }
+        Err(StorageError::io("seeking data in", &self.path)(error))
+    }
+
+    /// Zeroes everything from `offset` to the end of the file and makes that durable, releasing
+    /// the disk it took (a hole: `allocate_to` reserves it again before a write). For recovery,
+    /// before readers or writers exist.
+    pub fn discard_from(&self, offset: u64) -> Result<()> {
+        let len = self.len.saturating_sub(offset);
+        if len == 0 {
+            return Ok(());
+        }
+        let io = StorageError::io("discarding the end of", &self.path);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(StorageError::io("opening", &self.path))?;
+        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: plain syscall on an open descriptor.
+        let code = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                punch,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if code != 0 {
+            return Err(io(std::io::Error::last_os_error()));
+        }
+        self.limit_reserved(offset);
         file.sync_data().map_err(io)?;
         durability::file_synced(&self.path, None);
         Ok(())

@@ -481,6 +481,41 @@ fn indexes_are_rebuilt_from_the_log_when_lost() {
 }
 
 #[test]
+fn a_later_index_page_on_disk_without_an_earlier_one_is_not_taken_for_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.index_entries_per_file = 512; // 12 KiB: three pages of 170 entries
+    config.flush = FlushMode::Async;
+    config.flush_interval_ms = 60_000;
+    let store = Store::open(config.clone()).unwrap();
+    let append = |i: u32| {
+        store
+            .append(&batch("t", 0, &[format!("m{i}").as_bytes()]))
+            .unwrap();
+    };
+    (0..10).for_each(append);
+    store.flush().unwrap();
+    store.write_checkpoint().unwrap(); // the index's first 10 entries are on disk
+    (10..341).for_each(append);
+    store.flush().unwrap(); // the log is on disk, the index's later entries are not
+    store.crash();
+    // A power loss: the index's first page as last synced, its second page written back.
+    let index = dir.path().join("index/t/0/00000000000000000000");
+    patch_file(&index, 10 * 24, &[0; 4096 - 10 * 24]);
+    let store = Store::open(config.clone()).unwrap();
+    assert_eq!(store.queue_offsets("t", 0), (0, 341));
+    let bodies: Vec<Vec<u8>> = bodies_of(&store.read("t", 0, 0, usize::MAX).unwrap())
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    let expected: Vec<Vec<u8>> = (0..341).map(|i| format!("m{i}").into_bytes()).collect();
+    assert_eq!(bodies, expected);
+    store.close().unwrap();
+    let store = Store::open(config).unwrap();
+    assert_eq!(store.queue_offsets("t", 0), (0, 341));
+}
+
+#[test]
 fn zeros_below_the_flushed_position_are_corruption_not_the_end_of_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
