@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// What an msync writes: whole pages.
-const PAGE_BYTES: u64 = 4096;
+pub const PAGE_BYTES: u64 = 4096;
 /// The granularity at which unsynced writes reach the disk, or do not, chosen per power loss:
 /// pages as the page cache writes them back, or sectors, as a disk may tear a page write.
-const TEAR_BYTES: [usize; 2] = [4096, 512];
+const TEAR_BYTES: [usize; 2] = [PAGE_BYTES as usize, 512];
 
 /// A file, whatever its name: inode number and birth time (inode numbers are reused).
 type FileId = (u64, i128);
@@ -102,19 +102,25 @@ impl SimulatedDisk {
             _ => rng.below(101),
         };
         let tear_bytes = TEAR_BYTES[rng.below(2) as usize];
+        self.lose_power_keeping(tear_bytes, &mut |_| rng.chance(percent));
+    }
+
+    /// [`SimulatedDisk::lose_power`] with the choices made by `keep`: whether an unsynced
+    /// change reached the disk, torn into pieces of `tear_bytes`.
+    pub fn lose_power_keeping(&self, tear_bytes: usize, keep: &mut dyn FnMut(Unsynced) -> bool) {
         let current = current_paths(&self.root);
         let rebuilt = self.root.with_extension("after-power-loss");
         let _ = std::fs::remove_dir_all(&rebuilt);
         std::fs::create_dir(&rebuilt).unwrap();
         {
             let durable = self.state.lock().unwrap();
-            let choices = Choices {
+            let mut choices = Choices {
                 durable: &durable,
                 current: &current,
-                percent,
                 tear_bytes,
+                keep,
             };
-            choices.rebuild_dir(&self.root, &rebuilt, rng);
+            choices.rebuild_dir(&self.root, &rebuilt);
         }
         std::fs::remove_dir_all(&self.root).unwrap();
         std::fs::rename(&rebuilt, &self.root).unwrap();
@@ -246,23 +252,42 @@ fn current_paths(root: &Path) -> HashMap<FileId, PathBuf> {
     paths
 }
 
+/// A change not synced when the power went, which may or may not have reached the disk.
+#[derive(Debug)]
+pub enum Unsynced<'a> {
+    /// A directory entry created, replaced or removed (the path in the directory as now).
+    Entry(&'a Path),
+    /// A file's size (the file where it is now).
+    Size(&'a Path),
+    /// The piece of a file at this offset.
+    Bytes(&'a Path, u64),
+}
+
+impl Unsynced<'_> {
+    pub fn path(&self) -> &Path {
+        match self {
+            Unsynced::Entry(path) | Unsynced::Size(path) | Unsynced::Bytes(path, _) => path,
+        }
+    }
+}
+
 struct Choices<'a> {
     durable: &'a Durable,
     current: &'a HashMap<FileId, PathBuf>,
-    percent: u64,
     tear_bytes: usize,
+    keep: &'a mut dyn FnMut(Unsynced) -> bool,
 }
 
 impl Choices<'_> {
     /// Writes into `out` what directory `dir` holds after the power loss.
-    fn rebuild_dir(&self, dir: &Path, out: &Path, rng: &mut Rng) {
+    fn rebuild_dir(&mut self, dir: &Path, out: &Path) {
         let empty = BTreeMap::new();
         let durable = self.durable.dirs.get(dir).unwrap_or(&empty);
         let now = list(dir);
         let names: BTreeSet<&OsString> = durable.keys().chain(now.keys()).collect();
         for name in names {
             let (before, after) = (durable.get(name), now.get(name));
-            let kept = if before == after || rng.chance(self.percent) {
+            let kept = if before == after || (self.keep)(Unsynced::Entry(&dir.join(name))) {
                 after
             } else {
                 before
@@ -272,29 +297,32 @@ impl Choices<'_> {
                 Some(Entry::Dir) => {
                     let out = out.join(name);
                     std::fs::create_dir(&out).unwrap();
-                    self.rebuild_dir(&dir.join(name), &out, rng);
+                    self.rebuild_dir(&dir.join(name), &out);
                 }
                 Some(Entry::File(id)) => {
-                    std::fs::write(out.join(name), self.file_after(*id, rng)).unwrap();
+                    let bytes = self.file_after(*id);
+                    std::fs::write(out.join(name), bytes).unwrap();
                 }
             }
         }
     }
 
-    /// A file's bytes after the power loss: its synced bytes, plus a random subset of the
-    /// pages that differ from them now.
-    fn file_after(&self, id: FileId, rng: &mut Rng) -> Vec<u8> {
+    /// A file's bytes after the power loss: its synced bytes, plus a chosen subset of the
+    /// pieces that differ from them now.
+    fn file_after(&mut self, id: FileId) -> Vec<u8> {
         let mut bytes = self.durable.files.get(&id).cloned().unwrap_or_default();
         let Some(path) = self.current.get(&id) else {
             return bytes; // Removed since: only what was synced can come back.
         };
         let now = std::fs::read(path).unwrap();
-        if now.len() != bytes.len() && rng.chance(self.percent) {
+        if now.len() != bytes.len() && (self.keep)(Unsynced::Size(path)) {
             bytes.resize(now.len(), 0);
         }
         for start in (0..bytes.len().min(now.len())).step_by(self.tear_bytes) {
             let end = (start + self.tear_bytes).min(bytes.len()).min(now.len());
-            if bytes[start..end] != now[start..end] && rng.chance(self.percent) {
+            if bytes[start..end] != now[start..end]
+                && (self.keep)(Unsynced::Bytes(path, start as u64))
+            {
                 bytes[start..end].copy_from_slice(&now[start..end]);
             }
         }
