@@ -146,7 +146,7 @@ impl QueueIndex {
             // that it lost: stale, and if left, a later count could take them for entries.
             if index_file
                 .file
-                .may_hold_data_from(index_file.entries * ENTRY_BYTES)?
+                .holds_data_from(index_file.entries * ENTRY_BYTES)?
             {
                 index_file
                     .file

@@ -23,9 +23,6 @@ use super::durability;
 use super::error::{Result, StorageError};
 use super::file_names::temp_path;
 
-/// The unit the page cache reads and writes.
-const PAGE_BYTES: u64 = 4096;
-
 pub struct MappedFile {
     path: PathBuf,
     map: MmapRaw,
@@ -227,36 +224,44 @@ impl MappedFile {
         Ok(())
     }
 
-    /// Whether anything may have been written from `offset` on: a non-zero byte in the rest of
-    /// its page, or a later page the file system holds data for (SEEK_DATA; a reserved but
-    /// never written range is a hole). Reads at most one page.
-    pub fn may_hold_data_from(&self, offset: u64) -> Result<bool> {
+    /// Whether any byte from `offset` on is not zero. Reads only what the file system holds as
+    /// data (SEEK_DATA/SEEK_HOLE): a reserved but never written range is a hole on ext4 and XFS,
+    /// unless its pages were read into the page cache (then they are read, from memory).
+    pub fn holds_data_from(&self, offset: u64) -> Result<bool> {
         if offset >= self.len {
             return Ok(false);
         }
-        let page_end = offset.next_multiple_of(PAGE_BYTES).min(self.len);
-        if self
-            .bytes(offset, (page_end - offset) as usize)
-            .iter()
-            .any(|byte| *byte != 0)
-        {
-            return Ok(true);
-        }
-        if page_end == self.len {
-            return Ok(false);
-        }
         let file = File::open(&self.path).map_err(StorageError::io("opening", &self.path))?;
-        // SAFETY: plain syscall on an open descriptor.
-        let data =
-            unsafe { libc::lseek(file.as_raw_fd(), page_end as libc::off_t, libc::SEEK_DATA) };
-        if data >= 0 {
-            return Ok((data as u64) < self.len);
+        let seek = |from: u64, whence: libc::c_int| -> Result<Option<u64>> {
+            // SAFETY: plain syscall on an open descriptor.
+            let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, whence) };
+            if at >= 0 {
+                return Ok(Some((at as u64).min(self.len)));
+            }
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::ENXIO) {
+                return Ok(None); // no data from `from` on
+            }
+            Err(StorageError::io("seeking data in", &self.path)(error))
+        };
+        let mut from = offset;
+        while from < self.len {
+            let Some(data) = seek(from, libc::SEEK_DATA)? else {
+                return Ok(false);
+            };
+            let hole = seek(data, libc::SEEK_HOLE)?.unwrap_or(self.len);
+            let start = data.max(offset);
+            if hole > start
+                && self
+                    .bytes(start, (hole - start) as usize)
+                    .iter()
+                    .any(|byte| *byte != 0)
+            {
+                return Ok(true);
+            }
+            from = hole.max(from + 1);
         }
-        let error = std::io::Error::last_os_error();
-        if error.raw_os_error() == Some(libc::ENXIO) {
-            return Ok(false);
-        }
-        Err(StorageError::io("seeking data in", &self.path)(error))
+        Ok(false)
     }
 
     /// Zeroes everything from `offset` to the end of the file and makes that durable, releasing

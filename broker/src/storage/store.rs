@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     preparer: Arc<Preparer>,
     /// Held while an index file is made outside the state lock, so that it is made once.
     index_creation: Mutex<()>,
+    /// Held while the checkpoint is written.
+    checkpoint_writing: Mutex<()>,
     #[cfg(test)]
     pub(crate) faults: super::flush::Faults,
     // Held for the store's lifetime: the flock keeps a second broker out of the directory.
@@ -172,6 +174,7 @@ impl Store {
             watchdog_wakeup: Condvar::new(),
             preparer,
             index_creation: Mutex::new(()),
+            checkpoint_writing: Mutex::new(()),
             #[cfg(test)]
             faults: super::flush::Faults::default(),
             _lock: lock,
@@ -702,8 +705,13 @@ impl Shared {
         Ok(report)
     }
 
-    /// Syncs the indexes, then records the flushed positions in the checkpoint.
+    /// Syncs the indexes, then records the flushed positions in the checkpoint. One at a time:
+    /// the flusher, retention and topic deletion all write it, through the same temporary file.
     pub(crate) fn write_checkpoint(&self) -> Result<()> {
+        let _one_at_a_time = self
+            .checkpoint_writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let (index_end, unsynced) = {
             let state = self.lock_state();
             let index_end = state.log.write_position();

@@ -717,6 +717,7 @@ fn pages_not_in_memory(path: &Path, offset: u64, len: u64) -> usize {
 
 #[test]
 fn the_pages_ahead_of_the_writer_are_in_memory_before_it_reaches_them() {
+    let _alone = super::power_loss_tests::CPU_HEAVY.lock();
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     let segment_bytes = 16 * 1024 * 1024;
