@@ -23,13 +23,15 @@ const CI_SEEDS: u64 = 2_000;
 const STEPS_PER_SEED: usize = 40;
 const SEGMENT_BYTES: u64 = 64 * 1024;
 
-/// Held by the simulation, which keeps a few cores busy, and by the tests that measure whether
-/// the preparer keeps ahead of the writer, which it would starve.
-pub(super) static CPU_HEAVY: Mutex<()> = Mutex::new(());
+/// Held by the simulation, and by the tests it would disturb: it keeps a few cores busy (the
+/// test that the preparer keeps ahead of the writer would starve), and its recoveries log from
+/// many threads at once (a test capturing the log then sometimes misses its own lines: tracing's
+/// per-callsite interest cache races with a thread-local subscriber).
+pub(super) static NOT_BESIDE_THE_SIMULATION: Mutex<()> = Mutex::new(());
 
 #[test]
 fn acknowledged_messages_survive_simulated_power_losses() {
-    let _alone = CPU_HEAVY.lock();
+    let _alone = NOT_BESIDE_THE_SIMULATION.lock();
     let env = |name: &str| std::env::var(name).ok().map(|v| v.parse::<u64>().unwrap());
     let (seeds, verbose) = match env("SMQ_POWERLOSS_SEED") {
         Some(seed) => (seed..seed + 1, true),

@@ -197,6 +197,16 @@ impl MappedFile {
     /// reading it (fallocate ZERO_RANGE: a metadata change, cheap on a 1 GiB segment), keeping it
     /// reserved on disk. For recovery, before readers or writers exist.
     pub fn zero_to_end(&self, offset: u64) -> Result<()> {
+        self.clear_to_end(offset, true)
+    }
+
+    /// [`MappedFile::zero_to_end`] releasing the disk it took instead (a hole: `allocate_to`
+    /// reserves it again before a write).
+    pub fn discard_from(&self, offset: u64) -> Result<()> {
+        self.clear_to_end(offset, false)
+    }
+
+    fn clear_to_end(&self, offset: u64, keep_reserved: bool) -> Result<()> {
         let len = self.len.saturating_sub(offset);
         if len == 0 {
             return Ok(());
@@ -208,16 +218,21 @@ impl MappedFile {
             .map_err(StorageError::io("opening", &self.path))?;
         let (fd, from, count) = (file.as_raw_fd(), offset as libc::off_t, len as libc::off_t);
         // SAFETY: plain syscalls on an open descriptor.
-        let zeroed = unsafe { libc::fallocate(fd, libc::FALLOC_FL_ZERO_RANGE, from, count) };
-        if zeroed != 0 {
+        let zeroed = keep_reserved
+            && unsafe { libc::fallocate(fd, libc::FALLOC_FL_ZERO_RANGE, from, count) } == 0;
+        if !zeroed {
             // Not every file system has ZERO_RANGE (tmpfs): punch a hole, then reserve it again.
             let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
             // SAFETY: as above.
             if unsafe { libc::fallocate(fd, punch, from, count) } != 0 {
                 return Err(io(std::io::Error::last_os_error()));
             }
-            preallocate(&file, offset, len)
-                .map_err(StorageError::io("preallocating", &self.path))?;
+            if keep_reserved {
+                preallocate(&file, offset, len)
+                    .map_err(StorageError::io("preallocating", &self.path))?;
+            } else {
+                self.limit_reserved(offset);
+            }
         }
         file.sync_data().map_err(io)?;
         durability::file_synced(&self.path, None);
@@ -262,38 +277,6 @@ impl MappedFile {
             from = hole.max(from + 1);
         }
         Ok(false)
-    }
-
-    /// Zeroes everything from `offset` to the end of the file and makes that durable, releasing
-    /// the disk it took (a hole: `allocate_to` reserves it again before a write). For recovery,
-    /// before readers or writers exist.
-    pub fn discard_from(&self, offset: u64) -> Result<()> {
-        let len = self.len.saturating_sub(offset);
-        if len == 0 {
-            return Ok(());
-        }
-        let io = StorageError::io("discarding the end of", &self.path);
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&self.path)
-            .map_err(StorageError::io("opening", &self.path))?;
-        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        // SAFETY: plain syscall on an open descriptor.
-        let code = unsafe {
-            libc::fallocate(
-                file.as_raw_fd(),
-                punch,
-                offset as libc::off_t,
-                len as libc::off_t,
-            )
-        };
-        if code != 0 {
-            return Err(io(std::io::Error::last_os_error()));
-        }
-        self.limit_reserved(offset);
-        file.sync_data().map_err(io)?;
-        durability::file_synced(&self.path, None);
-        Ok(())
     }
 
     /// Writes `[offset, offset + len)` of the map to disk and waits for it (msync MS_SYNC).

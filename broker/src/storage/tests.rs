@@ -354,6 +354,7 @@ fn crash_with_an_unflushed_tail(dir: &Path) -> u64 {
 
 /// Runs `f` with tracing output captured, and returns its result and what was logged.
 fn with_captured_log<T>(f: impl FnOnce() -> T) -> (T, String) {
+    let _alone = super::power_loss_tests::NOT_BESIDE_THE_SIMULATION.lock();
     #[derive(Clone, Default)]
     struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
     impl std::io::Write for Buffer {
@@ -717,7 +718,7 @@ fn pages_not_in_memory(path: &Path, offset: u64, len: u64) -> usize {
 
 #[test]
 fn the_pages_ahead_of_the_writer_are_in_memory_before_it_reaches_them() {
-    let _alone = super::power_loss_tests::CPU_HEAVY.lock();
+    let _alone = super::power_loss_tests::NOT_BESIDE_THE_SIMULATION.lock();
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     let segment_bytes = 16 * 1024 * 1024;
