@@ -3,10 +3,11 @@
 use smq_client::protocol::request::CommitOffsetRequest;
 use smq_client::protocol::Response;
 
-use super::{check_group_name, topic_queue, Answer, Outcome};
+use super::{check_group_name, check_master, topic_queue, Answer, Outcome};
 use crate::state::Broker;
 
 pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
+    check_master(broker)?;
     check_group_name(&request.group)?;
     topic_queue(broker, &request.topic, request.queue_id)?;
     // Never past what consumers can have read: a committed offset above the queue's end would

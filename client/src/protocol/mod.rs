@@ -5,6 +5,7 @@ pub mod error_code;
 pub mod frame;
 pub mod limits;
 pub mod record_batch;
+pub mod replication;
 pub mod request;
 pub mod response;
 pub mod wire;
