@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use smq_client::protocol::frame::decode_response;
 use smq_client::protocol::replication::{
-    ReplicaFetch, ReplicaHello, ReplicaRequest, ReplicaResponse, REPLICA_FETCH, REPLICA_HELLO,
+    ReplicaFetch, ReplicaHello, ReplicaRequest, ReplicaResponse,
 };
 use smq_client::protocol::request::HandshakeRequest;
 use smq_client::protocol::{ApiKey, ErrorCode, Request, Response};
@@ -157,4 +157,280 @@ fn after_catching_up_a_slaves_segments_are_byte_identical_to_its_masters() {
             "segment {name} differs between master and slave"
         );
     }
+}
+
+#[test]
+fn under_sync_replication_every_acknowledged_message_survives_losing_the_masters_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "sync");
+    let master_dir = dir.path().join("master");
+    let master = start_master(
+        &secret,
+        &master_dir,
+        &["--flush", "sync", "--replication", "sync"],
+    );
+    let slave = start_slave(
+        &master,
+        &secret,
+        &dir.path().join("slave"),
+        &["--flush", "sync"],
+    );
+    let config = ClientConfig::new(master.addr.to_string());
+    let runtime = runtime();
+    let (keys, total) = (16, 50_000);
+    // The master refuses writes (NO_SLAVE) until its slave is in sync.
+    wait_for_in_sync(&master);
+    let acknowledged: HashSet<(u32, u64)> = runtime.block_on(async {
+        Admin::connect(config.clone())
+            .await
+            .unwrap()
+            .create_topic("orders", 4)
+            .await
+            .unwrap();
+        let producer = Producer::connect(config.clone()).await.unwrap();
+        let mut pending = Vec::with_capacity(total);
+        for sequence in 0..total {
+            let key = sequence % keys;
+            let mut message = Message::from_body(body(key, sequence));
+            message.key = format!("customer-{key}").into_bytes();
+            pending.push(producer.start_send("orders", message).await.unwrap());
+        }
+        let mut acknowledged = HashSet::new();
+        for delivery in pending {
+            let delivery = delivery.wait().await.unwrap();
+            acknowledged.insert((delivery.queue_id, delivery.offset));
+        }
+        acknowledged
+    });
+    assert_eq!(acknowledged.len(), total);
+    // The master's machine is gone: process and disk.
+    master.kill();
+    std::fs::remove_dir_all(&master_dir).unwrap();
+
+    let config = ClientConfig::new(slave.addr.to_string());
+    runtime.block_on(async {
+        let mut consumer = Consumer::connect(config, "orders", None, StartFrom::Earliest)
+            .await
+            .unwrap();
+        let mut next_offset: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut next_sequence_of_key: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut found = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while found < total {
+            assert!(
+                Instant::now() < deadline,
+                "only {found} of {total} acknowledged messages are on the slave"
+            );
+            for message in consumer.poll(10_000).await.unwrap() {
+                let expected_offset = next_offset.entry(message.queue_id).or_insert(0);
+                assert_eq!(
+                    message.offset, *expected_offset,
+                    "queue {} in order",
+                    message.queue_id
+                );
+                *expected_offset += 1;
+                let text = std::str::from_utf8(&message.body).unwrap();
+                let key: usize = text[4..text.find('|').unwrap()].parse().unwrap();
+                let sequence: usize = text[text.find("seq-").unwrap() + 4..][..6].parse().unwrap();
+                assert_eq!(&message.body[..], &body(key, sequence)[..], "byte for byte");
+                assert_eq!(message.key, format!("customer-{key}").into_bytes());
+                let expected = next_sequence_of_key.entry(key).or_insert(key);
+                assert_eq!(sequence, *expected, "key {key} in order");
+                *expected += keys;
+                if acknowledged.contains(&(message.queue_id, message.offset)) {
+                    found += 1;
+                }
+            }
+        }
+    });
+}
+
+/// Waits until the master's /metrics says a slave is in sync.
+fn wait_for_in_sync(master: &Broker) {
+    wait_for("a slave in sync", Duration::from_secs(30), || {
+        let reply = smq_tests::http::request_blocking(master.http_addr, "GET", "/metrics", None);
+        reply
+            .body
+            .lines()
+            .any(|line| line.starts_with("smq_slave_in_sync{") && line.ends_with(" 1"))
+            .then_some(())
+    });
+}
+
+/// A connection speaking the broker protocol by hand: handshake, then raw replication requests.
+struct RawPeer {
+    stream: TcpStream,
+    buf: BytesMut,
+    next_id: u32,
+}
+
+impl RawPeer {
+    fn connect(broker: &Broker) -> RawPeer {
+        let stream = TcpStream::connect(broker.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut peer = RawPeer {
+            stream,
+            buf: BytesMut::new(),
+            next_id: 1,
+        };
+        let mut out = BytesMut::new();
+        Request::Handshake(HandshakeRequest {
+            client_id: "rogue".into(),
+            min_version: 1,
+            max_version: 1,
+            auth_token: Bytes::new(),
+        })
+        .encode(1, peer.id(), &mut out);
+        peer.stream.write_all(&out).unwrap();
+        let body = peer.read_frame().expect("a handshake answer");
+        assert!(matches!(
+            Response::decode(ApiKey::Handshake, 1, body).unwrap(),
+            Response::Handshake(_)
+        ));
+        peer
+    }
+
+    fn id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// The next response body, or None when the broker closed the connection.
+    fn read_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(frame) = decode_response(&mut self.buf, 1 << 26).unwrap() {
+                return Some(frame.body);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Sends a replication request; its answer, or None when the connection closed instead.
+    fn call(&mut self, request: ReplicaRequest) -> Option<ReplicaResponse> {
+        let mut out = BytesMut::new();
+        request.encode(self.id(), &mut out);
+        self.stream.write_all(&out).ok()?;
+        let body = self.read_frame()?;
+        Some(ReplicaResponse::decode(request.api_key(), body).unwrap())
+    }
+
+    fn closed(&mut self) -> bool {
+        self.read_frame().is_none()
+    }
+}
+
+fn error_code(response: Option<ReplicaResponse>) -> Option<u16> {
+    match response {
+        Some(ReplicaResponse::Error(error)) => Some(error.code),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_peer_that_is_not_a_configured_slave_cannot_make_the_master_acknowledge_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "right");
+    let wrong = secret_file(dir.path(), "wrong");
+    let master = start_master(
+        &secret,
+        &dir.path().join("master"),
+        &["--replication", "sync", "--replication-timeout-ms", "1000"],
+    );
+    let produce = |body: &str| {
+        smq_tests::run_with_stdin(master.smq().args(["produce", "t"]), body.as_bytes())
+    };
+    let created = master
+        .smq()
+        .args(["topic", "create", "t", "--queues", "1"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+
+    // A real slave with the wrong secret is refused, and so the write is.
+    let rogue_slave = start_slave(&master, &wrong, &dir.path().join("rogue"), &[]);
+    wait_for(
+        "the master refuses the slave",
+        Duration::from_secs(10),
+        || {
+            master
+                .log_lines()
+                .iter()
+                .any(|line| line.contains("refused a replica") && line.contains("secret"))
+                .then_some(())
+        },
+    );
+    let refused = produce("not replicated\n");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("NO_SLAVE") || stderr.contains("no slave in sync"),
+        "{stderr}"
+    );
+
+    // A hand-written peer: fetching without introducing itself, introducing itself without the
+    // secret or for another group, and claiming a position past the master's end get it nothing.
+    let mut peer = RawPeer::connect(&master);
+    let far = ReplicaRequest::Fetch(ReplicaFetch {
+        position: 1 << 40,
+        flushed_position: 1 << 40,
+        max_bytes: 1024,
+        max_wait_ms: 0,
+    });
+    assert_eq!(
+        error_code(peer.call(far.clone())),
+        Some(ErrorCode::HandshakeRequired.as_u16())
+    );
+    let hello = |secret: &str, group: &str| {
+        ReplicaRequest::Hello(ReplicaHello {
+            cluster: "smq".into(),
+            group: group.into(),
+            slave_addr: "127.0.0.1:1".into(),
+            secret: Bytes::from(secret.to_owned()),
+            log_end: 1 << 40,
+            segment_bytes: 1 << 30,
+        })
+    };
+    assert_eq!(
+        error_code(peer.call(hello("", "broker-a"))),
+        Some(ErrorCode::AuthenticationFailed.as_u16())
+    );
+    assert!(peer.closed(), "a refused peer is disconnected");
+    let mut peer = RawPeer::connect(&master);
+    assert_eq!(
+        error_code(peer.call(hello("right", "another-group"))),
+        Some(ErrorCode::AuthenticationFailed.as_u16())
+    );
+    let refused = produce("still not replicated\n");
+    assert!(!refused.status.success(), "no ack from a refused peer");
+
+    // With the secret and the group, a position past the end is refused and counts for nothing.
+    let mut peer = RawPeer::connect(&master);
+    assert!(matches!(
+        peer.call(hello("right", "broker-a")),
+        Some(ReplicaResponse::Hello(_))
+    ));
+    assert_eq!(
+        error_code(peer.call(far)),
+        Some(ErrorCode::OffsetOutOfRange.as_u16())
+    );
+    let refused = produce("not by a liar either\n");
+    assert!(
+        !refused.status.success(),
+        "no ack for a position the master never wrote"
+    );
+    drop(peer);
+    drop(rogue_slave);
+
+    // The configured slave is admitted and the same write is acknowledged.
+    let slave = start_slave(&master, &secret, &dir.path().join("slave"), &[]);
+    wait_for_in_sync(&master);
+    let accepted = produce("replicated\n");
+    assert!(accepted.status.success(), "{accepted:?}");
+    drop(slave);
 }
