@@ -3,13 +3,17 @@
 //! master's whole data directory; a peer that is not a configured slave cannot make the master
 //! acknowledge anything.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
+use smq_client::nameserver_client::NameServerClient;
 use smq_client::protocol::frame::decode_response;
 use smq_client::protocol::replication::{
     ReplicaFetch, ReplicaHello, ReplicaRequest, ReplicaResponse,
@@ -17,7 +21,7 @@ use smq_client::protocol::replication::{
 use smq_client::protocol::request::HandshakeRequest;
 use smq_client::protocol::{ApiKey, ErrorCode, Request, Response};
 use smq_client::{Admin, ClientConfig, Consumer, Message, Producer, StartFrom};
-use smq_tests::{wait_for, Broker};
+use smq_tests::{wait_for, Broker, NameServer};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -433,4 +437,150 @@ fn a_peer_that_is_not_a_configured_slave_cannot_make_the_master_acknowledge_a_wr
     let accepted = produce("replicated\n");
     assert!(accepted.status.success(), "{accepted:?}");
     drop(slave);
+}
+
+/// A client configuration asking `nameserver`, refreshing routes every `refresh_ms`.
+fn nameserver_config(nameserver: &NameServer, refresh_ms: u64) -> ClientConfig {
+    let mode = DiscoveryMode::Static(vec![nameserver.url()]);
+    let discovery = Discovery::new(mode, DiscoveryOptions::default()).unwrap();
+    let mut config = ClientConfig::with_nameserver(NameServerClient::new(Arc::new(discovery)));
+    config.route_refresh_ms = refresh_ms;
+    config
+}
+
+#[test]
+fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "groups");
+    let nameserver = NameServer::start(&["--heartbeat-timeout-ms", "1500"]);
+    let ns = nameserver.url();
+    let g1_master = start_master(
+        &secret,
+        &dir.path().join("g1-master"),
+        &[
+            "--nameserver",
+            &ns,
+            "--group",
+            "g1",
+            "--replication",
+            "sync",
+        ],
+    );
+    let g1_slave = start_slave(
+        &g1_master,
+        &secret,
+        &dir.path().join("g1-slave"),
+        &["--nameserver", &ns, "--group", "g1"],
+    );
+    let _g2_master = start_master(
+        &secret,
+        &dir.path().join("g2-master"),
+        &["--nameserver", &ns, "--group", "g2"],
+    );
+    wait_for("three brokers registered", Duration::from_secs(10), || {
+        (smq_tests::failover::registered(&nameserver).len() == 3).then_some(())
+    });
+    wait_for_in_sync(&g1_master);
+    let created = nameserver
+        .smq()
+        .args(["topic", "create", "t", "--queues", "2", "--groups", "g1,g2"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    // The slave has the topic (metadata follows the log) and shows in the route.
+    wait_for("the slave in the route", Duration::from_secs(10), || {
+        let (status, body) = nameserver.get("/v1/routes/t");
+        (status == 200 && body.contains(&g1_slave.addr.to_string())).then_some(())
+    });
+
+    let runtime = runtime();
+    let config = nameserver_config(&nameserver, 200);
+    let mut consumer = runtime
+        .block_on(Consumer::connect(
+            config.clone(),
+            "t",
+            None,
+            StartFrom::Earliest,
+        ))
+        .unwrap();
+    let producer = runtime.block_on(Producer::connect(config)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = runtime.spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut acked, mut failures) = (BTreeSet::new(), Vec::new());
+            let mut sequence = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let body = format!("m{sequence}");
+                match producer.send("t", Message::from_body(body.clone())).await {
+                    Ok(_) => {
+                        acked.insert(body);
+                    }
+                    Err(error) => failures.push(format!("{body}: {error}")),
+                }
+                sequence += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (acked, failures)
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    g1_master.kill();
+    // The producer goes on to g2; the NameServer drops the dead master within its timeout.
+    wait_for(
+        "the dead master leaves the routes",
+        Duration::from_secs(10),
+        || {
+            let (_, body) = nameserver.get("/v1/routes/t");
+            let route: serde_json::Value = serde_json::from_str(&body).ok()?;
+            route["groups"]
+                .as_array()?
+                .iter()
+                .any(|group| group["group"] == "g1" && group["master"].is_null())
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failures) = runtime.block_on(sender).unwrap();
+    assert!(
+        failures.len() <= 2,
+        "only sends in flight at the kill may fail, but {} did: {:?}",
+        failures.len(),
+        &failures[..3.min(failures.len())]
+    );
+    // Every acknowledged message comes back, g1's from its slave.
+    let mut missing = acked.clone();
+    let mut from_g1 = 0;
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !missing.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{} acknowledged messages never came back, e.g. {:?}",
+                missing.len(),
+                missing.iter().next()
+            );
+            // A consumer goes on after retryable errors (the dead master), as `smq consume` does.
+            let messages = match consumer.poll(1000).await {
+                Ok(messages) => messages,
+                Err(error) if error.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(error) => panic!("{error}"),
+            };
+            for message in messages {
+                let body = String::from_utf8(message.body.to_vec()).unwrap();
+                if missing.remove(&body) && &*message.group == "g1" {
+                    from_g1 += 1;
+                }
+            }
+        }
+    });
+    assert!(from_g1 > 0, "some of the backlog was g1's");
+    println!(
+        "{} acknowledged, {from_g1} of them read from g1's slave",
+        acked.len()
+    );
 }
