@@ -229,6 +229,12 @@ impl Registry {
                     ),
                     _ => None,
                 };
+                let in_sync = match (h.role, members.master) {
+                    (Role::Slave, Some(master)) => {
+                        Some(master.heartbeat.in_sync_slaves.contains(&h.addr))
+                    }
+                    _ => None,
+                };
                 brokers.push(BrokerInfo {
                     cluster: h.cluster.clone(),
                     group: h.group.clone(),
@@ -242,6 +248,8 @@ impl Registry {
                     last_heartbeat_ms_ago: now_ms.saturating_sub(entry.last_heartbeat_ms),
                     expires_in_ms: self.expires_in_ms(entry, now_ms),
                     replication_lag_bytes,
+                    replication_lag_ms: h.replication_lag_ms,
+                    in_sync,
                 });
             }
         }
@@ -291,6 +299,8 @@ mod tests {
             master_addr: None,
             data_version: 1,
             log_end_offset: 0,
+            replication_lag_ms: None,
+            in_sync_slaves: Vec::new(),
             topics: topics
                 .iter()
                 .map(|&(name, queues)| TopicQueues {

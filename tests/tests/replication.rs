@@ -493,6 +493,24 @@ fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_el
         (status == 200 && body.contains(&g1_slave.addr.to_string())).then_some(())
     });
 
+    // /v1/cluster shows the slave's lag and that its master counts it in sync.
+    wait_for(
+        "the slave in sync in /v1/cluster",
+        Duration::from_secs(10),
+        || {
+            let (_, body) = nameserver.get("/v1/cluster");
+            let view: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let slave = view["brokers"]
+                .as_array()?
+                .iter()
+                .find(|broker| broker["role"] == "slave")?
+                .clone();
+            (slave["in_sync"] == true && slave["replication_lag_bytes"].is_u64()).then_some(())
+        },
+    );
+    let table = nameserver.smq().arg("cluster").output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.contains("in sync"), "{table}");
     let runtime = runtime();
     let config = nameserver_config(&nameserver, 200);
     let mut consumer = runtime

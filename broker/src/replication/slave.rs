@@ -53,7 +53,8 @@ struct StatusInner {
 pub struct Lag {
     pub connected: bool,
     pub bytes: u64,
-    /// Since the slave last held everything its master had; `None` before it ever did.
+    /// Since the slave last held everything its master had (0 while it does); `None` before
+    /// it ever did.
     pub ms: Option<u64>,
 }
 
@@ -63,7 +64,12 @@ impl SlaveStatus {
         Lag {
             connected: inner.connected,
             bytes: inner.lag_bytes,
-            ms: inner.caught_up_at.map(|at| at.elapsed().as_millis() as u64),
+            // Holding everything the master had at the last answer is no lag, however long
+            // ago the master last wrote.
+            ms: match inner.caught_up_at {
+                Some(_) if inner.lag_bytes == 0 => Some(0),
+                caught_up_at => caught_up_at.map(|at| at.elapsed().as_millis() as u64),
+            },
         }
     }
 
