@@ -675,7 +675,8 @@ impl Consumer {
     }
 
     /// Stores the group's position of every queue that moved since the last commit, on the
-    /// broker that holds it. Without a group there is nothing to store.
+    /// broker that holds it. Without a group there is nothing to store. A queue read from a
+    /// slave (its group has no live master) is committed once its master is back.
     pub async fn commit(&mut self) -> Result<()> {
         let Some(group) = self.group.clone() else {
             return Ok(());
@@ -702,11 +703,15 @@ impl Consumer {
             pending.push((key, offset, connection, response));
         }
         for (key, offset, connection, response) in pending {
-            match response.wait().await? {
-                Response::CommitOffset => {
+            match response.wait().await {
+                Ok(Response::CommitOffset) => {
                     self.committed.insert(key, offset);
                 }
-                _ => return Err(connection.unexpected(ApiKey::CommitOffset)),
+                // Read from a slave while its group has no master: the position stays
+                // uncommitted and is committed to the master once it is back.
+                Err(error) if error.code() == Some(ErrorCode::NotMaster) => {}
+                Err(error) => return Err(error),
+                Ok(_) => return Err(connection.unexpected(ApiKey::CommitOffset)),
             }
         }
         Ok(())
