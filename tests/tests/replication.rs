@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
-use smq_client::nameserver_client::NameServerClient;
 use smq_client::protocol::frame::decode_response;
 use smq_client::protocol::replication::{
     ReplicaFetch, ReplicaHello, ReplicaRequest, ReplicaResponse,
@@ -439,15 +437,6 @@ fn a_peer_that_is_not_a_configured_slave_cannot_make_the_master_acknowledge_a_wr
     drop(slave);
 }
 
-/// A client configuration asking `nameserver`, refreshing routes every `refresh_ms`.
-fn nameserver_config(nameserver: &NameServer, refresh_ms: u64) -> ClientConfig {
-    let mode = DiscoveryMode::Static(vec![nameserver.url()]);
-    let discovery = Discovery::new(mode, DiscoveryOptions::default()).unwrap();
-    let mut config = ClientConfig::with_nameserver(NameServerClient::new(Arc::new(discovery)));
-    config.route_refresh_ms = refresh_ms;
-    config
-}
-
 #[test]
 fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
@@ -512,7 +501,7 @@ fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_el
     let table = String::from_utf8_lossy(&table.stdout).into_owned();
     assert!(table.contains("in sync"), "{table}");
     let runtime = runtime();
-    let config = nameserver_config(&nameserver, 200);
+    let config = nameserver.client_config(200);
     let mut consumer = runtime
         .block_on(Consumer::connect(
             config.clone(),

@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::frame::{self, RequestHeader};
-use crate::protocol::response::ErrorResponse;
+use crate::protocol::response::{decode_error_head, ErrorResponse};
 use crate::protocol::wire::{put_bytes, put_string, DecodeError, Reader};
 
 /// A slave introduces itself; the master checks who it is before serving it.
@@ -159,15 +159,17 @@ impl ReplicaRequest {
                 max_wait_ms: reader.u32("max_wait_ms")?,
             }),
             REPLICA_METADATA => ReplicaRequest::Metadata,
-            api_key => {
-                return Err(DecodeError::InvalidValue {
-                    field: "api_key",
-                    value: api_key.into(),
-                })
-            }
+            api_key => return Err(not_replication(api_key)),
         };
         reader.finish()?;
         Ok(request)
+    }
+}
+
+fn not_replication(api_key: u16) -> DecodeError {
+    DecodeError::InvalidValue {
+        field: "api_key",
+        value: api_key.into(),
     }
 }
 
@@ -238,11 +240,8 @@ impl ReplicaResponse {
     /// Decodes the body of the response to a request of `api_key`.
     pub fn decode(api_key: u16, body: Bytes) -> Result<ReplicaResponse, DecodeError> {
         let mut reader = Reader::new(body);
-        let code = reader.u16("error_code")?;
-        let message = reader.string("error_message")?;
-        if code != ErrorCode::None.as_u16() {
-            reader.finish()?;
-            return Ok(ReplicaResponse::Error(ErrorResponse { code, message }));
+        if let Some(error) = decode_error_head(&mut reader)? {
+            return Ok(ReplicaResponse::Error(error));
         }
         let response = match api_key {
             REPLICA_HELLO => ReplicaResponse::Hello(ReplicaHelloResponse {
@@ -273,12 +272,7 @@ impl ReplicaResponse {
                 topics_json: reader.bytes("topics_json")?,
                 offsets_json: reader.bytes("offsets_json")?,
             }),
-            api_key => {
-                return Err(DecodeError::InvalidValue {
-                    field: "api_key",
-                    value: api_key.into(),
-                })
-            }
+            api_key => return Err(not_replication(api_key)),
         };
         reader.finish()?;
         Ok(response)
