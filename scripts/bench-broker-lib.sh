@@ -5,7 +5,7 @@
 BROKER_PID=
 BIN=${BIN:-target/release}
 WORK=$(mktemp -d -p "$PWD/target" "bench-$(basename "$0" .sh).XXXX")
-cargo build --release --quiet -p smq-broker -p smq-client --bins
+cargo build --release --quiet -p smq-broker -p smq-cli --bins
 trap 'stop_broker; rm -rf "$WORK"; if declare -F bench_cleanup >/dev/null; then bench_cleanup; fi' EXIT
 scaled() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
 # shellcheck source=scripts/bench-limits.sh

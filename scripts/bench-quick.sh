@@ -25,7 +25,7 @@ if [ -n "$BASE" ]; then
   git worktree remove --force "$base_tree" 2>/dev/null || true
   git worktree add --detach --quiet "$base_tree" "$BASE"
   (cd "$base_tree" && cargo build --release --quiet --target-dir "$PWD/../base-target" \
-    -p smq-broker -p smq-client --bins)
+    -p smq-broker -p smq-cli --bins)
   BUILDS+=("$(git rev-parse --short "$BASE"):target/base-target/release")
 fi
 

@@ -15,7 +15,7 @@ BIN=target/release
 WORK=$(mktemp -d -p "$PWD/target" bench-routing.XXXX)
 PIDS=()
 
-cargo build --release --quiet -p smq-broker -p smq-client -p smq-nameserver --bins
+cargo build --release --quiet -p smq-broker -p smq-cli -p smq-nameserver --bins
 
 cleanup() {
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use smq_broker::storage::{FlushMode, Store, StoreConfig};
-use smq_client::protocol::record_batch::{encode, Message};
+use smq_protocol::record_batch::{encode, Message};
 
 const MESSAGE_BYTES: usize = 1024;
 const MIB: f64 = 1024.0 * 1024.0;

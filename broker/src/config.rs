@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use smq_client::protocol::limits::{
+use smq_protocol::limits::{
     FRAME_HEADROOM_BYTES, MAX_BATCH_BYTES_DEFAULT, MAX_MESSAGE_BYTES_DEFAULT,
 };
 
@@ -112,6 +112,10 @@ pub struct Settings {
     /// A connection with no request and nothing in flight for this long is closed [default: 600000].
     #[arg(long, env = "SMQ_IDLE_TIMEOUT_MS", value_name = "MS")]
     pub idle_timeout_ms: Option<u64>,
+    /// How long a client may take to handshake after connecting, to finish a frame it started
+    /// sending, or to take a response being written to it; slower peers are closed [default: 30000].
+    #[arg(long, env = "SMQ_PEER_TIMEOUT_MS", value_name = "MS")]
+    pub peer_timeout_ms: Option<u64>,
     /// On SIGTERM, how long in-flight requests may take before connections are cut [default: 10000].
     #[arg(long, env = "SMQ_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     pub shutdown_timeout_ms: Option<u64>,
@@ -183,6 +187,7 @@ impl Settings {
             log_level,
             max_connections,
             idle_timeout_ms,
+            peer_timeout_ms,
             shutdown_timeout_ms,
             max_fetch_wait_ms,
             max_message_bytes,
@@ -255,6 +260,7 @@ pub struct BrokerConfig {
     pub log_level: String,
     pub max_connections: u32,
     pub idle_timeout_ms: u64,
+    pub peer_timeout_ms: u64,
     pub shutdown_timeout_ms: u64,
     pub max_fetch_wait_ms: u64,
     pub max_message_bytes: u64,
@@ -271,6 +277,7 @@ pub struct BrokerConfig {
 
 const MAX_CONNECTIONS: (u64, u64, u64) = (10_000, 1, 1_000_000);
 const IDLE_TIMEOUT_MS: (u64, u64, u64) = (600_000, 100, 86_400_000);
+const PEER_TIMEOUT_MS: (u64, u64, u64) = (30_000, 100, 3_600_000);
 const SHUTDOWN_TIMEOUT_MS: (u64, u64, u64) = (10_000, 100, 600_000);
 const MAX_FETCH_WAIT_MS: (u64, u64, u64) = (30_000, 0, 600_000);
 const MAX_BATCH_BYTES: (u64, u64, u64) = (MAX_BATCH_BYTES_DEFAULT as u64, 1024, 1 << 30);
@@ -418,6 +425,7 @@ impl BrokerConfig {
                 MAX_CONNECTIONS,
             )? as u32,
             idle_timeout_ms: bounded("idle_timeout_ms", settings.idle_timeout_ms, IDLE_TIMEOUT_MS)?,
+            peer_timeout_ms: bounded("peer_timeout_ms", settings.peer_timeout_ms, PEER_TIMEOUT_MS)?,
             shutdown_timeout_ms: bounded(
                 "shutdown_timeout_ms",
                 settings.shutdown_timeout_ms,

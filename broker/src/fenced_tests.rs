@@ -4,9 +4,9 @@
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 
-use smq_client::protocol::record_batch::Message;
-use smq_client::protocol::ErrorCode;
 use smq_client::{Admin, ClientConfig, Producer};
+use smq_protocol::record_batch::Message;
+use smq_protocol::ErrorCode;
 
 use crate::config::BrokerConfig;
 use crate::storage::FlushMode;

@@ -88,7 +88,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             "registering with the NameServer"
         ),
     }
-    let tcp = TcpListener::bind(&config.listen)
+    let tcp = listen_with_backlog(&config.listen)
         .await
         .map_err(|source| StartError::Bind {
             what: "the broker address",
@@ -261,4 +261,30 @@ async fn persist_offsets_periodically(broker: Arc<Broker>) {
             Err(error) => tracing::error!(%error, "the consumer-offset writer panicked"),
         }
     }
+}
+
+/// Connections the kernel queues for the accept loop: a burst of clients connecting at once (a
+/// fleet restarting) beyond the queue waits a second for a SYN retransmit.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Binds the broker's TCP address (the first it resolves to) with `ACCEPT_BACKLOG`.
+async fn listen_with_backlog(address: &str) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for address in tokio::net::lookup_host(address).await? {
+        let socket = match address {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(address) {
+            Ok(()) => return socket.listen(ACCEPT_BACKLOG),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
 }

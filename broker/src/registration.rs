@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use smq_client::discovery::{Discovery, DiscoveryError, DiscoveryMode, DiscoveryOptions};
-use smq_client::nameserver_api::{self, Heartbeat, TopicQueues, HEARTBEAT_INTERVAL_MS_DEFAULT};
 use smq_client::nameserver_client::{Backoff, NameServerClient};
+use smq_protocol::nameserver_api::{self, Heartbeat, TopicQueues, HEARTBEAT_INTERVAL_MS_DEFAULT};
 
 use crate::config::{BrokerConfig, Role};
 use crate::state::{shutting_down, Broker};

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use smq_broker::storage::{FlushMode, Store, StoreConfig};
-use smq_client::protocol::record_batch::{encode, BatchView, Message};
+use smq_protocol::record_batch::{encode, BatchView, Message};
 
 const CHILD_DIR_VAR: &str = "SMQ_CRASH_CHILD_DIR";
 const QUEUES: u32 = 4;

@@ -6,9 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use smq_client::protocol::request::ListOffsetsRequest;
-use smq_client::protocol::Request;
-use smq_client::protocol::Response;
+use smq_protocol::request::ListOffsetsRequest;
+use smq_protocol::Request;
+use smq_protocol::Response;
 
 /// CPU time (user + system) of this whole process.
 fn cpu_time() -> Duration {

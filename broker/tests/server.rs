@@ -12,15 +12,15 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use common::*;
 use smq_broker::storage::FlushMode;
-use smq_client::protocol::api::ApiKey;
-use smq_client::protocol::frame::{encode_request, RequestHeader};
-use smq_client::protocol::record_batch::{encode, Message};
-use smq_client::protocol::request::{
+use smq_protocol::api::ApiKey;
+use smq_protocol::frame::{encode_request, RequestHeader};
+use smq_protocol::record_batch::{encode, Message};
+use smq_protocol::request::{
     Acks, CommitOffsetRequest, FetchOffsetRequest, ListOffsetsRequest, MetadataRequest,
     ProduceRequest,
 };
-use smq_client::protocol::response::{FetchOffsetResponse, ListOffsetsResponse};
-use smq_client::protocol::{ErrorCode, Request, Response};
+use smq_protocol::response::{FetchOffsetResponse, ListOffsetsResponse};
+use smq_protocol::{ErrorCode, Request, Response};
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,21 +287,21 @@ async fn requests_are_checked_against_the_handshake_topics_and_batches() {
             ErrorCode::OffsetOutOfRange,
         ),
         (
-            Request::CreateTopic(smq_client::protocol::request::CreateTopicRequest {
+            Request::CreateTopic(smq_protocol::request::CreateTopicRequest {
                 topic: "orders".into(),
                 queue_count: 1,
             }),
             ErrorCode::TopicAlreadyExists,
         ),
         (
-            Request::CreateTopic(smq_client::protocol::request::CreateTopicRequest {
+            Request::CreateTopic(smq_protocol::request::CreateTopicRequest {
                 topic: "many".into(),
                 queue_count: 1025,
             }),
             ErrorCode::InvalidQueueCount,
         ),
         (
-            Request::CreateTopic(smq_client::protocol::request::CreateTopicRequest {
+            Request::CreateTopic(smq_protocol::request::CreateTopicRequest {
                 topic: "a/b".into(),
                 queue_count: 1,
             }),

@@ -29,14 +29,17 @@ pub mod connection;
 pub mod consumer;
 pub mod discovery;
 pub mod error;
-pub mod nameserver_api;
 pub mod nameserver_client;
 pub mod producer;
-pub mod protocol;
 pub mod routing;
 
 #[cfg(test)]
 mod dead_peer_tests;
+
+/// The wire codec, shared with the broker: the `smq-protocol` crate.
+pub use smq_protocol as protocol;
+/// The serde types of the NameServer's JSON, shared with the NameServer.
+pub use smq_protocol::nameserver_api;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,7 +8,7 @@ use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use smq_client::nameserver_api::{
+use smq_protocol::nameserver_api::{
     check_topic_name, ApiError, ApiErrorCode, Health, Heartbeat, HeartbeatReply,
 };
 
@@ -276,7 +276,7 @@ pub async fn not_found(method: Method, uri: Uri) -> Failure {
 
 /// A known path with another method.
 pub async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
-    let allowed = if uri.path() == smq_client::nameserver_api::HEARTBEAT_PATH {
+    let allowed = if uri.path() == smq_protocol::nameserver_api::HEARTBEAT_PATH {
         "POST"
     } else {
         "GET"

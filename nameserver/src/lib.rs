@@ -15,7 +15,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use smq_client::discovery::{Discovery, DiscoveryError, DiscoveryMode, DiscoveryOptions};
-use smq_client::nameserver_api::{
+use smq_protocol::nameserver_api::{
     CLUSTER_PATH, HEARTBEAT_PATH, HEARTBEAT_TIMEOUT_MS_DEFAULT, TOPICS_PATH,
 };
 use tokio::sync::watch;

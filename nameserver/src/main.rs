@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use serde::Deserialize;
-use smq_client::nameserver_api::HEARTBEAT_TIMEOUT_MS_DEFAULT;
 use smq_nameserver::{Config, FENCING_INTERVAL_MS_DEFAULT, LISTEN_DEFAULT};
+use smq_protocol::nameserver_api::HEARTBEAT_TIMEOUT_MS_DEFAULT;
 
 /// smq's NameServer: aggregates broker heartbeats and answers route questions over HTTP/JSON.
 ///

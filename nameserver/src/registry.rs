@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use smq_client::nameserver_api::{
+use smq_protocol::nameserver_api::{
     BrokerInfo, ClusterView, GroupRoute, Heartbeat, HeartbeatReply, Role, TopicList, TopicQueues,
     TopicRoute, TopicSummary,
 };

@@ -5,7 +5,9 @@
 pub mod bind9;
 pub mod embedded_dns;
 pub mod failover;
+pub mod healthy;
 pub mod http;
+pub mod raw;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -31,7 +33,7 @@ pub fn binary(name: &str) -> PathBuf {
                 "-p",
                 "smq-broker",
                 "-p",
-                "smq-client",
+                "smq-cli",
                 "-p",
                 "smq-nameserver",
             ])

@@ -2,105 +2,19 @@
 //! each gets an error response or a clean close, the broker logs exactly one line naming the
 //! peer, the healthy client never sees an error, and nothing acknowledged is lost.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use smq_client::protocol::api::ApiKey;
-use smq_client::protocol::frame::{decode_response, encode_request, RequestHeader};
+use smq_client::protocol::frame::{encode_request, RequestHeader};
 use smq_client::protocol::record_batch::{encode, Message as BatchMessage};
-use smq_client::protocol::request::{Acks, HandshakeRequest, MetadataRequest, ProduceRequest};
+use smq_client::protocol::request::{Acks, MetadataRequest, ProduceRequest};
 use smq_client::protocol::{ErrorCode, Request, Response};
-use smq_client::{Admin, ClientConfig, Consumer, Message, Producer, StartFrom};
+use smq_client::{Admin, ClientConfig};
+use smq_tests::healthy::{read_back, HealthyProducer};
+use smq_tests::raw::{Answer, Raw};
 use smq_tests::{wait_for, Broker};
-
-/// A blocking connection that sends raw bytes and reads response frames.
-struct Raw {
-    stream: TcpStream,
-    buf: BytesMut,
-    next_correlation_id: u32,
-}
-
-enum Answer {
-    Frame(u32, Bytes),
-    Closed,
-}
-
-impl Raw {
-    fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Raw {
-            stream,
-            buf: BytesMut::new(),
-            next_correlation_id: 1,
-        }
-    }
-
-    fn local_addr(&self) -> SocketAddr {
-        self.stream.local_addr().unwrap()
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    fn send(&mut self, request: &Request) -> u32 {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id += 1;
-        let mut out = BytesMut::new();
-        request.encode(1, correlation_id, &mut out);
-        self.send_raw(&out);
-        correlation_id
-    }
-
-    fn answer(&mut self) -> Answer {
-        loop {
-            if let Some(frame) =
-                decode_response(&mut self.buf, 64 << 20).expect("a well-formed response frame")
-            {
-                return Answer::Frame(frame.correlation_id, frame.body);
-            }
-            let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return Answer::Closed,
-                Ok(read) => self.buf.extend_from_slice(&chunk[..read]),
-            }
-        }
-    }
-
-    /// Sends `request` and decodes its answer as a response of `api`.
-    fn call(&mut self, api: ApiKey, request: &Request) -> Response {
-        let correlation_id = self.send(request);
-        match self.answer() {
-            Answer::Frame(answered, body) => {
-                assert_eq!(answered, correlation_id);
-                Response::decode(api, 1, body).expect("response decodes")
-            }
-            Answer::Closed => panic!("the broker closed the connection instead of answering"),
-        }
-    }
-
-    fn handshake(addr: SocketAddr) -> Raw {
-        let mut raw = Raw::connect(addr);
-        let response = raw.call(
-            ApiKey::Handshake,
-            &Request::Handshake(HandshakeRequest {
-                client_id: "bad-input-test".into(),
-                min_version: 1,
-                max_version: 1,
-                auth_token: Bytes::new(),
-            }),
-        );
-        assert!(matches!(response, Response::Handshake(_)), "{response:?}");
-        raw
-    }
-}
 
 fn error_of(response: &Response) -> (ErrorCode, String) {
     match response {
@@ -165,36 +79,16 @@ fn each_bad_input_gets_an_answer_and_one_log_line_while_a_healthy_client_keeps_w
     });
 
     // The healthy client: produces one message at a time, counting acknowledgements.
-    let stop = Arc::new(AtomicBool::new(false));
-    let progress = Arc::new(AtomicUsize::new(0));
-    let healthy = {
-        let (stop, progress, config) = (stop.clone(), progress.clone(), config.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let producer = Producer::connect(config).await.unwrap();
-                let mut acknowledged = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let body = format!("healthy-{}", acknowledged.len());
-                    producer
-                        .send("healthy", Message::from_body(body.clone()))
-                        .await
-                        .expect("the healthy client never fails");
-                    acknowledged.push(body);
-                    progress.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                acknowledged
-            })
-        })
-    };
+    let healthy = HealthyProducer::start(
+        config.clone(),
+        "healthy",
+        |n| format!("healthy-{n}"),
+        Duration::from_millis(2),
+    );
     wait_for(
         "the healthy client is producing",
         Duration::from_secs(10),
-        || (progress.load(Ordering::Relaxed) > 0).then_some(()),
+        || (healthy.acknowledged() > 0).then_some(()),
     );
 
     // A garbage frame: its "length" is far above the limit: answered with correlation id 0, closed.
@@ -283,10 +177,7 @@ fn each_bad_input_gets_an_answer_and_one_log_line_while_a_healthy_client_keeps_w
     );
     expect_one_warning(&broker, raw.local_addr(), "a missing topic");
 
-    stop.store(true, Ordering::Relaxed);
-    let acknowledged = healthy
-        .join()
-        .expect("the healthy client worked throughout");
+    let acknowledged = healthy.stop();
     assert!(
         acknowledged.len() > 10,
         "the healthy client made progress: {}",
@@ -294,24 +185,7 @@ fn each_bad_input_gets_an_answer_and_one_log_line_while_a_healthy_client_keeps_w
     );
 
     // Everything acknowledged is there, once and in order.
-    let got = runtime.block_on(async {
-        let mut consumer = Consumer::connect(config, "healthy", None, StartFrom::Earliest)
-            .await
-            .unwrap();
-        let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while got.len() < acknowledged.len() && Instant::now() < deadline {
-            got.extend(
-                consumer
-                    .poll(10_000)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|m| String::from_utf8(m.body.to_vec()).unwrap()),
-            );
-        }
-        got
-    });
+    let got = read_back(config, "healthy", acknowledged.len());
     let mut sorted = got.clone();
     sorted.sort_by_key(|body| body[8..].parse::<usize>().unwrap());
     assert_eq!(

@@ -1,7 +1,7 @@
 //! CommitOffset: remember the next offset a consumer group reads from a topic-queue.
 
-use smq_client::protocol::request::CommitOffsetRequest;
-use smq_client::protocol::Response;
+use smq_protocol::request::CommitOffsetRequest;
+use smq_protocol::Response;
 
 use super::{check_group_name, check_master, topic_queue, Answer, Outcome};
 use crate::state::Broker;

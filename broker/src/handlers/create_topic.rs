@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use smq_client::protocol::request::CreateTopicRequest;
-use smq_client::protocol::Response;
+use smq_protocol::request::CreateTopicRequest;
+use smq_protocol::Response;
 
 use super::{blocking, check_master, Answer, Reply};
 use crate::state::Broker;

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use smq_client::protocol::request::DeleteTopicRequest;
-use smq_client::protocol::Response;
+use smq_protocol::request::DeleteTopicRequest;
+use smq_protocol::Response;
 
 use super::{blocking, check_master, Answer, Reply};
 use crate::state::Broker;

@@ -1,9 +1,9 @@
 //! Why a request failed, and the one place where failures become protocol error codes.
 
-use smq_client::protocol::api::ApiKey;
-use smq_client::protocol::limits::{MAX_GROUP_NAME_BYTES, MAX_TOPIC_NAME_BYTES};
-use smq_client::protocol::record_batch::BatchError;
-use smq_client::protocol::{DecodeError, ErrorCode, ErrorResponse};
+use smq_protocol::api::ApiKey;
+use smq_protocol::limits::{MAX_GROUP_NAME_BYTES, MAX_TOPIC_NAME_BYTES};
+use smq_protocol::record_batch::BatchError;
+use smq_protocol::{DecodeError, ErrorCode, ErrorResponse};
 
 use crate::metadata::topics::TopicError;
 use crate::storage::StorageError;

@@ -6,15 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use smq_client::protocol::limits::MAX_FETCH_BYTES_DEFAULT;
-use smq_client::protocol::request::FetchRequest;
+use smq_protocol::limits::MAX_FETCH_BYTES_DEFAULT;
+use smq_protocol::record_batch::layout;
+use smq_protocol::request::FetchRequest;
 use tokio::time::Instant;
 
 use super::{topic_queue, Answer, HandlerError, Outcome, Reply};
 use crate::state::{Broker, TopicState};
-
-/// Byte offset of `message_count` in a batch header (proto-spec.md section 1).
-const MESSAGE_COUNT_AT: usize = 66;
 
 pub fn handle(broker: &Arc<Broker>, request: FetchRequest) -> Reply {
     let topic = match topic_queue(broker, &request.topic, request.queue_id) {
@@ -110,7 +108,7 @@ fn empty(broker: &Broker, request: &FetchRequest) -> Outcome {
 /// Messages in a stored batch, from its header (stored batches were validated on append).
 fn message_count(batch: &Bytes) -> u64 {
     batch
-        .get(MESSAGE_COUNT_AT..MESSAGE_COUNT_AT + 4)
+        .get(layout::MESSAGE_COUNT..layout::MESSAGE_COUNT + 4)
         .map_or(0, |field| {
             u64::from(u32::from_be_bytes(field.try_into().expect("4 bytes")))
         })

@@ -1,8 +1,8 @@
 //! FetchOffset: the offset a consumer group committed for a topic-queue, if any.
 
-use smq_client::protocol::request::FetchOffsetRequest;
-use smq_client::protocol::response::FetchOffsetResponse;
-use smq_client::protocol::Response;
+use smq_protocol::request::FetchOffsetRequest;
+use smq_protocol::response::FetchOffsetResponse;
+use smq_protocol::Response;
 
 use super::{check_group_name, topic_queue, Answer, Outcome};
 use crate::state::Broker;

@@ -1,9 +1,9 @@
 //! Handshake: agree on the protocol version and tell the client the broker's limits.
 
-use smq_client::protocol::api::{negotiate, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
-use smq_client::protocol::request::HandshakeRequest;
-use smq_client::protocol::response::HandshakeResponse;
-use smq_client::protocol::Response;
+use smq_protocol::api::{negotiate, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
+use smq_protocol::request::HandshakeRequest;
+use smq_protocol::response::HandshakeResponse;
+use smq_protocol::Response;
 
 use super::{Answer, HandlerError};
 use crate::state::Broker;

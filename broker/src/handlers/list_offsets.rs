@@ -1,8 +1,8 @@
 //! ListOffsets: the earliest and next offsets of a topic-queue.
 
-use smq_client::protocol::request::ListOffsetsRequest;
-use smq_client::protocol::response::ListOffsetsResponse;
-use smq_client::protocol::Response;
+use smq_protocol::request::ListOffsetsRequest;
+use smq_protocol::response::ListOffsetsResponse;
+use smq_protocol::Response;
 
 use super::{topic_queue, Answer, Outcome};
 use crate::state::Broker;

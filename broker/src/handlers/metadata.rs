@@ -1,8 +1,8 @@
 //! Metadata: who this broker is and which topics, queues and offsets it holds.
 
-use smq_client::protocol::request::MetadataRequest;
-use smq_client::protocol::response::{MetadataResponse, QueueMetadata, Role, TopicMetadata};
-use smq_client::protocol::Response;
+use smq_protocol::request::MetadataRequest;
+use smq_protocol::response::{MetadataResponse, QueueMetadata, Role, TopicMetadata};
+use smq_protocol::Response;
 
 use super::{Answer, Outcome};
 use crate::config;

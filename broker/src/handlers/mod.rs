@@ -22,11 +22,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use smq_client::protocol::limits::MAX_GROUP_NAME_BYTES;
-use smq_client::protocol::replication::{
+use smq_protocol::limits::MAX_GROUP_NAME_BYTES;
+use smq_protocol::replication::{
     ReplicaFetchResponse, ReplicaHelloResponse, ReplicaMetadataResponse,
 };
-use smq_client::protocol::{Request, Response};
+use smq_protocol::{Request, Response};
 
 use crate::config::Role;
 use crate::state::{Broker, TopicState};

@@ -11,9 +11,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smq_client::protocol::request::{Acks, ProduceRequest};
-use smq_client::protocol::response::ProduceResponse;
-use smq_client::protocol::Response;
+use smq_protocol::request::{Acks, ProduceRequest};
+use smq_protocol::response::ProduceResponse;
+use smq_protocol::Response;
 
 use super::{check_master, topic_queue, Answer, HandlerError, Outcome, Reply};
 use crate::config::Replication;

@@ -14,8 +14,25 @@ const FILE_NAME: &str = "topics.json";
 /// Most queues a topic may have on one broker.
 pub const MAX_QUEUES_PER_TOPIC: u32 = 1024;
 
-/// A topic as this broker serves it: the same shape the broker reports to the NameServer.
-pub type TopicConfig = smq_client::nameserver_api::TopicQueues;
+/// A topic as this broker serves it, as stored in `topics.json`. The broker's own type: the
+/// heartbeat's `TopicQueues` (registration.rs) has the same fields today, but the NameServer's
+/// API may change without changing the file format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    pub name: String,
+    /// Number of queues, numbered `0..queues`.
+    pub queues: u32,
+    /// Consumers may read.
+    #[serde(default = "yes")]
+    pub readable: bool,
+    /// Producers may write; cleared to drain a group before maintenance.
+    #[serde(default = "yes")]
+    pub writable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
@@ -218,6 +235,44 @@ mod tests {
             Err(TopicError::NotFound(_))
         ));
         assert_eq!(topics.data_version(), 1);
+    }
+
+    #[test]
+    fn a_file_written_before_the_broker_had_its_own_type_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = r#"{
+  "data_version": 4,
+  "topics": [
+    {
+      "name": "audit",
+      "queues": 1,
+      "readable": true,
+      "writable": false
+    },
+    {
+      "name": "orders",
+      "queues": 8,
+      "readable": true,
+      "writable": true
+    }
+  ]
+}"#;
+        std::fs::write(dir.path().join(FILE_NAME), json).unwrap();
+        let topics = Topics::open(dir.path()).unwrap();
+        assert_eq!(topics.data_version(), 4);
+        assert_eq!(topics.get("orders"), Some(&topic("orders", 8)));
+        let audit = topics.get("audit").unwrap();
+        assert!(audit.readable && !audit.writable);
+        // What the broker writes has the same shape as what it read.
+        let mut topics = topics;
+        topics.create(topic("billing", 2)).unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(FILE_NAME)).unwrap()).unwrap();
+        assert_eq!(written["data_version"], 5);
+        assert_eq!(
+            written["topics"][0],
+            serde_json::json!({"name": "audit", "queues": 1, "readable": true, "writable": false})
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use smq_client::protocol::replication::{
+use smq_protocol::replication::{
     ReplicaFetch, ReplicaFetchResponse, ReplicaHello, ReplicaHelloResponse, ReplicaMetadataResponse,
 };
 use tokio::sync::watch;

@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use smq_client::protocol::frame;
-use smq_client::protocol::record_batch::BatchView;
-use smq_client::protocol::replication::{
+use smq_protocol::frame;
+use smq_protocol::record_batch::BatchView;
+use smq_protocol::replication::{
     ReplicaFetch, ReplicaHello, ReplicaHelloResponse, ReplicaRequest, ReplicaResponse,
 };
-use smq_client::protocol::request::HandshakeRequest;
-use smq_client::protocol::{ApiKey, Request, Response};
+use smq_protocol::request::HandshakeRequest;
+use smq_protocol::{ApiKey, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -284,8 +284,8 @@ impl Link {
         };
         let handshake = HandshakeRequest {
             client_id: format!("smq-broker/{} slave", env!("CARGO_PKG_VERSION")),
-            min_version: smq_client::protocol::api::PROTOCOL_VERSION_MIN,
-            max_version: smq_client::protocol::api::PROTOCOL_VERSION_MAX,
+            min_version: smq_protocol::api::PROTOCOL_VERSION_MIN,
+            max_version: smq_protocol::api::PROTOCOL_VERSION_MAX,
             auth_token: Bytes::new(),
         };
         let id = link.next_id();

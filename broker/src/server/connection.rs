@@ -8,17 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use smq_client::protocol::frame::{self, FrameError, RequestHeader};
-use smq_client::protocol::replication::{is_replication_api, ReplicaRequest, ReplicaResponse};
-use smq_client::protocol::response::FetchResponse;
-use smq_client::protocol::{ErrorResponse, Request, RequestFrame, Response};
+use smq_protocol::frame::{self, FrameError, RequestHeader};
+use smq_protocol::replication::{is_replication_api, ReplicaRequest, ReplicaResponse};
+use smq_protocol::response::FetchResponse;
+use smq_protocol::{ErrorResponse, Request, RequestFrame, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::Guards;
 use crate::handlers::{self, handshake, Answer, HandlerError, Outcome, Reply};
 use crate::replication::{self, master::ReplicaSession};
 use crate::state::Broker;
@@ -29,6 +30,10 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// Responses waiting for the writer; a client that does not read its responses stops being read.
 const RESPONSE_QUEUE_LEN: usize = 1024;
+/// Requests of one connection that wait for something (a long poll, an fsync) at most; beyond it
+/// the broker reads no more of that connection's requests until one is answered, so a client
+/// pipelining long polls holds at most this many.
+pub const MAX_WAITING_REQUESTS: usize = 1024;
 
 /// An encoded response: the frame up to the payload, then stored batches sent as they are.
 struct Outgoing {
@@ -48,6 +53,7 @@ enum End {
 
 struct Connection<'a> {
     broker: &'a Arc<Broker>,
+    guards: &'a Arc<Guards>,
     peer: SocketAddr,
     responses: mpsc::Sender<Outgoing>,
     in_flight: JoinSet<()>,
@@ -57,13 +63,20 @@ struct Connection<'a> {
     replica: Option<ReplicaSession>,
 }
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: &Arc<Broker>) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    guards: &Arc<Guards>,
+) {
     tracing::debug!(%peer, "connection opened");
     let (reader, writer) = stream.into_split();
     let (responses, queued) = mpsc::channel(RESPONSE_QUEUE_LEN);
-    let writer = tokio::spawn(write_responses(writer, queued, peer));
+    let write_timeout = Duration::from_millis(broker.config.peer_timeout_ms);
+    let writer = tokio::spawn(write_responses(writer, queued, peer, write_timeout));
     let mut connection = Connection {
         broker,
+        guards,
         peer,
         responses,
         in_flight: JoinSet::new(),
@@ -83,13 +96,23 @@ impl Connection<'_> {
     async fn read_requests(&mut self, mut reader: OwnedReadHalf) -> End {
         let max_frame_bytes = self.broker.config.max_frame_bytes();
         let idle = Duration::from_millis(self.broker.config.idle_timeout_ms);
+        let peer_timeout = Duration::from_millis(self.broker.config.peer_timeout_ms);
+        let handshake_deadline = Instant::now() + peer_timeout;
         let mut idle_deadline = Instant::now() + idle;
         let mut shutdown = self.broker.shutdown.clone();
+        // The writer stops for good when the client does not take its responses: stop too.
+        let writer_alive = self.responses.clone();
         let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        // When the bytes of the frame now being read started to arrive.
+        let mut frame_started: Option<Instant> = None;
+        // This connection's share of the broker's budget for large frames being read.
+        let mut frame_budget: Option<OwnedSemaphorePermit> = None;
         loop {
-            loop {
+            while self.in_flight.len() < MAX_WAITING_REQUESTS {
                 match frame::decode_request(&mut buf, max_frame_bytes) {
                     Ok(Some(frame)) => {
+                        frame_started = None;
+                        frame_budget = None;
                         if !self.start(frame).await {
                             return End::Abort;
                         }
@@ -101,19 +124,44 @@ impl Connection<'_> {
                     }
                 }
             }
-            reserve_for_frame(&mut buf);
+            let reading = self.in_flight.len() < MAX_WAITING_REQUESTS;
+            if buf.is_empty() {
+                frame_started = None;
+            } else if reading && frame_started.is_none() {
+                frame_started = Some(Instant::now());
+            }
+            let large_frame = announced_frame_bytes(&buf).filter(|&len| len > READ_CHUNK_BYTES);
+            let needs_budget = reading && frame_budget.is_none() && large_frame.is_some();
+            if reading && !needs_budget {
+                reserve_for_frame(&mut buf);
+            }
+            let frame_deadline = frame_started
+                .filter(|_| reading)
+                .map(|started| started + peer_timeout);
+            let handshake_deadline = self
+                .protocol_version
+                .is_none()
+                .then_some(handshake_deadline);
+            let deadline = [Some(idle_deadline), frame_deadline, handshake_deadline]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("the idle deadline is always there");
             tokio::select! {
                 _ = crate::state::shutting_down(&mut shutdown) => return End::Shutdown,
+                _ = writer_alive.closed() => return End::Abort,
                 Some(_) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {}
-                read = reader.read_buf(&mut buf) => match read {
+                permit = self.guards.frame_budget.clone().acquire_many_owned(
+                    large_frame.unwrap_or(0) as u32
+                ), if needs_budget => frame_budget = permit.ok(),
+                read = reader.read_buf(&mut buf), if reading && !needs_budget => match read {
                     Ok(0) => {
                         if !buf.is_empty() {
                             self.broker.metrics.request_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(
-                                peer = %self.peer,
-                                bytes = buf.len(),
-                                "truncated frame: the client closed the connection in the middle of a frame"
-                            );
+                            self.warn_bad_peer(&format!(
+                                "truncated frame: the client closed the connection in the middle of a frame ({} bytes)",
+                                buf.len()
+                            ));
                         }
                         return End::Finished;
                     }
@@ -123,18 +171,40 @@ impl Connection<'_> {
                         return End::Finished;
                     }
                 },
-                _ = tokio::time::sleep_until(idle_deadline) => {
-                    if self.in_flight.is_empty() {
-                        tracing::info!(
-                            peer = %self.peer,
-                            idle_timeout_ms = self.broker.config.idle_timeout_ms,
-                            "closing an idle connection"
-                        );
-                        return End::Finished;
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = Instant::now();
+                    if handshake_deadline.is_some_and(|at| at <= now) {
+                        self.warn_bad_peer("no handshake within peer_timeout_ms of connecting: closing the connection");
+                        return End::Abort;
                     }
-                    idle_deadline = Instant::now() + idle;
+                    if frame_deadline.is_some_and(|at| at <= now) {
+                        self.warn_bad_peer(&format!(
+                            "a frame not finished within peer_timeout_ms ({} of its bytes came): closing the connection",
+                            buf.len()
+                        ));
+                        return End::Abort;
+                    }
+                    if idle_deadline <= now {
+                        if self.in_flight.is_empty() {
+                            tracing::info!(
+                                peer = %self.peer,
+                                idle_timeout_ms = self.broker.config.idle_timeout_ms,
+                                "closing an idle connection"
+                            );
+                            return End::Finished;
+                        }
+                        idle_deadline = now + idle;
+                    }
                 }
             }
+        }
+    }
+
+    /// A warning about this peer's bad behaviour, at most one line per peer per interval
+    /// (with the count of lines left out).
+    fn warn_bad_peer(&self, what: &str) {
+        if let Some(suppressed) = self.guards.peer_log.admit(self.peer) {
+            tracing::warn!(peer = %self.peer, suppressed, "{what}");
         }
     }
 
@@ -231,16 +301,18 @@ impl Connection<'_> {
                 let responses = self.responses.clone();
                 let broker = self.broker.clone();
                 let peer = self.peer;
+                let guards = self.guards.clone();
                 self.in_flight.spawn(async move {
                     let outcome = pending.await;
-                    let _ = responses.send(encode(&broker, peer, header, outcome)).await;
+                    let outgoing = encode(&broker, &guards, peer, header, outcome);
+                    let _ = responses.send(outgoing).await;
                 });
             }
         }
     }
 
     async fn send(&self, header: RequestHeader, outcome: Outcome) {
-        let outgoing = encode(self.broker, self.peer, header, outcome);
+        let outgoing = encode(self.broker, self.guards, self.peer, header, outcome);
         let _ = self.responses.send(outgoing).await;
     }
 
@@ -250,7 +322,9 @@ impl Connection<'_> {
             .metrics
             .request_errors
             .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(peer = %self.peer, %error, "bad frame: answered with correlation id 0 and closed the connection");
+        self.warn_bad_peer(&format!(
+            "bad frame: {error}; answered with correlation id 0 and closed the connection"
+        ));
         let mut head = BytesMut::new();
         let response = ErrorResponse::new(error.error_code(), error.to_string());
         Response::Error(response).encode(0, 0, &mut head);
@@ -262,18 +336,37 @@ impl Connection<'_> {
     }
 }
 
-/// Makes room for the rest of the frame at the front of `buf` (its length was already checked
-/// against the limit by the decoder), or for one more chunk.
-fn reserve_for_frame(buf: &mut BytesMut) {
-    let frame_bytes = buf.get(..4).map_or(0, |prefix| {
-        4 + u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize
-    });
-    let wanted = frame_bytes.saturating_sub(buf.len()).max(READ_CHUNK_BYTES);
-    buf.reserve(wanted);
+/// The length of the frame at the front of `buf`, prefix included, once its prefix has arrived
+/// (already checked against the limit by the decoder).
+fn announced_frame_bytes(buf: &[u8]) -> Option<usize> {
+    let prefix = buf.get(..4)?;
+    Some(4 + u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize)
 }
 
-/// Encodes a response, logging each error response once (a warning for bad input).
-fn encode(broker: &Broker, peer: SocketAddr, header: RequestHeader, outcome: Outcome) -> Outgoing {
+/// Makes room for the rest of the frame at the front of `buf`, or for one more chunk when little
+/// room is left. (`reserve` counts from the length, not the spare capacity: asking for a chunk
+/// whenever some room is left would double every buffer, and copy it whole, on its first read.)
+fn reserve_for_frame(buf: &mut BytesMut) {
+    let rest_of_frame = announced_frame_bytes(buf)
+        .unwrap_or(0)
+        .saturating_sub(buf.len());
+    let spare = buf.capacity() - buf.len();
+    if spare < rest_of_frame {
+        buf.reserve(rest_of_frame);
+    } else if spare < READ_CHUNK_BYTES / 2 {
+        buf.reserve(READ_CHUNK_BYTES);
+    }
+}
+
+/// Encodes a response, logging each error response (a warning for bad input, at most one line
+/// per peer per interval).
+fn encode(
+    broker: &Broker,
+    guards: &Guards,
+    peer: SocketAddr,
+    header: RequestHeader,
+    outcome: Outcome,
+) -> Outgoing {
     let mut head = BytesMut::new();
     let correlation_id = header.correlation_id;
     let response = match outcome {
@@ -315,7 +408,9 @@ fn encode(broker: &Broker, peer: SocketAddr, header: RequestHeader, outcome: Out
                 .fetch_add(1, Ordering::Relaxed);
             let code = error.code();
             if error.is_bad_input() {
-                tracing::warn!(%peer, api_key = header.api_key, correlation_id, %code, "{error}");
+                if let Some(suppressed) = guards.peer_log.admit(peer) {
+                    tracing::warn!(%peer, api_key = header.api_key, correlation_id, %code, suppressed, "{error}");
+                }
             } else {
                 tracing::error!(%peer, api_key = header.api_key, correlation_id, %code, "{error}");
             }
@@ -353,45 +448,64 @@ fn encode_fetch(header: RequestHeader, response: FetchResponse, batches: Vec<Byt
     Outgoing { head, batches }
 }
 
-/// Sends responses in completion order, gathering those that are ready into one flush.
+/// Sends responses in completion order, gathering those that are ready into one flush. A client
+/// that takes no part of a write for `timeout` is dropped (the reader then stops too), releasing
+/// what its responses hold.
 async fn write_responses(
     writer: OwnedWriteHalf,
     mut queued: mpsc::Receiver<Outgoing>,
     peer: SocketAddr,
+    timeout: Duration,
 ) {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
     while let Some(first) = queued.recv().await {
         let mut next = Some(first);
         while let Some(outgoing) = next {
-            if let Err(error) = write_one(&mut out, &outgoing).await {
+            if let Err(error) = write_one(&mut out, &outgoing, timeout).await {
                 tracing::debug!(%peer, %error, "writing a response failed; dropping the connection");
                 return;
             }
             next = queued.try_recv().ok();
         }
-        if let Err(error) = out.flush().await {
+        if let Err(error) = within(timeout, out.flush()).await {
             tracing::debug!(%peer, %error, "writing a response failed; dropping the connection");
             return;
         }
     }
-    let _ = out.shutdown().await;
+    let _ = within(timeout, out.shutdown()).await;
 }
 
 async fn write_one(
     out: &mut BufWriter<OwnedWriteHalf>,
     outgoing: &Outgoing,
+    timeout: Duration,
 ) -> std::io::Result<()> {
-    out.write_all(&outgoing.head).await?;
+    within(timeout, out.write_all(&outgoing.head)).await?;
     for batch in &outgoing.batches {
-        out.write_all(batch).await?;
+        within(timeout, out.write_all(batch)).await?;
     }
     Ok(())
+}
+
+/// One write to the client, failed with `TimedOut` when the client takes none of it in time.
+async fn within(
+    timeout: Duration,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    tokio::time::timeout(timeout, write)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no response bytes within peer_timeout_ms",
+            ))
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smq_client::protocol::api::ApiKey;
+    use smq_protocol::api::ApiKey;
 
     #[test]
     fn fetch_responses_written_in_two_parts_decode_as_one() {

@@ -2,6 +2,7 @@
 //! graceful stop that lets in-flight requests finish within `shutdown_timeout_ms`.
 
 mod connection;
+mod peer_log;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,11 +13,29 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::state::Broker;
+use peer_log::PeerLog;
+
+/// Bytes of frames larger than a read chunk that all connections together may hold while they
+/// are still arriving (at least one largest frame); a connection whose large frame does not fit
+/// waits, unread, until others finish theirs (or it hits `peer_timeout_ms`). Frames that fit in
+/// a read chunk are not counted: their memory is the connection's buffer.
+const LARGE_FRAMES_BUDGET_BYTES: usize = 256 * 1024 * 1024;
+
+/// What the connections share to protect the broker from any one of them.
+pub(crate) struct Guards {
+    frame_budget: Arc<Semaphore>,
+    peer_log: PeerLog,
+}
 
 /// Accepts connections until the broker shuts down, then waits for the open ones to finish their
 /// in-flight requests (each stops reading at once) and cuts those still busy after the timeout.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections as usize));
+    let budget = LARGE_FRAMES_BUDGET_BYTES.max(broker.config.max_frame_bytes());
+    let guards = Arc::new(Guards {
+        frame_budget: Arc::new(Semaphore::new(budget)),
+        peer_log: PeerLog::default(),
+    });
     let mut connections = JoinSet::new();
     let mut shutdown = broker.shutdown.clone();
     loop {
@@ -45,9 +64,10 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
                 let _ = stream.set_nodelay(true);
                 broker.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
                 let broker = broker.clone();
+                let guards = guards.clone();
                 connections.spawn(async move {
                     broker.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-                    connection::serve(stream, peer, &broker).await;
+                    connection::serve(stream, peer, &broker, &guards).await;
                     broker.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                 });

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use smq_client::protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_MESSAGE_BYTES_DEFAULT};
+use smq_protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_MESSAGE_BYTES_DEFAULT};
 
 /// When appended bytes are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

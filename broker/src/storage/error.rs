@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use smq_client::protocol::record_batch::BatchError;
+use smq_protocol::record_batch::BatchError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

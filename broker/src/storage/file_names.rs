@@ -49,7 +49,7 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// Topic names become directory names, so they are limited to Kafka's safe alphabet (the rule
 /// lives in the protocol's limits, shared with clients and the NameServer).
 pub fn check_topic_name(name: &str) -> Result<()> {
-    if smq_client::protocol::limits::is_valid_topic_name(name) {
+    if smq_protocol::limits::is_valid_topic_name(name) {
         Ok(())
     } else {
         Err(StorageError::InvalidTopicName {

@@ -2,7 +2,7 @@
 //! batch's CRC, re-index what is valid and truncate a torn tail; refuse to truncate acknowledged
 //! data in the middle of the log.
 
-use smq_client::protocol::record_batch::{total_len, BatchView, FIXED_HEADER_BYTES};
+use smq_protocol::record_batch::{total_len, BatchView, FIXED_HEADER_BYTES};
 
 use super::checkpoint::Checkpoint;
 use super::commit_log::{CommitLog, Segment, ROLL_MARKER};

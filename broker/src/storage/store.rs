@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use smq_client::protocol::record_batch::{now_ms, BatchView, BrokerStamp};
+use smq_protocol::record_batch::{now_ms, BatchView, BrokerStamp};
 use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpoint;

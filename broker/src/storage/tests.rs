@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use proptest::prelude::*;
-use smq_client::protocol::record_batch::{encode, BatchView, Message};
+use smq_protocol::record_batch::{encode, BatchView, Message};
 
 use super::*;
 

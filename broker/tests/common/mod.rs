@@ -11,14 +11,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use smq_broker::config::BrokerConfig;
 use smq_broker::RunningBroker;
-use smq_client::protocol::api::ApiKey;
-use smq_client::protocol::frame::{decode_response, ResponseFrame};
-use smq_client::protocol::record_batch::{encode, BatchView, Message};
-use smq_client::protocol::request::{
+use smq_protocol::api::ApiKey;
+use smq_protocol::frame::{decode_response, ResponseFrame};
+use smq_protocol::record_batch::{encode, BatchView, Message};
+use smq_protocol::request::{
     Acks, CreateTopicRequest, FetchRequest, HandshakeRequest, ProduceRequest,
 };
-use smq_client::protocol::response::{FetchResponse, ProduceResponse};
-use smq_client::protocol::{ErrorCode, Request, Response};
+use smq_protocol::response::{FetchResponse, ProduceResponse};
+use smq_protocol::{ErrorCode, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -205,7 +205,7 @@ pub fn fetch_request(topic: &str, queue: u32, offset: u64, max_wait_ms: u32) -> 
 pub fn batch_bodies(mut batches: &[u8]) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     while !batches.is_empty() {
-        let len = smq_client::protocol::record_batch::total_len(batches).unwrap();
+        let len = smq_protocol::record_batch::total_len(batches).unwrap();
         let view = BatchView::parse(&batches[..len]).expect("stored batches are valid");
         for (i, message) in view.messages().enumerate() {
             out.push((view.base_queue_offset() + i as u64, message.body.to_vec()));

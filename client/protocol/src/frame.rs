@@ -3,12 +3,12 @@
 //!
 //! A request frame is `u32 length | u16 api_key | u16 api_version | u32 correlation_id | body`, a
 //! response frame `u32 length | u32 correlation_id | body`; `length` counts the bytes after it
-//! (proto-spec.md, "TCP framing"). Bodies are decoded by [`crate::protocol::request`] and
-//! [`crate::protocol::response`]; this module never looks inside them.
+//! (proto-spec.md, "TCP framing"). Bodies are decoded by [`crate::request`] and
+//! [`crate::response`]; this module never looks inside them.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::protocol::error_code::ErrorCode;
+use crate::error_code::ErrorCode;
 
 /// Bytes of a request frame before its body: length, api key, api version, correlation id.
 pub const REQUEST_HEADER_BYTES: usize = 4 + 2 + 2 + 4;
@@ -22,8 +22,8 @@ const LENGTH_BYTES: usize = 4;
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_request;
-/// use smq_client::protocol::{ErrorCode, FrameError};
+/// use smq_protocol::frame::decode_request;
+/// use smq_protocol::{ErrorCode, FrameError};
 ///
 /// // A length prefix of 4 GiB is refused from its 4 bytes alone.
 /// let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
@@ -65,8 +65,8 @@ impl FrameError {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::{encode_request, REQUEST_HEADER_BYTES};
-/// use smq_client::protocol::RequestHeader;
+/// use smq_protocol::frame::{encode_request, REQUEST_HEADER_BYTES};
+/// use smq_protocol::RequestHeader;
 ///
 /// let header = RequestHeader { api_key: 4, api_version: 1, correlation_id: 7 };
 /// let mut buf = BytesMut::new();
@@ -88,8 +88,8 @@ pub struct RequestHeader {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::{decode_request, encode_request};
-/// use smq_client::protocol::RequestHeader;
+/// use smq_protocol::frame::{decode_request, encode_request};
+/// use smq_protocol::RequestHeader;
 ///
 /// let header = RequestHeader { api_key: 2, api_version: 1, correlation_id: 1 };
 /// let mut whole = BytesMut::new();
@@ -113,7 +113,7 @@ pub struct RequestFrame {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::{decode_response, encode_response};
+/// use smq_protocol::frame::{decode_response, encode_response};
 ///
 /// let mut buf = BytesMut::new();
 /// encode_response(&mut buf, 9, |out| out.extend_from_slice(b"answer"));
@@ -245,7 +245,7 @@ fn fill_length(out: &mut BytesMut, start: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::limits::MAX_FRAME_BYTES_DEFAULT;
+    use crate::limits::MAX_FRAME_BYTES_DEFAULT;
     use proptest::prelude::*;
 
     fn request_bytes(header: RequestHeader, body: &[u8]) -> BytesMut {

@@ -24,7 +24,8 @@ use smq_client::{
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::{apply, direct, stored_in, topic_on_masters, ProducerArgs, TopicCommand};
+use crate::produce::{apply, ProducerArgs};
+use crate::topic::{direct, stored_in, topic_on_masters, TopicCommand};
 
 #[derive(Subcommand, Debug)]
 pub(super) enum BenchCommand {

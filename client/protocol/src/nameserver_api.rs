@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::limits::MAX_TOPIC_NAME_BYTES;
+use crate::limits::MAX_TOPIC_NAME_BYTES;
 
 /// Where brokers POST their [`Heartbeat`].
 pub const HEARTBEAT_PATH: &str = "/v1/brokers/heartbeat";
@@ -29,7 +29,7 @@ pub fn route_path(topic: &str) -> String {
 /// A broker's role in its group.
 ///
 /// ```
-/// use smq_client::nameserver_api::Role;
+/// use smq_protocol::nameserver_api::Role;
 ///
 /// assert_eq!(serde_json::to_string(&Role::Master).unwrap(), r#""master""#);
 /// let role: Role = serde_json::from_str(r#""slave""#).unwrap();
@@ -49,7 +49,7 @@ pub enum Role {
 /// Unknown fields are ignored, so that a newer broker can report more to an older NameServer.
 ///
 /// ```
-/// use smq_client::nameserver_api::{Heartbeat, Role};
+/// use smq_protocol::nameserver_api::{Heartbeat, Role};
 ///
 /// let json = r#"{"cluster":"c1","group":"g1","role":"master","addr":"10.0.0.1:10911",
 ///     "data_version":7,"log_end_offset":4096,"topics":[{"name":"orders","queues":4}]}"#;
@@ -95,7 +95,7 @@ pub struct Heartbeat {
 /// One topic as a broker serves it.
 ///
 /// ```
-/// use smq_client::nameserver_api::TopicQueues;
+/// use smq_protocol::nameserver_api::TopicQueues;
 ///
 /// // A topic is readable and writable unless the broker says otherwise.
 /// let topic: TopicQueues = serde_json::from_str(r#"{"name":"orders","queues":8}"#).unwrap();
@@ -124,7 +124,7 @@ fn yes() -> bool {
 /// A field of a request that is present and well-typed but makes no sense.
 ///
 /// ```
-/// use smq_client::nameserver_api::Heartbeat;
+/// use smq_protocol::nameserver_api::Heartbeat;
 ///
 /// let json = r#"{"cluster":"c1","group":"g1","role":"master","addr":"10.0.0.1",
 ///     "data_version":1,"log_end_offset":0}"#;
@@ -152,7 +152,7 @@ impl FieldError {
 
 /// Checks a topic name: 1 to 249 ASCII letters, digits, `.`, `_` or `-`, neither `.` nor `..`.
 pub fn check_topic_name(name: &str) -> Result<(), String> {
-    if crate::protocol::limits::is_valid_topic_name(name) {
+    if crate::limits::is_valid_topic_name(name) {
         Ok(())
     } else {
         Err(format!(
@@ -236,7 +236,7 @@ impl Heartbeat {
 /// The NameServer's answer to a heartbeat.
 ///
 /// ```
-/// use smq_client::nameserver_api::HeartbeatReply;
+/// use smq_protocol::nameserver_api::HeartbeatReply;
 ///
 /// let json = r#"{"heartbeat_timeout_ms":10000,"heartbeat_interval_ms":2000,
 ///     "master_addr":"10.0.0.1:10911"}"#;
@@ -258,7 +258,7 @@ pub struct HeartbeatReply {
 /// one entry per broker group that serves the topic.
 ///
 /// ```
-/// use smq_client::nameserver_api::{route_path, TopicRoute};
+/// use smq_protocol::nameserver_api::{route_path, TopicRoute};
 ///
 /// assert_eq!(route_path("orders"), "/v1/routes/orders");
 /// let json = r#"{"topic":"orders","groups":[
@@ -290,7 +290,7 @@ fn is_false(value: &bool) -> bool {
 /// One broker group's share of a topic.
 ///
 /// ```
-/// use smq_client::nameserver_api::GroupRoute;
+/// use smq_protocol::nameserver_api::GroupRoute;
 ///
 /// let group = GroupRoute {
 ///     cluster: "c1".into(),
@@ -323,7 +323,7 @@ pub struct GroupRoute {
 /// `GET /v1/cluster`: every live broker.
 ///
 /// ```
-/// use smq_client::nameserver_api::{ClusterView, Role, CLUSTER_PATH};
+/// use smq_protocol::nameserver_api::{ClusterView, Role, CLUSTER_PATH};
 ///
 /// assert_eq!(CLUSTER_PATH, "/v1/cluster");
 /// let json = r#"{"brokers":[{"cluster":"c1","group":"g1","role":"slave",
@@ -351,7 +351,7 @@ fn is_zero(value: &u64) -> bool {
 /// One live broker as the NameServer last heard of it.
 ///
 /// ```
-/// use smq_client::nameserver_api::{BrokerInfo, Role};
+/// use smq_protocol::nameserver_api::{BrokerInfo, Role};
 ///
 /// let json = r#"{"cluster":"c1","group":"g1","role":"slave","addr":"10.0.0.2:10911",
 ///     "http_addr":null,"master_addr":"10.0.0.1:10911","data_version":3,
@@ -392,7 +392,7 @@ pub struct BrokerInfo {
 /// `GET /v1/topics`: every topic some live broker serves.
 ///
 /// ```
-/// use smq_client::nameserver_api::{TopicList, TOPICS_PATH};
+/// use smq_protocol::nameserver_api::{TopicList, TOPICS_PATH};
 ///
 /// assert_eq!(TOPICS_PATH, "/v1/topics");
 /// let json = r#"{"topics":[{"name":"audit","queues":2,"groups":["g1"]},
@@ -410,7 +410,7 @@ pub struct TopicList {
 /// One topic across the cluster.
 ///
 /// ```
-/// use smq_client::nameserver_api::TopicSummary;
+/// use smq_protocol::nameserver_api::TopicSummary;
 ///
 /// let groups = vec!["g1".to_owned(), "g2".to_owned()];
 /// let topic = TopicSummary { name: "orders".into(), queues: 8, groups };
@@ -430,7 +430,7 @@ pub struct TopicSummary {
 /// `GET /healthz`.
 ///
 /// ```
-/// use smq_client::nameserver_api::Health;
+/// use smq_protocol::nameserver_api::Health;
 ///
 /// let json = r#"{"status":"ok","fenced":true,"brokers_live":3}"#;
 /// let health: Health = serde_json::from_str(json).unwrap();
@@ -451,7 +451,7 @@ pub struct Health {
 /// What kind of error an [`ApiError`] is, for programs; the `error` text is for people.
 ///
 /// ```
-/// use smq_client::nameserver_api::ApiErrorCode;
+/// use smq_protocol::nameserver_api::ApiErrorCode;
 ///
 /// let code: ApiErrorCode = serde_json::from_str(r#""topic_not_found""#).unwrap();
 /// assert_eq!(code, ApiErrorCode::TopicNotFound);
@@ -490,7 +490,7 @@ pub enum ApiErrorCode {
 /// Every error the NameServer returns, with a 4xx/5xx status.
 ///
 /// ```
-/// use smq_client::nameserver_api::{ApiError, ApiErrorCode};
+/// use smq_protocol::nameserver_api::{ApiError, ApiErrorCode};
 ///
 /// let body = r#"{"error":"field `topics[0].queues` must be at least 1",
 ///     "code":"bad_request","field":"topics[0].queues"}"#;

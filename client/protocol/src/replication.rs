@@ -6,10 +6,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::error_code::ErrorCode;
-use crate::protocol::frame::{self, RequestHeader};
-use crate::protocol::response::{decode_error_head, ErrorResponse};
-use crate::protocol::wire::{put_bytes, put_string, DecodeError, Reader};
+use crate::error_code::ErrorCode;
+use crate::frame::{self, RequestHeader};
+use crate::response::{decode_error_head, ErrorResponse};
+use crate::wire::{put_bytes, put_string, DecodeError, Reader};
 
 /// A slave introduces itself; the master checks who it is before serving it.
 pub const REPLICA_HELLO: u16 = 100;
@@ -282,7 +282,7 @@ impl ReplicaResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame::{decode_request, decode_response};
+    use crate::frame::{decode_request, decode_response};
 
     fn round_trip_request(request: ReplicaRequest) {
         let mut buf = BytesMut::new();

@@ -3,20 +3,18 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::api::ApiKey;
-use crate::protocol::frame::{self, RequestHeader};
-use crate::protocol::wire::{put_bytes, put_count, put_string, DecodeError, Reader};
+use crate::api::ApiKey;
+use crate::frame::{self, RequestHeader};
+use crate::wire::{put_bytes, put_count, put_string, DecodeError, Reader};
 
 /// How far a broker takes a batch before it acknowledges a Produce request.
 ///
 /// ```
-/// use smq_client::{Acks, ClientConfig};
+/// use smq_protocol::request::Acks;
 ///
-/// let mut config = ClientConfig::new("127.0.0.1:10911");
-/// assert_eq!(config.acks, Acks::Written);
 /// // Wait until a slave holds the batch: survives the loss of the master's disk.
-/// config.acks = Acks::Replicated;
-/// assert_eq!(config.acks as u8, 2);
+/// let acks = Acks::Replicated;
+/// assert_eq!(acks as u8, 2);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -48,8 +46,8 @@ impl Acks {
 ///
 /// ```
 /// use bytes::{Bytes, BytesMut};
-/// use smq_client::protocol::frame::decode_request;
-/// use smq_client::protocol::request::{HandshakeRequest, Request};
+/// use smq_protocol::frame::decode_request;
+/// use smq_protocol::request::{HandshakeRequest, Request};
 ///
 /// let request = Request::Handshake(HandshakeRequest {
 ///     client_id: "example".into(),
@@ -95,8 +93,8 @@ impl HandshakeRequest {
 ///
 /// ```
 /// use bytes::{Bytes, BytesMut};
-/// use smq_client::protocol::record_batch::{self, Message};
-/// use smq_client::protocol::request::{Acks, ProduceRequest, Request};
+/// use smq_protocol::record_batch::{self, Message};
+/// use smq_protocol::request::{Acks, ProduceRequest, Request};
 ///
 /// let batch = record_batch::encode("orders", 0, &[Message::from_body("paid")]);
 /// let produce = ProduceRequest {
@@ -182,8 +180,8 @@ impl ProduceRequest {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_request;
-/// use smq_client::protocol::request::{FetchRequest, Request};
+/// use smq_protocol::frame::decode_request;
+/// use smq_protocol::request::{FetchRequest, Request};
 ///
 /// let fetch = FetchRequest {
 ///     topic: "orders".into(),
@@ -235,9 +233,9 @@ impl FetchRequest {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_request;
-/// use smq_client::protocol::request::{ListOffsetsRequest, Request};
-/// use smq_client::protocol::{ApiKey, DecodeError};
+/// use smq_protocol::frame::decode_request;
+/// use smq_protocol::request::{ListOffsetsRequest, Request};
+/// use smq_protocol::{ApiKey, DecodeError};
 ///
 /// let request = Request::ListOffsets(ListOffsetsRequest { topic: "orders".into(), queue_id: 0 });
 /// assert_eq!(request.api_key(), ApiKey::ListOffsets);
@@ -273,8 +271,8 @@ impl ListOffsetsRequest {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_request;
-/// use smq_client::protocol::request::{MetadataRequest, Request};
+/// use smq_protocol::frame::decode_request;
+/// use smq_protocol::request::{MetadataRequest, Request};
 ///
 /// // The default asks about every topic on the broker.
 /// assert!(MetadataRequest::default().topics.is_empty());
@@ -313,9 +311,9 @@ impl MetadataRequest {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_request;
-/// use smq_client::protocol::request::{CreateTopicRequest, Request};
-/// use smq_client::protocol::ApiKey;
+/// use smq_protocol::frame::decode_request;
+/// use smq_protocol::request::{CreateTopicRequest, Request};
+/// use smq_protocol::ApiKey;
 ///
 /// let request = Request::CreateTopic(CreateTopicRequest { topic: "orders".into(), queue_count: 8 });
 /// let mut buf = BytesMut::new();
@@ -348,8 +346,8 @@ impl CreateTopicRequest {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_request;
-/// use smq_client::protocol::request::{DeleteTopicRequest, Request};
+/// use smq_protocol::frame::decode_request;
+/// use smq_protocol::request::{DeleteTopicRequest, Request};
 ///
 /// let request = Request::DeleteTopic(DeleteTopicRequest { topic: "orders".into() });
 /// let mut buf = BytesMut::new();
@@ -381,8 +379,8 @@ impl DeleteTopicRequest {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_request;
-/// use smq_client::protocol::request::{CommitOffsetRequest, Request};
+/// use smq_protocol::frame::decode_request;
+/// use smq_protocol::request::{CommitOffsetRequest, Request};
 ///
 /// // Processed messages up to offset 41: resume from 42.
 /// let commit = CommitOffsetRequest {
@@ -427,9 +425,9 @@ impl CommitOffsetRequest {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_request;
-/// use smq_client::protocol::request::{FetchOffsetRequest, Request};
-/// use smq_client::protocol::{DecodeError, ErrorCode};
+/// use smq_protocol::frame::decode_request;
+/// use smq_protocol::request::{FetchOffsetRequest, Request};
+/// use smq_protocol::{DecodeError, ErrorCode};
 ///
 /// let request = FetchOffsetRequest { group: "billing".into(), topic: "orders".into(), queue_id: 3 };
 /// let mut buf = BytesMut::new();
@@ -467,8 +465,8 @@ impl FetchOffsetRequest {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_request;
-/// use smq_client::protocol::request::{DeleteTopicRequest, MetadataRequest, Request};
+/// use smq_protocol::frame::decode_request;
+/// use smq_protocol::request::{DeleteTopicRequest, MetadataRequest, Request};
 ///
 /// let mut buf = BytesMut::new();
 /// Request::Metadata(MetadataRequest::default()).encode(1, 1, &mut buf);
@@ -573,9 +571,9 @@ impl Request {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::protocol::frame::decode_request;
-    use crate::protocol::limits::MAX_FRAME_BYTES_DEFAULT;
-    use crate::protocol::record_batch::{self, Message};
+    use crate::frame::decode_request;
+    use crate::limits::MAX_FRAME_BYTES_DEFAULT;
+    use crate::record_batch::{self, Message};
     use proptest::prelude::*;
 
     pub(crate) fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {

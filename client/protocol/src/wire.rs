@@ -3,15 +3,15 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::protocol::api::ApiKey;
-use crate::protocol::error_code::ErrorCode;
+use crate::api::ApiKey;
+use crate::error_code::ErrorCode;
 
 /// Why a request or response body could not be decoded. The frame it came in was complete, so the
 /// connection stays in step: a broker answers with an error code and goes on serving.
 ///
 /// ```
 /// use bytes::Bytes;
-/// use smq_client::protocol::{ApiKey, DecodeError, ErrorCode, Request, RequestHeader};
+/// use smq_protocol::{ApiKey, DecodeError, ErrorCode, Request, RequestHeader};
 ///
 /// let header = RequestHeader { api_key: ApiKey::Fetch as u16, api_version: 1, correlation_id: 1 };
 /// // The topic's length says 5 bytes, but only 1 follows.

@@ -10,7 +10,7 @@ use std::fmt;
 /// a client should do after each.
 ///
 /// ```
-/// use smq_client::protocol::ErrorCode;
+/// use smq_protocol::ErrorCode;
 ///
 /// assert!(ErrorCode::NotMaster.is_retryable());
 /// assert!(!ErrorCode::MessageTooLarge.is_retryable());

@@ -5,22 +5,74 @@
 //! (master epoch, base queue offset, store timestamp); [`BatchView::copy_stamped`] recomputes it
 //! without a second pass over the payload by combining CRCs.
 
-use crate::protocol::limits::{MAX_MESSAGE_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
+use bytes::BufMut;
+
+use crate::limits::{MAX_MESSAGE_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
 
 /// The only batch format this version writes and reads.
 pub const MAGIC_V1: u8 = 1;
 /// Bytes of the fixed part of the header, before the topic name.
-pub const FIXED_HEADER_BYTES: usize = 72;
-/// Offset of the CRC field; the CRC covers `[CRC_END, batch end)`.
-const CRC_START: usize = 4;
-const CRC_END: usize = 8;
+pub const FIXED_HEADER_BYTES: usize = layout::TOPIC;
+
+/// Where each header field starts, in bytes from the start of the batch (proto-spec.md section
+/// 1): the one definition the codec and the broker read and write the header by.
+pub mod layout {
+    /// `u32`: bytes after this field.
+    pub const BATCH_LENGTH: usize = 0;
+    /// `u32`: CRC-32 of the bytes from [`CRC_COVERS_FROM`] to the end of the batch.
+    pub const CRC: usize = 4;
+    /// The first byte the CRC covers: everything after the CRC field.
+    pub const CRC_COVERS_FROM: usize = MAGIC;
+    /// `u8`: the format version.
+    pub const MAGIC: usize = 8;
+    /// `u8`: reserved, zero.
+    pub const RESERVED: usize = 9;
+    /// `u16`.
+    pub const ATTRIBUTES: usize = 10;
+    /// `u32`, set by the broker.
+    pub const MASTER_EPOCH: usize = 12;
+    /// `u64`, set by the broker.
+    pub const BASE_QUEUE_OFFSET: usize = 16;
+    /// `u64`, set by the broker.
+    pub const STORE_TIMESTAMP_MS: usize = 24;
+    /// `u64`.
+    pub const FIRST_TIMESTAMP_MS: usize = 32;
+    /// `u64`.
+    pub const MAX_TIMESTAMP_MS: usize = 40;
+    /// `u64`.
+    pub const PRODUCER_ID: usize = 48;
+    /// `u16`.
+    pub const PRODUCER_EPOCH: usize = 56;
+    /// `u32`.
+    pub const BASE_SEQUENCE: usize = 58;
+    /// `u32`.
+    pub const QUEUE_ID: usize = 62;
+    /// `u32`: messages in the batch.
+    pub const MESSAGE_COUNT: usize = 66;
+    /// `u16`: bytes of the topic name.
+    pub const TOPIC_LENGTH: usize = 70;
+    /// The topic name, then the messages.
+    pub const TOPIC: usize = 72;
+
+    // Each field ends where the next begins.
+    const _: () = assert!(CRC == BATCH_LENGTH + 4 && MAGIC == CRC + 4);
+    const _: () = assert!(RESERVED == MAGIC + 1 && ATTRIBUTES == RESERVED + 1);
+    const _: () = assert!(MASTER_EPOCH == ATTRIBUTES + 2 && BASE_QUEUE_OFFSET == MASTER_EPOCH + 4);
+    const _: () = assert!(STORE_TIMESTAMP_MS == BASE_QUEUE_OFFSET + 8);
+    const _: () = assert!(FIRST_TIMESTAMP_MS == STORE_TIMESTAMP_MS + 8);
+    const _: () = assert!(MAX_TIMESTAMP_MS == FIRST_TIMESTAMP_MS + 8);
+    const _: () = assert!(PRODUCER_ID == MAX_TIMESTAMP_MS + 8);
+    const _: () = assert!(PRODUCER_EPOCH == PRODUCER_ID + 8 && BASE_SEQUENCE == PRODUCER_EPOCH + 2);
+    const _: () = assert!(QUEUE_ID == BASE_SEQUENCE + 4 && MESSAGE_COUNT == QUEUE_ID + 4);
+    const _: () = assert!(TOPIC_LENGTH == MESSAGE_COUNT + 4 && TOPIC == TOPIC_LENGTH + 2);
+}
 /// Bytes of the fixed part of a message, before its variable fields.
 const MESSAGE_FIXED_BYTES: usize = 4 + 4 + 4 + 2 + 2 + 4;
 
 /// Why a byte sequence is not a valid batch.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchError, BatchView, Message};
+/// use smq_protocol::record_batch::{self, BatchError, BatchView, Message};
 ///
 /// let mut batch = record_batch::encode("orders", 0, &[Message::from_body("paid")]);
 /// let last = batch.len() - 1;
@@ -54,7 +106,7 @@ pub enum BatchError {
 /// One message as a producer builds it.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+/// use smq_protocol::record_batch::{self, BatchView, Message};
 ///
 /// let mut message = Message::from_body("order 17 paid");
 /// message.key = b"customer-42".to_vec();
@@ -105,7 +157,7 @@ impl Message {
 /// `store_timestamp_ms` when it appends, the producer sets the rest.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+/// use smq_protocol::record_batch::{self, BatchView, Message};
 ///
 /// let messages = [Message::from_body("a"), Message::from_body("b")];
 /// let batch = record_batch::encode("orders", 5, &messages);
@@ -135,7 +187,7 @@ pub struct BatchHeader {
 /// What the broker writes into a batch when it appends it.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchView, BrokerStamp, Message};
+/// use smq_protocol::record_batch::{self, BatchView, BrokerStamp, Message};
 ///
 /// let batch = record_batch::encode("orders", 0, &[Message::from_body("a"), Message::from_body("b")]);
 /// let view = BatchView::parse(&batch).unwrap();
@@ -174,7 +226,7 @@ pub fn encode(topic: &str, queue_id: u32, messages: &[Message]) -> Vec<u8> {
 /// message's bytes exactly once: from the caller's message into the batch that goes on the wire.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{BatchBuilder, BatchView, Message};
+/// use smq_protocol::record_batch::{BatchBuilder, BatchView, Message};
 ///
 /// let mut builder = BatchBuilder::with_capacity("orders", 3, 1024);
 /// builder.push(&Message::from_body("first"));
@@ -205,22 +257,23 @@ impl BatchBuilder {
             "topic name length"
         );
         let mut out = Vec::with_capacity(FIXED_HEADER_BYTES + topic.len() + capacity_bytes);
-        put_u32(&mut out, 0); // batch length, filled by `finish`
-        put_u32(&mut out, 0); // CRC, filled by `finish`
-        out.push(MAGIC_V1);
-        out.push(0); // reserved
-        put_u16(&mut out, 0); // attributes
-        put_u32(&mut out, 0); // master epoch
-        put_u64(&mut out, 0); // base queue offset
-        put_u64(&mut out, 0); // store timestamp
-        put_u64(&mut out, 0); // first timestamp, filled by `finish`
-        put_u64(&mut out, 0); // max timestamp, filled by `finish`
-        put_u64(&mut out, 0); // producer id
-        put_u16(&mut out, 0); // producer epoch
-        put_u32(&mut out, 0); // base sequence
-        put_u32(&mut out, queue_id);
-        put_u32(&mut out, 0); // message count, filled by `finish`
-        put_u16(&mut out, topic.len() as u16);
+        out.put_u32(0); // batch length, filled by `finish`
+        out.put_u32(0); // CRC, filled by `finish`
+        out.put_u8(MAGIC_V1);
+        out.put_u8(0); // reserved
+        out.put_u16(0); // attributes
+        out.put_u32(0); // master epoch
+        out.put_u64(0); // base queue offset
+        out.put_u64(0); // store timestamp
+        out.put_u64(0); // first timestamp, filled by `finish`
+        out.put_u64(0); // max timestamp, filled by `finish`
+        out.put_u64(0); // producer id
+        out.put_u16(0); // producer epoch
+        out.put_u32(0); // base sequence
+        out.put_u32(queue_id);
+        out.put_u32(0); // message count, filled by `finish`
+        out.put_u16(topic.len() as u16);
+        debug_assert_eq!(out.len(), layout::TOPIC);
         out.extend_from_slice(topic.as_bytes());
         BatchBuilder {
             out,
@@ -240,32 +293,22 @@ impl BatchBuilder {
         let out = &mut self.out;
         let length = message.encoded_len();
         assert!(length <= u32::MAX as usize, "message length");
-        put_u32(out, (length - 4) as u32);
-        put_u32(
-            out,
+        out.put_u32((length - 4) as u32);
+        out.put_u32(
             (message.timestamp_ms.saturating_sub(first_timestamp_ms)).min(u32::MAX as u64) as u32,
         );
-        put_u32(out, message.key.len() as u32);
+        out.put_u32(message.key.len() as u32);
         out.extend_from_slice(&message.key);
-        put_u16(
-            out,
-            u16::try_from(message.tag.len()).expect("tag above 64 KiB"),
-        );
+        out.put_u16(u16::try_from(message.tag.len()).expect("tag above 64 KiB"));
         out.extend_from_slice(message.tag.as_bytes());
-        put_u16(
-            out,
-            u16::try_from(message.headers.len()).expect("65,536 headers or more"),
-        );
+        out.put_u16(u16::try_from(message.headers.len()).expect("65,536 headers or more"));
         for (name, value) in &message.headers {
-            put_u16(
-                out,
-                u16::try_from(name.len()).expect("header name above 64 KiB"),
-            );
+            out.put_u16(u16::try_from(name.len()).expect("header name above 64 KiB"));
             out.extend_from_slice(name.as_bytes());
-            put_u32(out, value.len() as u32);
+            out.put_u32(value.len() as u32);
             out.extend_from_slice(value);
         }
-        put_u32(out, message.body.len() as u32);
+        out.put_u32(message.body.len() as u32);
         out.extend_from_slice(&message.body);
         self.message_count += 1;
     }
@@ -289,13 +332,13 @@ impl BatchBuilder {
     pub fn finish(mut self) -> Vec<u8> {
         let out = &mut self.out;
         let length = u32::try_from(out.len() - 4).expect("batch above 4 GiB");
-        out[0..4].copy_from_slice(&length.to_be_bytes());
+        (&mut out[layout::BATCH_LENGTH..]).put_u32(length);
         let first_timestamp_ms = self.first_timestamp_ms.unwrap_or(0);
-        out[32..40].copy_from_slice(&first_timestamp_ms.to_be_bytes());
-        out[40..48].copy_from_slice(&self.max_timestamp_ms.to_be_bytes());
-        out[66..70].copy_from_slice(&self.message_count.to_be_bytes());
-        let crc = crc32fast::hash(&out[CRC_END..]);
-        out[CRC_START..CRC_END].copy_from_slice(&crc.to_be_bytes());
+        (&mut out[layout::FIRST_TIMESTAMP_MS..]).put_u64(first_timestamp_ms);
+        (&mut out[layout::MAX_TIMESTAMP_MS..]).put_u64(self.max_timestamp_ms);
+        (&mut out[layout::MESSAGE_COUNT..]).put_u32(self.message_count);
+        let crc = crc32fast::hash(&out[layout::CRC_COVERS_FROM..]);
+        (&mut out[layout::CRC..]).put_u32(crc);
         self.out
     }
 }
@@ -323,7 +366,7 @@ fn header_len(batch: &[u8]) -> Result<usize, BatchError> {
             available: batch.len(),
         });
     }
-    let length = read_u32(batch, 0);
+    let length = read_u32(batch, layout::BATCH_LENGTH);
     if (length as usize) < FIXED_HEADER_BYTES - 4 {
         return Err(BatchError::LengthTooSmall {
             length,
@@ -342,10 +385,12 @@ fn header_len(batch: &[u8]) -> Result<usize, BatchError> {
             reason: "bytes after the end given by the length field",
         });
     }
-    if batch[8] != MAGIC_V1 {
-        return Err(BatchError::UnknownMagic { magic: batch[8] });
+    if batch[layout::MAGIC] != MAGIC_V1 {
+        return Err(BatchError::UnknownMagic {
+            magic: batch[layout::MAGIC],
+        });
     }
-    let topic_len = read_u16(batch, 70) as usize;
+    let topic_len = read_u16(batch, layout::TOPIC_LENGTH) as usize;
     if topic_len == 0 || topic_len > MAX_TOPIC_NAME_BYTES {
         return Err(BatchError::BadTopic { bytes: topic_len });
     }
@@ -361,7 +406,7 @@ fn header_len(batch: &[u8]) -> Result<usize, BatchError> {
 /// A validated batch, borrowed from the bytes it was parsed from.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+/// use smq_protocol::record_batch::{self, BatchView, Message};
 ///
 /// let batch = record_batch::encode("orders", 1, &[Message::from_body("a"), Message::from_body("b")]);
 /// let view = BatchView::parse(&batch).unwrap();
@@ -394,8 +439,8 @@ impl<'a> BatchView<'a> {
         let header_end = header_len(bytes)?;
         let mut payload_crc = crc32fast::Hasher::new();
         payload_crc.update(&bytes[header_end..]);
-        let stored = read_u32(bytes, CRC_START);
-        let computed = crc_of(&bytes[CRC_END..header_end], &payload_crc);
+        let stored = read_u32(bytes, layout::CRC);
+        let computed = crc_of(&bytes[layout::CRC_COVERS_FROM..header_end], &payload_crc);
         if stored != computed {
             return Err(BatchError::CrcMismatch { stored, computed });
         }
@@ -437,11 +482,14 @@ impl<'a> BatchView<'a> {
     /// set and the CRC recomputed; only the header is hashed again.
     pub fn copy_stamped(&self, dest: &mut [u8], stamp: BrokerStamp) {
         dest.copy_from_slice(self.bytes);
-        dest[12..16].copy_from_slice(&stamp.master_epoch.to_be_bytes());
-        dest[16..24].copy_from_slice(&stamp.base_queue_offset.to_be_bytes());
-        dest[24..32].copy_from_slice(&stamp.store_timestamp_ms.to_be_bytes());
-        let crc = crc_of(&dest[CRC_END..self.header_end], &self.payload_crc);
-        dest[CRC_START..CRC_END].copy_from_slice(&crc.to_be_bytes());
+        (&mut dest[layout::MASTER_EPOCH..]).put_u32(stamp.master_epoch);
+        (&mut dest[layout::BASE_QUEUE_OFFSET..]).put_u64(stamp.base_queue_offset);
+        (&mut dest[layout::STORE_TIMESTAMP_MS..]).put_u64(stamp.store_timestamp_ms);
+        let crc = crc_of(
+            &dest[layout::CRC_COVERS_FROM..self.header_end],
+            &self.payload_crc,
+        );
+        (&mut dest[layout::CRC..]).put_u32(crc);
     }
 
     /// Total bytes of the batch.
@@ -460,40 +508,40 @@ impl<'a> BatchView<'a> {
     }
 
     pub fn crc(&self) -> u32 {
-        read_u32(self.bytes, CRC_START)
+        read_u32(self.bytes, layout::CRC)
     }
     pub fn attributes(&self) -> u16 {
-        read_u16(self.bytes, 10)
+        read_u16(self.bytes, layout::ATTRIBUTES)
     }
     pub fn master_epoch(&self) -> u32 {
-        read_u32(self.bytes, 12)
+        read_u32(self.bytes, layout::MASTER_EPOCH)
     }
     pub fn base_queue_offset(&self) -> u64 {
-        read_u64(self.bytes, 16)
+        read_u64(self.bytes, layout::BASE_QUEUE_OFFSET)
     }
     pub fn store_timestamp_ms(&self) -> u64 {
-        read_u64(self.bytes, 24)
+        read_u64(self.bytes, layout::STORE_TIMESTAMP_MS)
     }
     pub fn first_timestamp_ms(&self) -> u64 {
-        read_u64(self.bytes, 32)
+        read_u64(self.bytes, layout::FIRST_TIMESTAMP_MS)
     }
     pub fn max_timestamp_ms(&self) -> u64 {
-        read_u64(self.bytes, 40)
+        read_u64(self.bytes, layout::MAX_TIMESTAMP_MS)
     }
     pub fn producer_id(&self) -> u64 {
-        read_u64(self.bytes, 48)
+        read_u64(self.bytes, layout::PRODUCER_ID)
     }
     pub fn producer_epoch(&self) -> u16 {
-        read_u16(self.bytes, 56)
+        read_u16(self.bytes, layout::PRODUCER_EPOCH)
     }
     pub fn base_sequence(&self) -> u32 {
-        read_u32(self.bytes, 58)
+        read_u32(self.bytes, layout::BASE_SEQUENCE)
     }
     pub fn queue_id(&self) -> u32 {
-        read_u32(self.bytes, 62)
+        read_u32(self.bytes, layout::QUEUE_ID)
     }
     pub fn message_count(&self) -> u32 {
-        read_u32(self.bytes, 66)
+        read_u32(self.bytes, layout::MESSAGE_COUNT)
     }
     pub fn topic(&self) -> &'a str {
         // Checked to be UTF-8 in `parse`.
@@ -535,7 +583,7 @@ impl<'a> BatchView<'a> {
 /// A message borrowed from a parsed batch.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+/// use smq_protocol::record_batch::{self, BatchView, Message};
 ///
 /// let mut message = Message::from_body("hello");
 /// message.tag = "greeting".into();
@@ -574,7 +622,7 @@ impl MessageView<'_> {
 /// Iterates the messages of a [`BatchView`]; the batch was validated, so it yields every message.
 ///
 /// ```
-/// use smq_client::protocol::record_batch::{self, BatchView, Message};
+/// use smq_protocol::record_batch::{self, BatchView, Message};
 ///
 /// let messages: Vec<Message> = (0..5).map(|i| Message::from_body(format!("m{i}"))).collect();
 /// let batch = record_batch::encode("orders", 0, &messages);
@@ -698,15 +746,6 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
 }
 fn read_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
-fn put_u16(out: &mut Vec<u8>, value: u16) {
-    out.extend_from_slice(&value.to_be_bytes());
-}
-fn put_u32(out: &mut Vec<u8>, value: u32) {
-    out.extend_from_slice(&value.to_be_bytes());
-}
-fn put_u64(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(&value.to_be_bytes());
 }
 
 /// Milliseconds since the Unix epoch.

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 
-use crate::protocol::wire::DecodeError;
+use crate::wire::DecodeError;
 
 /// Lowest protocol version this build speaks.
 pub const PROTOCOL_VERSION_MIN: u16 = 1;
@@ -16,7 +16,7 @@ pub const PROTOCOL_VERSION_MAX: u16 = 1;
 /// for broker-to-broker traffic (replication).
 ///
 /// ```
-/// use smq_client::protocol::ApiKey;
+/// use smq_protocol::ApiKey;
 ///
 /// assert_eq!(ApiKey::from_u16(1), Some(ApiKey::Produce));
 /// assert_eq!(ApiKey::Fetch as u16, 2);

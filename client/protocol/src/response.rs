@@ -6,17 +6,17 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::api::ApiKey;
-use crate::protocol::error_code::ErrorCode;
-use crate::protocol::frame;
-use crate::protocol::wire::{put_bytes, put_count, put_string, DecodeError, Reader};
+use crate::api::ApiKey;
+use crate::error_code::ErrorCode;
+use crate::frame;
+use crate::wire::{put_bytes, put_count, put_string, DecodeError, Reader};
 
 /// A broker's refusal: a code saying what kind of failure, a message saying what exactly and
 /// what to do. On the wire it is the whole body of a response whose code is not 0, whatever the
 /// api, so a broker can answer a request it could not decode.
 ///
 /// ```
-/// use smq_client::protocol::{ErrorCode, ErrorResponse};
+/// use smq_protocol::{ErrorCode, ErrorResponse};
 ///
 /// let error = ErrorResponse::new(ErrorCode::NotMaster, "group g1's master is 10.0.0.2:10911");
 /// assert_eq!(error.error_code(), Some(ErrorCode::NotMaster));
@@ -80,9 +80,9 @@ impl std::error::Error for ErrorResponse {}
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_response;
-/// use smq_client::protocol::response::{HandshakeResponse, Response};
-/// use smq_client::protocol::ApiKey;
+/// use smq_protocol::frame::decode_response;
+/// use smq_protocol::response::{HandshakeResponse, Response};
+/// use smq_protocol::ApiKey;
 ///
 /// let response = Response::Handshake(HandshakeResponse {
 ///     version: 1,
@@ -133,9 +133,9 @@ impl HandshakeResponse {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_response;
-/// use smq_client::protocol::response::{ProduceResponse, Response};
-/// use smq_client::protocol::ApiKey;
+/// use smq_protocol::frame::decode_response;
+/// use smq_protocol::response::{ProduceResponse, Response};
+/// use smq_protocol::ApiKey;
 ///
 /// let response = Response::Produce(ProduceResponse { base_queue_offset: 40, message_count: 2 });
 /// let mut buf = BytesMut::new();
@@ -173,8 +173,8 @@ impl ProduceResponse {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use smq_client::protocol::record_batch::{self, BatchView, Message};
-/// use smq_client::protocol::response::FetchResponse;
+/// use smq_protocol::record_batch::{self, BatchView, Message};
+/// use smq_protocol::response::FetchResponse;
 ///
 /// let messages = [Message::from_body("a"), Message::from_body("b")];
 /// let batch = record_batch::encode("orders", 0, &messages);
@@ -209,7 +209,7 @@ impl FetchResponse {
     ///
     /// ```
     /// use bytes::{Bytes, BytesMut};
-    /// use smq_client::protocol::response::{FetchResponse, Response};
+    /// use smq_protocol::response::{FetchResponse, Response};
     ///
     /// let stored = Bytes::from_static(b"stored batches");
     /// let response = FetchResponse { high_watermark: 9, log_start_offset: 0, batches: Bytes::new() };
@@ -261,9 +261,9 @@ impl FetchResponse {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_response;
-/// use smq_client::protocol::response::{ListOffsetsResponse, Response};
-/// use smq_client::protocol::ApiKey;
+/// use smq_protocol::frame::decode_response;
+/// use smq_protocol::response::{ListOffsetsResponse, Response};
+/// use smq_protocol::ApiKey;
 ///
 /// // Offsets 100 to 249 are stored; the next message appended gets 250.
 /// let offsets = ListOffsetsResponse { log_start_offset: 100, high_watermark: 250 };
@@ -298,7 +298,7 @@ impl ListOffsetsResponse {
 /// A broker's role in its group.
 ///
 /// ```
-/// use smq_client::protocol::response::Role;
+/// use smq_protocol::response::Role;
 ///
 /// // On the wire a role is one byte.
 /// assert_eq!(Role::Master as u8, 0);
@@ -327,7 +327,7 @@ impl Role {
 /// One queue of a topic on this broker.
 ///
 /// ```
-/// use smq_client::protocol::response::QueueMetadata;
+/// use smq_protocol::response::QueueMetadata;
 ///
 /// let queue = QueueMetadata { queue_id: 0, log_start_offset: 10, high_watermark: 25 };
 /// // Stored: from the log start up to, not including, the high watermark.
@@ -346,7 +346,7 @@ const QUEUE_METADATA_BYTES: usize = 4 + 8 + 8;
 /// One topic on this broker and its queues.
 ///
 /// ```
-/// use smq_client::protocol::response::{QueueMetadata, TopicMetadata};
+/// use smq_protocol::response::{QueueMetadata, TopicMetadata};
 ///
 /// let queue = |queue_id| QueueMetadata { queue_id, log_start_offset: 0, high_watermark: 5 };
 /// let topic = TopicMetadata { name: "orders".into(), queues: (0..4).map(queue).collect() };
@@ -367,9 +367,9 @@ const TOPIC_METADATA_MIN_BYTES: usize = 2 + 4;
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_response;
-/// use smq_client::protocol::response::{MetadataResponse, QueueMetadata, Response, Role, TopicMetadata};
-/// use smq_client::protocol::ApiKey;
+/// use smq_protocol::frame::decode_response;
+/// use smq_protocol::response::{MetadataResponse, QueueMetadata, Response, Role, TopicMetadata};
+/// use smq_protocol::ApiKey;
 ///
 /// let queues = vec![QueueMetadata { queue_id: 0, log_start_offset: 0, high_watermark: 3 }];
 /// let topics = vec![TopicMetadata { name: "orders".into(), queues }];
@@ -436,9 +436,9 @@ impl MetadataResponse {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_response;
-/// use smq_client::protocol::response::{FetchOffsetResponse, Response};
-/// use smq_client::protocol::ApiKey;
+/// use smq_protocol::frame::decode_response;
+/// use smq_protocol::response::{FetchOffsetResponse, Response};
+/// use smq_protocol::ApiKey;
 ///
 /// // "Never committed" stays distinct from a committed offset 0.
 /// for offset in [None, Some(0)] {
@@ -482,8 +482,8 @@ impl FetchOffsetResponse {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use smq_client::protocol::frame::decode_response;
-/// use smq_client::protocol::{ApiKey, ErrorCode, ErrorResponse, Response};
+/// use smq_protocol::frame::decode_response;
+/// use smq_protocol::{ApiKey, ErrorCode, ErrorResponse, Response};
 ///
 /// let refusal = Response::Error(ErrorResponse::new(ErrorCode::UnknownTopic, "no topic orders"));
 /// assert_eq!(refusal.api_key(), None);
@@ -614,9 +614,9 @@ pub(crate) fn decode_error_head(reader: &mut Reader) -> Result<Option<ErrorRespo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame::decode_response;
-    use crate::protocol::limits::MAX_FRAME_BYTES_DEFAULT;
-    use crate::protocol::request::tests::{arb_bytes, arb_name};
+    use crate::frame::decode_response;
+    use crate::limits::MAX_FRAME_BYTES_DEFAULT;
+    use crate::request::tests::{arb_bytes, arb_name};
     use proptest::prelude::*;
 
     fn arb_error() -> impl Strategy<Value = ErrorResponse> {

@@ -1,0 +1,147 @@
+//! `smq`, the command line client: topics, produce from stdin, consume to stdout, a load
+//! generator, and the cluster view; one module per command. It parses flags, calls the library
+//! and prints; every flag can also come from an `SMQ_<FLAG>` environment variable.
+
+mod bench;
+mod cluster;
+mod consume;
+mod produce;
+mod topic;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
+use smq_client::nameserver_client::{NameServerClient, NameServerError};
+use smq_client::ClientConfig;
+
+use bench::{bench, BenchCommand};
+use consume::{consume, ConsumeArgs};
+use produce::{produce, ProduceArgs};
+use topic::TopicCommand;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "smq",
+    version,
+    about = "smq's command line client: topics, produce, consume, bench, cluster"
+)]
+struct Cli {
+    /// Broker to talk to directly, host:port.
+    #[arg(
+        long,
+        env = "SMQ_BROKER",
+        default_value = "127.0.0.1:10911",
+        global = true
+    )]
+    broker: String,
+    /// How long a request may wait for the broker's answer.
+    #[arg(
+        long,
+        env = "SMQ_REQUEST_TIMEOUT_MS",
+        default_value_t = 30_000,
+        global = true
+    )]
+    request_timeout_ms: u64,
+    /// NameServers to ask, URL[,URL] (host:port or http://host:port): every command then finds
+    /// the brokers through the NameServer's routes instead of talking to --broker.
+    #[arg(long, env = "SMQ_NAMESERVER", global = true)]
+    nameserver: Option<String>,
+    /// SRV record naming the NameServers, e.g. _smq-ns._tcp.example.com (ignored with
+    /// --nameserver).
+    #[arg(long, env = "SMQ_SRV", global = true)]
+    srv: Option<String>,
+    /// DNS server to ask about --srv, IP:PORT [default: the servers in /etc/resolv.conf].
+    #[arg(long, env = "SMQ_DNS_SERVER", global = true)]
+    dns_server: Option<SocketAddr>,
+    /// How long to wait for a NameServer that can answer (one down, fenced or warming up during
+    /// a failover is asked again, re-resolving --srv between tries); 0 asks once.
+    #[arg(
+        long,
+        env = "SMQ_ROUTE_WAIT_MS",
+        default_value_t = smq_client::nameserver_client::ROUTE_WAIT_MS_DEFAULT,
+        global = true
+    )]
+    route_wait_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Send one message per line of standard input; exits 0 only when all are acknowledged.
+    Produce(ProduceArgs),
+    /// Print one message body per line on standard output, committing the group's offsets.
+    Consume(ConsumeArgs),
+    /// Load generator: produce, consume, or both with end-to-end latency.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Every live broker as the NameServer sees it: cluster, group, role, address, last
+    /// heartbeat, replication lag (needs --nameserver or --srv).
+    Cluster,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(error) = run(cli).await {
+        eprintln!("smq: error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The NameServer client the discovery flags ask for, if any.
+fn nameserver_client(cli: &Cli) -> anyhow::Result<Option<NameServerClient>> {
+    let Some(mode) = DiscoveryMode::from_flags(
+        cli.nameserver.as_deref(),
+        cli.srv.as_deref(),
+        cli.dns_server,
+    )?
+    else {
+        return Ok(None);
+    };
+    let discovery = Discovery::new(mode, DiscoveryOptions::default())?;
+    let timeout = Duration::from_millis(cli.request_timeout_ms.min(10_000));
+    Ok(Some(
+        NameServerClient::new(Arc::new(discovery))
+            .with_timeout(timeout)
+            .with_wait_notice(Arc::new(say_waiting)),
+    ))
+}
+
+/// Says once on stderr that smq is waiting for a NameServer, and why (after the first second).
+fn say_waiting(what: &str, error: &NameServerError, wait: Duration) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "smq: waiting for a NameServer to answer ({what}; up to {:.1} s, --route-wait-ms): {error}",
+            wait.as_secs_f64()
+        );
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let nameserver = nameserver_client(&cli)?;
+    // With a discovery flag, producers and consumers follow the NameServer's routes.
+    let mut config = match &nameserver {
+        Some(client) => ClientConfig::with_nameserver(client.clone()),
+        None => ClientConfig::new(cli.broker.clone()),
+    };
+    config.request_timeout_ms = cli.request_timeout_ms;
+    config.route_wait_ms = cli.route_wait_ms;
+    config.client_id = "smq-cli".into();
+    let wait = Duration::from_millis(cli.route_wait_ms);
+    match cli.command {
+        Command::Cluster => cluster::run(nameserver.as_ref(), wait).await,
+        Command::Topic(command) => topic::run(config, nameserver.as_ref(), wait, command).await,
+        Command::Produce(args) => produce(config, args).await,
+        Command::Consume(args) => consume(config, args).await,
+        Command::Bench(command) => bench(config, command).await,
+    }
+}

@@ -1,0 +1,102 @@
+//! A healthy client beside a test's misbehaving ones: a producer that sends one message at a time
+//! and counts acknowledgements, and a read-back of everything a topic holds.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smq_client::{ClientConfig, Consumer, Message, Producer, StartFrom};
+
+/// Produces `body(n)` for n = 0, 1, ... to `topic`, one acknowledged message at a time with
+/// `pause` between them, on its own thread; any failed send panics that thread.
+pub struct HealthyProducer {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl HealthyProducer {
+    pub fn start(
+        config: ClientConfig,
+        topic: &str,
+        body: fn(usize) -> String,
+        pause: Duration,
+    ) -> HealthyProducer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, acknowledged, topic) =
+                (stop.clone(), acknowledged.clone(), topic.to_owned());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let producer = Producer::connect(config).await.unwrap();
+                    let mut sent = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let message = body(sent.len());
+                        producer
+                            .send(&topic, Message::from_body(message.clone()))
+                            .await
+                            .expect("the healthy producer never fails");
+                        sent.push(message);
+                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                    sent
+                })
+            })
+        };
+        HealthyProducer {
+            stop,
+            acknowledged,
+            thread,
+        }
+    }
+
+    /// Messages acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.acknowledged.load(Ordering::Relaxed)
+    }
+
+    /// Messages acknowledged per second over the next `window`.
+    pub fn rate(&self, window: Duration) -> f64 {
+        let before = self.acknowledged();
+        std::thread::sleep(window);
+        (self.acknowledged() - before) as f64 / window.as_secs_f64()
+    }
+
+    /// Stops it: every message acknowledged, in the order sent.
+    pub fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .expect("the healthy producer worked throughout")
+    }
+}
+
+/// Every message of `topic` from the earliest offset on, as text, once `expected` have come or
+/// 30 s have passed.
+pub fn read_back(config: ClientConfig, topic: &str, expected: usize) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut consumer = Consumer::connect(config, topic, None, StartFrom::Earliest)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got.len() < expected && Instant::now() < deadline {
+            for message in consumer.poll(10_000).await.unwrap() {
+                got.push(String::from_utf8(message.body.to_vec()).unwrap());
+            }
+        }
+        got
+    })
+}
