@@ -597,3 +597,66 @@ fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_el
         acked.len()
     );
 }
+
+#[test]
+fn a_killed_slave_restarts_catches_up_and_sync_writes_resume_refused_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "restart");
+    let slave_dir = dir.path().join("slave");
+    let master = start_master(
+        &secret,
+        &dir.path().join("master"),
+        &["--replication", "sync", "--replica-lag-time-max-ms", "1000"],
+    );
+    let slave = start_slave(&master, &secret, &slave_dir, &[]);
+    let created = master
+        .smq()
+        .args(["topic", "create", "t", "--queues", "2"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    wait_for_in_sync(&master);
+    let lines =
+        |from: usize, to: usize| -> String { (from..to).map(|i| format!("m{i}\n")).collect() };
+    let produce = |body: String| {
+        smq_tests::run_with_stdin(master.smq().args(["produce", "t"]), body.as_bytes())
+    };
+    assert!(produce(lines(0, 1000)).status.success());
+
+    slave.kill();
+    // Without its slave the master refuses sync writes, writing nothing.
+    let refused = produce(lines(1000, 1001));
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("no slave in sync"), "{stderr}");
+
+    // The slave recovers its log, resumes from its end, and writes are acknowledged again.
+    let slave = start_slave(&master, &secret, &slave_dir, &[]);
+    wait_for_in_sync(&master);
+    assert!(produce(lines(1000, 2000)).status.success());
+    let consumed = slave
+        .smq()
+        .args([
+            "consume",
+            "t",
+            "--group",
+            "check",
+            "--count",
+            "2000",
+            "--idle-timeout",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    let mut bodies: Vec<String> = String::from_utf8(consumed.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    bodies.sort_by_key(|body| body[1..].parse::<u32>().unwrap());
+    let expected: Vec<String> = (0..2000).map(|i| format!("m{i}")).collect();
+    assert!(
+        bodies == expected,
+        "the slave holds every acknowledged message once"
+    );
+}
