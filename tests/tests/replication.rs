@@ -621,9 +621,25 @@ fn a_killed_slave_restarts_catches_up_and_sync_writes_resume_refused_meanwhile()
     let produce = |body: String| {
         smq_tests::run_with_stdin(master.smq().args(["produce", "t"]), body.as_bytes())
     };
-    assert!(produce(lines(0, 1000)).status.success());
+    let first = produce(lines(0, 1000));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
 
     slave.kill();
+    wait_for(
+        "the master forgets the slave",
+        Duration::from_secs(10),
+        || {
+            master
+                .log_lines()
+                .iter()
+                .any(|line| line.contains("a slave disconnected"))
+                .then_some(())
+        },
+    );
     // Without its slave the master refuses sync writes, writing nothing.
     let refused = produce(lines(1000, 1001));
     assert!(!refused.status.success());

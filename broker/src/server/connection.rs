@@ -83,7 +83,10 @@ pub async fn serve(
         protocol_version: None,
         replica: None,
     };
-    match connection.read_requests(reader).await {
+    let end = connection.read_requests(reader).await;
+    // A slave whose connection ended stops counting at once, not after its last fetch's wait.
+    connection.replica = None;
+    match end {
         End::Abort => connection.in_flight.shutdown().await,
         End::Finished | End::Shutdown => while connection.in_flight.join_next().await.is_some() {},
     }
