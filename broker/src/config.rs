@@ -109,6 +109,9 @@ pub struct Settings {
     /// Most open client connections; more are closed at once [default: 10000].
     #[arg(long, env = "SMQ_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<u32>,
+    /// Most open connections from one IP address; more from it are closed at once [default: 10000].
+    #[arg(long, env = "SMQ_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
     /// A connection with no request and nothing in flight for this long is closed [default: 600000].
     #[arg(long, env = "SMQ_IDLE_TIMEOUT_MS", value_name = "MS")]
     pub idle_timeout_ms: Option<u64>,
@@ -186,6 +189,7 @@ impl Settings {
             dns_server,
             log_level,
             max_connections,
+            max_connections_per_ip,
             idle_timeout_ms,
             peer_timeout_ms,
             shutdown_timeout_ms,
@@ -259,6 +263,7 @@ pub struct BrokerConfig {
     pub dns_server: Option<String>,
     pub log_level: String,
     pub max_connections: u32,
+    pub max_connections_per_ip: u32,
     pub idle_timeout_ms: u64,
     pub peer_timeout_ms: u64,
     pub shutdown_timeout_ms: u64,
@@ -422,6 +427,11 @@ impl BrokerConfig {
             max_connections: bounded(
                 "max_connections",
                 settings.max_connections.map(u64::from),
+                MAX_CONNECTIONS,
+            )? as u32,
+            max_connections_per_ip: bounded(
+                "max_connections_per_ip",
+                settings.max_connections_per_ip.map(u64::from),
                 MAX_CONNECTIONS,
             )? as u32,
             idle_timeout_ms: bounded("idle_timeout_ms", settings.idle_timeout_ms, IDLE_TIMEOUT_MS)?,

@@ -30,8 +30,8 @@ use tokio::net::TcpStream;
 
 use crate::discovery::{Discovery, DiscoveryError};
 use crate::nameserver_api::{
-    route_path, ApiError, ApiErrorCode, ClusterView, Heartbeat, HeartbeatReply, TopicList,
-    TopicRoute, CLUSTER_PATH, HEARTBEAT_PATH, TOPICS_PATH,
+    route_path, ApiError, ApiErrorCode, ClusterView, FieldError, Heartbeat, HeartbeatReply,
+    TopicList, TopicRoute, CLUSTER_PATH, HEARTBEAT_PATH, TOPICS_PATH,
 };
 
 /// How long one request to one NameServer may take, connect to last byte, by default.
@@ -322,9 +322,11 @@ impl NameServerClient {
         self.call(Method::POST, HEARTBEAT_PATH, Some(&body)).await
     }
 
-    /// `GET /v1/routes/{topic}`.
+    /// `GET /v1/routes/{topic}`. A route out of bounds ([`TopicRoute::validate`]: say 4 billion
+    /// queues) is a failed answer of that NameServer, never allocated.
     pub async fn route(&self, topic: &str) -> Result<TopicRoute, NameServerError> {
-        self.call(Method::GET, &route_path(topic), None).await
+        self.call_checked(Method::GET, &route_path(topic), None, TopicRoute::validate)
+            .await
     }
 
     /// `GET /v1/routes/{topic}`, waiting up to `wait` for a NameServer that can answer (see
@@ -357,6 +359,18 @@ impl NameServerClient {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<T, NameServerError> {
+        self.call_checked(method, path, body, |_| Ok(())).await
+    }
+
+    /// [`NameServerClient::call`], taking an answer that `check` refuses as that NameServer's
+    /// failure.
+    async fn call_checked<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+        check: fn(&T) -> Result<(), FieldError>,
+    ) -> Result<T, NameServerError> {
         let mut failures: Vec<Failure> = Vec::new();
         loop {
             let urls = self.discovery.resolve().await?;
@@ -366,7 +380,14 @@ impl NameServerClient {
             else {
                 return Err(NameServerError::Unavailable { failures });
             };
-            match self.call_one(&url, method.clone(), path, body).await {
+            let answer = self.call_one(&url, method.clone(), path, body).await;
+            let checked = answer.and_then(|value| {
+                check(&value).map_err(|error| {
+                    Attempt::Failed(format!("answered with a value out of bounds: {error}"))
+                })?;
+                Ok(value)
+            });
+            match checked {
                 Ok(value) => return Ok(value),
                 Err(Attempt::Refused { status, error }) => {
                     return Err(NameServerError::Api {
@@ -672,6 +693,30 @@ mod tests {
         let client = client(&[bad.clone(), live.clone()]);
         assert_eq!(client.cluster().await.unwrap().brokers, vec![]);
         assert_eq!(client.discovery().resolve().await.unwrap(), [live, bad]);
+    }
+
+    #[tokio::test]
+    async fn a_route_claiming_4_billion_queues_is_a_failed_nameserver_not_an_allocation() {
+        const HOSTILE_ROUTE: &[&str] = &[r#"{"topic":"t","groups":[{"cluster":"c","group":"g",
+            "master":"127.0.0.1:1","slaves":[],"queues":4294967295,
+            "readable":true,"writable":true}]}"#];
+        let (hostile, _requests) = server(200, HOSTILE_ROUTE).await;
+        let error = client(std::slice::from_ref(&hostile))
+            .route("t")
+            .await
+            .unwrap_err();
+        let NameServerError::Unavailable { failures } = &error else {
+            panic!("{error}")
+        };
+        assert!(
+            failures[0].problem.contains("groups[0].queues")
+                && failures[0].problem.contains("4294967295"),
+            "{error}"
+        );
+        assert!(
+            error.is_retryable(),
+            "another NameServer may answer: {error}"
+        );
     }
 
     #[tokio::test]

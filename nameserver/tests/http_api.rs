@@ -177,6 +177,24 @@ async fn malformed_heartbeat_is_a_400_naming_the_field() {
     hb["topics"][0]["queues"] = json!(0);
     let error = post_heartbeat(ns.addr(), &hb.to_string()).await.json();
     assert_eq!(error["field"], "topics[0].queues");
+    // More queues than a broker may have: a route built from it would make clients allocate
+    // billions of entries.
+    hb["topics"][0]["queues"] = json!(5000);
+    let reply = post_heartbeat(ns.addr(), &hb.to_string()).await;
+    assert_eq!(reply.status, 400);
+    let error = reply.json();
+    assert_eq!(error["field"], "topics[0].queues");
+    assert!(
+        error["error"].as_str().unwrap().contains("1 to 1024"),
+        "{error}"
+    );
+    hb["topics"][0]["queues"] = json!(4);
+    hb["addr"] = json!(format!("{}:10911", "h".repeat(300)));
+    assert_eq!(
+        post_heartbeat(ns.addr(), &hb.to_string()).await.json()["field"],
+        "addr"
+    );
+    hb["addr"] = json!("127.0.0.1:10911");
     let reply = post_heartbeat(ns.addr(), "{not json").await;
     assert_eq!(reply.status, 400);
     assert!(reply.json()["error"]

@@ -25,7 +25,11 @@ pub enum Answer {
 
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).unwrap();
+        Raw::from_stream(TcpStream::connect(addr).unwrap())
+    }
+
+    /// A connection made elsewhere (e.g. from another source address); reads time out after 10 s.
+    pub fn from_stream(stream: TcpStream) -> Raw {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -80,18 +84,36 @@ impl Raw {
         }
     }
 
+    /// A new connection that has handshaken.
     pub fn handshake(addr: SocketAddr) -> Raw {
         let mut raw = Raw::connect(addr);
-        let response = raw.call(
-            ApiKey::Handshake,
-            &Request::Handshake(HandshakeRequest {
-                client_id: "bad-input-test".into(),
-                min_version: 1,
-                max_version: 1,
-                auth_token: Bytes::new(),
-            }),
-        );
-        assert!(matches!(response, Response::Handshake(_)), "{response:?}");
+        assert!(raw.try_handshake(), "the broker closed the connection");
         raw
+    }
+
+    /// Handshakes: false if the broker closed the connection instead of answering.
+    pub fn try_handshake(&mut self) -> bool {
+        let handshake = Request::Handshake(HandshakeRequest {
+            client_id: "raw-test-client".into(),
+            min_version: 1,
+            max_version: 1,
+            auth_token: Bytes::new(),
+        });
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        let mut out = BytesMut::new();
+        handshake.encode(1, correlation_id, &mut out);
+        if self.stream.write_all(&out).is_err() {
+            return false;
+        }
+        match self.answer() {
+            Answer::Frame(answered, body) => {
+                assert_eq!(answered, correlation_id);
+                let response = Response::decode(ApiKey::Handshake, 1, body).unwrap();
+                assert!(matches!(response, Response::Handshake(_)), "{response:?}");
+                true
+            }
+            Answer::Closed => false,
+        }
     }
 }

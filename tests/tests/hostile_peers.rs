@@ -256,3 +256,51 @@ fn hostile_peers_neither_exhaust_the_broker_nor_stop_a_healthy_client() {
         "the acknowledged messages read back are the ones sent"
     );
 }
+
+#[test]
+fn one_address_gets_at_most_max_connections_per_ip_and_others_still_connect() {
+    let broker = Broker::start(&["--max-connections-per-ip", "3"]);
+    let mut held: Vec<Raw> = (0..3).map(|_| Raw::handshake(broker.addr)).collect();
+    let mut fourth = TcpStream::connect(broker.addr).unwrap();
+    wait_for(
+        "the broker closes a fourth connection from 127.0.0.1",
+        Duration::from_secs(5),
+        || closed_by_peer(&mut fourth).then_some(()),
+    );
+    // Another address on the same host is not affected.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let other = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        socket
+            .connect(broker.addr)
+            .await
+            .unwrap()
+            .into_std()
+            .unwrap()
+    });
+    other.set_nonblocking(false).unwrap();
+    assert!(
+        Raw::from_stream(other).try_handshake(),
+        "a connection from 127.0.0.2 is served"
+    );
+    // A closed connection frees its address's slot.
+    held.pop();
+    wait_for(
+        "a new connection from 127.0.0.1 once one closed",
+        Duration::from_secs(5),
+        || {
+            let mut raw = Raw::connect(broker.addr);
+            raw.try_handshake().then_some(())
+        },
+    );
+    let warnings = broker
+        .log_lines()
+        .into_iter()
+        .filter(|line| line.contains("connection limit of this address reached"))
+        .count();
+    assert_eq!(warnings, 1, "one warning for the address");
+}

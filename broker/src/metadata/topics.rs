@@ -11,8 +11,7 @@ use super::{read_json, ReadError};
 use crate::storage::{check_topic_name, write_atomically, StorageError};
 
 const FILE_NAME: &str = "topics.json";
-/// Most queues a topic may have on one broker.
-pub const MAX_QUEUES_PER_TOPIC: u32 = 1024;
+pub use smq_protocol::limits::MAX_QUEUES_PER_TOPIC;
 
 /// A topic as this broker serves it, as stored in `topics.json`. The broker's own type: the
 /// heartbeat's `TopicQueues` (registration.rs) has the same fields today, but the NameServer's

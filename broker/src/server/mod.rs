@@ -3,6 +3,7 @@
 
 mod connection;
 mod peer_log;
+mod per_ip;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::state::Broker;
 use peer_log::PeerLog;
+use per_ip::ConnectionsPerIp;
 
 /// Bytes of frames larger than a read chunk that all connections together may hold while they
 /// are still arriving (at least one largest frame); a connection whose large frame does not fit
@@ -31,6 +33,7 @@ pub(crate) struct Guards {
 /// in-flight requests (each stops reading at once) and cuts those still busy after the timeout.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections as usize));
+    let per_ip = ConnectionsPerIp::new(broker.config.max_connections_per_ip);
     let budget = LARGE_FRAMES_BUDGET_BYTES.max(broker.config.max_frame_bytes());
     let guards = Arc::new(Guards {
         frame_budget: Arc::new(Semaphore::new(budget)),
@@ -61,6 +64,20 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
                     );
                     continue;
                 };
+                let Some(ip_slot) = per_ip.open(peer.ip()) else {
+                    broker.metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
+                    // One line per address per interval, however many it opens.
+                    let address = std::net::SocketAddr::new(peer.ip(), 0);
+                    if let Some(suppressed) = guards.peer_log.admit(address) {
+                        tracing::warn!(
+                            %peer,
+                            suppressed,
+                            max_connections_per_ip = broker.config.max_connections_per_ip,
+                            "connection limit of this address reached: closing the new connection; raise --max-connections-per-ip"
+                        );
+                    }
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 broker.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
                 let broker = broker.clone();
@@ -69,7 +86,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
                     broker.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
                     connection::serve(stream, peer, &broker, &guards).await;
                     broker.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-                    drop(permit);
+                    drop((permit, ip_slot));
                 });
             }
         }

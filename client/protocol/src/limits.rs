@@ -27,6 +27,20 @@ pub const MAX_FRAME_BYTES_DEFAULT: usize = MAX_BATCH_BYTES_DEFAULT + FRAME_HEADR
 /// for: one largest batch, so that every Fetch response fits in a default-sized frame.
 pub const MAX_FETCH_BYTES_DEFAULT: usize = MAX_BATCH_BYTES_DEFAULT;
 
+/// Most queues a topic may have on one broker group.
+pub const MAX_QUEUES_PER_TOPIC: u32 = 1024;
+
+/// Most topics one broker may report in a heartbeat.
+pub const MAX_TOPICS_PER_BROKER: usize = 65_536;
+
+/// Most broker groups a topic's route may list, and slaves one group may have: what a client
+/// accepts from a NameServer before it allocates a route (at most 1,024 × 1,024 queues).
+pub const MAX_GROUPS_PER_ROUTE: usize = 1024;
+pub const MAX_SLAVES_PER_GROUP: usize = 64;
+
+/// Longest `host:port` address, in bytes: a 253-byte DNS name, brackets, a colon and a port.
+pub const MAX_ADDR_BYTES: usize = 261;
+
 const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT <= MAX_BATCH_BYTES_DEFAULT);
 const _: () = assert!(MAX_FRAME_BYTES_DEFAULT <= u32::MAX as usize);
 

@@ -4,7 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::MAX_TOPIC_NAME_BYTES;
+use crate::limits::{
+    MAX_ADDR_BYTES, MAX_GROUPS_PER_ROUTE, MAX_QUEUES_PER_TOPIC, MAX_SLAVES_PER_GROUP,
+    MAX_TOPICS_PER_BROKER, MAX_TOPIC_NAME_BYTES,
+};
 
 /// Where brokers POST their [`Heartbeat`].
 pub const HEARTBEAT_PATH: &str = "/v1/brokers/heartbeat";
@@ -162,6 +165,12 @@ pub fn check_topic_name(name: &str) -> Result<(), String> {
 }
 
 fn check_addr(field: &str, addr: &str) -> Result<(), FieldError> {
+    if addr.len() > MAX_ADDR_BYTES {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_ADDR_BYTES} bytes, not {}", addr.len()),
+        ));
+    }
     let port_ok = addr
         .rsplit_once(':')
         .filter(|(host, _)| !host.is_empty())
@@ -212,21 +221,75 @@ impl Heartbeat {
             }
             (None, _) => {}
         }
+        if self.topics.len() > MAX_TOPICS_PER_BROKER {
+            return Err(FieldError::new(
+                "topics",
+                format!(
+                    "lists {} topics; a broker may have at most {MAX_TOPICS_PER_BROKER}",
+                    self.topics.len()
+                ),
+            ));
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, topic) in self.topics.iter().enumerate() {
             check_topic_name(&topic.name)
                 .map_err(|r| FieldError::new(format!("topics[{i}].name"), r))?;
-            if topic.queues == 0 {
-                return Err(FieldError::new(
-                    format!("topics[{i}].queues"),
-                    "must be at least 1",
-                ));
-            }
+            check_queue_count(&format!("topics[{i}].queues"), topic.queues)?;
             if !names.insert(topic.name.as_str()) {
                 return Err(FieldError::new(
                     format!("topics[{i}].name"),
                     format!("repeats topic {:?}", topic.name),
                 ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_queue_count(field: &str, queues: u32) -> Result<(), FieldError> {
+    if (1..=MAX_QUEUES_PER_TOPIC).contains(&queues) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("must be 1 to {MAX_QUEUES_PER_TOPIC}, not {queues}"),
+        ))
+    }
+}
+
+impl TopicRoute {
+    /// Checks what a client allocates from before it does: at most [`MAX_GROUPS_PER_ROUTE`]
+    /// groups of at most [`MAX_QUEUES_PER_TOPIC`] queues and [`MAX_SLAVES_PER_GROUP`] slaves,
+    /// names and addresses within bounds. A route failing this comes from a broken or hostile
+    /// NameServer.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.groups.len() > MAX_GROUPS_PER_ROUTE {
+            return Err(FieldError::new(
+                "groups",
+                format!(
+                    "lists {} broker groups; at most {MAX_GROUPS_PER_ROUTE}",
+                    self.groups.len()
+                ),
+            ));
+        }
+        for (i, group) in self.groups.iter().enumerate() {
+            check_name(&format!("groups[{i}].cluster"), &group.cluster)?;
+            check_name(&format!("groups[{i}].group"), &group.group)?;
+            check_queue_count(&format!("groups[{i}].queues"), group.queues)?;
+            if let Some(master) = &group.master {
+                check_addr(&format!("groups[{i}].master"), master)?;
+            }
+            if group.slaves.len() > MAX_SLAVES_PER_GROUP {
+                return Err(FieldError::new(
+                    format!("groups[{i}].slaves"),
+                    format!(
+                        "lists {} slaves; at most {MAX_SLAVES_PER_GROUP}",
+                        group.slaves.len()
+                    ),
+                ));
+            }
+            for (j, slave) in group.slaves.iter().enumerate() {
+                check_addr(&format!("groups[{i}].slaves[{j}]"), slave)?;
             }
         }
         Ok(())
