@@ -38,7 +38,16 @@ fn secret_file(dir: &Path, secret: &str) -> PathBuf {
 fn start_master(secret: &Path, data_dir: &Path, extra: &[&str]) -> Broker {
     let mut args = vec!["--replication-secret-file", secret.to_str().unwrap()];
     args.extend_from_slice(extra);
-    Broker::start_in(data_dir, &args)
+    Broker::start_in(data_dir, &with_small_segments(args))
+}
+
+/// 16 MiB segments unless the test sets its own: every segment is reserved on disk whole (and
+/// one is made ahead), and these tests start many brokers at once.
+fn with_small_segments(mut args: Vec<&str>) -> Vec<&str> {
+    if !args.contains(&"--segment-bytes") {
+        args.extend(["--segment-bytes", "16777216"]);
+    }
+    args
 }
 
 fn start_slave(master: &Broker, secret: &Path, data_dir: &Path, extra: &[&str]) -> Broker {
@@ -52,7 +61,7 @@ fn start_slave(master: &Broker, secret: &Path, data_dir: &Path, extra: &[&str]) 
         secret.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    Broker::start_in(data_dir, &args)
+    Broker::start_in(data_dir, &with_small_segments(args))
 }
 
 fn body(key: usize, sequence: usize) -> Vec<u8> {
@@ -395,7 +404,7 @@ fn a_peer_that_is_not_a_configured_slave_cannot_make_the_master_acknowledge_a_wr
             slave_addr: "127.0.0.1:1".into(),
             secret: Bytes::from(secret.to_owned()),
             log_end: 1 << 40,
-            segment_bytes: 1 << 30,
+            segment_bytes: 16 << 20,
         })
     };
     assert_eq!(
