@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use super::durability;
 use super::error::{Result, StorageError};
 use super::file_names::temp_path;
 use super::segment::sync_dir;
@@ -15,6 +16,7 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
         .and_then(|()| file.sync_all())
         .map_err(StorageError::io("writing", &temp))?;
     drop(file);
+    durability::file_synced(&temp, None);
     std::fs::rename(&temp, path).map_err(StorageError::io("renaming", &temp))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }

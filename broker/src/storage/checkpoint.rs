@@ -18,23 +18,20 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Reads `path`; a missing file is the empty checkpoint (recovery scans the whole log), a
-    /// damaged one is logged and treated the same way.
-    pub fn read(path: &Path) -> Result<Checkpoint> {
+    /// Reads `path`; `None` for a missing file (recovery scans the whole log) or a damaged one
+    /// (logged, then the same). A checkpoint at position 0 is not a missing one: it says that
+    /// nothing was flushed, so whatever follows was never acknowledged.
+    pub fn read(path: &Path) -> Result<Option<Checkpoint>> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Checkpoint::default())
-            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(StorageError::io("reading", path)(error)),
         };
-        match Checkpoint::decode(&bytes) {
-            Some(checkpoint) => Ok(checkpoint),
-            None => {
-                tracing::warn!(file = %path.display(), "checkpoint is damaged; recovery will scan the whole log");
-                Ok(Checkpoint::default())
-            }
+        let checkpoint = Checkpoint::decode(&bytes);
+        if checkpoint.is_none() {
+            tracing::warn!(file = %path.display(), "checkpoint is damaged; recovery will scan the whole log");
         }
+        Ok(checkpoint)
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
@@ -74,16 +71,16 @@ mod tests {
     fn round_trips_and_rejects_damage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("checkpoint");
-        assert_eq!(Checkpoint::read(&path).unwrap(), Checkpoint::default());
+        assert_eq!(Checkpoint::read(&path).unwrap(), None);
         let checkpoint = Checkpoint {
             flushed_position: 123,
             index_flushed_position: 45,
         };
         checkpoint.write(&path).unwrap();
-        assert_eq!(Checkpoint::read(&path).unwrap(), checkpoint);
+        assert_eq!(Checkpoint::read(&path).unwrap(), Some(checkpoint));
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[5] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(Checkpoint::read(&path).unwrap(), Checkpoint::default());
+        assert_eq!(Checkpoint::read(&path).unwrap(), None);
     }
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::error::{Result, StorageError};
 use super::file_names::{parse_offset_name, segment_path, COMMIT_LOG_DIR, TEMP_SUFFIX};
 use super::preparer::{Preparer, LOG_READ_AHEAD_BYTES};
-use super::segment::{MappedFile, SharedFile};
+use super::segment::{create_dir_durably, MappedFile, SharedFile};
 
 /// The length field written where a segment's last batch ends when the log rolls to the next
 /// segment: the rest of this segment is empty, the log goes on in the next one (proto-spec §2).
@@ -54,7 +54,7 @@ impl CommitLog {
     /// recovery sets it.
     pub fn open(data_dir: &Path, segment_bytes: u64, preparer: Arc<Preparer>) -> Result<CommitLog> {
         let dir = &data_dir.join(COMMIT_LOG_DIR);
-        std::fs::create_dir_all(dir).map_err(StorageError::io("creating", dir))?;
+        create_dir_durably(dir)?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(StorageError::io("listing", dir))? {
             let entry = entry.map_err(StorageError::io("listing", dir))?;

@@ -61,6 +61,7 @@ pub(crate) fn stop_threads(shared: &Shared, threads: Vec<JoinHandle<()>>) {
         .unwrap_or_else(|p| p.into_inner())
         .shutdown = true;
     shared.flush_wakeup.notify_all();
+    shared.watchdog_wakeup.notify_all();
     for thread in threads {
         let _ = thread.join();
     }
@@ -229,7 +230,11 @@ fn run_watchdog(shared: &Shared) {
         } else {
             drop(queue);
         }
-        std::thread::sleep(tick);
+        // Sleeps a tick, woken early only to stop.
+        let queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
+        if !queue.shutdown {
+            let _ = shared.watchdog_wakeup.wait_timeout(queue, tick);
+        }
     }
 }
 

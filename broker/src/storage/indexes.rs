@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::error::{Result, StorageError};
 use super::file_names::{check_topic_name, queue_index_dir, INDEX_DIR};
 use super::queue_index::QueueIndex;
+use super::segment::create_dir_durably;
 
 pub struct Indexes {
     data_dir: PathBuf,
@@ -23,7 +24,7 @@ impl Indexes {
             by_topic: HashMap::new(),
         };
         let root = data_dir.join(INDEX_DIR);
-        std::fs::create_dir_all(&root).map_err(StorageError::io("creating", &root))?;
+        create_dir_durably(&root)?;
         for topic in list_dir(&root)? {
             if check_topic_name(&topic).is_err() {
                 tracing::warn!(directory = %root.join(&topic).display(), "ignoring a directory that is not a topic");

@@ -7,10 +7,13 @@ mod checkpoint;
 mod commit_log;
 mod config;
 mod disk_space;
+mod durability;
 mod error;
 mod file_names;
 mod flush;
 mod indexes;
+#[cfg(test)]
+mod power_loss;
 mod preparer;
 mod queue_index;
 mod recovery;
@@ -25,5 +28,7 @@ pub use file_names::check_topic_name;
 pub use recovery::{RecoveryReport, Truncation};
 pub use store::{AppendReceipt, Appended, LogChunk, ReadResult, RetentionReport, Store};
 
+#[cfg(test)]
+mod power_loss_tests;
 #[cfg(test)]
 mod tests;

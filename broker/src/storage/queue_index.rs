@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::error::{Result, StorageError};
 use super::file_names::{index_file_path, parse_offset_name, TEMP_SUFFIX};
 use super::preparer::INDEX_READ_AHEAD_BYTES;
-use super::segment::{sync_dir, MappedFile, SharedFile};
+use super::segment::{create_dir_durably, sync_dir, MappedFile, SharedFile};
 
 /// Bytes of one entry: base queue offset, log position, batch size, message count.
 pub const ENTRY_BYTES: u64 = 24;
@@ -45,22 +45,12 @@ pub struct ReadAheadRequest {
 
 impl IndexFile {
     /// Creates the file of `dir`'s entries from `first_queue_offset` on and reads its first
-    /// pages in; `first_in_dir` also makes the directory's entry durable in its parent.
-    pub fn create(
-        dir: &Path,
-        first_queue_offset: u64,
-        entries_per_file: u32,
-        first_in_dir: bool,
-    ) -> Result<IndexFile> {
+    /// pages in.
+    pub fn create(dir: &Path, first_queue_offset: u64, entries_per_file: u32) -> Result<IndexFile> {
         let path = index_file_path(dir, first_queue_offset);
         let len = u64::from(entries_per_file) * ENTRY_BYTES;
         let file = MappedFile::create_reserving(&path, len, INDEX_READ_AHEAD_BYTES)?;
         let _ = file.advise_random_access();
-        if first_in_dir {
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
-            }
-        }
         let _ = file.read_ahead(0, INDEX_READ_AHEAD_BYTES);
         Ok(IndexFile {
             first_queue_offset,
@@ -128,7 +118,7 @@ pub struct QueueIndex {
 impl QueueIndex {
     /// Opens the index in `dir`, creating the directory if needed.
     pub fn open(dir: &Path, entries_per_file: u32) -> Result<QueueIndex> {
-        std::fs::create_dir_all(dir).map_err(StorageError::io("creating", dir))?;
+        create_dir_durably(dir)?;
         let mut firsts = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(StorageError::io("listing", dir))? {
             let entry = entry.map_err(StorageError::io("listing", dir))?;
@@ -152,6 +142,16 @@ impl QueueIndex {
                 read_ahead_requested_bytes: 0,
             };
             index_file.entries = count_entries(&index_file);
+            // Past the entries, a power loss may have kept pages of entries written after one
+            // that it lost: stale, and if left, a later count could take them for entries.
+            if index_file
+                .file
+                .holds_data_from(index_file.entries * ENTRY_BYTES)?
+            {
+                index_file
+                    .file
+                    .discard_from(index_file.entries * ENTRY_BYTES)?;
+            }
             // What its entries fill was reserved when they were written; the rest is reserved
             // again (a no-op where it already is) before anything is written there.
             index_file
@@ -160,13 +160,7 @@ impl QueueIndex {
             index_file.read_ahead_requested_bytes = index_file.entries * ENTRY_BYTES;
             files.push(index_file);
         }
-        let next_queue_offset = files.last().map_or(0, |last| {
-            if last.entries == 0 {
-                last.first_queue_offset
-            } else {
-                last.entry(last.entries - 1).next_queue_offset()
-            }
-        });
+        let next_queue_offset = end_of(&files);
         Ok(QueueIndex {
             dir: dir.to_owned(),
             entries_per_file,
@@ -200,13 +194,12 @@ impl QueueIndex {
     }
 
     /// The file the next append needs, to be made (outside the store's lock) and passed to
-    /// `add_file`: its directory, first queue offset, size and whether it is the first.
-    pub fn next_file_plan(&self) -> (PathBuf, u64, u32, bool) {
+    /// `add_file`: its directory, first queue offset and size.
+    pub fn next_file_plan(&self) -> (PathBuf, u64, u32) {
         (
             self.dir.clone(),
             self.next_queue_offset,
             self.entries_per_file,
-            self.files.is_empty(),
         )
     }
 
@@ -224,13 +217,8 @@ impl QueueIndex {
     /// cannot fail after the batch is in the log (recovery; appends make files outside the lock).
     pub fn prepare_append(&mut self) -> Result<()> {
         if self.needs_file() {
-            let (dir, first, entries_per_file, first_in_dir) = self.next_file_plan();
-            self.add_file(IndexFile::create(
-                &dir,
-                first,
-                entries_per_file,
-                first_in_dir,
-            )?);
+            let (dir, first, entries_per_file) = self.next_file_plan();
+            self.add_file(IndexFile::create(&dir, first, entries_per_file)?);
         }
         if let Some((file, end)) = self.needs_reserving() {
             file.allocate_to(end)?;
@@ -275,6 +263,7 @@ impl QueueIndex {
             std::fs::remove_file(empty.file.path())
                 .map_err(StorageError::io("deleting", empty.file.path()))?;
         }
+        sync_dir(&self.dir)?;
         self.next_queue_offset = queue_offset;
         Ok(())
     }
@@ -361,7 +350,6 @@ impl QueueIndex {
                 .find(|slot| last.entry(*slot).position < position)
                 .map_or(0, |slot| slot + 1);
             if keep < last.entries {
-                self.next_queue_offset = last.entry(keep).base_queue_offset;
                 for slot in keep..last.entries {
                     // SAFETY: recovery runs before any reader exists.
                     unsafe {
@@ -380,9 +368,14 @@ impl QueueIndex {
                 let empty = self.files.pop().expect("not empty");
                 std::fs::remove_file(empty.file.path())
                     .map_err(StorageError::io("deleting", empty.file.path()))?;
+                // Durably: an empty file coming back after a power loss would move the end.
+                sync_dir(&self.dir)?;
             } else {
                 break;
             }
+        }
+        if !self.files.is_empty() {
+            self.next_queue_offset = end_of(&self.files);
         }
         let last_first = self.files.last().map_or(0, |f| f.first_queue_offset);
         self.unsynced_from_queue_offset = self.unsynced_from_queue_offset.min(last_first);
@@ -423,18 +416,38 @@ impl QueueIndex {
     }
 }
 
-/// Number of entries in a file: entries are written in order and a size of 0 marks a free slot.
-fn count_entries(file: &IndexFile) -> u64 {
-    let (mut low, mut high) = (0, file.capacity());
-    while low < high {
-        let middle = low + (high - low) / 2;
-        if file.entry(middle).size != 0 {
-            low = middle + 1;
+/// Queue offset after the last entry of the last file (0 without files).
+fn end_of(files: &[IndexFile]) -> u64 {
+    files.last().map_or(0, |last| {
+        if last.entries == 0 {
+            last.first_queue_offset
         } else {
-            high = middle;
+            last.entry(last.entries - 1).next_queue_offset()
         }
+    })
+}
+
+/// Number of entries in a file: the run from its first slot in which each entry goes on from the
+/// one before (its first queue offset is where the previous one ended, its batch lies after the
+/// previous one's), up to the first free (size 0) or discontinuous slot. Entries are written in
+/// order, but after a power loss a later page of them can be on disk without an earlier one:
+/// what follows such a gap is not part of the index. Linear: reads every entry once.
+fn count_entries(file: &IndexFile) -> u64 {
+    let mut next_queue_offset = file.first_queue_offset;
+    let mut next_position = 0;
+    for slot in 0..file.capacity() {
+        let entry = file.entry(slot);
+        let continues = entry.size != 0
+            && entry.message_count != 0
+            && entry.base_queue_offset == next_queue_offset
+            && entry.position >= next_position;
+        if !continues {
+            return slot;
+        }
+        next_queue_offset = entry.next_queue_offset();
+        next_position = entry.position + u64::from(entry.size);
     }
-    low
+    file.capacity()
 }
 
 #[cfg(test)]

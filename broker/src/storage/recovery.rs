@@ -33,14 +33,17 @@ pub struct Truncation {
     pub reason: String,
 }
 
-/// Finds the end of the log and brings the indexes up to it.
+/// Finds the end of the log and brings the indexes up to it; `checkpoint` is `None` when there
+/// is none (nothing says what was flushed).
 pub fn recover(
     log: &mut CommitLog,
     indexes: &mut Indexes,
-    checkpoint: Checkpoint,
+    checkpoint: Option<Checkpoint>,
     clean: bool,
     config: &StoreConfig,
 ) -> Result<RecoveryReport> {
+    let recorded = checkpoint.is_some();
+    let checkpoint = checkpoint.unwrap_or_default();
     let max_message_bytes = config.max_message_bytes;
     let tail_scan_bytes = config.max_batch_bytes as u64;
     let log_start = log.start_position();
@@ -89,11 +92,7 @@ pub fn recover(
                 position = segment.end();
                 break;
             }
-            Scan::Zero
-                if checkpoint == Checkpoint::default()
-                    && has_next
-                    && starts_with_data(&segments[number + 1]) =>
-            {
+            Scan::Zero if !recorded && has_next && starts_with_data(&segments[number + 1]) => {
                 // No checkpoint says what was flushed, and the next segment holds data: its roll
                 // marker's page was lost, the rest may be acknowledged. Go on there.
                 number += 1;
@@ -128,7 +127,7 @@ pub fn recover(
                     &segments,
                     number,
                     position,
-                    checkpoint,
+                    recorded.then_some(checkpoint),
                     &reason,
                     max_message_bytes,
                 )?;
@@ -230,7 +229,7 @@ fn refuse_middle_corruption(
     segments: &[Segment],
     number: usize,
     position: u64,
-    checkpoint: Checkpoint,
+    checkpoint: Option<Checkpoint>,
     reason: &str,
     max_message_bytes: usize,
 ) -> Result<()> {
@@ -240,13 +239,13 @@ fn refuse_middle_corruption(
         position,
         reason: format!("{reason}; {why}"),
     };
-    if position < checkpoint.flushed_position {
-        return Err(corrupt(format!(
-            "the checkpoint says the log was flushed up to {}",
-            checkpoint.flushed_position
-        )));
-    }
-    if checkpoint != Checkpoint::default() {
+    if let Some(checkpoint) = checkpoint {
+        if position < checkpoint.flushed_position {
+            return Err(corrupt(format!(
+                "the checkpoint says the log was flushed up to {}",
+                checkpoint.flushed_position
+            )));
+        }
         return Ok(());
     }
     let offset = position - segment.base;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use memmap2::MmapRaw;
 
+use super::durability;
 use super::error::{Result, StorageError};
 use super::file_names::temp_path;
 
@@ -31,9 +32,10 @@ pub struct MappedFile {
 }
 
 impl MappedFile {
-    /// Creates `path` with `len` bytes reserved on disk (fallocate), under a temporary name
-    /// renamed into place, so that a crash never leaves a half-created file under the real name
-    /// and a later write through the map can never meet a full disk.
+    /// Creates `path` with `len` bytes reserved on disk (fallocate) and synced, under a temporary
+    /// name renamed into place (and the directory synced), so that a crash or power loss never
+    /// leaves a half-created file under the real name and a later write through the map can never
+    /// meet a full disk.
     pub fn create(path: &Path, len: u64) -> Result<MappedFile> {
         MappedFile::create_reserving(path, len, len)
     }
@@ -50,13 +52,17 @@ impl MappedFile {
             .truncate(true)
             .open(&temp)
             .map_err(StorageError::io("creating", &temp))?;
+        // The size is synced before the name appears: else a power loss can leave the file
+        // under its real name but shorter (or empty), and the log would not line up.
         if let Err(error) = file
             .set_len(len)
             .and_then(|()| preallocate(&file, 0, reserved))
+            .and_then(|()| file.sync_all())
         {
             let _ = std::fs::remove_file(&temp);
             return Err(StorageError::io("preallocating", &temp)(error));
         }
+        durability::file_synced(&temp, None);
         std::fs::rename(&temp, path).map_err(StorageError::io("renaming", &temp))?;
         if let Some(parent) = path.parent() {
             sync_dir(parent)?;
@@ -191,6 +197,16 @@ impl MappedFile {
     /// reading it (fallocate ZERO_RANGE: a metadata change, cheap on a 1 GiB segment), keeping it
     /// reserved on disk. For recovery, before readers or writers exist.
     pub fn zero_to_end(&self, offset: u64) -> Result<()> {
+        self.clear_to_end(offset, true)
+    }
+
+    /// [`MappedFile::zero_to_end`] releasing the disk it took instead (a hole: `allocate_to`
+    /// reserves it again before a write).
+    pub fn discard_from(&self, offset: u64) -> Result<()> {
+        self.clear_to_end(offset, false)
+    }
+
+    fn clear_to_end(&self, offset: u64, keep_reserved: bool) -> Result<()> {
         let len = self.len.saturating_sub(offset);
         if len == 0 {
             return Ok(());
@@ -202,18 +218,65 @@ impl MappedFile {
             .map_err(StorageError::io("opening", &self.path))?;
         let (fd, from, count) = (file.as_raw_fd(), offset as libc::off_t, len as libc::off_t);
         // SAFETY: plain syscalls on an open descriptor.
-        let zeroed = unsafe { libc::fallocate(fd, libc::FALLOC_FL_ZERO_RANGE, from, count) };
-        if zeroed != 0 {
+        let zeroed = keep_reserved
+            && unsafe { libc::fallocate(fd, libc::FALLOC_FL_ZERO_RANGE, from, count) } == 0;
+        if !zeroed {
             // Not every file system has ZERO_RANGE (tmpfs): punch a hole, then reserve it again.
             let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
             // SAFETY: as above.
             if unsafe { libc::fallocate(fd, punch, from, count) } != 0 {
                 return Err(io(std::io::Error::last_os_error()));
             }
-            preallocate(&file, offset, len)
-                .map_err(StorageError::io("preallocating", &self.path))?;
+            if keep_reserved {
+                preallocate(&file, offset, len)
+                    .map_err(StorageError::io("preallocating", &self.path))?;
+            } else {
+                self.limit_reserved(offset);
+            }
         }
-        file.sync_data().map_err(io)
+        file.sync_data().map_err(io)?;
+        durability::file_synced(&self.path, None);
+        Ok(())
+    }
+
+    /// Whether any byte from `offset` on is not zero. Reads only what the file system holds as
+    /// data (SEEK_DATA/SEEK_HOLE): a reserved but never written range is a hole on ext4 and XFS,
+    /// unless its pages were read into the page cache (then they are read, from memory).
+    pub fn holds_data_from(&self, offset: u64) -> Result<bool> {
+        if offset >= self.len {
+            return Ok(false);
+        }
+        let file = File::open(&self.path).map_err(StorageError::io("opening", &self.path))?;
+        let seek = |from: u64, whence: libc::c_int| -> Result<Option<u64>> {
+            // SAFETY: plain syscall on an open descriptor.
+            let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, whence) };
+            if at >= 0 {
+                return Ok(Some((at as u64).min(self.len)));
+            }
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::ENXIO) {
+                return Ok(None); // no data from `from` on
+            }
+            Err(StorageError::io("seeking data in", &self.path)(error))
+        };
+        let mut from = offset;
+        while from < self.len {
+            let Some(data) = seek(from, libc::SEEK_DATA)? else {
+                return Ok(false);
+            };
+            let hole = seek(data, libc::SEEK_HOLE)?.unwrap_or(self.len);
+            let start = data.max(offset);
+            if hole > start
+                && self
+                    .bytes(start, (hole - start) as usize)
+                    .iter()
+                    .any(|byte| *byte != 0)
+            {
+                return Ok(true);
+            }
+            from = hole.max(from + 1);
+        }
+        Ok(false)
     }
 
     /// Writes `[offset, offset + len)` of the map to disk and waits for it (msync MS_SYNC).
@@ -221,7 +284,9 @@ impl MappedFile {
         if len == 0 {
             return Ok(());
         }
-        self.map.flush_range(offset as usize, len as usize)
+        self.map.flush_range(offset as usize, len as usize)?;
+        durability::file_synced(&self.path, Some((offset, len)));
+        Ok(())
     }
 }
 
@@ -244,11 +309,38 @@ fn preallocate(file: &File, from: u64, len: u64) -> std::io::Result<()> {
     }
 }
 
+/// Creates `dir` and its missing parents, each made durable in its parent directory (a new
+/// directory whose own entry is not synced can vanish with everything in it at a power loss).
+pub fn create_dir_durably(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.is_dir() {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(StorageError::io("creating", dir))?;
+    for created in missing.iter().rev() {
+        match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent)?,
+            _ => sync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
+}
+
 /// Makes a directory's entries (created, renamed or removed files) durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(StorageError::io("fsyncing directory", dir))
+        .map_err(StorageError::io("fsyncing directory", dir))?;
+    durability::dir_synced(dir);
+    Ok(())
 }
 
 #[cfg(test)]

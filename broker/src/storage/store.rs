@@ -23,7 +23,7 @@ use super::indexes::Indexes;
 use super::preparer::Preparer;
 use super::queue_index::{IndexEntry, IndexFile, ReadAheadRequest};
 use super::recovery::{recover, RecoveryReport};
-use super::segment::sync_dir;
+use super::segment::{create_dir_durably, sync_dir};
 
 /// A broker's message store. Cheap to share: every method takes `&self`.
 pub struct Store {
@@ -49,10 +49,14 @@ pub(crate) struct Shared {
     fence_reason: Mutex<Option<String>>,
     pub(crate) flush_queue: Mutex<FlushQueue>,
     pub(crate) flush_wakeup: Condvar,
+    /// Wakes the watchdog from its tick's sleep when the threads stop.
+    pub(crate) watchdog_wakeup: Condvar,
     /// Makes segments and reads pages into memory ahead of the writer, on its own thread.
     preparer: Arc<Preparer>,
     /// Held while an index file is made outside the state lock, so that it is made once.
     index_creation: Mutex<()>,
+    /// Held while the checkpoint is written.
+    checkpoint_writing: Mutex<()>,
     #[cfg(test)]
     pub(crate) faults: super::flush::Faults,
     // Held for the store's lifetime: the flock keeps a second broker out of the directory.
@@ -145,7 +149,7 @@ impl Store {
     pub fn open(config: StoreConfig) -> Result<Store> {
         config.validate().map_err(StorageError::InvalidConfig)?;
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(StorageError::io("creating", &dir))?;
+        create_dir_durably(&dir)?;
         let lock = lock_data_dir(&dir)?;
         let abort_path = dir.join(ABORT_FILE);
         let clean = !abort_path.exists();
@@ -188,8 +192,10 @@ impl Store {
             fence_reason: Mutex::new(None),
             flush_queue: Mutex::new(FlushQueue::default()),
             flush_wakeup: Condvar::new(),
+            watchdog_wakeup: Condvar::new(),
             preparer,
             index_creation: Mutex::new(()),
+            checkpoint_writing: Mutex::new(()),
             #[cfg(test)]
             faults: super::flush::Faults::default(),
             _lock: lock,
@@ -661,6 +667,12 @@ impl Store {
         self.stop_preparer();
     }
 
+    /// Syncs the indexes and writes the checkpoint now, as the flusher does every interval.
+    #[cfg(test)]
+    pub(crate) fn write_checkpoint(&self) -> Result<()> {
+        self.shared.write_checkpoint()
+    }
+
     fn stop_preparer(&mut self) {
         let threads = std::mem::take(&mut self.preparer_threads);
         self.shared.preparer.stop(threads);
@@ -732,7 +744,7 @@ impl Shared {
                 None => None,
             }
         };
-        let (opened, (dir, first, entries_per_file, first_in_dir)) = match plan {
+        let (opened, (dir, first, entries_per_file)) = match plan {
             Some(plan) => (None, plan),
             None => {
                 let index = Indexes::open_queue(
@@ -745,7 +757,7 @@ impl Shared {
                 (Some(index), plan)
             }
         };
-        let file = IndexFile::create(&dir, first, entries_per_file, first_in_dir)?;
+        let file = IndexFile::create(&dir, first, entries_per_file)?;
         let mut state = self.lock_state();
         if let Some(index) = opened {
             state.indexes.insert(topic, queue, index);
@@ -818,16 +830,33 @@ impl Shared {
             report.log_start_position = start;
         }
         drop(state);
-        // Unlinking a large file takes the file system a while: not under the lock.
+        if report.segments_deleted > 0 {
+            // Recovery rebuilds indexes only from the log it still has: the index entries of the
+            // deleted segments' batches must be on disk before the deletion can be, or a power
+            // loss leaves a queue's index short of the batches that follow them (a gap recovery
+            // refuses). On failure the files stay until retention runs after a restart.
+            self.write_checkpoint()?;
+        }
+        // Unlinking a large file takes the file system a while: not under the lock. Oldest
+        // first, each made durable before the next: a power loss must not keep an older segment
+        // while a newer one is gone (a gap in the log, which recovery refuses).
         for path in deleted {
             std::fs::remove_file(&path).map_err(StorageError::io("deleting", &path))?;
+            if let Some(dir) = path.parent() {
+                sync_dir(dir)?;
+            }
             tracing::info!(file = %path.display(), "deleted for retention");
         }
         Ok(report)
     }
 
-    /// Syncs the indexes, then records the flushed positions in the checkpoint.
+    /// Syncs the indexes, then records the flushed positions in the checkpoint. One at a time:
+    /// the flusher, retention and topic deletion all write it, through the same temporary file.
     pub(crate) fn write_checkpoint(&self) -> Result<()> {
+        let _one_at_a_time = self
+            .checkpoint_writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let (index_end, unsynced) = {
             let state = self.lock_state();
             let index_end = state.log.write_position();

@@ -354,6 +354,7 @@ fn crash_with_an_unflushed_tail(dir: &Path) -> u64 {
 
 /// Runs `f` with tracing output captured, and returns its result and what was logged.
 fn with_captured_log<T>(f: impl FnOnce() -> T) -> (T, String) {
+    let _alone = super::power_loss_tests::NOT_BESIDE_THE_SIMULATION.lock();
     #[derive(Clone, Default)]
     struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
     impl std::io::Write for Buffer {
@@ -478,6 +479,41 @@ fn indexes_are_rebuilt_from_the_log_when_lost() {
         bodies_of(&store.read("t", 1, 0, 1 << 20).unwrap()).len(),
         20
     );
+}
+
+#[test]
+fn a_later_index_page_on_disk_without_an_earlier_one_is_not_taken_for_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.index_entries_per_file = 512; // 12 KiB: three pages of 170 entries
+    config.flush = FlushMode::Async;
+    config.flush_interval_ms = 60_000;
+    let store = Store::open(config.clone()).unwrap();
+    let append = |i: u32| {
+        store
+            .append(&batch("t", 0, &[format!("m{i}").as_bytes()]))
+            .unwrap();
+    };
+    (0..10).for_each(append);
+    store.flush().unwrap();
+    store.write_checkpoint().unwrap(); // the index's first 10 entries are on disk
+    (10..341).for_each(append);
+    store.flush().unwrap(); // the log is on disk, the index's later entries are not
+    store.crash();
+    // A power loss: the index's first page as last synced, its second page written back.
+    let index = dir.path().join("index/t/0/00000000000000000000");
+    patch_file(&index, 10 * 24, &[0; 4096 - 10 * 24]);
+    let store = Store::open(config.clone()).unwrap();
+    assert_eq!(store.queue_offsets("t", 0), (0, 341));
+    let bodies: Vec<Vec<u8>> = bodies_of(&store.read("t", 0, 0, usize::MAX).unwrap())
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    let expected: Vec<Vec<u8>> = (0..341).map(|i| format!("m{i}").into_bytes()).collect();
+    assert_eq!(bodies, expected);
+    store.close().unwrap();
+    let store = Store::open(config).unwrap();
+    assert_eq!(store.queue_offsets("t", 0), (0, 341));
 }
 
 #[test]
@@ -682,6 +718,7 @@ fn pages_not_in_memory(path: &Path, offset: u64, len: u64) -> usize {
 
 #[test]
 fn the_pages_ahead_of_the_writer_are_in_memory_before_it_reaches_them() {
+    let _alone = super::power_loss_tests::NOT_BESIDE_THE_SIMULATION.lock();
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     let segment_bytes = 16 * 1024 * 1024;
