@@ -62,18 +62,35 @@ pub struct Settings {
     /// Broker group (one master and its slaves) [default: broker-a].
     #[arg(long, env = "SMQ_GROUP", value_name = "NAME")]
     pub group: Option<String>,
-    /// master or slave [default: master]; slaves come with replication.
+    /// master or slave [default: master]: a slave copies its --master's log and serves reads.
     #[arg(long, env = "SMQ_ROLE", value_parser = ["master", "slave"])]
     pub role: Option<String>,
     /// The master's address (slaves only).
     #[arg(long, env = "SMQ_MASTER", value_name = "ADDR")]
     pub master: Option<String>,
+    /// File holding the replication secret: a master admits only slaves that present it, so a
+    /// master and its slaves need the same one; without it a master accepts no slave.
+    #[arg(long, env = "SMQ_REPLICATION_SECRET_FILE", value_name = "FILE")]
+    pub replication_secret_file: Option<PathBuf>,
     /// sync: acknowledge after fsync (group commit); async: once in the page cache [default: sync].
     #[arg(long, env = "SMQ_FLUSH", value_parser = ["sync", "async"])]
     pub flush: Option<String>,
-    /// sync or async [default: async]; sync comes with replication.
+    /// Masters: sync acknowledges a write only once a slave holds it (fsynced there too under
+    /// --flush sync), and consumers see only that; async does not wait [default: async].
     #[arg(long, env = "SMQ_REPLICATION", value_parser = ["sync", "async"])]
     pub replication: Option<String>,
+    /// Sync replication: a write no slave confirmed within this fails with REPLICATION_TIMEOUT
+    /// (kept below the client's ack timeout, 5000 by default) [default: 3000].
+    #[arg(long, env = "SMQ_REPLICATION_TIMEOUT_MS", value_name = "MS")]
+    pub replication_timeout_ms: Option<u64>,
+    /// A slave that has not caught up with the master for this long is out of sync; sync
+    /// replication refuses writes (NO_SLAVE) while no slave is in sync [default: 10000].
+    #[arg(long, env = "SMQ_REPLICA_LAG_TIME_MAX_MS", value_name = "MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// Masters: most log bytes a second sent to each slave, so that a slave copying a long
+    /// log leaves disk and network to the producers; 0 = no limit [default: 0].
+    #[arg(long, env = "SMQ_REPLICATION_MAX_BYTES_PER_SEC", value_name = "BYTES")]
+    pub replication_max_bytes_per_sec: Option<u64>,
     /// Address of the HTTP endpoint serving /healthz and /metrics [default: none].
     #[arg(long, env = "SMQ_HTTP", value_name = "ADDR")]
     pub http: Option<String>,
@@ -160,8 +177,12 @@ impl Settings {
             group,
             role,
             master,
+            replication_secret_file,
             flush,
             replication,
+            replication_timeout_ms,
+            replica_lag_time_max_ms,
+            replication_max_bytes_per_sec,
             http,
             nameserver,
             srv,
@@ -227,8 +248,14 @@ pub struct BrokerConfig {
     pub group: String,
     pub role: Role,
     pub master: Option<String>,
+    /// The replication secret's bytes (the file's content without a final newline).
+    pub replication_secret: Option<Vec<u8>>,
     pub flush: FlushMode,
     pub replication: Replication,
+    pub replication_timeout_ms: u64,
+    pub replica_lag_time_max_ms: u64,
+    /// 0: no limit.
+    pub replication_max_bytes_per_sec: u64,
     /// None: no HTTP endpoint.
     pub http: Option<String>,
     pub nameservers: Vec<String>,
@@ -261,6 +288,8 @@ const MAX_FETCH_WAIT_MS: (u64, u64, u64) = (30_000, 0, 600_000);
 const MAX_BATCH_BYTES: (u64, u64, u64) = (MAX_BATCH_BYTES_DEFAULT as u64, 1024, 1 << 30);
 const OFFSETS_FLUSH_INTERVAL_MS: (u64, u64, u64) = (1_000, 10, 600_000);
 const RETENTION_CHECK_INTERVAL_MS: (u64, u64, u64) = (60_000, 10, 86_400_000);
+const REPLICATION_TIMEOUT_MS: (u64, u64, u64) = (3_000, 10, 600_000);
+const REPLICA_LAG_TIME_MAX_MS: (u64, u64, u64) = (10_000, 100, 600_000);
 
 /// `--advertise`: a `host:port` with a port that is a number.
 fn checked_host_port(addr: String) -> Result<String, ConfigError> {
@@ -355,6 +384,11 @@ impl BrokerConfig {
                 &[("master", Role::Master), ("slave", Role::Slave)],
             )?,
             master: settings.master,
+            replication_secret: settings
+                .replication_secret_file
+                .as_deref()
+                .map(read_secret)
+                .transpose()?,
             flush: choice(
                 "flush",
                 settings.flush,
@@ -367,6 +401,17 @@ impl BrokerConfig {
                 "async, sync",
                 &[("async", Replication::Async), ("sync", Replication::Sync)],
             )?,
+            replication_timeout_ms: bounded(
+                "replication_timeout_ms",
+                settings.replication_timeout_ms,
+                REPLICATION_TIMEOUT_MS,
+            )?,
+            replica_lag_time_max_ms: bounded(
+                "replica_lag_time_max_ms",
+                settings.replica_lag_time_max_ms,
+                REPLICA_LAG_TIME_MAX_MS,
+            )?,
+            replication_max_bytes_per_sec: settings.replication_max_bytes_per_sec.unwrap_or(0),
             http: settings.http,
             nameservers: settings
                 .nameserver
@@ -436,7 +481,26 @@ impl BrokerConfig {
             .store_config()
             .validate()
             .map_err(ConfigError::Storage)?;
+        config.check_replication()?;
         Ok(config)
+    }
+
+    /// A slave needs its master's address and the replication secret; a master is not given
+    /// a master.
+    fn check_replication(&self) -> Result<(), ConfigError> {
+        match self.role {
+            Role::Slave if self.master.is_none() => Err(ConfigError::Invalid(
+                "--role slave needs --master ADDR, the address of the master to copy".into(),
+            )),
+            Role::Slave if self.replication_secret.is_none() => Err(ConfigError::Invalid(
+                "--role slave needs --replication-secret-file FILE, the same secret its master has"
+                    .into(),
+            )),
+            Role::Master if self.master.is_some() => Err(ConfigError::Invalid(
+                "--master is for slaves (--role slave); a master copies no one".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The storage engine's settings, from these.
@@ -459,6 +523,24 @@ impl BrokerConfig {
     pub fn max_frame_bytes(&self) -> usize {
         self.max_batch_bytes as usize + FRAME_HEADROOM_BYTES
     }
+}
+
+/// The secret in `path`: its bytes without a final newline; an empty one is refused.
+fn read_secret(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let mut secret = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        secret.pop();
+    }
+    if secret.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "the replication secret file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(secret)
 }
 
 fn read_toml(path: &Path) -> Result<Settings, ConfigError> {

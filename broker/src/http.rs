@@ -53,10 +53,11 @@ async fn healthz(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     let topics = broker.topics();
-    let text = broker.metrics.render(
+    let mut text = broker.metrics.render(
         topics
             .iter()
             .map(|topic| (topic.name.as_str(), &topic.counters)),
     );
+    crate::replication::render_metrics(&broker, &mut text);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

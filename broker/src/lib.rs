@@ -1,7 +1,7 @@
 //! smq's broker: [`start`] opens the store and metadata of a data directory and serves the
 //! binary protocol over TCP ([`server`], [`handlers`]) and an admin HTTP endpoint ([`http`]),
-//! and with `--nameserver` or `--srv` heartbeats to the NameServer ([`registration`]);
-//! replication comes with later work.
+//! and with `--nameserver` or `--srv` heartbeats to the NameServer ([`registration`]); a
+//! slave copies its master's log and metadata ([`replication`]).
 
 pub mod config;
 pub mod handlers;
@@ -9,6 +9,7 @@ pub mod http;
 pub mod metadata;
 pub mod metrics;
 pub mod registration;
+pub mod replication;
 pub mod server;
 pub mod state;
 pub mod storage;
@@ -33,8 +34,6 @@ use storage::{StorageError, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}: it comes with replication (issue 5); run this broker as --role master --replication async for now")]
-    NotYet(&'static str),
     #[error("cannot bind {what} {address}: {source}; is another broker running? set {flag}")]
     Bind {
         what: &'static str,
@@ -81,12 +80,6 @@ pub struct RunningBroker {
 /// Opens the data directory (recovering the store if needed), binds the listeners and starts
 /// serving. Port 0 in `listen` or `http` picks a free port; [`RunningBroker`] says which.
 pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
-    if config.role == Role::Slave {
-        return Err(StartError::NotYet("--role slave"));
-    }
-    if config.replication == Replication::Sync {
-        return Err(StartError::NotYet("--replication sync"));
-    }
     let discovery = registration::discovery(&config)?;
     match &discovery {
         None => tracing::info!("no --nameserver or --srv given: running standalone"),
@@ -142,11 +135,25 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         None => None,
     };
     let (stop, stopping) = watch::channel(false);
+    if config.role == Role::Master && config.replication == Replication::Sync {
+        store.require_replication();
+    }
     let broker = Arc::new(Broker::new(config, store, topics, offsets, stopping));
     let mut tasks = vec![
         tokio::spawn(server::serve(tcp, broker.clone())),
         tokio::spawn(persist_offsets_periodically(broker.clone())),
     ];
+    match broker.config.role {
+        Role::Master => tasks.push(tokio::spawn(watch_slaves(broker.clone()))),
+        Role::Slave => {
+            let addr = broker
+                .config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| tcp_addr.to_string());
+            tasks.push(tokio::spawn(replication::slave::run(broker.clone(), addr)));
+        }
+    }
     if let Some(listener) = http {
         tasks.push(tokio::spawn(http::serve(listener, broker.clone())));
     }
@@ -216,6 +223,21 @@ async fn last_reference(mut broker: Arc<Broker>) -> Result<Broker, ShutdownError
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err(ShutdownError::StillBusy)
+}
+
+/// Logs each slave falling out of sync and coming back, once a second, until shutdown.
+async fn watch_slaves(broker: Arc<Broker>) {
+    let mut shutdown = broker.shutdown.clone();
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = crate::state::shutting_down(&mut shutdown) => return,
+            _ = interval.tick() => {}
+        }
+        broker
+            .replicas
+            .log_sync_changes(broker.store.end_position());
+    }
 }
 
 /// Writes changed consumer offsets every `offsets_flush_interval_ms` until shutdown.

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub append_latency: Histogram,
     /// Time from the append to the fsync covering it, per Produce that waited for one.
     pub flush_latency: Histogram,
+    /// Time from the append to a slave's acknowledgement, per Produce that waited for one.
+    pub replication_latency: Histogram,
 }
 
 impl Metrics {
@@ -161,6 +163,11 @@ impl Metrics {
             &mut out,
             "smq_flush_latency_seconds",
             "Time from append to the fsync covering it, for produces that waited for one.",
+        );
+        self.replication_latency.render(
+            &mut out,
+            "smq_replication_latency_seconds",
+            "Time from append to a slave's acknowledgement, for produces that waited for one.",
         );
         out
     }

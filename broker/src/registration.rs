@@ -76,6 +76,17 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
         },
         data_version,
         log_end_offset: broker.store.end_position(),
+        replication_lag_ms: match config.role {
+            Role::Slave => broker.slave_status.lag().ms,
+            Role::Master => None,
+        },
+        in_sync_slaves: broker
+            .replicas
+            .slaves()
+            .into_iter()
+            .filter(|slave| slave.in_sync)
+            .map(|slave| slave.addr)
+            .collect(),
         topics: topics
             .into_iter()
             .map(|t| TopicQueues {

@@ -10,6 +10,8 @@ use crate::config::BrokerConfig;
 use crate::metadata::offsets::Offsets;
 use crate::metadata::topics::{TopicConfig, TopicError, Topics};
 use crate::metrics::{Metrics, TopicCounters};
+use crate::replication::master::Replicas;
+use crate::replication::slave::SlaveStatus;
 use crate::storage::Store;
 
 /// One topic as the request path sees it.
@@ -50,6 +52,12 @@ pub struct Broker {
     pub shutdown: watch::Receiver<bool>,
     /// Fired after a topic is created or deleted: registration heartbeats at once.
     pub topics_changed: Notify,
+    /// Fired after every append: slaves waiting for the master's log wake on it.
+    pub log_appended: Notify,
+    /// On a master: its slaves and what they acknowledged.
+    pub replicas: Replicas,
+    /// On a slave: how far behind its master it is.
+    pub slave_status: SlaveStatus,
 }
 
 impl Broker {
@@ -65,6 +73,8 @@ impl Broker {
             .map(|topic| (topic.name.clone(), Arc::new(TopicState::new(topic))))
             .collect();
         Broker {
+            replicas: Replicas::new(&config),
+            slave_status: SlaveStatus::default(),
             config,
             store,
             topics_file: Mutex::new(topics),
@@ -73,6 +83,7 @@ impl Broker {
             metrics: Metrics::default(),
             shutdown,
             topics_changed: Notify::new(),
+            log_appended: Notify::new(),
         }
     }
 
@@ -130,6 +141,38 @@ impl Broker {
         self.offsets.remove_topic(name);
         self.store.delete_topic(name)?;
         self.topics_changed.notify_one();
+        Ok(())
+    }
+
+    /// The topics as topics.json has them, and its version: what a master sends its slaves.
+    pub fn topics_json(&self) -> (u64, Vec<u8>) {
+        let file = self.topics_file.lock().unwrap_or_else(|p| p.into_inner());
+        (file.data_version(), file.to_json())
+    }
+
+    /// Makes this slave's topics its master's (`json`, from [`Broker::topics_json`]): one
+    /// atomic write of topics.json, then the topics gone lose their offsets and indexes.
+    /// Blocks on the disk.
+    pub fn replace_topics(&self, json: &[u8]) -> Result<(), TopicError> {
+        let mut file = self.topics_file.lock().unwrap_or_else(|p| p.into_inner());
+        let changes = file.replace_from_json(json)?;
+        {
+            let mut states = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            for topic in &changes.removed {
+                states.remove(&topic.name);
+            }
+            for topic in &changes.added {
+                states.insert(topic.name.clone(), Arc::new(TopicState::new(topic)));
+            }
+        }
+        for topic in &changes.removed {
+            tracing::info!(topic = %topic.name, "the master deleted a topic: deleting it here");
+            self.offsets.remove_topic(&topic.name);
+            self.store.delete_topic(&topic.name)?;
+        }
+        if !changes.removed.is_empty() || !changes.added.is_empty() {
+            self.topics_changed.notify_one();
+        }
         Ok(())
     }
 

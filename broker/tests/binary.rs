@@ -1,5 +1,5 @@
-//! The `smq-broker` binary: it serves, stops cleanly with exit status 0 on SIGTERM, and refuses
-//! what comes with replication at start, saying so.
+//! The `smq-broker` binary: it serves, stops cleanly with exit status 0 on SIGTERM, and a slave
+//! missing what it needs refuses to start, saying what.
 
 mod common;
 
@@ -78,14 +78,23 @@ fn sigterm_stops_the_binary_cleanly_with_status_0() {
 }
 
 #[test]
-fn a_slave_refuses_to_start_until_replication_exists() {
+fn a_slave_without_its_master_or_the_replication_secret_refuses_to_start_saying_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_smq-broker"))
-        .args(["--listen", "127.0.0.1:0", "--role", "slave"])
-        .env("SMQ_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("comes with replication"), "{stderr}");
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_smq-broker"))
+            .args(["--listen", "127.0.0.1:0", "--role", "slave"])
+            .args(args)
+            .env("SMQ_DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = run(&[]);
+    assert!(
+        stderr.contains("--role slave needs --master ADDR"),
+        "{stderr}"
+    );
+    let stderr = run(&["--master", "127.0.0.1:1"]);
+    assert!(stderr.contains("--replication-secret-file"), "{stderr}");
 }

@@ -847,7 +847,8 @@ impl Consumer {
     /// Stores the consumer group's position of every queue that moved since the last commit, on
     /// the broker that holds it, with this member's owner epoch. A queue whose commit is refused
     /// because another member owns it now (`STALE_OWNER_EPOCH`) is given up at once, with a
-    /// warning. Without a consumer group there is nothing to store.
+    /// warning. Without a consumer group there is nothing to store. A queue read from a slave
+    /// (its broker group has no live master) is committed once its master is back.
     pub async fn commit(&mut self) -> Result<()> {
         self.last_commit = Instant::now();
         let Some(group) = self.consumer_group.clone() else {
@@ -884,6 +885,9 @@ impl Consumer {
                 Ok(_) => {
                     first_error.get_or_insert(connection.unexpected(ApiKey::CommitOffset));
                 }
+                // Read from a slave while its broker group has no master: the position stays
+                // uncommitted and is committed to the master once it is back.
+                Err(error) if error.code() == Some(ErrorCode::NotMaster) => {}
                 Err(error) if error.code() == Some(ErrorCode::StaleOwnerEpoch) => {
                     tracing::warn!(topic = %self.topic, queue = %key, %error, "another member owns this queue now: not reading it");
                     self.release(&key);

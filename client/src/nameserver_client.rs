@@ -784,6 +784,8 @@ mod tests {
             log_end_offset: 42,
             topics: vec![],
             consumer_offsets: vec![],
+            replication_lag_ms: None,
+            in_sync_slaves: Vec::new(),
         };
         let reply = client(&[url]).heartbeat(&heartbeat).await.unwrap();
         assert_eq!(reply.heartbeat_interval_ms, 2000);

@@ -268,6 +268,12 @@ impl Registry {
                     ),
                     _ => None,
                 };
+                let in_sync = match (h.role, members.master) {
+                    (Role::Slave, Some(master)) => {
+                        Some(master.heartbeat.in_sync_slaves.contains(&h.addr))
+                    }
+                    _ => None,
+                };
                 brokers.push(BrokerInfo {
                     cluster: h.cluster.clone(),
                     group: h.group.clone(),
@@ -281,6 +287,8 @@ impl Registry {
                     last_heartbeat_ms_ago: now_ms.saturating_sub(entry.last_heartbeat_ms),
                     expires_in_ms: self.expires_in_ms(entry, now_ms),
                     replication_lag_bytes,
+                    replication_lag_ms: h.replication_lag_ms,
+                    in_sync,
                 });
             }
         }
@@ -330,6 +338,8 @@ mod tests {
             master_addr: None,
             data_version: 1,
             log_end_offset: 0,
+            replication_lag_ms: None,
+            in_sync_slaves: Vec::new(),
             topics: topics
                 .iter()
                 .map(|&(name, queues)| TopicQueues {

@@ -220,6 +220,17 @@ impl NameServer {
         (reply.status, reply.body)
     }
 
+    /// A client configuration asking this NameServer, refreshing routes every `refresh_ms`.
+    pub fn client_config(&self, refresh_ms: u64) -> smq_client::ClientConfig {
+        use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
+        let mode = DiscoveryMode::Static(vec![self.url()]);
+        let discovery = Discovery::new(mode, DiscoveryOptions::default()).expect("a static list");
+        let client = smq_client::nameserver_client::NameServerClient::new(Arc::new(discovery));
+        let mut config = smq_client::ClientConfig::with_nameserver(client);
+        config.route_refresh_ms = refresh_ms;
+        config
+    }
+
     /// The `smq` CLI, pointed at this NameServer (and at no broker).
     pub fn smq(&self) -> Command {
         let mut command = Command::new(binary("smq"));

@@ -4,12 +4,9 @@
 //! named groups) and produces and consumes through the NameServer.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
-use smq_client::nameserver_client::NameServerClient;
-use smq_client::{ClientConfig, Consumer, Message, Producer, StartFrom};
+use smq_client::{Consumer, Message, Producer, StartFrom};
 use smq_tests::embedded_dns::EmbeddedDns;
 use smq_tests::failover::{self, registered, ContinuousSender};
 use smq_tests::{run_with_stdin, wait_for, Broker, NameServer};
@@ -76,7 +73,7 @@ fn ten_thousand_messages_go_through_with_the_nameserver_down_from_the_start() {
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // Refreshes are due all the time, and all of them fail.
-    let config = nameserver_config(&nameserver, 50);
+    let config = nameserver.client_config(50);
     let (producer, mut consumer) = runtime.block_on(async {
         let producer = Producer::connect(config.clone()).await.unwrap();
         assert_eq!(producer.queue_count_of("orders").await.unwrap(), 8);
@@ -120,15 +117,6 @@ fn ten_thousand_messages_go_through_with_the_nameserver_down_from_the_start() {
     );
 }
 
-/// A client configuration asking `nameserver`, refreshing routes every `refresh_ms`.
-fn nameserver_config(nameserver: &NameServer, refresh_ms: u64) -> ClientConfig {
-    let mode = DiscoveryMode::Static(vec![nameserver.url()]);
-    let discovery = Discovery::new(mode, DiscoveryOptions::default()).unwrap();
-    let mut config = ClientConfig::with_nameserver(NameServerClient::new(Arc::new(discovery)));
-    config.route_refresh_ms = refresh_ms;
-    config
-}
-
 #[test]
 fn a_consumer_follows_the_routes_to_a_group_that_takes_the_topic_later() {
     // A short warm-up: the consumer group's queues are given out once it is over.
@@ -139,7 +127,7 @@ fn a_consumer_follows_the_routes_to_a_group_that_takes_the_topic_later() {
         &["topic", "create", "t", "--queues", "2", "--groups", "g1"],
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let config = nameserver_config(&nameserver, 100);
+    let config = nameserver.client_config(100);
     let mut consumer = runtime
         .block_on(Consumer::connect(
             config.clone(),
@@ -184,7 +172,7 @@ fn when_a_master_dies_unkeyed_messages_go_on_to_the_other_group_at_once() {
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let producer = runtime
-        .block_on(Producer::connect(nameserver_config(&nameserver, 30_000)))
+        .block_on(Producer::connect(nameserver.client_config(30_000)))
         .unwrap();
     let sender = ContinuousSender::start(&runtime, producer, "t");
     sender.wait_for_more(200);
@@ -231,7 +219,7 @@ fn a_key_keeps_its_queue_when_its_groups_master_dies_and_leaves_the_routes() {
     let (key_g1, key_g2) = (key_of(0..2), key_of(2..4));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let producer = Producer::connect(nameserver_config(&nameserver, 100))
+        let producer = Producer::connect(nameserver.client_config(100))
             .await
             .unwrap();
         let keyed = |key: &str| Message {
@@ -284,7 +272,7 @@ fn a_consumer_reads_the_groups_it_can_reach_while_another_in_the_routes_is_down(
     assert_eq!(routed_groups(&nameserver, "t"), ["g1", "ghost"]);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let config = nameserver_config(&nameserver, 100);
+    let config = nameserver.client_config(100);
     let received = runtime.block_on(async {
         let mut consumer = Consumer::connect(config.clone(), "t", None, StartFrom::Earliest)
             .await

@@ -4,10 +4,11 @@
 use smq_protocol::request::CommitOffsetRequest;
 use smq_protocol::Response;
 
-use super::{check_group_name, topic_queue, Answer, HandlerError, Outcome};
+use super::{check_group_name, check_master, topic_queue, Answer, HandlerError, Outcome};
 use crate::state::Broker;
 
 pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
+    check_master(broker)?;
     check_group_name(&request.consumer_group)?;
     topic_queue(broker, &request.topic, request.queue_id)?;
     // Never past what consumers can have read: a committed offset above the queue's end would

@@ -6,10 +6,13 @@ use std::sync::Arc;
 use smq_protocol::request::DeleteTopicRequest;
 use smq_protocol::Response;
 
-use super::{blocking, Answer, Reply};
+use super::{blocking, check_master, Answer, Reply};
 use crate::state::Broker;
 
 pub fn handle(broker: &Arc<Broker>, request: DeleteTopicRequest) -> Reply {
+    if let Err(error) = check_master(broker) {
+        return Reply::Now(Err(error));
+    }
     blocking(broker, move |broker| {
         broker.delete_topic(&request.topic)?;
         tracing::info!(topic = %request.topic, "deleted topic");

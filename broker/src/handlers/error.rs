@@ -47,8 +47,22 @@ pub enum HandlerError {
         batch_bytes: usize,
         max_batch_bytes: u64,
     },
-    #[error("acks=replicated needs a slave and this broker has none (replication is not built yet): use acks written or flushed")]
-    NoSlave,
+    #[error("broker group {group} has no slave in sync, so the write cannot be replicated; nothing was written: send it to another broker group")]
+    NoSlave { group: String },
+    #[error("the batch was written (queue offset {base_queue_offset}) but no slave of broker group {group} confirmed it within {timeout_ms} ms: it may be stored, and a retry may store it twice")]
+    ReplicationTimeout {
+        group: String,
+        base_queue_offset: u64,
+        timeout_ms: u64,
+    },
+    #[error("this broker is a slave of broker group {group}: writes go to the group's master (refresh routes)")]
+    NotMaster { group: String },
+    #[error("replication refused: {0}")]
+    ReplicaRefused(String),
+    #[error("the slave asks for log position {position}, past this master's end {end}: its log has diverged")]
+    ReplicaAhead { position: u64, end: u64 },
+    #[error("send ReplicaHello (api key 100) first on a replication connection")]
+    ReplicaHelloRequired,
     #[error("the batch was written (queue offset {base_queue_offset}) but not flushed within timeout_ms {timeout_ms}: it may be stored, and a retry may store it twice")]
     FlushTimeout {
         base_queue_offset: u64,
@@ -89,7 +103,12 @@ impl HandlerError {
             HandlerError::InvalidGroupName { .. } => ErrorCode::InvalidGroupName,
             HandlerError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
             HandlerError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
-            HandlerError::NoSlave => ErrorCode::NoSlave,
+            HandlerError::NoSlave { .. } => ErrorCode::NoSlave,
+            HandlerError::ReplicationTimeout { .. } => ErrorCode::ReplicationTimeout,
+            HandlerError::NotMaster { .. } => ErrorCode::NotMaster,
+            HandlerError::ReplicaRefused(_) => ErrorCode::AuthenticationFailed,
+            HandlerError::ReplicaAhead { .. } => ErrorCode::OffsetOutOfRange,
+            HandlerError::ReplicaHelloRequired => ErrorCode::HandshakeRequired,
             HandlerError::FlushTimeout { .. } => ErrorCode::FlushTimeout,
             HandlerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             HandlerError::StaleOwnerEpoch { .. } => ErrorCode::StaleOwnerEpoch,
@@ -114,6 +133,8 @@ impl HandlerError {
             ErrorCode::UnknownServerError
                 | ErrorCode::StorageError
                 | ErrorCode::FlushTimeout
+                | ErrorCode::ReplicationTimeout
+                | ErrorCode::NoSlave
                 | ErrorCode::BrokerShuttingDown
         )
     }
@@ -133,7 +154,10 @@ fn storage_code(error: &StorageError) -> ErrorCode {
         StorageError::BatchTopicMismatch { .. } => ErrorCode::BatchTopicMismatch,
         StorageError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
         StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
-        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::OffsetOutOfRange { .. } | StorageError::PositionOutOfRange { .. } => {
+            ErrorCode::OffsetOutOfRange
+        }
+        StorageError::ReplicaDiverged { .. } => ErrorCode::InvalidRequest,
         StorageError::FlushTimeout { .. } => ErrorCode::FlushTimeout,
         StorageError::Closed => ErrorCode::BrokerShuttingDown,
         StorageError::Io { .. }

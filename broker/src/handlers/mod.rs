@@ -23,8 +23,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use smq_protocol::limits::MAX_GROUP_NAME_BYTES;
+use smq_protocol::replication::{
+    ReplicaFetchResponse, ReplicaHelloResponse, ReplicaMetadataResponse,
+};
 use smq_protocol::{Request, Response};
 
+use crate::config::Role;
 use crate::state::{Broker, TopicState};
 use crate::storage::check_topic_name;
 pub use error::HandlerError;
@@ -38,6 +42,10 @@ pub enum Answer {
         log_start_offset: u64,
         batches: Vec<Bytes>,
     },
+    /// Replication (api keys 100 to 102): the log bytes of a fetch are written uncopied.
+    ReplicaHello(ReplicaHelloResponse),
+    ReplicaFetch(ReplicaFetchResponse),
+    ReplicaMetadata(ReplicaMetadataResponse),
 }
 
 pub type Outcome = Result<Answer, HandlerError>;
@@ -91,6 +99,16 @@ fn topic_queue(broker: &Broker, name: &str, queue: u32) -> Result<Arc<TopicState
         });
     }
     Ok(topic)
+}
+
+/// Writes go to masters: a slave answers them with `NOT_MASTER`.
+fn check_master(broker: &Broker) -> Result<(), HandlerError> {
+    match broker.config.role {
+        Role::Master => Ok(()),
+        Role::Slave => Err(HandlerError::NotMaster {
+            group: broker.config.group.clone(),
+        }),
+    }
 }
 
 fn check_group_name(group: &str) -> Result<(), HandlerError> {

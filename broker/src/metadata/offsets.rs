@@ -80,6 +80,9 @@ struct State {
     offsets: BTreeMap<Key, Committed>,
     /// Changed since the last write.
     dirty: bool,
+    /// Bumped on every change since the broker started: a slave copies the offsets again when
+    /// its master's version differs from the one it copied.
+    version: u64,
 }
 
 /// The committed offsets of every consumer group on this broker.
@@ -101,22 +104,13 @@ impl Offsets {
             },
             ReadError::Storage(error) => error.into(),
         })?;
-        let offsets = file
-            .offsets
-            .into_iter()
-            .map(|entry| {
-                let committed = Committed {
-                    offset: entry.offset,
-                    owner_epoch: entry.owner_epoch,
-                };
-                ((entry.consumer_group, entry.topic, entry.queue), committed)
-            })
-            .collect();
+        let offsets = offsets_of(file);
         Ok(Offsets {
             path,
             state: Mutex::new(State {
                 offsets,
                 dirty: false,
+                version: 0,
             }),
             writing: Mutex::new(()),
         })
@@ -154,6 +148,38 @@ impl Offsets {
             },
         );
         state.dirty = true;
+        state.version += 1;
+        Ok(())
+    }
+
+    /// Changes since the broker started (see `State::version`).
+    pub fn version(&self) -> u64 {
+        self.lock().version
+    }
+
+    /// Every offset, as consumer_offsets.json has them, with the version they are at: what a
+    /// master sends its slaves.
+    pub fn to_json(&self) -> (u64, Vec<u8>) {
+        let state = self.lock();
+        let json = serde_json::to_vec(&file_of(&state.offsets)).expect("offsets serialize");
+        (state.version, json)
+    }
+
+    /// Replaces every offset with those of `json` (what [`Offsets::to_json`] made on the master)
+    /// at once, and writes them to disk. Blocks on the disk.
+    pub fn replace_from_json(&self, json: &[u8]) -> Result<(), OffsetsError> {
+        let file: OffsetsFile =
+            serde_json::from_slice(json).map_err(|error| OffsetsError::BadFile {
+                path: self.path.clone(),
+                reason: format!("the master's offsets do not parse: {error}"),
+            })?;
+        {
+            let mut state = self.lock();
+            state.offsets = offsets_of(file);
+            state.dirty = true;
+            state.version += 1;
+        }
+        self.persist()?;
         Ok(())
     }
 
@@ -183,7 +209,10 @@ impl Offsets {
         let mut state = self.lock();
         let before = state.offsets.len();
         state.offsets.retain(|(_, t, _), _| t != topic);
-        state.dirty |= state.offsets.len() != before;
+        if state.offsets.len() != before {
+            state.dirty = true;
+            state.version += 1;
+        }
     }
 
     /// Writes the offsets if they changed since the last write. Blocks on the disk: call it from
@@ -198,24 +227,40 @@ impl Offsets {
             state.dirty = false;
             state.offsets.clone()
         };
-        let file = OffsetsFile {
-            offsets: snapshot
-                .into_iter()
-                .map(|((consumer_group, topic, queue), committed)| Entry {
-                    consumer_group,
-                    topic,
-                    queue,
-                    offset: committed.offset,
-                    owner_epoch: committed.owner_epoch,
-                })
-                .collect(),
-        };
-        let json = serde_json::to_vec_pretty(&file).expect("offsets serialize");
+        let json = serde_json::to_vec_pretty(&file_of(&snapshot)).expect("offsets serialize");
         if let Err(error) = write_atomically(&self.path, &json) {
             self.lock().dirty = true;
             return Err(error);
         }
         Ok(true)
+    }
+}
+
+fn offsets_of(file: OffsetsFile) -> BTreeMap<Key, Committed> {
+    file.offsets
+        .into_iter()
+        .map(|entry| {
+            let committed = Committed {
+                offset: entry.offset,
+                owner_epoch: entry.owner_epoch,
+            };
+            ((entry.consumer_group, entry.topic, entry.queue), committed)
+        })
+        .collect()
+}
+
+fn file_of(offsets: &BTreeMap<Key, Committed>) -> OffsetsFile {
+    OffsetsFile {
+        offsets: offsets
+            .iter()
+            .map(|((consumer_group, topic, queue), committed)| Entry {
+                consumer_group: consumer_group.clone(),
+                topic: topic.clone(),
+                queue: *queue,
+                offset: committed.offset,
+                owner_epoch: committed.owner_epoch,
+            })
+            .collect(),
     }
 }
 

@@ -54,6 +54,13 @@ struct TopicsFile {
     topics: Vec<TopicConfig>,
 }
 
+/// What replacing the topics with a master's changed: topics gone, and topics new or changed.
+#[derive(Debug, Default)]
+pub struct TopicChanges {
+    pub removed: Vec<TopicConfig>,
+    pub added: Vec<TopicConfig>,
+}
+
 /// The topics of one broker; every change is on disk before the call returns.
 pub struct Topics {
     path: PathBuf,
@@ -117,10 +124,58 @@ impl Topics {
         Ok(removed)
     }
 
+    /// The topics as topics.json has them: what a master sends its slaves.
+    pub fn to_json(&self) -> Vec<u8> {
+        let file = TopicsFile {
+            data_version: self.data_version,
+            topics: self.by_name.values().cloned().collect(),
+        };
+        serde_json::to_vec(&file).expect("topic configuration serializes")
+    }
+
+    /// Replaces every topic and the data version with those of `json` (what
+    /// [`Topics::to_json`] made on the master) in one atomic file write; returns the topics
+    /// that are gone and those that are new.
+    pub fn replace_from_json(&mut self, json: &[u8]) -> Result<TopicChanges, TopicError> {
+        let file: TopicsFile =
+            serde_json::from_slice(json).map_err(|error| TopicError::BadFile {
+                path: self.path.clone(),
+                reason: format!("the master's topics do not parse: {error}"),
+            })?;
+        let next: BTreeMap<String, TopicConfig> = file
+            .topics
+            .into_iter()
+            .map(|topic| (topic.name.clone(), topic))
+            .collect();
+        let changes = TopicChanges {
+            removed: self
+                .by_name
+                .values()
+                .filter(|old| !next.contains_key(&old.name))
+                .cloned()
+                .collect(),
+            added: next
+                .values()
+                .filter(|new| self.by_name.get(&new.name) != Some(new))
+                .cloned()
+                .collect(),
+        };
+        self.write(file.data_version, next)?;
+        Ok(changes)
+    }
+
     /// Writes the new set first; memory changes only once the file is durable.
     fn replace(&mut self, next: BTreeMap<String, TopicConfig>) -> Result<(), TopicError> {
+        self.write(self.data_version + 1, next)
+    }
+
+    fn write(
+        &mut self,
+        data_version: u64,
+        next: BTreeMap<String, TopicConfig>,
+    ) -> Result<(), TopicError> {
         let file = TopicsFile {
-            data_version: self.data_version + 1,
+            data_version,
             topics: next.values().cloned().collect(),
         };
         let json = serde_json::to_vec_pretty(&file).expect("topic configuration serializes");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use smq_protocol::frame::{self, FrameError, RequestHeader};
+use smq_protocol::replication::{is_replication_api, ReplicaRequest, ReplicaResponse};
 use smq_protocol::response::FetchResponse;
 use smq_protocol::{ErrorResponse, Request, RequestFrame, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 
 use super::Guards;
 use crate::handlers::{self, handshake, Answer, HandlerError, Outcome, Reply};
+use crate::replication::{self, master::ReplicaSession};
 use crate::state::Broker;
 
 /// Bytes the reader asks the socket for at least at a time.
@@ -57,6 +59,8 @@ struct Connection<'a> {
     in_flight: JoinSet<()>,
     /// Agreed in the handshake; `None` until then.
     protocol_version: Option<u16>,
+    /// Set once a slave was admitted on this connection (ReplicaHello).
+    replica: Option<ReplicaSession>,
 }
 
 pub async fn serve(
@@ -77,8 +81,12 @@ pub async fn serve(
         responses,
         in_flight: JoinSet::new(),
         protocol_version: None,
+        replica: None,
     };
-    match connection.read_requests(reader).await {
+    let end = connection.read_requests(reader).await;
+    // A slave whose connection ended stops counting at once, not after its last fetch's wait.
+    connection.replica = None;
+    match end {
         End::Abort => connection.in_flight.shutdown().await,
         End::Finished | End::Shutdown => while connection.in_flight.join_next().await.is_some() {},
     }
@@ -206,6 +214,9 @@ impl Connection<'_> {
     /// Starts one request; false when the connection must close (a failed handshake).
     async fn start(&mut self, frame: RequestFrame) -> bool {
         let header = frame.header;
+        if is_replication_api(header.api_key) && self.protocol_version.is_some() {
+            return self.start_replication(header, frame.body).await;
+        }
         let request = match Request::decode(&header, frame.body) {
             Ok(request) => request,
             Err(error) => {
@@ -244,7 +255,50 @@ impl Connection<'_> {
             self.send(header, Err(error)).await;
             return true;
         }
-        match handlers::dispatch(self.broker, request) {
+        let reply = handlers::dispatch(self.broker, request);
+        self.answer(header, reply).await;
+        true
+    }
+
+    /// Starts a replication request (api keys 100 to 102); false when the connection must
+    /// close (a refused slave).
+    async fn start_replication(&mut self, header: RequestHeader, body: Bytes) -> bool {
+        let request = match ReplicaRequest::decode(&header, body) {
+            Ok(request) => request,
+            Err(error) => {
+                self.send(header, Err(error.into())).await;
+                return true;
+            }
+        };
+        let reply = match (request, &self.replica) {
+            (ReplicaRequest::Hello(hello), _) => {
+                match replication::master::hello(self.broker, self.peer, &hello) {
+                    Ok((session, answer)) => {
+                        self.replica = Some(session);
+                        Reply::Now(Ok(answer))
+                    }
+                    Err(error) => {
+                        self.replica = None;
+                        self.send(header, Err(error)).await;
+                        return false;
+                    }
+                }
+            }
+            (_, None) => Reply::Now(Err(HandlerError::ReplicaHelloRequired)),
+            (ReplicaRequest::Fetch(fetch), Some(session)) => {
+                replication::master::fetch(self.broker, session, fetch)
+            }
+            (ReplicaRequest::Metadata, Some(_)) => {
+                Reply::Now(replication::master::metadata(self.broker))
+            }
+        };
+        self.answer(header, reply).await;
+        true
+    }
+
+    /// Sends an answer now, or when it completes, on its own task.
+    async fn answer(&mut self, header: RequestHeader, reply: Reply) {
+        match reply {
             Reply::Now(outcome) => self.send(header, outcome).await,
             Reply::Later(pending) => {
                 let responses = self.responses.clone();
@@ -258,7 +312,6 @@ impl Connection<'_> {
                 });
             }
         }
-        true
     }
 
     async fn send(&self, header: RequestHeader, outcome: Outcome) {
@@ -336,6 +389,21 @@ fn encode(
                 batches,
             )
         }
+        Ok(Answer::ReplicaFetch(response)) => {
+            let mut head = BytesMut::new();
+            let bytes = response.bytes.clone();
+            response.encode_head(bytes.len(), correlation_id, &mut head);
+            return Outgoing {
+                head,
+                batches: vec![bytes],
+            };
+        }
+        Ok(Answer::ReplicaHello(response)) => {
+            return replica_outgoing(ReplicaResponse::Hello(response), correlation_id)
+        }
+        Ok(Answer::ReplicaMetadata(response)) => {
+            return replica_outgoing(ReplicaResponse::Metadata(response), correlation_id)
+        }
         Err(error) => {
             broker
                 .metrics
@@ -354,6 +422,15 @@ fn encode(
     };
     // Success: the version was checked against the handshake. Error bodies have one layout.
     response.encode(header.api_version, correlation_id, &mut head);
+    Outgoing {
+        head,
+        batches: Vec::new(),
+    }
+}
+
+fn replica_outgoing(response: ReplicaResponse, correlation_id: u32) -> Outgoing {
+    let mut head = BytesMut::new();
+    response.encode(correlation_id, &mut head);
     Outgoing {
         head,
         batches: Vec::new(),

@@ -165,6 +165,17 @@ impl CommitLog {
         self.segments.get(index).filter(|s| s.base <= position)
     }
 
+    /// Where [`CommitLog::reserve`] would put a batch of `len` bytes: the write position, or
+    /// the next segment's start when it does not fit in the rest of this one.
+    pub fn position_for(&self, len: usize) -> u64 {
+        let active = self.segments.last().expect("never empty");
+        if self.write_position + len as u64 > active.end() {
+            active.end()
+        } else {
+            self.write_position
+        }
+    }
+
     /// Reserves `len` bytes for one batch at the write position, rolling to a new segment when
     /// the batch does not fit in the rest of the current one. A batch never spans two segments.
     pub fn reserve(&mut self, len: usize) -> Result<Reservation> {

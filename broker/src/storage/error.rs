@@ -65,6 +65,17 @@ pub enum StorageError {
         "data directory {path} is in use by another process: stop it or choose another --data-dir"
     )]
     Locked { path: PathBuf },
+    #[error("the replicated batch of {topic}/{queue} at log position {position} (queue offset {base_queue_offset}) would land at {lands_at} (next queue offset {next_queue_offset}): this replica's log has diverged from its master's")]
+    ReplicaDiverged {
+        topic: String,
+        queue: u32,
+        position: u64,
+        lands_at: u64,
+        base_queue_offset: u64,
+        next_queue_offset: u64,
+    },
+    #[error("log position {from} is outside the log [{start}, {end}]")]
+    PositionOutOfRange { from: u64, start: u64, end: u64 },
     #[error("the store is closed")]
     Closed,
 }

@@ -26,7 +26,7 @@ pub use disk_space::used_percent;
 pub use error::StorageError;
 pub use file_names::check_topic_name;
 pub use recovery::{RecoveryReport, Truncation};
-pub use store::{AppendReceipt, Appended, ReadResult, RetentionReport, Store};
+pub use store::{AppendReceipt, Appended, LogChunk, ReadResult, RetentionReport, Store};
 
 #[cfg(test)]
 mod power_loss_tests;

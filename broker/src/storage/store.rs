@@ -13,7 +13,7 @@ use smq_protocol::record_batch::{self, now_ms, BatchView, BrokerStamp};
 use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpoint;
-use super::commit_log::CommitLog;
+use super::commit_log::{CommitLog, ROLL_MARKER};
 use super::config::{FlushMode, StoreConfig};
 use super::disk_space::DiskGuard;
 use super::error::{Result, StorageError};
@@ -41,6 +41,9 @@ pub(crate) struct Shared {
     pub(crate) written_position: AtomicU64,
     /// Every byte below this is on disk.
     pub(crate) flushed_position: AtomicU64,
+    /// Under synchronous replication, every byte below this is held by a slave (`u64::MAX`
+    /// when no slave's acknowledgement is needed): one more bound of the visible position.
+    replicated_position: AtomicU64,
     flush_count: AtomicU64,
     fenced: AtomicBool,
     fence_reason: Mutex<Option<String>>,
@@ -107,6 +110,23 @@ impl AppendReceipt {
     }
 }
 
+/// How an append places its batch.
+#[derive(Clone, Copy)]
+enum Placement<'a> {
+    /// A producer's batch: stamped with queue offset, epoch and store time at the write
+    /// position; `expected` is the topic and queue the request named.
+    Stamp { expected: Option<(&'a str, u32)> },
+    /// A batch copied from the master: as it is, and only at this position.
+    Verbatim { position: u64 },
+}
+
+/// Bytes of the log as stored, from `position`: whole batches, within one segment.
+#[derive(Debug, Clone, Default)]
+pub struct LogChunk {
+    pub position: u64,
+    pub bytes: Bytes,
+}
+
 /// Whole batches of one queue, as stored, without copying.
 #[derive(Debug, Clone, Default)]
 pub struct ReadResult {
@@ -166,6 +186,7 @@ impl Store {
             }),
             written_position: AtomicU64::new(end),
             flushed_position: AtomicU64::new(end),
+            replicated_position: AtomicU64::new(u64::MAX),
             flush_count: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
             fence_reason: Mutex::new(None),
@@ -205,7 +226,7 @@ impl Store {
     /// batch is in the page cache; `durable()` on the receipt waits for the flush.
     pub fn append(&self, batch: &[u8]) -> Result<AppendReceipt> {
         let fsync = self.shared.config.flush == FlushMode::Sync;
-        self.append_checked(batch, None, fsync)
+        self.append_checked(batch, Placement::Stamp { expected: None }, fsync)
     }
 
     /// [`Store::append`] for a producer's request: the batch must belong to `topic`/`queue`
@@ -220,18 +241,47 @@ impl Store {
         fsync: bool,
     ) -> Result<AppendReceipt> {
         let fsync = fsync || self.shared.config.flush == FlushMode::Sync;
-        self.append_checked(batch, Some((topic, queue)), fsync)
+        self.append_checked(
+            batch,
+            Placement::Stamp {
+                expected: Some((topic, queue)),
+            },
+            fsync,
+        )
+    }
+
+    /// Appends a batch copied from the master's log (replication): verbatim, at `position`, the
+    /// position it has in the master's log, through the same checks and index path as a
+    /// producer's batch (CRC, structure). Refused, with nothing written, when the batch would
+    /// land elsewhere or its queue offset does not follow this replica's index: the logs have
+    /// diverged. With `fsync` the receipt waits for an fsync covering it.
+    pub fn append_replicated(
+        &self,
+        position: u64,
+        batch: &[u8],
+        fsync: bool,
+    ) -> Result<AppendReceipt> {
+        let fsync = fsync || self.shared.config.flush == FlushMode::Sync;
+        self.append_checked(batch, Placement::Verbatim { position }, fsync)
     }
 
     fn append_checked(
         &self,
         batch: &[u8],
-        expected: Option<(&str, u32)>,
+        placement: Placement<'_>,
         fsync: bool,
     ) -> Result<AppendReceipt> {
         self.shared.check_not_fenced()?;
-        let view = BatchView::parse_with_limit(batch, self.shared.config.max_message_bytes)?;
-        if let Some((topic, queue)) = expected {
+        let max_message_bytes = match placement {
+            Placement::Stamp { .. } => self.shared.config.max_message_bytes,
+            // The master accepted the batch under its own limit.
+            Placement::Verbatim { .. } => usize::MAX,
+        };
+        let view = BatchView::parse_with_limit(batch, max_message_bytes)?;
+        if let Placement::Stamp {
+            expected: Some((topic, queue)),
+        } = placement
+        {
             if view.topic() != topic || view.queue_id() != queue {
                 return Err(StorageError::BatchTopicMismatch {
                     batch_topic: view.topic().to_owned(),
@@ -255,6 +305,19 @@ impl Store {
                 continue;
             };
             let base_queue_offset = index.next_queue_offset();
+            if let Placement::Verbatim { position } = placement {
+                let lands_at = log.position_for(view.len());
+                if lands_at != position || view.base_queue_offset() != base_queue_offset {
+                    return Err(StorageError::ReplicaDiverged {
+                        topic: view.topic().to_owned(),
+                        queue: view.queue_id(),
+                        position,
+                        lands_at,
+                        base_queue_offset: view.base_queue_offset(),
+                        next_queue_offset: base_queue_offset,
+                    });
+                }
+            }
             let reservation = log.reserve(view.len())?;
             // SAFETY: the reserved range is past the published write position, and we hold the
             // writer lock, so no one else reads or writes it.
@@ -263,14 +326,17 @@ impl Store {
                     .file
                     .bytes_mut(reservation.offset_in_file, view.len())
             };
-            view.copy_stamped(
-                destination,
-                BrokerStamp {
-                    master_epoch: self.shared.config.master_epoch,
-                    base_queue_offset,
-                    store_timestamp_ms: now_ms(),
-                },
-            );
+            match placement {
+                Placement::Stamp { .. } => view.copy_stamped(
+                    destination,
+                    BrokerStamp {
+                        master_epoch: self.shared.config.master_epoch,
+                        base_queue_offset,
+                        store_timestamp_ms: now_ms(),
+                    },
+                ),
+                Placement::Verbatim { .. } => destination.copy_from_slice(view.as_bytes()),
+            }
             let appended = Appended {
                 position: reservation.position,
                 base_queue_offset,
@@ -384,17 +450,96 @@ impl Store {
     /// Under sync flush, only what is fsynced, so that no consumer sees, processes or commits a
     /// message a power loss can take back (Kafka's high watermark, applied to the fsync); under
     /// async flush, everything appended, which survives what async flush promises (a crash of
-    /// the process). Replication will make this the minimum with what the slaves hold.
+    /// the process). Under synchronous replication, also only what a slave has acknowledged
+    /// ([`Store::require_replication`]), so that no consumer sees what the loss of the master's
+    /// disk can take back.
     pub fn visible_position(&self) -> u64 {
-        match self.shared.config.flush {
+        let durable_here = match self.shared.config.flush {
             FlushMode::Sync => self.flushed_position(),
             FlushMode::Async => self.end_position(),
+        };
+        durable_here.min(self.shared.replicated_position.load(Ordering::Acquire))
+    }
+
+    /// From now on, readers see only what a slave acknowledged ([`Store::replicated`]). What the
+    /// log holds at this call counts as acknowledged: its copies cannot be asked about any more
+    /// (a restarted master does not know what its slave held).
+    pub fn require_replication(&self) {
+        self.shared
+            .replicated_position
+            .store(self.end_position(), Ordering::Release);
+    }
+
+    /// A slave holds the log below `position` (as durably as the master's flush mode asks).
+    /// Positions only grow; a position past the end of the log is ignored.
+    pub fn replicated(&self, position: u64) {
+        let position = position.min(self.end_position());
+        self.shared
+            .replicated_position
+            .fetch_max(position, Ordering::AcqRel);
+    }
+
+    /// Whole batches of the log from `from`, as stored, for a slave: at most `max_bytes` (at
+    /// least one batch), never across a segment's end. `from` at a roll marker (or in the last
+    /// bytes of a segment) goes on at the next segment: the chunk's `position` says where its
+    /// bytes start. Empty at the end of the log.
+    pub fn read_log(&self, from: u64, max_bytes: usize) -> Result<LogChunk> {
+        let state = self.shared.lock_state();
+        let end = self.end_position();
+        let start = state.log.start_position();
+        if from < start || from > end {
+            return Err(StorageError::PositionOutOfRange { from, start, end });
+        }
+        let mut position = from;
+        loop {
+            if position == end {
+                return Ok(LogChunk {
+                    position,
+                    bytes: Bytes::new(),
+                });
+            }
+            let segment = state
+                .log
+                .segment_at(position)
+                .expect("positions below the end are in a segment");
+            let segment_end = segment.end();
+            let mut at = position;
+            while at < end && at + 4 <= segment_end {
+                let length = state
+                    .log
+                    .bytes_at(at, 4)
+                    .map(|field| u32::from_be_bytes(field[..].try_into().expect("4 bytes")))
+                    .expect("inside the segment");
+                if length == ROLL_MARKER || length == 0 {
+                    break;
+                }
+                let size = 4 + u64::from(length);
+                if at > position && at + size - position > max_bytes as u64 {
+                    break;
+                }
+                at += size;
+            }
+            if at == position {
+                // A roll marker, or too few bytes left for one: the log goes on in the next segment.
+                position = segment_end;
+                continue;
+            }
+            let bytes = state
+                .log
+                .bytes_at(position, (at - position) as usize)
+                .expect("inside the segment");
+            return Ok(LogChunk { position, bytes });
         }
     }
 
     /// Every (topic, queue) that holds or held data.
     pub fn queues(&self) -> Vec<(String, u32)> {
         self.shared.lock_state().indexes.queues()
+    }
+
+    /// Position of the oldest byte the log still keeps.
+    pub fn log_start_position(&self) -> u64 {
+        self.shared.lock_state().log.start_position()
     }
 
     /// Position after the last appended batch.

@@ -1101,3 +1101,138 @@ fn the_oldest_segments_go_when_the_log_exceeds_its_size_limit() {
     .unwrap();
     assert_eq!(store.queue_offsets("t", 0).1, 40);
 }
+
+/// Copies `master`'s whole log into `replica` the way a slave does: chunk by chunk with
+/// `read_log`, each batch appended verbatim at its position.
+fn replicate_all(master: &Store, replica: &Store, max_bytes: usize) -> usize {
+    let mut chunks = 0;
+    loop {
+        let chunk = master.read_log(replica.end_position(), max_bytes).unwrap();
+        if chunk.bytes.is_empty() {
+            return chunks;
+        }
+        chunks += 1;
+        let mut at = 0;
+        while at < chunk.bytes.len() {
+            let len = 4 + u32::from_be_bytes(chunk.bytes[at..at + 4].try_into().unwrap()) as usize;
+            replica
+                .append_replicated(
+                    chunk.position + at as u64,
+                    &chunk.bytes[at..at + len],
+                    false,
+                )
+                .unwrap()
+                .wait_durable()
+                .unwrap();
+            at += len;
+        }
+    }
+}
+
+#[test]
+fn a_replica_fed_by_read_log_holds_the_masters_segments_byte_for_byte() {
+    let (master_dir, replica_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = Store::open(config(master_dir.path())).unwrap();
+    let replica = Store::open(config(replica_dir.path())).unwrap();
+    // Batches of uneven sizes over several 64 KiB segments, so that the log rolls with and
+    // without room for a roll marker.
+    for i in 0..400usize {
+        let body = vec![b'a' + (i % 26) as u8; 100 + (i * 37) % 1500];
+        append_ok(&master, &batch("t", (i % 3) as u32, &[&body]));
+    }
+    let chunks = replicate_all(&master, &replica, 8 * 1024);
+    assert!(chunks > 10, "read in chunks: {chunks}");
+    assert_eq!(replica.end_position(), master.end_position());
+    for queue in 0..3 {
+        let from_master = master.read("t", queue, 0, 1 << 24).unwrap();
+        let from_replica = replica.read("t", queue, 0, 1 << 24).unwrap();
+        assert!(
+            bodies_of(&from_master) == bodies_of(&from_replica),
+            "queue {queue} differs"
+        );
+        assert_eq!(from_master.next_offset, from_replica.next_offset);
+    }
+    master.close().unwrap();
+    replica.close().unwrap();
+    let files = |dir: &Path| -> Vec<(std::ffi::OsString, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir.join("commitlog"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name(), std::fs::read(e.path()).unwrap()))
+            .collect();
+        files.sort();
+        files
+    };
+    let master_files = files(master_dir.path());
+    assert!(master_files.len() > 3);
+    assert!(master_files == files(replica_dir.path()), "segments differ");
+}
+
+#[test]
+fn a_replicated_batch_that_would_land_elsewhere_is_refused_and_nothing_is_written() {
+    let (master_dir, replica_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = Store::open(config(master_dir.path())).unwrap();
+    let replica = Store::open(config(replica_dir.path())).unwrap();
+    append_ok(&master, &batch("t", 0, &[b"one"]));
+    append_ok(&master, &batch("t", 0, &[b"two"]));
+    let chunk = master.read_log(0, 1 << 20).unwrap();
+    let first_len = 4 + u32::from_be_bytes(chunk.bytes[..4].try_into().unwrap()) as usize;
+    let second = &chunk.bytes[first_len..];
+    // The second batch, offered first: at its own position (the replica's log is empty) ...
+    let error = replica
+        .append_replicated(first_len as u64, second, false)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, StorageError::ReplicaDiverged { .. }),
+        "{error}"
+    );
+    // ... or at the replica's end, where its queue offset (1) does not follow (0).
+    let error = replica.append_replicated(0, second, false).err().unwrap();
+    assert!(
+        matches!(error, StorageError::ReplicaDiverged { .. }),
+        "{error}"
+    );
+    assert_eq!(replica.end_position(), 0);
+    // A damaged batch fails its CRC.
+    let mut damaged = chunk.bytes[..first_len].to_vec();
+    *damaged.last_mut().unwrap() ^= 1;
+    assert!(matches!(
+        replica.append_replicated(0, &damaged, false),
+        Err(StorageError::InvalidBatch(_))
+    ));
+    // Positions outside the master's log are refused by read_log.
+    assert!(matches!(
+        master.read_log(master.end_position() + 1, 1024),
+        Err(StorageError::PositionOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn under_required_replication_readers_see_only_what_a_slave_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.flush = FlushMode::Async;
+    let store = Store::open(config).unwrap();
+    append_ok(&store, &batch("t", 0, &[b"before"]));
+    store.require_replication();
+    let appended = append_ok(&store, &batch("t", 0, &[b"after"]));
+    assert_eq!(
+        store.queue_offsets("t", 0),
+        (0, 1),
+        "only what was there before"
+    );
+    store.replicated(appended.position + u64::from(appended.size) - 1);
+    assert_eq!(
+        store.queue_offsets("t", 0),
+        (0, 1),
+        "a part of a batch is not the batch"
+    );
+    store.replicated(u64::MAX);
+    assert_eq!(
+        store.queue_offsets("t", 0),
+        (0, 2),
+        "acknowledged, clamped to the end"
+    );
+    assert_eq!(bodies_of(&store.read("t", 0, 0, 1 << 20).unwrap()).len(), 2);
+}

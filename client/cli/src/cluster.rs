@@ -27,7 +27,7 @@ async fn cluster(client: &NameServerClient, wait: Duration) -> anyhow::Result<()
         .retrying("the cluster view", wait, || client.cluster())
         .await?;
     println!(
-        "{:<16} {:<16} {:<7} {:<22} {:>15} {:>16}",
+        "{:<16} {:<16} {:<7} {:<22} {:>15} {:>26}",
         "CLUSTER", "GROUP", "ROLE", "ADDRESS", "LAST HEARTBEAT", "REPLICATION LAG"
     );
     for broker in &view.brokers {
@@ -35,12 +35,19 @@ async fn cluster(client: &NameServerClient, wait: Duration) -> anyhow::Result<()
             Role::Master => "master",
             Role::Slave => "slave",
         };
-        let lag = match broker.replication_lag_bytes {
-            Some(bytes) => format!("{bytes} B"),
-            None => "-".to_owned(),
+        let lag = match (broker.replication_lag_bytes, broker.in_sync) {
+            (Some(bytes), Some(in_sync)) => {
+                let seconds = broker
+                    .replication_lag_ms
+                    .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+                let state = if in_sync { "in sync" } else { "behind" };
+                format!("{bytes} B {seconds} {state}")
+            }
+            (Some(bytes), None) => format!("{bytes} B"),
+            _ => "-".to_owned(),
         };
         println!(
-            "{:<16} {:<16} {:<7} {:<22} {:>15} {:>16}",
+            "{:<16} {:<16} {:<7} {:<22} {:>15} {:>26}",
             broker.cluster,
             broker.group,
             role,

@@ -65,7 +65,8 @@ pub enum ErrorCode {
     FlushTimeout = 19,
     /// The batch was written but the slave did not confirm it within the request's timeout.
     ReplicationTimeout = 20,
-    /// Replicated acknowledgement was asked for but no slave is connected to this master.
+    /// The write needs a slave (synchronous replication, or `acks` replicated) but none is in
+    /// sync with this master; nothing was written.
     NoSlave = 21,
     /// The broker could not write (disk full, IO error); it keeps serving reads.
     StorageError = 22,

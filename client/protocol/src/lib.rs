@@ -9,6 +9,7 @@ pub mod frame;
 pub mod limits;
 pub mod nameserver_api;
 pub mod record_batch;
+pub mod replication;
 pub mod request;
 pub mod response;
 pub mod wire;

@@ -87,6 +87,12 @@ pub struct Heartbeat {
     /// Every topic the broker serves.
     #[serde(default)]
     pub topics: Vec<TopicQueues>,
+    /// Slaves: ms since the slave last held everything its master had (`None`: not yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_lag_ms: Option<u64>,
+    /// Masters: the addresses of the slaves in sync with it now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_sync_slaves: Vec<String>,
     /// Every consumer group's committed offset on this broker, with what it needs for lag
     /// (`GET /v1/groups`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -459,6 +465,13 @@ pub struct BrokerInfo {
     /// Slaves with a live master: the master's `log_end_offset` minus this slave's. Both come from
     /// heartbeats, so this is accurate to about one heartbeat interval of writes.
     pub replication_lag_bytes: Option<u64>,
+    /// Slaves: ms since the slave last held everything its master had, from its heartbeat.
+    #[serde(default)]
+    pub replication_lag_ms: Option<u64>,
+    /// Slaves with a live master: whether the master counts it in sync (caught up within the
+    /// master's `replica_lag_time_max_ms`), from the master's heartbeat.
+    #[serde(default)]
+    pub in_sync: Option<bool>,
 }
 
 /// `GET /v1/topics`: every topic some live broker serves.
@@ -810,6 +823,8 @@ mod tests {
             master_addr: None,
             data_version: 1,
             log_end_offset: 0,
+            replication_lag_ms: None,
+            in_sync_slaves: Vec::new(),
             topics: vec![TopicQueues {
                 name: "orders".into(),
                 queues: 4,

@@ -575,11 +575,8 @@ impl Response {
     pub fn decode(api_key: ApiKey, api_version: u16, body: Bytes) -> Result<Response, DecodeError> {
         ApiKey::check(api_key as u16, api_version)?;
         let mut reader = Reader::new(body);
-        let code = reader.u16("error_code")?;
-        let message = reader.string("error_message")?;
-        if code != ErrorCode::None.as_u16() {
-            reader.finish()?;
-            return Ok(Response::Error(ErrorResponse { code, message }));
+        if let Some(error) = decode_error_head(&mut reader)? {
+            return Ok(Response::Error(error));
         }
         // Every api has one version (1) so far; a second version adds a match on the version.
         let response = match api_key {
@@ -600,6 +597,18 @@ impl Response {
         reader.finish()?;
         Ok(response)
     }
+}
+
+/// Reads the `error_code` and `error_message` every response body starts with: the error, when
+/// the code is not 0 (and then nothing may follow), or `None` for a success whose fields follow.
+pub(crate) fn decode_error_head(reader: &mut Reader) -> Result<Option<ErrorResponse>, DecodeError> {
+    let code = reader.u16("error_code")?;
+    let message = reader.string("error_message")?;
+    if code == ErrorCode::None.as_u16() {
+        return Ok(None);
+    }
+    reader.finish_here()?;
+    Ok(Some(ErrorResponse { code, message }))
 }
 
 #[cfg(test)]

@@ -130,12 +130,17 @@ impl Reader {
         Ok(count)
     }
 
-    /// Ends the body: a known version has no bytes after its last field.
-    pub(crate) fn finish(self) -> Result<(), DecodeError> {
+    /// [`Reader::finish`] without giving the reader up.
+    pub(crate) fn finish_here(&self) -> Result<(), DecodeError> {
         match self.buf.remaining() {
             0 => Ok(()),
             count => Err(DecodeError::TrailingBytes { count }),
         }
+    }
+
+    /// Ends the body: a known version has no bytes after its last field.
+    pub(crate) fn finish(self) -> Result<(), DecodeError> {
+        self.finish_here()
     }
 }
 

@@ -587,11 +587,16 @@ impl Completion {
             if error.is_retryable() {
                 self.routes.invalidate(&self.topic);
             }
-            // A broker that cannot store (fenced log, full disk, fsync too slow) is passed by
-            // like one that cannot be reached.
+            // A broker that cannot store (fenced log, full disk, fsync too slow, no slave in
+            // sync under synchronous replication) is passed by like one that cannot be reached.
             let cannot_store = matches!(
                 error.code(),
-                Some(ErrorCode::StorageError | ErrorCode::FlushTimeout)
+                Some(
+                    ErrorCode::StorageError
+                        | ErrorCode::FlushTimeout
+                        | ErrorCode::NoSlave
+                        | ErrorCode::ReplicationTimeout
+                )
             );
             if cannot_store
                 || matches!(

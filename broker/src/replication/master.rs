@@ -1,0 +1,352 @@
+//! The master's side of replication: it admits only slaves of its own cluster and group that
+//! present the replication secret, serves them its log bytes from the position each asks for,
+//! records what each acknowledged, and tells producers waiting under synchronous replication
+//! when a slave holds their batch.
+//!
+//! A slave's fetch position acknowledges every byte below it (with `--flush sync` on the
+//! master, only its fsynced position counts). A slave is **in sync** while it was caught up
+//! (it asked for a position at or past the master's end when its previous fetch was answered)
+//! within the last `replica_lag_time_max_ms`; synchronous replication refuses a produce at once
+//! (`NO_SLAVE`) while no slave is in sync, rather than letting it time out.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use smq_protocol::replication::{
+    ReplicaFetch, ReplicaFetchResponse, ReplicaHello, ReplicaHelloResponse, ReplicaMetadataResponse,
+};
+use tokio::sync::watch;
+
+use crate::config::{BrokerConfig, Replication, Role};
+use crate::handlers::{Answer, HandlerError, Outcome, Reply};
+use crate::state::Broker;
+use crate::storage::FlushMode;
+
+/// Largest log chunk sent in one ReplicaFetch answer, whatever the slave asks for.
+pub const MAX_REPLICA_FETCH_BYTES: u32 = 4 * 1024 * 1024;
+
+/// What the master knows of one connected slave.
+#[derive(Debug, Clone)]
+pub struct SlaveView {
+    pub addr: String,
+    pub peer: SocketAddr,
+    /// The slave holds the log below this (its last fetch position).
+    pub acked_position: u64,
+    /// ... and has fsynced it below this.
+    pub acked_flushed: u64,
+    /// The master's end when it last answered this slave.
+    end_at_last_answer: u64,
+    caught_up_at: Instant,
+    /// In sync at the last check (for logging each change once).
+    pub in_sync: bool,
+    /// With `replication_max_bytes_per_sec`: the next answer waits until then.
+    paced_until: Instant,
+}
+
+impl SlaveView {
+    fn is_in_sync(&self, now: Instant, lag_time_max: Duration) -> bool {
+        now.duration_since(self.caught_up_at) < lag_time_max
+    }
+}
+
+/// The slaves of this master and the highest position any of them acknowledged.
+pub struct Replicas {
+    slaves: Mutex<BTreeMap<u64, SlaveView>>,
+    next_session: AtomicU64,
+    /// The highest position a slave holds (as durably as `fsync_acks` says); producers waiting
+    /// under synchronous replication watch it.
+    acknowledged: watch::Sender<u64>,
+    fsync_acks: bool,
+    lag_time_max: Duration,
+}
+
+/// One admitted slave's connection; the slave is forgotten when it ends.
+pub struct ReplicaSession {
+    id: u64,
+    broker: Arc<Broker>,
+}
+
+impl Drop for ReplicaSession {
+    fn drop(&mut self) {
+        if let Some(slave) = self.broker.replicas.lock().remove(&self.id) {
+            tracing::warn!(slave = %slave.addr, peer = %slave.peer, acked_position = slave.acked_position, "a slave disconnected");
+        }
+    }
+}
+
+impl Replicas {
+    pub fn new(config: &BrokerConfig) -> Replicas {
+        Replicas {
+            slaves: Mutex::new(BTreeMap::new()),
+            next_session: AtomicU64::new(1),
+            acknowledged: watch::Sender::new(0),
+            fsync_acks: config.flush == FlushMode::Sync,
+            lag_time_max: Duration::from_millis(config.replica_lag_time_max_ms),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, SlaveView>> {
+        self.slaves.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every connected slave, with whether it is in sync now.
+    pub fn slaves(&self) -> Vec<SlaveView> {
+        let now = Instant::now();
+        self.lock()
+            .values()
+            .map(|slave| SlaveView {
+                in_sync: slave.is_in_sync(now, self.lag_time_max),
+                ..slave.clone()
+            })
+            .collect()
+    }
+
+    /// Whether a slave is in sync now.
+    pub fn any_in_sync(&self) -> bool {
+        let now = Instant::now();
+        self.lock()
+            .values()
+            .any(|slave| slave.is_in_sync(now, self.lag_time_max))
+    }
+
+    /// Waits until a slave acknowledged `end`; false when `timeout` passed first.
+    pub async fn wait_acknowledged(&self, end: u64, timeout: Duration) -> bool {
+        let mut acknowledged = self.acknowledged.subscribe();
+        tokio::time::timeout(timeout, acknowledged.wait_for(|position| *position >= end))
+            .await
+            .is_ok_and(|result| result.is_ok())
+    }
+
+    /// Logs each slave that fell out of sync or came back since the last call (one line each
+    /// way); the master calls this periodically.
+    pub fn log_sync_changes(&self, master_end: u64) {
+        let now = Instant::now();
+        for slave in self.lock().values_mut() {
+            let in_sync = slave.is_in_sync(now, self.lag_time_max);
+            if in_sync == slave.in_sync {
+                continue;
+            }
+            slave.in_sync = in_sync;
+            let lag_bytes = master_end.saturating_sub(slave.acked_position);
+            if in_sync {
+                tracing::info!(slave = %slave.addr, lag_bytes, "a slave is in sync again");
+            } else {
+                tracing::warn!(
+                    slave = %slave.addr,
+                    lag_bytes,
+                    caught_up_ms_ago = now.duration_since(slave.caught_up_at).as_millis() as u64,
+                    replica_lag_time_max_ms = self.lag_time_max.as_millis() as u64,
+                    "a slave fell out of sync: synchronous replication refuses writes while no slave is in sync"
+                );
+            }
+        }
+    }
+}
+
+/// Admits a slave that names this master's cluster and group and presents its replication
+/// secret; anyone else gets an error and the connection closes.
+pub fn hello(
+    broker: &Arc<Broker>,
+    peer: SocketAddr,
+    hello: &ReplicaHello,
+) -> Result<(ReplicaSession, Answer), HandlerError> {
+    let config = &broker.config;
+    if config.role != Role::Master {
+        return Err(HandlerError::NotMaster {
+            group: config.group.clone(),
+        });
+    }
+    let refuse = |reason: String| {
+        tracing::warn!(%peer, slave = %hello.slave_addr, "refused a replica: {reason}");
+        Err(HandlerError::ReplicaRefused(reason))
+    };
+    let Some(secret) = &config.replication_secret else {
+        return refuse("this master has no replication secret, so it accepts no slave: give master and slaves the same --replication-secret-file".into());
+    };
+    if !constant_time_eq(secret, &hello.secret) {
+        return refuse("the slave's replication secret is not this master's: give master and slaves the same --replication-secret-file".into());
+    }
+    if hello.cluster != config.cluster || hello.group != config.group {
+        return refuse(format!(
+            "the slave belongs to {}/{}, this master to {}/{}",
+            hello.cluster, hello.group, config.cluster, config.group
+        ));
+    }
+    if hello.segment_bytes != config.segment_bytes {
+        return refuse(format!(
+            "the slave's segment_bytes is {}, this master's {}: positions would not match; give both the same --segment-bytes",
+            hello.segment_bytes, config.segment_bytes
+        ));
+    }
+    let store = &broker.store;
+    let end = store.end_position();
+    let start = store.log_start_position();
+    let id = broker.replicas.next_session.fetch_add(1, Ordering::Relaxed);
+    broker.replicas.lock().insert(
+        id,
+        SlaveView {
+            addr: hello.slave_addr.clone(),
+            peer,
+            acked_position: hello.log_end.min(end),
+            acked_flushed: 0,
+            end_at_last_answer: end,
+            // Not in sync until it catches up.
+            caught_up_at: Instant::now() - broker.replicas.lag_time_max,
+            in_sync: false,
+            paced_until: Instant::now(),
+        },
+    );
+    tracing::info!(slave = %hello.slave_addr, %peer, slave_log_end = hello.log_end, master_log_end = end, "a slave connected");
+    let answer = Answer::ReplicaHello(ReplicaHelloResponse {
+        master_epoch: store.config().master_epoch,
+        fsync_acks: broker.replicas.fsync_acks,
+        log_start: start,
+        log_end: end,
+    });
+    Ok((
+        ReplicaSession {
+            id,
+            broker: broker.clone(),
+        },
+        answer,
+    ))
+}
+
+/// Records what the fetch acknowledges, then answers with the log from its position, holding
+/// the request up to `max_wait_ms` while there is nothing new.
+pub fn fetch(broker: &Arc<Broker>, session: &ReplicaSession, request: ReplicaFetch) -> Reply {
+    if let Err(error) = acknowledge(broker, session, &request) {
+        return Reply::Now(Err(error));
+    }
+    let broker = broker.clone();
+    let id = session.id;
+    Reply::Later(Box::pin(async move {
+        let wait = Duration::from_millis(u64::from(request.max_wait_ms))
+            .min(Duration::from_millis(broker.config.max_fetch_wait_ms));
+        let mut max_bytes = request.max_bytes.clamp(1, MAX_REPLICA_FETCH_BYTES) as usize;
+        let rate = broker.config.replication_max_bytes_per_sec;
+        if rate > 0 {
+            // Chunks of a tenth of a second's worth, each sent no earlier than the rate allows.
+            max_bytes = max_bytes.min((rate / 10).max(64 * 1024) as usize);
+            let until = broker
+                .replicas
+                .lock()
+                .get(&id)
+                .map(|slave| slave.paced_until);
+            if let Some(until) = until {
+                tokio::time::sleep_until(until.into()).await;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut shutdown = broker.shutdown.clone();
+        loop {
+            let appended = broker.log_appended.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            // Versions first: a topic change the log bytes depend on is never announced after them.
+            let topics_version = broker.topic_configs().0;
+            let offsets_version = broker.offsets.version();
+            let chunk = broker.store.read_log(request.position, max_bytes)?;
+            let waited_enough = tokio::time::Instant::now() >= deadline || *shutdown.borrow();
+            if !chunk.bytes.is_empty() || waited_enough {
+                let master_end = broker.store.end_position();
+                if let Some(slave) = broker.replicas.lock().get_mut(&id) {
+                    slave.end_at_last_answer = master_end;
+                    if rate > 0 {
+                        let sending =
+                            Duration::from_secs_f64(chunk.bytes.len() as f64 / rate as f64);
+                        slave.paced_until = slave.paced_until.max(Instant::now()) + sending;
+                    }
+                }
+                return Ok(Answer::ReplicaFetch(ReplicaFetchResponse {
+                    master_end,
+                    topics_version,
+                    offsets_version,
+                    position: chunk.position,
+                    bytes: chunk.bytes,
+                }));
+            }
+            tokio::select! {
+                _ = &mut appended => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = crate::state::shutting_down(&mut shutdown) => {}
+            }
+        }
+    }))
+}
+
+/// The slave holds the log below the fetch's position (fsynced below its flushed position).
+fn acknowledge(
+    broker: &Broker,
+    session: &ReplicaSession,
+    request: &ReplicaFetch,
+) -> Result<(), HandlerError> {
+    let end = broker.store.end_position();
+    if request.position > end {
+        // A slave ahead of its master has a divergent log: nothing it says counts.
+        return Err(HandlerError::ReplicaAhead {
+            position: request.position,
+            end,
+        });
+    }
+    let flushed = request.flushed_position.min(request.position);
+    let replicas = &broker.replicas;
+    let acknowledged = {
+        let mut slaves = replicas.lock();
+        let Some(slave) = slaves.get_mut(&session.id) else {
+            return Err(HandlerError::Internal("the slave's session is gone".into()));
+        };
+        slave.acked_position = request.position;
+        slave.acked_flushed = flushed;
+        if request.position >= slave.end_at_last_answer {
+            slave.caught_up_at = Instant::now();
+        }
+        if replicas.fsync_acks {
+            flushed
+        } else {
+            request.position
+        }
+    };
+    if broker.config.replication == Replication::Sync {
+        broker.store.replicated(acknowledged);
+    }
+    replicas.acknowledged.send_if_modified(|position| {
+        let advanced = acknowledged > *position;
+        *position = (*position).max(acknowledged);
+        advanced
+    });
+    Ok(())
+}
+
+/// The master's topics and consumer offsets, for a slave to copy.
+pub fn metadata(broker: &Broker) -> Outcome {
+    let (topics_version, topics_json) = broker.topics_json();
+    let (offsets_version, offsets_json) = broker.offsets.to_json();
+    Ok(Answer::ReplicaMetadata(ReplicaMetadataResponse {
+        topics_version,
+        offsets_version,
+        topics_json: topics_json.into(),
+        offsets_json: offsets_json.into(),
+    }))
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_equal_only_when_equal() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

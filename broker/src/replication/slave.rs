@@ -1,0 +1,423 @@
+//! The slave's side of replication: one task connects to `--master`, introduces itself
+//! (cluster, group, address, replication secret), copies the master's topics and consumer
+//! offsets, then pulls the master's log from its own log end and appends every batch verbatim
+//! at the master's position through the store's append path (CRC and structure checked,
+//! indexes built here). Each fetch's position acknowledges what it holds; when the master
+//! counts only fsynced bytes, the slave fsyncs a chunk before asking for the next.
+//!
+//! When the master cannot be reached the task retries (50 ms, doubling to 1 s) and logs one
+//! warning per outage, not one per attempt; the slave keeps serving reads meanwhile.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use smq_protocol::frame;
+use smq_protocol::record_batch::BatchView;
+use smq_protocol::replication::{
+    ReplicaFetch, ReplicaHello, ReplicaHelloResponse, ReplicaRequest, ReplicaResponse,
+};
+use smq_protocol::request::HandshakeRequest;
+use smq_protocol::{ApiKey, Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::state::{shutting_down, Broker};
+use crate::storage::AppendReceipt;
+
+/// Most log bytes asked for in one fetch.
+const FETCH_MAX_BYTES: u32 = 4 * 1024 * 1024;
+/// How long the master may hold a fetch while it has nothing new.
+const FETCH_MAX_WAIT_MS: u32 = 500;
+/// How long an answer may take beyond the fetch's wait before the connection counts as dead.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How far behind its master this slave is, as of its last fetch.
+#[derive(Debug, Default)]
+pub struct SlaveStatus {
+    inner: Mutex<StatusInner>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct StatusInner {
+    connected: bool,
+    master_end: u64,
+    lag_bytes: u64,
+    caught_up_at: Option<Instant>,
+}
+
+/// A snapshot of [`SlaveStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    pub connected: bool,
+    pub bytes: u64,
+    /// Since the slave last held everything its master had (0 while it does); `None` before
+    /// it ever did.
+    pub ms: Option<u64>,
+}
+
+impl SlaveStatus {
+    pub fn lag(&self) -> Lag {
+        let inner = *self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Lag {
+            connected: inner.connected,
+            bytes: inner.lag_bytes,
+            // Holding everything the master had at the last answer is no lag, however long
+            // ago the master last wrote.
+            ms: match inner.caught_up_at {
+                Some(_) if inner.lag_bytes == 0 => Some(0),
+                caught_up_at => caught_up_at.map(|at| at.elapsed().as_millis() as u64),
+            },
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut StatusInner)) {
+        change(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReplicationError {
+    #[error("cannot reach the master at {master}: {source}")]
+    Io {
+        master: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the master at {master} did not answer within {timeout_ms} ms")]
+    Timeout { master: String, timeout_ms: u64 },
+    #[error("the master at {master} refused: {message}")]
+    Refused { master: String, message: String },
+    #[error("the master at {master} sent something this slave cannot read: {reason}")]
+    Protocol { master: String, reason: String },
+    #[error("cannot apply the master's data: {0}")]
+    Apply(String),
+}
+
+/// Copies from the master until the broker shuts down.
+pub async fn run(broker: Arc<Broker>, slave_addr: String) {
+    let master = broker
+        .config
+        .master
+        .clone()
+        .expect("configuration checks that a slave has --master");
+    let mut shutdown = broker.shutdown.clone();
+    let mut pause = Duration::from_millis(50);
+    let mut in_outage = false;
+    loop {
+        let result = tokio::select! {
+            _ = shutting_down(&mut shutdown) => return,
+            result = replicate(&broker, &master, &slave_addr, &mut in_outage) => result,
+        };
+        broker
+            .slave_status
+            .update(|status| status.connected = false);
+        let error = match result {
+            Ok(()) => return,
+            Err(error) => error,
+        };
+        if in_outage {
+            tracing::debug!(%error, "replication failed again");
+        } else {
+            tracing::warn!(%error, "replication stopped: this slave keeps serving reads and reconnects");
+            in_outage = true;
+        }
+        tokio::select! {
+            _ = shutting_down(&mut shutdown) => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// One connection to the master: introduce, copy metadata, then fetch and append forever.
+async fn replicate(
+    broker: &Arc<Broker>,
+    master: &str,
+    slave_addr: &str,
+    in_outage: &mut bool,
+) -> Result<(), ReplicationError> {
+    let mut link = Link::connect(broker, master).await?;
+    let secret = broker.config.replication_secret.clone().unwrap_or_default();
+    let hello = ReplicaRequest::Hello(ReplicaHello {
+        cluster: broker.config.cluster.clone(),
+        group: broker.config.group.clone(),
+        slave_addr: slave_addr.to_owned(),
+        secret: Bytes::from(secret),
+        log_end: broker.store.end_position(),
+        segment_bytes: broker.config.segment_bytes,
+    });
+    let ReplicaHelloResponse {
+        fsync_acks,
+        log_end: master_end,
+        ..
+    } = match link.call(&hello).await? {
+        ReplicaResponse::Hello(hello) => hello,
+        other => return Err(link.unexpected(other)),
+    };
+    tracing::info!(%master, master_log_end = master_end, log_end = broker.store.end_position(), fsync_acks, "replicating from the master");
+    *in_outage = false;
+    broker.slave_status.update(|status| {
+        status.connected = true;
+        status.master_end = master_end;
+    });
+    let (mut topics_version, mut offsets_version) = link.copy_metadata(broker).await?;
+    let mut offsets_copied_at = Instant::now();
+    let offsets_interval = Duration::from_millis(broker.config.offsets_flush_interval_ms);
+    loop {
+        let fetch = ReplicaRequest::Fetch(ReplicaFetch {
+            position: broker.store.end_position(),
+            flushed_position: broker.store.flushed_position(),
+            max_bytes: FETCH_MAX_BYTES,
+            max_wait_ms: FETCH_MAX_WAIT_MS,
+        });
+        let answer = match link.call(&fetch).await? {
+            ReplicaResponse::Fetch(answer) => answer,
+            other => return Err(link.unexpected(other)),
+        };
+        let offsets_due = answer.offsets_version != offsets_version
+            && offsets_copied_at.elapsed() >= offsets_interval;
+        if answer.topics_version != topics_version || offsets_due {
+            (topics_version, offsets_version) = link.copy_metadata(broker).await?;
+            offsets_copied_at = Instant::now();
+        }
+        if !answer.bytes.is_empty() {
+            apply(broker, answer.position, answer.bytes, fsync_acks).await?;
+        }
+        let end = broker.store.end_position();
+        broker.slave_status.update(|status| {
+            status.master_end = answer.master_end;
+            status.lag_bytes = answer.master_end.saturating_sub(end);
+            if end >= answer.master_end {
+                status.caught_up_at = Some(Instant::now());
+            }
+        });
+    }
+}
+
+/// Appends the batches of `bytes` (log bytes from `position`) verbatim, waits for their fsync
+/// when the master counts only fsynced bytes (or this slave flushes synchronously), then wakes
+/// the consumers waiting on their queues.
+async fn apply(
+    broker: &Arc<Broker>,
+    position: u64,
+    bytes: Bytes,
+    fsync: bool,
+) -> Result<(), ReplicationError> {
+    let writer = broker.clone();
+    let queues = tokio::task::spawn_blocking(move || {
+        let mut queues = BTreeSet::new();
+        let mut last: Option<AppendReceipt> = None;
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let size = bytes
+                .get(at..at + 4)
+                .map(|field| 4 + u32::from_be_bytes(field.try_into().expect("4 bytes")) as usize)
+                .filter(|size| at + size <= bytes.len())
+                .ok_or_else(|| {
+                    ReplicationError::Apply(format!(
+                        "the master's log chunk at {position} ends inside a batch at {}",
+                        position + at as u64
+                    ))
+                })?;
+            let batch = &bytes[at..at + size];
+            let receipt = writer
+                .store
+                .append_replicated(position + at as u64, batch, fsync)
+                .map_err(|error| ReplicationError::Apply(error.to_string()))?;
+            if let Ok(view) = BatchView::parse(batch) {
+                queues.insert((view.topic().to_owned(), view.queue_id()));
+            }
+            last = Some(receipt);
+            at += size;
+        }
+        if let Some(receipt) = last {
+            receipt
+                .wait_durable()
+                .map_err(|error| ReplicationError::Apply(error.to_string()))?;
+        }
+        Ok::<_, ReplicationError>(queues)
+    })
+    .await
+    .map_err(|error| ReplicationError::Apply(error.to_string()))??;
+    for (topic, queue) in queues {
+        if let Some(state) = broker.topic(&topic) {
+            if queue < state.queue_count {
+                state.appended(queue).notify_waiters();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One connection to the master, one request at a time.
+struct Link {
+    master: String,
+    stream: TcpStream,
+    buf: BytesMut,
+    next_correlation_id: u32,
+    max_frame_bytes: usize,
+}
+
+impl Link {
+    async fn connect(broker: &Broker, master: &str) -> Result<Link, ReplicationError> {
+        let io = |source| ReplicationError::Io {
+            master: master.to_owned(),
+            source,
+        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(master))
+            .await
+            .map_err(|_| ReplicationError::Timeout {
+                master: master.to_owned(),
+                timeout_ms: CONNECT_TIMEOUT.as_millis() as u64,
+            })?
+            .map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        let mut link = Link {
+            master: master.to_owned(),
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+            next_correlation_id: 1,
+            max_frame_bytes: broker.config.max_frame_bytes() + FETCH_MAX_BYTES as usize,
+        };
+        let handshake = HandshakeRequest {
+            client_id: format!("smq-broker/{} slave", env!("CARGO_PKG_VERSION")),
+            min_version: smq_protocol::api::PROTOCOL_VERSION_MIN,
+            max_version: smq_protocol::api::PROTOCOL_VERSION_MAX,
+            auth_token: Bytes::new(),
+        };
+        let id = link.next_id();
+        let mut out = BytesMut::new();
+        Request::Handshake(handshake).encode(1, id, &mut out);
+        link.send(&out).await?;
+        let body = link.receive(id, ANSWER_TIMEOUT).await?;
+        match Response::decode(ApiKey::Handshake, 1, body) {
+            Ok(Response::Handshake(_)) => Ok(link),
+            Ok(Response::Error(error)) => Err(ReplicationError::Refused {
+                master: master.to_owned(),
+                message: error.to_string(),
+            }),
+            Ok(_) => Err(link.protocol("a handshake answered with another api")),
+            Err(error) => Err(link.protocol(&error.to_string())),
+        }
+    }
+
+    fn next_id(&mut self) -> u32 {
+        let id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1).max(1);
+        id
+    }
+
+    async fn send(&mut self, frame: &[u8]) -> Result<(), ReplicationError> {
+        self.stream
+            .write_all(frame)
+            .await
+            .map_err(|source| ReplicationError::Io {
+                master: self.master.clone(),
+                source,
+            })
+    }
+
+    /// Reads the next response frame, which must answer `id`.
+    async fn receive(&mut self, id: u32, timeout: Duration) -> Result<Bytes, ReplicationError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match frame::decode_response(&mut self.buf, self.max_frame_bytes) {
+                Ok(Some(frame)) if frame.correlation_id == id => return Ok(frame.body),
+                Ok(Some(frame)) => {
+                    return Err(self.protocol(&format!(
+                        "an answer to request {} while waiting for {id}",
+                        frame.correlation_id
+                    )))
+                }
+                Ok(None) => {}
+                Err(error) => return Err(self.protocol(&error.to_string())),
+            }
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
+                .await
+                .map_err(|_| ReplicationError::Timeout {
+                    master: self.master.clone(),
+                    timeout_ms: timeout.as_millis() as u64,
+                })?;
+            match read {
+                Ok(0) => {
+                    return Err(ReplicationError::Io {
+                        master: self.master.clone(),
+                        source: std::io::ErrorKind::UnexpectedEof.into(),
+                    })
+                }
+                Ok(_) => {}
+                Err(source) => {
+                    return Err(ReplicationError::Io {
+                        master: self.master.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Sends a replication request and reads its answer; an error answer is `Refused`.
+    async fn call(
+        &mut self,
+        request: &ReplicaRequest,
+    ) -> Result<ReplicaResponse, ReplicationError> {
+        let id = self.next_id();
+        let mut out = BytesMut::new();
+        request.encode(id, &mut out);
+        self.send(&out).await?;
+        let wait = match request {
+            ReplicaRequest::Fetch(fetch) => Duration::from_millis(fetch.max_wait_ms.into()),
+            _ => Duration::ZERO,
+        };
+        let body = self.receive(id, wait + ANSWER_TIMEOUT).await?;
+        match ReplicaResponse::decode(request.api_key(), body) {
+            Ok(ReplicaResponse::Error(error)) => Err(ReplicationError::Refused {
+                master: self.master.clone(),
+                message: error.to_string(),
+            }),
+            Ok(response) => Ok(response),
+            Err(error) => Err(self.protocol(&error.to_string())),
+        }
+    }
+
+    /// Copies the master's topics and offsets; returns their versions.
+    async fn copy_metadata(
+        &mut self,
+        broker: &Arc<Broker>,
+    ) -> Result<(u64, u64), ReplicationError> {
+        let metadata = match self.call(&ReplicaRequest::Metadata).await? {
+            ReplicaResponse::Metadata(metadata) => metadata,
+            other => return Err(self.unexpected(other)),
+        };
+        let versions = (metadata.topics_version, metadata.offsets_version);
+        let writer = broker.clone();
+        tokio::task::spawn_blocking(move || {
+            if writer.topic_configs().0 != metadata.topics_version {
+                writer
+                    .replace_topics(&metadata.topics_json)
+                    .map_err(|error| ReplicationError::Apply(error.to_string()))?;
+            }
+            writer
+                .offsets
+                .replace_from_json(&metadata.offsets_json)
+                .map_err(|error| ReplicationError::Apply(error.to_string()))
+        })
+        .await
+        .map_err(|error| ReplicationError::Apply(error.to_string()))??;
+        Ok(versions)
+    }
+
+    fn unexpected(&self, response: ReplicaResponse) -> ReplicationError {
+        self.protocol(&format!("an unexpected answer: {response:?}"))
+    }
+
+    fn protocol(&self, reason: &str) -> ReplicationError {
+        ReplicationError::Protocol {
+            master: self.master.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+}

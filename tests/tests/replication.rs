@@ -1,0 +1,687 @@
+//! Master–slave replication through the real binaries: a slave's log is the master's byte for
+//! byte; under synchronous replication every acknowledged message survives the loss of the
+//! master's whole data directory; a peer that is not a configured slave cannot make the master
+//! acknowledge anything.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use smq_client::protocol::frame::decode_response;
+use smq_client::protocol::replication::{
+    ReplicaFetch, ReplicaHello, ReplicaRequest, ReplicaResponse,
+};
+use smq_client::protocol::request::HandshakeRequest;
+use smq_client::protocol::{ApiKey, ErrorCode, Request, Response};
+use smq_client::{Admin, ClientConfig, Consumer, Message, Producer, StartFrom};
+use smq_tests::{wait_for, Broker, NameServer};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Writes a replication secret file in `dir`.
+fn secret_file(dir: &Path, secret: &str) -> PathBuf {
+    let path = dir.join(format!("secret-{secret}"));
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    path
+}
+
+fn start_master(secret: &Path, data_dir: &Path, extra: &[&str]) -> Broker {
+    let mut args = vec!["--replication-secret-file", secret.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Broker::start_in(data_dir, &with_small_segments(args))
+}
+
+/// 16 MiB segments unless the test sets its own: every segment is reserved on disk whole (and
+/// one is made ahead), and these tests start many brokers at once.
+fn with_small_segments(mut args: Vec<&str>) -> Vec<&str> {
+    if !args.contains(&"--segment-bytes") {
+        args.extend(["--segment-bytes", "16777216"]);
+    }
+    args
+}
+
+fn start_slave(master: &Broker, secret: &Path, data_dir: &Path, extra: &[&str]) -> Broker {
+    let master_addr = master.addr.to_string();
+    let mut args = vec![
+        "--role",
+        "slave",
+        "--master",
+        &master_addr,
+        "--replication-secret-file",
+        secret.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Broker::start_in(data_dir, &with_small_segments(args))
+}
+
+fn body(key: usize, sequence: usize) -> Vec<u8> {
+    format!(
+        "key-{key}|seq-{sequence:06}|{}",
+        "r".repeat((key * 17 + sequence) % 300)
+    )
+    .into_bytes()
+}
+
+/// One line of the broker's /metrics, as a number.
+fn metric(broker: &Broker, name: &str) -> Option<f64> {
+    let reply = smq_tests::http::request_blocking(broker.http_addr, "GET", "/metrics", None);
+    reply
+        .body
+        .lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// The segment files of a data directory, by name.
+fn segments(data_dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(data_dir.join("commitlog"))
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .map(|entry| {
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                std::fs::read(entry.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn after_catching_up_a_slaves_segments_are_byte_identical_to_its_masters() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "copy");
+    // Small segments, so that the log rolls many times (roll markers included); catch-up paced
+    // at 2 MB/s, so that the lag can be watched.
+    let master = start_master(
+        &secret,
+        &dir.path().join("master"),
+        &[
+            "--flush",
+            "async",
+            "--segment-bytes",
+            "1048576",
+            "--replication-max-bytes-per-sec",
+            "2000000",
+        ],
+    );
+    let config = ClientConfig::new(master.addr.to_string());
+    let total = 30_000;
+    runtime().block_on(async {
+        Admin::connect(config.clone())
+            .await
+            .unwrap()
+            .create_topic("copied", 3)
+            .await
+            .unwrap();
+        let producer = Producer::connect(config).await.unwrap();
+        let mut pending = Vec::new();
+        for sequence in 0..total {
+            let message = Message::from_body(body(sequence % 7, sequence));
+            pending.push(producer.start_send("copied", message).await.unwrap());
+        }
+        for delivery in pending {
+            delivery.wait().await.unwrap();
+        }
+    });
+    let slave = start_slave(
+        &master,
+        &secret,
+        &dir.path().join("slave"),
+        &["--segment-bytes", "1048576", "--flush", "async"],
+    );
+    let lag_seen = wait_for(
+        "the slave reports its lag while it catches up",
+        Duration::from_secs(30),
+        || metric(&slave, "smq_replication_lag_bytes").filter(|lag| *lag > 0.0),
+    );
+    wait_for("the slave catches up", Duration::from_secs(60), || {
+        metric(&slave, "smq_replication_lag_bytes").filter(|lag| *lag == 0.0)
+    });
+    assert!(lag_seen > 0.0);
+    // Stopping both cleanly flushes them; the slave first, so that it holds no more than the master.
+    slave.stop();
+    master.stop();
+    let master_segments = segments(&dir.path().join("master"));
+    let slave_segments = segments(&dir.path().join("slave"));
+    let with_data: Vec<&String> = master_segments
+        .iter()
+        .filter(|(_, bytes)| bytes.iter().any(|b| *b != 0))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(with_data.len() > 3, "the log rolled: {with_data:?}");
+    for name in with_data {
+        let slave_bytes = slave_segments
+            .get(name)
+            .unwrap_or_else(|| panic!("the slave lacks segment {name}"));
+        assert!(
+            master_segments[name] == *slave_bytes,
+            "segment {name} differs between master and slave"
+        );
+    }
+}
+
+#[test]
+fn under_sync_replication_every_acknowledged_message_survives_losing_the_masters_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "sync");
+    let master_dir = dir.path().join("master");
+    let master = start_master(
+        &secret,
+        &master_dir,
+        &["--flush", "sync", "--replication", "sync"],
+    );
+    let slave = start_slave(
+        &master,
+        &secret,
+        &dir.path().join("slave"),
+        &["--flush", "sync"],
+    );
+    let config = ClientConfig::new(master.addr.to_string());
+    let runtime = runtime();
+    let (keys, total) = (16, 50_000);
+    // The master refuses writes (NO_SLAVE) until its slave is in sync.
+    wait_for_in_sync(&master);
+    let acknowledged: HashSet<(u32, u64)> = runtime.block_on(async {
+        Admin::connect(config.clone())
+            .await
+            .unwrap()
+            .create_topic("orders", 4)
+            .await
+            .unwrap();
+        let producer = Producer::connect(config.clone()).await.unwrap();
+        let mut pending = Vec::with_capacity(total);
+        for sequence in 0..total {
+            let key = sequence % keys;
+            let mut message = Message::from_body(body(key, sequence));
+            message.key = format!("customer-{key}").into_bytes();
+            pending.push(producer.start_send("orders", message).await.unwrap());
+        }
+        let mut acknowledged = HashSet::new();
+        for delivery in pending {
+            let delivery = delivery.wait().await.unwrap();
+            acknowledged.insert((delivery.queue_id, delivery.offset));
+        }
+        acknowledged
+    });
+    assert_eq!(acknowledged.len(), total);
+    // The master's machine is gone: process and disk.
+    master.kill();
+    std::fs::remove_dir_all(&master_dir).unwrap();
+
+    let config = ClientConfig::new(slave.addr.to_string());
+    runtime.block_on(async {
+        let mut consumer = Consumer::connect(config, "orders", None, StartFrom::Earliest)
+            .await
+            .unwrap();
+        let mut next_offset: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut next_sequence_of_key: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut found = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while found < total {
+            assert!(
+                Instant::now() < deadline,
+                "only {found} of {total} acknowledged messages are on the slave"
+            );
+            for message in consumer.poll(10_000).await.unwrap() {
+                let expected_offset = next_offset.entry(message.queue_id).or_insert(0);
+                assert_eq!(
+                    message.offset, *expected_offset,
+                    "queue {} in order",
+                    message.queue_id
+                );
+                *expected_offset += 1;
+                let text = std::str::from_utf8(&message.body).unwrap();
+                let key: usize = text[4..text.find('|').unwrap()].parse().unwrap();
+                let sequence: usize = text[text.find("seq-").unwrap() + 4..][..6].parse().unwrap();
+                assert_eq!(&message.body[..], &body(key, sequence)[..], "byte for byte");
+                assert_eq!(message.key, format!("customer-{key}").into_bytes());
+                let expected = next_sequence_of_key.entry(key).or_insert(key);
+                assert_eq!(sequence, *expected, "key {key} in order");
+                *expected += keys;
+                if acknowledged.contains(&(message.queue_id, message.offset)) {
+                    found += 1;
+                }
+            }
+        }
+    });
+}
+
+/// Waits until the master's /metrics says a slave is in sync.
+fn wait_for_in_sync(master: &Broker) {
+    wait_for("a slave in sync", Duration::from_secs(30), || {
+        let reply = smq_tests::http::request_blocking(master.http_addr, "GET", "/metrics", None);
+        reply
+            .body
+            .lines()
+            .any(|line| line.starts_with("smq_slave_in_sync{") && line.ends_with(" 1"))
+            .then_some(())
+    });
+}
+
+/// A connection speaking the broker protocol by hand: handshake, then raw replication requests.
+struct RawPeer {
+    stream: TcpStream,
+    buf: BytesMut,
+    next_id: u32,
+}
+
+impl RawPeer {
+    fn connect(broker: &Broker) -> RawPeer {
+        let stream = TcpStream::connect(broker.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut peer = RawPeer {
+            stream,
+            buf: BytesMut::new(),
+            next_id: 1,
+        };
+        let mut out = BytesMut::new();
+        Request::Handshake(HandshakeRequest {
+            client_id: "rogue".into(),
+            min_version: 1,
+            max_version: 1,
+            auth_token: Bytes::new(),
+        })
+        .encode(1, peer.id(), &mut out);
+        peer.stream.write_all(&out).unwrap();
+        let body = peer.read_frame().expect("a handshake answer");
+        assert!(matches!(
+            Response::decode(ApiKey::Handshake, 1, body).unwrap(),
+            Response::Handshake(_)
+        ));
+        peer
+    }
+
+    fn id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// The next response body, or None when the broker closed the connection.
+    fn read_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(frame) = decode_response(&mut self.buf, 1 << 26).unwrap() {
+                return Some(frame.body);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Sends a replication request; its answer, or None when the connection closed instead.
+    fn call(&mut self, request: ReplicaRequest) -> Option<ReplicaResponse> {
+        let mut out = BytesMut::new();
+        request.encode(self.id(), &mut out);
+        self.stream.write_all(&out).ok()?;
+        let body = self.read_frame()?;
+        Some(ReplicaResponse::decode(request.api_key(), body).unwrap())
+    }
+
+    fn closed(&mut self) -> bool {
+        self.read_frame().is_none()
+    }
+}
+
+fn error_code(response: Option<ReplicaResponse>) -> Option<u16> {
+    match response {
+        Some(ReplicaResponse::Error(error)) => Some(error.code),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_peer_that_is_not_a_configured_slave_cannot_make_the_master_acknowledge_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "right");
+    let wrong = secret_file(dir.path(), "wrong");
+    let master = start_master(
+        &secret,
+        &dir.path().join("master"),
+        &["--replication", "sync", "--replication-timeout-ms", "1000"],
+    );
+    let produce = |body: &str| {
+        smq_tests::run_with_stdin(master.smq().args(["produce", "t"]), body.as_bytes())
+    };
+    let created = master
+        .smq()
+        .args(["topic", "create", "t", "--queues", "1"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+
+    // A real slave with the wrong secret is refused, and so the write is.
+    let rogue_slave = start_slave(&master, &wrong, &dir.path().join("rogue"), &[]);
+    wait_for(
+        "the master refuses the slave",
+        Duration::from_secs(10),
+        || {
+            master
+                .log_lines()
+                .iter()
+                .any(|line| line.contains("refused a replica") && line.contains("secret"))
+                .then_some(())
+        },
+    );
+    let refused = produce("not replicated\n");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("NO_SLAVE") || stderr.contains("no slave in sync"),
+        "{stderr}"
+    );
+
+    // A hand-written peer: fetching without introducing itself, introducing itself without the
+    // secret or for another group, and claiming a position past the master's end get it nothing.
+    let mut peer = RawPeer::connect(&master);
+    let far = ReplicaRequest::Fetch(ReplicaFetch {
+        position: 1 << 40,
+        flushed_position: 1 << 40,
+        max_bytes: 1024,
+        max_wait_ms: 0,
+    });
+    assert_eq!(
+        error_code(peer.call(far.clone())),
+        Some(ErrorCode::HandshakeRequired.as_u16())
+    );
+    let hello = |secret: &str, group: &str| {
+        ReplicaRequest::Hello(ReplicaHello {
+            cluster: "smq".into(),
+            group: group.into(),
+            slave_addr: "127.0.0.1:1".into(),
+            secret: Bytes::from(secret.to_owned()),
+            log_end: 1 << 40,
+            segment_bytes: 16 << 20,
+        })
+    };
+    assert_eq!(
+        error_code(peer.call(hello("", "broker-a"))),
+        Some(ErrorCode::AuthenticationFailed.as_u16())
+    );
+    assert!(peer.closed(), "a refused peer is disconnected");
+    let mut peer = RawPeer::connect(&master);
+    assert_eq!(
+        error_code(peer.call(hello("right", "another-group"))),
+        Some(ErrorCode::AuthenticationFailed.as_u16())
+    );
+    let refused = produce("still not replicated\n");
+    assert!(!refused.status.success(), "no ack from a refused peer");
+
+    // With the secret and the group, a position past the end is refused and counts for nothing.
+    let mut peer = RawPeer::connect(&master);
+    assert!(matches!(
+        peer.call(hello("right", "broker-a")),
+        Some(ReplicaResponse::Hello(_))
+    ));
+    assert_eq!(
+        error_code(peer.call(far)),
+        Some(ErrorCode::OffsetOutOfRange.as_u16())
+    );
+    let refused = produce("not by a liar either\n");
+    assert!(
+        !refused.status.success(),
+        "no ack for a position the master never wrote"
+    );
+    drop(peer);
+    drop(rogue_slave);
+
+    // The configured slave is admitted and the same write is acknowledged.
+    let slave = start_slave(&master, &secret, &dir.path().join("slave"), &[]);
+    wait_for_in_sync(&master);
+    let accepted = produce("replicated\n");
+    assert!(accepted.status.success(), "{accepted:?}");
+    drop(slave);
+}
+
+#[test]
+fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "groups");
+    let nameserver = NameServer::start(&["--heartbeat-timeout-ms", "1500"]);
+    let ns = nameserver.url();
+    let g1_master = start_master(
+        &secret,
+        &dir.path().join("g1-master"),
+        &[
+            "--nameserver",
+            &ns,
+            "--group",
+            "g1",
+            "--replication",
+            "sync",
+        ],
+    );
+    let g1_slave = start_slave(
+        &g1_master,
+        &secret,
+        &dir.path().join("g1-slave"),
+        &["--nameserver", &ns, "--group", "g1"],
+    );
+    let _g2_master = start_master(
+        &secret,
+        &dir.path().join("g2-master"),
+        &["--nameserver", &ns, "--group", "g2"],
+    );
+    wait_for("three brokers registered", Duration::from_secs(10), || {
+        (smq_tests::failover::registered(&nameserver).len() == 3).then_some(())
+    });
+    wait_for_in_sync(&g1_master);
+    let created = nameserver
+        .smq()
+        .args(["topic", "create", "t", "--queues", "2", "--groups", "g1,g2"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    // The slave has the topic (metadata follows the log) and shows in the route.
+    wait_for("the slave in the route", Duration::from_secs(10), || {
+        let (status, body) = nameserver.get("/v1/routes/t");
+        (status == 200 && body.contains(&g1_slave.addr.to_string())).then_some(())
+    });
+
+    // /v1/cluster shows the slave's lag and that its master counts it in sync.
+    wait_for(
+        "the slave in sync in /v1/cluster",
+        Duration::from_secs(10),
+        || {
+            let (_, body) = nameserver.get("/v1/cluster");
+            let view: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let slave = view["brokers"]
+                .as_array()?
+                .iter()
+                .find(|broker| broker["role"] == "slave")?
+                .clone();
+            (slave["in_sync"] == true && slave["replication_lag_bytes"].is_u64()).then_some(())
+        },
+    );
+    let table = nameserver.smq().arg("cluster").output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.contains("in sync"), "{table}");
+    let runtime = runtime();
+    let config = nameserver.client_config(200);
+    let mut consumer = runtime
+        .block_on(Consumer::connect(
+            config.clone(),
+            "t",
+            Some("readers"),
+            StartFrom::Earliest,
+        ))
+        .unwrap();
+    let producer = runtime.block_on(Producer::connect(config)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = runtime.spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut acked, mut failures) = (BTreeSet::new(), Vec::new());
+            let mut sequence = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let body = format!("m{sequence}");
+                match producer.send("t", Message::from_body(body.clone())).await {
+                    Ok(_) => {
+                        acked.insert(body);
+                    }
+                    Err(error) => failures.push(format!("{body}: {error}")),
+                }
+                sequence += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (acked, failures)
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    g1_master.kill();
+    // The producer goes on to g2; the NameServer drops the dead master within its timeout.
+    wait_for(
+        "the dead master leaves the routes",
+        Duration::from_secs(10),
+        || {
+            let (_, body) = nameserver.get("/v1/routes/t");
+            let route: serde_json::Value = serde_json::from_str(&body).ok()?;
+            route["groups"]
+                .as_array()?
+                .iter()
+                .any(|group| group["group"] == "g1" && group["master"].is_null())
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failures) = runtime.block_on(sender).unwrap();
+    assert!(
+        failures.len() <= 2,
+        "only sends in flight at the kill may fail, but {} did: {:?}",
+        failures.len(),
+        &failures[..3.min(failures.len())]
+    );
+    // Every acknowledged message comes back, g1's from its slave.
+    let mut missing = acked.clone();
+    let mut from_g1 = 0;
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !missing.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{} acknowledged messages never came back, e.g. {:?}",
+                missing.len(),
+                missing.iter().next()
+            );
+            // A consumer goes on after retryable errors (the dead master), as `smq consume` does.
+            let messages = match consumer.poll(1000).await {
+                Ok(messages) => messages,
+                Err(error) if error.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(error) => panic!("{error}"),
+            };
+            for message in messages {
+                let body = String::from_utf8(message.body.to_vec()).unwrap();
+                if missing.remove(&body) && &*message.broker_group == "g1" {
+                    from_g1 += 1;
+                }
+            }
+            if let Err(error) = consumer.commit().await {
+                assert!(error.is_retryable(), "{error}");
+            }
+        }
+        // Once the routes name the slave, committing succeeds: the queues read from the slave
+        // are left uncommitted (the slave answers NOT_MASTER) rather than failing the commit.
+        consumer.commit().await.unwrap();
+    });
+    assert!(from_g1 > 0, "some of the backlog was g1's");
+    println!(
+        "{} acknowledged, {from_g1} of them read from g1's slave",
+        acked.len()
+    );
+}
+
+#[test]
+fn a_killed_slave_restarts_catches_up_and_sync_writes_resume_refused_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "restart");
+    let slave_dir = dir.path().join("slave");
+    let master = start_master(
+        &secret,
+        &dir.path().join("master"),
+        &["--replication", "sync", "--replica-lag-time-max-ms", "1000"],
+    );
+    let slave = start_slave(&master, &secret, &slave_dir, &[]);
+    let created = master
+        .smq()
+        .args(["topic", "create", "t", "--queues", "2"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    wait_for_in_sync(&master);
+    let lines =
+        |from: usize, to: usize| -> String { (from..to).map(|i| format!("m{i}\n")).collect() };
+    let produce = |body: String| {
+        smq_tests::run_with_stdin(master.smq().args(["produce", "t"]), body.as_bytes())
+    };
+    let first = produce(lines(0, 1000));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+
+    slave.kill();
+    wait_for(
+        "the master forgets the slave",
+        Duration::from_secs(10),
+        || {
+            master
+                .log_lines()
+                .iter()
+                .any(|line| line.contains("a slave disconnected"))
+                .then_some(())
+        },
+    );
+    // Without its slave the master refuses sync writes, writing nothing.
+    let refused = produce(lines(1000, 1001));
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("no slave in sync"), "{stderr}");
+
+    // The slave recovers its log, resumes from its end, and writes are acknowledged again.
+    let slave = start_slave(&master, &secret, &slave_dir, &[]);
+    wait_for_in_sync(&master);
+    assert!(produce(lines(1000, 2000)).status.success());
+    let consumed = slave
+        .smq()
+        .args([
+            "consume",
+            "t",
+            "--group",
+            "check",
+            "--count",
+            "2000",
+            "--idle-timeout",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    let mut bodies: Vec<String> = String::from_utf8(consumed.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    bodies.sort_by_key(|body| body[1..].parse::<u32>().unwrap());
+    let expected: Vec<String> = (0..2000).map(|i| format!("m{i}")).collect();
+    assert!(
+        bodies == expected,
+        "the slave holds every acknowledged message once"
+    );
+}
