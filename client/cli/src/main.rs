@@ -5,6 +5,7 @@
 mod bench;
 mod cluster;
 mod consume;
+mod dev;
 mod produce;
 mod topic;
 
@@ -85,6 +86,9 @@ enum Command {
     /// Every live broker as the NameServer sees it: cluster, group, role, address, last
     /// heartbeat, replication lag (needs --nameserver or --srv).
     Cluster,
+    /// A whole cluster on loopback: DNS answering _smq-ns._tcp.smq.test, two NameServers, two
+    /// broker groups; `smq dev failover` and `smq dev kill-master GROUP` from another shell.
+    Dev(dev::DevArgs),
 }
 
 #[tokio::main]
@@ -127,6 +131,9 @@ fn say_waiting(what: &str, error: &NameServerError, wait: Duration) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Dev(args) = cli.command {
+        return dev::run(args).await;
+    }
     let nameserver = nameserver_client(&cli)?;
     // With a discovery flag, producers and consumers follow the NameServer's routes.
     let mut config = match &nameserver {
@@ -143,5 +150,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => produce(config, args).await,
         Command::Consume(args) => consume(config, args).await,
         Command::Bench(command) => bench(config, command).await,
+        Command::Dev(_) => unreachable!("handled above"),
     }
 }
