@@ -4,11 +4,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, UdpSocket};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use smq_tests::{binary, run_with_stdin, wait_for};
+use smq_tests::{binary, ok, run_with_stdin, wait_for};
 
 /// How many ports `smq dev --base-port B` takes from B.
 const PORT_SPAN: u16 = 30;
@@ -23,17 +23,6 @@ fn free_base_port() -> u16 {
                 && UdpSocket::bind(("127.0.0.1", base)).is_ok()
         })
         .expect("a free span of ports")
-}
-
-fn ok(output: Output) -> Output {
-    assert!(
-        output.status.success(),
-        "smq failed with {}:\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// The pids whose parent is `parent`, from /proc.

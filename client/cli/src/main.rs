@@ -6,6 +6,7 @@ mod bench;
 mod cluster;
 mod consume;
 mod dev;
+mod message_format;
 mod produce;
 mod topic;
 
@@ -85,7 +86,7 @@ enum Command {
     Bench(BenchCommand),
     /// Every live broker as the NameServer sees it: cluster, group, role, address, last
     /// heartbeat, replication lag (needs --nameserver or --srv).
-    Cluster,
+    Cluster(cluster::ClusterArgs),
     /// A whole cluster on loopback: DNS answering _smq-ns._tcp.smq.test, two NameServers, two
     /// broker groups; `smq dev failover` and `smq dev kill-master GROUP` from another shell.
     Dev(dev::DevArgs),
@@ -145,7 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     config.client_id = "smq-cli".into();
     let wait = Duration::from_millis(cli.route_wait_ms);
     match cli.command {
-        Command::Cluster => cluster::run(nameserver.as_ref(), wait).await,
+        Command::Cluster(args) => cluster::run(nameserver.as_ref(), wait, args).await,
         Command::Topic(command) => topic::run(config, nameserver.as_ref(), wait, command).await,
         Command::Produce(args) => produce(config, args).await,
         Command::Consume(args) => consume(config, args).await,
