@@ -52,6 +52,19 @@ pub fn binary(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// `output` of a command that must have succeeded; panics with its status, stdout and stderr
+/// otherwise.
+pub fn ok(output: std::process::Output) -> std::process::Output {
+    assert!(
+        output.status.success(),
+        "{} failed:\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// Runs `command` with `stdin` written to its standard input; returns its output.
 pub fn run_with_stdin(command: &mut Command, stdin: &[u8]) -> std::process::Output {
     use std::io::Write;

@@ -2,20 +2,10 @@
 //! without burning CPU, `bench mixed` receives what it sends, and bad input ends in a clear
 //! error and a non-zero exit.
 
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use smq_tests::{process_cpu_time, run_with_stdin as run, wait_for, Broker};
-
-fn ok(output: Output) -> Output {
-    assert!(
-        output.status.success(),
-        "smq failed with {}:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
+use smq_tests::{ok, process_cpu_time, run_with_stdin as run, wait_for, Broker};
 
 fn create_topic(broker: &Broker, topic: &str, queues: u32) {
     ok(run(

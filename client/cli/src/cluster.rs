@@ -7,13 +7,23 @@ use anyhow::bail;
 use smq_client::nameserver_api::Role;
 use smq_client::nameserver_client::NameServerClient;
 
+/// `smq cluster`'s flags.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ClusterArgs {
+    /// Print the NameServer's cluster view as one JSON object (as GET /v1/cluster) instead of
+    /// a table.
+    #[arg(long)]
+    json: bool,
+}
+
 /// `smq cluster`: needs a NameServer.
 pub(crate) async fn run(
     nameserver: Option<&NameServerClient>,
     wait: Duration,
+    args: ClusterArgs,
 ) -> anyhow::Result<()> {
     match nameserver {
-        Some(client) => cluster(client, wait).await,
+        Some(client) => cluster(client, wait, args.json).await,
         None => bail!(
             "`smq cluster` asks the NameServer: set --nameserver URL or --srv NAME \
              (or SMQ_NAMESERVER / SMQ_SRV)"
@@ -22,10 +32,14 @@ pub(crate) async fn run(
 }
 
 /// `smq cluster`: one line per live broker.
-async fn cluster(client: &NameServerClient, wait: Duration) -> anyhow::Result<()> {
+async fn cluster(client: &NameServerClient, wait: Duration, json: bool) -> anyhow::Result<()> {
     let view = client
         .retrying("the cluster view", wait, || client.cluster())
         .await?;
+    if json {
+        println!("{}", serde_json::to_string(&view)?);
+        return Ok(());
+    }
     println!(
         "{:<16} {:<16} {:<7} {:<22} {:>15} {:>26}",
         "CLUSTER", "GROUP", "ROLE", "ADDRESS", "LAST HEARTBEAT", "REPLICATION LAG"

@@ -40,6 +40,10 @@ pub(crate) struct ConsumeArgs {
     /// Stop after this many seconds without a message.
     #[arg(long, env = "SMQ_IDLE_TIMEOUT")]
     pub(crate) idle_timeout: Option<f64>,
+    /// text: each body on a line; json: one object a line with the message's broker group,
+    /// queue, offset, timestamp, key, tag, headers and body (base64 when not UTF-8, flagged).
+    #[arg(long, env = "SMQ_FORMAT", value_enum, default_value = "text")]
+    pub(crate) format: crate::message_format::OutputFormat,
 }
 
 pub(crate) async fn consume(mut config: ClientConfig, args: ConsumeArgs) -> anyhow::Result<()> {
@@ -106,8 +110,7 @@ pub(crate) async fn consume(mut config: ClientConfig, args: ConsumeArgs) -> anyh
             last_message = Instant::now();
         }
         for message in &messages {
-            out.write_all(&message.body)?;
-            out.write_all(b"\n")?;
+            args.format.write(&mut out, message)?;
         }
         if !messages.is_empty() {
             // One write per poll: a reader downstream sees each message as soon as it arrives.

@@ -5,7 +5,9 @@
 mod bench;
 mod cluster;
 mod consume;
+mod dev;
 mod group;
+mod message_format;
 mod produce;
 mod topic;
 
@@ -90,7 +92,10 @@ enum Command {
     Bench(BenchCommand),
     /// Every live broker as the NameServer sees it: cluster, group, role, address, last
     /// heartbeat, replication lag (needs --nameserver or --srv).
-    Cluster,
+    Cluster(cluster::ClusterArgs),
+    /// A whole cluster on loopback: DNS answering _smq-ns._tcp.smq.test, two NameServers, two
+    /// broker groups; `smq dev failover` and `smq dev kill-master GROUP` from another shell.
+    Dev(dev::DevArgs),
 }
 
 #[tokio::main]
@@ -133,6 +138,9 @@ fn say_waiting(what: &str, error: &NameServerError, wait: Duration) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Dev(args) = cli.command {
+        return dev::run(args).await;
+    }
     let nameserver = nameserver_client(&cli)?;
     // With a discovery flag, producers and consumers follow the NameServer's routes.
     let mut config = match &nameserver {
@@ -144,11 +152,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     config.client_id = "smq-cli".into();
     let wait = Duration::from_millis(cli.route_wait_ms);
     match cli.command {
-        Command::Cluster => cluster::run(nameserver.as_ref(), wait).await,
+        Command::Cluster(args) => cluster::run(nameserver.as_ref(), wait, args).await,
         Command::Topic(command) => topic::run(config, nameserver.as_ref(), wait, command).await,
         Command::Produce(args) => produce(config, args).await,
         Command::Consume(args) => consume(config, args).await,
         Command::Group(command) => group::run(nameserver.as_ref(), wait, command).await,
         Command::Bench(command) => bench(config, command).await,
+        Command::Dev(_) => unreachable!("handled above"),
     }
 }

@@ -29,7 +29,13 @@ pub(crate) enum TopicCommand {
     List,
     /// Show each queue of a topic with its earliest and latest offsets (with
     /// --nameserver/--srv: the topic's route, each broker group with its master and slaves).
-    Describe { name: String },
+    Describe {
+        name: String,
+        /// Print one JSON object instead of a table: the NameServer's route (as
+        /// GET /v1/routes/{topic}), or the broker's queues with their offsets.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a topic, its queues and its consumer offsets (with --nameserver/--srv: on every
     /// master that has it).
     Delete { name: String },
@@ -44,8 +50,8 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     match (nameserver, command) {
         (Some(client), TopicCommand::List) => topic_list_from_nameserver(client, wait).await,
-        (Some(client), TopicCommand::Describe { name }) => {
-            topic_route_from_nameserver(client, &name, wait).await
+        (Some(client), TopicCommand::Describe { name, json }) => {
+            topic_route_from_nameserver(client, &name, wait, json).await
         }
         (Some(client), command) => topic_on_masters(&config, client, command).await,
         (None, TopicCommand::Create { groups, .. }) if !groups.is_empty() => bail!(
@@ -75,9 +81,33 @@ async fn topic_on_broker(config: ClientConfig, command: TopicCommand) -> anyhow:
                 );
             }
         }
-        TopicCommand::Describe { name } => {
+        TopicCommand::Describe { name, json } => {
             let info = admin.broker_info().await?;
             let topic = admin.describe_topic(&name).await?;
+            if json {
+                let queues: Vec<serde_json::Value> = topic
+                    .queues
+                    .iter()
+                    .map(|queue| {
+                        serde_json::json!({
+                            "queue": queue.queue_id,
+                            "earliest": queue.log_start_offset,
+                            "latest": queue.high_watermark,
+                            "messages": queue.high_watermark - queue.log_start_offset,
+                        })
+                    })
+                    .collect();
+                let described = serde_json::json!({
+                    "topic": topic.name,
+                    "broker": admin_broker(&info),
+                    "cluster": info.cluster,
+                    "broker_group": info.group,
+                    "role": format!("{:?}", info.role).to_lowercase(),
+                    "queues": queues,
+                });
+                println!("{described}");
+                return Ok(());
+            }
             println!(
                 "topic {} on broker {} (cluster {}, group {}, {:?})",
                 topic.name,
@@ -274,8 +304,13 @@ async fn topic_route_from_nameserver(
     client: &NameServerClient,
     name: &str,
     wait: Duration,
+    json: bool,
 ) -> anyhow::Result<()> {
     let route = client.route_waiting(name, wait).await?;
+    if json {
+        println!("{}", serde_json::to_string(&route)?);
+        return Ok(());
+    }
     println!(
         "topic {} in {} broker group(s)",
         route.topic,

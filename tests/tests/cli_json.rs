@@ -1,0 +1,88 @@
+//! The CLI's output for scripts: `smq consume --format json` says where each message came from,
+//! and `smq cluster --json` / `smq topic describe --json` print what the tables show as JSON.
+
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+use smq_tests::{ok, run_with_stdin as run, wait_for, Broker, NameServer};
+
+fn json_lines(output: Output) -> Vec<Value> {
+    String::from_utf8(ok(output).stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn consume_json_names_group_queue_offset_key_and_body_and_cluster_and_describe_print_json() {
+    let nameserver = NameServer::start(&[]);
+    let broker = Broker::start(&["--nameserver", &nameserver.url(), "--group", "broker-j"]);
+    wait_for("the broker to register", Duration::from_secs(30), || {
+        nameserver
+            .get("/v1/cluster")
+            .1
+            .contains("broker-j")
+            .then_some(())
+    });
+    ok(run(
+        nameserver
+            .smq()
+            .args(["topic", "create", "events", "--queues", "2"]),
+        b"",
+    ));
+    ok(run(
+        nameserver
+            .smq()
+            .args(["produce", "events", "--key", "user-1"]),
+        b"first\nsecond\n",
+    ));
+
+    let messages = json_lines(run(
+        nameserver.smq().args([
+            "consume", "events", "--group", "g", "--count", "2", "--format", "json",
+        ]),
+        b"",
+    ));
+    assert_eq!(messages.len(), 2);
+    for (i, message) in messages.iter().enumerate() {
+        assert_eq!(message["broker_group"], "broker-j");
+        assert_eq!(message["offset"], i as u64, "one key: one queue, in order");
+        assert_eq!(message["queue"], messages[0]["queue"]);
+        assert_eq!(message["key"], "user-1");
+        assert_eq!(message["body_base64"], false);
+        assert!(message["timestamp_ms"].as_u64().unwrap() > 1_600_000_000_000);
+        assert!(message["headers"].as_array().unwrap().is_empty());
+    }
+    assert_eq!(
+        (&messages[0]["body"], &messages[1]["body"]),
+        (&Value::from("first"), &Value::from("second"))
+    );
+
+    let cluster = json_lines(run(nameserver.smq().args(["cluster", "--json"]), b""));
+    let brokers = cluster[0]["brokers"].as_array().unwrap();
+    assert_eq!(brokers.len(), 1);
+    assert_eq!(brokers[0]["group"], "broker-j");
+    assert_eq!(brokers[0]["addr"], broker.addr.to_string());
+
+    let route = json_lines(run(
+        nameserver
+            .smq()
+            .args(["topic", "describe", "events", "--json"]),
+        b"",
+    ));
+    assert_eq!(route[0]["topic"], "events");
+    assert_eq!(route[0]["groups"][0]["group"], "broker-j");
+    assert_eq!(route[0]["groups"][0]["queues"], 2);
+
+    let described = json_lines(run(
+        broker.smq().args(["topic", "describe", "events", "--json"]),
+        b"",
+    ));
+    let queues = described[0]["queues"].as_array().unwrap();
+    assert_eq!(described[0]["broker_group"], "broker-j");
+    assert_eq!(queues.len(), 2);
+    let stored: u64 = queues.iter().map(|q| q["messages"].as_u64().unwrap()).sum();
+    assert_eq!(stored, 2);
+}
