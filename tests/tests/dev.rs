@@ -127,8 +127,8 @@ fn smq_dev_serves_through_srv_survives_both_failovers_and_leaves_nothing_behind(
     let servers = children_of(dev.child.id());
     assert_eq!(
         servers.len(),
-        4,
-        "two NameServers and two masters: {servers:?}"
+        6,
+        "two NameServers, two masters and their slaves: {servers:?}"
     );
 
     // Topics, produce, consume and the cluster view through the SRV record.
@@ -159,12 +159,14 @@ fn smq_dev_serves_through_srv_survives_both_failovers_and_leaves_nothing_behind(
     let cluster =
         String::from_utf8(ok(run_with_stdin(dev.smq().arg("cluster"), b"")).stdout).unwrap();
     for group in ["broker-a", "broker-b"] {
-        assert!(
-            cluster
-                .lines()
-                .any(|l| l.contains(group) && l.contains("master")),
-            "smq cluster should list {group}'s master:\n{cluster}"
-        );
+        for role in ["master", "slave"] {
+            assert!(
+                cluster
+                    .lines()
+                    .any(|l| l.contains(group) && l.contains(role)),
+                "smq cluster should list {group}'s {role}:\n{cluster}"
+            );
+        }
     }
 
     // An unkeyed producer runs through the NameServer failover and the loss of a master.
@@ -211,8 +213,16 @@ fn smq_dev_serves_through_srv_survives_both_failovers_and_leaves_nothing_behind(
     let cluster =
         String::from_utf8(ok(run_with_stdin(dev.smq().arg("cluster"), b"")).stdout).unwrap();
     assert!(
-        !cluster.contains("broker-a"),
-        "broker-a is gone:\n{cluster}"
+        !cluster
+            .lines()
+            .any(|l| l.contains("broker-a") && l.contains("master")),
+        "broker-a's master is gone:\n{cluster}"
+    );
+    assert!(
+        cluster
+            .lines()
+            .any(|l| l.contains("broker-a") && l.contains("slave")),
+        "broker-a's slave stays:\n{cluster}"
     );
 
     // SIGINT stops everything: no server left, every port free again.

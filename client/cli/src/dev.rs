@@ -21,7 +21,11 @@ use smq_client::nameserver_api::Role;
 
 use children::{find_binary, Server};
 use control::{Progress, Request};
-use layout::{Ports, CLUSTER, GROUPS, SRV_NAME, SRV_TTL_SECS, ZONE};
+use layout::{BrokerPorts, Ports, CLUSTER, GROUPS, SRV_NAME, SRV_TTL_SECS, ZONE};
+
+/// Segments of 64 MiB: two are reserved on disk per broker ahead of need, 1 GiB ones would take
+/// 8 GiB for a try-out.
+const SEGMENT_BYTES: u64 = 64 << 20;
 
 /// How long a server may take to become healthy, and a NameServer to see every broker.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -124,6 +128,8 @@ struct Cluster {
     nameservers: Vec<Server>,
     /// The master of each of [`GROUPS`], in that order.
     masters: Vec<Server>,
+    /// The slave of each of [`GROUPS`], in that order.
+    slaves: Vec<Server>,
     /// Which NameServer the SRV record names (0 or 1).
     named: usize,
 }
@@ -161,6 +167,7 @@ async fn run_cluster(ports: Ports, given_dir: Option<PathBuf>, keep: bool) -> an
         cluster: Mutex::new(Cluster {
             nameservers: Vec::new(),
             masters: Vec::new(),
+            slaves: Vec::new(),
             named: 0,
         }),
     });
@@ -219,30 +226,46 @@ async fn start_servers(
         dev.cluster.lock().unwrap().nameservers.push(server);
         wait_healthy(dev, |c| &mut c.nameservers[i], Ports::local(*port)).await?;
     }
-    for (i, (group, master)) in GROUPS.iter().zip(&ports.masters).enumerate() {
-        let name = format!("{group} master");
-        let mut args = discovery_args(ports);
-        args.extend([
-            "--listen".into(),
-            Ports::local(master.listen).to_string(),
-            "--http".into(),
-            Ports::local(master.http).to_string(),
-            "--data-dir".into(),
-            dir.join(format!("{group}-master")).display().to_string(),
-            "--cluster".into(),
-            CLUSTER.into(),
-            "--group".into(),
-            (*group).into(),
-            "--role".into(),
-            "master".into(),
-        ]);
-        // TODO(replication): start a slave per group here (`--role slave --master
-        // 127.0.0.1:<listen>`, ports listen+2 / http+3, data in <group>-slave) once the broker
-        // takes `--role slave`; the masters then get `--replication async`.
+    // Masters and slaves share one replication secret (a master admits no slave without it).
+    let secret = dir.join("replication.secret");
+    std::fs::write(&secret, "smq dev replication secret\n")
+        .with_context(|| format!("cannot write {}", secret.display()))?;
+    for (i, group) in GROUPS.iter().enumerate() {
+        let (master, slave) = (ports.masters[i], ports.slaves[i]);
+        let broker_args = |role: &str, broker: BrokerPorts| {
+            let mut args = discovery_args(ports);
+            args.extend([
+                "--listen".into(),
+                Ports::local(broker.listen).to_string(),
+                "--http".into(),
+                Ports::local(broker.http).to_string(),
+                "--data-dir".into(),
+                dir.join(format!("{group}-{role}")).display().to_string(),
+                "--cluster".into(),
+                CLUSTER.into(),
+                "--group".into(),
+                (*group).into(),
+                "--role".into(),
+                role.into(),
+                "--segment-bytes".into(),
+                SEGMENT_BYTES.to_string(),
+                "--replication-secret-file".into(),
+                secret.display().to_string(),
+            ]);
+            args
+        };
+        let mut args = broker_args("master", master);
+        args.extend(["--replication".into(), "async".into()]);
         let log = dir.join("logs").join(format!("{group}-master.log"));
-        let server = Server::start(&name, broker_bin, &args, &log)?;
+        let server = Server::start(&format!("{group} master"), broker_bin, &args, &log)?;
         dev.cluster.lock().unwrap().masters.push(server);
         wait_healthy(dev, |c| &mut c.masters[i], Ports::local(master.http)).await?;
+        let mut args = broker_args("slave", slave);
+        args.extend(["--master".into(), Ports::local(master.listen).to_string()]);
+        let log = dir.join("logs").join(format!("{group}-slave.log"));
+        let server = Server::start(&format!("{group} slave"), broker_bin, &args, &log)?;
+        dev.cluster.lock().unwrap().slaves.push(server);
+        wait_healthy(dev, |c| &mut c.slaves[i], Ports::local(slave.http)).await?;
     }
     let ns1 = Ports::local(ports.nameservers[0]);
     let all_registered = probe::wait_until(
@@ -251,13 +274,13 @@ async fn start_servers(
         || async {
             probe::cluster(ns1)
                 .await
-                .is_ok_and(|view| view.brokers.len() == GROUPS.len())
+                .is_ok_and(|view| view.brokers.len() == 2 * GROUPS.len())
         },
     )
     .await;
     if !all_registered {
         bail!(
-            "ns1 did not list both masters within {START_TIMEOUT:?}: see the logs in {}",
+            "ns1 did not list both masters and both slaves within {START_TIMEOUT:?}: see the logs in {}",
             dir.join("logs").display()
         );
     }
@@ -292,6 +315,7 @@ fn print_banner(ports: &Ports, dir: &Path, took: Duration) {
         "smq dev is running (started in {:.1} s): DNS 127.0.0.1:{dns} answers {srv} -> ns1 (TTL {ttl} s)\n\
          \x20 ns1 http://{ns1} (named by the record), ns2 http://{ns2} (standby)\n\
          \x20 broker-a master 127.0.0.1:{a} (http 127.0.0.1:{ah}), broker-b master 127.0.0.1:{b} (http 127.0.0.1:{bh})\n\
+         \x20 broker-a slave 127.0.0.1:{sa}, broker-b slave 127.0.0.1:{sb} (async replication)\n\
          \x20 data and logs in {dir}\n\
          \n\
          In another shell:\n\
@@ -315,6 +339,8 @@ fn print_banner(ports: &Ports, dir: &Path, took: Duration) {
         ah = master(0).http,
         b = master(1).listen,
         bh = master(1).http,
+        sa = ports.slaves[0].listen,
+        sb = ports.slaves[1].listen,
         dir = dir.display(),
         export = export_line(ports),
         base = if ports.dns == layout::DNS_PORT_DEFAULT {
@@ -545,7 +571,8 @@ async fn kill_master<W: tokio::io::AsyncWrite + Unpin>(
     progress
         .say(&format!(
             "{} ns{} dropped it from the routes (no heartbeat within its heartbeat timeout); \
-             restart smq dev with --keep to bring it back with its data",
+             its slave keeps serving the group's backlog to consumers; restart smq dev with \
+             --keep to bring the master back with its data",
             at(),
             named + 1
         ))
@@ -563,6 +590,7 @@ async fn stop_everything(dev: Arc<Dev>, dir: &Path, remove_dir: bool) {
         for server in cluster
             .masters
             .iter_mut()
+            .chain(cluster.slaves.iter_mut())
             .chain(cluster.nameservers.iter_mut())
         {
             if !server.stop() {

@@ -36,6 +36,8 @@ pub(crate) struct Ports {
     pub nameservers: [u16; 2],
     /// The master of each of [`GROUPS`].
     pub masters: [BrokerPorts; 2],
+    /// The slave of each of [`GROUPS`].
+    pub slaves: [BrokerPorts; 2],
 }
 
 impl Ports {
@@ -58,12 +60,22 @@ impl Ports {
                         http: 10922,
                     },
                 ],
+                slaves: [
+                    BrokerPorts {
+                        listen: 10913,
+                        http: 10914,
+                    },
+                    BrokerPorts {
+                        listen: 10923,
+                        http: 10924,
+                    },
+                ],
             }),
         }
     }
 
     /// DNS on `base`, control `base+1`, NameServers `base+2` and `base+3`, group i's master
-    /// on `base+10+10i` (HTTP one above): slaves will take `+2`/`+3` of their group's ten.
+    /// on `base+10+10i` (HTTP one above), its slave on `base+12+10i` (HTTP one above).
     fn from_base(base: u16) -> anyhow::Result<Ports> {
         const SPAN: u16 = 30;
         if !(1024..=u16::MAX - SPAN).contains(&base) {
@@ -73,15 +85,16 @@ impl Ports {
                 u16::MAX - SPAN
             );
         }
-        let master = |i: u16| BrokerPorts {
-            listen: base + 10 + 10 * i,
-            http: base + 11 + 10 * i,
+        let broker = |i: u16, at: u16| BrokerPorts {
+            listen: base + 10 + 10 * i + at,
+            http: base + 11 + 10 * i + at,
         };
         Ok(Ports {
             dns: base,
             control: base + 1,
             nameservers: [base + 2, base + 3],
-            masters: [master(0), master(1)],
+            masters: [broker(0, 0), broker(1, 0)],
+            slaves: [broker(0, 2), broker(1, 2)],
         })
     }
 
@@ -97,6 +110,10 @@ impl Ports {
         for (group, master) in GROUPS.iter().zip(&self.masters) {
             ports.push((master.listen, format!("the {group} master")));
             ports.push((master.http, format!("the {group} master's HTTP")));
+        }
+        for (group, slave) in GROUPS.iter().zip(&self.slaves) {
+            ports.push((slave.listen, format!("the {group} slave")));
+            ports.push((slave.http, format!("the {group} slave's HTTP")));
         }
         ports
     }
