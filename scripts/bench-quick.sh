@@ -24,8 +24,9 @@ if [ -n "$BASE" ]; then
   base_tree="$PWD/target/base-tree"
   git worktree remove --force "$base_tree" 2>/dev/null || true
   git worktree add --detach --quiet "$base_tree" "$BASE"
-  (cd "$base_tree" && cargo build --release --quiet --target-dir "$PWD/../base-target" \
-    -p smq-broker -p smq-cli --bins)
+  # Every binary of the workspace: before the CLI had its own crate (smq-cli), `smq` was a binary
+  # of smq-client, so naming packages would fail on older commits.
+  (cd "$base_tree" && cargo build --release --quiet --target-dir "$PWD/../base-target" --bins)
   BUILDS+=("$(git rev-parse --short "$BASE"):target/base-target/release")
 fi
 
