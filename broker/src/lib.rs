@@ -166,7 +166,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             http_addr,
         )));
     }
-    tracing::info!(listen = %tcp_addr, http = ?http_addr, data_dir = %broker.config.data_dir.display(), "broker started");
+    // Plain addresses (or "off"), not Debug formats: scripts and tests read this line.
+    let http_shown = http_addr.map_or_else(|| "off".to_owned(), |addr| addr.to_string());
+    tracing::info!(listen = %tcp_addr, http = %http_shown, data_dir = %broker.config.data_dir.display(), "broker started");
     Ok(RunningBroker {
         tcp_addr,
         http_addr,

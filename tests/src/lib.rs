@@ -131,7 +131,7 @@ impl Broker {
             .args(extra_args);
         let (child, log, (addr, http_addr)) = spawn_logged(command, "smq-broker", |line| {
             line.contains("broker started")
-                .then(|| address_after(line, "listen=").zip(address_after(line, "http=Some(")))
+                .then(|| address_after(line, "listen=").zip(address_after(line, "http=")))
         });
         Broker {
             child: Some(child),
