@@ -33,6 +33,20 @@ fn yes() -> bool {
     true
 }
 
+/// What every topic this broker keeps must satisfy, however it arrives (a request, the file at
+/// start, a master's copy): names become directory names, queue counts bound what is allocated.
+fn check(topic: &TopicConfig) -> Result<(), TopicError> {
+    check_topic_name(&topic.name)?;
+    if !(1..=MAX_QUEUES_PER_TOPIC).contains(&topic.queues) {
+        return Err(TopicError::BadQueueCount(topic.queues));
+    }
+    Ok(())
+}
+
+fn check_all(topics: &[TopicConfig]) -> Result<(), TopicError> {
+    topics.iter().try_for_each(check)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
     #[error("topic {0:?} already exists")]
@@ -79,6 +93,10 @@ impl Topics {
             },
             ReadError::Storage(error) => error.into(),
         })?;
+        check_all(&file.topics).map_err(|error| TopicError::BadFile {
+            path: path.clone(),
+            reason: error.to_string(),
+        })?;
         Ok(Topics {
             path,
             data_version: file.data_version,
@@ -103,10 +121,7 @@ impl Topics {
     }
 
     pub fn create(&mut self, topic: TopicConfig) -> Result<(), TopicError> {
-        check_topic_name(&topic.name)?;
-        if !(1..=MAX_QUEUES_PER_TOPIC).contains(&topic.queues) {
-            return Err(TopicError::BadQueueCount(topic.queues));
-        }
+        check(&topic)?;
         if self.by_name.contains_key(&topic.name) {
             return Err(TopicError::AlreadyExists(topic.name));
         }
@@ -142,6 +157,10 @@ impl Topics {
                 path: self.path.clone(),
                 reason: format!("the master's topics do not parse: {error}"),
             })?;
+        check_all(&file.topics).map_err(|error| TopicError::BadFile {
+            path: self.path.clone(),
+            reason: format!("the master's topics are refused: {error}"),
+        })?;
         let next: BTreeMap<String, TopicConfig> = file
             .topics
             .into_iter()
@@ -234,6 +253,34 @@ mod tests {
             Err(TopicError::NotFound(_))
         ));
         assert_eq!(topics.data_version(), 1);
+    }
+
+    #[test]
+    fn a_file_or_a_masters_copy_with_a_bad_topic_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut topics = Topics::open(dir.path()).unwrap();
+        topics.create(topic("orders", 8)).unwrap();
+        for bad in [
+            r#"{"data_version":9,"topics":[{"name":"../../etc","queues":1}]}"#,
+            r#"{"data_version":9,"topics":[{"name":"big","queues":4000000000}]}"#,
+            r#"{"data_version":9,"topics":[{"name":"none","queues":0}]}"#,
+        ] {
+            let error = topics.replace_from_json(bad.as_bytes()).unwrap_err();
+            assert!(error.to_string().contains("refused"), "{error}");
+            assert_eq!(topics.list().count(), 1);
+            assert_eq!(topics.data_version(), 1);
+
+            let other = tempfile::tempdir().unwrap();
+            std::fs::write(other.path().join(FILE_NAME), bad).unwrap();
+            let error = Topics::open(other.path())
+                .err()
+                .expect("a bad file is refused");
+            assert!(matches!(error, TopicError::BadFile { .. }), "{error}");
+        }
+        assert_eq!(
+            Topics::open(dir.path()).unwrap().get("orders"),
+            Some(&topic("orders", 8))
+        );
     }
 
     #[test]

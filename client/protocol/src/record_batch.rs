@@ -678,7 +678,11 @@ fn parse_message(
         bytes: &bytes[..end],
         at: cursor.at,
     };
-    let timestamp_ms = first_timestamp_ms + u64::from(cursor.u32()?);
+    let timestamp_ms = first_timestamp_ms
+        .checked_add(u64::from(cursor.u32()?))
+        .ok_or(BatchError::Malformed {
+            reason: "a message's timestamp is past the largest u64",
+        })?;
     let key_len = cursor.u32()? as usize;
     let key = cursor.take(key_len)?;
     let tag_len = cursor.u16()? as usize;
@@ -768,6 +772,25 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Found by the record_batch fuzz target: the first timestamp plus a message's delta
+    /// overflowed (a panic in debug builds, a wrapped timestamp in release).
+    #[test]
+    fn a_timestamp_past_the_largest_u64_is_malformed_not_a_panic() {
+        let messages = [0, 10].map(|delta| Message {
+            timestamp_ms: 1_000 + delta,
+            ..Message::from_body("m")
+        });
+        let mut bytes = encode("t", 0, &messages);
+        let at = layout::FIRST_TIMESTAMP_MS;
+        bytes[at..at + 8].copy_from_slice(&u64::MAX.to_be_bytes());
+        let crc = crc32fast::hash(&bytes[layout::CRC_COVERS_FROM..]);
+        bytes[layout::CRC..layout::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            BatchView::parse(&bytes),
+            Err(BatchError::Malformed { reason }) if reason.contains("timestamp")
+        ));
+    }
 
     fn arb_message() -> impl Strategy<Value = Message> {
         (
