@@ -80,6 +80,8 @@ pub struct Metrics {
     pub connections_rejected: AtomicU64,
     /// Requests answered with an error code, and frames that closed their connection.
     pub request_errors: AtomicU64,
+    /// Fetches parked at the end of their queue, waiting for an append (long polls).
+    pub fetches_waiting: AtomicI64,
     /// Time to copy a batch into the log (page cache), per Produce.
     pub append_latency: Histogram,
     /// Time from the append to the fsync covering it, per Produce that waited for one.
@@ -122,7 +124,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{topic=\"{topic}\"}} {value}");
             }
         }
-        let scalars: [(&str, &str, &str, i64); 4] = [
+        let scalars: [(&str, &str, &str, i64); 5] = [
             (
                 "smq_connections_open",
                 "Client connections open now.",
@@ -146,6 +148,12 @@ impl Metrics {
                 "Requests answered with an error code, and bad frames.",
                 "counter",
                 self.request_errors.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "smq_fetches_waiting",
+                "Fetches waiting at the end of their queue for an append (long polls) now.",
+                "gauge",
+                self.fetches_waiting.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, kind, value) in scalars {

@@ -171,6 +171,17 @@ impl Broker {
         self.log.lock().unwrap().clone()
     }
 
+    /// The value of the unlabelled metric `name` in the broker's `GET /metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let reply = http::request_blocking(self.http_addr, "GET", "/metrics", None);
+        assert_eq!(reply.status, 200, "GET /metrics");
+        reply
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in {}", reply.body))
+    }
+
     /// CPU time (user + system) the broker process has used so far.
     pub fn cpu_time(&self) -> Duration {
         process_cpu_time(self.pid())

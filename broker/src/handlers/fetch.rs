@@ -2,6 +2,7 @@
 //! `max_wait_ms` for an append to that queue (a [`tokio::sync::Notify`] per queue, no polling)
 //! and answer as soon as one lands.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +54,7 @@ async fn long_poll(
     deadline: Instant,
 ) -> Outcome {
     let mut shutdown = broker.shutdown.clone();
+    let _counted = WaitingFetch::count(&broker);
     loop {
         let appended = topic.appended(request.queue_id).notified();
         tokio::pin!(appended);
@@ -69,6 +71,28 @@ async fn long_poll(
             _ = tokio::time::sleep_until(deadline) => {}
             _ = crate::state::shutting_down(&mut shutdown) => {}
         }
+    }
+}
+
+/// Counts a long poll in `smq_fetches_waiting` for as long as it lives.
+struct WaitingFetch<'a>(&'a Broker);
+
+impl WaitingFetch<'_> {
+    fn count(broker: &Broker) -> WaitingFetch<'_> {
+        broker
+            .metrics
+            .fetches_waiting
+            .fetch_add(1, Ordering::Relaxed);
+        WaitingFetch(broker)
+    }
+}
+
+impl Drop for WaitingFetch<'_> {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .fetches_waiting
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

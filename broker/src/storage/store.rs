@@ -55,8 +55,9 @@ pub(crate) struct Shared {
     preparer: Arc<Preparer>,
     /// Held while an index file is made outside the state lock, so that it is made once.
     index_creation: Mutex<()>,
-    /// Held while the checkpoint is written.
-    checkpoint_writing: Mutex<()>,
+    /// Held while the checkpoint is written; holds the last one written, so that an idle store
+    /// does not rewrite (and fsync) the same checkpoint every flush interval.
+    checkpoint_writing: Mutex<Option<Checkpoint>>,
     #[cfg(test)]
     pub(crate) faults: super::flush::Faults,
     // Held for the store's lifetime: the flock keeps a second broker out of the directory.
@@ -195,7 +196,7 @@ impl Store {
             watchdog_wakeup: Condvar::new(),
             preparer,
             index_creation: Mutex::new(()),
-            checkpoint_writing: Mutex::new(()),
+            checkpoint_writing: Mutex::new(None),
             #[cfg(test)]
             faults: super::flush::Faults::default(),
             _lock: lock,
@@ -860,7 +861,7 @@ impl Shared {
     /// Syncs the indexes, then records the flushed positions in the checkpoint. One at a time:
     /// the flusher, retention and topic deletion all write it, through the same temporary file.
     pub(crate) fn write_checkpoint(&self) -> Result<()> {
-        let _one_at_a_time = self
+        let mut last_written = self
             .checkpoint_writing
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -894,7 +895,12 @@ impl Shared {
             flushed_position: self.flushed_position.load(Ordering::Acquire),
             index_flushed_position: index_end,
         };
-        checkpoint.write(&self.config.data_dir.join(CHECKPOINT_FILE))
+        if *last_written == Some(checkpoint) {
+            return Ok(()); // the file says this already
+        }
+        checkpoint.write(&self.config.data_dir.join(CHECKPOINT_FILE))?;
+        *last_written = Some(checkpoint);
+        Ok(())
     }
 }
 
