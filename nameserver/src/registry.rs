@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use smq_protocol::limits::MAX_GROUPS_PER_ROUTE;
 use smq_protocol::nameserver_api::{
     BrokerInfo, ClusterView, ConsumerOffset, DownGroup, GroupRoute, Heartbeat, HeartbeatReply,
     Role, TopicList, TopicQueues, TopicRoute, TopicSummary,
@@ -229,7 +230,7 @@ impl Registry {
     /// broker now; `None` if no group, live or down, serves it.
     pub fn route(&self, topic: &str, now_ms: u64) -> Option<TopicRoute> {
         let live = self.groups(now_ms);
-        let down_groups: Vec<DownGroup> = self
+        let mut down_groups: Vec<DownGroup> = self
             .last_topics
             .iter()
             .filter(|((cluster, group), _)| !live.contains_key(&(cluster.as_str(), group.as_str())))
@@ -261,6 +262,8 @@ impl Registry {
                 })
             })
             .collect();
+        // A client refuses a route of more groups than this (MAX_GROUPS_PER_ROUTE).
+        down_groups.truncate(MAX_GROUPS_PER_ROUTE.saturating_sub(groups.len()));
         (!groups.is_empty() || !down_groups.is_empty()).then(|| TopicRoute {
             topic: topic.to_owned(),
             groups,
@@ -457,6 +460,28 @@ mod tests {
         assert_eq!(route.groups.len(), 1);
         assert_eq!(route.groups[0].group, "g2");
         assert_eq!(down(route), [("g1".to_owned(), 4)]);
+    }
+
+    #[test]
+    fn a_route_never_lists_more_groups_than_a_client_accepts() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        for g in 0..MAX_GROUPS_PER_ROUTE + 5 {
+            let addr = format!("m{g}:1");
+            r.heartbeat(
+                broker(&format!("g{g}"), Role::Master, &addr, &[("t", 1)]),
+                0,
+            )
+            .unwrap();
+        }
+        r.heartbeat(
+            broker("live", Role::Master, "live:1", &[("t", 1)]),
+            TIMEOUT_MS,
+        )
+        .unwrap();
+        let route = r.route("t", TIMEOUT_MS).unwrap();
+        assert_eq!(route.groups.len(), 1);
+        assert_eq!(route.down_groups.len(), MAX_GROUPS_PER_ROUTE - 1);
+        route.validate().unwrap();
     }
 
     #[test]
