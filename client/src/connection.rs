@@ -175,14 +175,24 @@ pub struct PendingResponse {
     correlation_id: u32,
     receiver: oneshot::Receiver<Result<Bytes>>,
     deadline: Instant,
+    /// The request's timeout: `deadline` is this long after it was submitted.
+    timeout: Duration,
     _permit: OwnedSemaphorePermit,
 }
 
 impl PendingResponse {
     /// The broker's answer, decoded; an error answer becomes [`Error::Broker`].
     pub async fn wait(self) -> Result<Response> {
+        let deadline = self.deadline;
+        self.wait_until(deadline).await
+    }
+
+    /// Like [`PendingResponse::wait`], giving up at `deadline` if that comes before the request
+    /// timeout (a producer's overall send timeout running out during an attempt).
+    pub async fn wait_until(self, deadline: Instant) -> Result<Response> {
         let inner = &self.connection.inner;
-        let body = match tokio::time::timeout_at(self.deadline, self.receiver).await {
+        let deadline = deadline.min(self.deadline);
+        let body = match tokio::time::timeout_at(deadline, self.receiver).await {
             Ok(Ok(body)) => body?,
             Ok(Err(_)) => {
                 return Err(Error::ConnectionClosed {
@@ -197,7 +207,7 @@ impl PendingResponse {
                 return Err(Error::Timeout {
                     what: format!("{:?} request", self.api),
                     broker: inner.broker.clone(),
-                    after: inner.request_timeout,
+                    after: self.timeout.saturating_sub(self.deadline - deadline),
                 });
             }
         };
@@ -396,6 +406,7 @@ impl Connection {
             correlation_id,
             receiver,
             deadline: Instant::now() + timeout,
+            timeout,
             _permit: permit,
         })
     }

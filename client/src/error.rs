@@ -59,6 +59,22 @@ pub enum Error {
     /// group has a live master, or no NameServer answered before any route was cached.
     #[error("no route to topic `{topic}`: {reason}")]
     NoRoute { topic: String, reason: String },
+    /// A batch of keyed messages got no answer from its queue's broker group (the connection
+    /// was lost, no answer came in time, or the broker could not store it). The messages were
+    /// not moved to another queue, which would break their key's order; they may or may not be
+    /// stored. Send them again once the group has a master (retryable).
+    #[error(
+        "broker group {group} did not acknowledge keyed messages for queue {queue_id} of topic \
+         `{topic}`: {source}; a keyed message stays in its key's queue: send it again once the \
+         group has a master"
+    )]
+    GroupUnavailable {
+        topic: String,
+        group: String,
+        queue_id: u32,
+        #[source]
+        source: Box<Error>,
+    },
     /// A message is larger than the broker accepts; checked before anything is sent.
     #[error(
         "message of {bytes} bytes is above the broker's limit of {limit_bytes} bytes: shrink it"
@@ -92,7 +108,8 @@ impl Error {
             | Error::ConnectionClosed { .. }
             | Error::Timeout { .. }
             | Error::UnknownTopic { .. }
-            | Error::NoRoute { .. } => true,
+            | Error::NoRoute { .. }
+            | Error::GroupUnavailable { .. } => true,
             Error::Protocol { .. }
             | Error::MessageTooLarge { .. }
             | Error::InvalidArgument(_)
@@ -104,6 +121,7 @@ impl Error {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Broker { response, .. } => response.error_code(),
+            Error::GroupUnavailable { source, .. } => source.code(),
             _ => None,
         }
     }

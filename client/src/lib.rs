@@ -48,7 +48,7 @@ use std::time::Duration;
 pub use admin::Admin;
 pub use consumer::{ConsumedMessage, Consumer, OffsetReset, QueueKey, StartFrom};
 pub use error::{Error, Result};
-pub use producer::{Delivery, PendingDelivery, Producer};
+pub use producer::{Delivery, PendingDelivery, Producer, ProducerMetrics};
 pub use protocol::record_batch::Message;
 pub use protocol::request::Acks;
 
@@ -93,6 +93,13 @@ pub struct ClientConfig {
     pub acks: Acks,
     /// How long the broker may wait for the flush or the slave before it answers with an error.
     pub ack_timeout_ms: u32,
+    /// How long one attempt to send a batch (and to connect for it) waits for the broker's
+    /// answer; then a batch of messages without a key is sent again to another broker group.
+    /// Above `ack_timeout_ms`, so that a broker's own timeout answers first.
+    pub attempt_timeout_ms: u64,
+    /// How long a produced message may take, every attempt included, from when the producer
+    /// accepted it (its batch's first message); then it fails with [`Error::Timeout`].
+    pub send_timeout_ms: u64,
     /// How long a message may wait for more to fill its batch; 0 sends a batch as soon as the
     /// producer has nothing more at hand.
     pub linger_ms: u64,
@@ -114,7 +121,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// Defaults for a broker at `broker`: 30 s request timeout, 32 requests in flight, acks
-    /// written, linger 1 ms, 256 KiB batches, 64 MiB buffer, 4 MiB fetches held up to 500 ms.
+    /// written, a produce attempt 10 s and a send at most 30 s, linger 1 ms, 256 KiB batches, 64 MiB buffer, 4 MiB fetches held up to 500 ms.
     pub fn new(broker: impl Into<String>) -> ClientConfig {
         ClientConfig {
             broker: broker.into(),
@@ -126,6 +133,8 @@ impl ClientConfig {
             max_in_flight_requests: 32,
             acks: Acks::Written,
             ack_timeout_ms: 5_000,
+            attempt_timeout_ms: 10_000,
+            send_timeout_ms: 30_000,
             linger_ms: 1,
             batch_bytes: 256 * 1024,
             buffer_bytes: 64 * 1024 * 1024,
@@ -191,6 +200,19 @@ impl ClientConfig {
         }
         if self.request_timeout_ms == 0 {
             return invalid("request timeout must be at least 1 ms".into());
+        }
+        if self.attempt_timeout_ms <= u64::from(self.ack_timeout_ms) {
+            return invalid(format!(
+                "attempt timeout {} ms must be above the ack timeout {} ms, which the broker may \
+                 take before it answers",
+                self.attempt_timeout_ms, self.ack_timeout_ms
+            ));
+        }
+        if self.send_timeout_ms < self.attempt_timeout_ms {
+            return invalid(format!(
+                "send timeout {} ms must be at least the attempt timeout {} ms",
+                self.send_timeout_ms, self.attempt_timeout_ms
+            ));
         }
         if self.commit_interval_ms == 0 {
             return invalid("commit interval must be at least 1 ms".into());

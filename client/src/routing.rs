@@ -47,7 +47,7 @@ impl std::fmt::Display for QueueRoute {
 /// A topic's queues as a client uses them, sorted by group, then queue.
 ///
 /// ```
-/// use smq_client::nameserver_api::{GroupRoute, TopicRoute};
+/// use smq_client::nameserver_api::{DownGroup, GroupRoute, TopicRoute};
 /// use smq_client::routing::TopicRoutes;
 ///
 /// let group = |name: &str, master: Option<&str>| GroupRoute {
@@ -63,12 +63,15 @@ impl std::fmt::Display for QueueRoute {
 ///     topic: "orders".into(),
 ///     groups: vec![group("g1", Some("10.0.0.1:10911")), group("g2", None)],
 ///     warming_up: false,
+///     down_groups: vec![DownGroup { cluster: "c1".into(), group: "g3".into(), queues: 2 }],
 /// };
 /// let routes = TopicRoutes::from_nameserver(&route);
 /// // Producers write to groups with a live master; consumers read every group.
 /// assert_eq!(routes.writable.len(), 2);
 /// assert_eq!(routes.readable.len(), 4);
 /// assert_eq!(&*routes.readable[2].broker, "10.0.0.9:10911");
+/// // Keys hash over every group's queues, g3's too, though it is down.
+/// assert_eq!(routes.all.len(), 6);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicRoutes {
@@ -115,6 +118,16 @@ impl TopicRoutes {
                 readable.extend(queues(reader));
             }
             all.extend(queues(reader.unwrap_or("")));
+        }
+        // Groups with no live broker: no one to talk to, but keys hash over their queues too.
+        for down in &route.down_groups {
+            let name: Arc<str> = Arc::from(down.group.as_str());
+            let nobody: Arc<str> = Arc::from("");
+            all.extend((0..down.queues).map(|queue_id| QueueRoute {
+                group: name.clone(),
+                broker: nobody.clone(),
+                queue_id,
+            }));
         }
         writable.sort();
         readable.sort();
@@ -359,14 +372,20 @@ mod tests {
                 group("g4", None, true, true),
             ],
             warming_up: false,
+            down_groups: vec![crate::nameserver_api::DownGroup {
+                cluster: "c".into(),
+                group: "g5".into(),
+                queues: 2,
+            }],
         };
         let routes = TopicRoutes::from_nameserver(&route);
         let every: Vec<String> = routes.all.iter().map(|q| q.to_string()).collect();
         assert_eq!(
             every.len(),
-            8,
-            "keys hash over every group's queues: {every:?}"
+            10,
+            "keys hash over every group's queues, down ones too: {every:?}"
         );
+        assert_eq!(every[8], "g5/0 at ", "a group that is down has no broker");
         assert_eq!(
             every[6], "g4/0 at ",
             "a group without a live master has no broker"
@@ -406,6 +425,7 @@ mod failover_tests {
             topic: "t".into(),
             groups,
             warming_up,
+            down_groups: Vec::new(),
         })
     }
 

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use smq_protocol::limits::MAX_GROUPS_PER_ROUTE;
 use smq_protocol::nameserver_api::{
-    BrokerInfo, ClusterView, ConsumerOffset, GroupRoute, Heartbeat, HeartbeatReply, Role,
-    TopicList, TopicQueues, TopicRoute, TopicSummary,
+    BrokerInfo, ClusterView, ConsumerOffset, DownGroup, GroupRoute, Heartbeat, HeartbeatReply,
+    Role, TopicList, TopicQueues, TopicRoute, TopicSummary,
 };
 
 /// Why a heartbeat is refused.
@@ -44,6 +45,17 @@ pub struct Registry {
     /// from brokers is taking over (a start, a failover), and the others may follow for up to a
     /// heartbeat timeout.
     first_heartbeat_ms: Option<u64>,
+    /// Each group's topics as its newest member (highest data version) last reported them,
+    /// kept after every member expired: routes name a group that is down with its queues, so
+    /// that clients hash keys over them too (a key keeps its queue while groups come and go).
+    last_topics: BTreeMap<(String, String), LastTopics>,
+}
+
+/// A group's topics as last reported.
+#[derive(Debug)]
+struct LastTopics {
+    data_version: u64,
+    topics: Vec<TopicQueues>,
 }
 
 /// The live brokers of one group: its master, if live, and the member whose topic configuration
@@ -66,6 +78,7 @@ impl Registry {
             heartbeat_timeout_ms,
             brokers: BTreeMap::new(),
             first_heartbeat_ms: None,
+            last_topics: BTreeMap::new(),
         }
     }
 
@@ -124,6 +137,15 @@ impl Registry {
             .brokers
             .get(&heartbeat.addr)
             .is_none_or(|old| !self.is_live(old, now_ms));
+        let group = (heartbeat.cluster.clone(), heartbeat.group.clone());
+        let last = self.last_topics.get(&group);
+        if last.is_none_or(|last| last.data_version <= heartbeat.data_version) {
+            let topics = LastTopics {
+                data_version: heartbeat.data_version,
+                topics: heartbeat.topics.clone(),
+            };
+            self.last_topics.insert(group, topics);
+        }
         self.brokers.insert(
             heartbeat.addr.clone(),
             Entry {
@@ -204,10 +226,24 @@ impl Registry {
             .collect()
     }
 
-    /// Where `topic`'s queues are, per group; `None` if no live broker serves it.
+    /// Where `topic`'s queues are, per group, and the groups that served it and have no live
+    /// broker now; `None` if no group, live or down, serves it.
     pub fn route(&self, topic: &str, now_ms: u64) -> Option<TopicRoute> {
-        let groups: Vec<GroupRoute> = self
-            .groups(now_ms)
+        let live = self.groups(now_ms);
+        let mut down_groups: Vec<DownGroup> = self
+            .last_topics
+            .iter()
+            .filter(|((cluster, group), _)| !live.contains_key(&(cluster.as_str(), group.as_str())))
+            .filter_map(|((cluster, group), last)| {
+                let config = last.topics.iter().find(|t| t.name == topic)?;
+                Some(DownGroup {
+                    cluster: cluster.clone(),
+                    group: group.clone(),
+                    queues: config.queues,
+                })
+            })
+            .collect();
+        let groups: Vec<GroupRoute> = live
             .into_iter()
             .filter_map(|((cluster, group), members)| {
                 let config = members.topic(topic)?;
@@ -226,10 +262,13 @@ impl Registry {
                 })
             })
             .collect();
-        (!groups.is_empty()).then(|| TopicRoute {
+        // A client refuses a route of more groups than this (MAX_GROUPS_PER_ROUTE).
+        down_groups.truncate(MAX_GROUPS_PER_ROUTE.saturating_sub(groups.len()));
+        (!groups.is_empty() || !down_groups.is_empty()).then(|| TopicRoute {
             topic: topic.to_owned(),
             groups,
             warming_up: false,
+            down_groups,
         })
     }
 
@@ -393,12 +432,56 @@ mod tests {
         let route = r.route("orders", TIMEOUT_MS).unwrap();
         assert_eq!(route.groups.len(), 1);
         assert!(route.groups[0].slaves.is_empty());
-        assert_eq!(r.route("audit", TIMEOUT_MS), None);
+        let down = |route: TopicRoute| -> Vec<(String, u32)> {
+            route
+                .down_groups
+                .into_iter()
+                .map(|g| (g.group, g.queues))
+                .collect()
+        };
+        assert_eq!(
+            down(route),
+            [("g2".to_owned(), 2)],
+            "g2 is down, its queues known"
+        );
+        let audit = r.route("audit", TIMEOUT_MS).unwrap();
+        assert!(audit.groups.is_empty());
+        assert_eq!(down(audit), [("g2".to_owned(), 1)]);
+        assert_eq!(r.route("nope", TIMEOUT_MS), None);
         let expired: Vec<String> = r.expire(TIMEOUT_MS).into_iter().map(|h| h.addr).collect();
         assert_eq!(expired, ["m2:1", "s1:1"]);
         assert_eq!(r.live_count(TIMEOUT_MS), 1);
         assert!(r.expire(15_999).is_empty());
         assert_eq!(r.expire(16_000).len(), 1);
+        // g2 returns: live again; g1, expired meanwhile, is down.
+        r.heartbeat(broker("g2", Role::Master, "m2:1", &[("orders", 2)]), 17_000)
+            .unwrap();
+        let route = r.route("orders", 17_000).unwrap();
+        assert_eq!(route.groups.len(), 1);
+        assert_eq!(route.groups[0].group, "g2");
+        assert_eq!(down(route), [("g1".to_owned(), 4)]);
+    }
+
+    #[test]
+    fn a_route_never_lists_more_groups_than_a_client_accepts() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        for g in 0..MAX_GROUPS_PER_ROUTE + 5 {
+            let addr = format!("m{g}:1");
+            r.heartbeat(
+                broker(&format!("g{g}"), Role::Master, &addr, &[("t", 1)]),
+                0,
+            )
+            .unwrap();
+        }
+        r.heartbeat(
+            broker("live", Role::Master, "live:1", &[("t", 1)]),
+            TIMEOUT_MS,
+        )
+        .unwrap();
+        let route = r.route("t", TIMEOUT_MS).unwrap();
+        assert_eq!(route.groups.len(), 1);
+        assert_eq!(route.down_groups.len(), MAX_GROUPS_PER_ROUTE - 1);
+        route.validate().unwrap();
     }
 
     #[test]

@@ -154,26 +154,48 @@ pub struct ContinuousSender {
 
 impl ContinuousSender {
     pub fn start(runtime: &tokio::runtime::Runtime, producer: Producer, topic: &str) -> Self {
+        ContinuousSender::start_concurrent(runtime, producer, topic, 1)
+    }
+
+    /// `senders` loops sending at once, so that several sends are in flight at any time.
+    pub fn start_concurrent(
+        runtime: &tokio::runtime::Runtime,
+        producer: Producer,
+        topic: &str,
+        senders: usize,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
-        let topic = topic.to_owned();
-        let task = runtime.spawn({
-            let (stop, acked) = (stop.clone(), acked.clone());
-            async move {
-                let (mut sent, mut failures) = (0u64, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    let message = Message::from_body(format!("m{sent}"));
-                    match producer.send(&topic, message).await {
-                        Ok(_) => {
-                            acked.fetch_add(1, Ordering::Relaxed);
+        let loops: Vec<_> = (0..senders)
+            .map(|index| {
+                let (stop, acked) = (stop.clone(), acked.clone());
+                let (producer, topic) = (producer.clone(), topic.to_owned());
+                async move {
+                    let (mut sent, mut failures) = (0u64, Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        let message = Message::from_body(format!("m{index}-{sent}"));
+                        match producer.send(&topic, message).await {
+                            Ok(_) => {
+                                acked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(error) => failures.push(format!("message {index}-{sent}: {error}")),
                         }
-                        Err(error) => failures.push(format!("message {sent}: {error}")),
+                        sent += 1;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
-                    sent += 1;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    (sent, failures)
                 }
-                (sent, failures)
+            })
+            .collect();
+        let task = runtime.spawn(async move {
+            let loops: Vec<_> = loops.into_iter().map(tokio::spawn).collect();
+            let (mut sent, mut failures) = (0, Vec::new());
+            for one in loops {
+                let (loop_sent, loop_failures) = one.await.expect("a sender loop");
+                sent += loop_sent;
+                failures.extend(loop_failures);
             }
+            (sent, failures)
         });
         ContinuousSender { stop, acked, task }
     }

@@ -7,6 +7,7 @@ pub mod embedded_dns;
 pub mod failover;
 pub mod healthy;
 pub mod http;
+pub mod proxy;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use smq_client::{Consumer, Message, Producer, StartFrom};
 use smq_tests::embedded_dns::EmbeddedDns;
 use smq_tests::failover::{self, registered, ContinuousSender};
+use smq_tests::proxy::SilentProxy;
 use smq_tests::{run_with_stdin, wait_for, Broker, NameServer};
 
 #[test]
@@ -21,11 +22,22 @@ fn through_the_embedded_dns_clients_prefer_the_first_priority_and_fall_over_to_t
     failover::clients_prefer_the_first_priority_and_fall_over(&EmbeddedDns::start());
 }
 
+/// Every segment is reserved on disk whole (and one ahead), and these tests run at once: 16 MiB.
+const SMALL_SEGMENTS: [&str; 2] = ["--segment-bytes", "16777216"];
+
+/// A broker of `group` registered with the NameServer at `ns`, with small segments and `extra`.
+fn group_broker(ns: &str, group: &str, extra: &[&str]) -> Broker {
+    let mut args = vec!["--nameserver", ns, "--group", group];
+    args.extend_from_slice(&SMALL_SEGMENTS);
+    args.extend_from_slice(extra);
+    Broker::start(&args)
+}
+
 /// Two groups, g1 and g2, registered with `nameserver`.
 fn two_groups(nameserver: &NameServer) -> Vec<Broker> {
     let brokers: Vec<Broker> = ["g1", "g2"]
         .iter()
-        .map(|group| Broker::start(&["--nameserver", &nameserver.url(), "--group", group]))
+        .map(|group| group_broker(&nameserver.url(), group, &[]))
         .collect();
     let mut want: Vec<String> = brokers.iter().map(|b| b.addr.to_string()).collect();
     want.sort();
@@ -174,27 +186,105 @@ fn when_a_master_dies_unkeyed_messages_go_on_to_the_other_group_at_once() {
     let producer = runtime
         .block_on(Producer::connect(nameserver.client_config(30_000)))
         .unwrap();
-    let sender = ContinuousSender::start(&runtime, producer, "t");
+    // Several senders, so that the kill meets sends in flight.
+    let sender = ContinuousSender::start_concurrent(&runtime, producer.clone(), "t", 4);
     sender.wait_for_more(200);
 
     let victim = brokers.pop().unwrap();
     let victim_addr = victim.addr.to_string();
     victim.kill();
     // Round robin over both groups would fail every other send until the NameServer drops the
-    // dead master (10 s): the producer avoids it instead.
+    // dead master (10 s): the producer avoids it instead, and sends the batches in flight at
+    // the kill again to the other group.
     sender.wait_for_more(500);
     assert!(
         registered(&nameserver).contains(&victim_addr),
         "the sends went on before the routes dropped the dead master"
     );
-    let (sent, failures) = sender.stop(&runtime);
-    println!("{sent} sent, failures: {failures:?}");
-    assert!(
-        failures.len() <= 2,
-        "only sends in flight at the kill may fail, but {} did, the first: {:?}",
-        failures.len(),
-        &failures[..3.min(failures.len())]
+    let sent = sender.stop_without_failures(&runtime);
+    println!("{sent} sent, none failed; {:?}", producer.metrics());
+}
+
+#[test]
+fn an_unanswered_batch_goes_to_another_group_within_the_send_timeout_and_a_keyed_one_fails() {
+    let nameserver = NameServer::start(&[]);
+    let ns = nameserver.url();
+    // g1's master is reached through a proxy that can fall silent: a broker that hangs.
+    let proxy = SilentProxy::bind();
+    let proxy_addr = proxy.addr.to_string();
+    let g1 = group_broker(&ns, "g1", &["--advertise", &proxy_addr]);
+    proxy.forward_to(g1.addr);
+    let _g2 = group_broker(&ns, "g2", &[]);
+    wait_for("both brokers registered", Duration::from_secs(10), || {
+        (registered(&nameserver).len() == 2).then_some(())
+    });
+    smq_ok(
+        &nameserver,
+        &["topic", "create", "t", "--queues", "2", "--groups", "g1,g2"],
     );
+    let mut config = nameserver.client_config(30_000);
+    config.ack_timeout_ms = 300;
+    config.attempt_timeout_ms = 1_000;
+    config.send_timeout_ms = 5_000;
+    let key_of_g1 = (0..1000)
+        .map(|i| format!("key-{i}"))
+        .find(|key| smq_client::producer::queue_for_key(key.as_bytes(), 4).unwrap() < 2)
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let producer = Producer::connect(config).await.unwrap();
+        // Both lanes open: round robin reaches g1 through the proxy.
+        for i in 0..8 {
+            producer
+                .send("t", Message::from_body(format!("warm-{i}")))
+                .await
+                .unwrap();
+        }
+        assert_eq!(producer.metrics().batches_resent, 0);
+
+        proxy.fall_silent();
+        let mut slowest = Duration::ZERO;
+        for i in 0..8 {
+            let started = Instant::now();
+            let delivery = producer
+                .send("t", Message::from_body(format!("m{i}")))
+                .await;
+            delivery.unwrap_or_else(|error| panic!("unkeyed message {i} failed: {error}"));
+            slowest = slowest.max(started.elapsed());
+        }
+        let metrics = producer.metrics();
+        println!("slowest send {slowest:?}; {metrics:?}");
+        assert_eq!(
+            metrics.batches_resent, 1,
+            "the one batch sent to g1 went to g2"
+        );
+        assert_eq!(
+            metrics.messages_maybe_duplicated, 1,
+            "g1 may have stored it"
+        );
+        assert!(
+            slowest >= Duration::from_millis(1_000) && slowest < Duration::from_millis(3_000),
+            "sent again after one attempt timeout (1 s), well within the send timeout (5 s): \
+             {slowest:?}"
+        );
+
+        // A keyed message of g1 is never moved: a retryable error naming the group.
+        let started = Instant::now();
+        let keyed = Message {
+            key: key_of_g1.into_bytes(),
+            ..Message::from_body("keyed")
+        };
+        let error = producer.send("t", keyed).await.unwrap_err();
+        assert!(error.is_retryable(), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("broker group g1 did not acknowledge keyed messages"),
+            "{error}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(3_000));
+        assert_eq!(producer.metrics().batches_resent, 1, "the keyed one stayed");
+    });
 }
 
 #[test]
@@ -249,6 +339,26 @@ fn a_key_keeps_its_queue_when_its_groups_master_dies_and_leaves_the_routes() {
                 .to_string()
                 .contains("broker group g2 takes no writes"),
             "a key of g2 waits for its own queue, never moves to g1: {error}"
+        );
+
+        // A producer started now, with g2 wholly down (it had no slave), learns g2's queues
+        // from the route's down groups: its keys map as before.
+        let (_, route) = nameserver.get("/v1/routes/t");
+        assert!(route.contains(r#""down_groups":[{"cluster""#), "{route}");
+        let fresh = Producer::connect(nameserver.client_config(100))
+            .await
+            .unwrap();
+        let again = fresh.send("t", keyed(&key_g1)).await.unwrap();
+        assert_eq!(
+            again.queue_id, before.queue_id,
+            "a fresh producer maps the key alike"
+        );
+        let error = fresh.send("t", keyed(&key_g2)).await.unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("broker group g2 takes no writes"),
+            "{error}"
         );
     });
 }

@@ -42,6 +42,13 @@ pub(crate) struct ProducerArgs {
     /// Most requests in flight on the connection.
     #[arg(long, env = "SMQ_IN_FLIGHT", default_value_t = 32)]
     pub(crate) in_flight: usize,
+    /// How long one attempt to send a batch waits for the broker; then messages without a key
+    /// go to another broker group (above the broker's 5 s ack timeout).
+    #[arg(long, env = "SMQ_ATTEMPT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub(crate) attempt_timeout_ms: u64,
+    /// How long a message may take, every attempt included.
+    #[arg(long, env = "SMQ_SEND_TIMEOUT_MS", default_value_t = 30_000)]
+    pub(crate) send_timeout_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +66,8 @@ pub(crate) fn apply(config: &mut ClientConfig, producer: &ProducerArgs) {
     config.linger_ms = producer.linger_ms;
     config.batch_bytes = producer.batch_bytes;
     config.max_in_flight_requests = producer.in_flight;
+    config.attempt_timeout_ms = producer.attempt_timeout_ms;
+    config.send_timeout_ms = producer.send_timeout_ms;
 }
 
 /// Counts acknowledgements in the background; keeps the first error.
@@ -124,6 +133,14 @@ pub(crate) async fn produce(mut config: ClientConfig, args: ProduceArgs) -> anyh
         "sent {sent} messages to topic {}: {acknowledged} acknowledged",
         args.topic
     );
+    let resent = producer.metrics();
+    if resent.messages_resent > 0 {
+        eprintln!(
+            "{} messages sent again to another broker group after theirs failed; {} of them may \
+             be stored twice",
+            resent.messages_resent, resent.messages_maybe_duplicated
+        );
+    }
     if let Some(error) = send_error {
         return Err(error);
     }

@@ -314,6 +314,20 @@ impl TopicRoute {
                 check_addr(&format!("groups[{i}].slaves[{j}]"), slave)?;
             }
         }
+        if self.groups.len() + self.down_groups.len() > MAX_GROUPS_PER_ROUTE {
+            return Err(FieldError::new(
+                "down_groups",
+                format!(
+                    "lists {} broker groups with `groups`; at most {MAX_GROUPS_PER_ROUTE}",
+                    self.groups.len() + self.down_groups.len()
+                ),
+            ));
+        }
+        for (i, group) in self.down_groups.iter().enumerate() {
+            check_name(&format!("down_groups[{i}].cluster"), &group.cluster)?;
+            check_name(&format!("down_groups[{i}].group"), &group.group)?;
+            check_queue_count(&format!("down_groups[{i}].queues"), group.queues)?;
+        }
         Ok(())
     }
 }
@@ -366,6 +380,32 @@ pub struct TopicRoute {
     /// re-registered yet are missing, so the list may be incomplete. Absent when false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub warming_up: bool,
+    /// Broker groups that served the topic and have no live broker now (every member stopped
+    /// heartbeating to this NameServer), with the queue count they last reported; sorted by
+    /// cluster, then group. Nothing can be sent there or read from there, but a key's queue is
+    /// chosen over these queues too, so that a client started while a group is down maps each
+    /// key to the queue it had. Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub down_groups: Vec<DownGroup>,
+}
+
+/// A broker group with no live broker, as its members last reported a topic.
+///
+/// ```
+/// use smq_protocol::nameserver_api::TopicRoute;
+///
+/// let json = r#"{"topic":"orders","groups":[],
+///     "down_groups":[{"cluster":"c1","group":"g2","queues":4}]}"#;
+/// let route: TopicRoute = serde_json::from_str(json).unwrap();
+/// assert_eq!(route.down_groups[0].queues, 4);
+/// route.validate().unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownGroup {
+    pub cluster: String,
+    pub group: String,
+    /// The topic's queues in this group, numbered `0..queues`.
+    pub queues: u32,
 }
 
 fn is_false(value: &bool) -> bool {

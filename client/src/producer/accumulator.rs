@@ -14,12 +14,16 @@ pub(crate) struct ReadyBatch<T> {
     pub(crate) queue_id: u32,
     pub(crate) batch: Vec<u8>,
     pub(crate) waiters: Vec<T>,
+    /// When its first message arrived: the send timeout counts from here.
+    pub(crate) opened: Instant,
 }
 
 #[derive(Debug)]
 struct OpenBatch<T> {
     builder: BatchBuilder,
     waiters: Vec<T>,
+    /// When its first message arrived.
+    opened: Instant,
     /// When the batch must go even if it is not full: its first message's arrival plus linger.
     deadline: Instant,
 }
@@ -70,6 +74,7 @@ impl<T> Accumulator<T> {
         let open = queues.entry(queue_id).or_insert_with(|| OpenBatch {
             builder: BatchBuilder::with_capacity(topic, queue_id, batch_bytes.max(message_bytes)),
             waiters: Vec::new(),
+            opened: now,
             deadline: now + self.linger,
         });
         open.builder.push(message);
@@ -126,6 +131,7 @@ fn seal<T>(topic: &str, queue_id: u32, open: OpenBatch<T>) -> ReadyBatch<T> {
         queue_id,
         batch: open.builder.finish(),
         waiters: open.waiters,
+        opened: open.opened,
     }
 }
 

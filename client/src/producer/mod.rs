@@ -8,13 +8,19 @@
 //! messages were sent. While the maximum requests
 //! are in flight it waits, messages pile up, and the next batches are larger: the producer
 //! batches more as the load grows.
+//!
+//! A batch whose broker group cannot take it (the connection ended, no answer within the
+//! attempt timeout, the broker cannot store) is sent again at once to another group's lane if
+//! it holds messages without a key ([`resend`]), within the send timeout; its keyed messages
+//! fail with an error naming the group.
 
 mod accumulator;
 mod fault_avoidance;
 mod partitioner;
+mod resend;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -24,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
 use crate::protocol::record_batch::Message;
 use crate::protocol::request::{Acks, ProduceRequest};
-use crate::protocol::{ErrorCode, Request, Response};
+use crate::protocol::{Request, Response};
 use crate::routing::{QueueRoute, RouteCache, TopicRoutes};
 use crate::ClientConfig;
 
@@ -32,6 +38,8 @@ use accumulator::{Accumulator, ReadyBatch};
 use fault_avoidance::Unreachable;
 use partitioner::RoundRobin;
 pub use partitioner::{fnv1a_32, queue_for_key};
+pub use resend::ProducerMetrics;
+use resend::{GroupDown, ResendCounters};
 
 /// Where an acknowledged message is stored.
 ///
@@ -87,6 +95,9 @@ enum Command {
         message: Message,
         waiter: Waiter,
     },
+    /// A batch another lane's broker group could not take, rebuilt for a queue of this one:
+    /// submit it as it is.
+    Resend(ReadyBatch<Waiter>),
     /// Send every open batch now; answer once they are submitted.
     Flush(oneshot::Sender<()>),
 }
@@ -102,20 +113,25 @@ struct Waiter {
 ///
 /// The topic's writable queues are those of every broker group with a live master, in group
 /// order (see [`crate::routing`]); with [`ClientConfig::broker`] alone, those of that broker. A
-/// message with a key goes to queue `fnv1a_32(key) % queue_count` of that list, so all messages
-/// of one key keep their order in one queue while the routes stay the same; messages without a
-/// key go round robin, past the queues of a broker the producer just failed to reach (for a few
-/// seconds, or until the routes drop it): when one group's master dies, messages without a key go
-/// on to the other groups at once. Messages wait at
-/// most `linger_ms` to fill a batch of `batch_bytes`; at most `max_in_flight_requests` batches
-/// wait for their acknowledgement at a time, and at most `buffer_bytes` of messages are held.
-/// Clones share the producer.
+/// message with a key goes to queue `fnv1a_32(key) % queue_count` of the topic's full queue list
+/// (every group that has the topic, writable now or not), so all messages of one key keep their
+/// order in one queue while groups come and go; messages without a key go round robin, past the
+/// queues of a broker the producer just failed to reach (for a few seconds, or until the routes
+/// drop it): when one group's master dies, messages without a key go on to the other groups at
+/// once. Messages wait at most `linger_ms` to fill a batch of `batch_bytes`; at most
+/// `max_in_flight_requests` batches wait for their acknowledgement at a time, and at most
+/// `buffer_bytes` of messages are held. Clones share the producer.
 ///
-/// Batches of one queue are sent in order on one connection; the producer does not retry a
-/// failed batch by itself (each message gets the [`Error`], which says whether a retry helps),
-/// so the order within a queue holds as long as the broker appends a connection's requests in
-/// the order they arrive. A retryable failure makes the producer ask for the topic's routes
-/// again, and a connection that ended is opened again on the next send.
+/// Batches of one queue are sent in order on one connection. A batch whose broker group cannot
+/// take it (the connection ends, no answer comes within `attempt_timeout_ms`, or the broker
+/// says it cannot store: fenced, flush or slave too slow, no slave in sync, not the master) is
+/// sent again at once to another group, as long as `send_timeout_ms` has not run out since its
+/// first message was accepted: its messages without a key are stored at least once (when the
+/// failed attempt had stored them too, twice: [`Producer::metrics`] counts these). Its keyed
+/// messages are never moved: they fail with [`Error::GroupUnavailable`], naming the group.
+/// Other failures answer each message with the [`Error`], which says whether a retry helps. A
+/// retryable failure makes the producer ask for the topic's routes again, and a connection that
+/// ended is opened again on the next send.
 ///
 /// ```no_run
 /// # async fn example() -> smq_client::Result<()> {
@@ -133,6 +149,8 @@ pub struct Producer {
     inner: Arc<Inner>,
 }
 
+/// What the producer's handles share; lanes' tasks and batches in flight hold it weakly, so it
+/// (and with it every lane) goes when the last handle does.
 #[derive(Debug)]
 struct Inner {
     routes: Arc<RouteCache>,
@@ -140,21 +158,24 @@ struct Inner {
     lanes: PerBroker<Arc<Lane>>,
     settings: LaneSettings,
     /// Bytes of messages accepted and not yet acknowledged may not pass `buffer_bytes`.
-    buffer: Arc<Semaphore>,
+    buffer: Semaphore,
     buffer_bytes: u32,
     round_robin: RoundRobin,
     /// Brokers just found unreachable, avoided by messages without a key.
-    unreachable: Arc<Unreachable>,
+    unreachable: Unreachable,
+    resent: ResendCounters,
 }
 
 /// How every lane connects and batches.
 #[derive(Debug)]
 struct LaneSettings {
+    /// Its request timeout is the attempt timeout.
     connection: ConnectionOptions,
     batch_bytes: usize,
     linger: Duration,
     acks: Acks,
     ack_timeout_ms: u32,
+    send_timeout: Duration,
 }
 
 /// One broker's connection and the task that batches and submits its messages.
@@ -164,6 +185,8 @@ struct Lane {
     commands: mpsc::Sender<Command>,
     /// Batches submitted and not yet answered.
     in_flight: watch::Receiver<usize>,
+    /// The broker's group, from the first route that led here (for errors that name it).
+    group: Arc<OnceLock<Arc<str>>>,
 }
 
 impl OnConnection for Lane {
@@ -178,57 +201,31 @@ impl Producer {
     pub async fn connect(config: ClientConfig) -> Result<Producer> {
         config.validate()?;
         let buffer_bytes = u32::try_from(config.buffer_bytes).unwrap_or(u32::MAX);
+        let mut connection = config.connection_options();
+        connection.request_timeout = Duration::from_millis(config.attempt_timeout_ms);
         let producer = Producer {
             inner: Arc::new(Inner {
                 routes: config.route_cache(),
                 lanes: PerBroker::default(),
                 settings: LaneSettings {
-                    connection: config.connection_options(),
+                    connection,
                     batch_bytes: config.batch_bytes.min(MAX_BATCH_BYTES_DEFAULT),
                     linger: Duration::from_millis(config.linger_ms),
                     acks: config.acks,
                     ack_timeout_ms: config.ack_timeout_ms,
+                    send_timeout: Duration::from_millis(config.send_timeout_ms),
                 },
-                buffer: Arc::new(Semaphore::new(buffer_bytes as usize)),
+                buffer: Semaphore::new(buffer_bytes as usize),
                 buffer_bytes,
                 round_robin: RoundRobin::default(),
-                unreachable: Arc::default(),
+                unreachable: Unreachable::default(),
+                resent: ResendCounters::default(),
             }),
         };
         if config.nameserver.is_none() {
-            producer.lane(&config.broker).await?;
+            producer.inner.lane(&config.broker).await?;
         }
         Ok(producer)
-    }
-
-    /// The lane to `broker`, opening it when there is none or its connection ended.
-    async fn lane(&self, broker: &str) -> Result<Arc<Lane>> {
-        let open = || async { Ok(Arc::new(self.connect_lane(broker).await?)) };
-        self.inner.lanes.get_or_open(broker, open).await
-    }
-
-    async fn connect_lane(&self, broker: &str) -> Result<Lane> {
-        let inner = &self.inner;
-        let settings = &inner.settings;
-        let connection = Connection::connect(settings.connection.to(broker)).await?;
-        let (commands, commands_rx) = mpsc::channel(1024);
-        let (in_flight_tx, in_flight) = watch::channel(0usize);
-        let task = SendTask {
-            connection: connection.clone(),
-            accumulator: Accumulator::new(settings.batch_bytes, settings.linger),
-            acks: settings.acks,
-            ack_timeout_ms: settings.ack_timeout_ms,
-            buffer: inner.buffer.clone(),
-            in_flight: Arc::new(in_flight_tx),
-            routes: inner.routes.clone(),
-            unreachable: inner.unreachable.clone(),
-        };
-        tokio::spawn(task.run(commands_rx));
-        Ok(Lane {
-            connection,
-            commands,
-            in_flight,
-        })
     }
 
     /// Sends one message and waits for its acknowledgement.
@@ -263,35 +260,17 @@ impl Producer {
         check_topic_name(topic)?;
         check_field_lengths(&message)?;
         let routes = inner.routes.get(topic).await?;
-        // Nothing is sent before a lane is open, so a message without a key whose broker cannot
-        // be reached goes to another queue, at most once per queue.
-        let mut attempts = 0;
-        let (queue, lane) = loop {
-            let avoided = |queue: &QueueRoute| inner.unreachable.avoids(&queue.broker);
-            let queue = if message.key.is_empty() {
-                choose_queue(&routes.writable, &inner.round_robin, avoided).ok_or_else(|| {
-                    Error::NoRoute {
-                        topic: topic.to_owned(),
-                        reason: "no broker group with a live master takes writes to it".into(),
-                    }
+        let (queue, lane) = if message.key.is_empty() {
+            inner
+                .unkeyed_lane(&routes, |_| false)
+                .await?
+                .ok_or_else(|| Error::NoRoute {
+                    topic: topic.to_owned(),
+                    reason: "no broker group with a live master takes writes to it".into(),
                 })?
-            } else {
-                queue_of_key(&routes, topic, &message.key)?
-            };
-            match self.lane(&queue.broker).await {
-                Ok(lane) => break (queue, lane),
-                Err(error) => {
-                    inner.routes.invalidate(topic);
-                    inner
-                        .unreachable
-                        .mark(&queue.broker, std::time::Instant::now());
-                    attempts += 1;
-                    let may_move = message.key.is_empty() && error.is_retryable();
-                    if !may_move || attempts >= routes.writable.len() {
-                        return Err(error);
-                    }
-                }
-            }
+        } else {
+            let queue = queue_of_key(&routes, topic, &message.key)?;
+            (queue, inner.lane_of(queue, topic).await?)
         };
         let message_bytes = message.encoded_len();
         let max_message_bytes = lane.connection.max_message_bytes();
@@ -327,22 +306,28 @@ impl Producer {
     }
 
     /// Sends every open batch now, without waiting for linger, and waits until every batch
-    /// sent so far is answered.
+    /// sent so far is answered (including those sent again to another group meanwhile).
     pub async fn flush(&self) -> Result<()> {
-        for lane in self.inner.lanes.all() {
-            let (sender, receiver) = oneshot::channel();
-            lane.commands
-                .send(Command::Flush(sender))
-                .await
-                .map_err(|_| Error::Closed("producer"))?;
-            receiver.await.map_err(|_| Error::Closed("producer"))?;
-            let mut in_flight = lane.in_flight.clone();
-            in_flight
-                .wait_for(|count| *count == 0)
-                .await
-                .map_err(|_| Error::Closed("producer"))?;
+        loop {
+            let resent_before = self.inner.resent.batches();
+            for lane in self.inner.lanes.all() {
+                let (sender, receiver) = oneshot::channel();
+                lane.commands
+                    .send(Command::Flush(sender))
+                    .await
+                    .map_err(|_| Error::Closed("producer"))?;
+                receiver.await.map_err(|_| Error::Closed("producer"))?;
+                let mut in_flight = lane.in_flight.clone();
+                in_flight
+                    .wait_for(|count| *count == 0)
+                    .await
+                    .map_err(|_| Error::Closed("producer"))?;
+            }
+            // A batch resent meanwhile may sit in a lane already passed: go round again.
+            if self.inner.resent.batches() == resent_before {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// The number of writable queues of `topic` (over every broker group), asked the first time
@@ -351,7 +336,166 @@ impl Producer {
         check_topic_name(topic)?;
         Ok(self.inner.routes.get(topic).await?.writable.len() as u32)
     }
+
+    /// What the producer sent again to another broker group since it started, and how many
+    /// messages may therefore be stored twice.
+    pub fn metrics(&self) -> ProducerMetrics {
+        self.inner.resent.snapshot()
+    }
 }
+
+impl Inner {
+    /// The lane to `broker`, opening it when there is none or its connection ended.
+    async fn lane(self: &Arc<Self>, broker: &str) -> Result<Arc<Lane>> {
+        let open = || async { Ok(Arc::new(self.connect_lane(broker).await?)) };
+        self.lanes.get_or_open(broker, open).await
+    }
+
+    /// The lane to `queue`'s broker; a broker that cannot be reached is avoided for a while and
+    /// the topic's routes are asked again.
+    async fn lane_of(self: &Arc<Self>, queue: &QueueRoute, topic: &str) -> Result<Arc<Lane>> {
+        match self.lane(&queue.broker).await {
+            Ok(lane) => {
+                if lane.group.get().is_none() {
+                    let _ = lane.group.set(queue.group.clone());
+                }
+                Ok(lane)
+            }
+            Err(error) => {
+                self.routes.invalidate(topic);
+                self.unreachable.mark(&queue.broker, Instant::now());
+                Err(error)
+            }
+        }
+    }
+
+    /// A writable queue for messages without a key, in turn, past `excluded` queues and the
+    /// brokers just found unreachable (all of them, when nothing else is left and nothing is
+    /// `excluded`), and its lane. Nothing is sent before a lane is open, so a broker that cannot
+    /// be reached passes the turn to another queue, at most once per queue. `None` when no
+    /// queue is left.
+    async fn unkeyed_lane<'a>(
+        self: &Arc<Self>,
+        routes: &'a TopicRoutes,
+        excluded: impl Fn(&QueueRoute) -> bool,
+    ) -> Result<Option<(&'a QueueRoute, Arc<Lane>)>> {
+        let mut attempts = 0;
+        loop {
+            let usable = |queue: &QueueRoute| !excluded(queue);
+            let reachable =
+                |queue: &QueueRoute| usable(queue) && !self.unreachable.avoids(&queue.broker);
+            let chosen = choose_queue(&routes.writable, &self.round_robin, reachable);
+            let Some(queue) = chosen.or_else(|| {
+                let nothing_excluded = routes.writable.iter().all(usable);
+                let any = |_: &QueueRoute| true;
+                nothing_excluded
+                    .then(|| choose_queue(&routes.writable, &self.round_robin, any))
+                    .flatten()
+            }) else {
+                return Ok(None);
+            };
+            match self.lane_of(queue, &routes.topic).await {
+                Ok(lane) => return Ok(Some((queue, lane))),
+                Err(error) => {
+                    attempts += 1;
+                    if !error.is_retryable() || attempts >= routes.writable.len() {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens a lane: its connection, and its task. Boxed, because the task's batches may open
+    /// lanes (when they are sent again elsewhere): a future cannot contain itself.
+    fn connect_lane<'a>(self: &'a Arc<Self>, broker: &'a str) -> LaneOpening<'a> {
+        Box::pin(self.open_lane(broker))
+    }
+
+    async fn open_lane(self: &Arc<Self>, broker: &str) -> Result<Lane> {
+        let settings = &self.settings;
+        let connection = Connection::connect(settings.connection.to(broker)).await?;
+        let (commands, commands_rx) = mpsc::channel(1024);
+        let (in_flight_tx, in_flight) = watch::channel(0usize);
+        let group = Arc::new(OnceLock::new());
+        let task = SendTask {
+            connection: connection.clone(),
+            group: group.clone(),
+            accumulator: Accumulator::new(settings.batch_bytes, settings.linger),
+            acks: settings.acks,
+            ack_timeout_ms: settings.ack_timeout_ms,
+            send_timeout: settings.send_timeout,
+            in_flight: Arc::new(in_flight_tx),
+            producer: Arc::downgrade(self),
+        };
+        tokio::spawn(task.run(commands_rx));
+        Ok(Lane {
+            connection,
+            commands,
+            in_flight,
+            group,
+        })
+    }
+
+    /// Sends `unkeyed`, the waiters of the messages without a key of a batch whose group could
+    /// not take it, in a batch rebuilt for another group's queue, while the send timeout lasts.
+    /// Gives them back when there is nowhere to go.
+    async fn resend(
+        self: &Arc<Self>,
+        failed: &Completion,
+        unkeyed: Vec<Waiter>,
+        error: &Error,
+        down: GroupDown,
+    ) -> Result<(), Vec<Waiter>> {
+        if Instant::now() >= failed.deadline {
+            return Err(unkeyed);
+        }
+        let Ok(routes) = self.routes.get(&failed.topic).await else {
+            return Err(unkeyed);
+        };
+        let group = failed.group();
+        let same_group =
+            |queue: &QueueRoute| queue.group == group || *queue.broker == *failed.broker;
+        let Ok(Some((queue, lane))) = self.unkeyed_lane(&routes, same_group).await else {
+            return Err(unkeyed);
+        };
+        let batch = resend::unkeyed_for_queue(&failed.batch, queue.queue_id)
+            .expect("the batch has messages without a key");
+        self.resent.count(unkeyed.len(), down);
+        tracing::debug!(
+            topic = %failed.topic,
+            from = %format!("{group}/{} at {}", failed.queue_id, failed.broker),
+            to = %queue,
+            messages = unkeyed.len(),
+            maybe_stored = down.maybe_stored,
+            %error,
+            "sending a batch again to another broker group"
+        );
+        let resent = ReadyBatch {
+            topic: failed.topic.clone(),
+            queue_id: queue.queue_id,
+            batch,
+            waiters: unkeyed,
+            opened: failed.opened,
+        };
+        if let Err(mpsc::error::SendError(Command::Resend(lost))) =
+            lane.commands.send(Command::Resend(resent)).await
+        {
+            self.answer(lost.waiters, Err(Error::Closed("producer")), lost.queue_id);
+        }
+        Ok(())
+    }
+
+    /// Answers `waiters`, the messages of one batch in order, and gives their buffer bytes back.
+    fn answer(&self, waiters: Vec<Waiter>, base_offset: Result<u64>, queue_id: u32) {
+        let buffer_bytes = answer(waiters, base_offset, queue_id);
+        self.buffer.add_permits(buffer_bytes);
+    }
+}
+
+/// A lane being opened.
+type LaneOpening<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Lane>> + Send + 'a>>;
 
 /// The writable queue a keyed message goes to: its key's hash over every queue of the topic,
 /// writable now or not (`TopicRoutes::all`), so that a key keeps its queue while other groups
@@ -382,22 +526,19 @@ fn queue_of_key<'a>(routes: &'a TopicRoutes, topic: &str, key: &[u8]) -> Result<
         })
 }
 
-/// The queue for a message without a key: the next in turn that is not `avoided` (the next in
-/// turn if all are).
+/// The next queue in turn that is `usable`, if any.
 fn choose_queue<'a>(
     queues: &'a [QueueRoute],
     round_robin: &RoundRobin,
-    avoided: impl Fn(&QueueRoute) -> bool,
+    usable: impl Fn(&QueueRoute) -> bool,
 ) -> Option<&'a QueueRoute> {
     let count = u32::try_from(queues.len())
         .ok()
         .filter(|count| *count > 0)?;
     let start = round_robin.next(count) as usize;
-    let in_turn = (0..queues.len()).map(|step| &queues[(start + step) % queues.len()]);
-    in_turn
-        .clone()
-        .find(|queue| !avoided(queue))
-        .or_else(|| in_turn.clone().next())
+    (0..queues.len())
+        .map(|step| &queues[(start + step) % queues.len()])
+        .find(|queue| usable(queue))
 }
 
 fn check_topic_name(topic: &str) -> Result<()> {
@@ -436,15 +577,13 @@ fn check_field_lengths(message: &Message) -> Result<()> {
 /// The producer's background task: owns the open batches and submits them in order.
 struct SendTask {
     connection: Connection,
+    group: Arc<OnceLock<Arc<str>>>,
     accumulator: Accumulator<Waiter>,
     acks: Acks,
     ack_timeout_ms: u32,
-    buffer: Arc<Semaphore>,
+    send_timeout: Duration,
     in_flight: Arc<watch::Sender<usize>>,
-    /// Told when a batch fails in a way new routes may fix.
-    routes: Arc<RouteCache>,
-    /// Told when the broker cannot be reached.
-    unreachable: Arc<Unreachable>,
+    producer: Weak<Inner>,
 }
 
 /// Commands handled before the task looks at linger deadlines again.
@@ -459,7 +598,7 @@ impl SendTask {
                     tokio::select! {
                         command = commands.recv() => command,
                         () = tokio::time::sleep_until(deadline.into()) => {
-                            self.accumulator.take_expired(std::time::Instant::now(), &mut ready);
+                            self.accumulator.take_expired(Instant::now(), &mut ready);
                             self.submit_all(&mut ready).await;
                             continue;
                         }
@@ -482,8 +621,7 @@ impl SendTask {
                     next = commands.try_recv().ok();
                 }
             }
-            self.accumulator
-                .take_expired(std::time::Instant::now(), &mut ready);
+            self.accumulator.take_expired(Instant::now(), &mut ready);
             self.submit_all(&mut ready).await;
         }
     }
@@ -496,9 +634,13 @@ impl SendTask {
                 message,
                 waiter,
             } => {
-                let now = std::time::Instant::now();
+                let now = Instant::now();
                 self.accumulator
                     .append(&topic, queue_id, &message, waiter, now, ready);
+                self.submit_all(ready).await;
+            }
+            Command::Resend(batch) => {
+                ready.push(batch);
                 self.submit_all(ready).await;
             }
             Command::Flush(done) => {
@@ -512,52 +654,61 @@ impl SendTask {
     /// Submits each ready batch in order; waits while the maximum requests are in flight.
     async fn submit_all(&mut self, ready: &mut Vec<ReadyBatch<Waiter>>) {
         for batch in ready.drain(..) {
-            let topic = batch.topic.clone();
+            let batch_bytes = Bytes::from(batch.batch);
             let request = Request::Produce(ProduceRequest {
-                topic: batch.topic,
+                topic: batch.topic.clone(),
                 queue_id: batch.queue_id,
                 acks: self.acks,
                 timeout_ms: self.ack_timeout_ms,
-                batch: Bytes::from(batch.batch),
+                batch: batch_bytes.clone(),
             });
             let completion = Completion {
                 broker: self.connection.broker().to_owned(),
-                topic,
+                group: self.group.clone(),
+                topic: batch.topic,
                 queue_id: batch.queue_id,
+                batch: batch_bytes,
+                opened: batch.opened,
+                deadline: batch.opened + self.send_timeout,
                 waiters: batch.waiters,
-                buffer: self.buffer.clone(),
                 in_flight: self.in_flight.clone(),
-                routes: self.routes.clone(),
-                unreachable: self.unreachable.clone(),
+                producer: self.producer.clone(),
             };
             self.in_flight.send_modify(|count| *count += 1);
             match self.connection.submit(request).await {
                 Ok(pending) => {
                     tokio::spawn(completion.finish_when_answered(pending));
                 }
-                Err(error) => completion.finish(Err(error)),
+                Err(error) => {
+                    tokio::spawn(completion.failed(error, false));
+                }
             }
         }
     }
 }
 
-/// What happens once a batch is answered: every message learns its fate, its buffer bytes are
-/// given back, the batch no longer counts as in flight, and a retryable failure has the topic's
-/// routes asked again.
+/// One attempt of a batch on a lane, until it is answered: then every message learns its
+/// fate (or goes on in a batch sent again to another group), its buffer bytes are given back,
+/// and the batch no longer counts as in flight on this lane.
 struct Completion {
     broker: String,
+    group: Arc<OnceLock<Arc<str>>>,
     topic: String,
     queue_id: u32,
+    /// The batch as sent, kept to be rebuilt for another queue.
+    batch: Bytes,
+    /// When its first message arrived (the send timeout counts from here), and when that
+    /// timeout runs out.
+    opened: Instant,
+    deadline: Instant,
     waiters: Vec<Waiter>,
-    buffer: Arc<Semaphore>,
     in_flight: Arc<watch::Sender<usize>>,
-    routes: Arc<RouteCache>,
-    unreachable: Arc<Unreachable>,
+    producer: Weak<Inner>,
 }
 
 impl Completion {
     async fn finish_when_answered(self, pending: PendingResponse) {
-        let result = match pending.wait().await {
+        let result = match pending.wait_until(self.deadline.into()).await {
             Ok(Response::Produce(produce))
                 if produce.message_count as usize == self.waiters.len() =>
             {
@@ -579,47 +730,83 @@ impl Completion {
             }),
             Err(error) => Err(error),
         };
-        self.finish(result);
+        match result {
+            Ok(base_offset) => self.finish(Ok(base_offset)),
+            Err(error) => self.failed(error, true).await,
+        }
     }
 
+    /// The attempt failed (`sent`: after the batch reached the connection). A retryable
+    /// failure has the topic's routes asked again; when the group cannot take the batch, its
+    /// broker is passed by for a while, the batch's messages without a key are sent again to
+    /// another group, and its keyed messages fail with an error naming the group.
+    async fn failed(self, error: Error, sent: bool) {
+        let Some(producer) = self.producer.upgrade() else {
+            return self.finish(Err(error));
+        };
+        if error.is_retryable() {
+            producer.routes.invalidate(&self.topic);
+        }
+        let Some(down) = GroupDown::of(&error, sent) else {
+            return self.finish(Err(error));
+        };
+        producer.unreachable.mark(&self.broker, Instant::now());
+        let mut this = self;
+        let (mut keyed, mut unkeyed) = (Vec::new(), Vec::new());
+        let is_keyed = resend::keyed_messages(&this.batch);
+        for (waiter, is_keyed) in this.waiters.drain(..).zip(is_keyed) {
+            if is_keyed {
+                keyed.push(waiter);
+            } else {
+                unkeyed.push(waiter);
+            }
+        }
+        if !unkeyed.is_empty() {
+            if let Err(left) = producer.resend(&this, unkeyed, &error, down).await {
+                producer.answer(left, Err(error.clone()), this.queue_id);
+            }
+        }
+        if !keyed.is_empty() {
+            let error = Error::GroupUnavailable {
+                topic: this.topic.clone(),
+                group: this.group().to_string(),
+                queue_id: this.queue_id,
+                source: Box::new(error),
+            };
+            producer.answer(keyed, Err(error), this.queue_id);
+        }
+        // Every waiter is answered or handed on.
+        this.finish(Ok(0));
+    }
+
+    /// The broker's group, as far as known.
+    fn group(&self) -> Arc<str> {
+        self.group.get().cloned().unwrap_or_else(|| Arc::from("?"))
+    }
+
+    /// Answers the waiters left and counts the attempt out of the lane's batches in flight.
     fn finish(self, base_offset: Result<u64>) {
-        if let Err(error) = &base_offset {
-            if error.is_retryable() {
-                self.routes.invalidate(&self.topic);
-            }
-            // A broker that cannot store (fenced log, full disk, fsync too slow, no slave in
-            // sync under synchronous replication) is passed by like one that cannot be reached.
-            let cannot_store = matches!(
-                error.code(),
-                Some(
-                    ErrorCode::StorageError
-                        | ErrorCode::FlushTimeout
-                        | ErrorCode::NoSlave
-                        | ErrorCode::ReplicationTimeout
-                )
-            );
-            if cannot_store
-                || matches!(
-                    error,
-                    Error::Connect { .. } | Error::ConnectionClosed { .. } | Error::Timeout { .. }
-                )
-            {
-                self.unreachable
-                    .mark(&self.broker, std::time::Instant::now());
-            }
+        match self.producer.upgrade() {
+            Some(producer) => producer.answer(self.waiters, base_offset, self.queue_id),
+            // Nobody waits for buffer space any more.
+            None => _ = answer(self.waiters, base_offset, self.queue_id),
         }
-        let mut buffer_bytes = 0usize;
-        for (index, waiter) in self.waiters.into_iter().enumerate() {
-            buffer_bytes += waiter.buffer_bytes as usize;
-            let delivery = base_offset.clone().map(|base| Delivery {
-                queue_id: self.queue_id,
-                offset: base + index as u64,
-            });
-            let _ = waiter.sender.send(delivery);
-        }
-        self.buffer.add_permits(buffer_bytes);
         self.in_flight.send_modify(|count| *count -= 1);
     }
+}
+
+/// Answers `waiters`, the messages of one batch in order; returns the buffer bytes they held.
+fn answer(waiters: Vec<Waiter>, base_offset: Result<u64>, queue_id: u32) -> usize {
+    let mut buffer_bytes = 0usize;
+    for (index, waiter) in waiters.into_iter().enumerate() {
+        buffer_bytes += waiter.buffer_bytes as usize;
+        let delivery = base_offset.clone().map(|base| Delivery {
+            queue_id,
+            offset: base + index as u64,
+        });
+        let _ = waiter.sender.send(delivery);
+    }
+    buffer_bytes
 }
 
 #[cfg(test)]
@@ -642,14 +829,15 @@ mod tests {
     fn messages_without_a_key_pass_an_avoided_broker_by() {
         let queues = queues();
         let round_robin = RoundRobin::default();
-        let avoid_b = |queue: &QueueRoute| &*queue.broker == "b:1";
+        let not_b = |queue: &QueueRoute| &*queue.broker != "b:1";
         let brokers: Vec<&str> = (0..8)
-            .map(|_| &*choose_queue(&queues, &round_robin, avoid_b).unwrap().broker)
+            .map(|_| &*choose_queue(&queues, &round_robin, not_b).unwrap().broker)
             .collect();
         assert!(brokers.iter().all(|broker| *broker == "a:1"), "{brokers:?}");
         let everything = |_: &QueueRoute| true;
         assert!(choose_queue(&queues, &round_robin, everything).is_some());
         assert!(choose_queue(&[], &round_robin, everything).is_none());
+        assert!(choose_queue(&queues, &round_robin, |_| false).is_none());
     }
 
     #[test]
