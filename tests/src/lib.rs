@@ -8,6 +8,7 @@ pub mod failover;
 pub mod healthy;
 pub mod http;
 pub mod raw;
+pub mod skip;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
