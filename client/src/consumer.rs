@@ -392,7 +392,7 @@ impl Consumer {
         let mut new_by_broker: BTreeMap<Arc<str>, Vec<QueueKey>> = BTreeMap::new();
         for queue in &routes.readable {
             let key = QueueKey {
-                broker_group: queue.group.clone(),
+                broker_group: queue.broker_group.clone(),
                 queue_id: queue.queue_id,
             };
             if !self.reads(&key) {
