@@ -97,6 +97,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() ->
     }
 }
 
+/// Segment size of the brokers [`Broker::start`] starts, unless a test passes its own
+/// `--segment-bytes` or a `--config` file.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
 /// A broker process on loopback with its own data directory, killed when dropped.
 pub struct Broker {
     child: Option<Child>,
@@ -130,6 +134,15 @@ impl Broker {
             ])
             .arg(data_dir)
             .args(extra_args);
+        // A broker preallocates its active segment and the next: at the default 1 GiB the
+        // suite's brokers would take many GiB of disk at once (and trip the disk watermark on a
+        // small machine). 64 MiB, as `smq dev` uses, unless the test chooses.
+        if !extra_args
+            .iter()
+            .any(|arg| *arg == "--segment-bytes" || *arg == "--config")
+        {
+            command.args(["--segment-bytes", &SEGMENT_BYTES_DEFAULT.to_string()]);
+        }
         let (child, log, (addr, http_addr)) = spawn_logged(command, "smq-broker", |line| {
             line.contains("broker started")
                 .then(|| address_after(line, "listen=").zip(address_after(line, "http=Some(")))
