@@ -30,6 +30,41 @@ pub fn cannot_run(reason: &str) {
     eprintln!("skipped {test}: {reason}");
 }
 
+/// Raises this process's soft limit of open files (which the processes it starts inherit) to at
+/// least `count`, up to the hard limit, which needs no privilege. Returns false, after
+/// [`cannot_run`], when the hard limit is lower (raising it needs root: `ulimit -Hn`,
+/// /etc/security/limits.conf).
+pub fn open_files_at_least(count: u64) -> bool {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        panic!("getrlimit: {}", std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur >= count {
+        return true;
+    }
+    if limit.rlim_max < count {
+        cannot_run(&format!(
+            "it needs {count} open files and the hard limit is {} (raise it as root: ulimit -Hn, \
+             /etc/security/limits.conf)",
+            limit.rlim_max
+        ));
+        return false;
+    }
+    limit.rlim_cur = count;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        panic!(
+            "setrlimit(RLIMIT_NOFILE, {count}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    true
+}
+
 /// `binary::module::test`: the test harness names each test's thread after the test.
 fn test_name() -> String {
     let binary = std::env::current_exe()
