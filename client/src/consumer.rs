@@ -146,8 +146,8 @@ pub fn messages_from_batches(
 /// A queue whose fetch offset the broker no longer (or not yet) holds, and where the consumer
 /// moved it: below the earliest retained offset (retention deleted those messages) or past the
 /// end, the fetch got `OFFSET_OUT_OF_RANGE` and the queue is read on from the earliest or the
-/// latest offset, as [`StartFrom`] says. Logged as a warning; [`Consumer::take_offset_resets`]
-/// hands it to the caller too (the CLI prints it).
+/// latest offset, as [`StartFrom`] says. Logged as a warning (target `smq_client::offset_reset`);
+/// [`Consumer::take_offset_resets`] hands it to the caller too (the CLI prints it).
 ///
 /// ```
 /// use smq_client::consumer::{OffsetReset, QueueKey};
@@ -392,7 +392,7 @@ impl Consumer {
         let mut new_by_broker: BTreeMap<Arc<str>, Vec<QueueKey>> = BTreeMap::new();
         for queue in &routes.readable {
             let key = QueueKey {
-                broker_group: queue.group.clone(),
+                broker_group: queue.broker_group.clone(),
                 queue_id: queue.queue_id,
             };
             if !self.reads(&key) {
@@ -683,7 +683,10 @@ impl Consumer {
             earliest_offset,
             next_offset,
         };
+        // Its own target, so that a program that reports take_offset_resets() (smq consume)
+        // can leave these out of its log.
         tracing::warn!(
+            target: "smq_client::offset_reset",
             topic = %reset.topic,
             queue = %reset.queue,
             old_offset = offset,

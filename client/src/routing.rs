@@ -25,13 +25,13 @@ const RETRY_AFTER_FAILED_REFRESH: Duration = Duration::from_secs(1);
 /// ```
 /// use smq_client::routing::QueueRoute;
 ///
-/// let queue = QueueRoute { group: "g1".into(), broker: "10.0.0.1:10911".into(), queue_id: 3 };
+/// let queue = QueueRoute { broker_group: "g1".into(), broker: "10.0.0.1:10911".into(), queue_id: 3 };
 /// assert_eq!(queue.to_string(), "g1/3 at 10.0.0.1:10911");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueRoute {
     /// The broker group that holds the queue.
-    pub group: Arc<str>,
+    pub broker_group: Arc<str>,
     /// `host:port` of the broker to talk to.
     pub broker: Arc<str>,
     /// The queue's number within its group.
@@ -40,7 +40,11 @@ pub struct QueueRoute {
 
 impl std::fmt::Display for QueueRoute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{} at {}", self.group, self.queue_id, self.broker)
+        write!(
+            f,
+            "{}/{} at {}",
+            self.broker_group, self.queue_id, self.broker
+        )
     }
 }
 
@@ -102,7 +106,7 @@ impl TopicRoutes {
                 let broker: Arc<str> = Arc::from(broker);
                 let name = name.clone();
                 (0..group.queues).map(move |queue_id| QueueRoute {
-                    group: name.clone(),
+                    broker_group: name.clone(),
                     broker: broker.clone(),
                     queue_id,
                 })
@@ -147,9 +151,12 @@ impl TopicRoutes {
     /// NameServer failover never shrinks a client's routes (and never moves a key's queue).
     /// Whatever the NameServer's state, `all` keeps every group `cached` had (a key never moves).
     pub fn keeping_groups_of(mut self, cached: &TopicRoutes) -> TopicRoutes {
-        let named: std::collections::BTreeSet<Arc<str>> =
-            self.all.iter().map(|queue| queue.group.clone()).collect();
-        let unnamed = |queue: &&QueueRoute| !named.contains(&queue.group);
+        let named: std::collections::BTreeSet<Arc<str>> = self
+            .all
+            .iter()
+            .map(|queue| queue.broker_group.clone())
+            .collect();
+        let unnamed = |queue: &&QueueRoute| !named.contains(&queue.broker_group);
         self.all.extend(cached.all.iter().filter(unnamed).cloned());
         self.all.sort();
         if !self.warming_up {
@@ -159,9 +166,9 @@ impl TopicRoutes {
             .writable
             .iter()
             .chain(&self.readable)
-            .map(|queue| queue.group.clone())
+            .map(|queue| queue.broker_group.clone())
             .collect();
-        let missing = |queue: &&QueueRoute| !present.contains(&queue.group);
+        let missing = |queue: &&QueueRoute| !present.contains(&queue.broker_group);
         self.writable
             .extend(cached.writable.iter().filter(missing).cloned());
         self.readable
@@ -178,7 +185,7 @@ impl TopicRoutes {
         let (group, broker): (Arc<str>, Arc<str>) = (Arc::from(group), Arc::from(broker));
         let queues: Vec<QueueRoute> = (0..queue_count)
             .map(|queue_id| QueueRoute {
-                group: group.clone(),
+                broker_group: group.clone(),
                 broker: broker.clone(),
                 queue_id,
             })

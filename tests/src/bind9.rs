@@ -1,7 +1,9 @@
 //! A real bind9 `named` for the DNS tests: one primary zone on 127.0.0.1 and an ephemeral port,
 //! changed with `nsupdate` (TSIG-signed dynamic updates) the way an operator repoints the
 //! NameServer's SRV record (proto-spec.md §9.3). Debian packages `bind9` and `bind9-dnsutils`;
-//! `.ci/run` installs them. A missing binary fails the test, it never skips it.
+//! `scripts/test.sh` installs them when it can. A test calls [`unavailable`] first: without them
+//! it is skipped and listed under `scripts/test.sh`, failed under a plain `cargo test`. named
+//! runs as any user (an unprivileged port, everything in a temporary directory).
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
@@ -232,20 +234,51 @@ fn stop(child: &mut Child) {
     }
 }
 
+/// The bind9 programs the DNS tests run: `named` and its checkers and key generator (Debian's
+/// `bind9`, with `bind9-utils`), `nsupdate` (`bind9-dnsutils`).
+const PROGRAMS: [&str; 5] = [
+    "named",
+    "named-checkconf",
+    "named-checkzone",
+    "tsig-keygen",
+    "nsupdate",
+];
+
+/// Whether the calling test cannot run because bind9 is not installed; if so it was reported
+/// through [`crate::skip::cannot_run`] (the test then returns).
+pub fn unavailable() -> bool {
+    let missing: Vec<&str> = PROGRAMS
+        .into_iter()
+        .filter(|name| find(name).is_none())
+        .collect();
+    if missing.is_empty() {
+        return false;
+    }
+    crate::skip::cannot_run(&format!(
+        "it runs a real bind9, and {} not found: apt-get install bind9 bind9-dnsutils \
+         (scripts/test.sh does when it runs as root or with passwordless sudo)",
+        missing.join(", ")
+    ));
+    true
+}
+
 /// The path of `name` (in PATH, or in /usr/sbin and /sbin, which a non-login PATH may lack), or
 /// a panic saying how to install it: `named`, `nsupdate`, `named-checkconf`, `tsig-keygen`...
 pub fn program(name: &str) -> PathBuf {
+    find(name).unwrap_or_else(|| {
+        panic!(
+            "`{name}` not found: the DNS tests run a real bind9; install it with \
+             `apt-get install bind9 bind9-dnsutils` (scripts/test.sh does)"
+        )
+    })
+}
+
+fn find(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{name}` not found: the DNS tests run a real bind9; install it with \
-                 `apt-get install bind9 bind9-dnsutils` (.ci/run does)"
-            )
-        })
 }
 
 fn key_statement() -> String {

@@ -9,6 +9,7 @@ pub mod healthy;
 pub mod http;
 pub mod proxy;
 pub mod raw;
+pub mod skip;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -97,6 +98,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() ->
     }
 }
 
+/// Segment size of the brokers [`Broker::start`] starts (their disk watermark is 99%), unless a
+/// test passes its own `--segment-bytes` or a `--config` file.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
 /// A broker process on loopback with its own data directory, killed when dropped.
 pub struct Broker {
     child: Option<Child>,
@@ -130,6 +135,22 @@ impl Broker {
             ])
             .arg(data_dir)
             .args(extra_args);
+        // A broker preallocates its active segment and the next: at the default 1 GiB the
+        // suite's brokers would take many GiB of disk at once. 64 MiB, as `smq dev` uses. And
+        // the disk watermark at 99%, not 90%: test brokers store little, and a test should not
+        // fail because the machine's disk is 91% full. Unless the test chooses (a flag or a
+        // config file).
+        let chooses = |flag: &str| {
+            extra_args
+                .iter()
+                .any(|arg| *arg == flag || *arg == "--config")
+        };
+        if !chooses("--segment-bytes") {
+            command.args(["--segment-bytes", &SEGMENT_BYTES_DEFAULT.to_string()]);
+        }
+        if !chooses("--disk-usage-watermark-percent") {
+            command.args(["--disk-usage-watermark-percent", "99"]);
+        }
         let (child, log, (addr, http_addr)) = spawn_logged(command, "smq-broker", |line| {
             line.contains("broker started")
                 .then(|| address_after(line, "listen=").zip(address_after(line, "http=")))

@@ -1,11 +1,11 @@
 //! The `smq` CLI against a real broker: messages come back exactly, long polls answer at once
 //! without burning CPU, `bench mixed` receives what it sends, and bad input ends in a clear
-//! error and a non-zero exit.
+//! error and a non-zero exit; the library's warnings reach stderr (RUST_LOG).
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use smq_tests::{ok, process_cpu_time, run_with_stdin as run, wait_for, Broker};
+use smq_tests::{ok, process_cpu_time, run_with_stdin as run, wait_for, Broker, NameServer};
 
 fn create_topic(broker: &Broker, topic: &str, queues: u32) {
     ok(run(
@@ -338,4 +338,75 @@ fn a_consumer_behind_retention_moves_to_the_earliest_or_latest_offset_says_so_an
         }
     }
     broker.stop();
+}
+
+#[test]
+fn library_warnings_reach_stderr_under_rust_log() {
+    let stderr = consume_losing_its_nameserver(None);
+    println!("smq consume's stderr without RUST_LOG:\n{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("NameServer")),
+        "by default the library's warnings show:\n{stderr}"
+    );
+    let stderr = consume_losing_its_nameserver(Some("error"));
+    assert!(
+        !stderr.contains("WARN"),
+        "RUST_LOG=error hides them:\n{stderr}"
+    );
+}
+
+/// The stderr of an `smq consume` member (with RUST_LOG as given) whose NameServer stops while
+/// it holds a queue, then stopped with SIGTERM: the library warns that member heartbeats and
+/// the leave find no NameServer.
+fn consume_losing_its_nameserver(rust_log: Option<&str>) -> String {
+    let nameserver = NameServer::start(&["--heartbeat-timeout-ms", "1000"]);
+    let broker = Broker::start(&["--nameserver", &nameserver.url(), "--group", "broker-a"]);
+    wait_for("the broker to register", Duration::from_secs(30), || {
+        let cluster = nameserver.get("/v1/cluster").1;
+        cluster.contains("broker-a").then_some(())
+    });
+    ok(run(
+        nameserver
+            .smq()
+            .args(["topic", "create", "logged", "--queues", "1"]),
+        b"",
+    ));
+    let mut command = nameserver.smq();
+    command
+        .args([
+            "consume",
+            "logged",
+            "--group",
+            "g",
+            "--session-timeout-ms",
+            "1500",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match rust_log {
+        Some(filter) => command.env("RUST_LOG", filter),
+        None => command.env_remove("RUST_LOG"),
+    };
+    let consumer = command.spawn().expect("starting smq consume");
+    // Holding the queue: past connecting, so SIGTERM makes it leave cleanly.
+    wait_for(
+        "the member to hold the queue",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = nameserver.get("/v1/groups/g");
+            let view: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (status == 200 && view["topics"][0]["queues"][0]["owner"].is_string()).then_some(())
+        },
+    );
+    nameserver.stop();
+    // SAFETY: plain syscall on a child we have not reaped.
+    unsafe { libc::kill(consumer.id() as i32, libc::SIGTERM) };
+    let output = ok(consumer
+        .wait_with_output()
+        .expect("waiting for smq consume"));
+    broker.stop();
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }

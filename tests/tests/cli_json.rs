@@ -1,5 +1,6 @@
 //! The CLI's output for scripts: `smq consume --format json` says where each message came from,
-//! and `smq cluster --json` / `smq topic describe --json` print what the tables show as JSON.
+//! and `smq cluster --json`, `smq topic describe --json`, `smq group list --json` and
+//! `smq group describe --json` print what the tables show as JSON.
 
 use std::process::Output;
 use std::time::Duration;
@@ -16,7 +17,7 @@ fn json_lines(output: Output) -> Vec<Value> {
 }
 
 #[test]
-fn consume_json_names_group_queue_offset_key_and_body_and_cluster_and_describe_print_json() {
+fn consume_json_names_group_queue_offset_key_and_body_and_cluster_topic_and_group_print_json() {
     let nameserver = NameServer::start(&[]);
     let broker = Broker::start(&["--nameserver", &nameserver.url(), "--group", "broker-j"]);
     wait_for("the broker to register", Duration::from_secs(30), || {
@@ -58,6 +59,56 @@ fn consume_json_names_group_queue_offset_key_and_body_and_cluster_and_describe_p
     assert_eq!(
         (&messages[0]["body"], &messages[1]["body"]),
         (&Value::from("first"), &Value::from("second"))
+    );
+
+    // The consumer committed both messages and left: the broker's next heartbeat (every 2 s)
+    // brings the offset to the NameServer.
+    let queue = messages[0]["queue"].clone();
+    let described = wait_for(
+        "consumer group g's commit in smq group describe --json",
+        Duration::from_secs(30),
+        || {
+            // 404 until the heartbeat came: the group has no member and no offset yet.
+            let output = run(
+                nameserver.smq().args(["group", "describe", "g", "--json"]),
+                b"",
+            );
+            if !output.status.success() {
+                return None;
+            }
+            let view = json_lines(output);
+            let committed = view[0]["topics"][0]["queues"]
+                .as_array()?
+                .iter()
+                .any(|q| q["queue_id"] == queue && q["committed_offset"] == 2);
+            committed.then(|| view[0].clone())
+        },
+    );
+    assert_eq!(described["consumer_group"], "g");
+    let topic = &described["topics"][0];
+    assert_eq!(topic["topic"], "events");
+    assert_eq!(topic["members"].as_array().unwrap().len(), 0, "it left");
+    let queues = topic["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 2, "{described}");
+    for q in queues {
+        assert_eq!(q["broker_group"], "broker-j");
+        assert_eq!(q["owner"], Value::Null);
+    }
+    let read = queues.iter().find(|q| q["queue_id"] == queue).unwrap();
+    assert_eq!(
+        (&read["end_offset"], &read["lag_messages"]),
+        (&2.into(), &0.into())
+    );
+    let list = json_lines(run(nameserver.smq().args(["group", "list", "--json"]), b""));
+    let groups = list[0]["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{}", list[0]);
+    assert_eq!(
+        (
+            &groups[0]["consumer_group"],
+            &groups[0]["topic"],
+            &groups[0]["lag_messages"]
+        ),
+        (&"g".into(), &"events".into(), &0.into())
     );
 
     let cluster = json_lines(run(nameserver.smq().args(["cluster", "--json"]), b""));

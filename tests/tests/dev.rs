@@ -1,6 +1,6 @@
 //! `smq dev` through the real binaries: the local cluster is usable through its SRV record, its
 //! NameServer failover and kill-master do not fail an unkeyed producer, and SIGINT leaves no
-//! process and no port behind; README's first command is `smq dev`.
+//! process and no port behind; README's first command is `smq dev`, its second what CI runs.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, UdpSocket};
@@ -261,20 +261,31 @@ fn smq_dev_names_a_taken_port() {
     );
 }
 
-#[test]
-fn readme_first_command_is_smq_dev() {
+/// README's first ```sh block (its two commands and their comments), read from the repository.
+fn readme_first_block() -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
-    let block = readme
+    readme
         .split("```sh\n")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
-        .expect("a ```sh block in README.md");
-    let first_command = block
+        .expect("a ```sh block in README.md")
+        .to_owned()
+}
+
+/// The lines of `script` that are not blank and not comments.
+fn commands(script: &str) -> Vec<&str> {
+    script
         .lines()
         .map(str::trim)
-        .find(|line| !line.is_empty() && !line.starts_with('#'))
-        .expect("a command in README's first block");
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn readme_first_command_is_smq_dev() {
+    let block = readme_first_block();
+    let first_command = commands(&block)[0];
     let last_step = first_command.rsplit("&&").next().unwrap().trim();
     assert_eq!(
         last_step, "cargo run --release -p smq-cli -- dev",
@@ -290,5 +301,26 @@ fn readme_first_command_is_smq_dev() {
         block.contains(export.trim()),
         "README's first block should show `{}`:\n{block}",
         export.trim()
+    );
+}
+
+#[test]
+fn readme_second_command_is_the_test_command_ci_runs() {
+    let block = readme_first_block();
+    let readme_commands = commands(&block);
+    assert_eq!(readme_commands.len(), 2, "{block}");
+    let test_command = readme_commands[1];
+    let script =
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(test_command);
+    assert!(
+        script.is_file(),
+        "README's test command is a script: {test_command}"
+    );
+    let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/run"))
+        .expect(".ci/run");
+    assert_eq!(
+        commands(&ci).last(),
+        Some(&test_command),
+        ".ci/run should end with README's test command:\n{ci}"
     );
 }

@@ -905,18 +905,31 @@ struct SmallDisk {
 }
 
 impl SmallDisk {
-    fn mount(size_mib: u32) -> SmallDisk {
+    /// The mounted disk, or None when this test is skipped because mounting needs a privilege
+    /// this process lacks (root, or CAP_SYS_ADMIN in a container), as `smq_tests::skip` reports.
+    fn mount(size_mib: u32) -> Option<SmallDisk> {
         let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount")
+        let output = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
             .arg(dir.path())
-            .status()
-            .expect("running mount");
-        assert!(
-            status.success(),
-            "this test mounts a small tmpfs to fill a real disk: run it as root (CI does)"
+            .output()
+            .expect("running mount (util-linux)");
+        if output.status.success() {
+            return Some(SmallDisk { dir });
+        }
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        // Without the temporary path, so that both tests give the same reason.
+        let said = String::from_utf8_lossy(&output.stderr)
+            .replace(&dir.path().display().to_string(), "DIR")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let reason = format!(
+            "it mounts a small tmpfs to fill a real disk, which needs root (uid {uid} here): {said}"
         );
-        SmallDisk { dir }
+        smq_tests::skip::cannot_run(&reason);
+        None
     }
     fn path(&self) -> &Path {
         self.dir.path()
@@ -931,7 +944,9 @@ impl Drop for SmallDisk {
 
 #[test]
 fn enospc_while_rolling_reaches_the_appender_and_the_log_stays_readable() {
-    let disk = SmallDisk::mount(8);
+    let Some(disk) = SmallDisk::mount(8) else {
+        return;
+    };
     let data = disk.path().join("data");
     let mut config = config(&data);
     config.segment_bytes = 1024 * 1024;
@@ -971,7 +986,9 @@ fn enospc_while_rolling_reaches_the_appender_and_the_log_stays_readable() {
 
 #[test]
 fn appends_fail_above_the_disk_watermark_and_resume_below_it() {
-    let disk = SmallDisk::mount(16);
+    let Some(disk) = SmallDisk::mount(16) else {
+        return;
+    };
     let data = disk.path().join("data");
     let mut config = config(&data);
     config.disk_usage_watermark_percent = 50;

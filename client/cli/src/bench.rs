@@ -636,7 +636,7 @@ impl MessageSource for AssignedQueues {
         };
         let mut messages = Vec::new();
         queue.next_offset = messages_from_batches(
-            &queue.route.group,
+            &queue.route.broker_group,
             queue.route.queue_id,
             &fetched.batches,
             queue.next_offset,

@@ -1,5 +1,6 @@
 //! `smq group list` and `smq group describe NAME`: consumer groups as the NameServer sees them
-//! (members, who owns which queue, committed offsets and lag), as tables.
+//! (members, who owns which queue, committed offsets and lag), as tables or, with `--json`, as
+//! the NameServer's answer.
 
 use std::time::Duration;
 
@@ -11,12 +12,19 @@ use smq_client::nameserver_client::NameServerClient;
 pub(crate) enum GroupCommand {
     /// Every consumer group with the topic it reads, its live members and its lag (messages not
     /// consumed, and the age of the oldest one).
-    List,
+    List {
+        /// Print one JSON object (as GET /v1/groups) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// A consumer group's members and, per queue of each topic it reads: owner, owner epoch,
     /// committed offset, end and lag.
     Describe {
         /// The consumer group.
         name: String,
+        /// Print one JSON object (as GET /v1/groups/NAME) instead of tables.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -33,15 +41,19 @@ pub(crate) async fn run(
         );
     };
     match command {
-        GroupCommand::List => list(client, wait).await,
-        GroupCommand::Describe { name } => describe(client, &name, wait).await,
+        GroupCommand::List { json } => list(client, wait, json).await,
+        GroupCommand::Describe { name, json } => describe(client, &name, wait, json).await,
     }
 }
 
-async fn list(client: &NameServerClient, wait: Duration) -> anyhow::Result<()> {
+async fn list(client: &NameServerClient, wait: Duration, json: bool) -> anyhow::Result<()> {
     let list = client
         .retrying("the consumer groups", wait, || client.consumer_groups())
         .await?;
+    if json {
+        println!("{}", serde_json::to_string(&list)?);
+        return Ok(());
+    }
     println!(
         "{:<24} {:<24} {:>7} {:>6} {:>12} {:>11}",
         "CONSUMER GROUP", "TOPIC", "MEMBERS", "QUEUES", "LAG (MSGS)", "LAG (SECS)"
@@ -63,12 +75,21 @@ async fn list(client: &NameServerClient, wait: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn describe(client: &NameServerClient, name: &str, wait: Duration) -> anyhow::Result<()> {
+async fn describe(
+    client: &NameServerClient,
+    name: &str,
+    wait: Duration,
+    json: bool,
+) -> anyhow::Result<()> {
     let view = client
         .retrying(&format!("consumer group `{name}`"), wait, || {
             client.consumer_group(name)
         })
         .await?;
+    if json {
+        println!("{}", serde_json::to_string(&view)?);
+        return Ok(());
+    }
     for topic in &view.topics {
         println!(
             "consumer group {} reading topic {}: {} member(s)",

@@ -11,6 +11,7 @@ mod message_format;
 mod produce;
 mod topic;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use clap::{Parser, Subcommand};
 use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
 use smq_client::nameserver_client::{NameServerClient, NameServerError};
 use smq_client::ClientConfig;
+use tracing_subscriber::EnvFilter;
 
 use bench::{bench, BenchCommand};
 use consume::{consume, ConsumeArgs};
@@ -101,10 +103,34 @@ enum Command {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    show_library_warnings();
     if let Err(error) = run(cli).await {
         eprintln!("smq: error: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// The filter of the library's tracing events on stderr when RUST_LOG is not set: its warnings
+/// (a commit refused because another member owns the queue, routes that cannot be refreshed).
+/// An offset reset is left out: `smq consume` says it itself, once, on its own line.
+const LOG_FILTER_DEFAULT: &str = "warn,smq_client::offset_reset=off";
+
+/// Installs a tracing subscriber writing to stderr, filtered by RUST_LOG (default
+/// [`LOG_FILTER_DEFAULT`]), so that what the library logs reaches the user.
+fn show_library_warnings() {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) => EnvFilter::try_new(&spec).unwrap_or_else(|error| {
+            eprintln!("smq: ignoring RUST_LOG={spec:?} ({error}): using {LOG_FILTER_DEFAULT:?}");
+            EnvFilter::new(LOG_FILTER_DEFAULT)
+        }),
+        Err(_) => EnvFilter::new(LOG_FILTER_DEFAULT),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .init();
 }
 
 /// The NameServer client the discovery flags ask for, if any.

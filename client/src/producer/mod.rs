@@ -515,13 +515,15 @@ fn queue_of_key<'a>(routes: &'a TopicRoutes, topic: &str, key: &[u8]) -> Result<
     routes
         .writable
         .iter()
-        .find(|writable| writable.group == queue.group && writable.queue_id == queue.queue_id)
+        .find(|writable| {
+            writable.broker_group == queue.broker_group && writable.queue_id == queue.queue_id
+        })
         .ok_or_else(|| {
             no_route(format!(
                 "the key's queue {} of broker group {} takes no writes now (its master is down, \
                  fenced or not registered yet); a keyed message waits for its own queue rather \
                  than move and break the key's order: try again shortly",
-                queue.queue_id, queue.group
+                queue.queue_id, queue.broker_group
             ))
         })
 }
@@ -818,7 +820,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(queue_id, broker)| QueueRoute {
-                group: Arc::from(&broker[..1]),
+                broker_group: Arc::from(&broker[..1]),
                 broker: Arc::from(*broker),
                 queue_id: queue_id as u32 % 2,
             })
@@ -846,7 +848,7 @@ mod tests {
             topic: Arc::from("t"),
             writable: queues()
                 .into_iter()
-                .filter(|queue| writable.contains(&&*queue.group))
+                .filter(|queue| writable.contains(&&*queue.broker_group))
                 .collect(),
             readable: queues(),
             all: queues(),
@@ -857,7 +859,7 @@ mod tests {
                 .map(|i| format!("k{i}"))
                 .find(|key| {
                     let queue = queue_for_key(key.as_bytes(), 4).unwrap() as usize;
-                    &*queues()[queue].group == group
+                    &*queues()[queue].broker_group == group
                 })
                 .unwrap()
         };
