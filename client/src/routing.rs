@@ -128,7 +128,7 @@ impl TopicRoutes {
             let name: Arc<str> = Arc::from(down.group.as_str());
             let nobody: Arc<str> = Arc::from("");
             all.extend((0..down.queues).map(|queue_id| QueueRoute {
-                group: name.clone(),
+                broker_group: name.clone(),
                 broker: nobody.clone(),
                 queue_id,
             }));

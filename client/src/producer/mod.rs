@@ -357,7 +357,7 @@ impl Inner {
         match self.lane(&queue.broker).await {
             Ok(lane) => {
                 if lane.group.get().is_none() {
-                    let _ = lane.group.set(queue.group.clone());
+                    let _ = lane.group.set(queue.broker_group.clone());
                 }
                 Ok(lane)
             }
@@ -455,7 +455,7 @@ impl Inner {
         };
         let group = failed.group();
         let same_group =
-            |queue: &QueueRoute| queue.group == group || *queue.broker == *failed.broker;
+            |queue: &QueueRoute| queue.broker_group == group || *queue.broker == *failed.broker;
         let Ok(Some((queue, lane))) = self.unkeyed_lane(&routes, same_group).await else {
             return Err(unkeyed);
         };
