@@ -94,22 +94,45 @@ async fn a_fenced_broker_says_so_on_healthz_in_its_heartbeat_and_to_producers() 
     let _ = running.shutdown().await;
 }
 
+/// A NameServer in this process (no child process: a fork would hold other tests' store locks
+/// for a moment) whose brokers heartbeat every 6 s.
+async fn nameserver() -> smq_nameserver::Running {
+    smq_nameserver::start(smq_nameserver::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        heartbeat_timeout_ms: 30_000,
+        ..smq_nameserver::Config::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A client configuration asking `nameserver` for routes.
+fn through(nameserver: &smq_nameserver::Running) -> ClientConfig {
+    use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
+    let mode = DiscoveryMode::Static(vec![format!("http://{}", nameserver.addr())]);
+    let discovery = Discovery::new(mode, DiscoveryOptions::default()).unwrap();
+    ClientConfig::with_nameserver(smq_client::nameserver_client::NameServerClient::new(
+        std::sync::Arc::new(discovery),
+    ))
+}
+
 /// A master of `group` in its own directory, heartbeating to `nameserver`, flushing in sync.
 async fn master_of(
     group: &str,
-    nameserver: &smq_tests::NameServer,
+    nameserver: &smq_nameserver::Running,
     dir: &std::path::Path,
 ) -> crate::RunningBroker {
     let mut config = BrokerConfig::for_tests(dir.join(group));
     config.group = group.to_owned();
     config.flush = FlushMode::Sync;
-    config.nameservers = vec![nameserver.url()];
+    config.nameservers = vec![format!("http://{}", nameserver.addr())];
     crate::start(config).await.unwrap()
 }
 
 /// Whether each group's queues of `topic` are writable in the NameServer's route now.
-fn writable_groups(nameserver: &smq_tests::NameServer, topic: &str) -> Vec<(String, bool)> {
-    let (status, body) = nameserver.get(&format!("/v1/routes/{topic}"));
+async fn writable_groups(nameserver: &smq_nameserver::Running, topic: &str) -> Vec<(String, bool)> {
+    let (status, body) =
+        smq_tests::http::get(nameserver.addr(), &format!("/v1/routes/{topic}")).await;
     if status != 200 {
         return Vec::new();
     }
@@ -139,11 +162,7 @@ fn stored(running: &crate::RunningBroker, topic: &str) -> u64 {
 /// it sends every unkeyed message to the other group, none failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_group_leaves_the_routes_writes_at_once_and_producers_send_elsewhere() {
-    let nameserver = tokio::task::spawn_blocking(|| {
-        smq_tests::NameServer::start(&["--heartbeat-timeout-ms", "30000"])
-    })
-    .await
-    .unwrap();
+    let nameserver = nameserver().await;
     let dir = tempfile::tempdir().unwrap();
     let a = master_of("a", &nameserver, dir.path()).await;
     let b = master_of("b", &nameserver, dir.path()).await;
@@ -157,7 +176,7 @@ async fn a_fenced_group_leaves_the_routes_writes_at_once_and_producers_send_else
     }
     let both_writable = vec![("a".to_owned(), true), ("b".to_owned(), true)];
     let deadline = Instant::now() + Duration::from_secs(10);
-    while writable_groups(&nameserver, "orders") != both_writable {
+    while writable_groups(&nameserver, "orders").await != both_writable {
         assert!(Instant::now() < deadline, "both groups never routed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -172,19 +191,20 @@ async fn a_fenced_group_leaves_the_routes_writes_at_once_and_producers_send_else
     assert!(receipt.durable().await.is_err(), "the fsync failed");
     let fenced_at = Instant::now();
     let fenced_route = vec![("a".to_owned(), false), ("b".to_owned(), true)];
-    while writable_groups(&nameserver, "orders") != fenced_route {
+    loop {
+        let route = writable_groups(&nameserver, "orders").await;
+        if route == fenced_route {
+            break;
+        }
         assert!(
             fenced_at.elapsed() < Duration::from_secs(2),
-            "the fence is not in the routes 2 s later (heartbeats are 6 s apart): {:?}",
-            writable_groups(&nameserver, "orders")
+            "the fence is not in the routes 2 s later (heartbeats are 6 s apart): {route:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
     let stored_on_a = stored(&a, "orders");
-    let producer = Producer::connect(nameserver.client_config(60_000))
-        .await
-        .unwrap();
+    let producer = Producer::connect(through(&nameserver)).await.unwrap();
     for n in 0..100 {
         producer
             .send("orders", Message::from_body(format!("unkeyed {n}")))
@@ -200,4 +220,5 @@ async fn a_fenced_group_leaves_the_routes_writes_at_once_and_producers_send_else
     assert_eq!(stored(&b, "orders"), 100);
     let _ = a.shutdown().await;
     let _ = b.shutdown().await;
+    let _ = nameserver.shutdown().await;
 }
