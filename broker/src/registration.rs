@@ -2,7 +2,7 @@
 //! [`Heartbeat`] (everything the NameServer knows about this broker: cluster, group, role,
 //! addresses, topics with queue counts and permissions, data version, log end offset) right after
 //! start, then every `heartbeat_interval_ms` the NameServer's reply asks for, and at once after a
-//! topic is created or deleted. Each heartbeat replaces the last whole, so a lost one loses
+//! topic is created or deleted and when the store fences its log (its topics then go unwritable). Each heartbeat replaces the last whole, so a lost one loses
 //! nothing.
 //!
 //! When no NameServer answers, the broker goes on serving clients and keeps trying, as a client's
@@ -144,6 +144,8 @@ pub async fn run(
     let mut in_outage = false;
     let mut backoff = Backoff::default();
     loop {
+        // Read before the heartbeat is made: a fence after this heartbeats again at once.
+        let fenced = broker.store.fenced_reason().is_some();
         let beat = heartbeat(&broker, addr, http_addr);
         let result = tokio::select! {
             _ = shutting_down(&mut shutdown) => return,
@@ -186,6 +188,8 @@ pub async fn run(
             _ = shutting_down(&mut shutdown) => return,
             _ = tokio::time::sleep(pause) => {}
             _ = broker.topics_changed.notified() => {}
+            // A fenced log takes no writes: the NameServer must stop routing them here now.
+            _ = broker.store.fenced(), if !fenced => {}
         }
     }
 }

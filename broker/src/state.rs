@@ -14,28 +14,57 @@ use crate::replication::master::Replicas;
 use crate::replication::slave::SlaveStatus;
 use crate::storage::Store;
 
-/// One topic as the request path sees it.
+/// One topic as the request path sees it: one incarnation of the name (a topic deleted and
+/// created again is a new `TopicState`, with a new id).
 pub struct TopicState {
     pub name: String,
+    /// The topic's id in topics.json (0 for a topic created before ids).
+    pub id: u64,
     pub queue_count: u32,
     /// One per queue, signalled after every append to it: long-polling fetches wait on it.
     appended: Box<[Notify]>,
     pub counters: TopicCounters,
+    /// False once the topic is being deleted. Held shared by every request's use of the topic
+    /// (an append, a read, a commit), so that none of them acts on the topic after its deletion
+    /// began: a request that found the topic before a delete and create again of its name
+    /// would otherwise write into, or read from, the new topic's queues.
+    live: RwLock<bool>,
 }
 
 impl TopicState {
     fn new(config: &TopicConfig) -> TopicState {
         TopicState {
             name: config.name.clone(),
+            id: config.id,
             queue_count: config.queues,
             appended: (0..config.queues).map(|_| Notify::new()).collect(),
             counters: TopicCounters::default(),
+            live: RwLock::new(true),
         }
     }
 
     /// The signal of a queue below `queue_count`.
     pub fn appended(&self, queue: u32) -> &Notify {
         &self.appended[queue as usize]
+    }
+
+    /// Runs `work` (no waiting in it: it holds off the topic's deletion) unless the topic is
+    /// deleted; then `UnknownTopic`.
+    pub fn while_live<T>(&self, work: impl FnOnce() -> T) -> Result<T, TopicError> {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        if !*live {
+            return Err(TopicError::NotFound(self.name.clone()));
+        }
+        Ok(work())
+    }
+
+    /// Ends this incarnation once the requests using it are done, and wakes its long polls
+    /// (they answer `UNKNOWN_TOPIC`).
+    fn end(&self) {
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = false;
+        for appended in &self.appended {
+            appended.notify_waiters();
+        }
     }
 }
 
@@ -111,16 +140,16 @@ impl Broker {
         (file.data_version(), file.list().cloned().collect())
     }
 
-    /// Creates a topic in topics.json, then makes it visible. Blocks on the disk.
+    /// Creates a topic in topics.json, with a new id, then makes it visible. Blocks on the disk.
     pub fn create_topic(&self, name: &str, queues: u32) -> Result<(), TopicError> {
-        let config = TopicConfig {
-            name: name.to_owned(),
-            queues,
-            readable: true,
-            writable: true,
-        };
         let mut file = self.topics_file.lock().unwrap_or_else(|p| p.into_inner());
-        file.create(config.clone())?;
+        if file.get(name).is_some() {
+            return Err(TopicError::AlreadyExists(name.to_owned()));
+        }
+        // The store may still hold queues of a topic of this name whose deletion failed half
+        // way (topics.json changed, then the disk refused the rest): the new topic starts empty.
+        self.store.delete_topic(name)?;
+        let config = file.create(name, queues)?;
         self.topics
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -129,15 +158,20 @@ impl Broker {
         Ok(())
     }
 
-    /// Removes a topic from topics.json and forgets its consumer offsets; its batches stay in
+    /// Removes a topic from topics.json, waits for the requests using it and refuses later
+    /// ones, forgets its consumer offsets and deletes its queues' indexes; its batches stay in
     /// the log until retention removes them. Blocks on the disk.
     pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         let mut file = self.topics_file.lock().unwrap_or_else(|p| p.into_inner());
         file.delete(name)?;
-        self.topics
+        let removed = self
+            .topics
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
+        if let Some(topic) = removed {
+            topic.end();
+        }
         self.offsets.remove_topic(name);
         self.store.delete_topic(name)?;
         self.topics_changed.notify_one();
@@ -159,7 +193,9 @@ impl Broker {
         {
             let mut states = self.topics.write().unwrap_or_else(|p| p.into_inner());
             for topic in &changes.removed {
-                states.remove(&topic.name);
+                if let Some(state) = states.remove(&topic.name) {
+                    state.end();
+                }
             }
             for topic in &changes.added {
                 states.insert(topic.name.clone(), Arc::new(TopicState::new(topic)));

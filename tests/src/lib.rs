@@ -124,15 +124,24 @@ impl Broker {
 
     /// Starts `smq-broker` on ephemeral ports with `data_dir` (kept after the broker stops).
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Broker {
+        Broker::start_listening(data_dir, "127.0.0.1:0", extra_args)
+    }
+
+    /// Kills the broker (SIGKILL) and starts it again on its data directory and client address,
+    /// as a supervisor restarts a crashed broker (its HTTP port is a new one).
+    pub fn kill_and_restart(mut self, extra_args: &[&str]) -> Broker {
+        let temp = self._temp.take();
+        let (addr, data_dir) = (self.addr.to_string(), self.data_dir.clone());
+        self.kill();
+        let mut broker = Broker::start_listening(&data_dir, &addr, extra_args);
+        broker._temp = temp;
+        broker
+    }
+
+    fn start_listening(data_dir: &Path, listen: &str, extra_args: &[&str]) -> Broker {
         let mut command = Command::new(binary("smq-broker"));
         command
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(["--listen", listen, "--http", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra_args);
         // A broker preallocates its active segment and the next: at the default 1 GiB the

@@ -152,6 +152,64 @@ fn a_waiting_consumer_and_its_broker_burn_no_cpu_and_the_message_arrives() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "hello\n");
 }
 
+/// Issue 13 point 7: `smq consume` is never stuck and does not give up: its broker is killed
+/// and restarted under it (same address), and it says once that it retries, waits without
+/// spinning, and goes on with the messages produced after the restart.
+#[test]
+fn smq_consume_goes_on_across_a_broker_crash_and_restart() {
+    use std::io::BufRead;
+    let broker = Broker::start(&["--flush", "sync"]);
+    create_topic(&broker, "events", 1);
+    ok(run(broker.smq().args(["produce", "events"]), b"one\ntwo\n"));
+    let mut consumer = broker
+        .smq()
+        .args(["consume", "events", "--group", "g", "--count", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let received = received.clone();
+        let stdout = std::io::BufReader::new(consumer.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                received.lock().unwrap().push(line.unwrap());
+            }
+        })
+    };
+    let count = || received.lock().unwrap().len();
+    wait_for("the first two messages", Duration::from_secs(20), || {
+        (count() == 2).then_some(())
+    });
+
+    let broker = broker.kill_and_restart(&["--flush", "sync"]);
+    ok(run(
+        broker.smq().args(["produce", "events"]),
+        b"three\nfour\n",
+    ));
+    let status = wait_for("smq consume to end", Duration::from_secs(30), || {
+        consumer.try_wait().unwrap()
+    });
+    reader.join().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut consumer.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(
+        *received.lock().unwrap(),
+        ["one", "two", "three", "four"],
+        "{stderr}"
+    );
+    let retrying = stderr
+        .lines()
+        .filter(|line| line.contains("retrying"))
+        .count();
+    assert!(
+        (1..=3).contains(&retrying),
+        "says that it retries, not once per attempt: {stderr}"
+    );
+}
+
 #[test]
 fn producing_to_a_missing_topic_names_it_and_fails() {
     let broker = Broker::start(&[]);

@@ -10,19 +10,21 @@ use crate::state::Broker;
 pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
     check_master(broker)?;
     check_group_name(&request.consumer_group)?;
-    topic_queue(broker, &request.topic, request.queue_id)?;
+    let topic = topic_queue(broker, &request.topic, request.queue_id)?;
     // Never past what consumers can have read: a committed offset above the queue's end would
-    // skip messages appended later.
-    let (_, end) = broker.store.queue_offsets(&request.topic, request.queue_id);
-    broker
-        .offsets
-        .commit(
-            &request.consumer_group,
-            &request.topic,
-            request.queue_id,
-            request.offset.min(end),
-            request.owner_epoch,
-        )
+    // skip messages appended later. Not once the topic is deleted: the offset would count in a
+    // topic created again under the name.
+    topic
+        .while_live(|| {
+            let (_, end) = broker.store.queue_offsets(&request.topic, request.queue_id);
+            broker.offsets.commit(
+                &request.consumer_group,
+                &request.topic,
+                request.queue_id,
+                request.offset.min(end),
+                request.owner_epoch,
+            )
+        })?
         .map_err(|stale| HandlerError::StaleOwnerEpoch {
             consumer_group: request.consumer_group.clone(),
             topic: request.topic.clone(),

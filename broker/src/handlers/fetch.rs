@@ -103,9 +103,13 @@ fn read(
     request: &FetchRequest,
 ) -> Result<Option<Answer>, HandlerError> {
     let max_bytes = (request.max_bytes as usize).min(MAX_FETCH_BYTES_DEFAULT);
-    let result = broker
-        .store
-        .read(&request.topic, request.queue_id, request.offset, max_bytes)?;
+    // A topic deleted since the request found it answers UNKNOWN_TOPIC: its long polls wake
+    // for that, and none reads a topic created again under the name.
+    let result = topic.while_live(|| {
+        broker
+            .store
+            .read(&request.topic, request.queue_id, request.offset, max_bytes)
+    })??;
     if result.batches.is_empty() {
         return Ok(None);
     }

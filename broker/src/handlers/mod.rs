@@ -9,6 +9,8 @@
 mod commit_offset;
 mod create_topic;
 mod delete_topic;
+#[cfg(test)]
+mod deleted_topic_tests;
 pub mod error;
 mod fetch;
 mod fetch_offset;

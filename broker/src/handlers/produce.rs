@@ -17,7 +17,7 @@ use smq_protocol::Response;
 
 use super::{check_master, topic_queue, Answer, HandlerError, Outcome, Reply};
 use crate::config::Replication;
-use crate::state::Broker;
+use crate::state::{Broker, TopicState};
 use crate::storage::FlushMode;
 
 pub fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Reply {
@@ -30,6 +30,16 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Reply {
 fn append(broker: &Arc<Broker>, request: ProduceRequest) -> Result<Reply, HandlerError> {
     check_master(broker)?;
     let topic = topic_queue(broker, &request.topic, request.queue_id)?;
+    append_to_topic(broker, topic, request)
+}
+
+/// Appends to `topic` as found when the request arrived: refused with `UNKNOWN_TOPIC` if it was
+/// deleted since, even if a topic of the same name was created again.
+pub(crate) fn append_to_topic(
+    broker: &Arc<Broker>,
+    topic: Arc<TopicState>,
+    request: ProduceRequest,
+) -> Result<Reply, HandlerError> {
     let replicate =
         broker.config.replication == Replication::Sync || request.acks == Acks::Replicated;
     if replicate && !broker.replicas.any_in_sync() {
@@ -44,12 +54,14 @@ fn append(broker: &Arc<Broker>, request: ProduceRequest) -> Result<Reply, Handle
         });
     }
     let started = Instant::now();
-    let receipt = broker.store.append_to(
-        &request.topic,
-        request.queue_id,
-        &request.batch,
-        request.acks == Acks::Flushed,
-    )?;
+    let receipt = topic.while_live(|| {
+        broker.store.append_to(
+            &request.topic,
+            request.queue_id,
+            &request.batch,
+            request.acks == Acks::Flushed,
+        )
+    })??;
     let appended_at = Instant::now();
     broker.metrics.append_latency.observe(appended_at - started);
     broker.log_appended.notify_waiters();

@@ -289,6 +289,26 @@ mod tests {
         assert_eq!(reopened.get("billing", "orders", 4), None);
     }
 
+    /// Issue 13 point 6: a metadata write that fails (its temporary file's name taken here;
+    /// ENOSPC alike) fails alone and is done again at the next persist.
+    #[test]
+    fn offsets_whose_write_failed_are_written_at_the_next_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let offsets = Offsets::open(dir.path()).unwrap();
+        offsets.commit("billing", "orders", 0, 42, 1).unwrap();
+        let blocker = dir.path().join("consumer_offsets.json.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        let error = offsets.persist().unwrap_err();
+        assert!(
+            error.to_string().contains("consumer_offsets.json.tmp"),
+            "{error}"
+        );
+        std::fs::remove_dir(&blocker).unwrap();
+        assert!(offsets.persist().unwrap(), "still to be written");
+        let reopened = Offsets::open(dir.path()).unwrap();
+        assert_eq!(reopened.get("billing", "orders", 0).unwrap().offset, 42);
+    }
+
     #[test]
     fn a_commit_with_a_lower_owner_epoch_is_refused_and_moves_nothing() {
         let dir = tempfile::tempdir().unwrap();

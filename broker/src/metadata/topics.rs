@@ -1,5 +1,5 @@
-//! Topic configuration: which topics this broker serves, with how many queues and which
-//! permissions, stored in `<data-dir>/topics.json` and replaced atomically on every change.
+//! Topic configuration: which topics this broker serves, with their ids, how many queues and
+//! which permissions, stored in `<data-dir>/topics.json` and replaced atomically on every change.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,11 @@ pub use smq_protocol::limits::MAX_QUEUES_PER_TOPIC;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicConfig {
     pub name: String,
+    /// Tells this topic from an earlier topic of the same name (deleted since): the data
+    /// version of the file that first held it, so ids only grow, on a master and on the slaves
+    /// that copy its file. Absent (0) in files written before topic ids, and then not written.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub id: u64,
     /// Number of queues, numbered `0..queues`.
     pub queues: u32,
     /// Consumers may read.
@@ -45,6 +50,10 @@ fn check(topic: &TopicConfig) -> Result<(), TopicError> {
 
 fn check_all(topics: &[TopicConfig]) -> Result<(), TopicError> {
     topics.iter().try_for_each(check)
+}
+
+fn is_zero(id: &u64) -> bool {
+    *id == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,14 +129,23 @@ impl Topics {
         self.data_version
     }
 
-    pub fn create(&mut self, topic: TopicConfig) -> Result<(), TopicError> {
+    /// Adds a readable and writable topic with a new id; returns it as stored.
+    pub fn create(&mut self, name: &str, queues: u32) -> Result<TopicConfig, TopicError> {
+        let topic = TopicConfig {
+            name: name.to_owned(),
+            id: self.data_version + 1,
+            queues,
+            readable: true,
+            writable: true,
+        };
         check(&topic)?;
-        if self.by_name.contains_key(&topic.name) {
-            return Err(TopicError::AlreadyExists(topic.name));
+        if self.by_name.contains_key(name) {
+            return Err(TopicError::AlreadyExists(name.to_owned()));
         }
         let mut next = self.by_name.clone();
-        next.insert(topic.name.clone(), topic);
-        self.replace(next)
+        next.insert(topic.name.clone(), topic.clone());
+        self.replace(next)?;
+        Ok(topic)
     }
 
     pub fn delete(&mut self, name: &str) -> Result<TopicConfig, TopicError> {
@@ -150,7 +168,8 @@ impl Topics {
 
     /// Replaces every topic and the data version with those of `json` (what
     /// [`Topics::to_json`] made on the master) in one atomic file write; returns the topics
-    /// that are gone and those that are new.
+    /// that are gone and those that are new or changed. A topic whose id changed (deleted and
+    /// created again on the master meanwhile) is both: the old one is gone.
     pub fn replace_from_json(&mut self, json: &[u8]) -> Result<TopicChanges, TopicError> {
         let file: TopicsFile =
             serde_json::from_slice(json).map_err(|error| TopicError::BadFile {
@@ -170,7 +189,7 @@ impl Topics {
             removed: self
                 .by_name
                 .values()
-                .filter(|old| !next.contains_key(&old.name))
+                .filter(|old| next.get(&old.name).is_none_or(|new| new.id != old.id))
                 .cloned()
                 .collect(),
             added: next
@@ -209,9 +228,10 @@ impl Topics {
 mod tests {
     use super::*;
 
-    fn topic(name: &str, queues: u32) -> TopicConfig {
+    fn topic(name: &str, id: u64, queues: u32) -> TopicConfig {
         TopicConfig {
             name: name.into(),
+            id,
             queues,
             readable: true,
             writable: true,
@@ -222,30 +242,52 @@ mod tests {
     fn topics_survive_reopening_and_bump_the_data_version() {
         let dir = tempfile::tempdir().unwrap();
         let mut topics = Topics::open(dir.path()).unwrap();
-        topics.create(topic("orders", 8)).unwrap();
-        topics.create(topic("audit", 1)).unwrap();
+        topics.create("orders", 8).unwrap();
+        topics.create("audit", 1).unwrap();
         topics.delete("audit").unwrap();
         let reopened = Topics::open(dir.path()).unwrap();
-        assert_eq!(reopened.get("orders"), Some(&topic("orders", 8)));
+        assert_eq!(reopened.get("orders"), Some(&topic("orders", 1, 8)));
         assert!(reopened.get("audit").is_none());
         assert_eq!(reopened.data_version(), 3);
+    }
+
+    /// Issue 13 point 9: a topic created again under a deleted topic's name is another topic,
+    /// here and on a slave copying the master's file, even with the same queue count.
+    #[test]
+    fn a_topic_created_again_has_a_new_id_and_a_copy_sees_the_old_one_gone() {
+        let master_dir = tempfile::tempdir().unwrap();
+        let slave_dir = tempfile::tempdir().unwrap();
+        let mut master = Topics::open(master_dir.path()).unwrap();
+        let mut slave = Topics::open(slave_dir.path()).unwrap();
+        let first = master.create("orders", 4).unwrap();
+        slave.replace_from_json(&master.to_json()).unwrap();
+        master.delete("orders").unwrap();
+        let second = master.create("orders", 4).unwrap();
+        assert!(second.id > first.id, "{second:?} after {first:?}");
+        let changes = slave.replace_from_json(&master.to_json()).unwrap();
+        assert_eq!(changes.removed, vec![first]);
+        assert_eq!(changes.added, vec![second.clone()]);
+        assert_eq!(
+            Topics::open(slave_dir.path()).unwrap().get("orders"),
+            Some(&second)
+        );
     }
 
     #[test]
     fn bad_requests_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut topics = Topics::open(dir.path()).unwrap();
-        topics.create(topic("orders", 8)).unwrap();
+        topics.create("orders", 8).unwrap();
         assert!(matches!(
-            topics.create(topic("orders", 2)),
+            topics.create("orders", 2),
             Err(TopicError::AlreadyExists(_))
         ));
         assert!(matches!(
-            topics.create(topic("x", 0)),
+            topics.create("x", 0),
             Err(TopicError::BadQueueCount(0))
         ));
         assert!(matches!(
-            topics.create(topic("a/b", 1)),
+            topics.create("a/b", 1),
             Err(TopicError::Storage(_))
         ));
         assert!(matches!(
@@ -259,7 +301,7 @@ mod tests {
     fn a_file_or_a_masters_copy_with_a_bad_topic_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut topics = Topics::open(dir.path()).unwrap();
-        topics.create(topic("orders", 8)).unwrap();
+        let orders = topics.create("orders", 8).unwrap();
         for bad in [
             r#"{"data_version":9,"topics":[{"name":"../../etc","queues":1}]}"#,
             r#"{"data_version":9,"topics":[{"name":"big","queues":4000000000}]}"#,
@@ -279,7 +321,7 @@ mod tests {
         }
         assert_eq!(
             Topics::open(dir.path()).unwrap().get("orders"),
-            Some(&topic("orders", 8))
+            Some(&orders)
         );
     }
 
@@ -306,12 +348,12 @@ mod tests {
         std::fs::write(dir.path().join(FILE_NAME), json).unwrap();
         let topics = Topics::open(dir.path()).unwrap();
         assert_eq!(topics.data_version(), 4);
-        assert_eq!(topics.get("orders"), Some(&topic("orders", 8)));
+        assert_eq!(topics.get("orders"), Some(&topic("orders", 0, 8)));
         let audit = topics.get("audit").unwrap();
         assert!(audit.readable && !audit.writable);
         // What the broker writes has the same shape as what it read.
         let mut topics = topics;
-        topics.create(topic("billing", 2)).unwrap();
+        topics.create("billing", 2).unwrap();
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join(FILE_NAME)).unwrap()).unwrap();
         assert_eq!(written["data_version"], 5);
@@ -319,6 +361,7 @@ mod tests {
             written["topics"][0],
             serde_json::json!({"name": "audit", "queues": 1, "readable": true, "writable": false})
         );
+        assert_eq!(written["topics"][1]["id"], 5, "a new topic has an id");
     }
 
     #[test]

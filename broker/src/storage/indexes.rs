@@ -76,6 +76,10 @@ impl Indexes {
         Ok(self.get_mut(topic, queue).expect("inserted above"))
     }
 
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.by_topic.contains_key(topic)
+    }
+
     /// Forgets every queue index of `topic`; returns whether it had any.
     pub fn remove_topic(&mut self, topic: &str) -> bool {
         self.by_topic.remove(topic).is_some()

@@ -1,8 +1,10 @@
 //! The power-loss simulation of the whole store: seeded random appends (both flush modes), reads,
-//! rolls (small segments), checkpoints, retention, process crashes and power losses, through the
+//! rolls (small segments), checkpoints, retention, topic deletions, process crashes and power
+//! losses, through the
 //! real `Store` on the simulated disk of `power_loss.rs`. After every recovery: the store opens;
 //! every acknowledged message reads back, in order, CRC-valid; nothing reads back that was not
-//! appended (an unacknowledged message may survive, whole and in order, or be gone).
+//! appended (an unacknowledged message may survive, whole and in order, or be gone); nothing of
+//! a deleted topic comes back, and a topic of its name starts again at offset 0.
 //!
 //! `SMQ_POWERLOSS_SEED=n` replays one seed and prints its steps; `SMQ_POWERLOSS_SEEDS=n` runs n
 //! seeds (a soak; `SMQ_POWERLOSS_FIRST_SEED` says where to start).
@@ -108,6 +110,7 @@ struct Totals {
     crashes: u64,
     segments_rolled: u64,
     segments_deleted: u64,
+    topics_deleted: u64,
 }
 
 impl Totals {
@@ -118,6 +121,7 @@ impl Totals {
         self.crashes += other.crashes;
         self.segments_rolled += other.segments_rolled;
         self.segments_deleted += other.segments_deleted;
+        self.topics_deleted += other.topics_deleted;
     }
 }
 
@@ -126,13 +130,14 @@ impl std::fmt::Display for Totals {
         write!(
             f,
             "{} appends, {} acknowledged messages checked, {} power losses, {} process crashes, \
-             {} segments rolled, {} deleted by retention",
+             {} segments rolled, {} deleted by retention, {} topics deleted",
             self.appends,
             self.acknowledged,
             self.power_losses,
             self.crashes,
             self.segments_rolled,
-            self.segments_deleted
+            self.segments_deleted,
+            self.topics_deleted
         )
     }
 }
@@ -238,10 +243,11 @@ impl Sim {
             0..50 => self.append(),
             50..58 => self.flush(),
             58..68 => self.read_some(),
-            68..74 => {
+            68..72 => {
                 self.log(|| "checkpoint".into());
                 self.store().write_checkpoint().unwrap();
             }
+            72..74 => self.delete_topic(),
             74..80 => self.retention(),
             80..88 => self.crash(),
             _ => self.lose_power(),
@@ -307,9 +313,35 @@ impl Sim {
     fn flush(&mut self) {
         self.log(|| "flush".into());
         self.store().flush().unwrap();
+        self.all_appended_is_durable();
+    }
+
+    fn all_appended_is_durable(&mut self) {
         for model in self.queues.values_mut() {
             let pending = std::mem::take(&mut model.pending);
             model.durable.extend(pending);
+        }
+    }
+
+    /// Deletes a topic: its queues are gone (recovery must not bring them back) and a topic of
+    /// its name starts at offset 0. The deletion of a topic the store has flushes the log.
+    fn delete_topic(&mut self) {
+        let topic = ["a", "b"][self.rng.below(2) as usize];
+        self.log(|| format!("delete topic {topic}"));
+        let stored = self.store().queues().iter().any(|(name, _)| name == topic);
+        self.store().delete_topic(topic).unwrap();
+        self.counts.topics_deleted += 1;
+        self.queues.retain(|(name, _), _| name != topic);
+        if stored {
+            self.all_appended_is_durable();
+        }
+        for queue in 0..3 {
+            assert_eq!(
+                self.store().queue_offsets(topic, queue),
+                (0, 0),
+                "seed {}: {topic}/{queue} after its deletion",
+                self.seed
+            );
         }
     }
 

@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     flush_count: AtomicU64,
     fenced: AtomicBool,
     fence_reason: Mutex<Option<String>>,
+    /// Fired once, when the log is fenced: see [`Store::fenced`].
+    fence_signal: tokio::sync::Notify,
     pub(crate) flush_queue: Mutex<FlushQueue>,
     pub(crate) flush_wakeup: Condvar,
     /// Wakes the watchdog from its tick's sleep when the threads stop.
@@ -191,6 +193,7 @@ impl Store {
             flush_count: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
             fence_reason: Mutex::new(None),
+            fence_signal: tokio::sync::Notify::new(),
             flush_queue: Mutex::new(FlushQueue::default()),
             flush_wakeup: Condvar::new(),
             watchdog_wakeup: Condvar::new(),
@@ -567,8 +570,12 @@ impl Store {
     /// flushes the log and records in the checkpoint that everything up to now is indexed (so
     /// recovery never scans the topic's batches again), forgets its indexes and deletes their
     /// files. A topic created again under the name starts empty at offset 0. Its batches stay in
-    /// the commit log until retention deletes their segments, never served. Blocks on the disk.
+    /// the commit log until retention deletes their segments, never served. Nothing to do (and
+    /// no flush) for a topic without indexes. Blocks on the disk.
     pub fn delete_topic(&self, topic: &str) -> Result<()> {
+        if !self.shared.lock_state().indexes.has_topic(topic) {
+            return Ok(());
+        }
         self.flush()?;
         self.shared.write_checkpoint()?;
         if !self.shared.lock_state().indexes.remove_topic(topic) {
@@ -650,6 +657,18 @@ impl Store {
         )
     }
 
+    /// Completes once the log is fenced (at once if it is already), so that the broker can say
+    /// so at once (its heartbeat) rather than at its next periodic report.
+    pub async fn fenced(&self) {
+        let signal = self.shared.fence_signal.notified();
+        tokio::pin!(signal);
+        // Registered before the check, so that a fence between the two still wakes us.
+        signal.as_mut().enable();
+        if !self.shared.fenced.load(Ordering::Acquire) {
+            signal.await;
+        }
+    }
+
     /// Flush rounds (fsyncs of the log) since open: under load, far fewer than appends.
     pub fn flush_count(&self) -> u64 {
         self.shared.flush_count.load(Ordering::Relaxed)
@@ -726,6 +745,8 @@ impl Shared {
             *current = Some(reason);
         }
         self.fenced.store(true, Ordering::Release);
+        drop(current);
+        self.fence_signal.notify_waiters();
     }
 
     /// Makes the index file the next append to `topic`/`queue` needs (and the queue's index, on

@@ -899,6 +899,41 @@ fn a_slow_periodic_flush_fails_who_waits_behind_it_but_does_not_fence_the_log() 
         .expect("a slow periodic flush nobody waited for does not fence the log");
 }
 
+/// The flushed position the checkpoint on disk records.
+fn checkpointed(dir: &Path) -> u64 {
+    super::checkpoint::Checkpoint::read(&dir.join("checkpoint"))
+        .unwrap()
+        .expect("a checkpoint")
+        .flushed_position
+}
+
+/// Issue 13 point 6: only a failed sync of the log itself fences it. A checkpoint that cannot be
+/// written (its temporary file's name taken by a directory here; ENOSPC or EIO on it alike)
+/// fails that write only: sync appends go on, and the flusher writes it at a later interval,
+/// once it can.
+#[test]
+fn a_checkpoint_that_cannot_be_written_fails_alone_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    append_ok(&store, &batch("t", 0, &[b"before"]));
+    wait_for(|| (checkpointed(dir.path()) == store.end_position()).then_some(()));
+    let blocker = dir.path().join("checkpoint.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let before = store.end_position();
+    append_ok(&store, &batch("t", 0, &[b"while blocked"]));
+    let error = store.write_checkpoint().unwrap_err();
+    assert!(error.to_string().contains("checkpoint.tmp"), "{error}");
+    assert_eq!(store.fenced_reason(), None);
+    append_ok(&store, &batch("t", 0, &[b"still taken"]));
+    assert_eq!(checkpointed(dir.path()), before);
+
+    std::fs::remove_dir(&blocker).unwrap();
+    wait_for(|| (checkpointed(dir.path()) == store.end_position()).then_some(()));
+    store.crash();
+    let store = Store::open(config(dir.path())).unwrap();
+    assert_eq!(bodies_of(&store.read("t", 0, 0, 1 << 20).unwrap()).len(), 3);
+}
+
 /// A small tmpfs mounted for one test, unmounted on drop.
 struct SmallDisk {
     dir: tempfile::TempDir,
