@@ -116,17 +116,15 @@ impl Broker {
         broker
     }
 
-    /// Starts `smq-broker` on ephemeral ports with `data_dir` (kept after the broker stops).
+    /// Starts `smq-broker` on ephemeral ports with `data_dir` (kept after the broker stops);
+    /// on 127.0.0.1 unless `extra_args` give a `--listen`.
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Broker {
         let mut command = Command::new(binary("smq-broker"));
+        if !extra_args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         command
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(["--http", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra_args);
         let (child, log, (addr, http_addr)) = spawn_logged(command, "smq-broker", |line| {
@@ -169,6 +167,16 @@ impl Broker {
     /// Every line the broker has logged so far, without colour codes.
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// A metric without labels from the broker's /metrics, as a number.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let reply = http::request_blocking(self.http_addr, "GET", "/metrics", None);
+        reply
+            .body
+            .lines()
+            .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
     }
 
     /// CPU time (user + system) the broker process has used so far.
