@@ -12,6 +12,8 @@ use smq_tests::http::request_blocking_as;
 use smq_tests::{ok, run_with_stdin, wait_for, Broker, NameServer};
 
 const CLUSTER_SECRET: &str = "the-cluster-secret";
+/// Segments are reserved on disk whole (and one ahead): small ones, for a busy machine.
+const SEGMENT_BYTES: &str = "16777216";
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -40,6 +42,8 @@ fn cluster_with_one_master(dir: &Path) -> (NameServer, Broker) {
         "g1",
         "--cluster-secret-file",
         secret,
+        "--segment-bytes",
+        SEGMENT_BYTES,
     ]);
     ok(master
         .smq()
@@ -306,7 +310,12 @@ fn refused(
 fn a_client_is_refused_without_a_credential_with_a_wrong_one_or_without_the_permission() {
     let dir = tempfile::tempdir().unwrap();
     let config = principals_config(dir.path());
-    let broker = Broker::start(&["--config", config.to_str().unwrap()]);
+    let broker = Broker::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--segment-bytes",
+        SEGMENT_BYTES,
+    ]);
     let no_credential = "AUTHENTICATION_FAILED";
     let anonymous_or_wrong = [
         (None, "requires a credential"),
@@ -403,7 +412,10 @@ fn a_client_is_refused_without_a_credential_with_a_wrong_one_or_without_the_perm
 #[test]
 fn a_broker_without_principals_listening_beyond_loopback_warns_that_it_is_open() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start_in(&dir.path().join("data"), &["--listen", "0.0.0.0:0"]);
+    let broker = Broker::start_in(
+        &dir.path().join("data"),
+        &["--listen", "0.0.0.0:0", "--segment-bytes", SEGMENT_BYTES],
+    );
     assert!(
         broker
             .log_lines()
@@ -421,7 +433,7 @@ fn a_slave_replicates_only_as_a_principal_allowed_to() {
     let config = config.to_str().unwrap();
     let secret = write(dir.path(), "replication.secret", "replication\n");
     let secret = secret.to_str().unwrap();
-    let small = ["--segment-bytes", "16777216"];
+    let small = ["--segment-bytes", SEGMENT_BYTES];
     let master_args = ["--config", config, "--replication-secret-file", secret];
     let master = Broker::start(&[&master_args[..], &small[..]].concat());
     ok(smq_as(&master, Some("ops:ops-secret"))
