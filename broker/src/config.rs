@@ -2,13 +2,20 @@
 //! precedence over the defaults; every size and duration carries its unit, a default and a bound.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use smq_protocol::limits::{
     FRAME_HEADROOM_BYTES, MAX_BATCH_BYTES_DEFAULT, MAX_MESSAGE_BYTES_DEFAULT,
 };
 
+use smq_client::credential::{self, Credential};
+
+use crate::auth::{PrincipalConfig, Principals};
 use crate::storage::{FlushMode, StoreConfig};
+
+/// The variable holding the cluster secret itself (`--cluster-secret-file` names a file).
+pub const CLUSTER_SECRET_ENV: &str = "SMQ_CLUSTER_SECRET";
 
 /// Default `--listen` address (client and, later, replication traffic).
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:10911";
@@ -68,6 +75,34 @@ pub struct Settings {
     /// The master's address (slaves only).
     #[arg(long, env = "SMQ_MASTER", value_name = "ADDR")]
     pub master: Option<String>,
+    /// This broker's name in its group, which identifies it to the NameServer with cluster and
+    /// group [default: its advertised address].
+    #[arg(long, env = "SMQ_BROKER_NAME", value_name = "NAME")]
+    pub broker_name: Option<String>,
+    /// File holding the cluster secret, sent with every heartbeat (Authorization: Bearer); the
+    /// secret itself may come from SMQ_CLUSTER_SECRET instead.
+    #[arg(long, env = "SMQ_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The cluster secret itself: from SMQ_CLUSTER_SECRET only (never a flag or the file).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub cluster_secret: Option<String>,
+    /// The principal this broker authenticates as when it connects to its master (slaves),
+    /// NAME:SECRET.
+    #[arg(
+        long,
+        env = "SMQ_CREDENTIAL",
+        value_name = "NAME:SECRET",
+        hide_env_values = true
+    )]
+    pub credential: Option<String>,
+    /// File holding NAME:SECRET, as --credential.
+    #[arg(long, env = "SMQ_CREDENTIAL_FILE", value_name = "FILE")]
+    pub credential_file: Option<PathBuf>,
+    /// Who may connect and what each may do: `[[principals]]` tables of the TOML file only
+    /// (name, secret or secret_sha256, produce/consume/admin topic lists, replicate). None: open.
+    #[arg(skip)]
+    pub principals: Option<Vec<PrincipalConfig>>,
     /// File holding the replication secret: a master admits only slaves that present it, so a
     /// master and its slaves need the same one; without it a master accepts no slave.
     #[arg(long, env = "SMQ_REPLICATION_SECRET_FILE", value_name = "FILE")]
@@ -177,6 +212,12 @@ impl Settings {
             group,
             role,
             master,
+            broker_name,
+            cluster_secret_file,
+            cluster_secret,
+            credential,
+            credential_file,
+            principals,
             replication_secret_file,
             flush,
             replication,
@@ -248,6 +289,14 @@ pub struct BrokerConfig {
     pub group: String,
     pub role: Role,
     pub master: Option<String>,
+    /// `--broker-name`; `None`: the NameServer names the broker by its address.
+    pub broker_name: Option<String>,
+    /// Sent with every heartbeat as `Authorization: Bearer`.
+    pub cluster_secret: Option<String>,
+    /// What this broker authenticates as to its master (slaves).
+    pub credential: Option<Credential>,
+    /// Who may connect and do what; empty: everyone, everything.
+    pub principals: Arc<Principals>,
     /// The replication secret's bytes (the file's content without a final newline).
     pub replication_secret: Option<Vec<u8>>,
     pub flush: FlushMode,
@@ -358,7 +407,11 @@ impl BrokerConfig {
             Some(path) => read_toml(path)?,
             None => Settings::default(),
         };
-        BrokerConfig::from_settings(flags.or(file))
+        let environment = Settings {
+            cluster_secret: std::env::var(CLUSTER_SECRET_ENV).ok(),
+            ..Settings::default()
+        };
+        BrokerConfig::from_settings(flags.or(environment).or(file))
     }
 
     /// Fills what `settings` lacks with the defaults and checks every bound.
@@ -384,6 +437,13 @@ impl BrokerConfig {
                 &[("master", Role::Master), ("slave", Role::Slave)],
             )?,
             master: settings.master,
+            broker_name: settings.broker_name,
+            cluster_secret: cluster_secret(settings.cluster_secret, settings.cluster_secret_file)?,
+            credential: own_credential(settings.credential, settings.credential_file)?,
+            principals: Arc::new(
+                Principals::from_config(settings.principals.as_deref().unwrap_or_default())
+                    .map_err(ConfigError::Invalid)?,
+            ),
             replication_secret: settings
                 .replication_secret_file
                 .as_deref()
@@ -525,6 +585,38 @@ impl BrokerConfig {
     }
 }
 
+/// The cluster secret, from SMQ_CLUSTER_SECRET or the file `--cluster-secret-file` names (not
+/// both).
+fn cluster_secret(
+    value: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    credential::secret_from(
+        value,
+        CLUSTER_SECRET_ENV,
+        file.as_deref(),
+        "--cluster-secret-file",
+    )
+    .map_err(|error| ConfigError::Invalid(error.to_string()))
+}
+
+/// This broker's own credential, from `--credential` / SMQ_CREDENTIAL or the file
+/// `--credential-file` names (not both).
+fn own_credential(
+    value: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<Credential>, ConfigError> {
+    let credential = match (value, file) {
+        (Some(_), Some(_)) => Err(smq_client::Error::InvalidArgument(
+            "the credential is given twice, by --credential and --credential-file: give one".into(),
+        )),
+        (Some(value), None) => credential::parse(&value, "--credential").map(Some),
+        (None, Some(path)) => credential::from_file(&path).map(Some),
+        (None, None) => Ok(None),
+    };
+    credential.map_err(|error| ConfigError::Invalid(error.to_string()))
+}
+
 /// The secret in `path`: its bytes without a final newline; an empty one is refused.
 fn read_secret(path: &Path) -> Result<Vec<u8>, ConfigError> {
     let mut secret = std::fs::read(path).map_err(|source| ConfigError::Read {
@@ -536,7 +628,7 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, ConfigError> {
     }
     if secret.is_empty() {
         return Err(ConfigError::Invalid(format!(
-            "the replication secret file {} is empty",
+            "the secret file {} is empty",
             path.display()
         )));
     }

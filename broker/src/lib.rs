@@ -3,6 +3,7 @@
 //! and with `--nameserver` or `--srv` heartbeats to the NameServer ([`registration`]); a
 //! slave copies its master's log and metadata ([`replication`]).
 
+pub mod auth;
 pub mod config;
 pub mod handlers;
 pub mod http;
@@ -157,8 +158,15 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     if let Some(listener) = http {
         tasks.push(tokio::spawn(http::serve(listener, broker.clone())));
     }
+    if !broker.config.principals.is_enabled() && !tcp_addr.ip().is_loopback() {
+        tracing::warn!(listen = %tcp_addr, "no principals configured: anyone who reaches this address may produce, consume, and create and delete topics; list [[principals]] in the --config file");
+    }
     if let Some(discovery) = discovery {
-        let client = NameServerClient::new(Arc::new(discovery));
+        let mut client = NameServerClient::new(Arc::new(discovery));
+        match &broker.config.cluster_secret {
+            Some(secret) => client = client.with_token(secret.as_str()),
+            None => tracing::warn!("no cluster secret (SMQ_CLUSTER_SECRET or --cluster-secret-file): a NameServer that requires one refuses this broker's heartbeats"),
+        }
         tasks.push(tokio::spawn(registration::run(
             broker.clone(),
             client,

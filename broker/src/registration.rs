@@ -68,6 +68,7 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
         cluster: config.cluster.clone(),
         group: config.group.clone(),
         role,
+        name: config.broker_name.clone(),
         addr,
         http_addr: http_addr.map(|a| a.to_string()),
         master_addr: match config.role {

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::protocol::api::{PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
+use crate::protocol::credential::Credential;
 use crate::protocol::frame::{self, RESPONSE_HEADER_BYTES};
 use crate::protocol::limits::MAX_FRAME_BYTES_DEFAULT;
 use crate::protocol::request::{HandshakeRequest, ProduceRequest};
@@ -43,6 +44,7 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// let options = ConnectionOptions {
 ///     broker: "127.0.0.1:10911".into(),
 ///     client_id: "inventory-sync".into(),
+///     credential: None,
 ///     request_timeout: Duration::from_secs(5),
 ///     max_in_flight_requests: 8,
 /// };
@@ -56,6 +58,8 @@ pub struct ConnectionOptions {
     pub broker: String,
     /// Sent in the handshake; shows up in the broker's logs.
     pub client_id: String,
+    /// Sent in the handshake's `auth_token`; `None`: anonymous.
+    pub credential: Option<Credential>,
     /// How long a request (and the TCP connect) may wait for its answer; a Fetch also gets its
     /// `max_wait_ms` on top.
     pub request_timeout: Duration,
@@ -85,6 +89,7 @@ impl ConnectionOptions {
 /// let connection = Connection::connect(ConnectionOptions {
 ///     broker: "127.0.0.1:10911".into(),
 ///     client_id: "example".into(),
+///     credential: None,
 ///     request_timeout: Duration::from_secs(10),
 ///     max_in_flight_requests: 32,
 /// })
@@ -283,7 +288,11 @@ impl Connection {
                 client_id: options.client_id,
                 min_version: PROTOCOL_VERSION_MIN,
                 max_version: PROTOCOL_VERSION_MAX,
-                auth_token: Bytes::new(),
+                auth_token: options
+                    .credential
+                    .as_ref()
+                    .map(Credential::to_auth_token)
+                    .unwrap_or_default(),
             }))
             .await?;
         let Response::Handshake(handshake) = handshake else {

@@ -12,6 +12,7 @@ fn options(broker: String) -> ConnectionOptions {
     ConnectionOptions {
         broker,
         client_id: "test".into(),
+        credential: None,
         request_timeout: Duration::from_millis(300),
         max_in_flight_requests: 4,
     }

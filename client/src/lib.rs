@@ -27,10 +27,12 @@
 pub mod admin;
 pub mod connection;
 pub mod consumer;
+pub mod credential;
 pub mod discovery;
 pub mod error;
 pub mod membership;
 pub mod nameserver_client;
+pub mod peer_log;
 pub mod producer;
 pub mod routing;
 
@@ -47,6 +49,7 @@ use std::time::Duration;
 
 pub use admin::Admin;
 pub use consumer::{ConsumedMessage, Consumer, OffsetReset, QueueKey, StartFrom};
+pub use credential::Credential;
 pub use error::{Error, Result};
 pub use producer::{Delivery, PendingDelivery, Producer, ProducerMetrics};
 pub use protocol::record_batch::Message;
@@ -84,6 +87,10 @@ pub struct ClientConfig {
     pub route_wait_ms: u64,
     /// Sent in the handshake; shows in the broker's logs.
     pub client_id: String,
+    /// The principal this client authenticates as in every handshake (`--credential`,
+    /// `SMQ_CREDENTIAL`, a file: see [`credential`]); `None` is anonymous, which only brokers
+    /// without principals accept.
+    pub credential: Option<Credential>,
     /// How long a request may wait for its answer (a Fetch gets its long-poll wait on top).
     pub request_timeout_ms: u64,
     /// Most requests sent on a connection and not yet answered.
@@ -129,6 +136,7 @@ impl ClientConfig {
             route_refresh_ms: 30_000,
             route_wait_ms: nameserver_client::ROUTE_WAIT_MS_DEFAULT,
             client_id: format!("smq-client-{}", std::process::id()),
+            credential: None,
             request_timeout_ms: 30_000,
             max_in_flight_requests: 32,
             acks: Acks::Written,
@@ -248,6 +256,7 @@ impl ClientConfig {
         ConnectionOptions {
             broker: self.broker.clone(),
             client_id: self.client_id.clone(),
+            credential: self.credential.clone(),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             max_in_flight_requests: self.max_in_flight_requests,
         }

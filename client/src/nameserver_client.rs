@@ -220,6 +220,9 @@ pub struct NameServerClient {
     discovery: Arc<Discovery>,
     timeout: Duration,
     wait_notice: Option<WaitNotice>,
+    /// Sent as `Authorization: Bearer` with every request: the cluster secret (brokers) or the
+    /// read token (clients), when the NameServer requires one.
+    token: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for NameServerClient {
@@ -228,6 +231,7 @@ impl std::fmt::Debug for NameServerClient {
             .field("mode", self.discovery.mode())
             .field("timeout", &self.timeout)
             .field("wait_notice", &self.wait_notice.is_some())
+            .field("token", &self.token.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -239,7 +243,15 @@ impl NameServerClient {
             discovery,
             timeout: REQUEST_TIMEOUT_DEFAULT,
             wait_notice: None,
+            token: None,
         }
+    }
+
+    /// The same client sending `token` as `Authorization: Bearer <token>` with every request:
+    /// a broker's cluster secret, or a client's read token (proto-spec.md §8).
+    pub fn with_token(mut self, token: impl Into<Arc<str>>) -> NameServerClient {
+        self.token = Some(token.into());
+        self
     }
 
     /// The same client telling `notice` when a [`NameServerClient::retrying`] call has waited
@@ -450,9 +462,12 @@ impl NameServerClient {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<T, Attempt> {
-        let response = tokio::time::timeout(self.timeout, exchange(url, method, path, body))
-            .await
-            .map_err(|_| Attempt::Failed(format!("no answer within {:?}", self.timeout)))??;
+        let response = tokio::time::timeout(
+            self.timeout,
+            exchange(url, method, path, body, self.token.as_deref()),
+        )
+        .await
+        .map_err(|_| Attempt::Failed(format!("no answer within {:?}", self.timeout)))??;
         if (200..300).contains(&response.status) {
             return serde_json::from_slice(&response.body).map_err(|error| {
                 Attempt::Failed(format!(
@@ -551,6 +566,7 @@ async fn exchange(
     method: Method,
     path: &str,
     body: Option<&[u8]>,
+    token: Option<&str>,
 ) -> Result<Response, Attempt> {
     let authority = authority(url)?;
     let mut request = Request::builder()
@@ -565,6 +581,9 @@ async fn exchange(
         .header(header::CONNECTION, "close");
     if body.is_some() {
         request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let request = request
         .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
@@ -777,6 +796,7 @@ mod tests {
             cluster: "c".into(),
             group: "g".into(),
             role: crate::nameserver_api::Role::Master,
+            name: None,
             addr: "127.0.0.1:10911".into(),
             http_addr: None,
             master_addr: None,
@@ -787,12 +807,18 @@ mod tests {
             replication_lag_ms: None,
             in_sync_slaves: Vec::new(),
         };
-        let reply = client(&[url]).heartbeat(&heartbeat).await.unwrap();
+        let client = client(&[url]).with_token("cluster-s3cret");
+        let reply = client.heartbeat(&heartbeat).await.unwrap();
         assert_eq!(reply.heartbeat_interval_ms, 2000);
         let Received { request, body } = requests.recv().await.unwrap();
         assert_eq!(request.method, Method::POST);
         assert_eq!(request.uri, "/v1/brokers/heartbeat");
         assert_eq!(request.headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            request.headers[header::AUTHORIZATION],
+            "Bearer cluster-s3cret"
+        );
+        assert!(!format!("{client:?}").contains("s3cret"));
         assert_eq!(
             serde_json::from_slice::<Heartbeat>(&body).unwrap(),
             heartbeat

@@ -3,8 +3,10 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
-use axum::http::{header, Method, StatusCode, Uri};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, Extensions, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -18,7 +20,6 @@ use crate::consumer_groups::MemberEvent;
 use crate::group_views;
 
 use crate::metrics::{ConsumerGroupLabels, Gauges, QueueLag};
-use crate::registry::RegistryError;
 use crate::AppState;
 
 /// An error reply: a status, the JSON body, and for a retryable 503 the `Retry-After` seconds.
@@ -105,12 +106,16 @@ pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, Failure> {
     Ok(heartbeat)
 }
 
-/// `POST /v1/brokers/heartbeat`.
+/// `POST /v1/brokers/heartbeat` (behind the cluster secret, [`crate::auth`]).
 pub async fn heartbeat(
     State(state): State<AppState>,
+    extensions: Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<HeartbeatReply>, Failure> {
-    let result = accept_heartbeat(&state, body);
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer);
+    let result = accept_heartbeat(&state, peer, body);
     match &result {
         Ok(_) => state.metrics.heartbeat_received(),
         Err(_) => state.metrics.heartbeat_rejected(),
@@ -137,6 +142,7 @@ fn read_body(body: Result<Bytes, BytesRejection>, what: &str) -> Result<Bytes, F
 
 fn accept_heartbeat(
     state: &AppState,
+    peer: Option<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<HeartbeatReply, Failure> {
     let body = read_body(body, "heartbeat")?;
@@ -144,17 +150,22 @@ fn accept_heartbeat(
     let addr = heartbeat.addr.clone();
     let (group, role) = (heartbeat.group.clone(), heartbeat.role);
     let now_ms = state.now_ms();
-    let (reply, is_new) =
-        state
-            .registry()
-            .heartbeat(heartbeat, now_ms)
-            .map_err(|error| match error {
-                RegistryError::SecondMaster { .. } => Failure::new(
-                    StatusCode::CONFLICT,
-                    ApiErrorCode::Conflict,
-                    error.to_string(),
-                ),
-            })?;
+    let (reply, is_new) = state
+        .registry()
+        .heartbeat(heartbeat, now_ms)
+        .map_err(|error| {
+            // Every refusal is a conflict with another live broker: logged, one line per
+            // peer a minute.
+            let admitted = peer.map(|peer| (peer, state.auth.refusals.admit(peer.ip())));
+            if let Some((peer, Some(suppressed))) = admitted {
+                tracing::warn!(%peer, suppressed, "refused a heartbeat (409): {error}");
+            }
+            Failure::new(
+                StatusCode::CONFLICT,
+                ApiErrorCode::Conflict,
+                error.to_string(),
+            )
+        })?;
     if is_new {
         tracing::info!(%addr, %group, ?role, "broker registered");
     }

@@ -3,6 +3,7 @@
 //! and is never on the data path. [`router`] serves tests without a socket; [`start`] binds.
 
 pub mod api;
+pub mod auth;
 pub mod consumer_groups;
 pub mod fencing;
 pub mod group_views;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use smq_client::discovery::{Discovery, DiscoveryError, DiscoveryMode, DiscoveryOptions};
@@ -23,6 +25,7 @@ use smq_protocol::nameserver_api::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use auth::Guard;
 use consumer_groups::ConsumerGroups;
 use fencing::Fence;
 use metrics::Metrics;
@@ -54,6 +57,12 @@ pub struct Config {
     pub heartbeat_timeout_ms: u64,
     /// How often `srv` is looked up.
     pub fencing_interval_ms: u64,
+    /// Brokers must send it with their heartbeats (`SMQ_CLUSTER_SECRET`,
+    /// `--cluster-secret-file`); `None`: any heartbeat is taken.
+    pub cluster_secret: Option<String>,
+    /// Reads and consumer-group member heartbeats must send it (or the cluster secret)
+    /// (`SMQ_READ_TOKEN`, `--read-token-file`); `None`: they are open.
+    pub read_token: Option<String>,
 }
 
 impl Default for Config {
@@ -65,6 +74,8 @@ impl Default for Config {
             dns_server: None,
             heartbeat_timeout_ms: HEARTBEAT_TIMEOUT_MS_DEFAULT,
             fencing_interval_ms: FENCING_INTERVAL_MS_DEFAULT,
+            cluster_secret: None,
+            read_token: None,
         }
     }
 }
@@ -100,16 +111,18 @@ pub struct AppState {
     consumer_groups: Arc<Mutex<ConsumerGroups>>,
     pub metrics: Arc<Metrics>,
     pub fence: Arc<Fence>,
+    pub auth: Arc<Guard>,
     started: Instant,
 }
 
 impl AppState {
-    pub fn new(heartbeat_timeout_ms: u64, fence: Fence) -> AppState {
+    pub fn new(heartbeat_timeout_ms: u64, fence: Fence, auth: Guard) -> AppState {
         AppState {
             registry: Arc::new(Mutex::new(Registry::new(heartbeat_timeout_ms))),
             consumer_groups: Arc::new(Mutex::new(ConsumerGroups::default())),
             metrics: Arc::new(Metrics::default()),
             fence: Arc::new(fence),
+            auth: Arc::new(auth),
             started: Instant::now(),
         }
     }
@@ -175,18 +188,25 @@ impl AppState {
     }
 }
 
-/// The HTTP API (proto-spec.md §8) over `state`.
+/// The HTTP API (proto-spec.md §8) over `state`: broker heartbeats behind the cluster secret,
+/// the rest but `/healthz` behind the read token (each only when configured).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let brokers = Router::new()
+        .route(HEARTBEAT_PATH, post(api::heartbeat))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::brokers));
+    let readers = Router::new()
         .route("/v1/routes/{topic}", get(api::route))
         .route(CLUSTER_PATH, get(api::cluster))
         .route(TOPICS_PATH, get(api::topics))
-        .route(HEARTBEAT_PATH, post(api::heartbeat))
         .route(CONSUMER_GROUPS_PATH, get(api::consumer_groups))
         .route("/v1/groups/{group}", get(api::consumer_group))
         .route("/v1/groups/{group}/heartbeat", post(api::member_heartbeat))
-        .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::readers));
+    Router::new()
+        .merge(brokers)
+        .merge(readers)
+        .route("/healthz", get(api::healthz))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES))
@@ -267,7 +287,11 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             Fence::following(srv.clone(), advertise.clone(), discovery)
         }
     };
-    let state = AppState::new(config.heartbeat_timeout_ms, fence);
+    let guard = Guard::new(config.cluster_secret.clone(), config.read_token.clone());
+    if !guard.has_cluster_secret() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "no cluster secret (SMQ_CLUSTER_SECRET or --cluster-secret-file): anyone who reaches this address can register a broker and steer producers to it");
+    }
+    let state = AppState::new(config.heartbeat_timeout_ms, fence, guard);
 
     if config.srv.is_some() {
         state.fence.check().await;
@@ -294,13 +318,16 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let app = router(state.clone());
     let mut stop = shutdown_rx;
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .await
     });
-    tracing::info!(%addr, %advertise, srv = config.srv.as_deref(), heartbeat_timeout_ms = config.heartbeat_timeout_ms, "NameServer listening");
+    tracing::info!(%addr, %advertise, srv = config.srv.as_deref(), heartbeat_timeout_ms = config.heartbeat_timeout_ms, cluster_secret = state.auth.has_cluster_secret(), read_token = state.auth.has_read_token(), "NameServer listening");
     Ok(Running {
         addr,
         state,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use serde::Deserialize;
+use smq_client::credential;
 use smq_nameserver::{Config, FENCING_INTERVAL_MS_DEFAULT, LISTEN_DEFAULT};
 use smq_protocol::nameserver_api::HEARTBEAT_TIMEOUT_MS_DEFAULT;
 
@@ -38,6 +39,16 @@ struct Args {
     /// How often --srv is looked up [default: 2000]
     #[arg(long, env = "SMQ_FENCING_INTERVAL_MS")]
     fencing_interval_ms: Option<u64>,
+    /// File holding the cluster secret that broker heartbeats must carry (Authorization:
+    /// Bearer); the secret itself may come from SMQ_CLUSTER_SECRET instead. Without one, any
+    /// heartbeat is taken
+    #[arg(long, env = "SMQ_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// File holding the read token that routes, cluster, topics, groups, member heartbeats and
+    /// metrics then require (or the cluster secret); the token itself may come from
+    /// SMQ_READ_TOKEN instead. Without one, those are open
+    #[arg(long, env = "SMQ_READ_TOKEN_FILE")]
+    read_token_file: Option<PathBuf>,
     /// A TOML file with any of the settings above
     #[arg(long, env = "SMQ_CONFIG")]
     config: Option<PathBuf>,
@@ -57,6 +68,8 @@ struct FileConfig {
     advertise: Option<String>,
     heartbeat_timeout_ms: Option<u64>,
     fencing_interval_ms: Option<u64>,
+    cluster_secret_file: Option<PathBuf>,
+    read_token_file: Option<PathBuf>,
     log_level: Option<String>,
 }
 
@@ -65,6 +78,20 @@ fn read_file(path: &PathBuf) -> anyhow::Result<FileConfig> {
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     toml::from_str(&text)
         .with_context(|| format!("{} is not a valid NameServer config", path.display()))
+}
+
+/// A secret from the variable `variable` or the file `file` (not both).
+fn secret_from(
+    variable: &str,
+    file: Option<PathBuf>,
+    file_flag: &str,
+) -> anyhow::Result<Option<String>> {
+    Ok(credential::secret_from(
+        std::env::var(variable).ok(),
+        variable,
+        file.as_deref(),
+        file_flag,
+    )?)
 }
 
 #[tokio::main]
@@ -102,6 +129,16 @@ async fn main() -> anyhow::Result<()> {
             .fencing_interval_ms
             .or(file.fencing_interval_ms)
             .unwrap_or(FENCING_INTERVAL_MS_DEFAULT),
+        cluster_secret: secret_from(
+            "SMQ_CLUSTER_SECRET",
+            args.cluster_secret_file.or(file.cluster_secret_file),
+            "--cluster-secret-file",
+        )?,
+        read_token: secret_from(
+            "SMQ_READ_TOKEN",
+            args.read_token_file.or(file.read_token_file),
+            "--read-token-file",
+        )?,
     };
     let running = smq_nameserver::start(config).await?;
     println!("smq-nameserver listening on http://{}", running.addr());

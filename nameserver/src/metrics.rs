@@ -11,6 +11,7 @@ pub struct Metrics {
     heartbeats_received: AtomicU64,
     heartbeats_rejected: AtomicU64,
     brokers_expired: AtomicU64,
+    requests_unauthorized: AtomicU64,
     /// Route requests by HTTP status.
     route_requests: Mutex<BTreeMap<u16, u64>>,
 }
@@ -68,6 +69,10 @@ impl Metrics {
         self.heartbeats_rejected.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn request_unauthorized(&self) {
+        self.requests_unauthorized.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn brokers_expired(&self, count: usize) {
         self.brokers_expired
             .fetch_add(count as u64, Ordering::Relaxed);
@@ -114,6 +119,12 @@ impl Metrics {
             "counter",
             "Heartbeats refused (malformed, invalid or conflicting).",
             &plain(self.heartbeats_rejected.load(Ordering::Relaxed)),
+        );
+        metric(
+            "smq_nameserver_requests_unauthorized_total",
+            "counter",
+            "Requests refused with 401: no or a wrong cluster secret or read token.",
+            &plain(self.requests_unauthorized.load(Ordering::Relaxed)),
         );
         metric(
             "smq_nameserver_brokers_expired_total",

@@ -1,6 +1,11 @@
 //! The brokers the NameServer has heard from, each with the deadline of its next heartbeat, and
 //! the routes, cluster view and topic list computed from the live ones. Pure: no clock, no IO;
 //! the caller passes the time (milliseconds on a monotonic clock) to every call.
+//!
+//! A broker is known by its identity (cluster, group, name), not by the address it reports, and
+//! while it is live no heartbeat of another identity can take its address or its group's master
+//! role, none can move it to another address, and none demotes it from master: a heartbeat
+//! changes only its own broker, and a live master stays until it stops heartbeating.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +18,34 @@ use smq_protocol::nameserver_api::{
 /// Why a heartbeat is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
+    #[error(
+        "address {addr} belongs to live broker {owner}; the heartbeat of {claimant} claiming it \
+         is refused. Give each broker its own --advertise address, or wait {expires_in_ms} ms \
+         for {owner} to expire if it is gone"
+    )]
+    AddressTaken {
+        addr: String,
+        owner: String,
+        claimant: String,
+        expires_in_ms: u64,
+    },
+    #[error(
+        "broker {broker} is live at {addr}; a heartbeat naming it from {claimed_addr} is refused. \
+         Give each broker its own --broker-name, or wait {expires_in_ms} ms for it to expire if \
+         it moved"
+    )]
+    IdentityElsewhere {
+        broker: String,
+        addr: String,
+        claimed_addr: String,
+        expires_in_ms: u64,
+    },
+    #[error(
+        "broker {broker} is the live master of its group; a heartbeat saying it is a slave is \
+         refused: a master leaves that role only by stopping (its entry expires in \
+         {expires_in_ms} ms)"
+    )]
+    MasterDemoted { broker: String, expires_in_ms: u64 },
     #[error(
         "broker group {cluster}/{group} already has a live master at {master}; the heartbeat of a \
          second master ({addr}) is refused. Stop one of them, or wait {expires_in_ms} ms for {master} \
@@ -34,13 +67,34 @@ struct Entry {
     last_heartbeat_ms: u64,
 }
 
-/// Every broker the NameServer knows, by address. A broker is live until
+/// A broker's identity: cluster, group and name (its address when it sends none).
+type Identity = (String, String, String);
+
+fn identity(heartbeat: &Heartbeat) -> Identity {
+    (
+        heartbeat.cluster.clone(),
+        heartbeat.group.clone(),
+        heartbeat.broker_name().to_owned(),
+    )
+}
+
+/// `cluster/group/name`, for messages.
+fn describe(heartbeat: &Heartbeat) -> String {
+    format!(
+        "{}/{}/{}",
+        heartbeat.cluster,
+        heartbeat.group,
+        heartbeat.broker_name()
+    )
+}
+
+/// Every broker the NameServer knows, by identity. A broker is live until
 /// `last heartbeat + heartbeat_timeout_ms`; every answer counts live brokers only, whether or not
 /// [`Registry::expire`] has run since.
 #[derive(Debug)]
 pub struct Registry {
     heartbeat_timeout_ms: u64,
-    brokers: BTreeMap<String, Entry>,
+    brokers: BTreeMap<Identity, Entry>,
     /// When the last heartbeat came that found no live broker: a NameServer that starts hearing
     /// from brokers is taking over (a start, a failover), and the others may follow for up to a
     /// heartbeat timeout.
@@ -103,20 +157,51 @@ impl Registry {
             .filter(move |entry| self.is_live(entry, now_ms))
     }
 
-    /// Records a (validated) heartbeat, replacing the broker's previous one. Returns the reply and
-    /// whether the broker is new (it was unknown or had expired).
+    /// Records a (validated) heartbeat, replacing the previous one of the same identity. Returns
+    /// the reply and whether the broker is new (it was unknown or had expired). Refused, changing
+    /// nothing, when it would take another live broker's address or master role, move a live
+    /// broker to another address, or demote a live master.
     pub fn heartbeat(
         &mut self,
         heartbeat: Heartbeat,
         now_ms: u64,
     ) -> Result<(HeartbeatReply, bool), RegistryError> {
+        let id = identity(&heartbeat);
+        let owner = self
+            .live(now_ms)
+            .find(|e| e.heartbeat.addr == heartbeat.addr && identity(&e.heartbeat) != id);
+        if let Some(owner) = owner {
+            return Err(RegistryError::AddressTaken {
+                addr: heartbeat.addr.clone(),
+                owner: describe(&owner.heartbeat),
+                claimant: describe(&heartbeat),
+                expires_in_ms: self.expires_in_ms(owner, now_ms),
+            });
+        }
+        let previous = self.brokers.get(&id).filter(|e| self.is_live(e, now_ms));
+        if let Some(previous) = previous {
+            if previous.heartbeat.addr != heartbeat.addr {
+                return Err(RegistryError::IdentityElsewhere {
+                    broker: describe(&heartbeat),
+                    addr: previous.heartbeat.addr.clone(),
+                    claimed_addr: heartbeat.addr,
+                    expires_in_ms: self.expires_in_ms(previous, now_ms),
+                });
+            }
+            if previous.heartbeat.role == Role::Master && heartbeat.role == Role::Slave {
+                return Err(RegistryError::MasterDemoted {
+                    broker: describe(&heartbeat),
+                    expires_in_ms: self.expires_in_ms(previous, now_ms),
+                });
+            }
+        }
         let same_group =
             |h: &Heartbeat| h.cluster == heartbeat.cluster && h.group == heartbeat.group;
         let live_master = self
             .live(now_ms)
             .find(|e| same_group(&e.heartbeat) && e.heartbeat.role == Role::Master);
         if let Some(master) = live_master {
-            if heartbeat.role == Role::Master && master.heartbeat.addr != heartbeat.addr {
+            if heartbeat.role == Role::Master && identity(&master.heartbeat) != id {
                 return Err(RegistryError::SecondMaster {
                     cluster: heartbeat.cluster,
                     group: heartbeat.group,
@@ -135,7 +220,7 @@ impl Registry {
         }
         let is_new = self
             .brokers
-            .get(&heartbeat.addr)
+            .get(&id)
             .is_none_or(|old| !self.is_live(old, now_ms));
         let group = (heartbeat.cluster.clone(), heartbeat.group.clone());
         let last = self.last_topics.get(&group);
@@ -147,7 +232,7 @@ impl Registry {
             self.last_topics.insert(group, topics);
         }
         self.brokers.insert(
-            heartbeat.addr.clone(),
+            id,
             Entry {
                 heartbeat,
                 last_heartbeat_ms: now_ms,
@@ -204,11 +289,12 @@ impl Registry {
                     .iter()
                     .copied()
                     .find(|e| e.heartbeat.role == Role::Master);
-                let slaves: Vec<&Entry> = entries
+                let mut slaves: Vec<&Entry> = entries
                     .iter()
                     .copied()
                     .filter(|e| e.heartbeat.role == Role::Slave)
                     .collect();
+                slaves.sort_by(|a, b| a.heartbeat.addr.cmp(&b.heartbeat.addr));
                 let newest = entries
                     .iter()
                     .copied()
@@ -316,6 +402,7 @@ impl Registry {
                 brokers.push(BrokerInfo {
                     cluster: h.cluster.clone(),
                     group: h.group.clone(),
+                    name: h.broker_name().to_owned(),
                     role: h.role,
                     addr: h.addr.clone(),
                     http_addr: h.http_addr.clone(),
@@ -372,6 +459,7 @@ mod tests {
             cluster: "c1".into(),
             group: group.into(),
             role,
+            name: None,
             addr: addr.into(),
             http_addr: None,
             master_addr: None,
@@ -448,7 +536,8 @@ mod tests {
         assert!(audit.groups.is_empty());
         assert_eq!(down(audit), [("g2".to_owned(), 1)]);
         assert_eq!(r.route("nope", TIMEOUT_MS), None);
-        let expired: Vec<String> = r.expire(TIMEOUT_MS).into_iter().map(|h| h.addr).collect();
+        let mut expired: Vec<String> = r.expire(TIMEOUT_MS).into_iter().map(|h| h.addr).collect();
+        expired.sort();
         assert_eq!(expired, ["m2:1", "s1:1"]);
         assert_eq!(r.live_count(TIMEOUT_MS), 1);
         assert!(r.expire(15_999).is_empty());
@@ -509,6 +598,47 @@ mod tests {
         assert!(r
             .heartbeat(broker("g1", Role::Master, "m1b:1", &[]), TIMEOUT_MS)
             .is_ok());
+    }
+
+    fn named(mut heartbeat: Heartbeat, name: &str) -> Heartbeat {
+        heartbeat.name = Some(name.into());
+        heartbeat
+    }
+
+    #[test]
+    fn a_heartbeat_changes_only_its_own_broker() {
+        let mut r = registry_with_two_groups();
+        let before = (r.cluster(1), r.route("orders", 1));
+        let refused = [
+            // Another identity claiming the master's address, as a slave (a demotion) or in
+            // another group.
+            named(broker("g1", Role::Slave, "m1:1", &[]), "intruder"),
+            named(broker("g2", Role::Slave, "m1:1", &[]), "intruder"),
+            // The master's identity (named by its address) from another address.
+            named(broker("g1", Role::Master, "evil:1", &[]), "m1:1"),
+            // The master's identity and address, saying it is a slave.
+            broker("g1", Role::Slave, "m1:1", &[]),
+            // A second master for the group.
+            broker("g1", Role::Master, "evil:1", &[]),
+        ];
+        for heartbeat in refused {
+            let what = format!("{heartbeat:?}");
+            assert!(r.heartbeat(heartbeat, 2).is_err(), "{what}");
+        }
+        assert_eq!((r.cluster(1), r.route("orders", 1)), before);
+        // The real master goes on heartbeating; another slave may join under its own identity.
+        r.heartbeat(broker("g1", Role::Master, "m1:1", &[("orders", 4)]), 3)
+            .unwrap();
+        r.heartbeat(named(broker("g1", Role::Slave, "s2:1", &[]), "s2"), 3)
+            .unwrap();
+        assert_eq!(
+            r.route("orders", 4).unwrap().groups[0].master.as_deref(),
+            Some("m1:1")
+        );
+        // Once the master expired, its identity may come back elsewhere, and as a slave.
+        let later = 3 + TIMEOUT_MS;
+        r.heartbeat(broker("g1", Role::Slave, "m1:1", &[]), later)
+            .unwrap();
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderMap, CONNECTION, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderMap, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -38,12 +38,27 @@ impl Reply {
 /// One request on a fresh connection (`Connection: close`, `Content-Type: application/json`,
 /// `body` or an empty one); the test fails if the server does not answer within 10 s.
 pub async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Reply {
-    let request = Request::builder()
+    request_as(addr, method, path, body, None).await
+}
+
+/// [`request`] with `Authorization: Bearer <bearer>` when `bearer` is given.
+pub async fn request_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    bearer: Option<&str>,
+) -> Reply {
+    let mut request = Request::builder()
         .method(method)
         .uri(path)
         .header(HOST, addr.to_string())
         .header(CONNECTION, "close")
-        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_TYPE, "application/json");
+    if let Some(bearer) = bearer {
+        request = request.header(AUTHORIZATION, format!("Bearer {bearer}"));
+    }
+    let request = request
         .body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let exchange = async {
@@ -76,6 +91,17 @@ pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// [`request`] for blocking code: on a runtime of its own, on a thread of its own (so that it
 /// works inside a runtime too).
 pub fn request_blocking(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Reply {
+    request_blocking_as(addr, method, path, body, None)
+}
+
+/// [`request_as`] for blocking code, as [`request_blocking`].
+pub fn request_blocking_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    bearer: Option<&str>,
+) -> Reply {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -83,7 +109,7 @@ pub fn request_blocking(addr: SocketAddr, method: &str, path: &str, body: Option
                     .enable_all()
                     .build()
                     .expect("a runtime")
-                    .block_on(request(addr, method, path, body))
+                    .block_on(request_as(addr, method, path, body, bearer))
             })
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))

@@ -127,7 +127,10 @@ fn a_waiting_consumer_and_its_broker_burn_no_cpu_and_the_message_arrives() {
         .unwrap();
     // Once the consumer's fetch is parked at the end of the queue, measure two idle seconds.
     wait_for("the consumer's long poll", Duration::from_secs(10), || {
-        (broker.metric("smq_fetches_waiting") >= 1.0).then_some(())
+        (broker
+            .metric("smq_fetches_waiting")
+            .is_some_and(|waiting| waiting >= 1.0))
+        .then_some(())
     });
     let (broker_cpu, consumer_cpu) = (broker.cpu_time(), process_cpu_time(consumer.id()));
     std::thread::sleep(Duration::from_secs(2));

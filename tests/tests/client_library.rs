@@ -135,7 +135,11 @@ async fn a_long_polling_consumer_gets_a_new_message_at_once() {
         let got = consumer.poll(1).await.unwrap();
         (got, Instant::now())
     });
-    let parked = || broker.metric("smq_fetches_waiting") >= 1.0;
+    let parked = || {
+        broker
+            .metric("smq_fetches_waiting")
+            .is_some_and(|waiting| waiting >= 1.0)
+    };
     while !tokio::task::block_in_place(parked) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -23,21 +23,29 @@ fn path_str(path: &str) -> String {
 fn example_configs_start_the_real_servers_with_their_settings() {
     // The NameServer's file, its listen address moved to an ephemeral port and DNS to a port
     // where nothing answers (the example's record is not served here).
+    // Its cluster secret file, moved to a temporary directory like the brokers'.
+    let secret_dir = tempfile::tempdir().unwrap();
+    let cluster_secret = secret_dir.path().join("cluster.secret");
+    std::fs::write(&cluster_secret, "an example cluster secret\n").unwrap();
+    let cluster_secret = cluster_secret.display().to_string();
     let nameserver = NameServer::start(&[
         "--config",
         &path_str("config/nameserver.toml"),
         "--dns-server",
         "127.0.0.1:9",
+        "--cluster-secret-file",
+        &cluster_secret,
     ]);
-    // The master's file, with ports, data directory and NameServer moved onto loopback: it
-    // registers under the file's cluster and group, as a master.
-    let secret_dir = tempfile::tempdir().unwrap();
+    // The master's file, with ports, data directory, secrets and NameServer moved onto
+    // loopback: it registers under the file's cluster and group, as a master.
     let secret = secret_dir.path().join("replication.secret");
     std::fs::write(&secret, "an example replication secret\n").unwrap();
     let secret = secret.display().to_string();
     let master = Broker::start(&[
         "--config",
         &path_str("config/broker-a-master.toml"),
+        "--cluster-secret-file",
+        &cluster_secret,
         "--replication-secret-file",
         &secret,
         "--nameserver",
@@ -60,6 +68,8 @@ fn example_configs_start_the_real_servers_with_their_settings() {
     let _slave = Broker::start(&[
         "--config",
         &path_str("config/broker-a-slave.toml"),
+        "--cluster-secret-file",
+        &cluster_secret,
         "--replication-secret-file",
         &secret,
         "--master",

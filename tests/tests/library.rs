@@ -134,7 +134,10 @@ fn a_long_poll_delivers_a_new_message_within_a_fifth_of_its_wait() {
     });
     // Wait until the consumer's fetch is parked at the end of the queue.
     wait_for("the consumer's long poll", Duration::from_secs(10), || {
-        (broker.metric("smq_fetches_waiting") >= 1.0).then_some(())
+        (broker
+            .metric("smq_fetches_waiting")
+            .is_some_and(|waiting| waiting >= 1.0))
+        .then_some(())
     });
     let mut config = config;
     config.linger_ms = 0;

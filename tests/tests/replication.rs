@@ -74,12 +74,7 @@ fn body(key: usize, sequence: usize) -> Vec<u8> {
 
 /// One line of the broker's /metrics, as a number.
 fn metric(broker: &Broker, name: &str) -> Option<f64> {
-    let reply = smq_tests::http::request_blocking(broker.http_addr, "GET", "/metrics", None);
-    reply
-        .body
-        .lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+    broker.metric(name)
 }
 
 /// The segment files of a data directory, by name.

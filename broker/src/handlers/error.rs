@@ -28,8 +28,10 @@ pub enum HandlerError {
         broker_min: u16,
         broker_max: u16,
     },
-    #[error("this broker accepts only anonymous connections (an empty auth_token) so far")]
-    AuthenticationFailed,
+    #[error("authentication failed: {0}")]
+    AuthenticationFailed(String),
+    #[error("principal {principal} may not {what}")]
+    NotAuthorized { principal: String, what: String },
     #[error("topic {0} does not exist: create it with `smq topic create {0}`")]
     UnknownTopic(String),
     #[error("topic {topic} has queues 0 to {last}; there is no queue {queue}", last = queue_count - 1)]
@@ -97,7 +99,8 @@ impl HandlerError {
             HandlerError::VersionMismatch { .. } | HandlerError::NoCommonVersion { .. } => {
                 ErrorCode::UnsupportedVersion
             }
-            HandlerError::AuthenticationFailed => ErrorCode::AuthenticationFailed,
+            HandlerError::AuthenticationFailed(_) => ErrorCode::AuthenticationFailed,
+            HandlerError::NotAuthorized { .. } => ErrorCode::NotAuthorized,
             HandlerError::UnknownTopic(_) => ErrorCode::UnknownTopic,
             HandlerError::UnknownQueue { .. } => ErrorCode::UnknownQueue,
             HandlerError::InvalidGroupName { .. } => ErrorCode::InvalidGroupName,

@@ -1,4 +1,5 @@
-//! Handshake: agree on the protocol version and tell the client the broker's limits.
+//! Handshake: authenticate the peer, agree on the protocol version and tell the client the
+//! broker's limits.
 
 use smq_protocol::api::{negotiate, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
 use smq_protocol::request::HandshakeRequest;
@@ -6,13 +7,16 @@ use smq_protocol::response::HandshakeResponse;
 use smq_protocol::Response;
 
 use super::{Answer, HandlerError};
+use crate::auth::Access;
 use crate::state::Broker;
 
-/// The protocol version agreed on, or the error to answer before closing the connection.
-pub fn handle(broker: &Broker, request: &HandshakeRequest) -> Result<(u16, Answer), HandlerError> {
-    if !request.auth_token.is_empty() {
-        return Err(HandlerError::AuthenticationFailed);
-    }
+/// Who the peer is and the protocol version agreed on, or the error to answer before closing
+/// the connection.
+pub fn handle(
+    broker: &Broker,
+    request: &HandshakeRequest,
+) -> Result<(Access, u16, Answer), HandlerError> {
+    let access = broker.config.principals.authenticate(&request.auth_token)?;
     let version = negotiate(
         request.min_version..=request.max_version,
         PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION_MAX,
@@ -30,5 +34,9 @@ pub fn handle(broker: &Broker, request: &HandshakeRequest) -> Result<(u16, Answe
         max_frame_bytes: broker.config.max_frame_bytes() as u32,
         max_message_bytes: broker.config.max_message_bytes as u32,
     };
-    Ok((version, Answer::Response(Response::Handshake(response))))
+    Ok((
+        access,
+        version,
+        Answer::Response(Response::Handshake(response)),
+    ))
 }

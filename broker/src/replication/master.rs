@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use smq_protocol::credential::constant_time_eq;
 use smq_protocol::replication::{
     ReplicaFetch, ReplicaFetchResponse, ReplicaHello, ReplicaHelloResponse, ReplicaMetadataResponse,
 };
@@ -331,22 +332,4 @@ pub fn metadata(broker: &Broker) -> Outcome {
         topics_json: topics_json.into(),
         offsets_json: offsets_json.into(),
     }))
-}
-
-/// Compares secrets in time that does not depend on where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_compare_equal_only_when_equal() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-    }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use smq_protocol::credential::Credential;
 use smq_protocol::frame;
 use smq_protocol::record_batch::BatchView;
 use smq_protocol::replication::{
@@ -286,7 +287,12 @@ impl Link {
             client_id: format!("smq-broker/{} slave", env!("CARGO_PKG_VERSION")),
             min_version: smq_protocol::api::PROTOCOL_VERSION_MIN,
             max_version: smq_protocol::api::PROTOCOL_VERSION_MAX,
-            auth_token: Bytes::new(),
+            auth_token: broker
+                .config
+                .credential
+                .as_ref()
+                .map(Credential::to_auth_token)
+                .unwrap_or_default(),
         };
         let id = link.next_id();
         let mut out = BytesMut::new();

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::Guards;
+use crate::auth::Access;
 use crate::handlers::{self, handshake, Answer, HandlerError, Outcome, Reply};
 use crate::replication::{self, master::ReplicaSession};
 use crate::state::Broker;
@@ -59,6 +60,8 @@ struct Connection<'a> {
     in_flight: JoinSet<()>,
     /// Agreed in the handshake; `None` until then.
     protocol_version: Option<u16>,
+    /// Who the handshake authenticated (`Open` on a broker without principals).
+    access: Access,
     /// Set once a slave was admitted on this connection (ReplicaHello).
     replica: Option<ReplicaSession>,
 }
@@ -81,6 +84,7 @@ pub async fn serve(
         responses,
         in_flight: JoinSet::new(),
         protocol_version: None,
+        access: Access::Open,
         replica: None,
     };
     let end = connection.read_requests(reader).await;
@@ -226,9 +230,10 @@ impl Connection<'_> {
         };
         if let Request::Handshake(handshake) = &request {
             return match handshake::handle(self.broker, handshake) {
-                Ok((version, answer)) => {
+                Ok((access, version, answer)) => {
                     tracing::debug!(peer = %self.peer, client_id = %handshake.client_id, version, "handshake");
                     self.protocol_version = Some(version);
+                    self.access = access;
                     self.send(header, Ok(answer)).await;
                     true
                 }
@@ -255,6 +260,10 @@ impl Connection<'_> {
             self.send(header, Err(error)).await;
             return true;
         }
+        if let Err(refused) = self.access.check(&request) {
+            self.send(header, Err(refused)).await;
+            return true;
+        }
         let reply = handlers::dispatch(self.broker, request);
         self.answer(header, reply).await;
         true
@@ -272,7 +281,11 @@ impl Connection<'_> {
         };
         let reply = match (request, &self.replica) {
             (ReplicaRequest::Hello(hello), _) => {
-                match replication::master::hello(self.broker, self.peer, &hello) {
+                let admitted = self
+                    .access
+                    .check_replicate()
+                    .and_then(|()| replication::master::hello(self.broker, self.peer, &hello));
+                match admitted {
                     Ok((session, answer)) => {
                         self.replica = Some(session);
                         Reply::Now(Ok(answer))

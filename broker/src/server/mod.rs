@@ -2,20 +2,23 @@
 //! graceful stop that lets in-flight requests finish within `shutdown_timeout_ms`.
 
 mod connection;
-mod peer_log;
 mod per_ip;
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use smq_client::peer_log::PeerLog;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::state::Broker;
-use peer_log::PeerLog;
 use per_ip::ConnectionsPerIp;
+
+/// At most one warning about one peer's bad input per this.
+const PEER_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Bytes of frames larger than a read chunk that all connections together may hold while they
 /// are still arriving (at least one largest frame); a connection whose large frame does not fit
@@ -26,7 +29,8 @@ const LARGE_FRAMES_BUDGET_BYTES: usize = 256 * 1024 * 1024;
 /// What the connections share to protect the broker from any one of them.
 pub(crate) struct Guards {
     frame_budget: Arc<Semaphore>,
-    peer_log: PeerLog,
+    /// One warning per peer (address and port) per 10 s.
+    peer_log: PeerLog<SocketAddr>,
 }
 
 /// Accepts connections until the broker shuts down, then waits for the open ones to finish their
@@ -37,7 +41,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     let budget = LARGE_FRAMES_BUDGET_BYTES.max(broker.config.max_frame_bytes());
     let guards = Arc::new(Guards {
         frame_budget: Arc::new(Semaphore::new(budget)),
-        peer_log: PeerLog::default(),
+        peer_log: PeerLog::new(PEER_LOG_INTERVAL),
     });
     let mut connections = JoinSet::new();
     let mut shutdown = broker.shutdown.clone();

@@ -653,6 +653,7 @@ fn connection_options(config: &ClientConfig, max_in_flight_requests: usize) -> C
     ConnectionOptions {
         broker: config.broker.clone(),
         client_id: config.client_id.clone(),
+        credential: config.credential.clone(),
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         max_in_flight_requests,
     }

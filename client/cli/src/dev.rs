@@ -212,10 +212,16 @@ async fn start_servers(
     broker_bin: &Path,
 ) -> anyhow::Result<()> {
     let ports = &dev.ports;
+    // NameServers take heartbeats only from brokers with the cluster's secret; reads stay open.
+    let cluster_secret = dir.join("cluster.secret");
+    std::fs::write(&cluster_secret, format!("smq dev {}\n", random_hex()))
+        .with_context(|| format!("cannot write {}", cluster_secret.display()))?;
     for (i, port) in ports.nameservers.iter().enumerate() {
         let name = format!("ns{}", i + 1);
         let mut args = discovery_args(ports);
         args.extend([
+            "--cluster-secret-file".into(),
+            cluster_secret.display().to_string(),
             "--listen".into(),
             Ports::local(*port).to_string(),
             "--fencing-interval-ms".into(),
@@ -251,6 +257,8 @@ async fn start_servers(
                 SEGMENT_BYTES.to_string(),
                 "--replication-secret-file".into(),
                 secret.display().to_string(),
+                "--cluster-secret-file".into(),
+                cluster_secret.display().to_string(),
             ]);
             args
         };
@@ -285,6 +293,22 @@ async fn start_servers(
         );
     }
     Ok(())
+}
+
+/// 128 bits from the system's random source, in hex: a fresh cluster secret per `smq dev`.
+fn random_hex() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        // Loopback only, and the file is the secret's only copy: the time will do.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes = nanos.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Waits until the server `pick` chooses answers /healthz on `http`; its log's tail if it dies

@@ -13,11 +13,13 @@ mod topic;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use smq_client::credential::{self, Credential};
 use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
 use smq_client::nameserver_client::{NameServerClient, NameServerError};
 use smq_client::ClientConfig;
@@ -72,6 +74,22 @@ struct Cli {
         global = true
     )]
     route_wait_ms: u64,
+    /// The principal to authenticate as to brokers that list principals, NAME:SECRET.
+    #[arg(
+        long,
+        env = "SMQ_CREDENTIAL",
+        hide_env_values = true,
+        global = true,
+        conflicts_with = "credential_file"
+    )]
+    credential: Option<String>,
+    /// File holding NAME:SECRET, as --credential.
+    #[arg(long, env = "SMQ_CREDENTIAL_FILE", global = true)]
+    credential_file: Option<PathBuf>,
+    /// File holding the NameServer's read token (sent as Authorization: Bearer); the token
+    /// itself may come from SMQ_READ_TOKEN instead.
+    #[arg(long, env = "SMQ_READ_TOKEN_FILE", global = true)]
+    read_token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -145,11 +163,31 @@ fn nameserver_client(cli: &Cli) -> anyhow::Result<Option<NameServerClient>> {
     };
     let discovery = Discovery::new(mode, DiscoveryOptions::default())?;
     let timeout = Duration::from_millis(cli.request_timeout_ms.min(10_000));
-    Ok(Some(
-        NameServerClient::new(Arc::new(discovery))
-            .with_timeout(timeout)
-            .with_wait_notice(Arc::new(say_waiting)),
-    ))
+    let mut client = NameServerClient::new(Arc::new(discovery))
+        .with_timeout(timeout)
+        .with_wait_notice(Arc::new(say_waiting));
+    let read_token = credential::secret_from(
+        std::env::var(READ_TOKEN_ENV).ok(),
+        READ_TOKEN_ENV,
+        cli.read_token_file.as_deref(),
+        "--read-token-file",
+    )?;
+    if let Some(token) = read_token {
+        client = client.with_token(token);
+    }
+    Ok(Some(client))
+}
+
+/// The variable holding the NameServer's read token itself.
+const READ_TOKEN_ENV: &str = "SMQ_READ_TOKEN";
+
+/// The credential of --credential / SMQ_CREDENTIAL or --credential-file / SMQ_CREDENTIAL_FILE.
+fn client_credential(cli: &Cli) -> anyhow::Result<Option<Credential>> {
+    Ok(match (&cli.credential, &cli.credential_file) {
+        (Some(text), _) => Some(credential::parse(text, "--credential")?),
+        (None, Some(path)) => Some(credential::from_file(path)?),
+        (None, None) => None,
+    })
 }
 
 /// Says once on stderr that smq is waiting for a NameServer, and why (after the first second).
@@ -176,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     config.request_timeout_ms = cli.request_timeout_ms;
     config.route_wait_ms = cli.route_wait_ms;
     config.client_id = "smq-cli".into();
+    config.credential = client_credential(&cli)?;
     let wait = Duration::from_millis(cli.route_wait_ms);
     match cli.command {
         Command::Cluster(args) => cluster::run(nameserver.as_ref(), wait, args).await,

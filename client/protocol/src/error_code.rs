@@ -80,11 +80,14 @@ pub enum ErrorCode {
     /// A CommitOffset carried an owner epoch below the one stored for the queue: another member
     /// of the consumer group owns the queue now, and this member must stop reading it.
     StaleOwnerEpoch = 26,
+    /// The connection's principal lacks the permission the request needs (produce, consume or
+    /// admin on the topic); the message names the principal, the action and the topic.
+    NotAuthorized = 27,
 }
 
 impl ErrorCode {
     /// Every code, in number order.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::None,
         ErrorCode::UnknownServerError,
         ErrorCode::MalformedRequest,
@@ -112,6 +115,7 @@ impl ErrorCode {
         ErrorCode::InvalidGroupName,
         ErrorCode::InvalidRequest,
         ErrorCode::StaleOwnerEpoch,
+        ErrorCode::NotAuthorized,
     ];
 
     /// The code with this number, if this build knows it.
@@ -153,7 +157,8 @@ impl ErrorCode {
             | ErrorCode::OffsetOutOfRange
             | ErrorCode::InvalidGroupName
             | ErrorCode::InvalidRequest
-            | ErrorCode::StaleOwnerEpoch => false,
+            | ErrorCode::StaleOwnerEpoch
+            | ErrorCode::NotAuthorized => false,
         }
     }
 
@@ -187,6 +192,7 @@ impl ErrorCode {
             ErrorCode::InvalidGroupName => "INVALID_GROUP_NAME",
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::StaleOwnerEpoch => "STALE_OWNER_EPOCH",
+            ErrorCode::NotAuthorized => "NOT_AUTHORIZED",
         }
     }
 }
@@ -232,6 +238,7 @@ mod tests {
             (24, "INVALID_GROUP_NAME"),
             (25, "INVALID_REQUEST"),
             (26, "STALE_OWNER_EPOCH"),
+            (27, "NOT_AUTHORIZED"),
         ];
         let actual: Vec<(u16, &str)> = ErrorCode::ALL
             .iter()

@@ -69,9 +69,13 @@ pub struct Heartbeat {
     /// The broker's `--group`: a master and its slaves share it.
     pub group: String,
     pub role: Role,
+    /// The broker's name in its group (`--name`); with cluster and group it identifies the
+    /// broker: a heartbeat replaces the previous one of the same identity only. Absent: the
+    /// broker is named by its `addr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// `host:port` that clients and slaves connect to (the broker's `--listen`, or what it
-    /// advertises). It identifies the broker: a new heartbeat from the same address replaces the
-    /// old one.
+    /// advertises). No two live brokers may claim the same address.
     pub addr: String,
     /// `host:port` of the broker's HTTP admin endpoint (`--http`), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,10 +229,18 @@ fn check_name(field: &str, value: &str) -> Result<(), FieldError> {
 }
 
 impl Heartbeat {
+    /// The broker's name within its cluster and group: `name`, else `addr`.
+    pub fn broker_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.addr)
+    }
+
     /// Checks what serde cannot: names, addresses, queue counts, duplicate topics.
     pub fn validate(&self) -> Result<(), FieldError> {
         check_name("cluster", &self.cluster)?;
         check_name("group", &self.group)?;
+        if let Some(name) = &self.name {
+            check_name("name", name)?;
+        }
         check_addr("addr", &self.addr)?;
         if let Some(http_addr) = &self.http_addr {
             check_addr("http_addr", http_addr)?;
@@ -491,6 +503,9 @@ fn is_zero(value: &u64) -> bool {
 pub struct BrokerInfo {
     pub cluster: String,
     pub group: String,
+    /// The broker's name in its group (its `addr` when it sends none).
+    #[serde(default)]
+    pub name: String,
     pub role: Role,
     pub addr: String,
     pub http_addr: Option<String>,
@@ -589,13 +604,17 @@ pub struct Health {
 pub enum ApiErrorCode {
     /// 400: the request is malformed; `field` names what is wrong when it is one field.
     BadRequest,
+    /// 401: the request lacks the credential the NameServer requires: the cluster secret for
+    /// broker heartbeats, the read token (or the cluster secret) for the rest.
+    Unauthorized,
     /// 404: no live broker serves the topic.
     TopicNotFound,
     /// 404: no such route.
     NotFound,
     /// 405: the route exists with another method.
     MethodNotAllowed,
-    /// 409: the heartbeat conflicts with another live broker (a second master in a group).
+    /// 409: the heartbeat would change another live broker (its address, its master role, its
+    /// identity at another address, or a second master in a group); nothing changed.
     Conflict,
     /// 413: the body is too large.
     PayloadTooLarge,
@@ -858,6 +877,7 @@ mod tests {
             cluster: "c1".into(),
             group: "g1".into(),
             role: Role::Master,
+            name: None,
             addr: "127.0.0.1:10911".into(),
             http_addr: None,
             master_addr: None,

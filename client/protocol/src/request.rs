@@ -66,8 +66,8 @@ pub struct HandshakeRequest {
     pub client_id: String,
     pub min_version: u16,
     pub max_version: u16,
-    /// Credentials for a future authenticating broker; empty means anonymous, the only kind
-    /// accepted now.
+    /// The principal's credential, `NAME:SECRET` in UTF-8 ([`crate::credential::Credential`]);
+    /// empty means anonymous, which only a broker without principals accepts.
     pub auth_token: Bytes,
 }
 
