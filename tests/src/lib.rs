@@ -118,15 +118,15 @@ impl Broker {
 
     /// Starts `smq-broker` on ephemeral ports with `data_dir` (kept after the broker stops).
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Broker {
+        Broker::start_on("127.0.0.1:0", data_dir, extra_args)
+    }
+
+    /// Starts `smq-broker` listening on `listen` (a broker restarted where its peers know it)
+    /// with `data_dir`, its HTTP endpoint on an ephemeral port.
+    pub fn start_on(listen: &str, data_dir: &Path, extra_args: &[&str]) -> Broker {
         let mut command = Command::new(binary("smq-broker"));
         command
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(["--listen", listen, "--http", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra_args);
         let (child, log, (addr, http_addr)) = spawn_logged(command, "smq-broker", |line| {
