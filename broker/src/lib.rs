@@ -136,6 +136,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         None => None,
     };
     let (stop, stopping) = watch::channel(false);
+    let store = tokio::task::spawn_blocking({
+        let role = config.role;
+        move || take_role(store, role)
+    })
+    .await
+    .map_err(|error| StartError::Internal(error.to_string()))??;
     if config.role == Role::Master && config.replication == Replication::Sync {
         store.require_replication();
     }
@@ -184,6 +190,26 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         stop,
         tasks,
     })
+}
+
+/// A master begins the next epoch at its log's end (a promotion when the broker last ran as a
+/// slave: the operator made it master); a slave records that it is one.
+fn take_role(store: Store, role: Role) -> Result<Store, StartError> {
+    match role {
+        Role::Master => {
+            let history = store.epoch_history();
+            let epoch = history.last_epoch() + 1;
+            store.begin_epoch(epoch, history.written_as_slave)?;
+            tracing::info!(
+                master_epoch = epoch,
+                promoted = history.written_as_slave,
+                start_position = store.end_position(),
+                "began a master epoch"
+            );
+        }
+        Role::Slave => store.mark_slave()?,
+    }
+    Ok(store)
 }
 
 impl RunningBroker {

@@ -58,9 +58,11 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
     let (data_version, topics) = broker.topic_configs();
     // A fenced log takes no writes until a restart: the NameServer's routes then show this
     // group's queues as not writable, and producers send elsewhere.
-    let fenced = broker.store.fenced_reason().is_some();
+    // So does a master refusing writes (it lost what its slave holds, or was superseded).
+    let now = broker.role_now();
+    let fenced = broker.store.fenced_reason().is_some() || now.refusing_writes.is_some();
     let config = &broker.config;
-    let role = match config.role {
+    let role = match now.role {
         Role::Master => nameserver_api::Role::Master,
         Role::Slave => nameserver_api::Role::Slave,
     };
@@ -71,13 +73,13 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
         name: config.broker_name.clone(),
         addr,
         http_addr: http_addr.map(|a| a.to_string()),
-        master_addr: match config.role {
-            Role::Slave => config.master.clone(),
+        master_addr: match now.role {
+            Role::Slave => now.master.clone(),
             Role::Master => None,
         },
         data_version,
         log_end_offset: broker.store.end_position(),
-        replication_lag_ms: match config.role {
+        replication_lag_ms: match now.role {
             Role::Slave => broker.slave_status.lag().ms,
             Role::Master => None,
         },

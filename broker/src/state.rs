@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{watch, Notify};
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, Role};
 use crate::metadata::offsets::Offsets;
 use crate::metadata::topics::{TopicConfig, TopicError, Topics};
 use crate::metrics::{Metrics, TopicCounters};
@@ -68,8 +68,21 @@ impl TopicState {
     }
 }
 
+/// What this broker is in its group now. It starts as its configuration says; a master stops
+/// taking writes when it learns that a slave holds what it lost or that a newer master exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleNow {
+    pub role: Role,
+    /// A slave's master.
+    pub master: Option<String>,
+    /// Why this master takes no writes (answered `NOT_MASTER` with it); `None`: it takes them.
+    pub refusing_writes: Option<String>,
+}
+
 pub struct Broker {
     pub config: BrokerConfig,
+    /// Watched by the tasks that depend on it (replication, registration).
+    pub role: watch::Sender<RoleNow>,
     pub store: Store,
     /// The file; changed only from blocking threads (it fsyncs).
     topics_file: Mutex<Topics>,
@@ -101,7 +114,13 @@ impl Broker {
             .list()
             .map(|topic| (topic.name.clone(), Arc::new(TopicState::new(topic))))
             .collect();
+        let role = RoleNow {
+            role: config.role,
+            master: config.master.clone(),
+            refusing_writes: None,
+        };
         Broker {
+            role: watch::Sender::new(role),
             replicas: Replicas::new(&config),
             slave_status: SlaveStatus::default(),
             config,
@@ -114,6 +133,25 @@ impl Broker {
             topics_changed: Notify::new(),
             log_appended: Notify::new(),
         }
+    }
+
+    /// What this broker is in its group now.
+    pub fn role_now(&self) -> RoleNow {
+        self.role.borrow().clone()
+    }
+
+    /// From now on this master answers writes `NOT_MASTER` with `reason` (logged once, as an
+    /// error: an operator has to act) and its heartbeats show its queues as not writable.
+    pub fn refuse_writes(&self, reason: String) {
+        self.role.send_if_modified(|now| {
+            if now.refusing_writes.is_some() {
+                return false;
+            }
+            tracing::error!(%reason, "this master takes no more writes");
+            now.refusing_writes = Some(reason);
+            true
+        });
+        self.topics_changed.notify_one();
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<TopicState>> {

@@ -139,6 +139,12 @@ impl Broker {
         broker
     }
 
+    /// Starts `smq-broker` listening on `listen` (a broker restarted where its peers know it)
+    /// with `data_dir`, its HTTP endpoint on an ephemeral port.
+    pub fn start_on(listen: &str, data_dir: &Path, extra_args: &[&str]) -> Broker {
+        Broker::start_listening(data_dir, listen, extra_args)
+    }
+
     fn start_listening(data_dir: &Path, listen: &str, extra_args: &[&str]) -> Broker {
         let mut command = Command::new(binary("smq-broker"));
         if !extra_args.contains(&"--listen") {

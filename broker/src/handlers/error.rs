@@ -59,6 +59,10 @@ pub enum HandlerError {
     },
     #[error("this broker is a slave of broker group {group}: writes go to the group's master (refresh routes)")]
     NotMaster { group: String },
+    #[error("this master of broker group {group} takes no writes: {reason}")]
+    WritesRefused { group: String, reason: String },
+    #[error("{0}")]
+    EpochConflict(String),
     #[error("replication refused: {0}")]
     ReplicaRefused(String),
     #[error("the slave asks for log position {position}, past this master's end {end}: its log has diverged")]
@@ -108,7 +112,9 @@ impl HandlerError {
             HandlerError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
             HandlerError::NoSlave { .. } => ErrorCode::NoSlave,
             HandlerError::ReplicationTimeout { .. } => ErrorCode::ReplicationTimeout,
-            HandlerError::NotMaster { .. } => ErrorCode::NotMaster,
+            HandlerError::NotMaster { .. }
+            | HandlerError::WritesRefused { .. }
+            | HandlerError::EpochConflict(_) => ErrorCode::NotMaster,
             HandlerError::ReplicaRefused(_) => ErrorCode::AuthenticationFailed,
             HandlerError::ReplicaAhead { .. } => ErrorCode::OffsetOutOfRange,
             HandlerError::ReplicaHelloRequired => ErrorCode::HandshakeRequired,
@@ -160,7 +166,9 @@ fn storage_code(error: &StorageError) -> ErrorCode {
         StorageError::OffsetOutOfRange { .. } | StorageError::PositionOutOfRange { .. } => {
             ErrorCode::OffsetOutOfRange
         }
-        StorageError::ReplicaDiverged { .. } => ErrorCode::InvalidRequest,
+        StorageError::ReplicaDiverged { .. }
+        | StorageError::EpochMismatch { .. }
+        | StorageError::NotABatchBoundary { .. } => ErrorCode::InvalidRequest,
         StorageError::FlushTimeout { .. } => ErrorCode::FlushTimeout,
         StorageError::Closed => ErrorCode::BrokerShuttingDown,
         StorageError::Io { .. }
@@ -168,7 +176,8 @@ fn storage_code(error: &StorageError) -> ErrorCode {
         | StorageError::Fenced { .. }
         | StorageError::FlushFailed(_)
         | StorageError::Corrupt { .. }
-        | StorageError::Locked { .. } => ErrorCode::StorageError,
+        | StorageError::Locked { .. }
+        | StorageError::EpochHistory(_) => ErrorCode::StorageError,
         StorageError::InvalidConfig(_) => ErrorCode::UnknownServerError,
     }
 }

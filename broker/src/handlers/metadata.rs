@@ -31,7 +31,7 @@ pub fn handle(broker: &Broker, request: MetadataRequest) -> Outcome {
     Ok(Answer::Response(Response::Metadata(MetadataResponse {
         cluster: broker.config.cluster.clone(),
         group: broker.config.group.clone(),
-        role: match broker.config.role {
+        role: match broker.role_now().role {
             config::Role::Master => Role::Master,
             config::Role::Slave => Role::Slave,
         },

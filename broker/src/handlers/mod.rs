@@ -103,11 +103,16 @@ fn topic_queue(broker: &Broker, name: &str, queue: u32) -> Result<Arc<TopicState
     Ok(topic)
 }
 
-/// Writes go to masters: a slave answers them with `NOT_MASTER`.
+/// Writes go to masters taking writes: others answer them with `NOT_MASTER`.
 fn check_master(broker: &Broker) -> Result<(), HandlerError> {
-    match broker.config.role {
-        Role::Master => Ok(()),
-        Role::Slave => Err(HandlerError::NotMaster {
+    let now = broker.role.borrow();
+    match (now.role, &now.refusing_writes) {
+        (Role::Master, None) => Ok(()),
+        (Role::Master, Some(reason)) => Err(HandlerError::WritesRefused {
+            group: broker.config.group.clone(),
+            reason: reason.clone(),
+        }),
+        (Role::Slave, _) => Err(HandlerError::NotMaster {
             group: broker.config.group.clone(),
         }),
     }

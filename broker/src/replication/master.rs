@@ -21,6 +21,7 @@ use smq_protocol::replication::{
 };
 use tokio::sync::watch;
 
+use super::epochs::{reconcile, Log, Verdict};
 use crate::config::{BrokerConfig, Replication, Role};
 use crate::handlers::{Answer, HandlerError, Outcome, Reply};
 use crate::state::Broker;
@@ -155,7 +156,7 @@ pub fn hello(
     hello: &ReplicaHello,
 ) -> Result<(ReplicaSession, Answer), HandlerError> {
     let config = &broker.config;
-    if config.role != Role::Master {
+    if broker.role_now().role != Role::Master {
         return Err(HandlerError::NotMaster {
             group: config.group.clone(),
         });
@@ -185,13 +186,64 @@ pub fn hello(
     let store = &broker.store;
     let end = store.end_position();
     let start = store.log_start_position();
+    let history = store.epoch_history();
+    let verdict = reconcile(
+        Log {
+            epochs: &history.entries,
+            end,
+        },
+        Log {
+            epochs: &hello.epochs,
+            end: hello.log_end,
+        },
+    );
+    let truncate_to = match verdict {
+        Verdict::Follow { truncate_to } => truncate_to,
+        Verdict::MasterBehind {
+            position,
+            slave_end,
+            epoch,
+        } => {
+            broker.refuse_writes(format!(
+                "its slave {} holds {} bytes of epoch {epoch} from log position {position} on \
+                 that this master lost (its log ends at {end}); acknowledged writes may be \
+                 among them. Promote the slave (smq group promote {} --broker {}); this broker \
+                 then rejoins as its slave",
+                hello.slave_addr,
+                slave_end - position,
+                config.group,
+                hello.slave_addr
+            ));
+            return Err(HandlerError::EpochConflict(format!(
+                "this master's log ends at {end}, but the slave holds epoch {epoch} up to \
+                 {slave_end}: it keeps its log, and the master takes no writes until the slave \
+                 is promoted"
+            )));
+        }
+        Verdict::MasterStale {
+            position,
+            slave_epoch,
+            master_epoch,
+        } => {
+            broker.refuse_writes(format!(
+                "its slave {} holds epoch {slave_epoch} from log position {position} on, newer \
+                 than this master's epoch {master_epoch} there: another master superseded this \
+                 one; restart this broker as a slave of the group's master",
+                hello.slave_addr
+            ));
+            return Err(HandlerError::EpochConflict(format!(
+                "the slave holds epoch {slave_epoch} from {position} on, newer than this \
+                 master's {master_epoch}: this master is stale and takes no writes"
+            )));
+        }
+    };
     let id = broker.replicas.next_session.fetch_add(1, Ordering::Relaxed);
     broker.replicas.lock().insert(
         id,
         SlaveView {
             addr: hello.slave_addr.clone(),
             peer,
-            acked_position: hello.log_end.min(end),
+            acked_position: truncate_to.min(end),
             acked_flushed: 0,
             end_at_last_answer: end,
             // Not in sync until it catches up.
@@ -200,12 +252,14 @@ pub fn hello(
             paced_until: Instant::now(),
         },
     );
-    tracing::info!(slave = %hello.slave_addr, %peer, slave_log_end = hello.log_end, master_log_end = end, "a slave connected");
+    tracing::info!(slave = %hello.slave_addr, %peer, slave_log_end = hello.log_end, truncate_to, master_log_end = end, master_epoch = store.master_epoch(), "a slave connected");
     let answer = Answer::ReplicaHello(ReplicaHelloResponse {
-        master_epoch: store.config().master_epoch,
+        master_epoch: store.master_epoch(),
         fsync_acks: broker.replicas.fsync_acks,
         log_start: start,
         log_end: end,
+        truncate_to,
+        epochs: history.entries,
     });
     Ok((
         ReplicaSession {

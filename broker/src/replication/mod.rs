@@ -5,6 +5,7 @@
 //! knows nothing of replication: a slave appends through the store's append path, and the
 //! master's "acknowledged by a slave" is one more bound of the store's visible position.
 
+pub mod epochs;
 pub mod master;
 pub mod slave;
 
@@ -16,7 +17,7 @@ use crate::state::Broker;
 /// Appends the replication metrics to the Prometheus text of /metrics: on a slave, its lag
 /// behind its master; on a master, each connected slave's lag and in-sync state.
 pub fn render_metrics(broker: &Broker, out: &mut String) {
-    match broker.config.role {
+    match broker.role_now().role {
         Role::Slave => {
             let lag = broker.slave_status.lag();
             let seconds = lag.ms.map_or(f64::NAN, |ms| ms as f64 / 1000.0);

@@ -17,7 +17,7 @@ use smq_protocol::credential::Credential;
 use smq_protocol::frame;
 use smq_protocol::record_batch::BatchView;
 use smq_protocol::replication::{
-    ReplicaFetch, ReplicaHello, ReplicaHelloResponse, ReplicaRequest, ReplicaResponse,
+    EpochEntry, ReplicaFetch, ReplicaHello, ReplicaHelloResponse, ReplicaRequest, ReplicaResponse,
 };
 use smq_protocol::request::HandshakeRequest;
 use smq_protocol::{ApiKey, Request, Response};
@@ -107,6 +107,7 @@ pub async fn run(broker: Arc<Broker>, slave_addr: String) {
     let mut shutdown = broker.shutdown.clone();
     let mut pause = Duration::from_millis(50);
     let mut in_outage = false;
+    let mut logged_kind = None;
     loop {
         let result = tokio::select! {
             _ = shutting_down(&mut shutdown) => return,
@@ -119,11 +120,15 @@ pub async fn run(broker: Arc<Broker>, slave_addr: String) {
             Ok(()) => return,
             Err(error) => error,
         };
-        if in_outage {
+        // One warning per outage, and one more when it fails differently (the master is back
+        // but refuses this slave): the operator needs to see that.
+        let kind = std::mem::discriminant(&error);
+        if in_outage && logged_kind == Some(kind) {
             tracing::debug!(%error, "replication failed again");
         } else {
             tracing::warn!(%error, "replication stopped: this slave keeps serving reads and reconnects");
             in_outage = true;
+            logged_kind = Some(kind);
         }
         tokio::select! {
             _ = shutting_down(&mut shutdown) => return,
@@ -149,16 +154,23 @@ async fn replicate(
         secret: Bytes::from(secret),
         log_end: broker.store.end_position(),
         segment_bytes: broker.config.segment_bytes,
+        epochs: broker.store.epoch_history().entries,
     });
     let ReplicaHelloResponse {
         fsync_acks,
         log_end: master_end,
+        master_epoch,
+        truncate_to,
+        epochs: master_epochs,
         ..
     } = match link.call(&hello).await? {
         ReplicaResponse::Hello(hello) => hello,
         other => return Err(link.unexpected(other)),
     };
-    tracing::info!(%master, master_log_end = master_end, log_end = broker.store.end_position(), fsync_acks, "replicating from the master");
+    if truncate_to < broker.store.end_position() {
+        drop_divergent_tail(broker, master, master_epoch, truncate_to).await?;
+    }
+    tracing::info!(%master, master_log_end = master_end, log_end = broker.store.end_position(), master_epoch, fsync_acks, "replicating from the master");
     *in_outage = false;
     broker.slave_status.update(|status| {
         status.connected = true;
@@ -185,7 +197,14 @@ async fn replicate(
             offsets_copied_at = Instant::now();
         }
         if !answer.bytes.is_empty() {
-            apply(broker, answer.position, answer.bytes, fsync_acks).await?;
+            apply(
+                broker,
+                answer.position,
+                answer.bytes,
+                fsync_acks,
+                &master_epochs,
+            )
+            .await?;
         }
         let end = broker.store.end_position();
         broker.slave_status.update(|status| {
@@ -198,17 +217,55 @@ async fn replicate(
     }
 }
 
-/// Appends the batches of `bytes` (log bytes from `position`) verbatim, waits for their fsync
-/// when the master counts only fsynced bytes (or this slave flushes synchronously), then wakes
-/// the consumers waiting on their queues.
+/// Cuts this slave's log at `truncate_to`, where its master's history says they part: what
+/// lies past it the master does not have and never acknowledged (proto-spec.md section 10.1).
+/// Says in one line what it dropped.
+async fn drop_divergent_tail(
+    broker: &Arc<Broker>,
+    master: &str,
+    master_epoch: u32,
+    truncate_to: u64,
+) -> Result<(), ReplicationError> {
+    let writer = broker.clone();
+    let dropped = tokio::task::spawn_blocking(move || writer.store.truncate_to(truncate_to))
+        .await
+        .map_err(|error| ReplicationError::Apply(error.to_string()))?
+        .map_err(|error| ReplicationError::Apply(error.to_string()))?;
+    tracing::warn!(
+        %master,
+        master_epoch,
+        from_position = dropped.from_position,
+        to_position = dropped.to_position,
+        bytes = dropped.bytes(),
+        batches = dropped.batches,
+        messages = dropped.messages,
+        epochs = ?dropped.epochs,
+        "dropped the tail of this slave's log that its master does not have (written by an \
+         older master and never acknowledged through the group's masters since)"
+    );
+    for topic in broker.topics() {
+        for queue in 0..topic.queue_count {
+            topic.appended(queue).notify_waiters();
+        }
+    }
+    Ok(())
+}
+
+/// Appends the batches of `bytes` (log bytes from `position`) verbatim, recording each new
+/// master epoch first (with the flags of the master's history), waits for their fsync when
+/// the master counts only fsynced bytes (or this slave flushes synchronously), then wakes the
+/// consumers waiting on their queues.
 async fn apply(
     broker: &Arc<Broker>,
     position: u64,
     bytes: Bytes,
     fsync: bool,
+    master_epochs: &[EpochEntry],
 ) -> Result<(), ReplicationError> {
     let writer = broker.clone();
+    let master_epochs = master_epochs.to_vec();
     let queues = tokio::task::spawn_blocking(move || {
+        let mut epoch = writer.store.epoch_history().last_epoch();
         let mut queues = BTreeSet::new();
         let mut last: Option<AppendReceipt> = None;
         let mut at = 0usize;
@@ -224,6 +281,24 @@ async fn apply(
                     ))
                 })?;
             let batch = &bytes[at..at + size];
+            let batch_epoch = BatchView::parse_with_limit(batch, usize::MAX)
+                .map(|view| view.master_epoch())
+                .unwrap_or(epoch);
+            if batch_epoch != epoch {
+                let start = position + at as u64;
+                let promoted = master_epochs
+                    .iter()
+                    .any(|entry| entry.epoch == batch_epoch && entry.promoted);
+                writer
+                    .store
+                    .record_epoch(EpochEntry {
+                        epoch: batch_epoch,
+                        start,
+                        promoted,
+                    })
+                    .map_err(|error| ReplicationError::Apply(error.to_string()))?;
+                epoch = batch_epoch;
+            }
             let receipt = writer
                 .store
                 .append_replicated(position + at as u64, batch, fsync)

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::error::{Result, StorageError};
 use super::file_names::{parse_offset_name, segment_path, COMMIT_LOG_DIR, TEMP_SUFFIX};
 use super::preparer::{Preparer, LOG_READ_AHEAD_BYTES};
-use super::segment::{create_dir_durably, MappedFile, SharedFile};
+use super::segment::{create_dir_durably, sync_dir, MappedFile, SharedFile};
 
 /// The length field written where a segment's last batch ends when the log rolls to the next
 /// segment: the rest of this segment is empty, the log goes on in the next one (proto-spec §2).
@@ -136,6 +136,32 @@ impl CommitLog {
         self.write_position = position;
         self.read_ahead_requested_to = position;
         Ok(())
+    }
+
+    /// Cuts the log back to `position` (a batch boundary below the write position): zeroes the
+    /// rest of its segment durably, then deletes the later segments newest first, each deletion
+    /// durable before the next (a power loss never leaves a gap). Returns whether segments were
+    /// deleted: the one made ahead then follows the wrong segment.
+    pub fn truncate_to(&mut self, position: u64) -> Result<bool> {
+        assert!(position >= self.start_position() && position <= self.write_position);
+        let keep = self
+            .segments
+            .partition_point(|segment| segment.base <= position)
+            .max(1);
+        let segment = &self.segments[keep - 1];
+        segment.file.zero_to_end(position - segment.base)?;
+        let deleted = keep < self.segments.len();
+        while self.segments.len() > keep {
+            let later = self.segments.pop().expect("more than kept");
+            std::fs::remove_file(later.file.path())
+                .map_err(StorageError::io("deleting", later.file.path()))?;
+            if let Some(dir) = later.file.path().parent() {
+                sync_dir(dir)?;
+            }
+        }
+        self.write_position = position;
+        self.read_ahead_requested_to = position;
+        Ok(deleted)
     }
 
     /// Asks the preparer to read the pages ahead of the write position into memory, at start.

@@ -40,8 +40,6 @@ pub struct StoreConfig {
     /// Largest batch the broker accepts; also how far past the end of the log recovery reads to
     /// report what a torn tail held (it zeroes the rest of the segment without reading it).
     pub max_batch_bytes: usize,
-    /// Epoch written into every appended batch (the replication issue assigns it).
-    pub master_epoch: u32,
 }
 
 /// Smallest segment size accepted: small enough for tests that roll often.
@@ -66,7 +64,6 @@ impl StoreConfig {
             disk_usage_watermark_percent: 90,
             max_message_bytes: MAX_MESSAGE_BYTES_DEFAULT,
             max_batch_bytes: MAX_BATCH_BYTES_DEFAULT,
-            master_epoch: 0,
         }
     }
 

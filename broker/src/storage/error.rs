@@ -74,6 +74,19 @@ pub enum StorageError {
         base_queue_offset: u64,
         next_queue_offset: u64,
     },
+    #[error(
+        "the batch for log position {position} carries master epoch {batch_epoch}, but the \
+         epoch history says epoch {epoch} writes there: the replicas have diverged"
+    )]
+    EpochMismatch {
+        position: u64,
+        batch_epoch: u32,
+        epoch: u32,
+    },
+    #[error("cannot record the epoch history: {0}")]
+    EpochHistory(String),
+    #[error("cannot truncate the log at {position}: {reason}")]
+    NotABatchBoundary { position: u64, reason: String },
     #[error("log position {from} is outside the log [{start}, {end}]")]
     PositionOutOfRange { from: u64, start: u64, end: u64 },
     #[error("the store is closed")]

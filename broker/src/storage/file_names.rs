@@ -7,6 +7,7 @@ use super::error::{Result, StorageError};
 pub const COMMIT_LOG_DIR: &str = "commitlog";
 pub const INDEX_DIR: &str = "index";
 pub const CHECKPOINT_FILE: &str = "checkpoint";
+pub const EPOCHS_FILE: &str = "epochs";
 pub const ABORT_FILE: &str = "abort";
 pub const LOCK_FILE: &str = "LOCK";
 /// Suffix of files being created; one left behind by a crash is deleted on open.

@@ -8,6 +8,7 @@ mod commit_log;
 mod config;
 mod disk_space;
 mod durability;
+mod epochs;
 mod error;
 mod file_names;
 mod flush;
@@ -23,10 +24,11 @@ mod store;
 pub use atomic_file::write_atomically;
 pub use config::{FlushMode, StoreConfig, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 pub use disk_space::used_percent;
+pub use epochs::{epoch_at, EpochEntry, EpochHistory};
 pub use error::StorageError;
 pub use file_names::check_topic_name;
 pub use recovery::{RecoveryReport, Truncation};
-pub use store::{AppendReceipt, Appended, LogChunk, ReadResult, RetentionReport, Store};
+pub use store::{AppendReceipt, Appended, Dropped, LogChunk, ReadResult, RetentionReport, Store};
 
 #[cfg(test)]
 mod power_loss_tests;

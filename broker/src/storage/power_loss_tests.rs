@@ -111,6 +111,7 @@ struct Totals {
     segments_rolled: u64,
     segments_deleted: u64,
     topics_deleted: u64,
+    truncations: u64,
 }
 
 impl Totals {
@@ -122,6 +123,7 @@ impl Totals {
         self.segments_rolled += other.segments_rolled;
         self.segments_deleted += other.segments_deleted;
         self.topics_deleted += other.topics_deleted;
+        self.truncations += other.truncations;
     }
 }
 
@@ -130,14 +132,15 @@ impl std::fmt::Display for Totals {
         write!(
             f,
             "{} appends, {} acknowledged messages checked, {} power losses, {} process crashes, \
-             {} segments rolled, {} deleted by retention, {} topics deleted",
+             {} segments rolled, {} deleted by retention, {} topics deleted, {} truncations",
             self.appends,
             self.acknowledged,
             self.power_losses,
             self.crashes,
             self.segments_rolled,
             self.segments_deleted,
-            self.topics_deleted
+            self.topics_deleted,
+            self.truncations
         )
     }
 }
@@ -151,6 +154,8 @@ struct QueueModel {
     pending: Vec<Vec<u8>>,
     /// The earliest offset retention reported: below it messages may be gone.
     retained_from: u64,
+    /// The log position of each message's batch, by queue offset (durable, then pending).
+    positions: Vec<u64>,
 }
 
 struct Sim {
@@ -248,8 +253,9 @@ impl Sim {
                 self.store().write_checkpoint().unwrap();
             }
             72..74 => self.delete_topic(),
-            74..80 => self.retention(),
-            80..88 => self.crash(),
+            74..78 => self.retention(),
+            78..82 => self.truncate(),
+            82..88 => self.crash(),
             _ => self.lose_power(),
         }
     }
@@ -303,6 +309,9 @@ impl Sim {
             "seed {}: queue offsets go on without gaps",
             self.seed
         );
+        model
+            .positions
+            .extend(std::iter::repeat_n(appended.position, bodies.len()));
         model.pending.extend(bodies);
         if sync {
             let pending = std::mem::take(&mut model.pending);
@@ -433,6 +442,39 @@ impl Sim {
         }
     }
 
+    /// A replica drops its tail from a batch boundary (one of the batches still kept): every
+    /// message of a batch before it stays, every later one is gone for good, even after a
+    /// later power loss.
+    fn truncate(&mut self) {
+        let start = self.store().log_start_position();
+        let mut boundaries: Vec<u64> = self
+            .queues
+            .values()
+            .flat_map(|model| model.positions.iter().copied())
+            .filter(|&position| position >= start)
+            .collect();
+        boundaries.sort_unstable();
+        boundaries.dedup();
+        if boundaries.is_empty() {
+            return;
+        }
+        let to = boundaries[self.rng.below(boundaries.len() as u64) as usize];
+        let dropped = self
+            .store()
+            .truncate_to(to)
+            .unwrap_or_else(|error| panic!("seed {}: truncating at {to}: {error}", self.seed));
+        self.log(|| format!("truncate to {to}: {dropped:?}"));
+        self.counts.truncations += 1;
+        assert_eq!(self.store().end_position(), to);
+        for model in self.queues.values_mut() {
+            let pending = std::mem::take(&mut model.pending);
+            model.durable.extend(pending);
+            let kept = model.positions.iter().take_while(|&&p| p < to).count();
+            model.positions.truncate(kept);
+            model.durable.truncate(kept);
+        }
+    }
+
     /// The process dies: the page cache keeps every write, so every appended message survives.
     fn crash(&mut self) {
         self.log(|| "crash".into());
@@ -506,6 +548,7 @@ impl Sim {
             let survived = (next - durable) as usize;
             let pending = std::mem::take(&mut model.pending);
             model.durable.extend(pending.into_iter().take(survived));
+            model.positions.truncate(model.durable.len());
         }
     }
 }

@@ -150,6 +150,26 @@ impl Preparer {
         Ok((segment, read_ahead_bytes))
     }
 
+    /// The log was cut back and its active segment now ends at `log_end`: the segment made
+    /// ahead for the old end is deleted (a file past a gap would make the log unreadable at
+    /// the next open) and the one at `log_end` is made next.
+    pub fn restart_at(&self, log_end: u64) -> Result<()> {
+        let mut work = self.lock();
+        let stale = work.ready.take_if(|segment| segment.base != log_end);
+        if stale.is_some() {
+            work.read_ahead_next_segment.clear();
+        }
+        if work.running && work.ready.is_none() {
+            work.next_base = Some(log_end);
+        }
+        drop(work);
+        self.wakeup.notify_all();
+        if let Some(stale) = stale {
+            delete_durably(stale.file.path())?;
+        }
+        Ok(())
+    }
+
     /// Whether everything asked for is done: the next segment ready, no range left to read ahead.
     #[cfg(test)]
     pub fn is_idle(&self) -> bool {
@@ -240,6 +260,14 @@ impl Preparer {
             let made = self.make_segment(base);
             let mut work = self.lock();
             match made {
+                Ok(segment) if work.next_base != Some(base) => {
+                    // The log was cut back while it was being made (`restart_at`).
+                    drop(work);
+                    if let Err(error) = delete_durably(segment.file.path()) {
+                        tracing::warn!(%error, "cannot delete a segment made for a log end that was cut back");
+                    }
+                    continue;
+                }
                 Ok(segment) => {
                     let ahead = LOG_READ_AHEAD_BYTES.min(segment.file.len());
                     for offset in (0..ahead).step_by(READ_AHEAD_CHUNK_BYTES as usize) {
@@ -267,5 +295,14 @@ impl Preparer {
             base,
             file: Arc::new(file),
         })
+    }
+}
+
+/// Deletes `path` and makes the deletion durable.
+fn delete_durably(path: &Path) -> Result<()> {
+    std::fs::remove_file(path).map_err(super::error::StorageError::io("deleting", path))?;
+    match path.parent() {
+        Some(dir) => super::segment::sync_dir(dir),
+        None => Ok(()),
     }
 }

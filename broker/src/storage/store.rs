@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -16,8 +16,11 @@ use super::checkpoint::Checkpoint;
 use super::commit_log::{CommitLog, ROLL_MARKER};
 use super::config::{FlushMode, StoreConfig};
 use super::disk_space::DiskGuard;
+use super::epochs::{EpochEntry, EpochHistory};
 use super::error::{Result, StorageError};
-use super::file_names::{check_topic_name, ABORT_FILE, CHECKPOINT_FILE, INDEX_DIR, LOCK_FILE};
+use super::file_names::{
+    check_topic_name, ABORT_FILE, CHECKPOINT_FILE, EPOCHS_FILE, INDEX_DIR, LOCK_FILE,
+};
 use super::flush::{self, FlushQueue, Waiter};
 use super::indexes::Indexes;
 use super::preparer::Preparer;
@@ -60,6 +63,14 @@ pub(crate) struct Shared {
     /// Held while the checkpoint is written; holds the last one written, so that an idle store
     /// does not rewrite (and fsync) the same checkpoint every flush interval.
     checkpoint_writing: Mutex<Option<Checkpoint>>,
+    /// Held while the log is fsynced, so that a truncation never races a flush that would
+    /// publish a flushed position past the new end.
+    flushing: Mutex<()>,
+    /// Which master epoch wrote which part of the log (the `epochs` file).
+    epochs: Mutex<EpochHistory>,
+    /// The epoch stamped into producers' batches: the master's current one (0 until
+    /// [`Store::begin_epoch`]).
+    master_epoch: AtomicU32,
     #[cfg(test)]
     pub(crate) faults: super::flush::Faults,
     // Held for the store's lifetime: the flock keeps a second broker out of the directory.
@@ -147,6 +158,23 @@ pub struct RetentionReport {
     pub log_start_position: u64,
 }
 
+/// What [`Store::truncate_to`] dropped: the log bytes `[from_position, to_position)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub from_position: u64,
+    pub to_position: u64,
+    pub batches: u64,
+    pub messages: u64,
+    /// The master epochs of the dropped batches, each once, in log order.
+    pub epochs: Vec<u32>,
+}
+
+impl Dropped {
+    pub fn bytes(&self) -> u64 {
+        self.to_position - self.from_position
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `config.data_dir`, recovering after an unclean shutdown.
     pub fn open(config: StoreConfig) -> Result<Store> {
@@ -161,6 +189,7 @@ impl Store {
         let mut log = CommitLog::open(&dir, config.segment_bytes, preparer.clone())?;
         let mut indexes = Indexes::open(&dir, config.index_entries_per_file)?;
         let recovery = recover(&mut log, &mut indexes, checkpoint, clean, &config)?;
+        let epochs = open_epochs(&dir, log.write_position())?;
         // What recovery kept past the checkpoint may sit only in the page cache (a killed
         // process): make it durable before the checkpoint says it is.
         for (file, offset, len) in log.ranges(recovery.scanned_from, log.write_position()) {
@@ -200,6 +229,9 @@ impl Store {
             preparer,
             index_creation: Mutex::new(()),
             checkpoint_writing: Mutex::new(None),
+            flushing: Mutex::new(()),
+            epochs: Mutex::new(epochs),
+            master_epoch: AtomicU32::new(0),
             #[cfg(test)]
             faults: super::flush::Faults::default(),
             _lock: lock,
@@ -296,6 +328,18 @@ impl Store {
             }
         }
         check_topic_name(view.topic())?;
+        if let Placement::Verbatim { position } = placement {
+            // The history says which epoch writes here: the replica records a new epoch
+            // (`record_epoch`) before its first batch.
+            let epoch = self.shared.lock_epochs().last_epoch();
+            if view.master_epoch() != epoch {
+                return Err(StorageError::EpochMismatch {
+                    position,
+                    batch_epoch: view.master_epoch(),
+                    epoch,
+                });
+            }
+        }
         let (appended, read_ahead) = loop {
             let mut state = self.shared.lock_state();
             state.disk.check()?;
@@ -334,7 +378,7 @@ impl Store {
                 Placement::Stamp { .. } => view.copy_stamped(
                     destination,
                     BrokerStamp {
-                        master_epoch: self.shared.config.master_epoch,
+                        master_epoch: self.shared.master_epoch.load(Ordering::Acquire),
                         base_queue_offset,
                         store_timestamp_ms: now_ms(),
                     },
@@ -536,6 +580,140 @@ impl Store {
         }
     }
 
+    /// Which master epoch wrote which part of the log.
+    pub fn epoch_history(&self) -> EpochHistory {
+        self.shared.lock_epochs().clone()
+    }
+
+    /// The epoch stamped into producers' batches now (0 before [`Store::begin_epoch`]).
+    pub fn master_epoch(&self) -> u32 {
+        self.shared.master_epoch.load(Ordering::Acquire)
+    }
+
+    /// Makes `epoch` this master's: recorded durably in the history as starting at the log's
+    /// end (an empty last epoch is replaced), then stamped into every batch appended. Call it
+    /// while nothing is being appended. Blocks on the disk.
+    pub fn begin_epoch(&self, epoch: u32, promoted: bool) -> Result<()> {
+        let mut history = self.shared.lock_epochs();
+        let mut changed = history.clone();
+        changed
+            .push(EpochEntry {
+                epoch,
+                start: self.end_position(),
+                promoted,
+            })
+            .map_err(StorageError::EpochHistory)?;
+        changed.written_as_slave = false;
+        changed.write(&self.shared.config.data_dir.join(EPOCHS_FILE))?;
+        *history = changed;
+        self.shared.master_epoch.store(epoch, Ordering::Release);
+        Ok(())
+    }
+
+    /// A replica records an epoch of its master before appending that epoch's first batch
+    /// (at `entry.start`, its end). Blocks on the disk.
+    pub fn record_epoch(&self, entry: EpochEntry) -> Result<()> {
+        self.update_epochs(|history| {
+            history.push(entry).map_err(StorageError::EpochHistory)?;
+            history.written_as_slave = true;
+            Ok(())
+        })
+    }
+
+    /// Records that this broker runs as a slave now, so that starting it as a master later
+    /// is known to be a promotion. Blocks on the disk when it changes.
+    pub fn mark_slave(&self) -> Result<()> {
+        if self.shared.lock_epochs().written_as_slave {
+            return Ok(());
+        }
+        self.update_epochs(|history| {
+            history.written_as_slave = true;
+            Ok(())
+        })
+    }
+
+    fn update_epochs(&self, change: impl FnOnce(&mut EpochHistory) -> Result<()>) -> Result<()> {
+        let mut history = self.shared.lock_epochs();
+        let mut changed = history.clone();
+        change(&mut changed)?;
+        changed.write(&self.shared.config.data_dir.join(EPOCHS_FILE))?;
+        *history = changed;
+        Ok(())
+    }
+
+    /// Cuts the log back to `position`, a batch boundary (a replica dropping the tail its new
+    /// master does not have): the batches from there on, their index entries and the epochs
+    /// that begin there are gone, durably, and the next append lands at `position`. Call it
+    /// while nothing is being appended. Blocks on the disk.
+    ///
+    /// Power-loss safe in this order: everything is flushed and checkpointed first; then the
+    /// checkpoint says `position` (recovery scans from there, so a power loss before the cut
+    /// finishes finds the old tail again, still described by the epoch history, and the next
+    /// reconciliation cuts it again); then the index entries go, then the log bytes (zeroed in
+    /// their segment, later segments deleted newest first, each deletion durable, so no gap
+    /// can appear), and last the epochs beginning at or past `position`.
+    pub fn truncate_to(&self, position: u64) -> Result<Dropped> {
+        self.flush()?;
+        self.shared.write_checkpoint()?;
+        let _flushing = self
+            .shared
+            .flushing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let _checkpoint = self
+            .shared
+            .checkpoint_writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut state = self.shared.lock_state();
+        let end = state.log.write_position();
+        let start = state.log.start_position();
+        if position < start || position > end {
+            return Err(StorageError::PositionOutOfRange {
+                from: position,
+                start,
+                end,
+            });
+        }
+        let mut dropped = describe_tail(&state.log, position, end)?;
+        if position == end {
+            return Ok(dropped);
+        }
+        Checkpoint {
+            flushed_position: position,
+            index_flushed_position: position,
+        }
+        .write(&self.shared.config.data_dir.join(CHECKPOINT_FILE))?;
+        for index in state.indexes.iter_mut() {
+            index.truncate_from_position(position)?;
+        }
+        let made_ahead_stale = state.log.truncate_to(position)?;
+        if made_ahead_stale {
+            let active_end = state.log.segments().last().expect("never empty").end();
+            self.shared.preparer.restart_at(active_end)?;
+        }
+        self.shared
+            .written_position
+            .store(position, Ordering::Release);
+        self.shared
+            .flushed_position
+            .store(position, Ordering::Release);
+        // u64::MAX means no slave's acknowledgement bounds readers: it stays so.
+        let _ = self.shared.replicated_position.fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |replicated| (replicated != u64::MAX && replicated > position).then_some(position),
+        );
+        drop(state);
+        let mut cut_history = self.shared.lock_epochs().clone();
+        if cut_history.truncate_from(position) {
+            cut_history.write(&self.shared.config.data_dir.join(EPOCHS_FILE))?;
+            *self.shared.lock_epochs() = cut_history;
+        }
+        dropped.to_position = end;
+        Ok(dropped)
+    }
+
     /// Every (topic, queue) that holds or held data.
     pub fn queues(&self) -> Vec<(String, u32)> {
         self.shared.lock_state().indexes.queues()
@@ -723,6 +901,10 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn lock_epochs(&self) -> MutexGuard<'_, EpochHistory> {
+        self.epochs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn check_not_fenced(&self) -> Result<()> {
         if self.fenced.load(Ordering::Acquire) {
             let reason = self
@@ -811,6 +993,9 @@ impl Shared {
 
     /// Writes every log byte in `[flushed_position, to)` to disk.
     pub(crate) fn flush_log_to(&self, to: u64) -> std::io::Result<()> {
+        let _flushing = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        // A truncation may have moved the end back since `to` was read.
+        let to = to.min(self.written_position.load(Ordering::Acquire));
         let from = self.flushed_position.load(Ordering::Acquire);
         if to <= from {
             return Ok(());
@@ -923,6 +1108,67 @@ impl Shared {
         *last_written = Some(checkpoint);
         Ok(())
     }
+}
+
+/// The epoch history of the data directory, without the epochs beginning past the log's `end`
+/// (recovery cut what they described).
+fn open_epochs(dir: &Path, end: u64) -> Result<EpochHistory> {
+    let mut history = EpochHistory::read(&dir.join(EPOCHS_FILE))?;
+    if history.truncate_from(end + 1) {
+        history.write(&dir.join(EPOCHS_FILE))?;
+    }
+    Ok(history)
+}
+
+/// Walks the batches of `[from, end)` (following roll markers), checking that `from` is a batch
+/// boundary, and counts them.
+fn describe_tail(log: &CommitLog, from: u64, end: u64) -> Result<Dropped> {
+    let mut dropped = Dropped {
+        from_position: from,
+        to_position: from,
+        ..Dropped::default()
+    };
+    let not_boundary = |reason: String| StorageError::NotABatchBoundary {
+        position: from,
+        reason,
+    };
+    let mut at = from;
+    while at < end {
+        let segment = log
+            .segment_at(at)
+            .ok_or_else(|| not_boundary(format!("no segment holds position {at}")))?;
+        if at + 4 > segment.end() {
+            at = segment.end();
+            continue;
+        }
+        let length = log
+            .bytes_at(at, 4)
+            .map(|field| u32::from_be_bytes(field[..].try_into().expect("4 bytes")))
+            .expect("inside the segment");
+        if length == ROLL_MARKER {
+            at = segment.end();
+            continue;
+        }
+        let size = 4 + u64::from(length);
+        let batch = (at + size <= segment.end())
+            .then(|| log.bytes_at(at, size as usize))
+            .flatten()
+            .ok_or_else(|| not_boundary(format!("the length at {at} runs past its segment")))?;
+        let view = BatchView::parse_with_limit(&batch, usize::MAX)
+            .map_err(|error| not_boundary(format!("no valid batch at {at}: {error}")))?;
+        dropped.batches += 1;
+        dropped.messages += u64::from(view.message_count());
+        if dropped.epochs.last() != Some(&view.master_epoch()) {
+            dropped.epochs.push(view.master_epoch());
+        }
+        at += size;
+    }
+    if at != end {
+        return Err(not_boundary(format!(
+            "the batches from it end at {at}, not at the log's end {end}"
+        )));
+    }
+    Ok(dropped)
 }
 
 /// Takes an exclusive flock on the directory's LOCK file.

@@ -86,9 +86,8 @@ fn appended_batches_read_back_with_offsets_after_reopening() {
 #[test]
 fn stored_batches_carry_the_brokers_stamp_and_a_valid_crc() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
-    config.master_epoch = 7;
-    let store = Store::open(config).unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    store.begin_epoch(7, false).unwrap();
     append_ok(&store, &batch("t", 0, &[b"1", b"2"]));
     append_ok(&store, &batch("t", 0, &[b"3"]));
     let read = store.read("t", 0, 2, 1 << 20).unwrap();
@@ -1342,4 +1341,58 @@ fn an_idle_store_does_not_rewrite_its_checkpoint() {
     assert_eq!(inode(), after_news, "rewritten with nothing new");
     append_ok(&store, &batch("t", 0, &[b"more"]));
     wait_for(|| (inode() != after_news).then_some(()));
+}
+
+/// A replica's truncation: everything from a batch boundary on is gone (across segments, with
+/// its index entries and the epochs that began there), the next append lands there, and a
+/// reopened store agrees; a position inside a batch is refused, changing nothing.
+#[test]
+fn truncation_drops_the_tail_from_a_batch_boundary_across_segments_and_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    store.begin_epoch(1, false).unwrap();
+    let body = vec![b'x'; 3000];
+    let mut positions = Vec::new();
+    for _ in 0..20 {
+        positions.push(append_ok(&store, &batch("t", 0, &[&body])).position);
+    }
+    store.begin_epoch(2, true).unwrap();
+    for _ in 0..40 {
+        positions
+            .push(append_ok(&store, &batch("t", (positions.len() % 2) as u32, &[&body])).position);
+    }
+    let end = store.end_position();
+    assert!(end > 2 * 64 * 1024, "spans three segments");
+    let error = store.truncate_to(positions[10] + 1).unwrap_err();
+    assert!(
+        matches!(error, StorageError::NotABatchBoundary { .. }),
+        "{error}"
+    );
+    assert_eq!(store.end_position(), end);
+
+    let to = positions[15];
+    let dropped = store.truncate_to(to).unwrap();
+    assert_eq!((dropped.from_position, dropped.to_position), (to, end));
+    assert_eq!((dropped.batches, dropped.messages), (45, 45));
+    assert_eq!(dropped.epochs, vec![1, 2]);
+    assert_eq!(store.end_position(), to);
+    assert_eq!(store.queue_offsets("t", 0), (0, 15));
+    assert_eq!(store.queue_offsets("t", 1), (0, 0));
+    let history = store.epoch_history();
+    assert_eq!(
+        history.entries.len(),
+        1,
+        "epoch 2 began past the cut: {history:?}"
+    );
+    assert_eq!(history.last_epoch(), 1);
+
+    let again = append_ok(&store, &batch("t", 0, &[b"after"]));
+    assert_eq!((again.position, again.base_queue_offset), (to, 15));
+    store.close().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    assert_eq!(store.end_position(), to + u64::from(again.size));
+    assert_eq!(store.queue_offsets("t", 0), (0, 16));
+    let read = store.read("t", 0, 15, 1 << 20).unwrap();
+    assert_eq!(bodies_of(&read), vec![(15, b"after".to_vec())]);
+    assert_eq!(store.epoch_history().last_epoch(), 1);
 }

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::error_code::ErrorCode;
 use crate::frame::{self, RequestHeader};
 use crate::response::{decode_error_head, ErrorResponse};
-use crate::wire::{put_bytes, put_string, DecodeError, Reader};
+use crate::wire::{put_bytes, put_count, put_string, DecodeError, Reader};
 
 /// A slave introduces itself; the master checks who it is before serving it.
 pub const REPLICA_HELLO: u16 = 100;
@@ -23,6 +23,19 @@ pub const REPLICATION_API_VERSION: u16 = 1;
 /// Whether `api_key` is one of the replication apis (the broker hands those to replication).
 pub fn is_replication_api(api_key: u16) -> bool {
     (REPLICA_HELLO..=REPLICA_METADATA).contains(&api_key)
+}
+
+/// One epoch of a group's masters and the log position where its batches begin: an entry of a
+/// broker's epoch history (proto-spec.md section 2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEntry {
+    pub epoch: u32,
+    pub start: u64,
+    /// The epoch began when a slave became master (a promotion): bytes of older epochs at or
+    /// past `start` that another replica holds were never acknowledged through this group's
+    /// masters and may be dropped. An epoch a master began at its own restart does not say so:
+    /// the master may have lost a tail of its previous epoch that a slave still holds.
+    pub promoted: bool,
 }
 
 /// What a slave says about itself, first on its connection (after the Handshake).
@@ -39,10 +52,12 @@ pub struct ReplicaHello {
     pub log_end: u64,
     /// The slave's segment size, which must be the master's for positions to match.
     pub segment_bytes: u64,
+    /// The slave's epoch history: the master compares it with its own.
+    pub epochs: Vec<EpochEntry>,
 }
 
 /// The master accepted the slave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaHelloResponse {
     /// The epoch the master writes into its batches.
     pub master_epoch: u32,
@@ -52,6 +67,11 @@ pub struct ReplicaHelloResponse {
     /// The master's oldest log position and its end.
     pub log_start: u64,
     pub log_end: u64,
+    /// Where the slave's log must be cut before it copies: its end when it holds nothing the
+    /// master does not have; below it, the last position both histories share.
+    pub truncate_to: u64,
+    /// The master's epoch history: the slave records the epochs it copies with their flags.
+    pub epochs: Vec<EpochEntry>,
 }
 
 /// Log bytes from `position`. The position acknowledges every byte below it; the slave's
@@ -128,6 +148,7 @@ impl ReplicaRequest {
                 put_bytes(out, &hello.secret);
                 out.put_u64(hello.log_end);
                 out.put_u64(hello.segment_bytes);
+                put_epochs(out, &hello.epochs);
             }
             ReplicaRequest::Fetch(fetch) => {
                 out.put_u64(fetch.position);
@@ -151,6 +172,7 @@ impl ReplicaRequest {
                 secret: reader.bytes("secret")?,
                 log_end: reader.u64("log_end")?,
                 segment_bytes: reader.u64("segment_bytes")?,
+                epochs: read_epochs(&mut reader)?,
             }),
             REPLICA_FETCH => ReplicaRequest::Fetch(ReplicaFetch {
                 position: reader.u64("position")?,
@@ -163,6 +185,43 @@ impl ReplicaRequest {
         };
         reader.finish()?;
         Ok(request)
+    }
+}
+
+/// Bytes of one encoded [`EpochEntry`]: epoch u32, start u64, flags u8.
+const EPOCH_ENTRY_BYTES: usize = 13;
+
+fn put_epochs(out: &mut BytesMut, epochs: &[EpochEntry]) {
+    put_count(out, epochs.len());
+    for entry in epochs {
+        out.put_u32(entry.epoch);
+        out.put_u64(entry.start);
+        out.put_u8(u8::from(entry.promoted));
+    }
+}
+
+fn read_epochs(reader: &mut Reader) -> Result<Vec<EpochEntry>, DecodeError> {
+    let count = reader.count("epochs", EPOCH_ENTRY_BYTES)?;
+    let mut epochs = Vec::with_capacity(count);
+    for _ in 0..count {
+        epochs.push(EpochEntry {
+            epoch: reader.u32("epoch")?,
+            start: reader.u64("start")?,
+            promoted: read_flag(reader, "flags")?,
+        });
+    }
+    Ok(epochs)
+}
+
+/// A u8 that must be 0 (false) or 1 (true).
+fn read_flag(reader: &mut Reader, field: &'static str) -> Result<bool, DecodeError> {
+    match reader.u8(field)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        value => Err(DecodeError::InvalidValue {
+            field,
+            value: value.into(),
+        }),
     }
 }
 
@@ -223,6 +282,8 @@ impl ReplicaResponse {
                     out.put_u8(u8::from(hello.fsync_acks));
                     out.put_u64(hello.log_start);
                     out.put_u64(hello.log_end);
+                    out.put_u64(hello.truncate_to);
+                    put_epochs(out, &hello.epochs);
                 }
                 ReplicaResponse::Metadata(metadata) => {
                     out.put_u64(metadata.topics_version);
@@ -246,18 +307,11 @@ impl ReplicaResponse {
         let response = match api_key {
             REPLICA_HELLO => ReplicaResponse::Hello(ReplicaHelloResponse {
                 master_epoch: reader.u32("master_epoch")?,
-                fsync_acks: match reader.u8("fsync_acks")? {
-                    0 => false,
-                    1 => true,
-                    value => {
-                        return Err(DecodeError::InvalidValue {
-                            field: "fsync_acks",
-                            value: value.into(),
-                        })
-                    }
-                },
+                fsync_acks: read_flag(&mut reader, "fsync_acks")?,
                 log_start: reader.u64("log_start")?,
                 log_end: reader.u64("log_end")?,
+                truncate_to: reader.u64("truncate_to")?,
+                epochs: read_epochs(&mut reader)?,
             }),
             REPLICA_FETCH => ReplicaResponse::Fetch(ReplicaFetchResponse {
                 master_end: reader.u64("master_end")?,
@@ -315,6 +369,11 @@ mod tests {
             secret: Bytes::from_static(b"s3cret"),
             log_end: 42,
             segment_bytes: 1 << 30,
+            epochs: vec![EpochEntry {
+                epoch: 1,
+                start: 0,
+                promoted: false,
+            }],
         }));
         round_trip_request(ReplicaRequest::Fetch(ReplicaFetch {
             position: 1,
@@ -330,6 +389,19 @@ mod tests {
                 fsync_acks: true,
                 log_start: 0,
                 log_end: 99,
+                truncate_to: 42,
+                epochs: vec![
+                    EpochEntry {
+                        epoch: 1,
+                        start: 0,
+                        promoted: false,
+                    },
+                    EpochEntry {
+                        epoch: 2,
+                        start: 40,
+                        promoted: true,
+                    },
+                ],
             }),
         );
         round_trip_response(
