@@ -5,6 +5,7 @@
 #   scripts/bench-quick.sh                 # this tree's binaries
 #   BASE=f81dbb2 scripts/bench-quick.sh    # also another commit's, built side by side, rounds
 #                                          # alternating between the two
+#   BASE_BIN=DIR BASE_LABEL=NAME scripts/bench-quick.sh   # the same with binaries built before
 #
 # Each round: dd (2 GiB, one fdatasync) and the fsync p99 of the moment, then for each build a
 # fresh broker: end-to-end latency at 20,000 msg/s (1 KiB, one queue, async flush), produce
@@ -20,7 +21,10 @@ BASE=${BASE:-}
 # shellcheck source=scripts/bench-broker-lib.sh
 source scripts/bench-broker-lib.sh
 BUILDS=("this:target/release")
-if [ -n "$BASE" ]; then
+if [ -n "${BASE_BIN:-}" ]; then
+  # Binaries already built (smq, smq-broker in one directory), e.g. kept from before a change.
+  BUILDS+=("${BASE_LABEL:-base}:$BASE_BIN")
+elif [ -n "$BASE" ]; then
   base_tree="$PWD/target/base-tree"
   git worktree remove --force "$base_tree" 2>/dev/null || true
   git worktree add --detach --quiet "$base_tree" "$BASE"
