@@ -318,9 +318,8 @@ fn readme_second_command_is_the_test_command_ci_runs() {
     );
     let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/run"))
         .expect(".ci/run");
-    assert_eq!(
-        commands(&ci).last(),
-        Some(&test_command),
-        ".ci/run should end with README's test command:\n{ci}"
+    assert!(
+        commands(&ci).contains(&test_command),
+        ".ci/run should run README's test command:\n{ci}"
     );
 }
