@@ -6,9 +6,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::error_code::ErrorCode;
 use crate::frame::{self, RequestHeader};
-use crate::response::{decode_error_head, ErrorResponse};
+use crate::response::{decode_error_head, encode_error_head, ErrorResponse};
 use crate::wire::{put_bytes, put_count, put_string, DecodeError, Reader};
 
 /// A slave introduces itself; the master checks who it is before serving it.
@@ -248,8 +247,7 @@ impl ReplicaFetchResponse {
     pub fn encode_head(&self, bytes_len: usize, correlation_id: u32, out: &mut BytesMut) {
         let start = out.len();
         frame::encode_response(out, correlation_id, |out| {
-            out.put_u16(ErrorCode::None.as_u16());
-            put_string(out, "");
+            encode_error_head(out, None);
             out.put_u64(self.master_end);
             out.put_u64(self.topics_version);
             out.put_u64(self.offsets_version);
@@ -270,12 +268,10 @@ impl ReplicaResponse {
         }
         frame::encode_response(out, correlation_id, |out| {
             if let ReplicaResponse::Error(error) = self {
-                out.put_u16(error.code);
-                put_string(out, &error.message);
+                encode_error_head(out, Some(error));
                 return;
             }
-            out.put_u16(ErrorCode::None.as_u16());
-            put_string(out, "");
+            encode_error_head(out, None);
             match self {
                 ReplicaResponse::Hello(hello) => {
                     out.put_u32(hello.master_epoch);
@@ -336,6 +332,7 @@ impl ReplicaResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_code::ErrorCode;
     use crate::frame::{decode_request, decode_response};
 
     fn round_trip_request(request: ReplicaRequest) {

@@ -233,8 +233,7 @@ impl FetchResponse {
         );
         let start = out.len();
         frame::encode_response(out, correlation_id, |out| {
-            out.put_u16(ErrorCode::None.as_u16());
-            put_string(out, "");
+            encode_error_head(out, None);
             out.put_u64(self.high_watermark);
             out.put_u64(self.log_start_offset);
             out.put_u32(u32::try_from(batches_len).expect("batches above 4 GiB"));
@@ -549,13 +548,10 @@ impl Response {
         }
         frame::encode_response(out, correlation_id, |out| {
             if let Response::Error(error) = self {
-                assert!(error.code != 0, "an error response needs an error code");
-                out.put_u16(error.code);
-                put_string(out, &error.message);
+                encode_error_head(out, Some(error));
                 return;
             }
-            out.put_u16(ErrorCode::None.as_u16());
-            put_string(out, "");
+            encode_error_head(out, None);
             match self {
                 Response::Handshake(response) => response.encode_v1(out),
                 Response::Produce(response) => response.encode_v1(out),
@@ -596,6 +592,22 @@ impl Response {
         };
         reader.finish()?;
         Ok(response)
+    }
+}
+
+/// Writes the `error_code` and `error_message` every response body starts with: `error`'s, or
+/// code 0 and an empty message before a success's fields. Panics on an error with code 0.
+pub(crate) fn encode_error_head(out: &mut BytesMut, error: Option<&ErrorResponse>) {
+    match error {
+        Some(error) => {
+            assert!(error.code != 0, "an error response needs an error code");
+            out.put_u16(error.code);
+            put_string(out, &error.message);
+        }
+        None => {
+            out.put_u16(ErrorCode::None.as_u16());
+            put_string(out, "");
+        }
     }
 }
 
