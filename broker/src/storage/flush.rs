@@ -252,6 +252,8 @@ pub(crate) struct Faults {
     pub(crate) failing_syncs: std::sync::atomic::AtomicU32,
     /// Every flush sleeps this long first, as a stalled disk would.
     pub(crate) sync_delay_ms: std::sync::atomic::AtomicU64,
+    /// How many delayed flushes have begun their delay (a test waits for one, not a time).
+    pub(crate) delayed_syncs_begun: std::sync::atomic::AtomicU32,
 }
 
 #[cfg(test)]
@@ -259,6 +261,7 @@ impl Faults {
     pub(crate) fn before_sync(&self) -> std::io::Result<()> {
         let delay = self.sync_delay_ms.load(Ordering::Acquire);
         if delay > 0 {
+            self.delayed_syncs_begun.fetch_add(1, Ordering::AcqRel);
             std::thread::sleep(Duration::from_millis(delay));
         }
         let failing = self

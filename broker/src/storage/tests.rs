@@ -879,11 +879,11 @@ fn a_slow_periodic_flush_fails_who_waits_behind_it_but_does_not_fence_the_log() 
     config.flush_interval_ms = 20;
     config.flush_timeout_ms = 100;
     let store = Store::open(config).unwrap();
-    store.faults().sync_delay_ms.store(600, Ordering::Release);
+    store.faults().sync_delay_ms.store(1500, Ordering::Release);
     store.append(&batch("t", 0, &[b"backlog"])).unwrap();
-    // The periodic flush of that append starts within 20 ms and takes 600: past the timeout
-    // from 120 ms on. An explicit flush asked meanwhile waits behind it.
-    std::thread::sleep(Duration::from_millis(250));
+    // The periodic flush of that append starts within 20 ms and takes 1,500. An explicit
+    // flush asked meanwhile waits behind it, and gives up at its 100 ms timeout.
+    wait_for(|| (store.faults().delayed_syncs_begun.load(Ordering::Acquire) > 0).then_some(()));
     let asked = Instant::now();
     let error = store.flush().unwrap_err();
     assert!(
@@ -891,8 +891,9 @@ fn a_slow_periodic_flush_fails_who_waits_behind_it_but_does_not_fence_the_log() 
         "{error}"
     );
     assert!(
-        asked.elapsed() < Duration::from_millis(600),
-        "answered before the slow flush ends, not left to hang behind it"
+        asked.elapsed() < Duration::from_millis(1000),
+        "answered at its timeout, not left to hang behind the slow flush: {:?}",
+        asked.elapsed()
     );
     store.faults().sync_delay_ms.store(0, Ordering::Release);
     wait_for(|| (store.flushed_position() == store.end_position()).then_some(()));
