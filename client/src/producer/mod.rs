@@ -734,7 +734,9 @@ impl Completion {
         };
         match result {
             Ok(base_offset) => self.finish(Ok(base_offset)),
-            Err(error) => self.failed(error, true).await,
+            // Boxed: the failure path's future (routes, resend) is large, and inline it would
+            // be copied into every batch's task on the common path.
+            Err(error) => Box::pin(self.failed(error, true)).await,
         }
     }
 
