@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::connection::{Connection, ConnectionOptions, OnConnection, PendingResponse, PerBroker};
 use crate::error::{Error, Result};
-use crate::protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
+use crate::protocol::limits::{is_valid_topic_name, MAX_BATCH_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
 use crate::protocol::record_batch::Message;
 use crate::protocol::request::{Acks, ProduceRequest};
 use crate::protocol::{Request, Response};
@@ -543,10 +543,13 @@ fn choose_queue<'a>(
         .find(|queue| usable(queue))
 }
 
+/// The rule brokers and the NameServer apply (`limits::is_valid_topic_name`), checked before
+/// anything is sent.
 fn check_topic_name(topic: &str) -> Result<()> {
-    if topic.is_empty() || topic.len() > MAX_TOPIC_NAME_BYTES {
+    if !is_valid_topic_name(topic) {
         return Err(Error::InvalidArgument(format!(
-            "topic name of {} bytes: a topic name has 1 to {MAX_TOPIC_NAME_BYTES} bytes",
+            "invalid topic name {topic:?} ({} bytes): a topic name has 1 to \
+             {MAX_TOPIC_NAME_BYTES} ASCII letters, digits, '.', '_' or '-', and is not . or ..",
             topic.len()
         )));
     }
@@ -827,6 +830,20 @@ mod tests {
                 queue_id: queue_id as u32 % 2,
             })
             .collect()
+    }
+
+    /// The producer refuses what a broker would (a name that is a path, a space, too long)
+    /// before sending anything, with the rule in the message.
+    #[test]
+    fn topic_names_follow_the_brokers_rule() {
+        for good in ["orders", "a.b_c-1", &"t".repeat(MAX_TOPIC_NAME_BYTES)] {
+            assert!(check_topic_name(good).is_ok(), "{good}");
+        }
+        let too_long = "t".repeat(MAX_TOPIC_NAME_BYTES + 1);
+        for bad in ["", ".", "..", "../etc", "a b", "é", &too_long] {
+            let error = check_topic_name(bad).unwrap_err().to_string();
+            assert!(error.contains("ASCII letters, digits"), "{bad}: {error}");
+        }
     }
 
     #[test]
