@@ -150,9 +150,11 @@ impl ConsumerGroups {
         let key = (consumer_group.to_owned(), heartbeat.topic.clone());
         let first_heard = !self.topics.contains_key(&key);
         let group = self.topics.entry(key).or_default();
+        // A member leaving may have released queues it held: no sign of a new group.
         if first_heard
             && matches!(warm_up, WarmUp::Running { .. })
             && heartbeat.owned.is_empty()
+            && !heartbeat.leave
             && stored_epochs.is_empty()
         {
             group.new_during_warm_up = true;
@@ -559,6 +561,19 @@ mod tests {
         sim.holding.insert("a".into(), vec![held.clone()]);
         assert_eq!(sim.beat("a", 0, true), vec![held.clone()]);
         assert!(sim.beat("b", 10, true).is_empty());
+        // Its first heartbeat here is a member leaving (it may have released queues).
+        let mut sim = Sim::new(queues(&["g1"], 2));
+        let leave = MemberHeartbeat {
+            member_id: "gone".into(),
+            topic: "t".into(),
+            session_timeout_ms: SESSION_MS,
+            owned: Vec::new(),
+            leave: true,
+        };
+        let warm_up = WarmUp::Running { wall_ms: WALL_MS };
+        sim.groups
+            .heartbeat("cg", leave, &sim.queues, &sim.stored, 0, warm_up);
+        assert!(sim.beat("a", 10, true).is_empty());
         // A broker of the topic stores an offset of it: it consumed before.
         let mut sim = Sim::new(queues(&["g1"], 2));
         sim.stored.insert(("g1".into(), 1), 2);
