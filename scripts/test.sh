@@ -8,10 +8,14 @@
 # 1. Installs what the tests need beyond Rust: bind9 and bind9-dnsutils (a real named and
 #    nsupdate for tests/tests/dns_bind9.rs), through apt-get when it can (as root, or with
 #    passwordless sudo); otherwise it says exactly what to install and those tests do not run.
-# 2. Runs the tests with SMQ_TEST_SKIP_LOG set: a test that cannot run here (bind9 missing; the
+# 2. Installs kubernetes-validate from PyPI (it bundles the Kubernetes schemas, so the test that
+#    validates deploy/kubernetes runs offline) in a virtualenv in the target directory, and
+#    points the test at it with SMQ_KUBERNETES_VALIDATE; python3-venv comes from apt-get when
+#    missing, as above.
+# 3. Runs the tests with SMQ_TEST_SKIP_LOG set: a test that cannot run here (bind9 missing; the
 #    two storage tests that mount a small tmpfs without root) records itself and why
 #    (tests/src/skip.rs) instead of failing, as it would under a plain `cargo test`.
-# 3. Ends with one summary line (passed, failed, not run, as which user) and the tests not run,
+# 4. Ends with one summary line (passed, failed, not run, as which user) and the tests not run,
 #    grouped by reason. Exit status: cargo's; with CI=true a test not run is a failure too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +29,7 @@ packages=()
 have named || packages+=(bind9)
 have nsupdate || packages+=(bind9-dnsutils)
 have mount || packages+=(util-linux)
+python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 if ((${#packages[@]})); then
     apt=()
     if ! command -v apt-get >/dev/null; then
@@ -44,6 +49,20 @@ if ((${#packages[@]})); then
         echo "  To run every test, first run as root: apt-get install -y ${packages[*]}" >&2
         echo "  Now the tests that need them are listed at the end as not run." >&2
     fi
+fi
+
+# kubernetes-validate for tests/tests/deploy.rs (the version its KUBERNETES_VALIDATE names).
+validator_venv=${CARGO_TARGET_DIR:-target}/kubernetes-validate-1.37.0
+if [[ ! -x $validator_venv/bin/kubernetes-validate ]]; then
+    echo "scripts/test.sh: installing kubernetes-validate==1.37.0 from PyPI into $validator_venv"
+    rm -rf "$validator_venv"
+    { python3 -m venv "$validator_venv" &&
+        "$validator_venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate==1.37.0; } ||
+        echo "scripts/test.sh: installing kubernetes-validate failed: the Kubernetes schema test will not run" >&2
+fi
+if [[ -x $validator_venv/bin/kubernetes-validate ]]; then
+    SMQ_KUBERNETES_VALIDATE=$(cd "$validator_venv/bin" && pwd)/kubernetes-validate
+    export SMQ_KUBERNETES_VALIDATE
 fi
 
 skip_log=$(mktemp)

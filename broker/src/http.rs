@@ -59,5 +59,13 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
             .map(|topic| (topic.name.as_str(), &topic.counters)),
     );
     crate::replication::render_metrics(&broker, &mut text);
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    crate::metrics::render_consumer_lag(
+        &crate::registration::consumer_offsets(&broker),
+        wall_ms,
+        &mut text,
+    );
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -5,6 +5,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use smq_protocol::nameserver_api::ConsumerOffset;
+
 /// Upper bounds of the latency buckets, in microseconds (rendered in seconds).
 const LATENCY_BUCKETS_US: [u64; 16] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
@@ -181,9 +183,94 @@ impl Metrics {
     }
 }
 
+/// A Prometheus label value with `\\`, `"` and newlines escaped (consumer group names may hold
+/// them).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Appends each consumer group's lag on this broker's queues, from `offsets` (what the broker
+/// reports to the NameServer: committed offset, queue end and the store time of the oldest
+/// message not consumed) at wall-clock time `wall_ms`: `smq_consumer_group_lag_messages` and
+/// `smq_consumer_group_lag_seconds` per (consumer group, topic, queue).
+pub fn render_consumer_lag(offsets: &[ConsumerOffset], wall_ms: u64, out: &mut String) {
+    let labels = |offset: &ConsumerOffset| {
+        format!(
+            "{{consumer_group=\"{}\",topic=\"{}\",queue=\"{}\"}}",
+            label(&offset.consumer_group),
+            label(&offset.topic),
+            offset.queue_id
+        )
+    };
+    let name = "smq_consumer_group_lag_messages";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Messages of a queue here its consumer group has not consumed (queue end minus committed offset).\n# TYPE {name} gauge"
+    );
+    for offset in offsets {
+        let lag = offset.end_offset.saturating_sub(offset.offset);
+        let _ = writeln!(out, "{name}{} {lag}", labels(offset));
+    }
+    let name = "smq_consumer_group_lag_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Age of the oldest message of a queue here its consumer group has not consumed; 0 when none waits.\n# TYPE {name} gauge"
+    );
+    for offset in offsets {
+        let seconds = offset.oldest_unconsumed_ms.map_or(0.0, |stored_ms| {
+            wall_ms.saturating_sub(stored_ms) as f64 / 1000.0
+        });
+        let _ = writeln!(out, "{name}{} {seconds:.3}", labels(offset));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consumer_lag_is_rendered_per_group_topic_and_queue_with_labels_escaped() {
+        let offset =
+            |consumer_group: &str, queue_id, offset, oldest_unconsumed_ms| ConsumerOffset {
+                consumer_group: consumer_group.to_owned(),
+                topic: "clicks".to_owned(),
+                queue_id,
+                offset,
+                owner_epoch: 1,
+                end_offset: 1_000,
+                oldest_unconsumed_ms,
+            };
+        let offsets = [
+            offset("behind", 0, 400, Some(7_500)),
+            offset("caught \"up\"", 3, 1_000, None),
+        ];
+        let mut out = String::new();
+        render_consumer_lag(&offsets, 10_000, &mut out);
+        let behind = "{consumer_group=\"behind\",topic=\"clicks\",queue=\"0\"}";
+        assert!(
+            out.contains(&format!("smq_consumer_group_lag_messages{behind} 600\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("smq_consumer_group_lag_seconds{behind} 2.500\n")),
+            "{out}"
+        );
+        let caught_up = "{consumer_group=\"caught \\\"up\\\"\",topic=\"clicks\",queue=\"3\"}";
+        assert!(
+            out.contains(&format!("smq_consumer_group_lag_messages{caught_up} 0\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "smq_consumer_group_lag_seconds{caught_up} 0.000\n"
+            )),
+            "{out}"
+        );
+        assert_eq!(out.matches("# TYPE").count(), 2, "{out}");
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_and_end_with_inf() {

@@ -16,7 +16,7 @@ use smq_protocol::nameserver_api::{
     Heartbeat, HeartbeatReply, MemberHeartbeat, MemberHeartbeatReply,
 };
 
-use crate::consumer_groups::MemberEvent;
+use crate::consumer_groups::{MemberEvent, WarmUp};
 use crate::group_views;
 
 use crate::metrics::{ConsumerGroupLabels, Gauges, QueueLag};
@@ -218,7 +218,12 @@ pub async fn member_heartbeat(
     })?;
     let (member, topic) = (heartbeat.member_id.clone(), heartbeat.topic.clone());
     let now_ms = state.now_ms();
-    let warming_up = state.consumer_groups_warming_up_ms() > 0;
+    let warm_up = match state.consumer_groups_warming_up_ms() {
+        0 => WarmUp::Over,
+        _ => WarmUp::Running {
+            wall_ms: smq_protocol::record_batch::now_ms(),
+        },
+    };
     let (queues, stored_epochs) = {
         let registry = state.registry();
         (
@@ -232,7 +237,7 @@ pub async fn member_heartbeat(
         &queues,
         &stored_epochs,
         now_ms,
-        warming_up,
+        warm_up,
     );
     match event {
         Some(MemberEvent::Joined) => {

@@ -13,7 +13,11 @@
 //! - Every grant raises the queue's owner epoch above any epoch given out or stored by a broker,
 //!   so that brokers refuse commits of the queue's former owners.
 //! - While warming up (after a start or a failover) members keep what they report and nothing is
-//!   given out: the epochs of queues nobody reported are not known yet.
+//!   given out: members holding queues may not have reported yet. Except to a consumer group
+//!   new to this NameServer (its first member holds nothing and no broker of the topic stores an
+//!   offset of it): it is served at once, its owner epochs raised to the wall clock in ms, above
+//!   any a previous NameServer can have given out, so that an old member that shows up late
+//!   loses its claim and its commits are refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,6 +50,10 @@ struct GroupTopic {
     members: BTreeMap<String, Member>,
     /// The highest owner epoch known per queue (given out, or reported by a member).
     epochs: BTreeMap<QueueId, u64>,
+    /// First heard of during a warm-up with no prior state anywhere this NameServer can see (its
+    /// first member held nothing, no broker stored an offset of it): assigned during the warm-up
+    /// too, with epochs from the wall clock.
+    new_during_warm_up: bool,
 }
 
 impl GroupTopic {
@@ -93,6 +101,16 @@ impl GroupTopic {
     }
 }
 
+/// Whether the NameServer is warming up when a member heartbeat arrives (proto-spec.md §8.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmUp {
+    /// Warm: the members and brokers that exist have reported.
+    Over,
+    /// Warming up at `wall_ms` (ms since the Unix epoch): the floor of the owner epochs given
+    /// to a consumer group new to this NameServer.
+    Running { wall_ms: u64 },
+}
+
 /// Why a member heartbeat did something other than the usual.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberEvent {
@@ -126,13 +144,25 @@ impl ConsumerGroups {
         queues: &BTreeSet<QueueId>,
         stored_epochs: &BTreeMap<QueueId, u64>,
         now_ms: u64,
-        warming_up: bool,
+        warm_up: WarmUp,
     ) -> (MemberHeartbeatReply, Option<MemberEvent>) {
         let interval_ms = heartbeat_interval_ms(heartbeat.session_timeout_ms);
-        let group = self
-            .topics
-            .entry((consumer_group.to_owned(), heartbeat.topic.clone()))
-            .or_default();
+        let key = (consumer_group.to_owned(), heartbeat.topic.clone());
+        let first_heard = !self.topics.contains_key(&key);
+        let group = self.topics.entry(key).or_default();
+        // A member leaving may have released queues it held: no sign of a new group.
+        if first_heard
+            && matches!(warm_up, WarmUp::Running { .. })
+            && heartbeat.owned.is_empty()
+            && !heartbeat.leave
+            && stored_epochs.is_empty()
+        {
+            group.new_during_warm_up = true;
+        }
+        let (keep_only_held, epoch_floor) = match warm_up {
+            WarmUp::Over => (false, 0),
+            WarmUp::Running { wall_ms } => (!group.new_during_warm_up, wall_ms),
+        };
         group.expire(now_ms);
         let id = heartbeat.member_id.clone();
         if heartbeat.leave {
@@ -140,7 +170,7 @@ impl ConsumerGroups {
             let reply = MemberHeartbeatReply {
                 assigned: Vec::new(),
                 heartbeat_interval_ms: interval_ms,
-                warming_up,
+                warming_up: keep_only_held,
             };
             return (reply, left);
         }
@@ -154,10 +184,10 @@ impl ConsumerGroups {
                 held,
             },
         );
-        let assigned = if warming_up {
+        let assigned = if keep_only_held {
             group.members[&id].held.clone()
         } else {
-            assign(group, &id, queues, stored_epochs)
+            assign(group, &id, queues, stored_epochs, epoch_floor)
         };
         let reply = MemberHeartbeatReply {
             assigned: assigned
@@ -169,7 +199,7 @@ impl ConsumerGroups {
                 })
                 .collect(),
             heartbeat_interval_ms: interval_ms,
-            warming_up,
+            warming_up: keep_only_held,
         };
         (reply, joined)
     }
@@ -269,13 +299,14 @@ fn claims(group: &mut GroupTopic, id: &str, owned: &[OwnedQueue]) -> BTreeMap<Qu
 
 /// The queues member `id` may read after this heartbeat: what it holds up to its share (the
 /// rest is revoked, left out of the reply), plus free queues up to its share, each given a new
-/// owner epoch. A held queue that is not in `queues` (its broker group is gone from the routes)
-/// stays with it.
+/// owner epoch, above `epoch_floor` too. A held queue that is not in `queues` (its broker group
+/// is gone from the routes) stays with it.
 fn assign(
     group: &mut GroupTopic,
     id: &str,
     queues: &BTreeSet<QueueId>,
     stored_epochs: &BTreeMap<QueueId, u64>,
+    epoch_floor: u64,
 ) -> BTreeMap<QueueId, u64> {
     let quota = group.quotas(queues)[&id.to_owned()];
     let held = group.members[id].held.clone();
@@ -298,7 +329,7 @@ fn assign(
     for queue in free {
         let given = group.epochs.get(&queue).copied().unwrap_or(0);
         let stored = stored_epochs.get(&queue).copied().unwrap_or(0);
-        let epoch = given.max(stored) + 1;
+        let epoch = given.max(stored).max(epoch_floor) + 1;
         group.epochs.insert(queue.clone(), epoch);
         group
             .members
@@ -316,6 +347,8 @@ mod tests {
     use super::*;
 
     const SESSION_MS: u64 = 3_000;
+    /// The wall clock during the tests' warm-ups.
+    const WALL_MS: u64 = 1_764_590_000_000;
 
     fn queues(groups: &[&str], per_group: u32) -> BTreeSet<QueueId> {
         groups
@@ -343,6 +376,11 @@ mod tests {
         }
 
         fn beat(&mut self, id: &str, now_ms: u64, warming_up: bool) -> Vec<OwnedQueue> {
+            let warm_up = if warming_up {
+                WarmUp::Running { wall_ms: WALL_MS }
+            } else {
+                WarmUp::Over
+            };
             let owned = self.holding.get(id).cloned().unwrap_or_default();
             let heartbeat = MemberHeartbeat {
                 member_id: id.into(),
@@ -351,14 +389,9 @@ mod tests {
                 owned,
                 leave: false,
             };
-            let (reply, _) = self.groups.heartbeat(
-                "cg",
-                heartbeat,
-                &self.queues,
-                &self.stored,
-                now_ms,
-                warming_up,
-            );
+            let (reply, _) =
+                self.groups
+                    .heartbeat("cg", heartbeat, &self.queues, &self.stored, now_ms, warm_up);
             // The member releases what was revoked and takes what was given.
             self.holding.insert(id.into(), reply.assigned.clone());
             reply.assigned
@@ -488,6 +521,65 @@ mod tests {
             }
         }
         assert_eq!(sim.holding, before, "nothing moved");
+    }
+
+    #[test]
+    fn a_consumer_group_new_during_the_warm_up_is_served_at_once_above_any_earlier_epoch() {
+        let mut sim = Sim::new(queues(&["g1", "g2"], 2));
+        let a = sim.beat("a", 0, true);
+        assert_eq!(a.len(), 4, "a new group waits for no warm-up");
+        assert!(a.iter().all(|q| q.owner_epoch > WALL_MS), "{a:?}");
+        // A second member during the warm-up: the usual sticky handover.
+        for round in 1..4 {
+            sim.beat("b", round * 10, true);
+            sim.beat("a", round * 10 + 5, true);
+            sim.assert_one_owner_each(round * 10 + 5);
+        }
+        assert_eq!(sim.holding["a"].len(), 2);
+        assert_eq!(sim.holding["b"].len(), 2);
+        // A member a previous NameServer gave a queue shows up late: its claim is below every
+        // epoch given here, so it loses it and nothing has two owners.
+        let late = OwnedQueue {
+            broker_group: "g1".into(),
+            queue_id: 0,
+            owner_epoch: 7,
+        };
+        sim.holding.insert("late".into(), vec![late]);
+        assert!(sim.beat("late", 50, true).is_empty());
+        sim.assert_one_owner_each(50);
+    }
+
+    #[test]
+    fn during_the_warm_up_a_group_with_prior_state_gets_nothing_new() {
+        // Its first member reports a queue: members holding others may not have reported.
+        let mut sim = Sim::new(queues(&["g1"], 2));
+        let held = OwnedQueue {
+            broker_group: "g1".into(),
+            queue_id: 0,
+            owner_epoch: 3,
+        };
+        sim.holding.insert("a".into(), vec![held.clone()]);
+        assert_eq!(sim.beat("a", 0, true), vec![held.clone()]);
+        assert!(sim.beat("b", 10, true).is_empty());
+        // Its first heartbeat here is a member leaving (it may have released queues).
+        let mut sim = Sim::new(queues(&["g1"], 2));
+        let leave = MemberHeartbeat {
+            member_id: "gone".into(),
+            topic: "t".into(),
+            session_timeout_ms: SESSION_MS,
+            owned: Vec::new(),
+            leave: true,
+        };
+        let warm_up = WarmUp::Running { wall_ms: WALL_MS };
+        sim.groups
+            .heartbeat("cg", leave, &sim.queues, &sim.stored, 0, warm_up);
+        assert!(sim.beat("a", 10, true).is_empty());
+        // A broker of the topic stores an offset of it: it consumed before.
+        let mut sim = Sim::new(queues(&["g1"], 2));
+        sim.stored.insert(("g1".into(), 1), 2);
+        assert!(sim.beat("a", 0, true).is_empty());
+        // Once warm, both are served as usual.
+        assert_eq!(sim.beat("a", 100, false).len(), 2);
     }
 
     #[test]

@@ -404,35 +404,9 @@ async fn post_member_heartbeat(addr: SocketAddr, consumer_group: &str, body: &Va
     http(addr, "POST", &path, Some(&body.to_string())).await
 }
 
-#[tokio::test]
-async fn a_member_gets_queues_once_the_brokers_had_a_heartbeat_timeout_to_register() {
-    let ns = start_warm().await;
-    let member = json!({"member_id": "m1", "topic": "orders", "session_timeout_ms": 3000});
-    let since = Instant::now();
-    let assigned = loop {
-        // Keep the broker live; its first heartbeat starts the take-over window.
-        let reply = post_heartbeat(ns.addr(), &heartbeat("g1", "master", "127.0.0.1:10911")).await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        let reply = post_member_heartbeat(ns.addr(), "billing", &member).await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        let reply = reply.json();
-        if reply["warming_up"] == json!(false) {
-            break reply["assigned"].clone();
-        }
-        assert_eq!(
-            reply["assigned"],
-            json!([]),
-            "nothing is given out while warming up"
-        );
-        assert!(since.elapsed() < Duration::from_secs(5), "{reply}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(
-        since.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        since.elapsed()
-    );
-    let queues: Vec<(String, u64, u64)> = assigned
+/// The (broker group, queue, owner epoch) of each queue a member heartbeat's reply assigns.
+fn assigned_queues(reply: &Value) -> Vec<(String, u64, u64)> {
+    reply["assigned"]
         .as_array()
         .unwrap()
         .iter()
@@ -444,14 +418,78 @@ async fn a_member_gets_queues_once_the_brokers_had_a_heartbeat_timeout_to_regist
                 q["owner_epoch"].as_u64().unwrap(),
             )
         })
+        .collect()
+}
+
+#[tokio::test]
+async fn in_the_take_over_window_a_known_group_keeps_what_it_holds_and_a_new_one_is_served_at_once()
+{
+    let ns = start_warm().await;
+    // A member of a group that held queues before (it reports one) ...
+    let member = json!({"member_id": "m1", "topic": "orders", "session_timeout_ms": 3000,
+        "owned": [{"broker_group": "g1", "queue_id": 0, "owner_epoch": 3}]});
+    let since = Instant::now();
+    let mut first_round = true;
+    let assigned = loop {
+        // Keep the broker live; its first heartbeat starts the take-over window.
+        let reply = post_heartbeat(ns.addr(), &heartbeat("g1", "master", "127.0.0.1:10911")).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let reply = post_member_heartbeat(ns.addr(), "billing", &member).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let reply = reply.json();
+        if reply["warming_up"] == json!(false) {
+            break assigned_queues(&reply);
+        }
+        assert_eq!(
+            assigned_queues(&reply),
+            [("g1".to_owned(), 0, 3)],
+            "while warming up it keeps what it holds and gets nothing more"
+        );
+        if first_round {
+            // ... and, in the same window, a consumer group this NameServer never heard of,
+            // whose member holds nothing, with no offset on the broker: served at once, with
+            // owner epochs above the wall clock (above any an earlier NameServer gave).
+            let wall_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            let newcomer =
+                json!({"member_id": "m2", "topic": "orders", "session_timeout_ms": 3000});
+            let reply = post_member_heartbeat(ns.addr(), "audit", &newcomer)
+                .await
+                .json();
+            assert_eq!(reply["warming_up"], json!(false), "{reply}");
+            let queues = assigned_queues(&reply);
+            assert_eq!(queues.len(), 4, "{reply}");
+            assert!(
+                queues.iter().all(|(_, _, epoch)| *epoch > wall_ms),
+                "{reply}"
+            );
+            first_round = false;
+        }
+        assert!(since.elapsed() < Duration::from_secs(5), "{reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        since.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        since.elapsed()
+    );
+    // Once warm: it keeps its queue and epoch, and the free ones come with epoch 1.
+    let want: Vec<(String, u64, u64)> = (0..4)
+        .map(|q| ("g1".to_owned(), q, if q == 0 { 3 } else { 1 }))
         .collect();
-    let want: Vec<(String, u64, u64)> = (0..4).map(|q| ("g1".to_owned(), q, 1)).collect();
-    assert_eq!(queues, want);
+    assert_eq!(assigned, want);
 
     let list = http(ns.addr(), "GET", "/v1/groups", None).await.json();
-    assert_eq!(list["groups"][0]["consumer_group"], "billing");
-    assert_eq!(list["groups"][0]["members"], 1);
-    assert_eq!(list["groups"][0]["queues"], 4);
+    let billing = list["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["consumer_group"] == "billing")
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(billing["members"], 1);
+    assert_eq!(billing["queues"], 4);
     let view = http(ns.addr(), "GET", "/v1/groups/billing", None)
         .await
         .json();

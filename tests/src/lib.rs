@@ -157,12 +157,20 @@ impl Broker {
         // A broker preallocates its active segment and the next: at the default 1 GiB the
         // suite's brokers would take many GiB of disk at once. 64 MiB, as `smq dev` uses. And
         // the disk watermark at 99%, not 90%: test brokers store little, and a test should not
-        // fail because the machine's disk is 91% full. Unless the test chooses (a flag or a
-        // config file).
+        // fail because the machine's disk is 91% full. Unless the test chooses (the flag, or
+        // its key in the --config file).
+        let config_text = extra_args
+            .iter()
+            .position(|arg| *arg == "--config")
+            .and_then(|i| extra_args.get(i + 1))
+            .map(|path| std::fs::read_to_string(path).expect("the --config file"))
+            .unwrap_or_default();
         let chooses = |flag: &str| {
-            extra_args
-                .iter()
-                .any(|arg| *arg == flag || *arg == "--config")
+            let key = flag.trim_start_matches("--").replace('-', "_");
+            extra_args.contains(&flag)
+                || config_text
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&key))
         };
         if !chooses("--segment-bytes") {
             command.args(["--segment-bytes", &SEGMENT_BYTES_DEFAULT.to_string()]);

@@ -600,6 +600,33 @@ fn reported_lag_matches_a_known_backlog_in_messages_and_seconds() {
         .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(total, 600, "{metrics}");
+    // Each broker's own /metrics has the lag of its queues: over both groups, the backlog.
+    let age_before = produced_at.elapsed().unwrap().as_secs_f64();
+    let (mut broker_messages, mut broker_seconds) = (0, 0.0_f64);
+    for broker in &cluster.brokers {
+        let metrics =
+            smq_tests::http::request_blocking(broker.http_addr, "GET", "/metrics", None).body;
+        for line in metrics.lines() {
+            let value = line.rsplit(' ').next().unwrap();
+            let of_lagging = |name: &str| {
+                line.starts_with(&format!(
+                    "{name}{{consumer_group=\"lagging\",topic=\"{TOPIC}\",queue=\""
+                ))
+            };
+            if of_lagging("smq_consumer_group_lag_messages") {
+                broker_messages += value.parse::<u64>().unwrap();
+            } else if of_lagging("smq_consumer_group_lag_seconds") {
+                broker_seconds = broker_seconds.max(value.parse().unwrap());
+            }
+        }
+    }
+    let age_after = produced_at.elapsed().unwrap().as_secs_f64();
+    println!("brokers' /metrics: {broker_messages} messages, {broker_seconds:.2} s");
+    assert_eq!(broker_messages, 600);
+    assert!(
+        broker_seconds <= age_after + 0.1 && broker_seconds >= age_before - 1.0,
+        "brokers report {broker_seconds} s, the oldest unconsumed message is {age_before} s old"
+    );
     let table = smq_ok(ns, &["group", "list"]);
     let row = table
         .lines()
@@ -667,6 +694,59 @@ fn a_rolling_restart_with_sigterm_delivers_every_message_once_and_each_key_in_or
     assert_eq!(got.len(), sent.len());
     assert_eq!(duplicates, 0, "a member that leaves commits first");
     keys_in_order(&refs).unwrap();
+}
+
+#[test]
+fn a_new_consumer_group_is_served_during_the_nameservers_warm_up() {
+    // A warm-up of one heartbeat timeout: 10 s, the default.
+    const WARM_UP_MS: u64 = 10_000;
+    let nameserver = NameServer::start(&["--heartbeat-timeout-ms", &WARM_UP_MS.to_string()]);
+    let started = Instant::now();
+    let _brokers = [
+        broker(&nameserver, "g1", None),
+        broker(&nameserver, "g2", None),
+    ];
+    wait_for("both brokers registered", Duration::from_secs(10), || {
+        (registered(&nameserver).len() == 2).then_some(())
+    });
+    smq_ok(
+        &nameserver,
+        &[
+            "topic", "create", TOPIC, "--queues", "4", "--groups", "g1,g2",
+        ],
+    );
+    let lines: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    let output = run_with_stdin(
+        nameserver.smq().args(["produce", TOPIC]),
+        (lines.join("\n") + "\n").as_bytes(),
+    );
+    assert!(output.status.success());
+    let joined = Instant::now();
+    let member = Member::start(&nameserver, "newcomer");
+    let owned_after = wait_for(
+        "the new consumer group's member to own all 8 queues",
+        Duration::from_millis(WARM_UP_MS),
+        || {
+            let held: usize = owners(&nameserver, "newcomer")
+                .values()
+                .map(BTreeSet::len)
+                .sum();
+            (held == 8).then(|| joined.elapsed())
+        },
+    );
+    let view = group_view(&nameserver, "newcomer").expect("the group");
+    let warming_up_ms = view["warming_up_ms"].as_u64().unwrap();
+    println!(
+        "a new consumer group owned every queue {} ms after its member started, {} ms after the \
+         NameServer did, {warming_up_ms} ms before the end of its warm-up",
+        owned_after.as_millis(),
+        started.elapsed().as_millis()
+    );
+    assert!(
+        warming_up_ms > 0,
+        "the queues were given out only after the warm-up ({WARM_UP_MS} ms)"
+    );
+    wait_all_delivered(&[&member], &lines);
 }
 
 #[test]

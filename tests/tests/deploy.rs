@@ -1,13 +1,14 @@
 //! deploy/ tells the truth: the example TOML configs start the real binaries with their settings
 //! applied, and the systemd units and Kubernetes manifests use only flags the binaries have, with
-//! ports, probes and SRV names that agree with each other.
+//! ports, probes and SRV names that agree with each other, and the manifests validate against the
+//! Kubernetes schema of every version from 1.29 to 1.37.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use serde_yaml::Value;
-use smq_tests::{binary, wait_for, Broker, NameServer};
+use smq_tests::{binary, ok, skip, wait_for, Broker, NameServer};
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -116,9 +117,12 @@ fn port_of(addr: &str) -> u64 {
     addr.rsplit(':').next().unwrap().parse().unwrap()
 }
 
+/// Every file of deploy/kubernetes.
+const MANIFESTS: [&str; 3] = ["nameserver.yaml", "brokers.yaml", "broker-a-slave.yaml"];
+
 fn manifests() -> Vec<Value> {
     let mut documents = Vec::new();
-    for file in ["nameserver.yaml", "brokers.yaml", "broker-a-slave.yaml"] {
+    for file in MANIFESTS {
         let text = std::fs::read_to_string(deploy(&format!("kubernetes/{file}"))).unwrap();
         for document in serde_yaml::Deserializer::from_str(&text) {
             let value = <Value as serde::Deserialize>::deserialize(document)
@@ -251,4 +255,90 @@ fn systemd_units_start_the_binaries_with_flags_they_have() {
             "{unit} reads its TOML file"
         );
     }
+}
+
+/// The Kubernetes versions the manifests are checked against: 1.29 to kubernetes-validate's newest.
+const KUBERNETES_VERSIONS: std::ops::RangeInclusive<u32> = 29..=37;
+
+/// The PyPI package that validates manifests offline (it bundles the Kubernetes JSON schemas);
+/// scripts/test.sh installs this version.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// `kubernetes-validate` from `SMQ_KUBERNETES_VALIDATE` (scripts/test.sh sets it) or PATH; None,
+/// after saying how to install it, when there is none.
+fn kubernetes_validate() -> Option<PathBuf> {
+    let from_env = std::env::var_os("SMQ_KUBERNETES_VALIDATE").map(PathBuf::from);
+    let from_path = || {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|dir| dir.join("kubernetes-validate"))
+            .find(|candidate| candidate.is_file())
+    };
+    match from_env.filter(|path| path.is_file()).or_else(from_path) {
+        Some(validator) => Some(validator),
+        None => {
+            skip::cannot_run(&format!(
+                "kubernetes-validate is not installed (scripts/test.sh installs it; or: python3 \
+                 -m venv DIR && DIR/bin/pip install {KUBERNETES_VALIDATE}, then set \
+                 SMQ_KUBERNETES_VALIDATE=DIR/bin/kubernetes-validate)"
+            ));
+            None
+        }
+    }
+}
+
+/// Runs `kubernetes-validate --strict` (unknown fields are errors) on `files` against Kubernetes
+/// 1.`minor`.
+fn validate(validator: &Path, minor: u32, files: &[PathBuf]) -> std::process::Output {
+    Command::new(validator)
+        .args(["--strict", "--quiet", "--kubernetes-version"])
+        .arg(format!("1.{minor}"))
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", validator.display()))
+}
+
+#[test]
+fn kubernetes_manifests_validate_against_the_kubernetes_schema() {
+    let Some(validator) = kubernetes_validate() else {
+        return;
+    };
+    let files: Vec<PathBuf> = MANIFESTS
+        .iter()
+        .map(|file| deploy(&format!("kubernetes/{file}")))
+        .collect();
+    for minor in KUBERNETES_VERSIONS {
+        let output = validate(&validator, minor, &files);
+        assert!(
+            output.status.success(),
+            "deploy/kubernetes does not validate against Kubernetes 1.{minor}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // The validator rejects what Kubernetes would: a misspelt field of the NameServer's
+    // Deployment.
+    let dir = tempfile::tempdir().unwrap();
+    let misspelt = dir.path().join("nameserver.yaml");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(text.contains("\n  replicas: 1\n"), "{text}");
+    std::fs::write(
+        &misspelt,
+        text.replace("\n  replicas: 1\n", "\n  replica: 1\n"),
+    )
+    .unwrap();
+    let output = validate(&validator, *KUBERNETES_VERSIONS.end(), &[misspelt]);
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !output.status.success() && report.contains("'replica' was unexpected"),
+        "a misspelt field passed: {report}"
+    );
+    println!(
+        "deploy/kubernetes validates against Kubernetes 1.{} to 1.{} ({})",
+        KUBERNETES_VERSIONS.start(),
+        KUBERNETES_VERSIONS.end(),
+        String::from_utf8_lossy(
+            &ok(Command::new(&validator).arg("--version").output().unwrap()).stdout
+        )
+        .trim()
+    );
 }

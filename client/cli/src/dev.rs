@@ -5,6 +5,7 @@
 
 mod children;
 mod control;
+mod disk;
 mod layout;
 mod probe;
 
@@ -146,6 +147,13 @@ async fn run_cluster(ports: Ports, given_dir: Option<PathBuf>, keep: bool) -> an
     let nameserver_bin = find_binary("smq-nameserver")?;
     let broker_bin = find_binary("smq-broker")?;
     let (dir, remove_dir) = data_dir(&ports, given_dir, keep)?;
+    let disk = disk::Usage::of(&dir)?;
+    if let Err(error) = disk.check(&dir) {
+        if remove_dir {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return Err(error);
+    }
 
     let started = Instant::now();
     let dns = DevDns::start(Ports::local(ports.dns), ZONE).await?;
@@ -174,7 +182,7 @@ async fn run_cluster(ports: Ports, given_dir: Option<PathBuf>, keep: bool) -> an
 
     let result = start_servers(&dev, &dir, &nameserver_bin, &broker_bin).await;
     if let Ok(()) = result {
-        print_banner(&ports, &dir, started.elapsed());
+        print_banner(&ports, &dir, disk, started.elapsed());
         serve_until_stopped(&dev, control).await;
     }
     stop_everything(dev, &dir, remove_dir).await;
@@ -255,6 +263,8 @@ async fn start_servers(
                 role.into(),
                 "--segment-bytes".into(),
                 SEGMENT_BYTES.to_string(),
+                "--disk-usage-watermark-percent".into(),
+                disk::WATERMARK_PERCENT.to_string(),
                 "--replication-secret-file".into(),
                 secret.display().to_string(),
                 "--cluster-secret-file".into(),
@@ -332,7 +342,7 @@ async fn wait_healthy(
     )
 }
 
-fn print_banner(ports: &Ports, dir: &Path, took: Duration) {
+fn print_banner(ports: &Ports, dir: &Path, disk: disk::Usage, took: Duration) {
     let ns = |i: usize| Ports::local(ports.nameservers[i]);
     let master = |i: usize| ports.masters[i];
     println!(
@@ -340,7 +350,7 @@ fn print_banner(ports: &Ports, dir: &Path, took: Duration) {
          \x20 ns1 http://{ns1} (named by the record), ns2 http://{ns2} (standby)\n\
          \x20 broker-a master 127.0.0.1:{a} (http 127.0.0.1:{ah}), broker-b master 127.0.0.1:{b} (http 127.0.0.1:{bh})\n\
          \x20 broker-a slave 127.0.0.1:{sa}, broker-b slave 127.0.0.1:{sb} (async replication)\n\
-         \x20 data and logs in {dir}\n\
+         \x20 data and logs in {dir} ({free} MiB free, {used}% used; the brokers refuse appends above {watermark}%)\n\
          \n\
          In another shell:\n\
          \x20 {export}\n\
@@ -366,6 +376,9 @@ fn print_banner(ports: &Ports, dir: &Path, took: Duration) {
         sa = ports.slaves[0].listen,
         sb = ports.slaves[1].listen,
         dir = dir.display(),
+        free = disk.free_bytes >> 20,
+        used = disk.used_percent,
+        watermark = disk::WATERMARK_PERCENT,
         export = export_line(ports),
         base = if ports.dns == layout::DNS_PORT_DEFAULT {
             String::new()
