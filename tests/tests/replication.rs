@@ -859,13 +859,14 @@ fn group_with_topic(dir: &Path, master_args: &[&str], queues: u32) -> (PathBuf, 
 /// A broker of the group restarted where its peers know it, as a master replicating
 /// synchronously.
 fn restart_as_sync_master(addr: &str, data_dir: &Path, secret: &Path) -> Broker {
-    let args = [
-        "--replication-secret-file",
-        secret.to_str().unwrap(),
-        "--replication",
-        "sync",
-    ];
-    Broker::start_on(addr, data_dir, &with_small_segments(args.to_vec()))
+    restart_as_master(addr, data_dir, secret, &["--replication", "sync"])
+}
+
+/// A broker of the group restarted where its peers know it, as a master with `args`.
+fn restart_as_master(addr: &str, data_dir: &Path, secret: &Path, args: &[&str]) -> Broker {
+    let mut all = vec!["--replication-secret-file", secret.to_str().unwrap()];
+    all.extend_from_slice(args);
+    Broker::start_on(addr, data_dir, &with_small_segments(all))
 }
 
 /// A broker of the group restarted where its peers know it, as a slave of `master`.
@@ -1015,4 +1016,151 @@ fn an_old_master_rejoining_after_a_switchover_drops_only_its_unacknowledged_tail
     for (name, bytes) in new_log.iter().filter(|(_, b)| b.iter().any(|b| *b != 0)) {
         assert!(old_log.get(name) == Some(bytes), "segment {name} differs");
     }
+}
+
+/// Copies every file of `from` into `to` (one level of subdirectories: commitlog, index).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Issue 16 points 3 and 4. A master restarted under synchronous replication serves only what
+/// its slave acknowledged: batches whose replication timed out (the slave was frozen) were
+/// written to the master's log, never acknowledged, and stay hidden from consumers until the
+/// slave is back and holds them.
+#[test]
+fn a_restarted_sync_master_serves_only_what_its_slave_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--replication",
+        "sync",
+        "--replication-timeout-ms",
+        "300",
+        "--replica-lag-time-max-ms",
+        "60000",
+    ];
+    let (secret, master, slave) = group_with_topic(dir.path(), &args, 2);
+    let (master_addr, master_dir) = (master.addr.to_string(), master.data_dir.clone());
+    let (before, failed) = produce_tagged(&master_addr, "t", "before", 300);
+    assert_eq!((before.len(), failed), (300, 0));
+    signal(&slave, libc::SIGSTOP);
+    let (unreplicated, failed) = produce_tagged(&master_addr, "t", "unreplicated", 5);
+    assert_eq!((unreplicated.len(), failed), (0, 5), "nothing acknowledged");
+    master.kill();
+    let master = restart_as_master(&master_addr, &master_dir, &secret, &args);
+    // What it serves now is what its slave acknowledged before (as far as it wrote that down:
+    // at most a second late), never the tail the slave does not hold.
+    let served = read_log(&master_addr, "t", 0);
+    let unacknowledged: Vec<_> = served
+        .iter()
+        .filter(|body| !before.contains(*body))
+        .collect();
+    assert!(
+        unacknowledged.is_empty(),
+        "the restarted master serves what no slave acknowledged: {unacknowledged:?}"
+    );
+
+    // The slave comes back and holds the tail: now it is acknowledged, and consumers see it.
+    signal(&slave, libc::SIGCONT);
+    let tail: BTreeSet<Vec<u8>> = (0..5)
+        .map(|n| format!("unreplicated-{n:05}").into_bytes())
+        .collect();
+    let all: BTreeSet<Vec<u8>> = before.union(&tail).cloned().collect();
+    assert_exactly(
+        &read_log(&master_addr, "t", 305),
+        &all,
+        "the restarted master, its slave back",
+    );
+    drop(master);
+}
+
+/// Issue 16 point 3, proto-spec.md section 10.1 with two slaves. Slave B falls out of sync and
+/// the master acknowledges writes that only slave A holds; then the master loses the unflushed
+/// tail of its log (simulated: its log files are put back as they were before those writes,
+/// its fsynced holders file stays) and restarts. B comes back first and catches up: it does
+/// not count, so the master takes no writes; A comes back holding what the master lost: the
+/// master refuses writes and A keeps every acknowledged message.
+#[test]
+fn with_two_slaves_a_master_that_lost_its_tail_waits_for_the_slave_that_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--flush",
+        "async",
+        "--replication",
+        "sync",
+        "--replication-timeout-ms",
+        "2000",
+        "--replica-lag-time-max-ms",
+        "1000",
+    ];
+    let (secret, master, slave_a) = group_with_topic(dir.path(), &args, 2);
+    let slave_b = start_slave(&master, &secret, &dir.path().join("slave-b"), &[]);
+    let (master_addr, master_dir) = (master.addr.to_string(), master.data_dir.clone());
+    let (slave_a_addr, slave_b_addr) = (slave_a.addr.to_string(), slave_b.addr.to_string());
+    let in_sync = |master: &Broker, addr: &str| {
+        metric(master, &format!("smq_slave_in_sync{{slave=\"{addr}\"}}")) == Some(1.0)
+    };
+    wait_for("both slaves in sync", Duration::from_secs(30), || {
+        let both = [&slave_a_addr, &slave_b_addr]
+            .iter()
+            .all(|addr| in_sync(&master, addr));
+        both.then_some(())
+    });
+    let (before, failed) = produce_tagged(&master_addr, "t", "before", 200);
+    assert_eq!((before.len(), failed), (200, 0));
+    // What the master's disk will come back with.
+    signal(&master, libc::SIGSTOP);
+    let snapshot = dir.path().join("master-snapshot");
+    copy_dir(&master_dir, &snapshot);
+    signal(&master, libc::SIGCONT);
+
+    // B freezes and drops out of the holders; A alone acknowledges these.
+    signal(&slave_b, libc::SIGSTOP);
+    wait_for("B out of sync", Duration::from_secs(30), || {
+        (!in_sync(&master, &slave_b_addr)).then_some(())
+    });
+    let (only_on_a, failed) = produce_tagged(&master_addr, "t", "only-on-a", 100);
+    assert_eq!((only_on_a.len(), failed), (100, 0));
+
+    // The master loses power: its log is what it was at the snapshot; its fsynced holders
+    // file survives. A is away for now.
+    signal(&slave_a, libc::SIGSTOP);
+    master.kill();
+    if master_dir.join("holders").exists() {
+        std::fs::copy(master_dir.join("holders"), snapshot.join("holders")).unwrap();
+    }
+    std::fs::remove_dir_all(&master_dir).unwrap();
+    std::fs::rename(&snapshot, &master_dir).unwrap();
+    let master = restart_as_master(&master_addr, &master_dir, &secret, &args);
+
+    // B, which lacks the lost tail, catches up: the master still takes no writes.
+    signal(&slave_b, libc::SIGCONT);
+    wait_for(
+        "B in sync with the restarted master",
+        Duration::from_secs(30),
+        || in_sync(&master, &slave_b_addr).then_some(()),
+    );
+    let (after, _) = produce_tagged(&master_addr, "t", "after", 3);
+    assert!(
+        after.is_empty(),
+        "the master took writes with only B: {after:?}"
+    );
+
+    // A comes back: it holds more than the master, so the master refuses writes and A keeps
+    // every acknowledged message, for the operator to promote it.
+    signal(&slave_a, libc::SIGCONT);
+    wait_for_log(&master, "the master refusing writes", |line| {
+        line.contains("this master takes no more writes") && line.contains("lost")
+    });
+    let acknowledged: BTreeSet<Vec<u8>> = before.union(&only_on_a).cloned().collect();
+    assert_exactly(&read_log(&slave_a_addr, "t", 300), &acknowledged, "slave A");
+    drop((master, slave_b));
 }

@@ -509,13 +509,13 @@ impl Store {
         durable_here.min(self.shared.replicated_position.load(Ordering::Acquire))
     }
 
-    /// From now on, readers see only what a slave acknowledged ([`Store::replicated`]). What the
-    /// log holds at this call counts as acknowledged: its copies cannot be asked about any more
-    /// (a restarted master does not know what its slave held).
-    pub fn require_replication(&self) {
+    /// From now on, readers see only what a slave acknowledged: the log below `acknowledged`
+    /// (what a master remembers its slaves held; at most the log's end) and what
+    /// [`Store::replicated`] reports later.
+    pub fn require_replication(&self, acknowledged: u64) {
         self.shared
             .replicated_position
-            .store(self.end_position(), Ordering::Release);
+            .store(acknowledged.min(self.end_position()), Ordering::Release);
     }
 
     /// A slave holds the log below `position` (as durably as the master's flush mode asks).

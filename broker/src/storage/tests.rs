@@ -1269,7 +1269,7 @@ fn under_required_replication_readers_see_only_what_a_slave_acknowledged() {
     config.flush = FlushMode::Async;
     let store = Store::open(config).unwrap();
     append_ok(&store, &batch("t", 0, &[b"before"]));
-    store.require_replication();
+    store.require_replication(store.end_position());
     let appended = append_ok(&store, &batch("t", 0, &[b"after"]));
     assert_eq!(
         store.queue_offsets("t", 0),
