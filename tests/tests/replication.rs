@@ -165,6 +165,151 @@ fn after_catching_up_a_slaves_segments_are_byte_identical_to_its_masters() {
     }
 }
 
+/// Issue 16 point 1, the copy of a long log scaled down (the 2 GiB figure is
+/// scripts/bench-replication-copy.sh's, in BENCHMARKS.md): an empty slave copies a 150 MB log,
+/// unpaced, while a producer keeps writing to the master; once caught up, every segment with
+/// data is the master's byte for byte.
+#[test]
+fn an_empty_slave_copies_a_150_mb_log_while_the_master_takes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "copy");
+    let (master_dir, slave_dir) = (dir.path().join("master"), dir.path().join("slave"));
+    let master = start_master(&secret, &master_dir, &["--flush", "async"]);
+    let bench = |topic: &str, amount: &[&str]| {
+        let mut command = master.smq();
+        command.args([
+            "bench",
+            "produce",
+            "--topic",
+            topic,
+            "--message-bytes",
+            "1024",
+        ]);
+        command.args(amount).output().unwrap()
+    };
+    let filled = bench("filled", &["--count", "150000"]);
+    assert!(filled.status.success(), "{filled:?}");
+    let slave = start_slave(&master, &secret, &slave_dir, &["--flush", "async"]);
+    let during = bench("during", &["--duration", "3"]);
+    assert!(during.status.success(), "{during:?}");
+    wait_for_in_sync(&master);
+    wait_for(
+        "the slave holds the master's log",
+        Duration::from_secs(120),
+        || metric(&slave, "smq_replication_lag_bytes").filter(|lag| *lag == 0.0),
+    );
+    // Stopping both cleanly flushes them; the slave first, so that it holds no more than the master.
+    slave.stop();
+    master.stop();
+    let mut compared_bytes = 0;
+    for entry in std::fs::read_dir(master_dir.join("commitlog")).unwrap() {
+        let entry = entry.unwrap();
+        let ours = std::fs::read(entry.path()).unwrap();
+        if ours.iter().all(|b| *b == 0) {
+            continue;
+        }
+        let name = entry.file_name();
+        let theirs = std::fs::read(slave_dir.join("commitlog").join(&name))
+            .unwrap_or_else(|error| panic!("the slave lacks segment {name:?}: {error}"));
+        assert!(
+            ours == theirs,
+            "segment {name:?} differs between master and slave"
+        );
+        compared_bytes += ours.len();
+    }
+    assert!(
+        compared_bytes >= 150_000_000,
+        "only {compared_bytes} bytes compared"
+    );
+}
+
+/// Every message of `topic` stored at `addr` from its earliest offsets: (queue, offset, body).
+fn stored_messages(addr: &str, topic: &str) -> BTreeSet<(u32, u64, Vec<u8>)> {
+    runtime().block_on(async {
+        let config = ClientConfig::new(addr.to_owned());
+        let mut consumer = Consumer::connect(config, topic, None, StartFrom::Earliest)
+            .await
+            .unwrap();
+        let mut stored = BTreeSet::new();
+        loop {
+            let polled = consumer.poll(1000).await.unwrap();
+            if polled.is_empty() {
+                return stored;
+            }
+            for message in polled {
+                stored.insert((message.queue_id, message.offset, message.body.to_vec()));
+            }
+        }
+    })
+}
+
+/// Issue 16 point 1. A new empty slave of a master whose retention deleted the start of its
+/// log cannot copy from 0: it skips to the master's log start, says so in one line, and holds
+/// what the master holds from there: the same messages at the same queue offsets, the same
+/// segment bytes.
+#[test]
+fn an_empty_slave_of_a_master_past_retention_starts_at_the_masters_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "retained");
+    let (master_dir, slave_dir) = (dir.path().join("master"), dir.path().join("slave"));
+    let small = [
+        "--flush",
+        "async",
+        "--segment-bytes",
+        "1048576",
+        "--retention-bytes",
+        "3000000",
+        "--retention-check-interval-ms",
+        "100",
+    ];
+    let master = start_master(&secret, &master_dir, &small);
+    let produced = master
+        .smq()
+        .args(["bench", "produce", "--topic", "kept", "--queues", "2"])
+        .args(["--message-bytes", "1000", "--count", "8000"])
+        .output()
+        .unwrap();
+    assert!(produced.status.success(), "{produced:?}");
+    let first_segment = master_dir.join("commitlog").join(format!("{:020}", 0));
+    wait_for(
+        "retention deletes the first segment",
+        Duration::from_secs(30),
+        || (!first_segment.exists()).then_some(()),
+    );
+    let slave = start_slave(&master, &secret, &slave_dir, &small[..4]);
+    let skipped = wait_for_log(&slave, "the slave skipping to the master's start", |line| {
+        line.contains("skips to the master's log start")
+    });
+    assert!(skipped.contains("from_position=0"), "{skipped}");
+    wait_for_in_sync(&master);
+    let on_master = stored_messages(&master.addr.to_string(), "kept");
+    assert!(on_master.len() < 8000, "retention kept everything");
+    let on_slave = stored_messages(&slave.addr.to_string(), "kept");
+    assert!(
+        on_slave == on_master,
+        "the slave holds {} messages, the master {}",
+        on_slave.len(),
+        on_master.len()
+    );
+
+    slave.stop();
+    master.stop();
+    for entry in std::fs::read_dir(master_dir.join("commitlog")).unwrap() {
+        let entry = entry.unwrap();
+        let ours = std::fs::read(entry.path()).unwrap();
+        if ours.iter().all(|b| *b == 0) {
+            continue;
+        }
+        let name = entry.file_name();
+        let theirs = std::fs::read(slave_dir.join("commitlog").join(&name))
+            .unwrap_or_else(|error| panic!("the slave lacks segment {name:?}: {error}"));
+        assert!(
+            ours == theirs,
+            "segment {name:?} differs between master and slave"
+        );
+    }
+}
+
 #[test]
 fn under_sync_replication_every_acknowledged_message_survives_losing_the_masters_disk() {
     let dir = tempfile::tempdir().unwrap();
@@ -555,6 +700,7 @@ fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_el
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
+    let (g1_addr, g1_dir) = (g1_master.addr.to_string(), g1_master.data_dir.clone());
     g1_master.kill();
     // The producer goes on to g2; the NameServer drops the dead master within its timeout.
     wait_for(
@@ -661,6 +807,40 @@ fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_el
         "{} acknowledged, {from_g1} of them read from g1's slave",
         acked.len()
     );
+
+    // The master returns where it was: its slave is in sync with it again, the routes name it,
+    // and g1's keys are written to g1 again.
+    let g1_args = [
+        "--nameserver",
+        &ns,
+        "--group",
+        "g1",
+        "--replication",
+        "sync",
+    ];
+    let g1_master = restart_as_master(&g1_addr, &g1_dir, &secret, &g1_args);
+    wait_for_in_sync(&g1_master);
+    wait_for(
+        "g1's master back in the routes",
+        Duration::from_secs(10),
+        || {
+            let (_, body) = nameserver.get("/v1/routes/t");
+            let route: serde_json::Value = serde_json::from_str(&body).ok()?;
+            route["groups"]
+                .as_array()?
+                .iter()
+                .any(|group| group["group"] == "g1" && !group["master"].is_null())
+                .then_some(())
+        },
+    );
+    runtime.block_on(async {
+        let producer = Producer::connect(config.clone()).await.unwrap();
+        let sent = producer.send("t", keyed(key_of_g1)).await.unwrap();
+        assert!(
+            sent.queue_id < 2,
+            "a key of g1 is written to g1 again: {sent:?}"
+        );
+    });
 }
 
 #[test]
@@ -1143,10 +1323,21 @@ fn with_two_slaves_a_master_that_lost_its_tail_waits_for_the_slave_that_holds_it
 
     // B, which lacks the lost tail, catches up: the master still takes no writes.
     signal(&slave_b, libc::SIGCONT);
+    wait_for_log(&master, "B connected to the restarted master", |line| {
+        line.contains("a slave connected") && line.contains(&slave_b_addr)
+    });
     wait_for(
-        "B in sync with the restarted master",
+        "B caught up with the restarted master",
         Duration::from_secs(30),
-        || in_sync(&master, &slave_b_addr).then_some(()),
+        || {
+            let caught_up = metric(&slave_b, "smq_replication_connected") == Some(1.0)
+                && metric(&slave_b, "smq_replication_lag_bytes") == Some(0.0);
+            caught_up.then_some(())
+        },
+    );
+    assert!(
+        !in_sync(&master, &slave_b_addr),
+        "B counts as in sync, though it may lack what the master lost"
     );
     let (after, _) = produce_tagged(&master_addr, "t", "after", 3);
     assert!(

@@ -178,16 +178,25 @@ impl Replicas {
     }
 
     /// Every connected slave, with whether it is in sync now.
+    /// Under synchronous replication, in sync means a holder in sync: the slaves a promotion may
+    /// pick without losing an acknowledged write.
     pub fn slaves(&self) -> Vec<SlaveView> {
         let now = Instant::now();
-        self.lock()
+        let group = self.lock();
+        group
             .slaves
             .values()
             .map(|slave| SlaveView {
-                in_sync: slave.is_in_sync(now, self.lag_time_max),
+                in_sync: self.counts(&group, slave, now),
                 ..slave.clone()
             })
             .collect()
+    }
+
+    /// Whether `slave` counts as in sync for producers and operators now.
+    fn counts(&self, group: &Group, slave: &SlaveView, now: Instant) -> bool {
+        slave.is_in_sync(now, self.lag_time_max)
+            && (!self.sync || group.holders.contains(&slave.addr))
     }
 
     /// Whether a write can be acknowledged by a slave now: a slave is in sync (under
@@ -229,11 +238,15 @@ impl Replicas {
     /// way); the master calls this periodically.
     pub fn log_sync_changes(&self, master_end: u64) {
         let now = Instant::now();
-        for slave in self.lock().slaves.values_mut() {
-            let in_sync = slave.is_in_sync(now, self.lag_time_max);
-            if in_sync == slave.in_sync {
-                continue;
-            }
+        let mut group = self.lock();
+        let changed: Vec<(u64, bool)> = group
+            .slaves
+            .iter()
+            .map(|(id, slave)| (*id, self.counts(&group, slave, now)))
+            .filter(|(id, in_sync)| group.slaves[id].in_sync != *in_sync)
+            .collect();
+        for (id, in_sync) in changed {
+            let slave = group.slaves.get_mut(&id).expect("listed above");
             slave.in_sync = in_sync;
             let lag_bytes = master_end.saturating_sub(slave.acked_position);
             if in_sync {
