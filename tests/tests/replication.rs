@@ -165,6 +165,28 @@ fn after_catching_up_a_slaves_segments_are_byte_identical_to_its_masters() {
     }
 }
 
+/// Asserts that every segment of `master_dir` holding data is in `slave_dir`, byte for byte;
+/// returns the bytes compared.
+fn assert_segments_copied(master_dir: &Path, slave_dir: &Path) -> usize {
+    let mut compared_bytes = 0;
+    for entry in std::fs::read_dir(master_dir.join("commitlog")).unwrap() {
+        let entry = entry.unwrap();
+        let ours = std::fs::read(entry.path()).unwrap();
+        if ours.iter().all(|b| *b == 0) {
+            continue;
+        }
+        let name = entry.file_name();
+        let theirs = std::fs::read(slave_dir.join("commitlog").join(&name))
+            .unwrap_or_else(|error| panic!("the slave lacks segment {name:?}: {error}"));
+        assert!(
+            ours == theirs,
+            "segment {name:?} differs between master and slave"
+        );
+        compared_bytes += ours.len();
+    }
+    compared_bytes
+}
+
 /// Issue 16 point 1, the copy of a long log scaled down (the 2 GiB figure is
 /// scripts/bench-replication-copy.sh's, in BENCHMARKS.md): an empty slave copies a 150 MB log,
 /// unpaced, while a producer keeps writing to the master; once caught up, every segment with
@@ -201,22 +223,7 @@ fn an_empty_slave_copies_a_150_mb_log_while_the_master_takes_writes() {
     // Stopping both cleanly flushes them; the slave first, so that it holds no more than the master.
     slave.stop();
     master.stop();
-    let mut compared_bytes = 0;
-    for entry in std::fs::read_dir(master_dir.join("commitlog")).unwrap() {
-        let entry = entry.unwrap();
-        let ours = std::fs::read(entry.path()).unwrap();
-        if ours.iter().all(|b| *b == 0) {
-            continue;
-        }
-        let name = entry.file_name();
-        let theirs = std::fs::read(slave_dir.join("commitlog").join(&name))
-            .unwrap_or_else(|error| panic!("the slave lacks segment {name:?}: {error}"));
-        assert!(
-            ours == theirs,
-            "segment {name:?} differs between master and slave"
-        );
-        compared_bytes += ours.len();
-    }
+    let compared_bytes = assert_segments_copied(&master_dir, &slave_dir);
     assert!(
         compared_bytes >= 150_000_000,
         "only {compared_bytes} bytes compared"
@@ -294,20 +301,7 @@ fn an_empty_slave_of_a_master_past_retention_starts_at_the_masters_log_start() {
 
     slave.stop();
     master.stop();
-    for entry in std::fs::read_dir(master_dir.join("commitlog")).unwrap() {
-        let entry = entry.unwrap();
-        let ours = std::fs::read(entry.path()).unwrap();
-        if ours.iter().all(|b| *b == 0) {
-            continue;
-        }
-        let name = entry.file_name();
-        let theirs = std::fs::read(slave_dir.join("commitlog").join(&name))
-            .unwrap_or_else(|error| panic!("the slave lacks segment {name:?}: {error}"));
-        assert!(
-            ours == theirs,
-            "segment {name:?} differs between master and slave"
-        );
-    }
+    assert_segments_copied(&master_dir, &slave_dir);
 }
 
 #[test]

@@ -665,16 +665,7 @@ impl Store {
     pub fn truncate_to(&self, position: u64) -> Result<Dropped> {
         self.flush()?;
         self.shared.write_checkpoint()?;
-        let _flushing = self
-            .shared
-            .flushing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let _checkpoint = self
-            .shared
-            .checkpoint_writing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _quiet = self.shared.hold_flushes();
         let mut state = self.shared.lock_state();
         let end = state.log.write_position();
         let start = state.log.start_position();
@@ -731,16 +722,7 @@ impl Store {
     /// Blocks on the disk.
     pub fn restart_empty_log_at(&self, position: u64) -> Result<()> {
         self.flush()?;
-        let _flushing = self
-            .shared
-            .flushing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let _checkpoint = self
-            .shared
-            .checkpoint_writing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _quiet = self.shared.hold_flushes();
         let mut state = self.shared.lock_state();
         let (start, end) = (state.log.start_position(), state.log.write_position());
         if end != start || position <= start {
@@ -1002,6 +984,16 @@ impl Shared {
     /// Makes the index file the next append to `topic`/`queue` needs (and the queue's index, on
     /// its first append) outside the state lock, so that appends and fetches of other queues go
     /// on meanwhile; one at a time, so that each file is made once.
+    /// Holds the flusher and checkpoint writer off while the log is cut or moved under them.
+    fn hold_flushes(&self) -> (MutexGuard<'_, ()>, MutexGuard<'_, Option<Checkpoint>>) {
+        (
+            self.flushing.lock().unwrap_or_else(|p| p.into_inner()),
+            self.checkpoint_writing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
     /// `first_queue_offset`: where a queue index made new here begins (else at 0).
     fn make_index_file(
         &self,
