@@ -69,6 +69,12 @@ seconds_until_in_sync() {
   python3 -c "print(round($(date +%s.%N) - $start, 1))"
 }
 
+# The producer writes at up to ~400 MB/s here: refuse to fill the disk (other work shares it).
+need_mb=$((2 * (LOG_MIB + 2 * DURATION * 400) + 1024))
+free_mb=$(df -Pm "$WORK" | awk 'NR == 2 {print $4}')
+if [ "$free_mb" -lt "$need_mb" ]; then
+  echo "this run needs about $need_mb MB of disk and $free_mb MB are free: lower LOG_MIB or DURATION"; exit 1
+fi
 echo "# replication copy benchmark: $ROUNDS rounds, log $LOG_MIB MiB, producer $DURATION s, pace $PACE_BYTES_PER_SEC B/s, $(nproc) cores, $(uname -r), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round: dd $(dd_mb_per_s) MB/s, fsync p99 $(fsync_p99_us) us"
