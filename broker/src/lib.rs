@@ -161,12 +161,16 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     .await
     .map_err(|error| StartError::Internal(error.to_string()))??;
     let broker = Arc::new(Broker::new(config, store, topics, offsets, stopping));
+    // Before the server takes a slave's acknowledgement.
+    let keeps_holders = holders.is_some();
+    if let Some((holders, complete)) = holders {
+        broker.replicas.restore(holders, complete);
+    }
     let mut tasks = vec![
         tokio::spawn(server::serve(tcp, broker.clone())),
         tokio::spawn(persist_offsets_periodically(broker.clone())),
     ];
-    if let Some((holders, complete)) = holders {
-        broker.replicas.restore(holders, complete);
+    if keeps_holders {
         tasks.push(tokio::spawn(replication::master::keep_holders(
             broker.clone(),
         )));

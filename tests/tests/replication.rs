@@ -1349,3 +1349,61 @@ fn with_two_slaves_a_master_that_lost_its_tail_waits_for_the_slave_that_holds_it
     assert_exactly(&read_log(&slave_a_addr, "t", 300), &acknowledged, "slave A");
     drop((master, slave_b));
 }
+
+/// Issue 16 points 5, 6 and 9. Committed consumer offsets follow the log to the slave: a
+/// consumer of the group reading from the slave goes on after them. A slave that falls out of
+/// sync and comes back makes the master log one line each way, and the slave's lag in seconds
+/// is in its /metrics.
+#[test]
+fn committed_offsets_reach_the_slave_and_a_slave_out_of_sync_and_back_is_logged_each_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_secret, master, slave) =
+        group_with_topic(dir.path(), &["--replica-lag-time-max-ms", "1000"], 1);
+    let (master_addr, slave_addr) = (master.addr.to_string(), slave.addr.to_string());
+    let (read, failed) = produce_tagged(&master_addr, "t", "read", 10);
+    assert_eq!((read.len(), failed), (10, 0));
+    runtime().block_on(async {
+        let config = ClientConfig::new(master_addr.clone());
+        let mut consumer = Consumer::connect(config, "t", Some("g"), StartFrom::Earliest)
+            .await
+            .unwrap();
+        let mut seen = 0;
+        while seen < 10 {
+            seen += consumer.poll(1000).await.unwrap().len();
+        }
+        consumer.commit().await.unwrap();
+    });
+    let (unread, failed) = produce_tagged(&master_addr, "t", "unread", 5);
+    assert_eq!((unread.len(), failed), (5, 0));
+    // A consumer of group g on the slave starts after what the group committed on the master.
+    wait_for(
+        "the group's offsets on the slave",
+        Duration::from_secs(30),
+        || {
+            runtime().block_on(async {
+                let config = ClientConfig::new(slave_addr.clone());
+                let mut consumer = Consumer::connect(config, "t", Some("g"), StartFrom::Earliest)
+                    .await
+                    .ok()?;
+                let bodies: BTreeSet<Vec<u8>> = consumer
+                    .poll(1000)
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .map(|message| message.body.to_vec())
+                    .collect();
+                (bodies == unread).then_some(())
+            })
+        },
+    );
+    assert_eq!(metric(&slave, "smq_replication_lag_seconds"), Some(0.0));
+
+    signal(&slave, libc::SIGSTOP);
+    wait_for_log(&master, "the slave falling out of sync", |line| {
+        line.contains("a slave fell out of sync") && line.contains(&slave_addr)
+    });
+    signal(&slave, libc::SIGCONT);
+    wait_for_log(&master, "the slave in sync again", |line| {
+        line.contains("a slave is in sync again") && line.contains(&slave_addr)
+    });
+}
