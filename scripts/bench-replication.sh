@@ -2,7 +2,8 @@
 # Replication's cost: produce throughput and p99 acknowledgement latency of a master with one
 # slave on this machine, --replication async against sync, under --flush async and sync, rounds
 # alternating between the settings, dd in the same run; and the end-to-end latency at 20,000
-# msg/s under sync replication. Master and slave share the disk and both cores.
+# msg/s under sync replication (async replication beside it). Master and slave share the disk
+# and both cores. The last lines summarise each figure (medians over the rounds).
 #
 #   scripts/bench-replication.sh          # ROUNDS=2 SCALE=0.25 by default
 set -euo pipefail
@@ -41,6 +42,9 @@ start_pair() { # flush, replication
   echo "the slave did not get in sync:"; cat "$WORK/broker.log" "$WORK/slave.log"; exit 1
 }
 
+declare -A MB P99
+median() { python3 -c "import statistics, sys; print(round(statistics.median(map(float, sys.argv[1:])), 2))" "$@"; }
+
 echo "# replication benchmark: $ROUNDS rounds, scale $SCALE, $(nproc) cores, $(uname -r), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round: dd $(dd_mb_per_s) MB/s, fsync p99 $(fsync_p99_us) us"
@@ -48,11 +52,24 @@ for round in $(seq 1 "$ROUNDS"); do
     for replication in async sync; do
       start_pair "$flush" "$replication"
       out=$(bench produce --topic p --queues 8 --message-bytes 1024 --count "$(scaled 400000)" --in-flight 32)
-      echo "round $round: flush $flush, replication $replication, produce 32 in flight: $(field "$out" "['mb_per_sec']") MB/s, p99 $(field "$out" "['latency_ms']['p99']") ms"
+      mb=$(field "$out" "['mb_per_sec']")
+      MB[$flush/$replication]+=" $mb"
+      echo "round $round: flush $flush, replication $replication, produce 32 in flight: $mb MB/s, p99 $(field "$out" "['latency_ms']['p99']") ms"
     done
   done
-  start_pair async sync
-  out=$(bench e2e --topic e --queues 1 --message-bytes 1024 --rate 20000 --duration "$(scaled 40)" --linger-ms 0)
-  echo "round $round: e2e 20000 msg/s, flush async, replication sync: p50 $(field "$out" "['latency_ms']['p50']") ms, p99 $(field "$out" "['latency_ms']['p99']") ms"
+  for replication in async sync; do
+    start_pair async "$replication"
+    out=$(bench e2e --topic e --queues 1 --message-bytes 1024 --rate 20000 --duration "$(scaled 40)" --linger-ms 0)
+    p99=$(field "$out" "['latency_ms']['p99']")
+    P99[$replication]+=" $p99"
+    echo "round $round: e2e 20000 msg/s, flush async, replication $replication: p50 $(field "$out" "['latency_ms']['p50']") ms, p99 $p99 ms, p99.9 $(field "$out" "['latency_ms']['p99_9']") ms"
+  done
 done
 stop_pair
+for flush in async sync; do
+  # shellcheck disable=SC2086
+  sync_mb=$(median ${MB[$flush/sync]}) async_mb=$(median ${MB[$flush/async]})
+  echo "summary: flush $flush, 32 in flight: sync replication $sync_mb MB/s = $(python3 -c "print(round(100 * $sync_mb / $async_mb))")% of async replication's $async_mb MB/s (medians of $ROUNDS rounds; target >= 70%)"
+done
+# shellcheck disable=SC2086
+echo "summary: e2e p99 at 20000 msg/s, flush async: sync replication $(median ${P99[sync]}) ms (target <= 2 ms), async replication $(median ${P99[async]}) ms (medians of $ROUNDS rounds)"

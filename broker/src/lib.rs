@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use config::{BrokerConfig, Replication, Role};
 use metadata::offsets::{Offsets, OffsetsError};
 use metadata::topics::{TopicError, Topics};
+use replication::holders_file::{Holders, HoldersFileError};
 use smq_client::nameserver_client::NameServerClient;
 use state::Broker;
 use storage::{StorageError, Store};
@@ -49,6 +50,8 @@ pub enum StartError {
     Topics(#[from] TopicError),
     #[error("cannot read the consumer offsets: {0}")]
     Offsets(#[from] OffsetsError),
+    #[error("cannot read what this master's slaves hold: {0}")]
+    Holders(#[from] HoldersFileError),
     #[error("bad discovery flags (--nameserver, --srv, --dns-server): {0}")]
     Discovery(#[from] smq_client::discovery::DiscoveryError),
     #[error("{0}")]
@@ -142,14 +145,36 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     })
     .await
     .map_err(|error| StartError::Internal(error.to_string()))??;
-    if config.role == Role::Master && config.replication == Replication::Sync {
-        store.require_replication();
-    }
+    let sync_master = config.role == Role::Master && config.replication == Replication::Sync;
+    let (store, holders) = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            if !sync_master {
+                Holders::remove(&config.data_dir)?;
+                return Ok((store, None));
+            }
+            let holders = replication::master::holders_at_start(&config, &store)?;
+            store.require_replication(holders.0.acknowledged);
+            Ok::<_, StartError>((store, Some(holders)))
+        }
+    })
+    .await
+    .map_err(|error| StartError::Internal(error.to_string()))??;
     let broker = Arc::new(Broker::new(config, store, topics, offsets, stopping));
+    // Before the server takes a slave's acknowledgement.
+    let keeps_holders = holders.is_some();
+    if let Some((holders, complete)) = holders {
+        broker.replicas.restore(holders, complete);
+    }
     let mut tasks = vec![
         tokio::spawn(server::serve(tcp, broker.clone())),
         tokio::spawn(persist_offsets_periodically(broker.clone())),
     ];
+    if keeps_holders {
+        tasks.push(tokio::spawn(replication::master::keep_holders(
+            broker.clone(),
+        )));
+    }
     match broker.config.role {
         Role::Master => tasks.push(tokio::spawn(watch_slaves(broker.clone()))),
         Role::Slave => {

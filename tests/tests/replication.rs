@@ -165,6 +165,145 @@ fn after_catching_up_a_slaves_segments_are_byte_identical_to_its_masters() {
     }
 }
 
+/// Asserts that every segment of `master_dir` holding data is in `slave_dir`, byte for byte;
+/// returns the bytes compared.
+fn assert_segments_copied(master_dir: &Path, slave_dir: &Path) -> usize {
+    let mut compared_bytes = 0;
+    for entry in std::fs::read_dir(master_dir.join("commitlog")).unwrap() {
+        let entry = entry.unwrap();
+        let ours = std::fs::read(entry.path()).unwrap();
+        if ours.iter().all(|b| *b == 0) {
+            continue;
+        }
+        let name = entry.file_name();
+        let theirs = std::fs::read(slave_dir.join("commitlog").join(&name))
+            .unwrap_or_else(|error| panic!("the slave lacks segment {name:?}: {error}"));
+        assert!(
+            ours == theirs,
+            "segment {name:?} differs between master and slave"
+        );
+        compared_bytes += ours.len();
+    }
+    compared_bytes
+}
+
+/// Issue 16 point 1, the copy of a long log scaled down (the 2 GiB figure is
+/// scripts/bench-replication-copy.sh's, in BENCHMARKS.md): an empty slave copies a 150 MB log,
+/// unpaced, while a producer keeps writing to the master; once caught up, every segment with
+/// data is the master's byte for byte.
+#[test]
+fn an_empty_slave_copies_a_150_mb_log_while_the_master_takes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "copy");
+    let (master_dir, slave_dir) = (dir.path().join("master"), dir.path().join("slave"));
+    let master = start_master(&secret, &master_dir, &["--flush", "async"]);
+    let bench = |topic: &str, amount: &[&str]| {
+        let mut command = master.smq();
+        command.args([
+            "bench",
+            "produce",
+            "--topic",
+            topic,
+            "--message-bytes",
+            "1024",
+        ]);
+        command.args(amount).output().unwrap()
+    };
+    let filled = bench("filled", &["--count", "150000"]);
+    assert!(filled.status.success(), "{filled:?}");
+    let slave = start_slave(&master, &secret, &slave_dir, &["--flush", "async"]);
+    let during = bench("during", &["--duration", "3"]);
+    assert!(during.status.success(), "{during:?}");
+    wait_for_in_sync(&master);
+    wait_for(
+        "the slave holds the master's log",
+        Duration::from_secs(120),
+        || metric(&slave, "smq_replication_lag_bytes").filter(|lag| *lag == 0.0),
+    );
+    // Stopping both cleanly flushes them; the slave first, so that it holds no more than the master.
+    slave.stop();
+    master.stop();
+    let compared_bytes = assert_segments_copied(&master_dir, &slave_dir);
+    assert!(
+        compared_bytes >= 150_000_000,
+        "only {compared_bytes} bytes compared"
+    );
+}
+
+/// Every message of `topic` stored at `addr` from its earliest offsets: (queue, offset, body).
+fn stored_messages(addr: &str, topic: &str) -> BTreeSet<(u32, u64, Vec<u8>)> {
+    runtime().block_on(async {
+        let config = ClientConfig::new(addr.to_owned());
+        let mut consumer = Consumer::connect(config, topic, None, StartFrom::Earliest)
+            .await
+            .unwrap();
+        let mut stored = BTreeSet::new();
+        loop {
+            let polled = consumer.poll(1000).await.unwrap();
+            if polled.is_empty() {
+                return stored;
+            }
+            for message in polled {
+                stored.insert((message.queue_id, message.offset, message.body.to_vec()));
+            }
+        }
+    })
+}
+
+/// Issue 16 point 1. A new empty slave of a master whose retention deleted the start of its
+/// log cannot copy from 0: it skips to the master's log start, says so in one line, and holds
+/// what the master holds from there: the same messages at the same queue offsets, the same
+/// segment bytes.
+#[test]
+fn an_empty_slave_of_a_master_past_retention_starts_at_the_masters_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "retained");
+    let (master_dir, slave_dir) = (dir.path().join("master"), dir.path().join("slave"));
+    let small = [
+        "--flush",
+        "async",
+        "--segment-bytes",
+        "1048576",
+        "--retention-bytes",
+        "3000000",
+        "--retention-check-interval-ms",
+        "100",
+    ];
+    let master = start_master(&secret, &master_dir, &small);
+    let produced = master
+        .smq()
+        .args(["bench", "produce", "--topic", "kept", "--queues", "2"])
+        .args(["--message-bytes", "1000", "--count", "8000"])
+        .output()
+        .unwrap();
+    assert!(produced.status.success(), "{produced:?}");
+    let first_segment = master_dir.join("commitlog").join(format!("{:020}", 0));
+    wait_for(
+        "retention deletes the first segment",
+        Duration::from_secs(30),
+        || (!first_segment.exists()).then_some(()),
+    );
+    let slave = start_slave(&master, &secret, &slave_dir, &small[..4]);
+    let skipped = wait_for_log(&slave, "the slave skipping to the master's start", |line| {
+        line.contains("skips to the master's log start")
+    });
+    assert!(skipped.contains("from_position=0"), "{skipped}");
+    wait_for_in_sync(&master);
+    let on_master = stored_messages(&master.addr.to_string(), "kept");
+    assert!(on_master.len() < 8000, "retention kept everything");
+    let on_slave = stored_messages(&slave.addr.to_string(), "kept");
+    assert!(
+        on_slave == on_master,
+        "the slave holds {} messages, the master {}",
+        on_slave.len(),
+        on_master.len()
+    );
+
+    slave.stop();
+    master.stop();
+    assert_segments_copied(&master_dir, &slave_dir);
+}
+
 #[test]
 fn under_sync_replication_every_acknowledged_message_survives_losing_the_masters_disk() {
     let dir = tempfile::tempdir().unwrap();
@@ -555,6 +694,7 @@ fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_el
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
+    let (g1_addr, g1_dir) = (g1_master.addr.to_string(), g1_master.data_dir.clone());
     g1_master.kill();
     // The producer goes on to g2; the NameServer drops the dead master within its timeout.
     wait_for(
@@ -661,6 +801,40 @@ fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_el
         "{} acknowledged, {from_g1} of them read from g1's slave",
         acked.len()
     );
+
+    // The master returns where it was: its slave is in sync with it again, the routes name it,
+    // and g1's keys are written to g1 again.
+    let g1_args = [
+        "--nameserver",
+        &ns,
+        "--group",
+        "g1",
+        "--replication",
+        "sync",
+    ];
+    let g1_master = restart_as_master(&g1_addr, &g1_dir, &secret, &g1_args);
+    wait_for_in_sync(&g1_master);
+    wait_for(
+        "g1's master back in the routes",
+        Duration::from_secs(10),
+        || {
+            let (_, body) = nameserver.get("/v1/routes/t");
+            let route: serde_json::Value = serde_json::from_str(&body).ok()?;
+            route["groups"]
+                .as_array()?
+                .iter()
+                .any(|group| group["group"] == "g1" && !group["master"].is_null())
+                .then_some(())
+        },
+    );
+    runtime.block_on(async {
+        let producer = Producer::connect(config.clone()).await.unwrap();
+        let sent = producer.send("t", keyed(key_of_g1)).await.unwrap();
+        assert!(
+            sent.queue_id < 2,
+            "a key of g1 is written to g1 again: {sent:?}"
+        );
+    });
 }
 
 #[test]
@@ -859,13 +1033,14 @@ fn group_with_topic(dir: &Path, master_args: &[&str], queues: u32) -> (PathBuf, 
 /// A broker of the group restarted where its peers know it, as a master replicating
 /// synchronously.
 fn restart_as_sync_master(addr: &str, data_dir: &Path, secret: &Path) -> Broker {
-    let args = [
-        "--replication-secret-file",
-        secret.to_str().unwrap(),
-        "--replication",
-        "sync",
-    ];
-    Broker::start_on(addr, data_dir, &with_small_segments(args.to_vec()))
+    restart_as_master(addr, data_dir, secret, &["--replication", "sync"])
+}
+
+/// A broker of the group restarted where its peers know it, as a master with `args`.
+fn restart_as_master(addr: &str, data_dir: &Path, secret: &Path, args: &[&str]) -> Broker {
+    let mut all = vec!["--replication-secret-file", secret.to_str().unwrap()];
+    all.extend_from_slice(args);
+    Broker::start_on(addr, data_dir, &with_small_segments(all))
 }
 
 /// A broker of the group restarted where its peers know it, as a slave of `master`.
@@ -1015,4 +1190,220 @@ fn an_old_master_rejoining_after_a_switchover_drops_only_its_unacknowledged_tail
     for (name, bytes) in new_log.iter().filter(|(_, b)| b.iter().any(|b| *b != 0)) {
         assert!(old_log.get(name) == Some(bytes), "segment {name} differs");
     }
+}
+
+/// Copies every file of `from` into `to` (one level of subdirectories: commitlog, index).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Issue 16 points 3 and 4. A master restarted under synchronous replication serves only what
+/// its slave acknowledged: batches whose replication timed out (the slave was frozen) were
+/// written to the master's log, never acknowledged, and stay hidden from consumers until the
+/// slave is back and holds them.
+#[test]
+fn a_restarted_sync_master_serves_only_what_its_slave_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--replication",
+        "sync",
+        "--replication-timeout-ms",
+        "300",
+        "--replica-lag-time-max-ms",
+        "60000",
+    ];
+    let (secret, master, slave) = group_with_topic(dir.path(), &args, 2);
+    let (master_addr, master_dir) = (master.addr.to_string(), master.data_dir.clone());
+    let (before, failed) = produce_tagged(&master_addr, "t", "before", 300);
+    assert_eq!((before.len(), failed), (300, 0));
+    signal(&slave, libc::SIGSTOP);
+    let (unreplicated, failed) = produce_tagged(&master_addr, "t", "unreplicated", 5);
+    assert_eq!((unreplicated.len(), failed), (0, 5), "nothing acknowledged");
+    master.kill();
+    let master = restart_as_master(&master_addr, &master_dir, &secret, &args);
+    // What it serves now is what its slave acknowledged before (as far as it wrote that down:
+    // at most a second late), never the tail the slave does not hold.
+    let served = read_log(&master_addr, "t", 0);
+    let unacknowledged: Vec<_> = served
+        .iter()
+        .filter(|body| !before.contains(*body))
+        .collect();
+    assert!(
+        unacknowledged.is_empty(),
+        "the restarted master serves what no slave acknowledged: {unacknowledged:?}"
+    );
+
+    // The slave comes back and holds the tail: now it is acknowledged, and consumers see it.
+    signal(&slave, libc::SIGCONT);
+    let tail: BTreeSet<Vec<u8>> = (0..5)
+        .map(|n| format!("unreplicated-{n:05}").into_bytes())
+        .collect();
+    let all: BTreeSet<Vec<u8>> = before.union(&tail).cloned().collect();
+    assert_exactly(
+        &read_log(&master_addr, "t", 305),
+        &all,
+        "the restarted master, its slave back",
+    );
+    drop(master);
+}
+
+/// Issue 16 point 3, proto-spec.md section 10.1 with two slaves. Slave B falls out of sync and
+/// the master acknowledges writes that only slave A holds; then the master loses the unflushed
+/// tail of its log (simulated: its log files are put back as they were before those writes,
+/// its fsynced holders file stays) and restarts. B comes back first and catches up: it does
+/// not count, so the master takes no writes; A comes back holding what the master lost: the
+/// master refuses writes and A keeps every acknowledged message.
+#[test]
+fn with_two_slaves_a_master_that_lost_its_tail_waits_for_the_slave_that_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--flush",
+        "async",
+        "--replication",
+        "sync",
+        "--replication-timeout-ms",
+        "2000",
+        "--replica-lag-time-max-ms",
+        "1000",
+    ];
+    let (secret, master, slave_a) = group_with_topic(dir.path(), &args, 2);
+    let slave_b = start_slave(&master, &secret, &dir.path().join("slave-b"), &[]);
+    let (master_addr, master_dir) = (master.addr.to_string(), master.data_dir.clone());
+    let (slave_a_addr, slave_b_addr) = (slave_a.addr.to_string(), slave_b.addr.to_string());
+    let in_sync = |master: &Broker, addr: &str| {
+        metric(master, &format!("smq_slave_in_sync{{slave=\"{addr}\"}}")) == Some(1.0)
+    };
+    wait_for("both slaves in sync", Duration::from_secs(30), || {
+        let both = [&slave_a_addr, &slave_b_addr]
+            .iter()
+            .all(|addr| in_sync(&master, addr));
+        both.then_some(())
+    });
+    let (before, failed) = produce_tagged(&master_addr, "t", "before", 200);
+    assert_eq!((before.len(), failed), (200, 0));
+    // What the master's disk will come back with.
+    signal(&master, libc::SIGSTOP);
+    let snapshot = dir.path().join("master-snapshot");
+    copy_dir(&master_dir, &snapshot);
+    signal(&master, libc::SIGCONT);
+
+    // B freezes and drops out of the holders; A alone acknowledges these.
+    signal(&slave_b, libc::SIGSTOP);
+    wait_for("B out of sync", Duration::from_secs(30), || {
+        (!in_sync(&master, &slave_b_addr)).then_some(())
+    });
+    let (only_on_a, failed) = produce_tagged(&master_addr, "t", "only-on-a", 100);
+    assert_eq!((only_on_a.len(), failed), (100, 0));
+
+    // The master loses power: its log is what it was at the snapshot; its fsynced holders
+    // file survives. A is away for now.
+    signal(&slave_a, libc::SIGSTOP);
+    master.kill();
+    if master_dir.join("holders").exists() {
+        std::fs::copy(master_dir.join("holders"), snapshot.join("holders")).unwrap();
+    }
+    std::fs::remove_dir_all(&master_dir).unwrap();
+    std::fs::rename(&snapshot, &master_dir).unwrap();
+    let master = restart_as_master(&master_addr, &master_dir, &secret, &args);
+
+    // B, which lacks the lost tail, catches up: the master still takes no writes.
+    signal(&slave_b, libc::SIGCONT);
+    wait_for_log(&master, "B connected to the restarted master", |line| {
+        line.contains("a slave connected") && line.contains(&slave_b_addr)
+    });
+    wait_for(
+        "B caught up with the restarted master",
+        Duration::from_secs(30),
+        || {
+            let caught_up = metric(&slave_b, "smq_replication_connected") == Some(1.0)
+                && metric(&slave_b, "smq_replication_lag_bytes") == Some(0.0);
+            caught_up.then_some(())
+        },
+    );
+    assert!(
+        !in_sync(&master, &slave_b_addr),
+        "B counts as in sync, though it may lack what the master lost"
+    );
+    let (after, _) = produce_tagged(&master_addr, "t", "after", 3);
+    assert!(
+        after.is_empty(),
+        "the master took writes with only B: {after:?}"
+    );
+
+    // A comes back: it holds more than the master, so the master refuses writes and A keeps
+    // every acknowledged message, for the operator to promote it.
+    signal(&slave_a, libc::SIGCONT);
+    wait_for_log(&master, "the master refusing writes", |line| {
+        line.contains("this master takes no more writes") && line.contains("lost")
+    });
+    let acknowledged: BTreeSet<Vec<u8>> = before.union(&only_on_a).cloned().collect();
+    assert_exactly(&read_log(&slave_a_addr, "t", 300), &acknowledged, "slave A");
+    drop((master, slave_b));
+}
+
+/// Issue 16 points 5, 6 and 9. Committed consumer offsets follow the log to the slave: a
+/// consumer of the group reading from the slave goes on after them. A slave that falls out of
+/// sync and comes back makes the master log one line each way, and the slave's lag in seconds
+/// is in its /metrics.
+#[test]
+fn committed_offsets_reach_the_slave_and_a_slave_out_of_sync_and_back_is_logged_each_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_secret, master, slave) =
+        group_with_topic(dir.path(), &["--replica-lag-time-max-ms", "1000"], 1);
+    let (master_addr, slave_addr) = (master.addr.to_string(), slave.addr.to_string());
+    let (read, failed) = produce_tagged(&master_addr, "t", "read", 10);
+    assert_eq!((read.len(), failed), (10, 0));
+    runtime().block_on(async {
+        let config = ClientConfig::new(master_addr.clone());
+        let mut consumer = Consumer::connect(config, "t", Some("g"), StartFrom::Earliest)
+            .await
+            .unwrap();
+        let mut seen = 0;
+        while seen < 10 {
+            seen += consumer.poll(1000).await.unwrap().len();
+        }
+        consumer.commit().await.unwrap();
+    });
+    let (unread, failed) = produce_tagged(&master_addr, "t", "unread", 5);
+    assert_eq!((unread.len(), failed), (5, 0));
+    // A consumer of group g on the slave starts after what the group committed on the master.
+    wait_for(
+        "the group's offsets on the slave",
+        Duration::from_secs(30),
+        || {
+            runtime().block_on(async {
+                let config = ClientConfig::new(slave_addr.clone());
+                let mut consumer = Consumer::connect(config, "t", Some("g"), StartFrom::Earliest)
+                    .await
+                    .ok()?;
+                let bodies: BTreeSet<Vec<u8>> = consumer
+                    .poll(1000)
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .map(|message| message.body.to_vec())
+                    .collect();
+                (bodies == unread).then_some(())
+            })
+        },
+    );
+    assert_eq!(metric(&slave, "smq_replication_lag_seconds"), Some(0.0));
+
+    signal(&slave, libc::SIGSTOP);
+    wait_for_log(&master, "the slave falling out of sync", |line| {
+        line.contains("a slave fell out of sync") && line.contains(&slave_addr)
+    });
+    signal(&slave, libc::SIGCONT);
+    wait_for_log(&master, "the slave in sync again", |line| {
+        line.contains("a slave is in sync again") && line.contains(&slave_addr)
+    });
 }

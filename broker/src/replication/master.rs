@@ -8,8 +8,18 @@
 //! (it asked for a position at or past the master's end when its previous fetch was answered)
 //! within the last `replica_lag_time_max_ms`; synchronous replication refuses a produce at once
 //! (`NO_SLAVE`) while no slave is in sync, rather than letting it time out.
+//!
+//! Under synchronous replication the master keeps the set of **holders**: the slaves that each
+//! hold every acknowledged write (Kafka's in-sync replicas). A write is acknowledged, and
+//! consumers see it, only once every holder has it, so any holder can be promoted without
+//! losing an acknowledged write. A slave joins once it is in sync and holds everything
+//! acknowledged; it leaves when it falls out of sync, but only after the smaller set is written
+//! to the holders file (never the last one: then nothing is acknowledged until one is back). A
+//! master that may have lost the unflushed tail of its log (it stopped uncleanly under
+//! `--flush async`) lets no other slave join until one of the holders it remembers is in sync
+//! again: only they may hold what it lost (proto-spec.md section 10.1).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,16 +29,22 @@ use smq_protocol::credential::constant_time_eq;
 use smq_protocol::replication::{
     ReplicaFetch, ReplicaFetchResponse, ReplicaHello, ReplicaHelloResponse, ReplicaMetadataResponse,
 };
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::epochs::{reconcile, Log, Verdict};
+use super::holders_file::{Holders, HoldersFileError};
 use crate::config::{BrokerConfig, Replication, Role};
 use crate::handlers::{Answer, HandlerError, Outcome, Reply};
 use crate::state::Broker;
-use crate::storage::FlushMode;
+use crate::storage::{FlushMode, Store};
 
 /// Largest log chunk sent in one ReplicaFetch answer, whatever the slave asks for.
 pub const MAX_REPLICA_FETCH_BYTES: u32 = 4 * 1024 * 1024;
+/// How often [`keep_holders`] looks for a holder that fell out of sync (it is woken at once
+/// when one disconnects).
+const HOLDERS_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the holders file is rewritten at most for a grown acknowledged position alone.
+const HOLDERS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the master knows of one connected slave.
 #[derive(Debug, Clone)]
@@ -52,17 +68,68 @@ impl SlaveView {
     fn is_in_sync(&self, now: Instant, lag_time_max: Duration) -> bool {
         now.duration_since(self.caught_up_at) < lag_time_max
     }
+
+    /// What this slave acknowledged, as durably as the master counts it.
+    fn acknowledged(&self, fsync_acks: bool) -> u64 {
+        if fsync_acks {
+            self.acked_flushed
+        } else {
+            self.acked_position
+        }
+    }
 }
 
-/// The slaves of this master and the highest position any of them acknowledged.
+/// The slaves of this master, the holders among them, and the position they acknowledged.
 pub struct Replicas {
-    slaves: Mutex<BTreeMap<u64, SlaveView>>,
+    group: Mutex<Group>,
     next_session: AtomicU64,
-    /// The highest position a slave holds (as durably as `fsync_acks` says); producers waiting
-    /// under synchronous replication watch it.
+    /// What the slaves hold (as durably as `fsync_acks` says): under synchronous replication,
+    /// every holder; otherwise, any slave. Producers waiting for a slave watch it.
     acknowledged: watch::Sender<u64>,
     fsync_acks: bool,
     lag_time_max: Duration,
+    /// `--replication sync`: acknowledgements wait for every holder.
+    sync: bool,
+    /// Wakes [`keep_holders`] when a holder may have to leave.
+    holders_changed: Notify,
+}
+
+/// The connected slaves and the holders, under one lock.
+struct Group {
+    slaves: BTreeMap<u64, SlaveView>,
+    /// Under synchronous replication, the slaves (by address) that each hold every
+    /// acknowledged write.
+    holders: BTreeSet<String>,
+    /// This master's log holds every acknowledged write (it is not waiting for a remembered
+    /// holder after an unclean restart), so a slave that caught up with it may join.
+    complete: bool,
+    /// A slave joined the holders since the file was last written.
+    joined: bool,
+}
+
+impl Group {
+    /// A slave of this address is connected and in sync.
+    fn in_sync(&self, addr: &str, now: Instant, lag_time_max: Duration) -> bool {
+        self.slaves
+            .values()
+            .any(|slave| slave.addr == addr && slave.is_in_sync(now, lag_time_max))
+    }
+
+    /// What every holder holds (0 while one is not connected).
+    fn held_by_every_holder(&self, fsync_acks: bool) -> u64 {
+        self.holders
+            .iter()
+            .map(|addr| {
+                self.slaves
+                    .values()
+                    .filter(|slave| &slave.addr == addr)
+                    .map(|slave| slave.acknowledged(fsync_acks))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(0)
+    }
 }
 
 /// One admitted slave's connection; the slave is forgotten when it ends.
@@ -73,8 +140,9 @@ pub struct ReplicaSession {
 
 impl Drop for ReplicaSession {
     fn drop(&mut self) {
-        if let Some(slave) = self.broker.replicas.lock().remove(&self.id) {
+        if let Some(slave) = self.broker.replicas.lock().slaves.remove(&self.id) {
             tracing::warn!(slave = %slave.addr, peer = %slave.peer, acked_position = slave.acked_position, "a slave disconnected");
+            self.broker.replicas.holders_changed.notify_one();
         }
     }
 }
@@ -82,36 +150,80 @@ impl Drop for ReplicaSession {
 impl Replicas {
     pub fn new(config: &BrokerConfig) -> Replicas {
         Replicas {
-            slaves: Mutex::new(BTreeMap::new()),
+            group: Mutex::new(Group {
+                slaves: BTreeMap::new(),
+                holders: BTreeSet::new(),
+                complete: true,
+                joined: false,
+            }),
             next_session: AtomicU64::new(1),
             acknowledged: watch::Sender::new(0),
             fsync_acks: config.flush == FlushMode::Sync,
             lag_time_max: Duration::from_millis(config.replica_lag_time_max_ms),
+            sync: config.replication == Replication::Sync,
+            holders_changed: Notify::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, SlaveView>> {
-        self.slaves.lock().unwrap_or_else(|p| p.into_inner())
+    /// Takes up what the holders file of the last run says ([`holders_at_start`]).
+    pub fn restore(&self, holders: Holders, complete: bool) {
+        let mut group = self.lock();
+        group.holders = holders.slaves;
+        group.complete = complete;
+        self.acknowledged.send_replace(holders.acknowledged);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every connected slave, with whether it is in sync now.
+    /// Under synchronous replication, in sync means a holder in sync: the slaves a promotion may
+    /// pick without losing an acknowledged write.
     pub fn slaves(&self) -> Vec<SlaveView> {
         let now = Instant::now();
-        self.lock()
+        let group = self.lock();
+        group
+            .slaves
             .values()
             .map(|slave| SlaveView {
-                in_sync: slave.is_in_sync(now, self.lag_time_max),
+                in_sync: self.counts(&group, slave, now),
                 ..slave.clone()
             })
             .collect()
     }
 
-    /// Whether a slave is in sync now.
+    /// Whether `slave` counts as in sync for producers and operators now.
+    fn counts(&self, group: &Group, slave: &SlaveView, now: Instant) -> bool {
+        slave.is_in_sync(now, self.lag_time_max)
+            && (!self.sync || group.holders.contains(&slave.addr))
+    }
+
+    /// Whether a write can be acknowledged by a slave now: a slave is in sync (under
+    /// synchronous replication, a holder).
     pub fn any_in_sync(&self) -> bool {
         let now = Instant::now();
-        self.lock()
-            .values()
-            .any(|slave| slave.is_in_sync(now, self.lag_time_max))
+        let group = self.lock();
+        if self.sync {
+            group
+                .holders
+                .iter()
+                .any(|addr| group.in_sync(addr, now, self.lag_time_max))
+        } else {
+            group
+                .slaves
+                .values()
+                .any(|slave| slave.is_in_sync(now, self.lag_time_max))
+        }
+    }
+
+    /// Raises the acknowledged position to `position` (it never goes down); true if it rose.
+    fn advance(&self, position: u64) -> bool {
+        self.acknowledged.send_if_modified(|acknowledged| {
+            let advanced = position > *acknowledged;
+            *acknowledged = (*acknowledged).max(position);
+            advanced
+        })
     }
 
     /// Waits until a slave acknowledged `end`; false when `timeout` passed first.
@@ -126,11 +238,15 @@ impl Replicas {
     /// way); the master calls this periodically.
     pub fn log_sync_changes(&self, master_end: u64) {
         let now = Instant::now();
-        for slave in self.lock().values_mut() {
-            let in_sync = slave.is_in_sync(now, self.lag_time_max);
-            if in_sync == slave.in_sync {
-                continue;
-            }
+        let mut group = self.lock();
+        let changed: Vec<(u64, bool)> = group
+            .slaves
+            .iter()
+            .map(|(id, slave)| (*id, self.counts(&group, slave, now)))
+            .filter(|(id, in_sync)| group.slaves[id].in_sync != *in_sync)
+            .collect();
+        for (id, in_sync) in changed {
+            let slave = group.slaves.get_mut(&id).expect("listed above");
             slave.in_sync = in_sync;
             let lag_bytes = master_end.saturating_sub(slave.acked_position);
             if in_sync {
@@ -238,7 +354,7 @@ pub fn hello(
         }
     };
     let id = broker.replicas.next_session.fetch_add(1, Ordering::Relaxed);
-    broker.replicas.lock().insert(
+    broker.replicas.lock().slaves.insert(
         id,
         SlaveView {
             addr: hello.slave_addr.clone(),
@@ -289,6 +405,7 @@ pub fn fetch(broker: &Arc<Broker>, session: &ReplicaSession, request: ReplicaFet
             let until = broker
                 .replicas
                 .lock()
+                .slaves
                 .get(&id)
                 .map(|slave| slave.paced_until);
             if let Some(until) = until {
@@ -308,7 +425,7 @@ pub fn fetch(broker: &Arc<Broker>, session: &ReplicaSession, request: ReplicaFet
             let waited_enough = tokio::time::Instant::now() >= deadline || *shutdown.borrow();
             if !chunk.bytes.is_empty() || waited_enough {
                 let master_end = broker.store.end_position();
-                if let Some(slave) = broker.replicas.lock().get_mut(&id) {
+                if let Some(slave) = broker.replicas.lock().slaves.get_mut(&id) {
                     slave.end_at_last_answer = master_end;
                     if rate > 0 {
                         let sending =
@@ -350,8 +467,8 @@ fn acknowledge(
     let flushed = request.flushed_position.min(request.position);
     let replicas = &broker.replicas;
     let acknowledged = {
-        let mut slaves = replicas.lock();
-        let Some(slave) = slaves.get_mut(&session.id) else {
+        let mut group = replicas.lock();
+        let Some(slave) = group.slaves.get_mut(&session.id) else {
             return Err(HandlerError::Internal("the slave's session is gone".into()));
         };
         slave.acked_position = request.position;
@@ -359,21 +476,163 @@ fn acknowledge(
         if request.position >= slave.end_at_last_answer {
             slave.caught_up_at = Instant::now();
         }
-        if replicas.fsync_acks {
-            flushed
+        if replicas.sync {
+            let (addr, holds) = (slave.addr.clone(), slave.acknowledged(replicas.fsync_acks));
+            let in_sync = group.in_sync(&addr, Instant::now(), replicas.lag_time_max);
+            if in_sync && group.holders.contains(&addr) && !group.complete {
+                group.complete = true;
+                tracing::info!(slave = %addr, "a slave that holds every acknowledged write is in sync again: this master takes writes again");
+            }
+            let holds_all = holds >= *replicas.acknowledged.borrow();
+            if in_sync && group.complete && holds_all && group.holders.insert(addr.clone()) {
+                group.joined = true;
+                tracing::info!(slave = %addr, "a slave holds every acknowledged write: acknowledgements wait for it from now on");
+            }
+            group.held_by_every_holder(replicas.fsync_acks)
         } else {
-            request.position
+            slave.acknowledged(replicas.fsync_acks)
         }
     };
-    if broker.config.replication == Replication::Sync {
-        broker.store.replicated(acknowledged);
-    }
-    replicas.acknowledged.send_if_modified(|position| {
-        let advanced = acknowledged > *position;
-        *position = (*position).max(acknowledged);
-        advanced
-    });
+    publish_acknowledged(broker, acknowledged);
     Ok(())
+}
+
+/// The slaves hold the log below `position`: producers waiting for it are answered, and under
+/// synchronous replication consumers may read it.
+fn publish_acknowledged(broker: &Broker, position: u64) {
+    if broker.config.replication == Replication::Sync {
+        broker.store.replicated(position);
+    }
+    broker.replicas.advance(position);
+}
+
+/// What the holders file of the last run says, and whether this master's log holds every
+/// write it acknowledged (else it waits for a remembered holder before taking writes). Without
+/// a file, no slave acknowledged anything: readers see nothing until one does, unless this
+/// broker has just been promoted (its log is the copy the old master's slaves held).
+pub fn holders_at_start(
+    config: &BrokerConfig,
+    store: &Store,
+) -> Result<(Holders, bool), HoldersFileError> {
+    let end = store.end_position();
+    let Some(mut holders) = Holders::read(&config.data_dir)? else {
+        let promoted = store
+            .epoch_history()
+            .entries
+            .last()
+            .is_some_and(|entry| entry.promoted && entry.start == end);
+        let acknowledged = if promoted {
+            end
+        } else {
+            store.log_start_position()
+        };
+        return Ok((
+            Holders {
+                acknowledged,
+                slaves: BTreeSet::new(),
+            },
+            true,
+        ));
+    };
+    let complete = holders.slaves.is_empty()
+        || config.flush == FlushMode::Sync
+        || store.recovery_report().clean;
+    if holders.acknowledged > end {
+        tracing::warn!(
+            acknowledged = holders.acknowledged,
+            log_end = end,
+            "this master's log ends before what its slaves acknowledged: it lost its tail"
+        );
+        holders.acknowledged = end;
+        holders.write(&config.data_dir)?;
+    }
+    if !complete {
+        tracing::warn!(
+            holders = ?holders.slaves,
+            "this master stopped uncleanly under --flush async: its log may have lost writes its \
+             slaves acknowledged, so it takes writes only once one of these slaves is in sync \
+             again (a slave holding more than this master makes it refuse writes: promote that \
+             slave)"
+        );
+    }
+    Ok((holders, complete))
+}
+
+/// Keeps the holders file up to date under synchronous replication: a holder that is no longer
+/// in sync leaves the set once the smaller set is written (then acknowledgements stop waiting
+/// for it), and joins and the acknowledged position are written at most once a second.
+pub async fn keep_holders(broker: Arc<Broker>) {
+    let replicas = &broker.replicas;
+    let mut shutdown = broker.shutdown.clone();
+    let mut written_at = Instant::now();
+    let mut written = *replicas.acknowledged.borrow();
+    loop {
+        let stopping = tokio::select! {
+            _ = crate::state::shutting_down(&mut shutdown) => true,
+            _ = replicas.holders_changed.notified() => false,
+            _ = tokio::time::sleep(HOLDERS_CHECK_INTERVAL) => false,
+        };
+        let (holders, leaving) = {
+            let mut group = replicas.lock();
+            let now = Instant::now();
+            let leaving: Vec<String> = group
+                .holders
+                .iter()
+                .filter(|addr| !group.in_sync(addr, now, replicas.lag_time_max))
+                .cloned()
+                .collect();
+            // The last holders stay: nothing is acknowledged until one is back in sync.
+            let leaving = if leaving.len() == group.holders.len() {
+                Vec::new()
+            } else {
+                leaving
+            };
+            let acknowledged = *replicas.acknowledged.borrow();
+            let due = stopping
+                || !leaving.is_empty()
+                || group.joined
+                || (acknowledged != written && written_at.elapsed() >= HOLDERS_WRITE_INTERVAL);
+            if !due {
+                continue;
+            }
+            group.joined = false;
+            let mut slaves = group.holders.clone();
+            slaves.retain(|addr| !leaving.contains(addr));
+            (
+                Holders {
+                    acknowledged,
+                    slaves,
+                },
+                leaving,
+            )
+        };
+        let writer = broker.clone();
+        let to_write = holders.clone();
+        let result = tokio::task::spawn_blocking(move || to_write.write(&writer.config.data_dir))
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|result| result.map_err(|error| error.to_string()));
+        if let Err(error) = result {
+            tracing::error!(%error, "writing the holders file failed: acknowledgements keep waiting for every holder; retried");
+            replicas.lock().joined = true;
+            continue;
+        }
+        (written, written_at) = (holders.acknowledged, Instant::now());
+        if stopping {
+            return;
+        }
+        if !leaving.is_empty() {
+            let acknowledged = {
+                let mut group = replicas.lock();
+                group.holders.retain(|addr| !leaving.contains(addr));
+                group.held_by_every_holder(replicas.fsync_acks)
+            };
+            for slave in &leaving {
+                tracing::warn!(%slave, holders = ?holders.slaves, "a slave out of sync no longer counts as holding every acknowledged write: acknowledgements stop waiting for it until it is in sync again");
+            }
+            publish_acknowledged(&broker, acknowledged);
+        }
+    }
 }
 
 /// The master's topics and consumer offsets, for a slave to copy.

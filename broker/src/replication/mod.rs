@@ -6,6 +6,7 @@
 //! master's "acknowledged by a slave" is one more bound of the store's visible position.
 
 pub mod epochs;
+pub mod holders_file;
 pub mod master;
 pub mod slave;
 

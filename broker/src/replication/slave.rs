@@ -158,6 +158,7 @@ async fn replicate(
     });
     let ReplicaHelloResponse {
         fsync_acks,
+        log_start: master_start,
         log_end: master_end,
         master_epoch,
         truncate_to,
@@ -169,6 +170,9 @@ async fn replicate(
     };
     if truncate_to < broker.store.end_position() {
         drop_divergent_tail(broker, master, master_epoch, truncate_to).await?;
+    }
+    if broker.store.end_position() < master_start {
+        skip_to_master_start(broker, master, master_start).await?;
     }
     tracing::info!(%master, master_log_end = master_end, log_end = broker.store.end_position(), master_epoch, fsync_acks, "replicating from the master");
     *in_outage = false;
@@ -243,12 +247,54 @@ async fn drop_divergent_tail(
         "dropped the tail of this slave's log that its master does not have (written by an \
          older master and never acknowledged through the group's masters since)"
     );
+    wake_every_queue(broker);
+    Ok(())
+}
+
+/// Makes this slave's log begin at its master's log start, when it ends before it (the
+/// master's retention deleted the log in between, so it cannot be copied): what this slave
+/// held is dropped, and one line says what was skipped.
+async fn skip_to_master_start(
+    broker: &Arc<Broker>,
+    master: &str,
+    master_start: u64,
+) -> Result<(), ReplicationError> {
+    let writer = broker.clone();
+    let (end, dropped_bytes) = tokio::task::spawn_blocking(move || {
+        let store = &writer.store;
+        let (start, end) = (store.log_start_position(), store.end_position());
+        let dropped_bytes = if end > start {
+            store.truncate_to(start)?.bytes()
+        } else {
+            0
+        };
+        store.restart_empty_log_at(master_start)?;
+        Ok::<_, crate::storage::StorageError>((end, dropped_bytes))
+    })
+    .await
+    .map_err(|error| ReplicationError::Apply(error.to_string()))?
+    .map_err(|error| ReplicationError::Apply(error.to_string()))?;
+    tracing::warn!(
+        %master,
+        from_position = end,
+        to_position = master_start,
+        skipped_bytes = master_start - end,
+        dropped_bytes,
+        "this slave's log ends before its master's log start (the master's retention deleted \
+         the log in between): it skips to the master's log start, dropping what it held, and \
+         copies from there"
+    );
+    wake_every_queue(broker);
+    Ok(())
+}
+
+/// Wakes every consumer waiting on a queue of this broker (its log changed under them).
+fn wake_every_queue(broker: &Broker) {
     for topic in broker.topics() {
         for queue in 0..topic.queue_count {
             topic.appended(queue).notify_waiters();
         }
     }
-    Ok(())
 }
 
 /// Appends the batches of `bytes` (log bytes from `position`) verbatim, recording each new

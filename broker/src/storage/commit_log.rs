@@ -7,7 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::error::{Result, StorageError};
-use super::file_names::{parse_offset_name, segment_path, COMMIT_LOG_DIR, TEMP_SUFFIX};
+use super::file_names::{
+    offset_name, parse_offset_name, segment_path, COMMIT_LOG_DIR, TEMP_SUFFIX,
+};
 use super::preparer::{Preparer, LOG_READ_AHEAD_BYTES};
 use super::segment::{create_dir_durably, sync_dir, MappedFile, SharedFile};
 
@@ -162,6 +164,32 @@ impl CommitLog {
         self.write_position = position;
         self.read_ahead_requested_to = position;
         Ok(deleted)
+    }
+
+    /// Moves an empty log to begin at `position` (a replica whose master no longer holds the
+    /// log before it): the one segment, all zeros, is renamed to that base, durably. A power
+    /// loss leaves it either where it was or at `position`, empty either way.
+    pub fn restart_empty_at(&mut self, position: u64) -> Result<()> {
+        assert!(
+            self.segments.len() == 1
+                && self.write_position == self.start_position()
+                && position > self.start_position()
+        );
+        let old = self.segments.pop().expect("one segment");
+        let from = old.file.path().to_owned();
+        let to = from.with_file_name(offset_name(position));
+        drop(old);
+        std::fs::rename(&from, &to).map_err(StorageError::io("renaming", &from))?;
+        if let Some(dir) = to.parent() {
+            sync_dir(dir)?;
+        }
+        self.segments.push(Segment {
+            base: position,
+            file: Arc::new(MappedFile::open(&to)?),
+        });
+        self.write_position = position;
+        self.read_ahead_requested_to = position;
+        Ok(())
     }
 
     /// Asks the preparer to read the pages ahead of the write position into memory, at start.

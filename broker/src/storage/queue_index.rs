@@ -170,6 +170,18 @@ impl QueueIndex {
         })
     }
 
+    /// Starts an index that has no files at `queue_offset` (a replica whose first batch of this
+    /// queue is not its first: the master's retention deleted those before it).
+    pub fn start_at(&mut self, queue_offset: u64) {
+        assert!(self.files.is_empty());
+        self.next_queue_offset = queue_offset;
+        self.unsynced_from_queue_offset = queue_offset;
+    }
+
+    pub fn has_files(&self) -> bool {
+        !self.files.is_empty()
+    }
+
     /// Queue offset the next batch gets.
     pub fn next_queue_offset(&self) -> u64 {
         self.next_queue_offset

@@ -348,8 +348,18 @@ impl Store {
                 .get_mut(view.topic(), view.queue_id())
                 .filter(|index| !index.needs_file() && index.needs_reserving().is_none())
             else {
+                // A replica whose log does not begin at 0 (it began at its master's log start)
+                // may lack the first batches of a queue: its new index begins at the master's
+                // batch. A log that begins at 0 holds every batch, so each queue begins at 0.
+                let first_queue_offset = match placement {
+                    Placement::Verbatim { .. } if log.start_position() > 0 => {
+                        Some(view.base_queue_offset())
+                    }
+                    _ => None,
+                };
                 drop(state);
-                self.shared.make_index_file(view.topic(), view.queue_id())?;
+                self.shared
+                    .make_index_file(view.topic(), view.queue_id(), first_queue_offset)?;
                 continue;
             };
             let base_queue_offset = index.next_queue_offset();
@@ -509,13 +519,13 @@ impl Store {
         durable_here.min(self.shared.replicated_position.load(Ordering::Acquire))
     }
 
-    /// From now on, readers see only what a slave acknowledged ([`Store::replicated`]). What the
-    /// log holds at this call counts as acknowledged: its copies cannot be asked about any more
-    /// (a restarted master does not know what its slave held).
-    pub fn require_replication(&self) {
+    /// From now on, readers see only what a slave acknowledged: the log below `acknowledged`
+    /// (what a master remembers its slaves held; at most the log's end) and what
+    /// [`Store::replicated`] reports later.
+    pub fn require_replication(&self, acknowledged: u64) {
         self.shared
             .replicated_position
-            .store(self.end_position(), Ordering::Release);
+            .store(acknowledged.min(self.end_position()), Ordering::Release);
     }
 
     /// A slave holds the log below `position` (as durably as the master's flush mode asks).
@@ -655,16 +665,7 @@ impl Store {
     pub fn truncate_to(&self, position: u64) -> Result<Dropped> {
         self.flush()?;
         self.shared.write_checkpoint()?;
-        let _flushing = self
-            .shared
-            .flushing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let _checkpoint = self
-            .shared
-            .checkpoint_writing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _quiet = self.shared.hold_flushes();
         let mut state = self.shared.lock_state();
         let end = state.log.write_position();
         let start = state.log.start_position();
@@ -712,6 +713,55 @@ impl Store {
         }
         dropped.to_position = end;
         Ok(dropped)
+    }
+
+    /// Makes an empty log begin at `position`, past its start (a replica whose master's
+    /// retention deleted the log before `position`): every queue index is deleted (each begins
+    /// again at the queue offset of the first batch appended to it), the one segment moves to
+    /// base `position`, then the checkpoint says so. Call it while nothing is being appended.
+    /// Blocks on the disk.
+    pub fn restart_empty_log_at(&self, position: u64) -> Result<()> {
+        self.flush()?;
+        let _quiet = self.shared.hold_flushes();
+        let mut state = self.shared.lock_state();
+        let (start, end) = (state.log.start_position(), state.log.write_position());
+        if end != start || position <= start {
+            return Err(StorageError::PositionOutOfRange {
+                from: position,
+                start,
+                end,
+            });
+        }
+        let index_dir = self.shared.config.data_dir.join(INDEX_DIR);
+        for topic in state.indexes.topics() {
+            state.indexes.remove_topic(&topic);
+            let dir = index_dir.join(&topic);
+            match std::fs::remove_dir_all(&dir) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::io("deleting", &dir)(error))
+                }
+                _ => {}
+            }
+        }
+        sync_dir(&index_dir)?;
+        // The segment made ahead follows the old one: it goes first, durably. (A power loss
+        // right after the next one is made, before the rename, leaves two empty segments
+        // with a gap between them, which the store refuses to open, naming them: the log is
+        // empty, so deleting the slave's data directory loses nothing.)
+        let segment_bytes = state.log.segments()[0].file.len();
+        self.shared.preparer.restart_at(position + segment_bytes)?;
+        state.log.restart_empty_at(position)?;
+        self.shared
+            .written_position
+            .store(position, Ordering::Release);
+        self.shared
+            .flushed_position
+            .store(position, Ordering::Release);
+        Checkpoint {
+            flushed_position: position,
+            index_flushed_position: position,
+        }
+        .write(&self.shared.config.data_dir.join(CHECKPOINT_FILE))
     }
 
     /// Every (topic, queue) that holds or held data.
@@ -934,7 +984,23 @@ impl Shared {
     /// Makes the index file the next append to `topic`/`queue` needs (and the queue's index, on
     /// its first append) outside the state lock, so that appends and fetches of other queues go
     /// on meanwhile; one at a time, so that each file is made once.
-    fn make_index_file(&self, topic: &str, queue: u32) -> Result<()> {
+    /// Holds the flusher and checkpoint writer off while the log is cut or moved under them.
+    fn hold_flushes(&self) -> (MutexGuard<'_, ()>, MutexGuard<'_, Option<Checkpoint>>) {
+        (
+            self.flushing.lock().unwrap_or_else(|p| p.into_inner()),
+            self.checkpoint_writing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    /// `first_queue_offset`: where a queue index made new here begins (else at 0).
+    fn make_index_file(
+        &self,
+        topic: &str,
+        queue: u32,
+        first_queue_offset: Option<u64>,
+    ) -> Result<()> {
         let _one_at_a_time = self
             .index_creation
             .lock()
@@ -958,12 +1024,15 @@ impl Shared {
         let (opened, (dir, first, entries_per_file)) = match plan {
             Some(plan) => (None, plan),
             None => {
-                let index = Indexes::open_queue(
+                let mut index = Indexes::open_queue(
                     &self.config.data_dir,
                     topic,
                     queue,
                     self.config.index_entries_per_file,
                 )?;
+                if let Some(first) = first_queue_offset.filter(|_| !index.has_files()) {
+                    index.start_at(first);
+                }
                 let plan = index.next_file_plan();
                 (Some(index), plan)
             }

@@ -1226,6 +1226,52 @@ fn a_replica_fed_by_read_log_holds_the_masters_segments_byte_for_byte() {
 }
 
 #[test]
+fn a_replica_restarted_at_its_masters_log_start_copies_from_there_and_reopens_there() {
+    let (master_dir, replica_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut master_config = config(master_dir.path());
+    master_config.retention_bytes = 2 * 64 * 1024;
+    let master = Store::open(master_config).unwrap();
+    let replica = Store::open(config(replica_dir.path())).unwrap();
+    for i in 0..400usize {
+        let body = vec![b'a' + (i % 26) as u8; 100 + (i * 37) % 1500];
+        append_ok(&master, &batch("t", (i % 3) as u32, &[&body]));
+    }
+    master.enforce_retention(SystemTime::now()).unwrap();
+    let start = master.log_start_position();
+    assert!(start > 0, "retention deleted the first segments");
+    replica.restart_empty_log_at(start).unwrap();
+    replicate_all(&master, &replica, 8 * 1024);
+    assert_eq!(replica.end_position(), master.end_position());
+    let queues = |store: &Store| {
+        (0..3)
+            .map(|q| store.queue_offsets("t", q))
+            .collect::<Vec<_>>()
+    };
+    let master_queues = queues(&master);
+    assert!(master_queues.iter().all(|(earliest, _)| *earliest > 0));
+    assert_eq!(queues(&replica), master_queues);
+    assert!(
+        replica
+            .restart_empty_log_at(replica.end_position() + 1)
+            .is_err(),
+        "only an empty log restarts"
+    );
+    replica.close().unwrap();
+    let replica = Store::open(config(replica_dir.path())).unwrap();
+    assert_eq!(replica.log_start_position(), start);
+    assert_eq!(replica.end_position(), master.end_position());
+    assert_eq!(queues(&replica), master_queues);
+    for queue in 0..3 {
+        let earliest = master_queues[queue as usize].0;
+        assert!(
+            bodies_of(&master.read("t", queue, earliest, 1 << 24).unwrap())
+                == bodies_of(&replica.read("t", queue, earliest, 1 << 24).unwrap()),
+            "queue {queue} differs"
+        );
+    }
+}
+
+#[test]
 fn a_replicated_batch_that_would_land_elsewhere_is_refused_and_nothing_is_written() {
     let (master_dir, replica_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let master = Store::open(config(master_dir.path())).unwrap();
@@ -1272,7 +1318,7 @@ fn under_required_replication_readers_see_only_what_a_slave_acknowledged() {
     config.flush = FlushMode::Async;
     let store = Store::open(config).unwrap();
     append_ok(&store, &batch("t", 0, &[b"before"]));
-    store.require_replication();
+    store.require_replication(store.end_position());
     let appended = append_ok(&store, &batch("t", 0, &[b"after"]));
     assert_eq!(
         store.queue_offsets("t", 0),
