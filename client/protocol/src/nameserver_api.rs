@@ -908,7 +908,7 @@ mod tests {
     #[test]
     fn heartbeat_json_round_trips_with_defaults_filled() {
         let text = r#"{"cluster":"c1","group":"g1","role":"master","addr":"127.0.0.1:10911",
-            "data_version":1,"log_end_offset":0,"topics":[{"name":"orders","queues":4}]}"#;
+            "data_version":1,"log_end_offset":0,"topics":[{"name":"orders","id":3,"queues":4}]}"#;
         let parsed: Heartbeat = serde_json::from_str(text).unwrap();
         assert_eq!(parsed, heartbeat());
         let again: Heartbeat =
