@@ -118,8 +118,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let store_config = config.store_config();
     let data_dir = config.data_dir.clone();
     let (store, topics, offsets) = tokio::task::spawn_blocking(move || {
-        let store = Store::open(store_config)?;
         let topics = Topics::open(&data_dir)?;
+        let starts = topics
+            .list()
+            .map(|topic| (topic.name.clone(), topic.start_position))
+            .collect();
+        let store = Store::open_with_topic_starts(store_config, starts)?;
         let names: Vec<&str> = topics.list().map(|topic| topic.name.as_str()).collect();
         store.forget_topics_except(&names)?;
         let offsets = Offsets::open(&data_dir)?;

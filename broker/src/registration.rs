@@ -94,6 +94,7 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
             .into_iter()
             .map(|t| TopicQueues {
                 name: t.name,
+                id: t.id,
                 queues: t.queues,
                 readable: t.readable,
                 writable: t.writable && !fenced,

@@ -187,7 +187,11 @@ impl Broker {
         // The store may still hold queues of a topic of this name whose deletion failed half
         // way (topics.json changed, then the disk refused the rest): the new topic starts empty.
         self.store.delete_topic(name)?;
-        let config = file.create(name, queues)?;
+        // Where the new topic begins: every batch of an earlier topic of the name lies below,
+        // durably, so that no replica or recovery indexes one into the new topic.
+        let start_position = self.store.flush_to_end()?;
+        let config = file.create(name, queues, start_position)?;
+        self.store.set_topic_start(name, start_position)?;
         self.topics
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -223,7 +227,8 @@ impl Broker {
     }
 
     /// Makes this slave's topics its master's (`json`, from [`Broker::topics_json`]): one
-    /// atomic write of topics.json, then the topics gone lose their offsets and indexes.
+    /// atomic write of topics.json, then the topics gone lose their offsets and indexes, and
+    /// only then do the new ones (a topic created again under a name among them) appear.
     /// Blocks on the disk.
     pub fn replace_topics(&self, json: &[u8]) -> Result<(), TopicError> {
         let mut file = self.topics_file.lock().unwrap_or_else(|p| p.into_inner());
@@ -235,14 +240,23 @@ impl Broker {
                     state.end();
                 }
             }
-            for topic in &changes.added {
-                states.insert(topic.name.clone(), Arc::new(TopicState::new(topic)));
-            }
         }
         for topic in &changes.removed {
             tracing::info!(topic = %topic.name, "the master deleted a topic: deleting it here");
             self.offsets.remove_topic(&topic.name);
             self.store.delete_topic(&topic.name)?;
+        }
+        // After the deletions: batches of a deleted topic that this slave copies from now on
+        // (it lags its master) stay out of the topic created again under the name.
+        for topic in &changes.added {
+            self.store
+                .set_topic_start(&topic.name, topic.start_position)?;
+        }
+        {
+            let mut states = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            for topic in &changes.added {
+                states.insert(topic.name.clone(), Arc::new(TopicState::new(topic)));
+            }
         }
         if !changes.removed.is_empty() || !changes.added.is_empty() {
             self.topics_changed.notify_one();

@@ -314,6 +314,7 @@ async fn requests_are_checked_against_the_handshake_topics_and_batches() {
                 queue_id: 0,
                 offset: 1,
                 owner_epoch: 0,
+                topic_id: 0,
             }),
             ErrorCode::InvalidGroupName,
         ),
@@ -375,6 +376,7 @@ async fn acknowledged_messages_and_offsets_survive_a_graceful_shutdown() {
             queue_id: 1,
             offset: 42,
             owner_epoch: 0,
+            topic_id: 0,
         }))
         .await;
     assert_eq!(response, Response::CommitOffset);
@@ -484,6 +486,7 @@ fn commit_billing(offset: u64, owner_epoch: u64) -> Request {
         queue_id: 0,
         offset,
         owner_epoch,
+        topic_id: 0,
     })
 }
 

@@ -145,15 +145,18 @@ pub fn messages_from_batches(
 
 /// A queue whose fetch offset the broker no longer (or not yet) holds, and where the consumer
 /// moved it: below the earliest retained offset (retention deleted those messages) or past the
-/// end, the fetch got `OFFSET_OUT_OF_RANGE` and the queue is read on from the earliest or the
-/// latest offset, as [`StartFrom`] says. Logged as a warning (target `smq_client::offset_reset`);
-/// [`Consumer::take_offset_resets`] hands it to the caller too (the CLI prints it).
+/// end, the fetch got `OFFSET_OUT_OF_RANGE`; or the topic was deleted and created again under
+/// its name (the broker group's topic id changed), so the old offset means nothing in the new
+/// topic. The queue is read on from the earliest or the latest offset, as [`StartFrom`] says.
+/// Logged as a warning (target `smq_client::offset_reset`); [`Consumer::take_offset_resets`]
+/// hands it to the caller too (the CLI prints it).
 ///
 /// ```
-/// use smq_client::consumer::{OffsetReset, QueueKey};
+/// use smq_client::consumer::{OffsetReset, QueueKey, ResetReason};
 /// let reset = OffsetReset {
 ///     topic: "orders".into(),
 ///     queue: QueueKey { broker_group: "g1".into(), queue_id: 0 },
+///     reason: ResetReason::OutOfRange,
 ///     old_offset: 10,
 ///     new_offset: 250,
 ///     earliest_offset: 250,
@@ -165,11 +168,25 @@ pub fn messages_from_batches(
 ///     "topic orders queue g1/0: offset 10 is out of range (earliest 250, next 400): \
 ///      moved to offset 250, 240 messages skipped"
 /// );
+/// let recreated = OffsetReset {
+///     reason: ResetReason::TopicCreatedAgain { old_id: 3, new_id: 9 },
+///     old_offset: 120,
+///     new_offset: 0,
+///     earliest_offset: 0,
+///     next_offset: 40,
+///     ..reset
+/// };
+/// assert_eq!(
+///     recreated.to_string(),
+///     "topic orders queue g1/0: the topic was deleted and created again (id 3, now 9): \
+///      offset 120 was the old topic's; reading the new one from offset 0 (earliest 0, next 40)"
+/// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetReset {
     pub topic: String,
     pub queue: QueueKey,
+    pub reason: ResetReason,
     /// The offset the fetch asked for.
     pub old_offset: u64,
     /// Where the queue is read from now.
@@ -180,16 +197,44 @@ pub struct OffsetReset {
     pub next_offset: u64,
 }
 
+/// Why a queue moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// The fetch offset was below the earliest retained offset or past the end.
+    OutOfRange,
+    /// The topic was deleted and created again under its name (its id in the broker group
+    /// changed from `old_id` to `new_id`): the old offset was the old topic's.
+    TopicCreatedAgain { old_id: u64, new_id: u64 },
+}
+
 impl OffsetReset {
     /// Messages between the old and the new offset that this consumer will never read (none
-    /// when it moved back).
+    /// when it moved back, or to another topic: then the new topic's messages before
+    /// `new_offset`, which `--from latest` passes over).
     pub fn skipped(&self) -> u64 {
-        self.new_offset.saturating_sub(self.old_offset)
+        match self.reason {
+            ResetReason::OutOfRange => self.new_offset.saturating_sub(self.old_offset),
+            ResetReason::TopicCreatedAgain { .. } => {
+                self.new_offset.saturating_sub(self.earliest_offset)
+            }
+        }
     }
 }
 
 impl std::fmt::Display for OffsetReset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let ResetReason::TopicCreatedAgain { old_id, new_id } = self.reason {
+            return write!(
+                f,
+                "topic {} queue {}: the topic was deleted and created again (id {old_id}, now {new_id}): offset {} was the old topic's; reading the new one from offset {} (earliest {}, next {})",
+                self.topic,
+                self.queue,
+                self.old_offset,
+                self.new_offset,
+                self.earliest_offset,
+                self.next_offset
+            );
+        }
         write!(
             f,
             "topic {} queue {}: offset {} is out of range (earliest {}, next {}): moved to offset {}, {} messages skipped",
@@ -299,7 +344,13 @@ pub struct Consumer {
     committed: BTreeMap<QueueKey, u64>,
     /// Per queue: where the next fetch starts (past what is buffered).
     fetch_offsets: BTreeMap<QueueKey, u64>,
-    fetches: JoinSet<(QueueKey, u64, Result<Response>)>,
+    /// Per broker group: the id of the topic its queues are read from, as its broker's Metadata
+    /// said (0: not known, or a broker speaking protocol version 1). Fetches and commits carry
+    /// it, so that a topic deleted and created again under the name is noticed, never read or
+    /// committed to from the old topic's offsets.
+    topic_ids: BTreeMap<Arc<str>, u64>,
+    /// Fetches in flight: each answers with its queue, offset and topic id.
+    fetches: JoinSet<(QueueKey, u64, u64, Result<Response>)>,
     buffered: VecDeque<ConsumedMessage>,
     /// Queues moved since the caller last took them.
     resets: Vec<OffsetReset>,
@@ -360,6 +411,7 @@ impl Consumer {
             positions: BTreeMap::new(),
             committed: BTreeMap::new(),
             fetch_offsets: BTreeMap::new(),
+            topic_ids: BTreeMap::new(),
             fetches: JoinSet::new(),
             buffered: VecDeque::new(),
             resets: Vec::new(),
@@ -439,6 +491,18 @@ impl Consumer {
     async fn start_reading(&mut self, broker: &Arc<str>, keys: Vec<QueueKey>) -> Result<()> {
         let connection = self.connections.get(broker).await?;
         let held = crate::admin::describe_topic(&connection, &self.topic).await?;
+        if let Some(group) = keys.first().map(|key| key.broker_group.clone()) {
+            if let Some(old_id) = self.learn_topic_id(&group, held.id) {
+                tracing::warn!(
+                    target: "smq_client::offset_reset",
+                    topic = %self.topic,
+                    broker_group = %group,
+                    old_id,
+                    new_id = held.id,
+                    "the topic was deleted and created again: its queues in this broker group start again from the consumer group's offsets in the new topic, else from --from"
+                );
+            }
+        }
         let committed = self.fetch_committed(&connection, &keys).await?;
         for key in keys {
             let stored = held.queues.iter().find(|q| q.queue_id == key.queue_id);
@@ -519,12 +583,14 @@ impl Consumer {
             return;
         };
         let connections = self.connections.clone();
+        let topic_id = self.topic_id(&key);
         let request = Request::Fetch(FetchRequest {
             topic: self.topic.clone(),
             queue_id: key.queue_id,
             offset,
             max_bytes: self.fetch_max_bytes,
             max_wait_ms: self.fetch_max_wait_ms,
+            topic_id,
         });
         self.fetches.spawn(async move {
             if !delay.is_zero() {
@@ -534,8 +600,31 @@ impl Consumer {
                 Ok(connection) => connection.request(request).await,
                 Err(error) => Err(error),
             };
-            (key, offset, response)
+            (key, offset, topic_id, response)
         });
+    }
+
+    /// The topic id `queue`'s fetches and commits carry (0: any topic of the name).
+    fn topic_id(&self, queue: &QueueKey) -> u64 {
+        self.topic_ids
+            .get(&queue.broker_group)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Records the topic id `group`'s broker gave; when it had given another, the topic was
+    /// deleted and created again: the positions and commits of the group's queues were the old
+    /// topic's and are dropped (the queues start again from the consumer group's offset in the
+    /// new topic or from `from`). Returns the old id when it changed.
+    fn learn_topic_id(&mut self, group: &Arc<str>, id: u64) -> Option<u64> {
+        let old_id = self.topic_ids.insert(group.clone(), id)?;
+        if old_id == id || old_id == 0 || id == 0 {
+            return None;
+        }
+        let other_group = |key: &QueueKey| key.broker_group != *group;
+        self.positions.retain(|key, _| other_group(key));
+        self.committed.retain(|key, _| other_group(key));
+        Some(old_id)
     }
 
     /// The next messages, at most `max_messages`: the ones already fetched, or else those of
@@ -602,14 +691,14 @@ impl Consumer {
         let Some(joined) = self.fetches.join_next().await else {
             return Ok(()); // no queue to read
         };
-        let (key, offset, response) = joined.map_err(|error| {
+        let (key, offset, topic_id, response) = joined.map_err(|error| {
             Error::Closed(if error.is_panic() {
                 "consumer fetch task (panicked)"
             } else {
                 "consumer fetch task"
             })
         })?;
-        if self.fetch_offsets.get(&key) != Some(&offset) {
+        if self.fetch_offsets.get(&key) != Some(&offset) || self.topic_id(&key) != topic_id {
             return Ok(()); // answer to a fetch from before a seek, or of a queue left
         }
         let broker = self.brokers.get(&key).map_or("", |b| &b[..]).to_owned();
@@ -625,6 +714,9 @@ impl Consumer {
             }
             Err(error) if error.code() == Some(ErrorCode::OffsetOutOfRange) => {
                 return self.reset_out_of_range(key, offset).await;
+            }
+            Err(error) if error.code() == Some(ErrorCode::UnknownTopicId) => {
+                return self.follow_topic_created_again(key, offset).await;
             }
             Err(error) => {
                 if error.is_retryable() {
@@ -678,23 +770,13 @@ impl Consumer {
         let reset = OffsetReset {
             topic: self.topic.clone(),
             queue: key.clone(),
+            reason: ResetReason::OutOfRange,
             old_offset: offset,
             new_offset,
             earliest_offset,
             next_offset,
         };
-        // Its own target, so that a program that reports take_offset_resets() (smq consume)
-        // can leave these out of its log.
-        tracing::warn!(
-            target: "smq_client::offset_reset",
-            topic = %reset.topic,
-            queue = %reset.queue,
-            old_offset = offset,
-            new_offset,
-            skipped = reset.skipped(),
-            "{reset}"
-        );
-        self.resets.push(reset);
+        self.report_reset(reset);
         // Messages of this queue already buffered are still returned; the position moves now
         // only if there are none, so that a commit stores an offset the broker holds.
         if !self.buffered.iter().any(|message| key.holds(message)) {
@@ -702,6 +784,87 @@ impl Consumer {
         }
         self.fetch_offsets.insert(key.clone(), new_offset);
         self.start_fetch(key, new_offset, Duration::ZERO);
+        Ok(())
+    }
+
+    /// Logs a queue's move as a warning and keeps it for [`Consumer::take_offset_resets`].
+    fn report_reset(&mut self, reset: OffsetReset) {
+        // Its own target, so that a program that reports take_offset_resets() (smq consume)
+        // can leave these out of its log.
+        tracing::warn!(
+            target: "smq_client::offset_reset",
+            topic = %reset.topic,
+            queue = %reset.queue,
+            old_offset = reset.old_offset,
+            new_offset = reset.new_offset,
+            skipped = reset.skipped(),
+            "{reset}"
+        );
+        self.resets.push(reset);
+    }
+
+    /// A fetch of `key` named a topic id its broker no longer has: the topic was deleted and
+    /// created again. Learns the new id and moves every queue of the broker group read to the
+    /// new topic's earliest or latest offset, as `from` says (never on from the old topic's
+    /// offsets, which would skip the new topic's first messages), with a warning each; their
+    /// old positions are never committed. When the broker cannot be asked, the fetch is tried
+    /// again later.
+    async fn follow_topic_created_again(&mut self, key: QueueKey, offset: u64) -> Result<()> {
+        let Some(broker) = self.brokers.get(&key).cloned() else {
+            return Ok(());
+        };
+        let described = match self.connections.get(&broker).await {
+            Ok(connection) => crate::admin::describe_topic(&connection, &self.topic).await,
+            Err(error) => Err(error),
+        };
+        let held = match described {
+            Ok(held) => held,
+            Err(error) => {
+                self.start_fetch(key, offset, FETCH_RETRY_DELAY);
+                return Err(error);
+            }
+        };
+        let group = key.broker_group.clone();
+        let old_positions: Vec<(QueueKey, u64)> = self
+            .brokers
+            .keys()
+            .filter(|queue| queue.broker_group == group)
+            .map(|queue| {
+                let position = self.positions.get(queue).copied().unwrap_or(offset);
+                (queue.clone(), position)
+            })
+            .collect();
+        let Some(old_id) = self.learn_topic_id(&group, held.id) else {
+            // Not a new id after all (the broker's answer changed meanwhile): fetch again.
+            self.start_fetch(key, offset, FETCH_RETRY_DELAY);
+            return Ok(());
+        };
+        for (queue, old_offset) in old_positions {
+            let (earliest_offset, next_offset) = held
+                .queues
+                .iter()
+                .find(|stored| stored.queue_id == queue.queue_id)
+                .map_or((0, 0), |stored| {
+                    (stored.log_start_offset, stored.high_watermark)
+                });
+            let new_offset = match self.from {
+                StartFrom::Earliest => earliest_offset,
+                StartFrom::Latest => next_offset,
+            };
+            self.report_reset(OffsetReset {
+                topic: self.topic.clone(),
+                queue: queue.clone(),
+                reason: ResetReason::TopicCreatedAgain {
+                    old_id,
+                    new_id: held.id,
+                },
+                old_offset,
+                new_offset,
+                earliest_offset,
+                next_offset,
+            });
+            self.seek(&queue, new_offset);
+        }
         Ok(())
     }
 
@@ -837,6 +1000,7 @@ impl Consumer {
             queue_id: queue.queue_id,
             offset,
             owner_epoch: self.owner_epoch(queue),
+            topic_id: self.topic_id(queue),
         });
         match connection.request(request).await? {
             Response::CommitOffset => {
@@ -875,6 +1039,7 @@ impl Consumer {
                 queue_id: key.queue_id,
                 offset,
                 owner_epoch: self.owner_epoch(&key),
+                topic_id: self.topic_id(&key),
             });
             let response = connection.submit(request).await?;
             pending.push((key, offset, connection, response));
@@ -891,6 +1056,11 @@ impl Consumer {
                 // Read from a slave while its broker group has no master: the position stays
                 // uncommitted and is committed to the master once it is back.
                 Err(error) if error.code() == Some(ErrorCode::NotMaster) => {}
+                // The topic was deleted and created again: this position was the old topic's
+                // and never counts in the new one; the queue's next fetch moves it there.
+                Err(error) if error.code() == Some(ErrorCode::UnknownTopicId) => {
+                    tracing::debug!(topic = %self.topic, queue = %key, %error, "not committing an offset of a deleted topic");
+                }
                 Err(error) if error.code() == Some(ErrorCode::StaleOwnerEpoch) => {
                     tracing::warn!(topic = %self.topic, queue = %key, %error, "another member owns this queue now: not reading it");
                     self.release(&key);

@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use admin::Admin;
-pub use consumer::{ConsumedMessage, Consumer, OffsetReset, QueueKey, StartFrom};
+pub use consumer::{ConsumedMessage, Consumer, OffsetReset, QueueKey, ResetReason, StartFrom};
 pub use credential::Credential;
 pub use error::{Error, Result};
 pub use producer::{Delivery, PendingDelivery, Producer, ProducerMetrics};

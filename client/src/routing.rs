@@ -62,6 +62,7 @@ impl std::fmt::Display for QueueRoute {
 ///     queues: 2,
 ///     readable: true,
 ///     writable: true,
+///     topic_id: 0,
 /// };
 /// let route = TopicRoute {
 ///     topic: "orders".into(),
@@ -365,6 +366,7 @@ mod tests {
             queues: 2,
             readable,
             writable,
+            topic_id: 0,
         }
     }
 
@@ -426,6 +428,7 @@ mod failover_tests {
                 queues: 2,
                 readable: true,
                 writable: true,
+                topic_id: 0,
             })
             .collect();
         TopicRoutes::from_nameserver(&TopicRoute {

@@ -345,6 +345,7 @@ impl Registry {
                     queues: config.queues,
                     readable: config.readable,
                     writable: config.writable,
+                    topic_id: config.id,
                 })
             })
             .collect();
@@ -471,6 +472,7 @@ mod tests {
                 .iter()
                 .map(|&(name, queues)| TopicQueues {
                     name: name.into(),
+                    id: 0,
                     queues,
                     readable: true,
                     writable: true,
@@ -506,6 +508,24 @@ mod tests {
         assert_eq!(route.groups[1].master.as_deref(), Some("m2:1"));
         assert_eq!(r.route("audit", 1).unwrap().groups.len(), 1);
         assert_eq!(r.route("nope", 1), None);
+    }
+
+    /// Issue 13 point 9: each group's route carries the topic's id there, so a client sees a
+    /// topic deleted and created again under its name as another topic.
+    #[test]
+    fn a_route_names_each_groups_topic_id() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        let mut heartbeat = broker("g1", Role::Master, "m1:1", &[("orders", 4)]);
+        heartbeat.topics[0].id = 5;
+        r.heartbeat(heartbeat.clone(), 0).unwrap();
+        assert_eq!(r.route("orders", 1).unwrap().groups[0].topic_id, 5);
+        heartbeat.topics[0].id = 9;
+        heartbeat.data_version += 2;
+        r.heartbeat(heartbeat, 2).unwrap();
+        let route = r.route("orders", 3).unwrap();
+        assert_eq!(route.groups[0].topic_id, 9);
+        let json = serde_json::to_value(&route).unwrap();
+        assert_eq!(json["groups"][0]["topic_id"], 9);
     }
 
     #[test]

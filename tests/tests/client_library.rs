@@ -122,6 +122,86 @@ async fn a_group_resumes_after_its_committed_offset() {
     );
 }
 
+/// Issue 13 point 9, a consumer holding an offset across a delete and create of its topic: its
+/// old position (10) lies below the new topic's end (20), so reading on from it would skip the
+/// new topic's first ten messages. The topic id in Metadata, Fetch and CommitOffset (protocol
+/// version 2) makes the consumer notice: its commit of the old offset is refused (nothing is
+/// stored for the new topic), and it reads the new topic from its earliest offset, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_across_a_topic_deleted_and_created_again_reads_the_new_topic_from_its_start() {
+    let (_broker, config) = setup("t", 1).await;
+    let send = |tag: &'static str, count: usize| {
+        let config = config.clone();
+        async move {
+            let producer = Producer::connect(config).await.unwrap();
+            for i in 0..count {
+                let message = Message::from_body(format!("{tag}-{i}"));
+                producer.send("t", message).await.unwrap();
+            }
+        }
+    };
+    send("old", 10).await;
+    let mut consumer = Consumer::connect(config.clone(), "t", Some("g"), StartFrom::Earliest)
+        .await
+        .unwrap();
+    let mut old = Vec::new();
+    while old.len() < 10 {
+        old.extend(consumer.poll(10 - old.len()).await.unwrap());
+    }
+    let admin = Admin::connect(config.clone()).await.unwrap();
+    admin.delete_topic("t").await.unwrap();
+    admin.create_topic("t", 1).await.unwrap();
+    send("new", 20).await;
+
+    // The old topic's position is not stored for the new topic.
+    consumer.commit().await.unwrap();
+    let probe = Consumer::connect(config.clone(), "t", Some("g"), StartFrom::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(
+        probe.positions().values().copied().collect::<Vec<_>>(),
+        vec![0],
+        "no offset of the deleted topic counts in the new one"
+    );
+    drop(probe);
+
+    let mut bodies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bodies.len() < 20 {
+        assert!(Instant::now() < deadline, "read {bodies:?}");
+        match consumer.poll(20).await {
+            Ok(messages) => bodies.extend(
+                messages
+                    .iter()
+                    .map(|message| String::from_utf8(message.body.to_vec()).unwrap()),
+            ),
+            // The deletion ends the fetch waiting on the old topic (UNKNOWN_TOPIC).
+            Err(error) if error.is_retryable() => {}
+            Err(error) => panic!("{error}"),
+        }
+    }
+    let expected: Vec<String> = (0..20).map(|i| format!("new-{i}")).collect();
+    assert_eq!(bodies, expected, "the new topic from its first message");
+    let resets = consumer.take_offset_resets();
+    assert_eq!(resets.len(), 1, "{resets:?}");
+    assert!(
+        matches!(
+            resets[0].reason,
+            smq_client::ResetReason::TopicCreatedAgain { .. }
+        ),
+        "{resets:?}"
+    );
+    assert_eq!((resets[0].old_offset, resets[0].new_offset), (10, 0));
+    consumer.commit().await.unwrap();
+    let probe = Consumer::connect(config, "t", Some("g"), StartFrom::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(
+        probe.positions().values().copied().collect::<Vec<_>>(),
+        vec![20]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_polling_consumer_gets_a_new_message_at_once() {
     let (broker, mut config) = setup("t", 2).await;

@@ -75,6 +75,7 @@ fn fetch(topic: &str, max_wait_ms: u32) -> Request {
         offset: 0,
         max_bytes: 1 << 20,
         max_wait_ms,
+        topic_id: 0,
     })
 }
 

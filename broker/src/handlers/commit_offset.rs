@@ -4,13 +4,17 @@
 use smq_protocol::request::CommitOffsetRequest;
 use smq_protocol::Response;
 
-use super::{check_group_name, check_master, topic_queue, Answer, HandlerError, Outcome};
+use super::{
+    check_group_name, check_master, check_topic_id, topic_queue, Answer, HandlerError, Outcome,
+};
 use crate::state::Broker;
 
 pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
     check_master(broker)?;
     check_group_name(&request.consumer_group)?;
     let topic = topic_queue(broker, &request.topic, request.queue_id)?;
+    // An offset of a topic deleted since never counts in one created again under its name.
+    check_topic_id(&topic, request.topic_id)?;
     // Never past what consumers can have read: a committed offset above the queue's end would
     // skip messages appended later. Not once the topic is deleted: the offset would count in a
     // topic created again under the name.

@@ -112,6 +112,7 @@ async fn a_long_poll_on_a_topic_deleted_meanwhile_answers_unknown_topic_at_once(
             offset: 0,
             max_bytes: 1 << 20,
             max_wait_ms: 20_000,
+            topic_id: 0,
         }),
     )));
     tokio::time::sleep(Duration::from_millis(50)).await;

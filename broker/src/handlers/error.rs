@@ -34,6 +34,12 @@ pub enum HandlerError {
     NotAuthorized { principal: String, what: String },
     #[error("topic {0} does not exist: create it with `smq topic create {0}`")]
     UnknownTopic(String),
+    #[error("topic {topic} was deleted and created again: the request names topic id {requested}, the topic has id {current} now; its offsets start again at 0 (describe the topic again)")]
+    UnknownTopicId {
+        topic: String,
+        requested: u64,
+        current: u64,
+    },
     #[error("topic {topic} has queues 0 to {last}; there is no queue {queue}", last = queue_count - 1)]
     UnknownQueue {
         topic: String,
@@ -106,6 +112,7 @@ impl HandlerError {
             HandlerError::AuthenticationFailed(_) => ErrorCode::AuthenticationFailed,
             HandlerError::NotAuthorized { .. } => ErrorCode::NotAuthorized,
             HandlerError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+            HandlerError::UnknownTopicId { .. } => ErrorCode::UnknownTopicId,
             HandlerError::UnknownQueue { .. } => ErrorCode::UnknownQueue,
             HandlerError::InvalidGroupName { .. } => ErrorCode::InvalidGroupName,
             HandlerError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,

@@ -12,11 +12,13 @@ use smq_protocol::record_batch::layout;
 use smq_protocol::request::FetchRequest;
 use tokio::time::Instant;
 
-use super::{topic_queue, Answer, HandlerError, Outcome, Reply};
+use super::{check_topic_id, topic_queue, Answer, HandlerError, Outcome, Reply};
 use crate::state::{Broker, TopicState};
 
 pub fn handle(broker: &Arc<Broker>, request: FetchRequest) -> Reply {
-    let topic = match topic_queue(broker, &request.topic, request.queue_id) {
+    let topic = match topic_queue(broker, &request.topic, request.queue_id)
+        .and_then(|topic| check_topic_id(&topic, request.topic_id).map(|()| topic))
+    {
         Ok(topic) => topic,
         Err(error) => return Reply::Now(Err(error)),
     };

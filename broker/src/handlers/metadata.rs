@@ -26,6 +26,7 @@ pub fn handle(broker: &Broker, request: MetadataRequest) -> Outcome {
                 })
                 .collect(),
             name: topic.name.clone(),
+            id: topic.id,
         })
         .collect();
     Ok(Answer::Response(Response::Metadata(MetadataResponse {

@@ -103,6 +103,19 @@ fn topic_queue(broker: &Broker, name: &str, queue: u32) -> Result<Arc<TopicState
     Ok(topic)
 }
 
+/// A request naming the topic by id (version 2; 0 names any topic of the name) must name the
+/// topic the broker holds under the name now, not an earlier one deleted since.
+fn check_topic_id(topic: &TopicState, requested: u64) -> Result<(), HandlerError> {
+    if requested != 0 && requested != topic.id {
+        return Err(HandlerError::UnknownTopicId {
+            topic: topic.name.clone(),
+            requested,
+            current: topic.id,
+        });
+    }
+    Ok(())
+}
+
 /// Writes go to masters taking writes: others answer them with `NOT_MASTER`.
 fn check_master(broker: &Broker) -> Result<(), HandlerError> {
     let now = broker.role.borrow();

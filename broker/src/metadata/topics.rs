@@ -24,6 +24,12 @@ pub struct TopicConfig {
     /// that copy its file. Absent (0) in files written before topic ids, and then not written.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub id: u64,
+    /// The master's log position when the topic was created (flushed there first): batches
+    /// of its name below it belong to an earlier topic of the name and are never indexed into
+    /// this one, on the master, on a slave copying the log, or by recovery. Absent (0) in files
+    /// written before, and then not written.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub start_position: u64,
     /// Number of queues, numbered `0..queues`.
     pub queues: u32,
     /// Consumers may read.
@@ -129,11 +135,18 @@ impl Topics {
         self.data_version
     }
 
-    /// Adds a readable and writable topic with a new id; returns it as stored.
-    pub fn create(&mut self, name: &str, queues: u32) -> Result<TopicConfig, TopicError> {
+    /// Adds a readable and writable topic with a new id, beginning at log position
+    /// `start_position`; returns it as stored.
+    pub fn create(
+        &mut self,
+        name: &str,
+        queues: u32,
+        start_position: u64,
+    ) -> Result<TopicConfig, TopicError> {
         let topic = TopicConfig {
             name: name.to_owned(),
             id: self.data_version + 1,
+            start_position,
             queues,
             readable: true,
             writable: true,
@@ -232,6 +245,7 @@ mod tests {
         TopicConfig {
             name: name.into(),
             id,
+            start_position: 0,
             queues,
             readable: true,
             writable: true,
@@ -242,8 +256,8 @@ mod tests {
     fn topics_survive_reopening_and_bump_the_data_version() {
         let dir = tempfile::tempdir().unwrap();
         let mut topics = Topics::open(dir.path()).unwrap();
-        topics.create("orders", 8).unwrap();
-        topics.create("audit", 1).unwrap();
+        topics.create("orders", 8, 0).unwrap();
+        topics.create("audit", 1, 0).unwrap();
         topics.delete("audit").unwrap();
         let reopened = Topics::open(dir.path()).unwrap();
         assert_eq!(reopened.get("orders"), Some(&topic("orders", 1, 8)));
@@ -259,10 +273,10 @@ mod tests {
         let slave_dir = tempfile::tempdir().unwrap();
         let mut master = Topics::open(master_dir.path()).unwrap();
         let mut slave = Topics::open(slave_dir.path()).unwrap();
-        let first = master.create("orders", 4).unwrap();
+        let first = master.create("orders", 4, 0).unwrap();
         slave.replace_from_json(&master.to_json()).unwrap();
         master.delete("orders").unwrap();
-        let second = master.create("orders", 4).unwrap();
+        let second = master.create("orders", 4, 0).unwrap();
         assert!(second.id > first.id, "{second:?} after {first:?}");
         let changes = slave.replace_from_json(&master.to_json()).unwrap();
         assert_eq!(changes.removed, vec![first]);
@@ -277,17 +291,17 @@ mod tests {
     fn bad_requests_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut topics = Topics::open(dir.path()).unwrap();
-        topics.create("orders", 8).unwrap();
+        topics.create("orders", 8, 0).unwrap();
         assert!(matches!(
-            topics.create("orders", 2),
+            topics.create("orders", 2, 0),
             Err(TopicError::AlreadyExists(_))
         ));
         assert!(matches!(
-            topics.create("x", 0),
+            topics.create("x", 0, 0),
             Err(TopicError::BadQueueCount(0))
         ));
         assert!(matches!(
-            topics.create("a/b", 1),
+            topics.create("a/b", 1, 0),
             Err(TopicError::Storage(_))
         ));
         assert!(matches!(
@@ -301,7 +315,7 @@ mod tests {
     fn a_file_or_a_masters_copy_with_a_bad_topic_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut topics = Topics::open(dir.path()).unwrap();
-        let orders = topics.create("orders", 8).unwrap();
+        let orders = topics.create("orders", 8, 0).unwrap();
         for bad in [
             r#"{"data_version":9,"topics":[{"name":"../../etc","queues":1}]}"#,
             r#"{"data_version":9,"topics":[{"name":"big","queues":4000000000}]}"#,
@@ -353,7 +367,7 @@ mod tests {
         assert!(audit.readable && !audit.writable);
         // What the broker writes has the same shape as what it read.
         let mut topics = topics;
-        topics.create("billing", 2).unwrap();
+        topics.create("billing", 2, 0).unwrap();
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join(FILE_NAME)).unwrap()).unwrap();
         assert_eq!(written["data_version"], 5);

@@ -1,5 +1,6 @@
 //! All queue indexes of a store, by topic and queue id, opened from the data directory at start
-//! and created on a queue's first append.
+//! and created on a queue's first append; and where each topic begins in the log, so that no
+//! batch of an earlier topic of the same name (deleted since) is ever indexed into it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,10 @@ pub struct Indexes {
     data_dir: PathBuf,
     entries_per_file: u32,
     by_topic: HashMap<String, HashMap<u32, QueueIndex>>,
+    /// Log position where the topic now known under a name begins (its creation position):
+    /// batches of the name below it belong to an earlier topic of that name. A name without
+    /// an entry indexes every batch (a store opened without topic knowledge, its tests).
+    starts: HashMap<String, u64>,
 }
 
 impl Indexes {
@@ -22,6 +27,7 @@ impl Indexes {
             data_dir: data_dir.to_owned(),
             entries_per_file,
             by_topic: HashMap::new(),
+            starts: HashMap::new(),
         };
         let root = data_dir.join(INDEX_DIR);
         create_dir_durably(&root)?;
@@ -74,6 +80,32 @@ impl Indexes {
             self.insert(topic, queue, index);
         }
         Ok(self.get_mut(topic, queue).expect("inserted above"))
+    }
+
+    /// From now on batches of `topic` below log position `start` are not indexed.
+    pub fn set_start(&mut self, topic: &str, start: u64) {
+        self.starts.insert(topic.to_owned(), start);
+    }
+
+    /// Whether a batch of `topic` at log `position` belongs to the topic now known under the
+    /// name (`false`: to an earlier topic of the name, deleted since).
+    pub fn indexes_batch_at(&self, topic: &str, position: u64) -> bool {
+        self.starts
+            .get(topic)
+            .is_none_or(|start| position >= *start)
+    }
+
+    /// Whether an index of `topic` holds a batch below the topic's start: an earlier topic's,
+    /// left by a deletion that did not finish (a crash between topics.json and the indexes).
+    pub fn holds_an_earlier_topic(&self, topic: &str) -> bool {
+        let Some(start) = self.starts.get(topic) else {
+            return false;
+        };
+        self.by_topic.get(topic).is_some_and(|queues| {
+            queues
+                .values()
+                .any(|index| index.first_position().is_some_and(|first| first < *start))
+        })
     }
 
     pub fn has_topic(&self, topic: &str) -> bool {

@@ -284,6 +284,12 @@ impl QueueIndex {
         self.files.iter().any(|f| f.entries > 0)
     }
 
+    /// Log position of the oldest batch indexed, if any.
+    pub fn first_position(&self) -> Option<u64> {
+        let file = self.files.iter().find(|f| f.entries > 0)?;
+        Some(file.entry(0).position)
+    }
+
     /// The entry of the batch holding `queue_offset`.
     #[cfg(test)]
     pub fn lookup(&self, queue_offset: u64) -> Option<IndexEntry> {

@@ -95,8 +95,9 @@ pub fn recover(
                 let bytes = segment.file.bytes(position - segment.base, view_len);
                 let view = BatchView::parse_with_limit(bytes, max_message_bytes)
                     .expect("scan_one validated it");
-                index_batch(indexes, &view, position, log)?;
-                report.batches_indexed += 1;
+                if index_batch(indexes, &view, position, log)? {
+                    report.batches_indexed += 1;
+                }
                 position += view_len as u64;
             }
             Scan::Rolled if has_next => {
@@ -197,14 +198,19 @@ fn starts_with_data(segment: &Segment) -> bool {
     segment.file.len() >= 4 && segment.file.bytes(0, 4) != [0; 4]
 }
 
+/// Indexes one valid batch; `false` when it belongs to an earlier topic of its name (below the
+/// start of the topic known under the name now), which is never indexed.
 fn index_batch(
     indexes: &mut Indexes,
     view: &BatchView,
     position: u64,
     log: &CommitLog,
-) -> Result<()> {
+) -> Result<bool> {
     let topic = view.topic();
     check_topic_name(topic)?;
+    if !indexes.indexes_batch_at(topic, position) {
+        return Ok(false);
+    }
     let index = indexes.get_or_open(topic, view.queue_id())?;
     let base = view.base_queue_offset();
     if !index.has_entries() && base != index.next_queue_offset() {
@@ -233,7 +239,7 @@ fn index_batch(
         size: view.len() as u32,
         message_count: view.message_count(),
     });
-    Ok(())
+    Ok(true)
 }
 
 /// An invalid batch below the checkpoint's flushed position is corruption of acknowledged data.

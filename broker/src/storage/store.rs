@@ -1,6 +1,7 @@
 //! The store: one commit log and its queue indexes behind one writer, with the flusher, recovery
 //! on open and retention. This is the storage engine's public face.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -177,7 +178,20 @@ impl Dropped {
 
 impl Store {
     /// Opens (or creates) the store in `config.data_dir`, recovering after an unclean shutdown.
+    /// Indexes every batch: for a broker's store see [`Store::open_with_topic_starts`].
     pub fn open(config: StoreConfig) -> Result<Store> {
+        Store::open_with_topic_starts(config, HashMap::new())
+    }
+
+    /// [`Store::open`] knowing where each topic begins in the log (`starts`, by name: the
+    /// topic's creation position): batches of a name below its topic's start belong to an
+    /// earlier topic of that name, deleted since, and are never indexed, neither by recovery
+    /// nor by a replica's append; indexes still holding such batches (a deletion a crash
+    /// interrupted) are deleted before recovery.
+    pub fn open_with_topic_starts(
+        config: StoreConfig,
+        starts: HashMap<String, u64>,
+    ) -> Result<Store> {
         config.validate().map_err(StorageError::InvalidConfig)?;
         let dir = config.data_dir.clone();
         create_dir_durably(&dir)?;
@@ -188,6 +202,14 @@ impl Store {
         let preparer = Preparer::new(&dir, config.segment_bytes);
         let mut log = CommitLog::open(&dir, config.segment_bytes, preparer.clone())?;
         let mut indexes = Indexes::open(&dir, config.index_entries_per_file)?;
+        for (topic, start) in &starts {
+            indexes.set_start(topic, *start);
+            if indexes.holds_an_earlier_topic(topic) {
+                tracing::warn!(%topic, "deleting the indexes of an earlier topic of this name");
+                indexes.remove_topic(topic);
+                remove_index_dir(&dir, topic)?;
+            }
+        }
         let recovery = recover(&mut log, &mut indexes, checkpoint, clean, &config)?;
         let epochs = open_epochs(&dir, log.write_position())?;
         // What recovery kept past the checkpoint may sit only in the page cache (a killed
@@ -344,25 +366,44 @@ impl Store {
             let mut state = self.shared.lock_state();
             state.disk.check()?;
             let State { log, indexes, .. } = &mut *state;
-            let Some(index) = indexes
-                .get_mut(view.topic(), view.queue_id())
-                .filter(|index| !index.needs_file() && index.needs_reserving().is_none())
-            else {
-                // A replica whose log does not begin at 0 (it began at its master's log start)
-                // may lack the first batches of a queue: its new index begins at the master's
-                // batch. A log that begins at 0 holds every batch, so each queue begins at 0.
-                let first_queue_offset = match placement {
-                    Placement::Verbatim { .. } if log.start_position() > 0 => {
-                        Some(view.base_queue_offset())
-                    }
-                    _ => None,
-                };
-                drop(state);
-                self.shared
-                    .make_index_file(view.topic(), view.queue_id(), first_queue_offset)?;
-                continue;
+            // A replica copies batches of a topic deleted since on its master (the name may
+            // have a new topic now) as they are, to stay the master's byte for byte, but never
+            // indexes them.
+            let indexed = match placement {
+                Placement::Verbatim { position } => {
+                    indexes.indexes_batch_at(view.topic(), position)
+                }
+                Placement::Stamp { .. } => true,
             };
-            let base_queue_offset = index.next_queue_offset();
+            let mut index = None;
+            if indexed {
+                let Some(ready) = indexes
+                    .get_mut(view.topic(), view.queue_id())
+                    .filter(|index| !index.needs_file() && index.needs_reserving().is_none())
+                else {
+                    // A replica whose log does not begin at 0 (it began at its master's log
+                    // start) may lack the first batches of a queue: its new index begins at the
+                    // master's batch. A log that begins at 0 holds every batch, so each queue
+                    // begins at 0.
+                    let first_queue_offset = match placement {
+                        Placement::Verbatim { .. } if log.start_position() > 0 => {
+                            Some(view.base_queue_offset())
+                        }
+                        _ => None,
+                    };
+                    drop(state);
+                    self.shared.make_index_file(
+                        view.topic(),
+                        view.queue_id(),
+                        first_queue_offset,
+                    )?;
+                    continue;
+                };
+                index = Some(ready);
+            }
+            let base_queue_offset = index
+                .as_ref()
+                .map_or(view.base_queue_offset(), |index| index.next_queue_offset());
             if let Placement::Verbatim { position } = placement {
                 let lands_at = log.position_for(view.len());
                 if lands_at != position || view.base_queue_offset() != base_queue_offset {
@@ -401,11 +442,13 @@ impl Store {
                 message_count: view.message_count(),
                 size: view.len() as u32,
             };
-            let read_ahead = index.append(IndexEntry {
-                base_queue_offset,
-                position: appended.position,
-                size: appended.size,
-                message_count: appended.message_count,
+            let read_ahead = index.and_then(|index| {
+                index.append(IndexEntry {
+                    base_queue_offset,
+                    position: appended.position,
+                    size: appended.size,
+                    message_count: appended.message_count,
+                })
             });
             self.shared
                 .written_position
@@ -786,21 +829,52 @@ impl Store {
 
     /// Flushes everything appended so far and waits for it, whatever the flush mode.
     pub fn flush(&self) -> Result<()> {
+        self.flush_to_end().map(|_| ())
+    }
+
+    /// Deletes `topic`'s data as far as readers and a later topic of the same name can tell:
+    /// indexes no more batches of the name (a replica copying the deleted topic's batches
+    /// from its master) until [`Store::set_topic_start`], flushes the log and records in the
+    /// checkpoint that everything up to now is indexed (so recovery never scans the topic's
+    /// batches again), forgets its indexes and deletes their files. A topic created again
+    /// under the name starts empty at offset 0. Its batches stay in the commit log until
+    /// retention deletes their segments, never served. Nothing more to do (and no flush) for a
+    /// topic without indexes. Blocks on the disk.
+    pub fn delete_topic(&self, topic: &str) -> Result<()> {
+        self.shared.lock_state().indexes.set_start(topic, u64::MAX);
+        self.drop_indexes(topic)
+    }
+
+    /// Records where the topic now known as `topic` begins in the log (its creation position,
+    /// as [`Store::flush_to_end`] gave it on the master): batches of the name below it belong to
+    /// an earlier topic and are never indexed. Indexes holding such batches (a deletion that
+    /// did not finish) are deleted. Blocks on the disk when there are.
+    pub fn set_topic_start(&self, topic: &str, start: u64) -> Result<()> {
+        let stale = {
+            let mut state = self.shared.lock_state();
+            state.indexes.set_start(topic, start);
+            state.indexes.holds_an_earlier_topic(topic)
+        };
+        if stale {
+            tracing::warn!(%topic, "deleting the indexes of an earlier topic of this name");
+            self.drop_indexes(topic)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the log up to its end and returns that end: a position the log keeps across a
+    /// power loss, where a topic created now begins.
+    pub fn flush_to_end(&self) -> Result<u64> {
         self.shared.check_not_fenced()?;
         let end = self.end_position();
         self.shared
             .wait_for_flush(end)
             .blocking_recv()
-            .map_err(|_| StorageError::Closed)?
+            .map_err(|_| StorageError::Closed)??;
+        Ok(end)
     }
 
-    /// Deletes `topic`'s data as far as readers and a later topic of the same name can tell:
-    /// flushes the log and records in the checkpoint that everything up to now is indexed (so
-    /// recovery never scans the topic's batches again), forgets its indexes and deletes their
-    /// files. A topic created again under the name starts empty at offset 0. Its batches stay in
-    /// the commit log until retention deletes their segments, never served. Nothing to do (and
-    /// no flush) for a topic without indexes. Blocks on the disk.
-    pub fn delete_topic(&self, topic: &str) -> Result<()> {
+    fn drop_indexes(&self, topic: &str) -> Result<()> {
         if !self.shared.lock_state().indexes.has_topic(topic) {
             return Ok(());
         }
@@ -809,14 +883,9 @@ impl Store {
         if !self.shared.lock_state().indexes.remove_topic(topic) {
             return Ok(());
         }
-        let dir = self.shared.config.data_dir.join(INDEX_DIR).join(topic);
-        // A crash before this ends leaves files that `forget_topics_except` removes at start.
-        match std::fs::remove_dir_all(&dir) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                Err(StorageError::io("deleting", &dir)(error))
-            }
-            _ => sync_dir(&self.shared.config.data_dir.join(INDEX_DIR)),
-        }
+        // A crash before this ends leaves files that `forget_topics_except`, or the topic's
+        // start, removes at the next open.
+        remove_index_dir(&self.shared.config.data_dir, topic)
     }
 
     /// Deletes the indexes of every topic not in `topics` (the broker's topic list): topics
@@ -1241,6 +1310,17 @@ fn describe_tail(log: &CommitLog, from: u64, end: u64) -> Result<Dropped> {
 }
 
 /// Takes an exclusive flock on the directory's LOCK file.
+/// Deletes the index files of every queue of `topic`, durably.
+fn remove_index_dir(data_dir: &Path, topic: &str) -> Result<()> {
+    let dir = data_dir.join(INDEX_DIR).join(topic);
+    match std::fs::remove_dir_all(&dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(StorageError::io("deleting", &dir)(error))
+        }
+        _ => sync_dir(&data_dir.join(INDEX_DIR)),
+    }
+}
+
 fn lock_data_dir(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let file = File::create(&path).map_err(StorageError::io("creating", &path))?;

@@ -1225,6 +1225,90 @@ fn a_replica_fed_by_read_log_holds_the_masters_segments_byte_for_byte() {
     assert!(master_files == files(replica_dir.path()), "segments differ");
 }
 
+/// A master whose topic "t" was deleted and created again: five old batches of "t" and one
+/// of "other", then the new "t" from the returned start position with two batches.
+fn master_with_a_topic_created_again(dir: &Path) -> (Store, u64) {
+    let master = Store::open(config(dir)).unwrap();
+    for i in 0..5u8 {
+        append_ok(&master, &batch("t", 0, &[&[b'o', i]]));
+    }
+    append_ok(&master, &batch("other", 0, &[b"kept"]));
+    master.delete_topic("t").unwrap();
+    let start = master.flush_to_end().unwrap();
+    master.set_topic_start("t", start).unwrap();
+    append_ok(&master, &batch("t", 0, &[b"new0"]));
+    append_ok(&master, &batch("t", 0, &[b"new1"]));
+    (master, start)
+}
+
+fn new_messages() -> Vec<(u64, Vec<u8>)> {
+    vec![(0, b"new0".to_vec()), (1, b"new1".to_vec())]
+}
+
+/// Issue 13 point 9, a lagging replica: it copies the old topic's batches after it learned of
+/// the new topic, byte for byte, but indexes none of them into the new one; neither does
+/// recovery re-scanning them.
+#[test]
+fn a_replica_and_its_recovery_never_index_batches_of_an_earlier_topic_of_the_name() {
+    let (master_dir, replica_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (master, start) = master_with_a_topic_created_again(master_dir.path());
+    assert_eq!(
+        bodies_of(&master.read("t", 0, 0, usize::MAX).unwrap()),
+        new_messages()
+    );
+    let replica = Store::open(config(replica_dir.path())).unwrap();
+    replica.set_topic_start("t", start).unwrap();
+    replicate_all(&master, &replica, 1 << 20);
+    assert_eq!(replica.end_position(), master.end_position());
+    assert_eq!(
+        bodies_of(&replica.read("t", 0, 0, usize::MAX).unwrap()),
+        new_messages()
+    );
+    assert_eq!(replica.queue_offsets("other", 0), (0, 1));
+    // Recovery with no checkpoint scans the whole log again.
+    replica.crash();
+    std::fs::remove_file(replica_dir.path().join(file_names::CHECKPOINT_FILE)).unwrap();
+    let starts = HashMap::from([("t".to_owned(), start)]);
+    let replica = Store::open_with_topic_starts(config(replica_dir.path()), starts).unwrap();
+    assert!(!replica.recovery_report().clean);
+    assert_eq!(
+        bodies_of(&replica.read("t", 0, 0, usize::MAX).unwrap()),
+        new_messages()
+    );
+    assert_eq!(replica.queue_offsets("other", 0), (0, 1));
+    master.close().unwrap();
+}
+
+/// A replica that indexed the old topic's batches and stopped before it deleted their indexes
+/// (a crash between topics.json and the indexes): the topic's start, known at open, drops them.
+#[test]
+fn indexes_of_an_earlier_topic_of_the_name_are_deleted_at_open() {
+    let (master_dir, replica_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = Store::open(config(master_dir.path())).unwrap();
+    for i in 0..5u8 {
+        append_ok(&master, &batch("t", 0, &[&[b'o', i]]));
+    }
+    let replica = Store::open(config(replica_dir.path())).unwrap();
+    replicate_all(&master, &replica, 1 << 20);
+    assert_eq!(replica.queue_offsets("t", 0), (0, 5));
+    replica.close().unwrap();
+    master.delete_topic("t").unwrap();
+    let start = master.flush_to_end().unwrap();
+    master.set_topic_start("t", start).unwrap();
+    append_ok(&master, &batch("t", 0, &[b"new0"]));
+    append_ok(&master, &batch("t", 0, &[b"new1"]));
+
+    let starts = HashMap::from([("t".to_owned(), start)]);
+    let replica = Store::open_with_topic_starts(config(replica_dir.path()), starts).unwrap();
+    assert_eq!(replica.queue_offsets("t", 0), (0, 0));
+    replicate_all(&master, &replica, 1 << 20);
+    assert_eq!(
+        bodies_of(&replica.read("t", 0, 0, usize::MAX).unwrap()),
+        new_messages()
+    );
+    master.close().unwrap();
+}
+
 #[test]
 fn a_replica_restarted_at_its_masters_log_start_copies_from_there_and_reopens_there() {
     let (master_dir, replica_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -198,6 +198,7 @@ pub fn fetch_request(topic: &str, queue: u32, offset: u64, max_wait_ms: u32) -> 
         offset,
         max_bytes: 1 << 20,
         max_wait_ms,
+        topic_id: 0,
     })
 }
 

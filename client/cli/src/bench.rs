@@ -613,6 +613,7 @@ impl AssignedQueues {
             offset: queue.next_offset,
             max_bytes: self.fetch_max_bytes,
             max_wait_ms: self.fetch_max_wait_ms,
+            topic_id: 0,
         });
         let connection = queue.connection.clone();
         self.fetches

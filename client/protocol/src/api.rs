@@ -8,8 +8,9 @@ use crate::wire::DecodeError;
 
 /// Lowest protocol version this build speaks.
 pub const PROTOCOL_VERSION_MIN: u16 = 1;
-/// Highest protocol version this build speaks.
-pub const PROTOCOL_VERSION_MAX: u16 = 1;
+/// Highest protocol version this build speaks. Version 2: topic ids (Metadata, Fetch and
+/// CommitOffset at version 2).
+pub const PROTOCOL_VERSION_MAX: u16 = 2;
 
 /// One kind of request, with its response. The numbers are part of the wire format: a key is
 /// never renumbered, and a retired key is never given to another api. Keys from 100 on are kept
@@ -21,6 +22,8 @@ pub const PROTOCOL_VERSION_MAX: u16 = 1;
 /// assert_eq!(ApiKey::from_u16(1), Some(ApiKey::Produce));
 /// assert_eq!(ApiKey::Fetch as u16, 2);
 /// assert_eq!(ApiKey::Produce.version_in(1), Some(1));
+/// assert_eq!(ApiKey::Fetch.version_in(2), Some(2));
+/// assert_eq!(ApiKey::Produce.version_in(2), Some(1));
 /// // An unknown key and an unsupported version are refused apart.
 /// assert!(ApiKey::check(42, 1).is_err());
 /// assert_eq!(ApiKey::check(2, 1), Ok(ApiKey::Fetch));
@@ -68,10 +71,21 @@ impl ApiKey {
         ApiKey::ALL.get(usize::from(key)).copied()
     }
 
+    /// Whether this api has a version 2 (it carries topic ids): protocol version 2 uses it.
+    fn has_topic_ids(self) -> bool {
+        matches!(
+            self,
+            ApiKey::Fetch | ApiKey::Metadata | ApiKey::CommitOffset
+        )
+    }
+
     /// Versions of this api's request and response bodies that this build reads and writes.
     pub fn versions(self) -> RangeInclusive<u16> {
-        // Every api is at version 1 in protocol version 1.
-        1..=1
+        if self.has_topic_ids() {
+            1..=2
+        } else {
+            1..=1
+        }
     }
 
     /// The version of this api that peers use once they agreed on `protocol_version`; `None` if
@@ -79,6 +93,8 @@ impl ApiKey {
     pub fn version_in(self, protocol_version: u16) -> Option<u16> {
         match protocol_version {
             1 => Some(1),
+            2 if self.has_topic_ids() => Some(2),
+            2 => Some(1),
             _ => None,
         }
     }
@@ -171,6 +187,15 @@ mod tests {
             Err(DecodeError::UnsupportedVersion {
                 api: ApiKey::Produce,
                 version: 7,
+                min: 1,
+                max: 1
+            })
+        );
+        assert_eq!(
+            ApiKey::check(1, 2),
+            Err(DecodeError::UnsupportedVersion {
+                api: ApiKey::Produce,
+                version: 2,
                 min: 1,
                 max: 1
             })

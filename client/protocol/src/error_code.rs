@@ -83,11 +83,15 @@ pub enum ErrorCode {
     /// The connection's principal lacks the permission the request needs (produce, consume or
     /// admin on the topic); the message names the principal, the action and the topic.
     NotAuthorized = 27,
+    /// A Fetch or CommitOffset named the topic by an id (version 2) that is not the id of the
+    /// topic the broker holds under the name now: the topic was deleted and created again since
+    /// the client learned the id. The message names both ids.
+    UnknownTopicId = 28,
 }
 
 impl ErrorCode {
     /// Every code, in number order.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::None,
         ErrorCode::UnknownServerError,
         ErrorCode::MalformedRequest,
@@ -116,6 +120,7 @@ impl ErrorCode {
         ErrorCode::InvalidRequest,
         ErrorCode::StaleOwnerEpoch,
         ErrorCode::NotAuthorized,
+        ErrorCode::UnknownTopicId,
     ];
 
     /// The code with this number, if this build knows it.
@@ -158,7 +163,8 @@ impl ErrorCode {
             | ErrorCode::InvalidGroupName
             | ErrorCode::InvalidRequest
             | ErrorCode::StaleOwnerEpoch
-            | ErrorCode::NotAuthorized => false,
+            | ErrorCode::NotAuthorized
+            | ErrorCode::UnknownTopicId => false,
         }
     }
 
@@ -193,6 +199,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::StaleOwnerEpoch => "STALE_OWNER_EPOCH",
             ErrorCode::NotAuthorized => "NOT_AUTHORIZED",
+            ErrorCode::UnknownTopicId => "UNKNOWN_TOPIC_ID",
         }
     }
 }
@@ -239,6 +246,7 @@ mod tests {
             (25, "INVALID_REQUEST"),
             (26, "STALE_OWNER_EPOCH"),
             (27, "NOT_AUTHORIZED"),
+            (28, "UNKNOWN_TOPIC_ID"),
         ];
         let actual: Vec<(u16, &str)> = ErrorCode::ALL
             .iter()

@@ -136,6 +136,10 @@ pub struct ConsumerOffset {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicQueues {
     pub name: String,
+    /// The topic's id in the group's topics.json: a topic deleted and created again under the
+    /// name has a new one (proto-spec.md 5.4). Absent (0): not known (a broker before ids).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub id: u64,
     /// Number of queues, numbered `0..queues`.
     pub queues: u32,
     /// Consumers may read (RocketMQ's PERM_READ).
@@ -437,6 +441,7 @@ fn is_false(value: &bool) -> bool {
 ///     queues: 4,
 ///     readable: true,
 ///     writable: true,
+///     topic_id: 7,
 /// };
 /// // A group without a live master says so: consume from its slaves.
 /// let json = serde_json::to_string(&group).unwrap();
@@ -455,6 +460,10 @@ pub struct GroupRoute {
     pub queues: u32,
     pub readable: bool,
     pub writable: bool,
+    /// The topic's id in this group (as its brokers' Metadata gives it): another id than a
+    /// client saw before means the topic was deleted and created again. Absent (0): not known.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub topic_id: u64,
 }
 
 /// `GET /v1/cluster`: every live broker.
@@ -887,6 +896,7 @@ mod tests {
             in_sync_slaves: Vec::new(),
             topics: vec![TopicQueues {
                 name: "orders".into(),
+                id: 3,
                 queues: 4,
                 readable: true,
                 writable: true,
@@ -898,7 +908,7 @@ mod tests {
     #[test]
     fn heartbeat_json_round_trips_with_defaults_filled() {
         let text = r#"{"cluster":"c1","group":"g1","role":"master","addr":"127.0.0.1:10911",
-            "data_version":1,"log_end_offset":0,"topics":[{"name":"orders","queues":4}]}"#;
+            "data_version":1,"log_end_offset":0,"topics":[{"name":"orders","id":3,"queues":4}]}"#;
         let parsed: Heartbeat = serde_json::from_str(text).unwrap();
         assert_eq!(parsed, heartbeat());
         let again: Heartbeat =

@@ -189,9 +189,10 @@ impl ProduceRequest {
 ///     offset: 100,
 ///     max_bytes: 1 << 20,
 ///     max_wait_ms: 500,
+///     topic_id: 7,
 /// };
 /// let mut buf = BytesMut::new();
-/// Request::Fetch(fetch.clone()).encode(1, 3, &mut buf);
+/// Request::Fetch(fetch.clone()).encode(2, 3, &mut buf);
 /// let frame = decode_request(&mut buf, 1 << 20).unwrap().unwrap();
 /// assert_eq!(frame.header.correlation_id, 3);
 /// assert_eq!(Request::decode(&frame.header, frame.body), Ok(Request::Fetch(fetch)));
@@ -207,25 +208,42 @@ pub struct FetchRequest {
     pub max_bytes: u32,
     /// How long the broker may wait for a message at `offset` before answering with none.
     pub max_wait_ms: u32,
+    /// The id of the topic the offset belongs to, as Metadata gave it (version 2): the broker
+    /// answers `UNKNOWN_TOPIC_ID` when the topic under the name now has another id. 0: any
+    /// topic of the name (and always at version 1, which does not carry it).
+    pub topic_id: u64,
 }
 
 impl FetchRequest {
-    fn encode_v1(&self, out: &mut BytesMut) {
+    fn encode(&self, api_version: u16, out: &mut BytesMut) {
         put_string(out, &self.topic);
         out.put_u32(self.queue_id);
         out.put_u64(self.offset);
         out.put_u32(self.max_bytes);
         out.put_u32(self.max_wait_ms);
+        if api_version >= 2 {
+            out.put_u64(self.topic_id);
+        }
     }
 
-    fn decode_v1(reader: &mut Reader) -> Result<FetchRequest, DecodeError> {
+    fn decode(reader: &mut Reader, api_version: u16) -> Result<FetchRequest, DecodeError> {
         Ok(FetchRequest {
             topic: reader.string("topic")?,
             queue_id: reader.u32("queue_id")?,
             offset: reader.u64("offset")?,
             max_bytes: reader.u32("max_bytes")?,
             max_wait_ms: reader.u32("max_wait_ms")?,
+            topic_id: topic_id(reader, api_version)?,
         })
+    }
+}
+
+/// The `topic_id` field that version 2 of an api adds last; 0 (any topic of the name) before.
+fn topic_id(reader: &mut Reader, api_version: u16) -> Result<u64, DecodeError> {
+    if api_version >= 2 {
+        reader.u64("topic_id")
+    } else {
+        Ok(0)
     }
 }
 
@@ -390,6 +408,7 @@ impl DeleteTopicRequest {
 ///     queue_id: 3,
 ///     offset: 42,
 ///     owner_epoch: 7,
+///     topic_id: 0,
 /// };
 /// let mut buf = BytesMut::new();
 /// Request::CommitOffset(commit.clone()).encode(1, 1, &mut buf);
@@ -407,24 +426,32 @@ pub struct CommitOffsetRequest {
     /// consumer outside NameServer coordination). The broker refuses a commit with an epoch
     /// below the highest it stored for the queue (`STALE_OWNER_EPOCH`).
     pub owner_epoch: u64,
+    /// The id of the topic the offset belongs to (version 2): the broker refuses the commit
+    /// with `UNKNOWN_TOPIC_ID` when the topic under the name now has another id, so an offset
+    /// of a deleted topic never counts in one created again under its name. 0: any.
+    pub topic_id: u64,
 }
 
 impl CommitOffsetRequest {
-    fn encode_v1(&self, out: &mut BytesMut) {
+    fn encode(&self, api_version: u16, out: &mut BytesMut) {
         put_string(out, &self.consumer_group);
         put_string(out, &self.topic);
         out.put_u32(self.queue_id);
         out.put_u64(self.offset);
         out.put_u64(self.owner_epoch);
+        if api_version >= 2 {
+            out.put_u64(self.topic_id);
+        }
     }
 
-    fn decode_v1(reader: &mut Reader) -> Result<CommitOffsetRequest, DecodeError> {
+    fn decode(reader: &mut Reader, api_version: u16) -> Result<CommitOffsetRequest, DecodeError> {
         Ok(CommitOffsetRequest {
             consumer_group: reader.string("consumer_group")?,
             topic: reader.string("topic")?,
             queue_id: reader.u32("queue_id")?,
             offset: reader.u64("offset")?,
             owner_epoch: reader.u64("owner_epoch")?,
+            topic_id: topic_id(reader, api_version)?,
         })
     }
 }
@@ -534,12 +561,12 @@ impl Request {
         frame::encode_request(out, header, |out| match self {
             Request::Handshake(request) => request.encode_v1(out),
             Request::Produce(request) => request.encode_v1(out),
-            Request::Fetch(request) => request.encode_v1(out),
+            Request::Fetch(request) => request.encode(api_version, out),
             Request::ListOffsets(request) => request.encode_v1(out),
             Request::Metadata(request) => request.encode_v1(out),
             Request::CreateTopic(request) => request.encode_v1(out),
             Request::DeleteTopic(request) => request.encode_v1(out),
-            Request::CommitOffset(request) => request.encode_v1(out),
+            Request::CommitOffset(request) => request.encode(api_version, out),
             Request::FetchOffset(request) => request.encode_v1(out),
         });
     }
@@ -549,11 +576,12 @@ impl Request {
     pub fn decode(header: &RequestHeader, body: Bytes) -> Result<Request, DecodeError> {
         let api_key = ApiKey::check(header.api_key, header.api_version)?;
         let mut reader = Reader::new(body);
-        // Every api has one version (1) so far; a second version adds a match on the version.
+        // Fetch and CommitOffset have a version 2 (topic ids); the rest are at version 1.
+        let version = header.api_version;
         let request = match api_key {
             ApiKey::Handshake => Request::Handshake(HandshakeRequest::decode_v1(&mut reader)?),
             ApiKey::Produce => Request::Produce(ProduceRequest::decode_v1(&mut reader)?),
-            ApiKey::Fetch => Request::Fetch(FetchRequest::decode_v1(&mut reader)?),
+            ApiKey::Fetch => Request::Fetch(FetchRequest::decode(&mut reader, version)?),
             ApiKey::ListOffsets => {
                 Request::ListOffsets(ListOffsetsRequest::decode_v1(&mut reader)?)
             }
@@ -565,7 +593,7 @@ impl Request {
                 Request::DeleteTopic(DeleteTopicRequest::decode_v1(&mut reader)?)
             }
             ApiKey::CommitOffset => {
-                Request::CommitOffset(CommitOffsetRequest::decode_v1(&mut reader)?)
+                Request::CommitOffset(CommitOffsetRequest::decode(&mut reader, version)?)
             }
             ApiKey::FetchOffset => {
                 Request::FetchOffset(FetchOffsetRequest::decode_v1(&mut reader)?)
@@ -653,17 +681,21 @@ pub(crate) mod tests {
                 any::<u32>(),
                 any::<u64>(),
                 any::<u32>(),
-                any::<u32>()
+                any::<u32>(),
+                any::<u64>()
             )
-                .prop_map(|(topic, queue_id, offset, max_bytes, max_wait_ms)| {
-                    Request::Fetch(FetchRequest {
-                        topic,
-                        queue_id,
-                        offset,
-                        max_bytes,
-                        max_wait_ms,
-                    })
-                }),
+                .prop_map(
+                    |(topic, queue_id, offset, max_bytes, max_wait_ms, topic_id)| {
+                        Request::Fetch(FetchRequest {
+                            topic,
+                            queue_id,
+                            offset,
+                            max_bytes,
+                            max_wait_ms,
+                            topic_id,
+                        })
+                    }
+                ),
             (arb_name(), any::<u32>()).prop_map(|(topic, queue_id)| {
                 Request::ListOffsets(ListOffsetsRequest { topic, queue_id })
             }),
@@ -678,17 +710,21 @@ pub(crate) mod tests {
                 arb_name(),
                 any::<u32>(),
                 any::<u64>(),
+                any::<u64>(),
                 any::<u64>()
             )
-                .prop_map(|(consumer_group, topic, queue_id, offset, owner_epoch)| {
-                    Request::CommitOffset(CommitOffsetRequest {
-                        consumer_group,
-                        topic,
-                        queue_id,
-                        offset,
-                        owner_epoch,
-                    })
-                }),
+                .prop_map(
+                    |(consumer_group, topic, queue_id, offset, owner_epoch, topic_id)| {
+                        Request::CommitOffset(CommitOffsetRequest {
+                            consumer_group,
+                            topic,
+                            queue_id,
+                            offset,
+                            owner_epoch,
+                            topic_id,
+                        })
+                    },
+                ),
             (arb_name(), arb_name(), any::<u32>()).prop_map(|(consumer_group, topic, queue_id)| {
                 Request::FetchOffset(FetchOffsetRequest {
                     consumer_group,
@@ -700,9 +736,28 @@ pub(crate) mod tests {
     }
 
     fn encode(request: &Request, correlation_id: u32) -> BytesMut {
+        encode_in(request, 1, correlation_id)
+    }
+
+    /// `request` as peers that agreed on `protocol_version` send it.
+    fn encode_in(request: &Request, protocol_version: u16, correlation_id: u32) -> BytesMut {
         let mut out = BytesMut::new();
-        request.encode(1, correlation_id, &mut out);
+        let version = request.api_key().version_in(protocol_version).unwrap();
+        request.encode(version, correlation_id, &mut out);
         out
+    }
+
+    /// What a request means once sent at `protocol_version`: version 1 carries no topic id.
+    fn as_sent_in(request: &Request, protocol_version: u16) -> Request {
+        let mut request = request.clone();
+        if protocol_version < 2 {
+            match &mut request {
+                Request::Fetch(fetch) => fetch.topic_id = 0,
+                Request::CommitOffset(commit) => commit.topic_id = 0,
+                _ => {}
+            }
+        }
+        request
     }
 
     fn header(api_key: ApiKey) -> RequestHeader {
@@ -715,19 +770,29 @@ pub(crate) mod tests {
 
     proptest! {
         #[test]
-        fn every_request_round_trips_through_a_frame(request in arb_request(), correlation_id in any::<u32>()) {
-            let mut buf = encode(&request, correlation_id);
+        fn every_request_round_trips_through_a_frame(
+            request in arb_request(), protocol_version in 1u16..=2, correlation_id in any::<u32>(),
+        ) {
+            let mut buf = encode_in(&request, protocol_version, correlation_id);
             let frame = decode_request(&mut buf, MAX_FRAME_BYTES_DEFAULT).unwrap().unwrap();
             prop_assert!(buf.is_empty());
             prop_assert_eq!(frame.header.api_key, request.api_key() as u16);
-            prop_assert_eq!(frame.header.api_version, 1);
+            prop_assert_eq!(
+                Some(frame.header.api_version),
+                request.api_key().version_in(protocol_version)
+            );
             prop_assert_eq!(frame.header.correlation_id, correlation_id);
-            prop_assert_eq!(Request::decode(&frame.header, frame.body).unwrap(), request);
+            prop_assert_eq!(
+                Request::decode(&frame.header, frame.body).unwrap(),
+                as_sent_in(&request, protocol_version)
+            );
         }
 
         #[test]
-        fn every_truncated_request_body_is_an_error(request in arb_request(), cut in any::<prop::sample::Index>()) {
-            let mut buf = encode(&request, 1);
+        fn every_truncated_request_body_is_an_error(
+            request in arb_request(), protocol_version in 1u16..=2, cut in any::<prop::sample::Index>(),
+        ) {
+            let mut buf = encode_in(&request, protocol_version, 1);
             let frame = decode_request(&mut buf, MAX_FRAME_BYTES_DEFAULT).unwrap().unwrap();
             prop_assume!(!frame.body.is_empty());
             let len = cut.index(frame.body.len());
@@ -778,13 +843,25 @@ pub(crate) mod tests {
     #[test]
     fn unsupported_version_is_a_distinct_error() {
         let request = RequestHeader {
-            api_version: 2,
+            api_version: 3,
             ..header(ApiKey::Fetch)
         };
         assert!(matches!(
             Request::decode(&request, Bytes::new()),
             Err(DecodeError::UnsupportedVersion {
                 api: ApiKey::Fetch,
+                version: 3,
+                ..
+            })
+        ));
+        let produce_v2 = RequestHeader {
+            api_version: 2,
+            ..header(ApiKey::Produce)
+        };
+        assert!(matches!(
+            Request::decode(&produce_v2, Bytes::new()),
+            Err(DecodeError::UnsupportedVersion {
+                api: ApiKey::Produce,
                 version: 2,
                 ..
             })

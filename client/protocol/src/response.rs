@@ -348,17 +348,21 @@ const QUEUE_METADATA_BYTES: usize = 4 + 8 + 8;
 /// use smq_protocol::response::{QueueMetadata, TopicMetadata};
 ///
 /// let queue = |queue_id| QueueMetadata { queue_id, log_start_offset: 0, high_watermark: 5 };
-/// let topic = TopicMetadata { name: "orders".into(), queues: (0..4).map(queue).collect() };
+/// let topic = TopicMetadata { name: "orders".into(), id: 3, queues: (0..4).map(queue).collect() };
 /// let stored: u64 = topic.queues.iter().map(|q| q.high_watermark - q.log_start_offset).sum();
 /// assert_eq!(stored, 20);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMetadata {
     pub name: String,
+    /// Tells this topic from an earlier one of the same name, deleted since (version 2; 0 at
+    /// version 1, and for a topic made before ids): a client that held another id for the name
+    /// restarts its queues, never reads the new topic from the old topic's offsets.
+    pub id: u64,
     pub queues: Vec<QueueMetadata>,
 }
 
-/// Smallest encoded [`TopicMetadata`]: an empty name and no queues.
+/// Smallest encoded [`TopicMetadata`]: an empty name and no queues (version 1).
 const TOPIC_METADATA_MIN_BYTES: usize = 2 + 4;
 
 /// Who this broker is and which topics it holds. Requested topics the broker does not hold are
@@ -371,12 +375,12 @@ const TOPIC_METADATA_MIN_BYTES: usize = 2 + 4;
 /// use smq_protocol::ApiKey;
 ///
 /// let queues = vec![QueueMetadata { queue_id: 0, log_start_offset: 0, high_watermark: 3 }];
-/// let topics = vec![TopicMetadata { name: "orders".into(), queues }];
+/// let topics = vec![TopicMetadata { name: "orders".into(), id: 3, queues }];
 /// let metadata = MetadataResponse { cluster: "c1".into(), group: "g1".into(), role: Role::Master, topics };
 /// let mut buf = BytesMut::new();
-/// Response::Metadata(metadata.clone()).encode(1, 1, &mut buf);
+/// Response::Metadata(metadata.clone()).encode(2, 1, &mut buf);
 /// let frame = decode_response(&mut buf, 1 << 20).unwrap().unwrap();
-/// assert_eq!(Response::decode(ApiKey::Metadata, 1, frame.body), Ok(Response::Metadata(metadata)));
+/// assert_eq!(Response::decode(ApiKey::Metadata, 2, frame.body), Ok(Response::Metadata(metadata)));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataResponse {
@@ -387,13 +391,16 @@ pub struct MetadataResponse {
 }
 
 impl MetadataResponse {
-    fn encode_v1(&self, out: &mut BytesMut) {
+    fn encode(&self, api_version: u16, out: &mut BytesMut) {
         put_string(out, &self.cluster);
         put_string(out, &self.group);
         out.put_u8(self.role as u8);
         put_count(out, self.topics.len());
         for topic in &self.topics {
             put_string(out, &topic.name);
+            if api_version >= 2 {
+                out.put_u64(topic.id);
+            }
             put_count(out, topic.queues.len());
             for queue in &topic.queues {
                 out.put_u32(queue.queue_id);
@@ -403,7 +410,7 @@ impl MetadataResponse {
         }
     }
 
-    fn decode_v1(reader: &mut Reader) -> Result<MetadataResponse, DecodeError> {
+    fn decode(reader: &mut Reader, api_version: u16) -> Result<MetadataResponse, DecodeError> {
         let cluster = reader.string("cluster")?;
         let group = reader.string("group")?;
         let role = Role::from_u8(reader.u8("role")?)?;
@@ -411,6 +418,11 @@ impl MetadataResponse {
         let mut topics = Vec::with_capacity(topic_count);
         for _ in 0..topic_count {
             let name = reader.string("topic")?;
+            let id = if api_version >= 2 {
+                reader.u64("topic_id")?
+            } else {
+                0
+            };
             let queue_count = reader.count("queues", QUEUE_METADATA_BYTES)?;
             let mut queues = Vec::with_capacity(queue_count);
             for _ in 0..queue_count {
@@ -420,7 +432,7 @@ impl MetadataResponse {
                     high_watermark: reader.u64("high_watermark")?,
                 });
             }
-            topics.push(TopicMetadata { name, queues });
+            topics.push(TopicMetadata { name, id, queues });
         }
         Ok(MetadataResponse {
             cluster,
@@ -557,7 +569,7 @@ impl Response {
                 Response::Produce(response) => response.encode_v1(out),
                 Response::Fetch(response) => response.encode_v1(out),
                 Response::ListOffsets(response) => response.encode_v1(out),
-                Response::Metadata(response) => response.encode_v1(out),
+                Response::Metadata(response) => response.encode(api_version, out),
                 Response::CreateTopic | Response::DeleteTopic | Response::CommitOffset => {}
                 Response::FetchOffset(response) => response.encode_v1(out),
                 Response::Error(_) => unreachable!("written above"),
@@ -574,7 +586,7 @@ impl Response {
         if let Some(error) = decode_error_head(&mut reader)? {
             return Ok(Response::Error(error));
         }
-        // Every api has one version (1) so far; a second version adds a match on the version.
+        // Metadata has a version 2 (topic ids); the other responses are the same at every version.
         let response = match api_key {
             ApiKey::Handshake => Response::Handshake(HandshakeResponse::decode_v1(&mut reader)?),
             ApiKey::Produce => Response::Produce(ProduceResponse::decode_v1(&mut reader)?),
@@ -582,7 +594,9 @@ impl Response {
             ApiKey::ListOffsets => {
                 Response::ListOffsets(ListOffsetsResponse::decode_v1(&mut reader)?)
             }
-            ApiKey::Metadata => Response::Metadata(MetadataResponse::decode_v1(&mut reader)?),
+            ApiKey::Metadata => {
+                Response::Metadata(MetadataResponse::decode(&mut reader, api_version)?)
+            }
             ApiKey::CreateTopic => Response::CreateTopic,
             ApiKey::DeleteTopic => Response::DeleteTopic,
             ApiKey::CommitOffset => Response::CommitOffset,
@@ -643,8 +657,12 @@ mod tests {
                 high_watermark,
             },
         );
-        let topic = (arb_name(), proptest::collection::vec(queue, 0..5))
-            .prop_map(|(name, queues)| TopicMetadata { name, queues });
+        let topic = (
+            arb_name(),
+            any::<u64>(),
+            proptest::collection::vec(queue, 0..5),
+        )
+            .prop_map(|(name, id, queues)| TopicMetadata { name, id, queues });
         (
             arb_name(),
             arb_name(),
@@ -735,9 +753,24 @@ mod tests {
     }
 
     fn encode(response: &Response, correlation_id: u32) -> BytesMut {
+        encode_at(response, 1, correlation_id)
+    }
+
+    fn encode_at(response: &Response, api_version: u16, correlation_id: u32) -> BytesMut {
         let mut out = BytesMut::new();
-        response.encode(1, correlation_id, &mut out);
+        response.encode(api_version, correlation_id, &mut out);
         out
+    }
+
+    /// The version of `api_key` peers use at `protocol_version`, and what `response` means
+    /// once sent at it: Metadata version 1 carries no topic ids.
+    fn as_sent_in(api_key: ApiKey, response: &Response, protocol_version: u16) -> (u16, Response) {
+        let version = api_key.version_in(protocol_version).unwrap();
+        let mut response = response.clone();
+        if let (Response::Metadata(metadata), 1) = (&mut response, version) {
+            metadata.topics.iter_mut().for_each(|topic| topic.id = 0);
+        }
+        (version, response)
     }
 
     proptest! {
@@ -756,20 +789,28 @@ mod tests {
         }
 
         #[test]
-        fn every_response_round_trips_through_a_frame((api_key, response) in arb_response(), correlation_id in any::<u32>()) {
-            let mut buf = encode(&response, correlation_id);
+        fn every_response_round_trips_through_a_frame(
+            (api_key, response) in arb_response(), protocol_version in 1u16..=2,
+            correlation_id in any::<u32>(),
+        ) {
+            let (version, sent) = as_sent_in(api_key, &response, protocol_version);
+            let mut buf = encode_at(&response, version, correlation_id);
             let frame = decode_response(&mut buf, MAX_FRAME_BYTES_DEFAULT).unwrap().unwrap();
             prop_assert!(buf.is_empty());
             prop_assert_eq!(frame.correlation_id, correlation_id);
-            prop_assert_eq!(Response::decode(api_key, 1, frame.body).unwrap(), response);
+            prop_assert_eq!(Response::decode(api_key, version, frame.body).unwrap(), sent);
         }
 
         #[test]
-        fn every_truncated_response_body_is_an_error((api_key, response) in arb_response(), cut in any::<prop::sample::Index>()) {
-            let mut buf = encode(&response, 1);
+        fn every_truncated_response_body_is_an_error(
+            (api_key, response) in arb_response(), protocol_version in 1u16..=2,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let (version, _) = as_sent_in(api_key, &response, protocol_version);
+            let mut buf = encode_at(&response, version, 1);
             let frame = decode_response(&mut buf, MAX_FRAME_BYTES_DEFAULT).unwrap().unwrap();
             let len = cut.index(frame.body.len());
-            prop_assert!(Response::decode(api_key, 1, frame.body.slice(..len)).is_err());
+            prop_assert!(Response::decode(api_key, version, frame.body.slice(..len)).is_err());
         }
 
         #[test]
