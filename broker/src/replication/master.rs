@@ -207,7 +207,7 @@ pub fn hello(
             broker.refuse_writes(format!(
                 "its slave {} holds {} bytes of epoch {epoch} from log position {position} on \
                  that this master lost (its log ends at {end}); acknowledged writes may be \
-                 among them. Promote the slave (smq group promote {} --broker {}); this broker \
+                 among them. Promote the slave (smq group promote {} --slave {}); this broker \
                  then rejoins as its slave",
                 hello.slave_addr,
                 slave_end - position,
@@ -348,6 +348,7 @@ fn acknowledge(
         });
     }
     let flushed = request.flushed_position.min(request.position);
+    broker.lease.renew_by_slave();
     let replicas = &broker.replicas;
     let acknowledged = {
         let mut slaves = replicas.lock();

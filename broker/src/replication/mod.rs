@@ -6,7 +6,9 @@
 //! master's "acknowledged by a slave" is one more bound of the store's visible position.
 
 pub mod epochs;
+pub mod lease;
 pub mod master;
+pub mod role_change;
 pub mod slave;
 
 use std::fmt::Write;
