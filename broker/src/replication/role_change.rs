@@ -392,9 +392,13 @@ async fn promote(broker: &Arc<Broker>, request: Promote) -> Outcome {
     let (epoch, log_end) = match begun {
         Ok(begun) => begun,
         Err(error) => {
-            tracing::error!(%error, "could not begin the promoted epoch: staying a slave");
-            broker.role.send_modify(|back| *back = now);
-            spawn_slave(broker);
+            // Its slave task has stopped: it stays a master that takes no writes (the old
+            // master resumes; an operator looks at this broker's disk).
+            let reason = format!("its promotion failed: {error}");
+            tracing::error!(%reason, "this broker takes no writes");
+            broker
+                .role
+                .send_modify(|now| now.refusing_writes = Some(reason.clone()));
             return Err(error.into());
         }
     };
