@@ -382,13 +382,14 @@ fn promote_refuses_a_slave_behind_the_acknowledged_position_unless_forced() {
     let slave_dir = group.slave.data_dir.clone();
     // The slave stops; the master acknowledges more alone; its heartbeats report it.
     group.slave.kill();
-    let master_end = |view: &ClusterView| {
+    // The master's last report, if it came after `since`.
+    let master_end_since = |view: &ClusterView, since: Instant| {
         view.brokers
             .iter()
             .find(|b| b.addr == master_addr)
+            .filter(|b| u128::from(b.last_heartbeat_ms_ago) < since.elapsed().as_millis())
             .map(|b| b.log_end_offset)
     };
-    let end_before = master_end(&cluster(&group.nameserver)).unwrap();
     runtime().block_on(async {
         let producer = Producer::connect(ClientConfig::new(master_addr.clone()))
             .await
@@ -400,12 +401,13 @@ fn promote_refuses_a_slave_behind_the_acknowledged_position_unless_forced() {
                 .unwrap();
         }
     });
+    let sent = Instant::now();
     let acknowledged_end = wait_for(
         "the master's report of what it acknowledged",
         Duration::from_secs(30),
         || {
             let view = cluster(&group.nameserver);
-            let end = master_end(&view).filter(|&end| end > end_before)?;
+            let end = master_end_since(&view, sent)?;
             let g1 = view.groups.iter().find(|g| g.group == "g1")?;
             (g1.acknowledged_position == Some(end)).then_some(end)
         },
