@@ -163,6 +163,20 @@ impl Access {
         }
     }
 
+    /// Whether this connection may act on every topic as an administrator (`admin = ["*"]`):
+    /// what changing the broker's role (HandOver, Promote) needs.
+    pub fn check_admin_all(&self, what: &str) -> Result<(), HandlerError> {
+        match self {
+            Access::Open => Ok(()),
+            // Only the pattern `*` (an empty prefix) matches the empty name.
+            Access::Principal(principal) if principal.may(Action::Admin, "") => Ok(()),
+            Access::Principal(principal) => Err(HandlerError::NotAuthorized {
+                principal: principal.name.clone(),
+                what: format!("{what} (it needs `admin = [\"*\"]`)"),
+            }),
+        }
+    }
+
     /// Whether this connection may replicate the broker's log (ReplicaHello).
     pub fn check_replicate(&self) -> Result<(), HandlerError> {
         match self {

@@ -143,9 +143,11 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         None => None,
     };
     let (stop, stopping) = watch::channel(false);
+    // A master registered with a NameServer claims its epoch there first (below).
+    let claims_epoch = discovery.is_some();
     let store = tokio::task::spawn_blocking({
         let role = config.role;
-        move || take_role(store, role)
+        move || take_role(store, role, claims_epoch)
     })
     .await
     .map_err(|error| StartError::Internal(error.to_string()))??;
@@ -170,6 +172,27 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     if let Some((holders, complete)) = holders {
         broker.replicas.restore(holders, complete);
     }
+    let own_addr = broker
+        .config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| tcp_addr.to_string());
+    let _ = broker.own_addr.set(own_addr.clone());
+    let nameserver = discovery.map(|discovery| {
+        let client = NameServerClient::new(Arc::new(discovery));
+        match &broker.config.cluster_secret {
+            Some(secret) => client.with_token(secret.as_str()),
+            None => {
+                tracing::warn!("no cluster secret (SMQ_CLUSTER_SECRET or --cluster-secret-file): a NameServer that requires one refuses this broker's heartbeats");
+                client
+            }
+        }
+    });
+    if let Some(client) = &nameserver {
+        if broker.config.role == Role::Master {
+            replication::role_change::claim_at_start(&broker, client, tcp_addr, http_addr).await?;
+        }
+    }
     let mut tasks = vec![
         tokio::spawn(server::serve(tcp, broker.clone())),
         tokio::spawn(persist_offsets_periodically(broker.clone())),
@@ -179,16 +202,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             broker.clone(),
         )));
     }
-    match broker.config.role {
+    match broker.role_now().role {
         Role::Master => tasks.push(tokio::spawn(watch_slaves(broker.clone()))),
-        Role::Slave => {
-            let addr = broker
-                .config
-                .advertise
-                .clone()
-                .unwrap_or_else(|| tcp_addr.to_string());
-            tasks.push(tokio::spawn(replication::slave::run(broker.clone(), addr)));
-        }
+        Role::Slave => tasks.push(tokio::spawn(replication::slave::run(
+            broker.clone(),
+            own_addr,
+        ))),
     }
     if let Some(listener) = http {
         tasks.push(tokio::spawn(http::serve(listener, broker.clone())));
@@ -196,12 +215,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     if !broker.config.principals.is_enabled() && !tcp_addr.ip().is_loopback() {
         tracing::warn!(listen = %tcp_addr, "no principals configured: anyone who reaches this address may produce, consume, and create and delete topics; list [[principals]] in the --config file");
     }
-    if let Some(discovery) = discovery {
-        let mut client = NameServerClient::new(Arc::new(discovery));
-        match &broker.config.cluster_secret {
-            Some(secret) => client = client.with_token(secret.as_str()),
-            None => tracing::warn!("no cluster secret (SMQ_CLUSTER_SECRET or --cluster-secret-file): a NameServer that requires one refuses this broker's heartbeats"),
-        }
+    if let Some(client) = nameserver {
         tasks.push(tokio::spawn(registration::run(
             broker.clone(),
             client,
@@ -222,9 +236,11 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
 }
 
 /// A master begins the next epoch at its log's end (a promotion when the broker last ran as a
-/// slave: the operator made it master); a slave records that it is one.
-fn take_role(store: Store, role: Role) -> Result<Store, StartError> {
+/// slave: the operator made it master), unless it claims it from a NameServer first; a slave
+/// records that it is one.
+fn take_role(store: Store, role: Role, claims_epoch: bool) -> Result<Store, StartError> {
     match role {
+        Role::Master if claims_epoch => {}
         Role::Master => {
             let history = store.epoch_history();
             let epoch = history.last_epoch() + 1;
@@ -290,14 +306,18 @@ async fn last_reference(mut broker: Arc<Broker>) -> Result<Broker, ShutdownError
     Err(ShutdownError::StillBusy)
 }
 
-/// Logs each slave falling out of sync and coming back, once a second, until shutdown.
-async fn watch_slaves(broker: Arc<Broker>) {
+/// Logs each slave falling out of sync and coming back, once a second, until shutdown or the
+/// broker stops being a master.
+pub(crate) async fn watch_slaves(broker: Arc<Broker>) {
     let mut shutdown = broker.shutdown.clone();
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = crate::state::shutting_down(&mut shutdown) => return,
             _ = interval.tick() => {}
+        }
+        if broker.role_now().role != Role::Master {
+            return;
         }
         broker
             .replicas

@@ -3,7 +3,9 @@
 //! addresses, topics with queue counts and permissions, data version, log end offset) right after
 //! start, then every `heartbeat_interval_ms` the NameServer's reply asks for, and at once after a
 //! topic is created or deleted and when the store fences its log (its topics then go unwritable). Each heartbeat replaces the last whole, so a lost one loses
-//! nothing.
+//! nothing. It carries the broker's master epoch: an accepted heartbeat renews a master's write
+//! lease, and one refused as stale makes it follow the group's newer master
+//! ([`crate::replication::role_change`]).
 //!
 //! When no NameServer answers, the broker goes on serving clients and keeps trying, as a client's
 //! first lookup does: after 50 ms, then pauses doubling up to 500 ms (never longer than the
@@ -22,6 +24,7 @@ use smq_protocol::nameserver_api::{
 };
 
 use crate::config::{BrokerConfig, Role};
+use crate::replication::role_change;
 use crate::state::{shutting_down, Broker};
 
 /// Shortest interval honoured from a reply, so that a misconfigured NameServer cannot make the
@@ -101,6 +104,11 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
             })
             .collect(),
         consumer_offsets: consumer_offsets(broker),
+        master_epoch: role_change::claimed_epoch(broker),
+        acknowledged_position: match now.role {
+            Role::Master => Some(role_change::acknowledged_position(broker)),
+            Role::Slave => None,
+        },
     }
 }
 
@@ -157,6 +165,7 @@ pub async fn run(
         };
         match &result {
             Ok(reply) => {
+                role_change::after_heartbeat(&broker, reply);
                 interval = Duration::from_millis(
                     reply.heartbeat_interval_ms.max(MIN_HEARTBEAT_INTERVAL_MS),
                 );
@@ -173,6 +182,9 @@ pub async fn run(
                 in_outage = false;
             }
             Err(error) => {
+                if let Some((group_epoch, master)) = role_change::stale(error) {
+                    role_change::superseded(&broker, group_epoch, master).await;
+                }
                 if !in_outage {
                     tracing::warn!(%error, "heartbeat failed: still serving clients; retrying within half a second, re-resolving the NameServer");
                 } else {

@@ -2,7 +2,7 @@
 //! counters, the consumer offsets, the metrics and the shutdown signal.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::{watch, Notify};
 
@@ -10,6 +10,7 @@ use crate::config::{BrokerConfig, Role};
 use crate::metadata::offsets::Offsets;
 use crate::metadata::topics::{TopicConfig, TopicError, Topics};
 use crate::metrics::{Metrics, TopicCounters};
+use crate::replication::lease::WriteLease;
 use crate::replication::master::Replicas;
 use crate::replication::slave::SlaveStatus;
 use crate::storage::Store;
@@ -100,6 +101,14 @@ pub struct Broker {
     pub replicas: Replicas,
     /// On a slave: how far behind its master it is.
     pub slave_status: SlaveStatus,
+    /// Held by the slave's task while it changes the store (appends, cuts, metadata), so that
+    /// a role change can wait until it stopped (`replication::role_change`).
+    pub replica_writes: Mutex<()>,
+    /// On a master registered with a NameServer: its single-writer lease.
+    pub lease: WriteLease,
+    /// The address slaves and clients reach this broker at (`--advertise`, else the bound
+    /// address), once it is bound.
+    pub own_addr: OnceLock<String>,
 }
 
 impl Broker {
@@ -123,6 +132,9 @@ impl Broker {
             role: watch::Sender::new(role),
             replicas: Replicas::new(&config),
             slave_status: SlaveStatus::default(),
+            replica_writes: Mutex::new(()),
+            lease: WriteLease::default(),
+            own_addr: OnceLock::new(),
             config,
             store,
             topics_file: Mutex::new(topics),

@@ -389,26 +389,11 @@ impl Connection {
                 Bytes::new()
             }
         };
-        let (sender, receiver) = oneshot::channel();
-        {
-            let mut waiters = lock(&inner.waiters);
-            if let Some(error) = &waiters.closed {
-                return Err(error.clone());
-            }
-            waiters.by_correlation_id.insert(correlation_id, sender);
-            // Sent under the lock so that a concurrent `close` cannot miss this waiter.
-            let outgoing = Outgoing {
-                head: head.freeze(),
-                batch,
-            };
-            if inner.outgoing.send(outgoing).is_err() {
-                waiters.by_correlation_id.remove(&correlation_id);
-                return Err(Error::ConnectionClosed {
-                    broker: inner.broker.clone(),
-                    reason: "the writer task stopped".into(),
-                });
-            }
-        }
+        let outgoing = Outgoing {
+            head: head.freeze(),
+            batch,
+        };
+        let receiver = self.send_awaiting(correlation_id, outgoing)?;
         Ok(PendingResponse {
             connection: self.clone(),
             api,
@@ -418,6 +403,74 @@ impl Connection {
             timeout,
             _permit: permit,
         })
+    }
+
+    /// Sends a frame that `encode` writes (given its correlation id) and returns the body of
+    /// its answer, within `timeout`: for the apis outside [`Request`] (the role-change apis of
+    /// `smq group promote`), whose callers decode the answer themselves.
+    pub(crate) async fn call_raw(
+        &self,
+        what: &str,
+        timeout: Duration,
+        encode: impl FnOnce(u32, &mut BytesMut),
+    ) -> Result<Bytes> {
+        let inner = &self.inner;
+        let _permit = inner
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let correlation_id = self.next_correlation_id();
+        let mut head = BytesMut::new();
+        encode(correlation_id, &mut head);
+        let outgoing = Outgoing {
+            head: head.freeze(),
+            batch: Bytes::new(),
+        };
+        let receiver = self.send_awaiting(correlation_id, outgoing)?;
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => Err(Error::ConnectionClosed {
+                broker: inner.broker.clone(),
+                reason: "the connection's tasks stopped".into(),
+            }),
+            Err(_) => {
+                lock(&inner.waiters)
+                    .by_correlation_id
+                    .remove(&correlation_id);
+                Err(Error::Timeout {
+                    what: what.to_owned(),
+                    broker: inner.broker.clone(),
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    /// Registers the waiter of `correlation_id` and hands `outgoing` to the writer; the
+    /// receiver gets the answer's body.
+    fn send_awaiting(
+        &self,
+        correlation_id: u32,
+        outgoing: Outgoing,
+    ) -> Result<oneshot::Receiver<Result<Bytes>>> {
+        let inner = &self.inner;
+        let (sender, receiver) = oneshot::channel();
+        let mut waiters = lock(&inner.waiters);
+        if let Some(error) = &waiters.closed {
+            return Err(error.clone());
+        }
+        waiters.by_correlation_id.insert(correlation_id, sender);
+        // Sent under the lock so that a concurrent `close` cannot miss this waiter.
+        if inner.outgoing.send(outgoing).is_err() {
+            waiters.by_correlation_id.remove(&correlation_id);
+            return Err(Error::ConnectionClosed {
+                broker: inner.broker.clone(),
+                reason: "the writer task stopped".into(),
+            });
+        }
+        Ok(receiver)
     }
 
     fn next_correlation_id(&self) -> u32 {

@@ -34,6 +34,7 @@ pub mod membership;
 pub mod nameserver_client;
 pub mod peer_log;
 pub mod producer;
+pub mod promote;
 pub mod routing;
 
 #[cfg(test)]
@@ -252,7 +253,7 @@ impl ClientConfig {
         )
     }
 
-    fn connection_options(&self) -> ConnectionOptions {
+    pub(crate) fn connection_options(&self) -> ConnectionOptions {
         ConnectionOptions {
             broker: self.broker.clone(),
             client_id: self.client_id.clone(),

@@ -481,6 +481,8 @@ impl NameServerClient {
                 error: String::from_utf8_lossy(&response.body).trim().to_owned(),
                 code: ApiErrorCode::Unknown,
                 field: None,
+                group_epoch: None,
+                master_addr: None,
             });
         if response.status >= 500 {
             let code = match error.code {
@@ -806,6 +808,8 @@ mod tests {
             consumer_offsets: vec![],
             replication_lag_ms: None,
             in_sync_slaves: Vec::new(),
+            master_epoch: 0,
+            acknowledged_position: None,
         };
         let client = client(&[url]).with_token("cluster-s3cret");
         let reply = client.heartbeat(&heartbeat).await.unwrap();

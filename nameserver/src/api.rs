@@ -20,6 +20,7 @@ use crate::consumer_groups::{MemberEvent, WarmUp};
 use crate::group_views;
 
 use crate::metrics::{ConsumerGroupLabels, Gauges, QueueLag};
+use crate::registry::RegistryError;
 use crate::AppState;
 
 /// An error reply: a status, the JSON body, and for a retryable 503 the `Retry-After` seconds.
@@ -33,6 +34,8 @@ impl Failure {
                 error: error.into(),
                 code,
                 field: None,
+                group_epoch: None,
+                master_addr: None,
             },
             None,
         )
@@ -160,11 +163,22 @@ fn accept_heartbeat(
             if let Some((peer, Some(suppressed))) = admitted {
                 tracing::warn!(%peer, suppressed, "refused a heartbeat (409): {error}");
             }
-            Failure::new(
+            let mut failure = Failure::new(
                 StatusCode::CONFLICT,
                 ApiErrorCode::Conflict,
                 error.to_string(),
-            )
+            );
+            if let RegistryError::StaleEpoch {
+                group_epoch,
+                master_addr,
+                ..
+            } = error
+            {
+                failure.1.code = ApiErrorCode::StaleEpoch;
+                failure.1.group_epoch = Some(group_epoch);
+                failure.1.master_addr = master_addr;
+            }
+            failure
         })?;
     if is_new {
         tracing::info!(%addr, %group, ?role, "broker registered");

@@ -122,6 +122,8 @@ async fn check(state: &AppState, level: Level, request: Request, next: Next) -> 
         error: format!("{error}; got {reason}"),
         code: ApiErrorCode::Unauthorized,
         field: None,
+        group_epoch: None,
+        master_addr: None,
     };
     (
         StatusCode::UNAUTHORIZED,

@@ -3,16 +3,22 @@
 //! the caller passes the time (milliseconds on a monotonic clock) to every call.
 //!
 //! A broker is known by its identity (cluster, group, name), not by the address it reports, and
-//! while it is live no heartbeat of another identity can take its address or its group's master
-//! role, none can move it to another address, and none demotes it from master: a heartbeat
-//! changes only its own broker, and a live master stays until it stops heartbeating.
+//! while it is live no heartbeat of another identity can take its address, none can move it to
+//! another address, and none demotes it from master: a heartbeat changes only its own broker.
+//!
+//! Each group's highest master epoch is kept (after its brokers expired too): a master claiming
+//! a higher epoch replaces the group's master even while the old one is live (a promotion takes
+//! effect so), and a master heartbeat with a lower epoch, or the same epoch as another broker's
+//! claim, is refused as stale with the group's epoch and master, so that the old master learns
+//! it was superseded. Brokers that send no epoch keep the older rule: a live master stays until
+//! it stops heartbeating.
 
 use std::collections::BTreeMap;
 
 use smq_protocol::limits::MAX_GROUPS_PER_ROUTE;
 use smq_protocol::nameserver_api::{
-    BrokerInfo, ClusterView, ConsumerOffset, DownGroup, GroupRoute, Heartbeat, HeartbeatReply,
-    Role, TopicList, TopicQueues, TopicRoute, TopicSummary,
+    BrokerInfo, ClusterView, ConsumerOffset, DownGroup, GroupEpoch, GroupRoute, Heartbeat,
+    HeartbeatReply, Role, TopicList, TopicQueues, TopicRoute, TopicSummary,
 };
 
 /// Why a heartbeat is refused.
@@ -57,6 +63,20 @@ pub enum RegistryError {
         master: String,
         addr: String,
         expires_in_ms: u64,
+    },
+    #[error(
+        "broker {broker} claims master epoch {epoch}, but group {cluster}/{group} is at epoch \
+         {group_epoch} (master {}): a newer master superseded it; it must take no writes and \
+         follow the group's master",
+        master_addr.as_deref().unwrap_or("not live")
+    )]
+    StaleEpoch {
+        broker: String,
+        cluster: String,
+        group: String,
+        epoch: u32,
+        group_epoch: u32,
+        master_addr: Option<String>,
     },
 }
 
@@ -103,6 +123,19 @@ pub struct Registry {
     /// kept after every member expired: routes name a group that is down with its queues, so
     /// that clients hash keys over them too (a key keeps its queue while groups come and go).
     last_topics: BTreeMap<(String, String), LastTopics>,
+    /// Each group's highest master epoch and its master's last report, kept after expiry.
+    epochs: BTreeMap<(String, String), KnownEpoch>,
+}
+
+/// A group's highest master epoch, who claimed it, and that master's last report.
+#[derive(Debug, Clone)]
+struct KnownEpoch {
+    epoch: u32,
+    /// The master that claimed it; `None` while only slaves reported it.
+    claimer: Option<Identity>,
+    master_addr: Option<String>,
+    master_log_end: Option<u64>,
+    acknowledged_position: Option<u64>,
 }
 
 /// A group's topics as last reported.
@@ -133,6 +166,7 @@ impl Registry {
             brokers: BTreeMap::new(),
             first_heartbeat_ms: None,
             last_topics: BTreeMap::new(),
+            epochs: BTreeMap::new(),
         }
     }
 
@@ -188,20 +222,44 @@ impl Registry {
                     expires_in_ms: self.expires_in_ms(previous, now_ms),
                 });
             }
-            if previous.heartbeat.role == Role::Master && heartbeat.role == Role::Slave {
+            let superseded = self.superseded(&previous.heartbeat, &id);
+            if previous.heartbeat.role == Role::Master
+                && heartbeat.role == Role::Slave
+                && !superseded
+            {
                 return Err(RegistryError::MasterDemoted {
                     broker: describe(&heartbeat),
                     expires_in_ms: self.expires_in_ms(previous, now_ms),
                 });
             }
         }
-        let same_group =
-            |h: &Heartbeat| h.cluster == heartbeat.cluster && h.group == heartbeat.group;
-        let live_master = self
-            .live(now_ms)
-            .find(|e| same_group(&e.heartbeat) && e.heartbeat.role == Role::Master);
+        let group = (heartbeat.cluster.clone(), heartbeat.group.clone());
+        let known = self.epochs.get(&group);
+        if heartbeat.role == Role::Master && heartbeat.master_epoch > 0 {
+            if let Some(known) = known {
+                let claimed_by_another = known.claimer.as_ref().is_some_and(|c| *c != id);
+                if heartbeat.master_epoch < known.epoch
+                    || (heartbeat.master_epoch == known.epoch && claimed_by_another)
+                {
+                    return Err(RegistryError::StaleEpoch {
+                        broker: describe(&heartbeat),
+                        cluster: heartbeat.cluster,
+                        group: heartbeat.group,
+                        epoch: heartbeat.master_epoch,
+                        group_epoch: known.epoch,
+                        master_addr: self
+                            .group_master(&group, now_ms)
+                            .map(|m| m.heartbeat.addr.clone()),
+                    });
+                }
+            }
+        }
+        let live_master = self.group_master(&group, now_ms);
         if let Some(master) = live_master {
-            if heartbeat.role == Role::Master && identity(&master.heartbeat) != id {
+            // A master with a higher epoch replaces one that reports epochs; two masters
+            // without epochs cannot be told apart: the second is refused.
+            let replaces = heartbeat.master_epoch > 0 && master.heartbeat.master_epoch > 0;
+            if heartbeat.role == Role::Master && identity(&master.heartbeat) != id && !replaces {
                 return Err(RegistryError::SecondMaster {
                     cluster: heartbeat.cluster,
                     group: heartbeat.group,
@@ -215,6 +273,8 @@ impl Registry {
             Role::Master => Some(heartbeat.addr.clone()),
             Role::Slave => live_master.map(|m| m.heartbeat.addr.clone()),
         };
+        self.record_epoch(&heartbeat, &id);
+        let group_epoch = self.epochs.get(&group).map_or(0, |known| known.epoch);
         if self.live(now_ms).next().is_none() {
             self.first_heartbeat_ms = Some(now_ms);
         }
@@ -222,7 +282,6 @@ impl Registry {
             .brokers
             .get(&id)
             .is_none_or(|old| !self.is_live(old, now_ms));
-        let group = (heartbeat.cluster.clone(), heartbeat.group.clone());
         let last = self.last_topics.get(&group);
         if last.is_none_or(|last| last.data_version <= heartbeat.data_version) {
             let topics = LastTopics {
@@ -242,8 +301,65 @@ impl Registry {
             heartbeat_timeout_ms: self.heartbeat_timeout_ms,
             heartbeat_interval_ms: (self.heartbeat_timeout_ms / 5).max(1),
             master_addr,
+            group_epoch,
         };
         Ok((reply, is_new))
+    }
+
+    /// Whether `master` (a master's heartbeat of identity `id`) is no longer its group's
+    /// master by epoch: a higher epoch was claimed, or its epoch by another broker.
+    fn superseded(&self, master: &Heartbeat, id: &Identity) -> bool {
+        let group = (master.cluster.clone(), master.group.clone());
+        self.epochs.get(&group).is_some_and(|known| {
+            known.epoch > master.master_epoch
+                || known.claimer.as_ref().is_some_and(|claimer| claimer != id)
+        })
+    }
+
+    /// Raises the group's known epoch from an accepted heartbeat: a master's claim (with its
+    /// report), or a slave's history naming a higher epoch than any claim heard.
+    fn record_epoch(&mut self, heartbeat: &Heartbeat, id: &Identity) {
+        if heartbeat.master_epoch == 0 {
+            return;
+        }
+        let group = (heartbeat.cluster.clone(), heartbeat.group.clone());
+        let known = self.epochs.get(&group);
+        let known_epoch = known.map_or(0, |known| known.epoch);
+        match heartbeat.role {
+            Role::Master if heartbeat.master_epoch >= known_epoch => {
+                let claim = KnownEpoch {
+                    epoch: heartbeat.master_epoch,
+                    claimer: Some(id.clone()),
+                    master_addr: Some(heartbeat.addr.clone()),
+                    master_log_end: Some(heartbeat.log_end_offset),
+                    acknowledged_position: heartbeat.acknowledged_position,
+                };
+                self.epochs.insert(group, claim);
+            }
+            Role::Slave if heartbeat.master_epoch > known_epoch => {
+                let heard = KnownEpoch {
+                    epoch: heartbeat.master_epoch,
+                    claimer: None,
+                    master_addr: None,
+                    master_log_end: None,
+                    acknowledged_position: None,
+                };
+                self.epochs.insert(group, heard);
+            }
+            _ => {}
+        }
+    }
+
+    /// The group's live master: among its live brokers saying master, the one with the
+    /// highest epoch (a superseded master still heartbeating until it learns so is not it).
+    fn group_master(&self, group: &(String, String), now_ms: u64) -> Option<&Entry> {
+        self.live(now_ms)
+            .filter(|e| {
+                e.heartbeat.cluster == group.0
+                    && e.heartbeat.group == group.1
+                    && e.heartbeat.role == Role::Master
+            })
+            .max_by_key(|e| e.heartbeat.master_epoch)
     }
 
     /// Forgets the brokers whose deadline has passed and returns them (for logs and metrics).
@@ -288,7 +404,8 @@ impl Registry {
                 let master = entries
                     .iter()
                     .copied()
-                    .find(|e| e.heartbeat.role == Role::Master);
+                    .filter(|e| e.heartbeat.role == Role::Master)
+                    .max_by_key(|e| e.heartbeat.master_epoch);
                 let mut slaves: Vec<&Entry> = entries
                     .iter()
                     .copied()
@@ -419,9 +536,27 @@ impl Registry {
                 });
             }
         }
+        let groups = self
+            .epochs
+            .iter()
+            .map(|((cluster, group), known)| GroupEpoch {
+                cluster: cluster.clone(),
+                group: group.clone(),
+                epoch: known.epoch,
+                master_addr: known.master_addr.clone(),
+                master_live: known.claimer.as_ref().is_some_and(|claimer| {
+                    self.brokers.get(claimer).is_some_and(|e| {
+                        self.is_live(e, now_ms) && e.heartbeat.role == Role::Master
+                    })
+                }),
+                master_log_end: known.master_log_end,
+                acknowledged_position: known.acknowledged_position,
+            })
+            .collect();
         ClusterView {
             brokers,
             warming_up_ms: 0,
+            groups,
         }
     }
 
@@ -479,6 +614,8 @@ mod tests {
                 })
                 .collect(),
             consumer_offsets: vec![],
+            master_epoch: 0,
+            acknowledged_position: None,
         }
     }
 
@@ -659,6 +796,92 @@ mod tests {
         let later = 3 + TIMEOUT_MS;
         r.heartbeat(broker("g1", Role::Slave, "m1:1", &[]), later)
             .unwrap();
+    }
+
+    fn with_epoch(mut heartbeat: Heartbeat, epoch: u32) -> Heartbeat {
+        heartbeat.master_epoch = epoch;
+        heartbeat
+    }
+
+    #[test]
+    fn a_higher_epoch_replaces_a_live_master_and_the_old_one_learns_it_is_stale() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        let mut old = with_epoch(broker("g1", Role::Master, "m1:1", &[("orders", 4)]), 3);
+        old.acknowledged_position = Some(700);
+        old.log_end_offset = 750;
+        r.heartbeat(old.clone(), 0).unwrap();
+        r.heartbeat(with_epoch(broker("g1", Role::Slave, "s1:1", &[]), 3), 0)
+            .unwrap();
+        let cluster = r.cluster(1);
+        assert_eq!(cluster.groups.len(), 1);
+        let known = &cluster.groups[0];
+        assert_eq!((known.epoch, known.master_live), (3, true));
+        assert_eq!(known.acknowledged_position, Some(700));
+        assert_eq!(known.master_log_end, Some(750));
+        // The slave is promoted: epoch 4 replaces the live master at once.
+        let (reply, _) = r
+            .heartbeat(
+                with_epoch(broker("g1", Role::Master, "s1:1", &[("orders", 4)]), 4),
+                100,
+            )
+            .unwrap();
+        assert_eq!(reply.group_epoch, 4);
+        let route = r.route("orders", 101).unwrap();
+        assert_eq!(route.groups[0].master.as_deref(), Some("s1:1"));
+        // The old master's next heartbeat is refused as stale, naming the new master.
+        let error = r.heartbeat(old.clone(), 200).unwrap_err();
+        assert_eq!(
+            error,
+            RegistryError::StaleEpoch {
+                broker: "c1/g1/m1:1".into(),
+                cluster: "c1".into(),
+                group: "g1".into(),
+                epoch: 3,
+                group_epoch: 4,
+                master_addr: Some("s1:1".into()),
+            }
+        );
+        // So is a restart of it claiming the next epoch of its own history (the same number).
+        assert!(matches!(
+            r.heartbeat(with_epoch(old.clone(), 4), 300),
+            Err(RegistryError::StaleEpoch { group_epoch: 4, .. })
+        ));
+        // It may come back as a slave of the new master while its old entry is still live.
+        let (reply, _) = r
+            .heartbeat(with_epoch(broker("g1", Role::Slave, "m1:1", &[]), 3), 400)
+            .unwrap();
+        assert_eq!(reply.master_addr.as_deref(), Some("s1:1"));
+        assert_eq!(reply.group_epoch, 4);
+        // The group's epoch outlives its brokers: a master claiming an old epoch later is
+        // still refused, and the last report is kept.
+        let later = 400 + 2 * TIMEOUT_MS;
+        assert!(r.heartbeat(old, later).is_err());
+        let cluster = r.cluster(later);
+        assert_eq!(
+            (cluster.groups[0].epoch, cluster.groups[0].master_live),
+            (4, false)
+        );
+    }
+
+    #[test]
+    fn a_live_master_without_a_newer_epoch_cannot_be_demoted_or_doubled() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        r.heartbeat(with_epoch(broker("g1", Role::Master, "m1:1", &[]), 2), 0)
+            .unwrap();
+        assert!(matches!(
+            r.heartbeat(with_epoch(broker("g1", Role::Slave, "m1:1", &[]), 2), 1),
+            Err(RegistryError::MasterDemoted { .. })
+        ));
+        // The same epoch claimed by another broker is stale, not a second master.
+        assert!(matches!(
+            r.heartbeat(with_epoch(broker("g1", Role::Master, "x:1", &[]), 2), 1),
+            Err(RegistryError::StaleEpoch { .. })
+        ));
+        // A master that sends no epoch keeps the old rule.
+        assert!(matches!(
+            r.heartbeat(broker("g1", Role::Master, "y:1", &[]), 1),
+            Err(RegistryError::SecondMaster { .. })
+        ));
     }
 
     #[test]

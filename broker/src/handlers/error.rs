@@ -69,6 +69,13 @@ pub enum HandlerError {
     WritesRefused { group: String, reason: String },
     #[error("{0}")]
     EpochConflict(String),
+    #[error("the handover did not finish within {timeout_ms} ms: slave {slave} acknowledged {} of this master's {end} bytes; the master takes writes again", acked.map_or_else(|| "none (it is not connected)".to_owned(), |acked| acked.to_string()))]
+    HandOverTimeout {
+        slave: String,
+        acked: Option<u64>,
+        end: u64,
+        timeout_ms: u32,
+    },
     #[error("replication refused: {0}")]
     ReplicaRefused(String),
     #[error("the slave asks for log position {position}, past this master's end {end}: its log has diverged")]
@@ -118,7 +125,9 @@ impl HandlerError {
             HandlerError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
             HandlerError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
             HandlerError::NoSlave { .. } => ErrorCode::NoSlave,
-            HandlerError::ReplicationTimeout { .. } => ErrorCode::ReplicationTimeout,
+            HandlerError::ReplicationTimeout { .. } | HandlerError::HandOverTimeout { .. } => {
+                ErrorCode::ReplicationTimeout
+            }
             HandlerError::NotMaster { .. }
             | HandlerError::WritesRefused { .. }
             | HandlerError::EpochConflict(_) => ErrorCode::NotMaster,

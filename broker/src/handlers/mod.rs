@@ -48,6 +48,8 @@ pub enum Answer {
     ReplicaHello(ReplicaHelloResponse),
     ReplicaFetch(ReplicaFetchResponse),
     ReplicaMetadata(ReplicaMetadataResponse),
+    /// HandOver and Promote (api keys 110 and 111).
+    Role(smq_protocol::role_change::RoleResponse),
 }
 
 pub type Outcome = Result<Answer, HandlerError>;

@@ -42,6 +42,12 @@ pub(crate) fn append_to_topic(
 ) -> Result<Reply, HandlerError> {
     let replicate =
         broker.config.replication == Replication::Sync || request.acks == Acks::Replicated;
+    if let Some(reason) = replicate.then(|| broker.lease.refusal()).flatten() {
+        return Err(HandlerError::WritesRefused {
+            group: broker.config.group.clone(),
+            reason,
+        });
+    }
     if replicate && !broker.replicas.any_in_sync() {
         return Err(HandlerError::NoSlave {
             group: broker.config.group.clone(),

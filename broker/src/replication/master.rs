@@ -323,7 +323,7 @@ pub fn hello(
             broker.refuse_writes(format!(
                 "its slave {} holds {} bytes of epoch {epoch} from log position {position} on \
                  that this master lost (its log ends at {end}); acknowledged writes may be \
-                 among them. Promote the slave (smq group promote {} --broker {}); this broker \
+                 among them. Promote the slave (smq group promote {} --slave {}); this broker \
                  then rejoins as its slave",
                 hello.slave_addr,
                 slave_end - position,
@@ -465,6 +465,7 @@ fn acknowledge(
         });
     }
     let flushed = request.flushed_position.min(request.position);
+    broker.lease.renew_by_slave();
     let replicas = &broker.replicas;
     let acknowledged = {
         let mut group = replicas.lock();
@@ -572,6 +573,10 @@ pub async fn keep_holders(broker: Arc<Broker>) {
             _ = replicas.holders_changed.notified() => false,
             _ = tokio::time::sleep(HOLDERS_CHECK_INTERVAL) => false,
         };
+        if broker.role_now().role != Role::Master {
+            // Demoted: it follows a new master now, which keeps its own holders.
+            return;
+        }
         let (holders, leaving) = {
             let mut group = replicas.lock();
             let now = Instant::now();

@@ -7,7 +7,9 @@
 
 pub mod epochs;
 pub mod holders_file;
+pub mod lease;
 pub mod master;
+pub mod role_change;
 pub mod slave;
 
 use std::fmt::Write;

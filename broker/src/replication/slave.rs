@@ -7,6 +7,11 @@
 //!
 //! When the master cannot be reached the task retries (50 ms, doubling to 1 s) and logs one
 //! warning per outage, not one per attempt; the slave keeps serving reads meanwhile.
+//!
+//! The master is the one the broker's role names now (`--master` at start; a role change may
+//! name another, or make this broker a master): the task follows each change, and every change
+//! it makes to the store runs under `Broker::replica_writes` after checking that the broker is
+//! still this master's slave, so that a role change can wait for the last of them.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -24,6 +29,7 @@ use smq_protocol::{ApiKey, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::config::Role;
 use crate::state::{shutting_down, Broker};
 use crate::storage::AppendReceipt;
 
@@ -97,20 +103,34 @@ enum ReplicationError {
     Apply(String),
 }
 
-/// Copies from the master until the broker shuts down.
+/// Copies from the master the broker's role names until the broker shuts down or stops being
+/// a slave.
 pub async fn run(broker: Arc<Broker>, slave_addr: String) {
-    let master = broker
-        .config
-        .master
-        .clone()
-        .expect("configuration checks that a slave has --master");
     let mut shutdown = broker.shutdown.clone();
+    let mut role = broker.role.subscribe();
     let mut pause = Duration::from_millis(50);
     let mut in_outage = false;
     let mut logged_kind = None;
     loop {
+        let now = role.borrow_and_update().clone();
+        if now.role != Role::Slave {
+            return;
+        }
+        let Some(master) = now.master else {
+            // No master is known (this broker was superseded while its group had none live):
+            // wait until a heartbeat names one.
+            tokio::select! {
+                _ = shutting_down(&mut shutdown) => return,
+                _ = role.changed() => continue,
+            }
+        };
         let result = tokio::select! {
             _ = shutting_down(&mut shutdown) => return,
+            _ = role.changed() => {
+                broker.slave_status.update(|status| status.connected = false);
+                pause = Duration::from_millis(50);
+                continue;
+            }
             result = replicate(&broker, &master, &slave_addr, &mut in_outage) => result,
         };
         broker
@@ -203,6 +223,7 @@ async fn replicate(
         if !answer.bytes.is_empty() {
             apply(
                 broker,
+                master,
                 answer.position,
                 answer.bytes,
                 fsync_acks,
@@ -230,11 +251,13 @@ async fn drop_divergent_tail(
     master_epoch: u32,
     truncate_to: u64,
 ) -> Result<(), ReplicationError> {
-    let writer = broker.clone();
-    let dropped = tokio::task::spawn_blocking(move || writer.store.truncate_to(truncate_to))
-        .await
-        .map_err(|error| ReplicationError::Apply(error.to_string()))?
-        .map_err(|error| ReplicationError::Apply(error.to_string()))?;
+    let dropped = while_following(broker, master, move |writer| {
+        writer
+            .store
+            .truncate_to(truncate_to)
+            .map_err(|error| ReplicationError::Apply(error.to_string()))
+    })
+    .await?;
     tracing::warn!(
         %master,
         master_epoch,
@@ -303,14 +326,14 @@ fn wake_every_queue(broker: &Broker) {
 /// consumers waiting on their queues.
 async fn apply(
     broker: &Arc<Broker>,
+    master: &str,
     position: u64,
     bytes: Bytes,
     fsync: bool,
     master_epochs: &[EpochEntry],
 ) -> Result<(), ReplicationError> {
-    let writer = broker.clone();
     let master_epochs = master_epochs.to_vec();
-    let queues = tokio::task::spawn_blocking(move || {
+    let queues = while_following(broker, master, move |writer| {
         let mut epoch = writer.store.epoch_history().last_epoch();
         let mut queues = BTreeSet::new();
         let mut last: Option<AppendReceipt> = None;
@@ -360,10 +383,9 @@ async fn apply(
                 .wait_durable()
                 .map_err(|error| ReplicationError::Apply(error.to_string()))?;
         }
-        Ok::<_, ReplicationError>(queues)
+        Ok(queues)
     })
-    .await
-    .map_err(|error| ReplicationError::Apply(error.to_string()))??;
+    .await?;
     for (topic, queue) in queues {
         if let Some(state) = broker.topic(&topic) {
             if queue < state.queue_count {
@@ -372,6 +394,33 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+/// Runs `work` (a change to the store) on a blocking thread, holding `replica_writes`, unless
+/// the broker stopped being `master`'s slave meanwhile: a role change that took the lock after
+/// changing the role knows that no change of the old role's comes after it.
+async fn while_following<T: Send + 'static>(
+    broker: &Arc<Broker>,
+    master: &str,
+    work: impl FnOnce(&Broker) -> Result<T, ReplicationError> + Send + 'static,
+) -> Result<T, ReplicationError> {
+    let writer = broker.clone();
+    let master = master.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let _writing = writer
+            .replica_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = writer.role_now();
+        if now.role != Role::Slave || now.master.as_deref() != Some(master.as_str()) {
+            return Err(ReplicationError::Apply(format!(
+                "this broker no longer copies from {master}: its role changed"
+            )));
+        }
+        work(&writer)
+    })
+    .await
+    .map_err(|error| ReplicationError::Apply(error.to_string()))?
 }
 
 /// One connection to the master, one request at a time.
@@ -520,8 +569,7 @@ impl Link {
             other => return Err(self.unexpected(other)),
         };
         let versions = (metadata.topics_version, metadata.offsets_version);
-        let writer = broker.clone();
-        tokio::task::spawn_blocking(move || {
+        while_following(broker, &self.master.clone(), move |writer| {
             if writer.topic_configs().0 != metadata.topics_version {
                 writer
                     .replace_topics(&metadata.topics_json)
@@ -532,8 +580,7 @@ impl Link {
                 .replace_from_json(&metadata.offsets_json)
                 .map_err(|error| ReplicationError::Apply(error.to_string()))
         })
-        .await
-        .map_err(|error| ReplicationError::Apply(error.to_string()))??;
+        .await?;
         Ok(versions)
     }
 

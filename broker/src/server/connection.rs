@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use smq_protocol::frame::{self, FrameError, RequestHeader};
 use smq_protocol::replication::{is_replication_api, ReplicaRequest, ReplicaResponse};
 use smq_protocol::response::FetchResponse;
+use smq_protocol::role_change::{is_role_change_api, RoleRequest};
 use smq_protocol::{ErrorResponse, Request, RequestFrame, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -221,6 +222,17 @@ impl Connection<'_> {
         if is_replication_api(header.api_key) && self.protocol_version.is_some() {
             return self.start_replication(header, frame.body).await;
         }
+        if is_role_change_api(header.api_key) && self.protocol_version.is_some() {
+            let reply = match RoleRequest::decode(&header, frame.body) {
+                Ok(request) => match self.access.check_admin_all("change a broker's role") {
+                    Ok(()) => replication::role_change::handle(self.broker, request),
+                    Err(refused) => Reply::Now(Err(refused)),
+                },
+                Err(error) => Reply::Now(Err(error.into())),
+            };
+            self.answer(header, reply).await;
+            return true;
+        }
         let request = match Request::decode(&header, frame.body) {
             Ok(request) => request,
             Err(error) => {
@@ -416,6 +428,14 @@ fn encode(
         }
         Ok(Answer::ReplicaMetadata(response)) => {
             return replica_outgoing(ReplicaResponse::Metadata(response), correlation_id)
+        }
+        Ok(Answer::Role(response)) => {
+            let mut head = BytesMut::new();
+            response.encode(correlation_id, &mut head);
+            return Outgoing {
+                head,
+                batches: Vec::new(),
+            };
         }
         Err(error) => {
             broker

@@ -571,6 +571,21 @@ impl Store {
             .store(acknowledged.min(self.end_position()), Ordering::Release);
     }
 
+    /// A master that became a slave: its log's visible position no longer waits for a slave.
+    pub fn stop_requiring_replication(&self) {
+        self.shared
+            .replicated_position
+            .store(u64::MAX, Ordering::Release);
+    }
+
+    /// Under synchronous replication, the position below which a slave holds the whole log.
+    pub fn replicated_position(&self) -> u64 {
+        self.shared
+            .replicated_position
+            .load(Ordering::Acquire)
+            .min(self.end_position())
+    }
+
     /// A slave holds the log below `position` (as durably as the master's flush mode asks).
     /// Positions only grow; a position past the end of the log is ignored.
     pub fn replicated(&self, position: u64) {

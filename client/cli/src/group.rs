@@ -1,12 +1,14 @@
 //! `smq group list` and `smq group describe NAME`: consumer groups as the NameServer sees them
 //! (members, who owns which queue, committed offsets and lag), as tables or, with `--json`, as
-//! the NameServer's answer.
+//! the NameServer's answer. `smq group promote GROUP`: a broker group's switchover.
 
 use std::time::Duration;
 
 use anyhow::bail;
 use clap::Subcommand;
 use smq_client::nameserver_client::NameServerClient;
+use smq_client::promote::{PromoteOptions, PromoteReport};
+use smq_client::{Admin, ClientConfig};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum GroupCommand {
@@ -26,10 +28,30 @@ pub(crate) enum GroupCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Makes a slave of a broker group its master with the next epoch (a switchover). With the
+    /// master live: it stops taking writes, the slave catches up, is promoted, and the old master
+    /// follows it. With the master gone: refused when the slave lacks what the master last
+    /// reported as acknowledged, unless --force.
+    Promote {
+        /// The broker group (its --group).
+        group: String,
+        /// The slave to promote, by address or name; default: the live slave with the longest
+        /// log. (Not `--broker`: that global flag names the broker other commands talk to.)
+        #[arg(long)]
+        slave: Option<String>,
+        /// Promote even when the slave lacks acknowledged bytes (they are lost: the output says
+        /// how many), or when the master is live but cannot be reached.
+        #[arg(long)]
+        force: bool,
+        /// How long the slave may take to catch up, and the NameServer to show the change.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+    },
 }
 
 /// `smq group ...`: needs a NameServer.
 pub(crate) async fn run(
+    config: ClientConfig,
     nameserver: Option<&NameServerClient>,
     wait: Duration,
     command: GroupCommand,
@@ -43,6 +65,53 @@ pub(crate) async fn run(
     match command {
         GroupCommand::List { json } => list(client, wait, json).await,
         GroupCommand::Describe { name, json } => describe(client, &name, wait, json).await,
+        GroupCommand::Promote {
+            group,
+            slave,
+            force,
+            timeout_ms,
+        } => {
+            let options = PromoteOptions {
+                group,
+                slave,
+                force,
+                timeout: Duration::from_millis(timeout_ms),
+            };
+            let report = Admin::promote(client, &config, &options).await?;
+            print_promotion(&report);
+            Ok(())
+        }
+    }
+}
+
+fn print_promotion(report: &PromoteReport) {
+    let mut total = Duration::ZERO;
+    for (step, took) in &report.steps {
+        total += *took;
+        println!("{:>8.1} ms  {step}", took.as_secs_f64() * 1000.0);
+    }
+    println!(
+        "promoted {} to master of group {} (epoch {}, from log position {}) in {:.1} ms",
+        report.new_master,
+        report.group,
+        report.master_epoch,
+        report.log_end,
+        total.as_secs_f64() * 1000.0
+    );
+    if report.acknowledged_bytes_lost > 0 || report.unreplicated_bytes_lost > 0 {
+        println!(
+            "forced: {} acknowledged bytes and {} bytes written by the old master {} (as of its \
+             last heartbeat) are not on the new master and may be lost",
+            report.acknowledged_bytes_lost,
+            report.unreplicated_bytes_lost,
+            report.old_master.as_deref().unwrap_or("(unknown)")
+        );
+    }
+    if report.old_master_live && !report.old_master_follows {
+        eprintln!(
+            "the old master {} does not show as the new master's slave yet: check `smq cluster`",
+            report.old_master.as_deref().unwrap_or("(unknown)")
+        );
     }
 }
 

@@ -221,7 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topic(command) => topic::run(config, nameserver.as_ref(), wait, command).await,
         Command::Produce(args) => produce(config, args).await,
         Command::Consume(args) => consume(config, args).await,
-        Command::Group(command) => group::run(nameserver.as_ref(), wait, command).await,
+        Command::Group(command) => group::run(config, nameserver.as_ref(), wait, command).await,
         Command::Bench(command) => bench(config, command).await,
         Command::Dev(_) => unreachable!("handled above"),
     }

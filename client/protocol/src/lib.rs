@@ -13,6 +13,7 @@ pub mod record_batch;
 pub mod replication;
 pub mod request;
 pub mod response;
+pub mod role_change;
 pub mod wire;
 
 pub use api::ApiKey;

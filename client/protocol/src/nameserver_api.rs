@@ -101,6 +101,21 @@ pub struct Heartbeat {
     /// (`GET /v1/groups`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumer_offsets: Vec<ConsumerOffset>,
+    /// Masters: the epoch it writes in (or, before it began one, the epoch it claims); slaves:
+    /// the last epoch of its history. 0: not known (an older broker). The NameServer keeps each
+    /// group's highest: a master claim above it replaces the group's master, one below it (or
+    /// equal, from another broker) is refused `stale_epoch` (proto-spec.md §8.2).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub master_epoch: u32,
+    /// Masters: the end of what this master acknowledged that a slave must hold for no
+    /// acknowledged write to be lost: the highest position a slave acknowledged under
+    /// synchronous replication, its log end under asynchronous replication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_position: Option<u64>,
+}
+
+fn is_zero_u32(value: &u32) -> bool {
+    *value == 0
 }
 
 /// A consumer group's committed offset of one queue, as the broker holding the queue reports it.
@@ -367,6 +382,9 @@ pub struct HeartbeatReply {
     pub heartbeat_interval_ms: u64,
     /// The live master of the broker's group, if any (a slave can check its `--master`).
     pub master_addr: Option<String>,
+    /// The group's highest master epoch the NameServer knows (0: none yet).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub group_epoch: u32,
 }
 
 /// `GET /v1/routes/{topic}`: where a topic's queues are. RocketMQ's TopicRouteData, flattened:
@@ -488,6 +506,27 @@ pub struct ClusterView {
     /// re-registered yet are missing from `brokers`. Absent (0) once it is warm.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warming_up_ms: u64,
+    /// Per broker group the NameServer has heard of (kept after its brokers expired): its
+    /// highest master epoch and what its master of that epoch last reported. Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupEpoch>,
+}
+
+/// A broker group's highest master epoch and its master's last report (`GET /v1/cluster`):
+/// what `smq group promote` checks a slave against when the master is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEpoch {
+    pub cluster: String,
+    pub group: String,
+    /// The highest master epoch heard from the group (a master's, or a slave's history).
+    pub epoch: u32,
+    /// The broker that claimed it as master (`None`: only slaves have reported it).
+    pub master_addr: Option<String>,
+    /// Whether that master is live now.
+    pub master_live: bool,
+    /// The master's last `log_end_offset` and `acknowledged_position`.
+    pub master_log_end: Option<u64>,
+    pub acknowledged_position: Option<u64>,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -625,6 +664,10 @@ pub enum ApiErrorCode {
     /// 409: the heartbeat would change another live broker (its address, its master role, its
     /// identity at another address, or a second master in a group); nothing changed.
     Conflict,
+    /// 409: a master heartbeat whose epoch is below the group's (or equal to another broker's
+    /// claim): a newer master superseded it. The body's `group_epoch` and `master_addr` say
+    /// which; the broker stops taking writes and follows that master.
+    StaleEpoch,
     /// 413: the body is too large.
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
@@ -659,6 +702,11 @@ pub struct ApiError {
     /// For 400s about one field: its path, e.g. `group` or `topics[0].queues`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// `stale_epoch` only: the group's epoch, and its master's address (if it has a live one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_epoch: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_addr: Option<String>,
 }
 
 /// Where the [`ConsumerGroupList`] is; a consumer group's [`ConsumerGroupView`] is under it
@@ -902,6 +950,8 @@ mod tests {
                 writable: true,
             }],
             consumer_offsets: vec![],
+            master_epoch: 0,
+            acknowledged_position: None,
         }
     }
 

@@ -213,7 +213,7 @@ fn read_epochs(reader: &mut Reader) -> Result<Vec<EpochEntry>, DecodeError> {
 }
 
 /// A u8 that must be 0 (false) or 1 (true).
-fn read_flag(reader: &mut Reader, field: &'static str) -> Result<bool, DecodeError> {
+pub(crate) fn read_flag(reader: &mut Reader, field: &'static str) -> Result<bool, DecodeError> {
     match reader.u8(field)? {
         0 => Ok(false),
         1 => Ok(true),
@@ -231,7 +231,7 @@ fn not_replication(api_key: u16) -> DecodeError {
     }
 }
 
-fn check_version(version: u16) -> Result<(), DecodeError> {
+pub(crate) fn check_version(version: u16) -> Result<(), DecodeError> {
     if version != REPLICATION_API_VERSION {
         return Err(DecodeError::InvalidValue {
             field: "api_version",
