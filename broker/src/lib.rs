@@ -169,6 +169,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     }
     if let Some(discovery) = discovery {
         let mut client = NameServerClient::new(Arc::new(discovery));
+        if let Some(tls) = &broker.config.tls_ca {
+            client = client.with_tls(tls.clone());
+        }
         match &broker.config.cluster_secret {
             Some(secret) => client = client.with_token(secret.as_str()),
             None => tracing::warn!("no cluster secret (SMQ_CLUSTER_SECRET or --cluster-secret-file): a NameServer that requires one refuses this broker's heartbeats"),

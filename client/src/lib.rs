@@ -54,6 +54,9 @@ pub use error::{Error, Result};
 pub use producer::{Delivery, PendingDelivery, Producer, ProducerMetrics};
 pub use protocol::record_batch::Message;
 pub use protocol::request::Acks;
+/// TLS settings from PEM files: the `smq-tls` crate.
+pub use smq_tls as tls;
+pub use smq_tls::ClientTls;
 
 use connection::ConnectionOptions;
 use nameserver_client::NameServerClient;
@@ -91,6 +94,10 @@ pub struct ClientConfig {
     /// `SMQ_CREDENTIAL`, a file: see [`credential`]); `None` is anonymous, which only brokers
     /// without principals accept.
     pub credential: Option<Credential>,
+    /// TLS to the brokers, trusting the CA it was made from (`--tls-ca` / `SMQ_TLS_CA`:
+    /// [`smq_tls::ClientTls::from_ca_file`]); `None`: plain TCP. Give the NameServer client its
+    /// own with [`NameServerClient::with_tls`].
+    pub tls: Option<ClientTls>,
     /// How long a request may wait for its answer (a Fetch gets its long-poll wait on top).
     pub request_timeout_ms: u64,
     /// Most requests sent on a connection and not yet answered.
@@ -137,6 +144,7 @@ impl ClientConfig {
             route_wait_ms: nameserver_client::ROUTE_WAIT_MS_DEFAULT,
             client_id: format!("smq-client-{}", std::process::id()),
             credential: None,
+            tls: None,
             request_timeout_ms: 30_000,
             max_in_flight_requests: 32,
             acks: Acks::Written,
@@ -257,6 +265,7 @@ impl ClientConfig {
             broker: self.broker.clone(),
             client_id: self.client_id.clone(),
             credential: self.credential.clone(),
+            tls: self.tls.clone(),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             max_in_flight_requests: self.max_in_flight_requests,
         }

@@ -49,7 +49,27 @@ pub enum TlsError {
     #[error("`{address}` has no host name or IP address to check the certificate against")]
     ServerName { address: String },
     #[error("TLS handshake with {peer} failed: {reason}")]
-    Handshake { peer: String, reason: String },
+    Handshake {
+        peer: String,
+        reason: String,
+        /// The connection broke (reset, closed) rather than TLS refusing the peer: another try
+        /// may succeed.
+        transient: bool,
+    },
+}
+
+impl TlsError {
+    /// Whether trying again may succeed: a connection that broke during the handshake, not a
+    /// certificate refused or a setting wrong.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            TlsError::Handshake {
+                transient: true,
+                ..
+            }
+        )
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -241,6 +261,7 @@ impl ClientTls {
             .map_err(|error| TlsError::Handshake {
                 peer: address.to_owned(),
                 reason: explain(&error, &self.ca),
+                transient: rustls_error(&error).is_none(),
             })
     }
 }
@@ -257,12 +278,15 @@ fn server_name(address: &str) -> Result<ServerName<'static>, TlsError> {
     })
 }
 
+fn rustls_error(error: &io::Error) -> Option<&rustls::Error> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+}
+
 /// A handshake error with what to do about it.
 fn explain(error: &io::Error, ca: &Path) -> String {
-    let tls = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    match tls {
+    match rustls_error(error) {
         Some(rustls::Error::InvalidCertificate(reason)) => format!(
             "its certificate is not trusted ({reason:?}): it must be signed by a CA in {} (--tls-ca) and name the host connected to",
             ca.display()

@@ -98,3 +98,30 @@ impl axum::serve::Listener for TlsListener {
         self.tcp.local_addr()
     }
 }
+
+/// The address of a peer that came through a [`TlsListener`], as
+/// `into_make_service_with_connect_info::<TlsPeer>()` records it.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsPeer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for TlsPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> TlsPeer {
+        TlsPeer(*stream.remote_addr())
+    }
+}
+
+/// The peer's address a request came from, over plain TCP (`ConnectInfo<SocketAddr>`) or TLS
+/// (`ConnectInfo<TlsPeer>`), when the server recorded it.
+pub fn peer_addr(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
+    use axum::extract::ConnectInfo;
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer)
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<TlsPeer>>()
+                .map(|ConnectInfo(TlsPeer(peer))| *peer)
+        })
+}

@@ -21,19 +21,23 @@ async fn echo_server(tls: ServerTls) -> String {
     address
 }
 
+/// Connects with `client` and checks that what it sends comes back.
+async fn echoes(client: &ClientTls, address: &str) {
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let mut stream = client.connect(address, tcp).await.unwrap();
+    stream.write_all(b"hello").await.unwrap();
+    let mut answer = [0u8; 5];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"hello");
+}
+
 #[tokio::test]
 async fn a_client_trusting_the_ca_talks_to_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::generate(dir.path());
     let server = ServerTls::from_files(&pki.cert, &pki.key, None).unwrap();
     let address = echo_server(server).await;
-    let client = ClientTls::from_ca_file(&pki.ca).unwrap();
-    let tcp = TcpStream::connect(&address).await.unwrap();
-    let mut stream = client.connect(&address, tcp).await.unwrap();
-    stream.write_all(b"hello").await.unwrap();
-    let mut answer = [0u8; 5];
-    stream.read_exact(&mut answer).await.unwrap();
-    assert_eq!(&answer, b"hello");
+    echoes(&ClientTls::from_ca_file(&pki.ca).unwrap(), &address).await;
 }
 
 #[tokio::test]
@@ -76,12 +80,7 @@ async fn a_server_requiring_client_certificates_refuses_a_client_without_one() {
     let address = echo_server(server).await;
     let client =
         ClientTls::with_client_certificate(&pki.ca, &pki.client_cert, &pki.client_key).unwrap();
-    let tcp = TcpStream::connect(&address).await.unwrap();
-    let mut stream = client.connect(&address, tcp).await.unwrap();
-    stream.write_all(b"hello").await.unwrap();
-    let mut answer = [0u8; 5];
-    stream.read_exact(&mut answer).await.unwrap();
-    assert_eq!(&answer, b"hello");
+    echoes(&client, &address).await;
 }
 
 #[tokio::test]
