@@ -13,6 +13,7 @@ use smq_client::credential::{self, Credential};
 use smq_tls::{ClientTls, ServerTls};
 
 use crate::auth::{PrincipalConfig, Principals};
+use crate::metadata::offsets::OffsetLimits;
 use crate::storage::{FlushMode, StoreConfig};
 
 /// The variable holding the cluster secret itself (`--cluster-secret-file` names a file).
@@ -207,6 +208,14 @@ pub struct Settings {
     /// Consumer offsets are written to disk at most this often, and at shutdown [default: 1000].
     #[arg(long, env = "SMQ_OFFSETS_FLUSH_INTERVAL_MS", value_name = "MS")]
     pub offsets_flush_interval_ms: Option<u64>,
+    /// Most consumer groups with committed offsets on this broker; a commit of another group is
+    /// refused (OFFSETS_LIMIT_REACHED) [default: 10000].
+    #[arg(long, env = "SMQ_MAX_CONSUMER_GROUPS", value_name = "N")]
+    pub max_consumer_groups: Option<u64>,
+    /// Most committed offsets (consumer group, topic, queue) on this broker; a commit of another
+    /// is refused (OFFSETS_LIMIT_REACHED) [default: 1000000].
+    #[arg(long, env = "SMQ_MAX_COMMITTED_OFFSETS", value_name = "N")]
+    pub max_committed_offsets: Option<u64>,
 }
 
 /// Lists every field of [`Settings`] but `config` once, for merging.
@@ -266,6 +275,8 @@ impl Settings {
             retention_check_interval_ms,
             disk_usage_watermark_percent,
             offsets_flush_interval_ms,
+            max_consumer_groups,
+            max_committed_offsets,
         )
     }
 }
@@ -353,6 +364,8 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     pub disk_usage_watermark_percent: u8,
     pub offsets_flush_interval_ms: u64,
+    /// Bounds on the consumer offsets kept (`max_consumer_groups`, `max_committed_offsets`).
+    pub offset_limits: OffsetLimits,
 }
 
 const MAX_CONNECTIONS: (u64, u64, u64) = (10_000, 1, 1_000_000);
@@ -365,6 +378,8 @@ const OFFSETS_FLUSH_INTERVAL_MS: (u64, u64, u64) = (1_000, 10, 600_000);
 const RETENTION_CHECK_INTERVAL_MS: (u64, u64, u64) = (60_000, 10, 86_400_000);
 const REPLICATION_TIMEOUT_MS: (u64, u64, u64) = (3_000, 10, 600_000);
 const REPLICA_LAG_TIME_MAX_MS: (u64, u64, u64) = (10_000, 100, 600_000);
+const MAX_CONSUMER_GROUPS: (u64, u64, u64) = (10_000, 1, 1_000_000);
+const MAX_COMMITTED_OFFSETS: (u64, u64, u64) = (1_000_000, 1, 100_000_000);
 
 /// `--advertise`: a `host:port` with a port that is a number.
 fn checked_host_port(addr: String) -> Result<String, ConfigError> {
@@ -568,6 +583,18 @@ impl BrokerConfig {
                 settings.offsets_flush_interval_ms,
                 OFFSETS_FLUSH_INTERVAL_MS,
             )?,
+            offset_limits: OffsetLimits {
+                max_consumer_groups: bounded(
+                    "max_consumer_groups",
+                    settings.max_consumer_groups,
+                    MAX_CONSUMER_GROUPS,
+                )? as usize,
+                max_committed_offsets: bounded(
+                    "max_committed_offsets",
+                    settings.max_committed_offsets,
+                    MAX_COMMITTED_OFFSETS,
+                )? as usize,
+            },
         };
         config
             .store_config()

@@ -114,12 +114,13 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     };
     let store_config = config.store_config();
     let data_dir = config.data_dir.clone();
+    let offset_limits = config.offset_limits;
     let (store, topics, offsets) = tokio::task::spawn_blocking(move || {
         let store = Store::open(store_config)?;
         let topics = Topics::open(&data_dir)?;
         let names: Vec<&str> = topics.list().map(|topic| topic.name.as_str()).collect();
         store.forget_topics_except(&names)?;
-        let offsets = Offsets::open(&data_dir)?;
+        let offsets = Offsets::open(&data_dir, offset_limits)?;
         Ok::<_, StartError>((store, topics, offsets))
     })
     .await

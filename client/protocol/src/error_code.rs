@@ -83,11 +83,15 @@ pub enum ErrorCode {
     /// The connection's principal lacks the permission the request needs (produce, consume or
     /// admin on the topic); the message names the principal, the action and the topic.
     NotAuthorized = 27,
+    /// A CommitOffset would store a consumer group or a committed offset beyond the broker's
+    /// bounds (`max_consumer_groups`, `max_committed_offsets`); nothing was stored. Commits of
+    /// groups and queues already stored still go through; the message names the bound.
+    OffsetsLimitReached = 28,
 }
 
 impl ErrorCode {
     /// Every code, in number order.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::None,
         ErrorCode::UnknownServerError,
         ErrorCode::MalformedRequest,
@@ -116,6 +120,7 @@ impl ErrorCode {
         ErrorCode::InvalidRequest,
         ErrorCode::StaleOwnerEpoch,
         ErrorCode::NotAuthorized,
+        ErrorCode::OffsetsLimitReached,
     ];
 
     /// The code with this number, if this build knows it.
@@ -158,7 +163,8 @@ impl ErrorCode {
             | ErrorCode::InvalidGroupName
             | ErrorCode::InvalidRequest
             | ErrorCode::StaleOwnerEpoch
-            | ErrorCode::NotAuthorized => false,
+            | ErrorCode::NotAuthorized
+            | ErrorCode::OffsetsLimitReached => false,
         }
     }
 
@@ -193,6 +199,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::StaleOwnerEpoch => "STALE_OWNER_EPOCH",
             ErrorCode::NotAuthorized => "NOT_AUTHORIZED",
+            ErrorCode::OffsetsLimitReached => "OFFSETS_LIMIT_REACHED",
         }
     }
 }
@@ -239,6 +246,7 @@ mod tests {
             (25, "INVALID_REQUEST"),
             (26, "STALE_OWNER_EPOCH"),
             (27, "NOT_AUTHORIZED"),
+            (28, "OFFSETS_LIMIT_REACHED"),
         ];
         let actual: Vec<(u16, &str)> = ErrorCode::ALL
             .iter()
