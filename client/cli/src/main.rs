@@ -95,24 +95,12 @@ struct Cli {
     /// certificates must be signed by one of them [default: plaintext].
     #[arg(long, env = "SMQ_TLS_CA", global = true, value_name = "PATH")]
     tls_ca: Option<PathBuf>,
-    /// PEM certificate to present to servers that require client certificates, with --tls-key
-    /// and --tls-ca.
-    #[arg(
-        long,
-        env = "SMQ_TLS_CERT",
-        global = true,
-        value_name = "PATH",
-        requires = "tls_ca"
-    )]
+    /// PEM certificate to present to servers that require client certificates, with --tls-key;
+    /// used only with --tls-ca.
+    #[arg(long, env = "SMQ_TLS_CERT", global = true, value_name = "PATH")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(
-        long,
-        env = "SMQ_TLS_KEY",
-        global = true,
-        value_name = "PATH",
-        requires = "tls_cert"
-    )]
+    #[arg(long, env = "SMQ_TLS_KEY", global = true, value_name = "PATH")]
     tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
