@@ -10,8 +10,10 @@ use smq_protocol::limits::{
 };
 
 use smq_client::credential::{self, Credential};
+use smq_tls::{ClientTls, ServerTls};
 
 use crate::auth::{PrincipalConfig, Principals};
+use crate::metadata::offsets::OffsetLimits;
 use crate::storage::{FlushMode, StoreConfig};
 
 /// The variable holding the cluster secret itself (`--cluster-secret-file` names a file).
@@ -126,6 +128,22 @@ pub struct Settings {
     /// log leaves disk and network to the producers; 0 = no limit [default: 0].
     #[arg(long, env = "SMQ_REPLICATION_MAX_BYTES_PER_SEC", value_name = "BYTES")]
     pub replication_max_bytes_per_sec: Option<u64>,
+    /// PEM certificate chain (leaf first) this broker serves TLS with on --listen and --http;
+    /// with --tls-key. Without it both serve plaintext.
+    #[arg(long, env = "SMQ_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SMQ_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: with it, only clients and slaves presenting a certificate signed by
+    /// one of them connect (to --listen and --http).
+    #[arg(long, env = "SMQ_TLS_CLIENT_CA", value_name = "PATH")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA certificates this broker trusts when it calls the NameServer (https:// URLs, and
+    /// https for --srv targets) and, for a slave, its master over TLS; it then presents its own
+    /// --tls-cert to servers that require client certificates.
+    #[arg(long, env = "SMQ_TLS_CA", value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
     /// Address of the HTTP endpoint serving /healthz and /metrics [default: none].
     #[arg(long, env = "SMQ_HTTP", value_name = "ADDR")]
     pub http: Option<String>,
@@ -190,6 +208,14 @@ pub struct Settings {
     /// Consumer offsets are written to disk at most this often, and at shutdown [default: 1000].
     #[arg(long, env = "SMQ_OFFSETS_FLUSH_INTERVAL_MS", value_name = "MS")]
     pub offsets_flush_interval_ms: Option<u64>,
+    /// Most consumer groups with committed offsets on this broker; a commit of another group is
+    /// refused (OFFSETS_LIMIT_REACHED) [default: 10000].
+    #[arg(long, env = "SMQ_MAX_CONSUMER_GROUPS", value_name = "N")]
+    pub max_consumer_groups: Option<u64>,
+    /// Most committed offsets (consumer group, topic, queue) on this broker; a commit of another
+    /// is refused (OFFSETS_LIMIT_REACHED) [default: 1000000].
+    #[arg(long, env = "SMQ_MAX_COMMITTED_OFFSETS", value_name = "N")]
+    pub max_committed_offsets: Option<u64>,
 }
 
 /// Lists every field of [`Settings`] but `config` once, for merging.
@@ -224,6 +250,10 @@ impl Settings {
             replication_timeout_ms,
             replica_lag_time_max_ms,
             replication_max_bytes_per_sec,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            tls_ca,
             http,
             nameserver,
             srv,
@@ -245,6 +275,8 @@ impl Settings {
             retention_check_interval_ms,
             disk_usage_watermark_percent,
             offsets_flush_interval_ms,
+            max_consumer_groups,
+            max_committed_offsets,
         )
     }
 }
@@ -305,6 +337,11 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     /// 0: no limit.
     pub replication_max_bytes_per_sec: u64,
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: TLS on `listen` and `http`; `None`: plain.
+    pub tls: Option<ServerTls>,
+    /// `--tls-ca` (and this broker's certificate, if it has one): TLS to the NameServer and to
+    /// the master; `None`: plain.
+    pub tls_ca: Option<ClientTls>,
     /// None: no HTTP endpoint.
     pub http: Option<String>,
     pub nameservers: Vec<String>,
@@ -327,6 +364,8 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     pub disk_usage_watermark_percent: u8,
     pub offsets_flush_interval_ms: u64,
+    /// Bounds on the consumer offsets kept (`max_consumer_groups`, `max_committed_offsets`).
+    pub offset_limits: OffsetLimits,
 }
 
 const MAX_CONNECTIONS: (u64, u64, u64) = (10_000, 1, 1_000_000);
@@ -339,6 +378,8 @@ const OFFSETS_FLUSH_INTERVAL_MS: (u64, u64, u64) = (1_000, 10, 600_000);
 const RETENTION_CHECK_INTERVAL_MS: (u64, u64, u64) = (60_000, 10, 86_400_000);
 const REPLICATION_TIMEOUT_MS: (u64, u64, u64) = (3_000, 10, 600_000);
 const REPLICA_LAG_TIME_MAX_MS: (u64, u64, u64) = (10_000, 100, 600_000);
+const MAX_CONSUMER_GROUPS: (u64, u64, u64) = (10_000, 1, 1_000_000);
+const MAX_COMMITTED_OFFSETS: (u64, u64, u64) = (1_000_000, 1, 100_000_000);
 
 /// `--advertise`: a `host:port` with a port that is a number.
 fn checked_host_port(addr: String) -> Result<String, ConfigError> {
@@ -426,6 +467,8 @@ impl BrokerConfig {
             (MAX_MESSAGE_BYTES_DEFAULT as u64, 1, max_batch_bytes),
         )?;
         let storage_defaults = StoreConfig::new(".");
+        let tls = server_tls(&settings)?;
+        let tls_ca = client_tls(&settings)?;
         let config = BrokerConfig {
             listen: settings.listen.unwrap_or_else(|| LISTEN_DEFAULT.to_owned()),
             advertise: settings.advertise.map(checked_host_port).transpose()?,
@@ -474,6 +517,8 @@ impl BrokerConfig {
                 REPLICA_LAG_TIME_MAX_MS,
             )?,
             replication_max_bytes_per_sec: settings.replication_max_bytes_per_sec.unwrap_or(0),
+            tls,
+            tls_ca,
             http: settings.http,
             nameservers: settings
                 .nameserver
@@ -538,6 +583,18 @@ impl BrokerConfig {
                 settings.offsets_flush_interval_ms,
                 OFFSETS_FLUSH_INTERVAL_MS,
             )?,
+            offset_limits: OffsetLimits {
+                max_consumer_groups: bounded(
+                    "max_consumer_groups",
+                    settings.max_consumer_groups,
+                    MAX_CONSUMER_GROUPS,
+                )? as usize,
+                max_committed_offsets: bounded(
+                    "max_committed_offsets",
+                    settings.max_committed_offsets,
+                    MAX_COMMITTED_OFFSETS,
+                )? as usize,
+            },
         };
         config
             .store_config()
@@ -617,6 +674,38 @@ fn own_credential(
         (None, None) => Ok(None),
     };
     credential.map_err(|error| ConfigError::Invalid(error.to_string()))
+}
+
+/// `--tls-cert` and `--tls-key` (both or neither), and `--tls-client-ca` with them.
+fn server_tls(settings: &Settings) -> Result<Option<ServerTls>, ConfigError> {
+    let tls = |error: smq_tls::TlsError| ConfigError::Invalid(error.to_string());
+    match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => {
+            ServerTls::from_files(cert, key, settings.tls_client_ca.as_deref())
+                .map(Some)
+                .map_err(tls)
+        }
+        (None, None) if settings.tls_client_ca.is_some() => Err(ConfigError::Invalid(
+            "--tls-client-ca needs --tls-cert and --tls-key: client certificates are checked only over TLS".into(),
+        )),
+        (None, None) => Ok(None),
+        _ => Err(ConfigError::Invalid(
+            "--tls-cert and --tls-key go together: give both, or neither for plaintext".into(),
+        )),
+    }
+}
+
+/// `--tls-ca`, presenting this broker's `--tls-cert` when it has one.
+fn client_tls(settings: &Settings) -> Result<Option<ClientTls>, ConfigError> {
+    let Some(ca) = &settings.tls_ca else {
+        return Ok(None);
+    };
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => ClientTls::with_client_certificate(ca, cert, key),
+        _ => ClientTls::from_ca_file(ca),
+    };
+    tls.map(Some)
+        .map_err(|error| ConfigError::Invalid(error.to_string()))
 }
 
 /// The secret in `path`: its bytes without a final newline; an empty one is refused.

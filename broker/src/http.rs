@@ -1,4 +1,5 @@
-//! The admin HTTP endpoint (`--http`): `GET /healthz` and `GET /metrics` (Prometheus text).
+//! The admin HTTP endpoint (`--http`): `GET /healthz` and `GET /metrics` (Prometheus text),
+//! over HTTPS when the broker has `--tls-cert`.
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use smq_tls::listener::TlsListener;
 use tokio::net::TcpListener;
 
 use crate::state::Broker;
@@ -18,16 +20,25 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .with_state(broker)
 }
 
-/// Serves until the broker shuts down.
+/// Serves until the broker shuts down, over TLS with `--tls-cert`.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     let mut shutdown = broker.shutdown.clone();
     let stopped = async move {
         crate::state::shutting_down(&mut shutdown).await;
     };
-    if let Err(error) = axum::serve(listener, router(broker))
-        .with_graceful_shutdown(stopped)
-        .await
-    {
+    let served = match broker.config.tls.clone() {
+        None => {
+            axum::serve(listener, router(broker))
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        Some(tls) => {
+            axum::serve(TlsListener::new(listener, tls), router(broker))
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    };
+    if let Err(error) = served {
         tracing::error!(%error, "the HTTP endpoint failed");
     }
 }

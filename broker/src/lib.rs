@@ -117,6 +117,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     };
     let store_config = config.store_config();
     let data_dir = config.data_dir.clone();
+    let offset_limits = config.offset_limits;
     let (store, topics, offsets) = tokio::task::spawn_blocking(move || {
         let topics = Topics::open(&data_dir)?;
         let starts = topics
@@ -126,7 +127,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         let store = Store::open_with_topic_starts(store_config, starts)?;
         let names: Vec<&str> = topics.list().map(|topic| topic.name.as_str()).collect();
         store.forget_topics_except(&names)?;
-        let offsets = Offsets::open(&data_dir)?;
+        let offsets = Offsets::open(&data_dir, offset_limits)?;
         Ok::<_, StartError>((store, topics, offsets))
     })
     .await
@@ -179,7 +180,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         .unwrap_or_else(|| tcp_addr.to_string());
     let _ = broker.own_addr.set(own_addr.clone());
     let nameserver = discovery.map(|discovery| {
-        let client = NameServerClient::new(Arc::new(discovery));
+        let mut client = NameServerClient::new(Arc::new(discovery));
+        if let Some(tls) = &broker.config.tls_ca {
+            client = client.with_tls(tls.clone());
+        }
         match &broker.config.cluster_secret {
             Some(secret) => client.with_token(secret.as_str()),
             None => {

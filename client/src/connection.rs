@@ -1,4 +1,4 @@
-//! One TCP connection to a broker: the handshake, then pipelined requests matched to their
+//! One TCP connection to a broker (TLS over it with a CA): the handshake, then pipelined requests matched to their
 //! responses by correlation id, with a bounded number in flight and a timeout on each.
 //!
 //! A writer task sends frames in the order they were submitted (a Produce batch goes to the
@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use smq_tls::ClientTls;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -45,6 +45,7 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 ///     broker: "127.0.0.1:10911".into(),
 ///     client_id: "inventory-sync".into(),
 ///     credential: None,
+///     tls: None,
 ///     request_timeout: Duration::from_secs(5),
 ///     max_in_flight_requests: 8,
 /// };
@@ -60,6 +61,8 @@ pub struct ConnectionOptions {
     pub client_id: String,
     /// Sent in the handshake's `auth_token`; `None`: anonymous.
     pub credential: Option<Credential>,
+    /// TLS to the broker, trusting this CA (`--tls-ca`); `None`: plain TCP.
+    pub tls: Option<ClientTls>,
     /// How long a request (and the TCP connect) may wait for its answer; a Fetch also gets its
     /// `max_wait_ms` on top.
     pub request_timeout: Duration,
@@ -90,6 +93,7 @@ impl ConnectionOptions {
 ///     broker: "127.0.0.1:10911".into(),
 ///     client_id: "example".into(),
 ///     credential: None,
+///     tls: None,
 ///     request_timeout: Duration::from_secs(10),
 ///     max_in_flight_requests: 32,
 /// })
@@ -260,16 +264,27 @@ impl Connection {
             })?
             .map_err(connect_error)?;
         stream.set_nodelay(true).map_err(connect_error)?;
-        let (read_half, write_half) = stream.into_split();
         let waiters = Arc::new(Mutex::new(Waiters::default()));
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_responses(read_half, waiters.clone(), broker.clone()));
-        let writer = tokio::spawn(write_requests(
-            write_half,
-            outgoing_rx,
-            waiters.clone(),
-            broker.clone(),
-        ));
+        let tasks = match &options.tls {
+            None => {
+                let (read_half, write_half) = stream.into_split();
+                spawn_tasks(read_half, write_half, outgoing_rx, &waiters, &broker)
+            }
+            Some(tls) => {
+                let stream =
+                    tokio::time::timeout(options.request_timeout, tls.connect(&broker, stream))
+                        .await
+                        .map_err(|_| Error::Timeout {
+                            what: "TLS handshake".into(),
+                            broker: broker.clone(),
+                            after: options.request_timeout,
+                        })?
+                        .map_err(Error::Tls)?;
+                let (read_half, write_half) = tokio::io::split(stream);
+                spawn_tasks(read_half, write_half, outgoing_rx, &waiters, &broker)
+            }
+        };
         let connection = Connection {
             inner: Arc::new(Inner {
                 broker,
@@ -280,7 +295,7 @@ impl Connection {
                 request_timeout: options.request_timeout,
                 protocol_version: AtomicU32::new(u32::from(PROTOCOL_VERSION_MIN)),
                 max_message_bytes: AtomicU32::new(0),
-                tasks: vec![reader, writer],
+                tasks,
             }),
         };
         let handshake = connection
@@ -487,7 +502,37 @@ impl Connection {
     }
 }
 
-async fn read_responses(mut socket: OwnedReadHalf, waiters: Arc<Mutex<Waiters>>, broker: String) {
+/// The reader and writer tasks of a connection's two halves (TCP, or TLS over it).
+fn spawn_tasks<R, W>(
+    read_half: R,
+    write_half: W,
+    outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    waiters: &Arc<Mutex<Waiters>>,
+    broker: &str,
+) -> Vec<JoinHandle<()>>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let reader = tokio::spawn(read_responses(
+        read_half,
+        waiters.clone(),
+        broker.to_owned(),
+    ));
+    let writer = tokio::spawn(write_requests(
+        write_half,
+        outgoing,
+        waiters.clone(),
+        broker.to_owned(),
+    ));
+    vec![reader, writer]
+}
+
+async fn read_responses(
+    mut socket: impl AsyncRead + Unpin,
+    waiters: Arc<Mutex<Waiters>>,
+    broker: String,
+) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let error = loop {
         match frame::decode_response(&mut buf, MAX_FRAME_BYTES_DEFAULT) {
@@ -547,7 +592,7 @@ fn describe_uncorrelated(body: &Bytes) -> String {
 }
 
 async fn write_requests(
-    mut socket: OwnedWriteHalf,
+    mut socket: impl AsyncWrite + Unpin,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     waiters: Arc<Mutex<Waiters>>,
     broker: String,
@@ -581,7 +626,7 @@ fn push_chunks(chunks: &mut VecDeque<Bytes>, outgoing: Outgoing) {
 
 /// Writes every chunk with vectored writes, dropping each once written.
 async fn write_chunks(
-    socket: &mut OwnedWriteHalf,
+    socket: &mut (impl AsyncWrite + Unpin),
     chunks: &mut VecDeque<Bytes>,
 ) -> std::io::Result<()> {
     while !chunks.is_empty() {

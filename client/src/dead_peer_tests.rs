@@ -13,6 +13,7 @@ fn options(broker: String) -> ConnectionOptions {
         broker,
         client_id: "test".into(),
         credential: None,
+        tls: None,
         request_timeout: Duration::from_millis(300),
         max_in_flight_requests: 4,
     }

@@ -68,31 +68,21 @@ impl DiscoveryMode {
     }
 }
 
-/// Why `https://` NameServer URLs are refused when `--nameserver` is parsed, rather than on every
-/// request.
-const HTTPS_UNSUPPORTED: &str =
-    "https NameServer URLs need TLS, which smq does not support yet: use http://";
-
-/// Turns `--nameserver` (`host:port`, `host` or `http://host:port`, comma-separated) into base
-/// URLs without a trailing slash. `https://` is refused until smq has TLS.
+/// Turns `--nameserver` (`host:port`, `host`, `http://host:port` or `https://host:port`,
+/// comma-separated) into base URLs without a trailing slash; a bare `host:port` becomes
+/// `http://`. The NameServer client calls every URL over TLS when it has a CA (`--tls-ca`).
 pub fn parse_nameserver_list(list: &str) -> Result<Vec<String>, DiscoveryError> {
     let mut urls = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let rest = match item.split_once("://") {
-            Some(("http", rest)) => rest,
-            Some(("https", _)) => {
-                return Err(DiscoveryError::BadAddress {
-                    addr: item.to_owned(),
-                    reason: HTTPS_UNSUPPORTED.to_owned(),
-                })
-            }
+        let (scheme, rest) = match item.split_once("://") {
+            Some((scheme @ ("http" | "https"), rest)) => (scheme, rest),
             Some((scheme, _)) => {
                 return Err(DiscoveryError::BadAddress {
                     addr: item.to_owned(),
-                    reason: format!("the scheme must be http, not {scheme:?}"),
+                    reason: format!("the scheme must be http or https, not {scheme:?}"),
                 })
             }
-            None => item,
+            None => ("http", item),
         };
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') {
@@ -114,9 +104,9 @@ pub fn parse_nameserver_list(list: &str) -> Result<Vec<String>, DiscoveryError> 
             _ => false,
         };
         urls.push(if has_port {
-            format!("http://{authority}")
+            format!("{scheme}://{authority}")
         } else {
-            format!("http://{authority}:{NAMESERVER_PORT_DEFAULT}")
+            format!("{scheme}://{authority}:{NAMESERVER_PORT_DEFAULT}")
         });
     }
     if urls.is_empty() {
@@ -171,8 +161,7 @@ impl Default for DiscoveryOptions {
 /// let error = parse_nameserver_list("ftp://ns1:9876").unwrap_err();
 /// assert!(matches!(error, DiscoveryError::BadAddress { .. }));
 /// assert!(error.to_string().contains("must be http"));
-/// let error = parse_nameserver_list("ns1:9876,https://ns2:9876").unwrap_err();
-/// assert!(error.to_string().contains("need TLS, which smq does not support yet: use http://"));
+/// assert_eq!(parse_nameserver_list("ns1:9876,https://ns2").unwrap(), ["http://ns1:9876", "https://ns2:9876"]);
 /// assert!(matches!(parse_nameserver_list(" , "), Err(DiscoveryError::Empty)));
 /// ```
 #[derive(Debug, thiserror::Error)]
@@ -736,11 +725,9 @@ mod tests {
             Err(DiscoveryError::Empty)
         ));
         assert!(parse_nameserver_list("ftp://x:1").is_err());
-        let error = parse_nameserver_list("http://ns1:1,https://ns2:2").unwrap_err();
         assert_eq!(
-            error.to_string(),
-            "invalid NameServer address \"https://ns2:2\": https NameServer URLs need TLS, \
-             which smq does not support yet: use http://"
+            parse_nameserver_list("http://ns1:1,https://ns2:2,https://ns3").unwrap(),
+            ["http://ns1:1", "https://ns2:2", "https://ns3:9876"]
         );
         assert!(parse_nameserver_list("x:notaport").is_err());
         assert!(parse_nameserver_list("http://x:1/path").is_err());

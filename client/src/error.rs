@@ -35,6 +35,10 @@ pub enum Error {
         #[source]
         source: std::sync::Arc<std::io::Error>,
     },
+    /// The TLS handshake with the broker failed: its certificate is not trusted, it does not
+    /// speak TLS, or it wants a client certificate; the message says which.
+    #[error("{0}")]
+    Tls(smq_tls::TlsError),
     /// The connection failed or the broker closed it; requests sent on it have no answer.
     #[error("connection to broker {broker} lost: {reason}")]
     ConnectionClosed { broker: String, reason: String },
@@ -104,6 +108,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Broker { response, .. } => response.is_retryable(),
+            Error::Tls(error) => error.is_transient(),
             Error::Connect { .. }
             | Error::ConnectionClosed { .. }
             | Error::Timeout { .. }

@@ -55,6 +55,9 @@ pub use error::{Error, Result};
 pub use producer::{Delivery, PendingDelivery, Producer, ProducerMetrics};
 pub use protocol::record_batch::Message;
 pub use protocol::request::Acks;
+/// TLS settings from PEM files: the `smq-tls` crate.
+pub use smq_tls as tls;
+pub use smq_tls::ClientTls;
 
 use connection::ConnectionOptions;
 use nameserver_client::NameServerClient;
@@ -88,10 +91,18 @@ pub struct ClientConfig {
     pub route_wait_ms: u64,
     /// Sent in the handshake; shows in the broker's logs.
     pub client_id: String,
-    /// The principal this client authenticates as in every handshake (`--credential`,
-    /// `SMQ_CREDENTIAL`, a file: see [`credential`]); `None` is anonymous, which only brokers
-    /// without principals accept.
+    /// The principal this client authenticates as in every handshake; `None` is anonymous,
+    /// which only brokers without principals accept. [`ClientConfig::new`] and
+    /// [`ClientConfig::with_nameserver`] take it from the environment, as the CLI does:
+    /// `SMQ_CREDENTIAL` (`NAME:SECRET`), else the file `SMQ_CREDENTIAL_FILE` names
+    /// ([`credential::from_env`]); set this field to use another (or `None`: anonymous). A
+    /// malformed variable or an unreadable file fails [`ClientConfig::validate`], and so every
+    /// connect, unless this field was set.
     pub credential: Option<Credential>,
+    /// TLS to the brokers, trusting the CA it was made from (`--tls-ca` / `SMQ_TLS_CA`:
+    /// [`smq_tls::ClientTls::from_ca_file`]); `None`: plain TCP. Give the NameServer client its
+    /// own with [`NameServerClient::with_tls`].
+    pub tls: Option<ClientTls>,
     /// How long a request may wait for its answer (a Fetch gets its long-poll wait on top).
     pub request_timeout_ms: u64,
     /// Most requests sent on a connection and not yet answered.
@@ -125,19 +136,27 @@ pub struct ClientConfig {
     /// A consumer group member's queues go to the other members this long after its last
     /// heartbeat to the NameServer (when it dies without leaving).
     pub session_timeout_ms: u64,
+    /// Why the builder could not take the credential from the environment, if it could not.
+    credential_env_error: Option<Error>,
 }
 
 impl ClientConfig {
     /// Defaults for a broker at `broker`: 30 s request timeout, 32 requests in flight, acks
     /// written, a produce attempt 10 s and a send at most 30 s, linger 1 ms, 256 KiB batches, 64 MiB buffer, 4 MiB fetches held up to 500 ms.
     pub fn new(broker: impl Into<String>) -> ClientConfig {
+        let (credential, credential_env_error) = match credential::from_env() {
+            Ok(credential) => (credential, None),
+            Err(error) => (None, Some(error)),
+        };
         ClientConfig {
+            credential,
+            credential_env_error,
             broker: broker.into(),
             nameserver: None,
             route_refresh_ms: 30_000,
             route_wait_ms: nameserver_client::ROUTE_WAIT_MS_DEFAULT,
             client_id: format!("smq-client-{}", std::process::id()),
-            credential: None,
+            tls: None,
             request_timeout_ms: 30_000,
             max_in_flight_requests: 32,
             acks: Acks::Written,
@@ -181,6 +200,9 @@ impl ClientConfig {
     /// Checks that every setting is within its bounds.
     pub fn validate(&self) -> Result<()> {
         let invalid = |reason: String| Err(Error::InvalidArgument(reason));
+        if let (Some(error), None) = (&self.credential_env_error, &self.credential) {
+            return Err(error.clone());
+        }
         if self.broker.is_empty() && self.nameserver.is_none() {
             return invalid(
                 "no broker address and no NameServer: set --broker, --nameserver or --srv".into(),
@@ -258,6 +280,7 @@ impl ClientConfig {
             broker: self.broker.clone(),
             client_id: self.client_id.clone(),
             credential: self.credential.clone(),
+            tls: self.tls.clone(),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             max_in_flight_requests: self.max_in_flight_requests,
         }

@@ -14,8 +14,10 @@
 //!
 //! One request per connection (`Connection: close`) through hyper's HTTP/1.1 client over a tokio
 //! `TcpStream` (hyper is in the build for the NameServer's axum anyway): the NameServer is asked
-//! every few seconds, not on the data path, so no connection pool. Plain `http://` only: discovery
-//! refuses `https://` until smq has TLS.
+//! every few seconds, not on the data path, so no connection pool. With a CA
+//! ([`NameServerClient::with_tls`], `--tls-ca`) every request goes over TLS, whatever the URL's
+//! scheme (SRV answers carry none), so that tokens never travel in clear; an `https://` URL
+//! without a CA is a failed NameServer whose error says to give one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +28,7 @@ use hyper::client::conn::http1;
 use hyper::{header, Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
+use smq_tls::{ClientTls, MaybeTls};
 use tokio::net::TcpStream;
 
 use crate::discovery::{Discovery, DiscoveryError};
@@ -223,6 +226,7 @@ pub struct NameServerClient {
     /// Sent as `Authorization: Bearer` with every request: the cluster secret (brokers) or the
     /// read token (clients), when the NameServer requires one.
     token: Option<Arc<str>>,
+    tls: Option<ClientTls>,
 }
 
 impl std::fmt::Debug for NameServerClient {
@@ -232,6 +236,7 @@ impl std::fmt::Debug for NameServerClient {
             .field("timeout", &self.timeout)
             .field("wait_notice", &self.wait_notice.is_some())
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -244,7 +249,14 @@ impl NameServerClient {
             timeout: REQUEST_TIMEOUT_DEFAULT,
             wait_notice: None,
             token: None,
+            tls: None,
         }
+    }
+
+    /// The same client calling every NameServer over TLS, trusting `tls`'s CA.
+    pub fn with_tls(mut self, tls: ClientTls) -> NameServerClient {
+        self.tls = Some(tls);
+        self
     }
 
     /// The same client sending `token` as `Authorization: Bearer <token>` with every request:
@@ -464,7 +476,14 @@ impl NameServerClient {
     ) -> Result<T, Attempt> {
         let response = tokio::time::timeout(
             self.timeout,
-            exchange(url, method, path, body, self.token.as_deref()),
+            exchange(
+                url,
+                method,
+                path,
+                body,
+                self.token.as_deref(),
+                self.tls.as_ref(),
+            ),
         )
         .await
         .map_err(|_| Attempt::Failed(format!("no answer within {:?}", self.timeout)))??;
@@ -520,16 +539,20 @@ struct Response {
     body: Bytes,
 }
 
-/// `http://host:port` to `host:port`. Discovery hands out only `http://` URLs (it refuses
-/// `https://` when it parses them), but a [`DiscoveryMode::Static`](crate::discovery::DiscoveryMode)
-/// list can be built by hand.
-fn authority(url: &str) -> Result<&str, Attempt> {
-    match url.strip_prefix("http://") {
-        Some(authority) => Ok(authority.trim_end_matches('/')),
-        None => Err(Attempt::Failed(
-            "only http:// NameServer URLs are supported".to_owned(),
-        )),
-    }
+/// `http://host:port` or `https://host:port` to `host:port`, and whether it asks for TLS. A
+/// [`DiscoveryMode::Static`](crate::discovery::DiscoveryMode) list can be built by hand, so
+/// other schemes are refused here too.
+fn authority(url: &str) -> Result<(&str, bool), Attempt> {
+    let (authority, https) = if let Some(rest) = url.strip_prefix("http://") {
+        (rest, false)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (rest, true)
+    } else {
+        return Err(Attempt::Failed(
+            "only http:// and https:// NameServer URLs are supported".to_owned(),
+        ));
+    };
+    Ok((authority.trim_end_matches('/'), https))
 }
 
 /// `path` with every byte outside RFC 3986's unreserved set (and `/`) percent-encoded, so that
@@ -569,8 +592,15 @@ async fn exchange(
     path: &str,
     body: Option<&[u8]>,
     token: Option<&str>,
+    tls: Option<&ClientTls>,
 ) -> Result<Response, Attempt> {
-    let authority = authority(url)?;
+    let (authority, https) = authority(url)?;
+    if https && tls.is_none() {
+        return Err(Attempt::Failed(
+            "an https:// NameServer needs the CA of its certificate: set --tls-ca (SMQ_TLS_CA)"
+                .to_owned(),
+        ));
+    }
     let mut request = Request::builder()
         .method(method)
         .uri(encode_path(path))
@@ -594,6 +624,14 @@ async fn exchange(
         .await
         .map_err(|error| Attempt::Failed(format!("cannot connect: {error}")))?;
     let _ = stream.set_nodelay(true);
+    let stream = match tls {
+        None => MaybeTls::Plain(stream),
+        Some(tls) => MaybeTls::Tls(Box::new(
+            tls.connect(authority, stream)
+                .await
+                .map_err(|error| Attempt::Failed(error.to_string()))?,
+        )),
+    };
     let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|error| Attempt::Failed(describe_http(&error)))?;

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{header, Extensions, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -115,9 +115,7 @@ pub async fn heartbeat(
     extensions: Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<HeartbeatReply>, Failure> {
-    let peer = extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| *peer);
+    let peer = smq_tls::listener::peer_addr(&extensions);
     let result = accept_heartbeat(&state, peer, body);
     match &result {
         Ok(_) => state.metrics.heartbeat_received(),

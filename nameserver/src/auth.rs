@@ -3,10 +3,10 @@
 //! both as `Authorization: Bearer <secret>`, compared in constant time. A refused peer is
 //! logged at most once per [`REFUSAL_LOG_INTERVAL`] per address, with the count left out.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -103,10 +103,7 @@ async fn check(state: &AppState, level: Level, request: Request, next: Next) -> 
     let Err(reason) = state.auth.admit(level, bearer) else {
         return next.run(request).await;
     };
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| *addr);
+    let peer = smq_tls::listener::peer_addr(request.extensions());
     let path = request.uri().path().to_owned();
     if let Some(peer) = peer {
         if let Some(suppressed) = state.auth.refusals.admit(peer.ip()) {

@@ -22,6 +22,8 @@ use smq_client::discovery::{Discovery, DiscoveryError, DiscoveryMode, DiscoveryO
 use smq_protocol::nameserver_api::{
     CLUSTER_PATH, CONSUMER_GROUPS_PATH, HEARTBEAT_PATH, HEARTBEAT_TIMEOUT_MS_DEFAULT, TOPICS_PATH,
 };
+use smq_tls::listener::{TlsListener, TlsPeer};
+use smq_tls::ServerTls;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -63,6 +65,9 @@ pub struct Config {
     /// Reads and consumer-group member heartbeats must send it (or the cluster secret)
     /// (`SMQ_READ_TOKEN`, `--read-token-file`); `None`: they are open.
     pub read_token: Option<String>,
+    /// HTTPS with this certificate and key (`--tls-cert`, `--tls-key`, `--tls-client-ca`);
+    /// `None`: plain HTTP.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for Config {
@@ -76,6 +81,7 @@ impl Default for Config {
             fencing_interval_ms: FENCING_INTERVAL_MS_DEFAULT,
             cluster_secret: None,
             read_token: None,
+            tls: None,
         }
     }
 }
@@ -317,17 +323,24 @@ pub async fn start(config: Config) -> Result<Running, Error> {
 
     let app = router(state.clone());
     let mut stop = shutdown_rx;
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        })
-        .await
-    });
-    tracing::info!(%addr, %advertise, srv = config.srv.as_deref(), heartbeat_timeout_ms = config.heartbeat_timeout_ms, cluster_secret = state.auth.has_cluster_secret(), read_token = state.auth.has_read_token(), "NameServer listening");
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    let server = match config.tls.clone() {
+        None => tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }),
+        Some(tls) => tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<TlsPeer>();
+            axum::serve(TlsListener::new(listener, tls), app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }),
+    };
+    tracing::info!(%addr, %advertise, srv = config.srv.as_deref(), heartbeat_timeout_ms = config.heartbeat_timeout_ms, cluster_secret = state.auth.has_cluster_secret(), read_token = state.auth.has_read_token(), tls = config.tls.is_some(), "NameServer listening");
     Ok(Running {
         addr,
         state,

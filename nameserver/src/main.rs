@@ -11,6 +11,7 @@ use serde::Deserialize;
 use smq_client::credential;
 use smq_nameserver::{Config, FENCING_INTERVAL_MS_DEFAULT, LISTEN_DEFAULT};
 use smq_protocol::nameserver_api::HEARTBEAT_TIMEOUT_MS_DEFAULT;
+use smq_tls::ServerTls;
 
 /// smq's NameServer: aggregates broker heartbeats and answers route questions over HTTP/JSON.
 ///
@@ -49,6 +50,17 @@ struct Args {
     /// SMQ_READ_TOKEN instead. Without one, those are open
     #[arg(long, env = "SMQ_READ_TOKEN_FILE")]
     read_token_file: Option<PathBuf>,
+    /// PEM certificate chain (leaf first) to serve HTTPS with, with --tls-key [default: plain
+    /// HTTP]
+    #[arg(long, env = "SMQ_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "SMQ_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates: with it, only clients presenting a certificate signed by one of
+    /// them connect
+    #[arg(long, env = "SMQ_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
     /// A TOML file with any of the settings above
     #[arg(long, env = "SMQ_CONFIG")]
     config: Option<PathBuf>,
@@ -70,6 +82,9 @@ struct FileConfig {
     fencing_interval_ms: Option<u64>,
     cluster_secret_file: Option<PathBuf>,
     read_token_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     log_level: Option<String>,
 }
 
@@ -78,6 +93,26 @@ fn read_file(path: &PathBuf) -> anyhow::Result<FileConfig> {
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     toml::from_str(&text)
         .with_context(|| format!("{} is not a valid NameServer config", path.display()))
+}
+
+/// HTTPS as --tls-cert, --tls-key and --tls-client-ca ask for, if at all.
+fn server_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> anyhow::Result<Option<ServerTls>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(ServerTls::from_files(
+            &cert,
+            &key,
+            client_ca.as_deref(),
+        )?)),
+        (None, None) if client_ca.is_some() => {
+            anyhow::bail!("--tls-client-ca needs --tls-cert and --tls-key")
+        }
+        (None, None) => Ok(None),
+        _ => anyhow::bail!("--tls-cert and --tls-key go together: give both, or neither for HTTP"),
+    }
 }
 
 /// A secret from the variable `variable` or the file `file` (not both).
@@ -139,9 +174,19 @@ async fn main() -> anyhow::Result<()> {
             args.read_token_file.or(file.read_token_file),
             "--read-token-file",
         )?,
+        tls: server_tls(
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+            args.tls_client_ca.or(file.tls_client_ca),
+        )?,
+    };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
     };
     let running = smq_nameserver::start(config).await?;
-    println!("smq-nameserver listening on http://{}", running.addr());
+    println!("smq-nameserver listening on {scheme}://{}", running.addr());
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;

@@ -1,5 +1,6 @@
 //! CommitOffset: remember the next offset a consumer group reads from a topic-queue, unless a
-//! newer owner of the queue (a higher owner epoch) committed already.
+//! newer owner of the queue (a higher owner epoch) committed already, or a new group or queue
+//! would go beyond the broker's offset limits.
 
 use smq_protocol::request::CommitOffsetRequest;
 use smq_protocol::Response;
@@ -7,6 +8,7 @@ use smq_protocol::Response;
 use super::{
     check_group_name, check_master, check_topic_id, topic_queue, Answer, HandlerError, Outcome,
 };
+use crate::metadata::offsets::CommitRefused;
 use crate::state::Broker;
 
 pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
@@ -29,12 +31,28 @@ pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
                 request.owner_epoch,
             )
         })?
-        .map_err(|stale| HandlerError::StaleOwnerEpoch {
-            consumer_group: request.consumer_group.clone(),
-            topic: request.topic.clone(),
-            queue: request.queue_id,
-            owner_epoch: request.owner_epoch,
-            stored_epoch: stale.stored_epoch,
+        .map_err(|refused| match refused {
+            CommitRefused::StaleEpoch { stored_epoch } => HandlerError::StaleOwnerEpoch {
+                consumer_group: request.consumer_group.clone(),
+                topic: request.topic.clone(),
+                queue: request.queue_id,
+                owner_epoch: request.owner_epoch,
+                stored_epoch,
+            },
+            CommitRefused::TooManyGroups {
+                max_consumer_groups,
+            } => HandlerError::TooManyConsumerGroups {
+                consumer_group: request.consumer_group.clone(),
+                limit: max_consumer_groups,
+            },
+            CommitRefused::TooManyOffsets {
+                max_committed_offsets,
+            } => HandlerError::TooManyCommittedOffsets {
+                consumer_group: request.consumer_group.clone(),
+                topic: request.topic.clone(),
+                queue: request.queue_id,
+                limit: max_committed_offsets,
+            },
         })?;
     Ok(Answer::Response(Response::CommitOffset))
 }

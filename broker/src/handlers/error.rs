@@ -97,6 +97,18 @@ pub enum HandlerError {
         owner_epoch: u64,
         stored_epoch: u64,
     },
+    #[error("consumer group {consumer_group}: this broker already keeps offsets of {limit} consumer groups (max_consumer_groups): commits of a new group are refused; delete unused topics or raise the limit")]
+    TooManyConsumerGroups {
+        consumer_group: String,
+        limit: usize,
+    },
+    #[error("consumer group {consumer_group}: this broker already keeps {limit} committed offsets (max_committed_offsets): the commit for {topic}/{queue} is refused; delete unused topics or raise the limit")]
+    TooManyCommittedOffsets {
+        consumer_group: String,
+        topic: String,
+        queue: u32,
+        limit: usize,
+    },
     #[error("the broker is shutting down: retry on another broker group or after the restart")]
     ShuttingDown,
     #[error("{0}")]
@@ -137,6 +149,8 @@ impl HandlerError {
             HandlerError::FlushTimeout { .. } => ErrorCode::FlushTimeout,
             HandlerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             HandlerError::StaleOwnerEpoch { .. } => ErrorCode::StaleOwnerEpoch,
+            HandlerError::TooManyConsumerGroups { .. }
+            | HandlerError::TooManyCommittedOffsets { .. } => ErrorCode::OffsetsLimitReached,
             HandlerError::ShuttingDown => ErrorCode::BrokerShuttingDown,
             HandlerError::Internal(_) => ErrorCode::UnknownServerError,
             HandlerError::Storage(error) => storage_code(error),

@@ -52,10 +52,36 @@ pub struct Committed {
     pub owner_epoch: u64,
 }
 
-/// A commit refused because a newer owner of the queue committed already.
+/// Why a commit was refused; nothing was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StaleEpoch {
-    pub stored_epoch: u64,
+pub enum CommitRefused {
+    /// A newer owner of the queue committed already.
+    StaleEpoch { stored_epoch: u64 },
+    /// The commit would add a consumer group beyond `max_consumer_groups`.
+    TooManyGroups { max_consumer_groups: usize },
+    /// The commit would add an offset beyond `max_committed_offsets`.
+    TooManyOffsets { max_committed_offsets: usize },
+}
+
+/// How much one broker keeps, so that clients inventing group names cannot grow its memory and
+/// its offsets file without end. Commits of groups and queues already stored always go through;
+/// offsets a master sends its slave and those in the file at start are taken whatever their
+/// number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetLimits {
+    /// Distinct consumer group names with a committed offset.
+    pub max_consumer_groups: usize,
+    /// (consumer group, topic, queue) entries.
+    pub max_committed_offsets: usize,
+}
+
+impl Default for OffsetLimits {
+    fn default() -> OffsetLimits {
+        OffsetLimits {
+            max_consumer_groups: 10_000,
+            max_committed_offsets: 1_000_000,
+        }
+    }
 }
 
 /// One stored offset, as [`Offsets::all`] lists them.
@@ -78,6 +104,8 @@ type Key = (String, String, u32);
 #[derive(Default)]
 struct State {
     offsets: BTreeMap<Key, Committed>,
+    /// How many entries of `offsets` each consumer group has.
+    groups: BTreeMap<String, usize>,
     /// Changed since the last write.
     dirty: bool,
     /// Bumped on every change since the broker started: a slave copies the offsets again when
@@ -88,14 +116,16 @@ struct State {
 /// The committed offsets of every consumer group on this broker.
 pub struct Offsets {
     path: PathBuf,
+    limits: OffsetLimits,
     state: Mutex<State>,
     /// Held while writing, so that two writers cannot put an older snapshot last.
     writing: Mutex<()>,
 }
 
 impl Offsets {
-    /// Loads `<data_dir>/consumer_offsets.json`; no file means no offsets.
-    pub fn open(data_dir: &Path) -> Result<Offsets, OffsetsError> {
+    /// Loads `<data_dir>/consumer_offsets.json`; no file means no offsets. Commits that would
+    /// go beyond `limits` are refused.
+    pub fn open(data_dir: &Path, limits: OffsetLimits) -> Result<Offsets, OffsetsError> {
         let path = data_dir.join(FILE_NAME);
         let file: OffsetsFile = read_json(&path).map_err(|error| match error {
             ReadError::Invalid(reason) => OffsetsError::BadFile {
@@ -107,7 +137,9 @@ impl Offsets {
         let offsets = offsets_of(file);
         Ok(Offsets {
             path,
+            limits,
             state: Mutex::new(State {
+                groups: groups_of(&offsets),
                 offsets,
                 dirty: false,
                 version: 0,
@@ -122,7 +154,8 @@ impl Offsets {
 
     /// Records `offset` as the next offset `consumer_group` reads from `topic`/`queue`, committed
     /// by the queue's owner of `owner_epoch`; on disk with the next [`Offsets::persist`]. Refused
-    /// when a commit with a higher epoch was stored: another member owns the queue now.
+    /// when a commit with a higher epoch was stored (another member owns the queue now), or
+    /// when a new group or queue would go beyond the limits.
     pub fn commit(
         &self,
         consumer_group: &str,
@@ -130,14 +163,31 @@ impl Offsets {
         queue: u32,
         offset: u64,
         owner_epoch: u64,
-    ) -> Result<(), StaleEpoch> {
+    ) -> Result<(), CommitRefused> {
         let mut state = self.lock();
         let key = (consumer_group.to_owned(), topic.to_owned(), queue);
-        if let Some(stored) = state.offsets.get(&key) {
-            if owner_epoch < stored.owner_epoch {
-                return Err(StaleEpoch {
+        match state.offsets.get(&key) {
+            Some(stored) if owner_epoch < stored.owner_epoch => {
+                return Err(CommitRefused::StaleEpoch {
                     stored_epoch: stored.owner_epoch,
                 });
+            }
+            Some(_) => {}
+            None => {
+                let limits = self.limits;
+                if !state.groups.contains_key(consumer_group)
+                    && state.groups.len() >= limits.max_consumer_groups
+                {
+                    return Err(CommitRefused::TooManyGroups {
+                        max_consumer_groups: limits.max_consumer_groups,
+                    });
+                }
+                if state.offsets.len() >= limits.max_committed_offsets {
+                    return Err(CommitRefused::TooManyOffsets {
+                        max_committed_offsets: limits.max_committed_offsets,
+                    });
+                }
+                *state.groups.entry(key.0.clone()).or_default() += 1;
             }
         }
         state.offsets.insert(
@@ -176,6 +226,7 @@ impl Offsets {
         {
             let mut state = self.lock();
             state.offsets = offsets_of(file);
+            state.groups = groups_of(&state.offsets);
             state.dirty = true;
             state.version += 1;
         }
@@ -210,6 +261,7 @@ impl Offsets {
         let before = state.offsets.len();
         state.offsets.retain(|(_, t, _), _| t != topic);
         if state.offsets.len() != before {
+            state.groups = groups_of(&state.offsets);
             state.dirty = true;
             state.version += 1;
         }
@@ -249,6 +301,15 @@ fn offsets_of(file: OffsetsFile) -> BTreeMap<Key, Committed> {
         .collect()
 }
 
+/// How many entries each consumer group has in `offsets`.
+fn groups_of(offsets: &BTreeMap<Key, Committed>) -> BTreeMap<String, usize> {
+    let mut groups = BTreeMap::new();
+    for (consumer_group, _, _) in offsets.keys() {
+        *groups.entry(consumer_group.clone()).or_default() += 1;
+    }
+    groups
+}
+
 fn file_of(offsets: &BTreeMap<Key, Committed>) -> OffsetsFile {
     OffsetsFile {
         offsets: offsets
@@ -271,7 +332,7 @@ mod tests {
     #[test]
     fn persisted_offsets_survive_reopening_and_deleted_topics_lose_theirs() {
         let dir = tempfile::tempdir().unwrap();
-        let offsets = Offsets::open(dir.path()).unwrap();
+        let offsets = Offsets::open(dir.path(), OffsetLimits::default()).unwrap();
         assert!(!offsets.persist().unwrap(), "nothing to write yet");
         offsets.commit("billing", "orders", 3, 42, 1).unwrap();
         offsets.commit("billing", "audit", 0, 7, 1).unwrap();
@@ -279,7 +340,7 @@ mod tests {
         offsets.remove_topic("audit");
         assert!(offsets.persist().unwrap());
         offsets.commit("billing", "orders", 4, 1, 1).unwrap(); // never persisted: a crash loses it
-        let reopened = Offsets::open(dir.path()).unwrap();
+        let reopened = Offsets::open(dir.path(), OffsetLimits::default()).unwrap();
         let committed = Committed {
             offset: 43,
             owner_epoch: 2,
@@ -294,7 +355,7 @@ mod tests {
     #[test]
     fn offsets_whose_write_failed_are_written_at_the_next_persist() {
         let dir = tempfile::tempdir().unwrap();
-        let offsets = Offsets::open(dir.path()).unwrap();
+        let offsets = Offsets::open(dir.path(), OffsetLimits::default()).unwrap();
         offsets.commit("billing", "orders", 0, 42, 1).unwrap();
         let blocker = dir.path().join("consumer_offsets.json.tmp");
         std::fs::create_dir(&blocker).unwrap();
@@ -305,22 +366,54 @@ mod tests {
         );
         std::fs::remove_dir(&blocker).unwrap();
         assert!(offsets.persist().unwrap(), "still to be written");
-        let reopened = Offsets::open(dir.path()).unwrap();
+        let reopened = Offsets::open(dir.path(), OffsetLimits::default()).unwrap();
         assert_eq!(reopened.get("billing", "orders", 0).unwrap().offset, 42);
     }
 
     #[test]
     fn a_commit_with_a_lower_owner_epoch_is_refused_and_moves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let offsets = Offsets::open(dir.path()).unwrap();
+        let offsets = Offsets::open(dir.path(), OffsetLimits::default()).unwrap();
         offsets.commit("billing", "orders", 0, 100, 5).unwrap();
         assert_eq!(
             offsets.commit("billing", "orders", 0, 40, 4),
-            Err(StaleEpoch { stored_epoch: 5 })
+            Err(CommitRefused::StaleEpoch { stored_epoch: 5 })
         );
         offsets.commit("billing", "orders", 0, 120, 5).unwrap();
         offsets.commit("billing", "orders", 0, 130, 6).unwrap();
         assert_eq!(offsets.get("billing", "orders", 0).unwrap().offset, 130);
+    }
+
+    #[test]
+    fn new_groups_and_queues_beyond_the_limits_are_refused_and_known_ones_still_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = OffsetLimits {
+            max_consumer_groups: 2,
+            max_committed_offsets: 3,
+        };
+        let offsets = Offsets::open(dir.path(), limits).unwrap();
+        offsets.commit("billing", "orders", 0, 1, 1).unwrap();
+        offsets.commit("audit", "orders", 0, 1, 1).unwrap();
+        assert_eq!(
+            offsets.commit("intruder", "orders", 0, 1, 1),
+            Err(CommitRefused::TooManyGroups {
+                max_consumer_groups: 2
+            })
+        );
+        offsets.commit("billing", "orders", 1, 1, 1).unwrap();
+        assert_eq!(
+            offsets.commit("audit", "orders", 1, 1, 1),
+            Err(CommitRefused::TooManyOffsets {
+                max_committed_offsets: 3
+            })
+        );
+        // What is stored moves on; nothing refused was stored.
+        offsets.commit("billing", "orders", 1, 9, 1).unwrap();
+        assert_eq!(offsets.all().len(), 3);
+        assert_eq!(offsets.get("intruder", "orders", 0), None);
+        // A deleted topic frees its entries and groups.
+        offsets.remove_topic("orders");
+        offsets.commit("intruder", "orders", 0, 1, 1).unwrap();
     }
 
     #[test]
@@ -331,7 +424,7 @@ mod tests {
             r#"{"offsets":[{"group":"billing","topic":"orders","queue":1,"offset":9}]}"#,
         )
         .unwrap();
-        let offsets = Offsets::open(dir.path()).unwrap();
+        let offsets = Offsets::open(dir.path(), OffsetLimits::default()).unwrap();
         let committed = Committed {
             offset: 9,
             owner_epoch: 0,

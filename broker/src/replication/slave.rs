@@ -26,6 +26,7 @@ use smq_protocol::replication::{
 };
 use smq_protocol::request::HandshakeRequest;
 use smq_protocol::{ApiKey, Request, Response};
+use smq_tls::MaybeTls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -97,6 +98,8 @@ enum ReplicationError {
     Timeout { master: String, timeout_ms: u64 },
     #[error("the master at {master} refused: {message}")]
     Refused { master: String, message: String },
+    #[error("{0}")]
+    Tls(#[from] smq_tls::TlsError),
     #[error("the master at {master} sent something this slave cannot read: {reason}")]
     Protocol { master: String, reason: String },
     #[error("cannot apply the master's data: {0}")]
@@ -426,7 +429,8 @@ async fn while_following<T: Send + 'static>(
 /// One connection to the master, one request at a time.
 struct Link {
     master: String,
-    stream: TcpStream,
+    /// TLS with `--tls-ca`.
+    stream: MaybeTls,
     buf: BytesMut,
     next_correlation_id: u32,
     max_frame_bytes: usize,
@@ -446,6 +450,19 @@ impl Link {
             })?
             .map_err(io)?;
         stream.set_nodelay(true).map_err(io)?;
+        let stream = match &broker.config.tls_ca {
+            None => MaybeTls::Plain(stream),
+            Some(tls) => {
+                let connecting = tls.connect(master, stream);
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+                    .await
+                    .map_err(|_| ReplicationError::Timeout {
+                        master: master.to_owned(),
+                        timeout_ms: CONNECT_TIMEOUT.as_millis() as u64,
+                    })??;
+                MaybeTls::Tls(Box::new(stream))
+            }
+        };
         let mut link = Link {
             master: master.to_owned(),
             stream,
@@ -502,6 +519,17 @@ impl Link {
         loop {
             match frame::decode_response(&mut self.buf, self.max_frame_bytes) {
                 Ok(Some(frame)) if frame.correlation_id == id => return Ok(frame.body),
+                // What a master answers a frame it cannot read (or plaintext on its TLS port)
+                // before it closes the connection.
+                Ok(Some(frame)) if frame.correlation_id == 0 => {
+                    return match Response::decode(ApiKey::Handshake, 1, frame.body) {
+                        Ok(Response::Error(error)) => Err(ReplicationError::Refused {
+                            master: self.master.clone(),
+                            message: error.to_string(),
+                        }),
+                        _ => Err(self.protocol("an answer with correlation id 0")),
+                    }
+                }
                 Ok(Some(frame)) => {
                     return Err(self.protocol(&format!(
                         "an answer to request {} while waiting for {id}",

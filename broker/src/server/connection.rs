@@ -13,8 +13,7 @@ use smq_protocol::replication::{is_replication_api, ReplicaRequest, ReplicaRespo
 use smq_protocol::response::FetchResponse;
 use smq_protocol::role_change::{is_role_change_api, RoleRequest};
 use smq_protocol::{ErrorResponse, Request, RequestFrame, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
@@ -67,14 +66,29 @@ struct Connection<'a> {
     replica: Option<ReplicaSession>,
 }
 
+/// Serves a plaintext connection.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     broker: &Arc<Broker>,
     guards: &Arc<Guards>,
 ) {
-    tracing::debug!(%peer, "connection opened");
     let (reader, writer) = stream.into_split();
+    serve_halves(reader, writer, peer, broker, guards).await
+}
+
+/// Serves a connection given as its two halves (of a TCP stream, or of a TLS stream).
+pub async fn serve_halves<R, W>(
+    reader: R,
+    writer: W,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    guards: &Arc<Guards>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    tracing::debug!(%peer, "connection opened");
     let (responses, queued) = mpsc::channel(RESPONSE_QUEUE_LEN);
     let write_timeout = Duration::from_millis(broker.config.peer_timeout_ms);
     let writer = tokio::spawn(write_responses(writer, queued, peer, write_timeout));
@@ -101,7 +115,7 @@ pub async fn serve(
 }
 
 impl Connection<'_> {
-    async fn read_requests(&mut self, mut reader: OwnedReadHalf) -> End {
+    async fn read_requests(&mut self, mut reader: impl AsyncRead + Unpin) -> End {
         let max_frame_bytes = self.broker.config.max_frame_bytes();
         let idle = Duration::from_millis(self.broker.config.idle_timeout_ms);
         let peer_timeout = Duration::from_millis(self.broker.config.peer_timeout_ms);
@@ -488,7 +502,7 @@ fn encode_fetch(header: RequestHeader, response: FetchResponse, batches: Vec<Byt
 /// that takes no part of a write for `timeout` is dropped (the reader then stops too), releasing
 /// what its responses hold.
 async fn write_responses(
-    writer: OwnedWriteHalf,
+    writer: impl AsyncWrite + Unpin,
     mut queued: mpsc::Receiver<Outgoing>,
     peer: SocketAddr,
     timeout: Duration,
@@ -512,7 +526,7 @@ async fn write_responses(
 }
 
 async fn write_one(
-    out: &mut BufWriter<OwnedWriteHalf>,
+    out: &mut BufWriter<impl AsyncWrite + Unpin>,
     outgoing: &Outgoing,
     timeout: Duration,
 ) -> std::io::Result<()> {

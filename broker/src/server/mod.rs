@@ -1,8 +1,10 @@
-//! The TCP server: an accept loop with a connection limit, one task per connection, and a
-//! graceful stop that lets in-flight requests finish within `shutdown_timeout_ms`.
+//! The TCP server: an accept loop with a connection limit, one task per connection (TLS first
+//! with `--tls-cert`), and a graceful stop that lets in-flight requests finish within
+//! `shutdown_timeout_ms`.
 
 mod connection;
 mod per_ip;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -88,7 +90,10 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
                 let guards = guards.clone();
                 connections.spawn(async move {
                     broker.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-                    connection::serve(stream, peer, &broker, &guards).await;
+                    match &broker.config.tls {
+                        None => connection::serve(stream, peer, &broker, &guards).await,
+                        Some(tls) => tls::serve(tls, stream, peer, &broker, &guards).await,
+                    }
                     broker.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
                     drop((permit, ip_slot));
                 });

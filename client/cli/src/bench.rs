@@ -655,6 +655,7 @@ fn connection_options(config: &ClientConfig, max_in_flight_requests: usize) -> C
         broker: config.broker.clone(),
         client_id: config.client_id.clone(),
         credential: config.credential.clone(),
+        tls: config.tls.clone(),
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         max_in_flight_requests,
     }

@@ -23,6 +23,7 @@ use smq_client::credential::{self, Credential};
 use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
 use smq_client::nameserver_client::{NameServerClient, NameServerError};
 use smq_client::ClientConfig;
+use smq_client::ClientTls;
 use tracing_subscriber::EnvFilter;
 
 use bench::{bench, BenchCommand};
@@ -90,6 +91,17 @@ struct Cli {
     /// itself may come from SMQ_READ_TOKEN instead.
     #[arg(long, env = "SMQ_READ_TOKEN_FILE", global = true)]
     read_token_file: Option<PathBuf>,
+    /// PEM CA certificates to trust: talk TLS to the brokers and the NameServers, whose
+    /// certificates must be signed by one of them [default: plaintext].
+    #[arg(long, env = "SMQ_TLS_CA", global = true, value_name = "PATH")]
+    tls_ca: Option<PathBuf>,
+    /// PEM certificate to present to servers that require client certificates, with --tls-key;
+    /// used only with --tls-ca.
+    #[arg(long, env = "SMQ_TLS_CERT", global = true, value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SMQ_TLS_KEY", global = true, value_name = "PATH")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -151,8 +163,23 @@ fn show_library_warnings() {
         .init();
 }
 
+/// TLS as --tls-ca (with --tls-cert and --tls-key) ask for, if at all.
+fn client_tls(cli: &Cli) -> anyhow::Result<Option<ClientTls>> {
+    let Some(ca) = &cli.tls_ca else {
+        return Ok(None);
+    };
+    Ok(Some(match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => ClientTls::with_client_certificate(ca, cert, key)?,
+        (None, None) => ClientTls::from_ca_file(ca)?,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together: give both or neither"),
+    }))
+}
+
 /// The NameServer client the discovery flags ask for, if any.
-fn nameserver_client(cli: &Cli) -> anyhow::Result<Option<NameServerClient>> {
+fn nameserver_client(
+    cli: &Cli,
+    tls: Option<&ClientTls>,
+) -> anyhow::Result<Option<NameServerClient>> {
     let Some(mode) = DiscoveryMode::from_flags(
         cli.nameserver.as_deref(),
         cli.srv.as_deref(),
@@ -174,6 +201,9 @@ fn nameserver_client(cli: &Cli) -> anyhow::Result<Option<NameServerClient>> {
     )?;
     if let Some(token) = read_token {
         client = client.with_token(token);
+    }
+    if let Some(tls) = tls {
+        client = client.with_tls(tls.clone());
     }
     Ok(Some(client))
 }
@@ -205,7 +235,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Dev(args) = cli.command {
         return dev::run(args).await;
     }
-    let nameserver = nameserver_client(&cli)?;
+    let tls = client_tls(&cli)?;
+    let nameserver = nameserver_client(&cli, tls.as_ref())?;
     // With a discovery flag, producers and consumers follow the NameServer's routes.
     let mut config = match &nameserver {
         Some(client) => ClientConfig::with_nameserver(client.clone()),
@@ -215,6 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     config.route_wait_ms = cli.route_wait_ms;
     config.client_id = "smq-cli".into();
     config.credential = client_credential(&cli)?;
+    config.tls = tls;
     let wait = Duration::from_millis(cli.route_wait_ms);
     match cli.command {
         Command::Cluster(args) => cluster::run(nameserver.as_ref(), wait, args).await,

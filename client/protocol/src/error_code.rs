@@ -87,11 +87,15 @@ pub enum ErrorCode {
     /// topic the broker holds under the name now: the topic was deleted and created again since
     /// the client learned the id. The message names both ids.
     UnknownTopicId = 28,
+    /// A CommitOffset would store a consumer group or a committed offset beyond the broker's
+    /// bounds (`max_consumer_groups`, `max_committed_offsets`); nothing was stored. Commits of
+    /// groups and queues already stored still go through; the message names the bound.
+    OffsetsLimitReached = 29,
 }
 
 impl ErrorCode {
     /// Every code, in number order.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::None,
         ErrorCode::UnknownServerError,
         ErrorCode::MalformedRequest,
@@ -121,6 +125,7 @@ impl ErrorCode {
         ErrorCode::StaleOwnerEpoch,
         ErrorCode::NotAuthorized,
         ErrorCode::UnknownTopicId,
+        ErrorCode::OffsetsLimitReached,
     ];
 
     /// The code with this number, if this build knows it.
@@ -164,7 +169,8 @@ impl ErrorCode {
             | ErrorCode::InvalidRequest
             | ErrorCode::StaleOwnerEpoch
             | ErrorCode::NotAuthorized
-            | ErrorCode::UnknownTopicId => false,
+            | ErrorCode::UnknownTopicId
+            | ErrorCode::OffsetsLimitReached => false,
         }
     }
 
@@ -200,6 +206,7 @@ impl ErrorCode {
             ErrorCode::StaleOwnerEpoch => "STALE_OWNER_EPOCH",
             ErrorCode::NotAuthorized => "NOT_AUTHORIZED",
             ErrorCode::UnknownTopicId => "UNKNOWN_TOPIC_ID",
+            ErrorCode::OffsetsLimitReached => "OFFSETS_LIMIT_REACHED",
         }
     }
 }
@@ -247,6 +254,7 @@ mod tests {
             (26, "STALE_OWNER_EPOCH"),
             (27, "NOT_AUTHORIZED"),
             (28, "UNKNOWN_TOPIC_ID"),
+            (29, "OFFSETS_LIMIT_REACHED"),
         ];
         let actual: Vec<(u16, &str)> = ErrorCode::ALL
             .iter()
