@@ -122,6 +122,57 @@ async fn a_group_resumes_after_its_committed_offset() {
     );
 }
 
+/// Issue 13 point 7, past the end: a consumer asked to read a queue from beyond its last offset
+/// (as after its master lost an unflushed tail) gets OFFSET_OUT_OF_RANGE, moves to the offset
+/// `--from` names (here latest: the queue's end), reports the move, and reads what comes next
+/// instead of asking for the same offset forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_past_the_end_of_a_queue_moves_to_its_end_says_so_and_goes_on() {
+    let (_broker, config) = setup("t", 1).await;
+    let producer = Producer::connect(config.clone()).await.unwrap();
+    for i in 0..10 {
+        producer
+            .send("t", Message::from_body(format!("before-{i}")))
+            .await
+            .unwrap();
+    }
+    let mut consumer = Consumer::connect(config.clone(), "t", None, StartFrom::Latest)
+        .await
+        .unwrap();
+    let queue = consumer.positions().keys().next().unwrap().clone();
+    consumer.seek(&queue, 1_000);
+    // Once the consumer has moved, the next message is the first it reads.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut resets = Vec::new();
+    let mut bodies = Vec::new();
+    while bodies.is_empty() {
+        assert!(Instant::now() < deadline, "resets {resets:?}, nothing read");
+        let messages = consumer.poll(10).await.unwrap();
+        bodies.extend(
+            messages
+                .iter()
+                .map(|message| String::from_utf8(message.body.to_vec()).unwrap()),
+        );
+        let moved = consumer.take_offset_resets();
+        if !moved.is_empty() {
+            producer
+                .send("t", Message::from_body("after"))
+                .await
+                .unwrap();
+        }
+        resets.extend(moved);
+    }
+    assert_eq!(
+        bodies,
+        ["after"],
+        "nothing before the end, the next message after it"
+    );
+    assert_eq!(resets.len(), 1, "{resets:?}");
+    assert_eq!(resets[0].reason, smq_client::ResetReason::OutOfRange);
+    assert_eq!((resets[0].old_offset, resets[0].new_offset), (1_000, 10));
+    assert_eq!(resets[0].next_offset, 10);
+}
+
 /// Issue 13 point 9, a consumer holding an offset across a delete and create of its topic: its
 /// old position (10) lies below the new topic's end (20), so reading on from it would skip the
 /// new topic's first ten messages. The topic id in Metadata, Fetch and CommitOffset (protocol
