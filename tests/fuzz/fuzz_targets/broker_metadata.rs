@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use smq_broker::metadata::offsets::Offsets;
+use smq_broker::metadata::offsets::{OffsetLimits, Offsets};
 use smq_broker::metadata::topics::{Topics, MAX_QUEUES_PER_TOPIC};
 use smq_protocol::limits::is_valid_topic_name;
 
@@ -66,13 +66,13 @@ fuzz_target!(|data: &[u8]| {
         }
         2 => {
             std::fs::write(dir.join("consumer_offsets.json"), json).unwrap();
-            let _ = Offsets::open(dir);
+            let _ = Offsets::open(dir, OffsetLimits::default());
         }
         _ => {
-            let offsets = Offsets::open(dir).unwrap();
+            let offsets = Offsets::open(dir, OffsetLimits::default()).unwrap();
             if offsets.replace_from_json(json).is_ok() {
                 let stored = offsets.all();
-                let reopened = Offsets::open(dir).expect("what was accepted loads again");
+                let reopened = Offsets::open(dir, OffsetLimits::default()).expect("what was accepted loads again");
                 assert_eq!(reopened.all(), stored);
             }
         }
