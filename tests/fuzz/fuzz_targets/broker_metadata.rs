@@ -72,7 +72,8 @@ fuzz_target!(|data: &[u8]| {
             let offsets = Offsets::open(dir, OffsetLimits::default()).unwrap();
             if offsets.replace_from_json(json).is_ok() {
                 let stored = offsets.all();
-                let reopened = Offsets::open(dir, OffsetLimits::default()).expect("what was accepted loads again");
+                let reopened = Offsets::open(dir, OffsetLimits::default())
+                    .expect("what was accepted loads again");
                 assert_eq!(reopened.all(), stored);
             }
         }
