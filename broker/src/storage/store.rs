@@ -751,12 +751,7 @@ impl Store {
             let active_end = state.log.segments().last().expect("never empty").end();
             self.shared.preparer.restart_at(active_end)?;
         }
-        self.shared
-            .written_position
-            .store(position, Ordering::Release);
-        self.shared
-            .flushed_position
-            .store(position, Ordering::Release);
+        self.shared.set_written_and_flushed(position);
         // u64::MAX means no slave's acknowledgement bounds readers: it stays so.
         let _ = self.shared.replicated_position.fetch_update(
             Ordering::AcqRel,
@@ -809,12 +804,7 @@ impl Store {
         let segment_bytes = state.log.segments()[0].file.len();
         self.shared.preparer.restart_at(position + segment_bytes)?;
         state.log.restart_empty_at(position)?;
-        self.shared
-            .written_position
-            .store(position, Ordering::Release);
-        self.shared
-            .flushed_position
-            .store(position, Ordering::Release);
+        self.shared.set_written_and_flushed(position);
         Checkpoint {
             flushed_position: position,
             index_flushed_position: position,
@@ -1027,6 +1017,12 @@ impl Drop for Store {
 }
 
 impl Shared {
+    /// A log cut or restarted at `position`: everything up to it is written and flushed.
+    fn set_written_and_flushed(&self, position: u64) {
+        self.written_position.store(position, Ordering::Release);
+        self.flushed_position.store(position, Ordering::Release);
+    }
+
     fn lock_state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves no half-done state that readers could see
         // (positions are published last), so the data is still usable.
