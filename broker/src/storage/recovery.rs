@@ -1,6 +1,31 @@
 //! Recovery on open: after an unclean shutdown, scan the log from the last checkpoint, verify every
 //! batch's CRC, re-index what is valid and truncate a torn tail; refuse to truncate acknowledged
 //! data in the middle of the log.
+//!
+//! # How recovery decides
+//!
+//! An `abort` file exists while a store is open. Without it, the store trusts the checkpoint's end.
+//! With it (a crash), it truncates every index back to `min(flushed, index_flushed)` from the
+//! checkpoint, scans the log from there verifying each batch, re-indexes what is valid, follows roll
+//! markers to the next segment, and stops at the first zero length or invalid batch. Below the
+//! checkpoint's flushed position either is corruption and the store refuses to open (`Corrupt`).
+//! At or above it, it is the end of the log whatever follows: after a power loss the unflushed
+//! pages reach the disk in any order, so valid-looking batches, or a next segment with data whose
+//! roll marker's page was lost, may follow; none of it was flushed, so none was acknowledged under
+//! sync flush. The rest of the segment is zeroed without reading it (fallocate ZERO_RANGE), later
+//! segments are deleted, and a warning names what the first `max_batch_bytes` past the end showed.
+//! Only when there is no checkpoint at all (nothing says what was flushed) does a valid batch after
+//! an invalid one, or a next segment with data, mean corruption (or a lost roll marker: the scan
+//! goes on there). Whatever recovery keeps past the checkpoint is synced before the new checkpoint
+//! records it.
+//!
+//! Index files are counted at open by a linear continuity check: entries from the first slot while
+//! each goes on from the one before (its queue offset where the previous one ended, its batch after
+//! the previous one's), up to the first free or discontinuous slot, not a binary search for a free
+//! slot: after a power loss a later page of entries can be on disk without an earlier one. Whatever
+//! non-zero bytes lie past the entries (found with SEEK_DATA, reading only what the file system
+//! holds as data) are punched out and synced, so that stale entries never line up with later ones.
+//! A checkpoint at position 0 is a checkpoint (nothing was flushed), not a missing one.
 
 use smq_protocol::record_batch::{total_len, BatchView, FIXED_HEADER_BYTES};
 

@@ -1,5 +1,19 @@
 //! The store: one commit log and its queue indexes behind one writer, with the flusher, recovery
 //! on open and retention. This is the storage engine's public face.
+//!
+//! # The write path
+//!
+//! `Store::append` validates the batch (length, magic, CRC, structure, message sizes) with no lock
+//! held, keeping the CRC state of its payload. If the queue's index needs a new file, it is made
+//! (and its first pages read into memory) with the writer lock released, one at a time, and the append
+//! starts over. Under the single writer lock it checks the disk watermark, reserves space in the log
+//! (rolling to the next segment, which the preparer thread made ahead, if the batch does not fit:
+//! batches never span segments, and the rest of the old one starts with a roll marker), copies the
+//! batch into the map with the broker's stamp (the new CRC combines the payload's CRC with the
+//! new header's above 2 KiB of payload, and hashes a smaller batch again, which costs less),
+//! appends the index entry and publishes the new end position. In sync mode the append then waits
+//! for the flusher: it takes every waiting append, fsyncs (msync) the log up to the newest published
+//! position and answers them all: one fsync for many appends (group commit).
 
 use std::collections::HashMap;
 use std::fs::File;
