@@ -106,6 +106,36 @@ fn post(nameserver: &NameServer, body: &str, bearer: Option<&str>) -> (u16, Stri
     (reply.status, reply.body)
 }
 
+/// A counter from the NameServer's /metrics.
+fn nameserver_counter(nameserver: &NameServer, name: &str) -> u64 {
+    let (status, text) = nameserver.get("/metrics");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+}
+
+/// The real master's next heartbeats are accepted (at most a few heartbeat intervals), and none
+/// is refused meanwhile: after the forged ones, it keeps its place heartbeat after heartbeat.
+fn wait_for_the_masters_next_heartbeats(nameserver: &NameServer) {
+    let accepted = nameserver_counter(nameserver, "smq_nameserver_heartbeats_received_total");
+    let rejected = nameserver_counter(nameserver, "smq_nameserver_heartbeats_rejected_total");
+    wait_for(
+        "three more heartbeats of the master accepted",
+        Duration::from_secs(10),
+        || {
+            (nameserver_counter(nameserver, "smq_nameserver_heartbeats_received_total")
+                >= accepted + 3)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        nameserver_counter(nameserver, "smq_nameserver_heartbeats_rejected_total"),
+        rejected,
+        "a heartbeat was refused after the forged ones"
+    );
+}
+
 #[test]
 fn a_heartbeat_without_the_cluster_secret_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,7 +172,7 @@ fn a_heartbeat_without_the_cluster_secret_is_refused_and_changes_nothing() {
         .count();
     assert_eq!(refusals, 1, "{:#?}", nameserver.log_lines());
     // Reads stay open without a read token; the real master keeps its routes as it goes on.
-    std::thread::sleep(Duration::from_millis(2_500));
+    wait_for_the_masters_next_heartbeats(&nameserver);
     assert_eq!(brokers(&nameserver), before);
     assert_eq!(route_master(&nameserver), Some(real));
 }
@@ -182,7 +212,7 @@ fn a_heartbeat_claiming_another_brokers_identity_role_or_address_changes_nothing
         nameserver.log_lines()
     );
     // The real master keeps its routes heartbeat after heartbeat.
-    std::thread::sleep(Duration::from_millis(2_500));
+    wait_for_the_masters_next_heartbeats(&nameserver);
     assert_eq!(brokers(&nameserver), before);
     assert_eq!(route_master(&nameserver), Some(real));
 }
