@@ -69,6 +69,11 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
             .iter()
             .map(|topic| (topic.name.as_str(), &topic.counters)),
     );
+    crate::metrics::render_log_positions(
+        broker.store.end_position(),
+        broker.store.flushed_position(),
+        &mut text,
+    );
     crate::replication::render_metrics(&broker, &mut text);
     let wall_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

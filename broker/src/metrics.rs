@@ -183,6 +183,29 @@ impl Metrics {
     }
 }
 
+/// Appends where the commit log ends (`smq_log_end_position`: written, in the page cache) and
+/// below which it is fsynced (`smq_log_flushed_position`), as byte positions.
+pub fn render_log_positions(end: u64, flushed: u64, out: &mut String) {
+    let gauges = [
+        (
+            "smq_log_end_position",
+            "Byte position where the commit log ends (written, at least to the page cache).",
+            end,
+        ),
+        (
+            "smq_log_flushed_position",
+            "Byte position below which the commit log is fsynced.",
+            flushed,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+}
+
 /// A Prometheus label value with `\\`, `"` and newlines escaped (consumer group names may hold
 /// them).
 fn label(value: &str) -> String {

@@ -23,8 +23,9 @@ use crate::protocol::{ApiKey, ErrorCode, Request, Response};
 use crate::routing::{RouteCache, TopicRoutes};
 use crate::ClientConfig;
 
-/// How long a queue's fetch waits before it is sent again after it failed.
-const FETCH_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How long a queue's fetch waits before it is sent again after it failed (and its topic's
+/// routes are asked again, after a retryable error).
+pub const FETCH_RETRY_DELAY: Duration = Duration::from_millis(200);
 /// How long the consumer waits before applying routes again after a broker in them could not be
 /// reached.
 const FOLLOW_RETRY_DELAY: Duration = Duration::from_secs(1);

@@ -1464,3 +1464,249 @@ fn committed_offsets_reach_the_slave_and_a_slave_out_of_sync_and_back_is_logged_
         line.contains("a slave is in sync again") && line.contains(&slave_addr)
     });
 }
+
+/// The broker's commit log end and fsynced position, from its /metrics.
+fn log_positions(broker: &Broker) -> (u64, u64) {
+    let end = metric(broker, "smq_log_end_position").expect("smq_log_end_position");
+    let flushed = metric(broker, "smq_log_flushed_position").expect("smq_log_flushed_position");
+    (end as u64, flushed as u64)
+}
+
+#[test]
+fn under_sync_flush_and_sync_replication_an_acknowledged_batch_is_fsynced_on_master_and_slave() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "fsync");
+    let master = start_master(
+        &secret,
+        &dir.path().join("master"),
+        &["--flush", "sync", "--replication", "sync"],
+    );
+    // The slave flushes asynchronously, once an hour: only the master's --flush sync (which
+    // makes it fsync each chunk before acknowledging it) gets its copy to disk in time.
+    let slave = start_slave(
+        &master,
+        &secret,
+        &dir.path().join("slave"),
+        &["--flush", "async", "--flush-interval-ms", "3600000"],
+    );
+    wait_for_in_sync(&master);
+    let config = ClientConfig::new(master.addr.to_string());
+    let runtime = runtime();
+    let producer = runtime.block_on(async {
+        Admin::connect(config.clone())
+            .await
+            .unwrap()
+            .create_topic("t", 2)
+            .await
+            .unwrap();
+        Producer::connect(config.clone()).await.unwrap()
+    });
+    // One batch at a time: when its acknowledgement arrives, nothing else is written, so the
+    // master's log end is that batch's end.
+    for sequence in 0..20 {
+        runtime
+            .block_on(producer.send("t", Message::from_body(body(sequence % 3, sequence))))
+            .unwrap();
+        let (end, master_flushed) = log_positions(&master);
+        let (_, slave_flushed) = log_positions(&slave);
+        assert!(
+            master_flushed >= end && slave_flushed >= end,
+            "batch {sequence} ending at {end} was acknowledged, but the master fsynced only \
+             below {master_flushed} and the slave below {slave_flushed}"
+        );
+    }
+    // Many batches in flight: after the last acknowledgement, the whole log.
+    let pending: Vec<_> = runtime.block_on(async {
+        let mut pending = Vec::new();
+        for sequence in 0..5_000 {
+            let message = Message::from_body(body(sequence % 7, sequence));
+            pending.push(producer.start_send("t", message).await.unwrap());
+        }
+        pending
+    });
+    for delivery in pending {
+        runtime.block_on(delivery.wait()).unwrap();
+    }
+    let (end, master_flushed) = log_positions(&master);
+    let (_, slave_flushed) = log_positions(&slave);
+    println!(
+        "log end {end}: fsynced below {master_flushed} on the master, {slave_flushed} on the slave"
+    );
+    assert!(master_flushed >= end && slave_flushed >= end);
+}
+
+#[test]
+fn under_sync_flush_a_slaves_acknowledgement_counts_only_what_it_fsynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "right");
+    let master = start_master(
+        &secret,
+        &dir.path().join("master"),
+        &["--flush", "sync", "--replication", "sync"],
+    );
+    let created = master
+        .smq()
+        .args(["topic", "create", "t", "--queues", "1"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    // A hand-written slave with the secret: it holds whatever it fetched, and says how much
+    // of it it fsynced.
+    let mut peer = RawPeer::connect(&master);
+    let hello = peer.call(ReplicaRequest::Hello(ReplicaHello {
+        cluster: "smq".into(),
+        group: "broker-a".into(),
+        slave_addr: "127.0.0.1:1".into(),
+        secret: Bytes::from_static(b"right"),
+        log_end: 0,
+        segment_bytes: 16 << 20,
+        epochs: Vec::new(),
+    }));
+    match hello {
+        Some(ReplicaResponse::Hello(hello)) => assert!(hello.fsync_acks),
+        other => panic!("admitted, with fsync_acks: {other:?}"),
+    }
+    let mut position = 0;
+    let mut fetch = |peer: &mut RawPeer, fsynced: bool| {
+        let request = ReplicaRequest::Fetch(ReplicaFetch {
+            position,
+            flushed_position: if fsynced { position } else { 0 },
+            max_bytes: 1 << 20,
+            max_wait_ms: 100,
+        });
+        match peer.call(request) {
+            Some(ReplicaResponse::Fetch(answer)) => {
+                position = answer.position + answer.bytes.len() as u64;
+            }
+            other => panic!("a fetch answer: {other:?}"),
+        }
+    };
+    // Caught up with the empty log: in sync, and so a holder.
+    fetch(&mut peer, false);
+    fetch(&mut peer, false);
+    wait_for_in_sync(&master);
+
+    let runtime = runtime();
+    let mut config = ClientConfig::new(master.addr.to_string());
+    (config.ack_timeout_ms, config.attempt_timeout_ms) = (1_000, 1_500);
+    config.send_timeout_ms = 1_500;
+    let producer = runtime.block_on(Producer::connect(config)).unwrap();
+    // Runs one send while the peer fetches (fsynced or not), until the send is answered.
+    let mut send_while_fetching = |fsynced: bool, body: &'static str| {
+        let producer = producer.clone();
+        let send = runtime.spawn(async move { producer.send("t", Message::from_body(body)).await });
+        while !send.is_finished() {
+            fetch(&mut peer, fsynced);
+        }
+        runtime.block_on(send).unwrap()
+    };
+    // The peer holds every byte but fsynced none: that acknowledges nothing.
+    let unsynced = send_while_fetching(false, "held, not fsynced");
+    assert!(
+        unsynced.is_err(),
+        "a write acknowledged by a slave that fsynced none of it: {unsynced:?}"
+    );
+    println!("not fsynced on the slave: {}", unsynced.unwrap_err());
+    // The same peer, saying it fsynced what it holds: acknowledged.
+    let fsynced = send_while_fetching(true, "held and fsynced");
+    assert!(fsynced.is_ok(), "{fsynced:?}");
+}
+
+#[test]
+fn a_dead_masters_backlog_is_read_from_its_slave_within_one_heartbeat_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "backlog");
+    let heartbeat_timeout = Duration::from_millis(1500);
+    let timeout_ms = heartbeat_timeout.as_millis().to_string();
+    let nameserver = NameServer::start(&["--heartbeat-timeout-ms", &timeout_ms]);
+    let ns = nameserver.url();
+    let master = start_master(
+        &secret,
+        &dir.path().join("master"),
+        &["--nameserver", &ns, "--replication", "sync"],
+    );
+    let slave = start_slave(
+        &master,
+        &secret,
+        &dir.path().join("slave"),
+        &["--nameserver", &ns],
+    );
+    wait_for("both brokers registered", Duration::from_secs(10), || {
+        (smq_tests::failover::registered(&nameserver).len() == 2).then_some(())
+    });
+    wait_for_in_sync(&master);
+    let created = nameserver
+        .smq()
+        .args(["topic", "create", "t", "--queues", "4"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let runtime = runtime();
+    // Routes asked again only after errors: the background refresh does not help.
+    let config = nameserver.client_config(60_000);
+    let backlog = 2_000;
+    runtime.block_on(async {
+        let producer = Producer::connect(config.clone()).await.unwrap();
+        let mut pending = Vec::new();
+        for sequence in 0..backlog {
+            let message = Message::from_body(format!("backlog {sequence}"));
+            pending.push(producer.start_send("t", message).await.unwrap());
+        }
+        for delivery in pending {
+            delivery.wait().await.unwrap();
+        }
+    });
+    wait_until_caught_up(&slave, "the backlog on the slave");
+
+    let died = Instant::now();
+    master.kill();
+    // A consumer that starts now, as an application restarting it would: its first routes
+    // still name the dead master (connecting fails, retryably, until the NameServer drops it).
+    let mut unread: BTreeSet<String> = (0..backlog).map(|n| format!("backlog {n}")).collect();
+    runtime.block_on(async {
+        let mut consumer = loop {
+            match Consumer::connect(config.clone(), "t", None, StartFrom::Earliest).await {
+                Ok(consumer) => break consumer,
+                Err(error) => {
+                    assert!(error.is_retryable(), "{error}");
+                    tokio::time::sleep(smq_client::consumer::FETCH_RETRY_DELAY).await;
+                }
+            }
+        };
+        while !unread.is_empty() {
+            assert!(
+                died.elapsed() < Duration::from_secs(30),
+                "{} of the backlog unread",
+                unread.len()
+            );
+            match consumer.poll(backlog).await {
+                Ok(messages) => {
+                    for message in messages {
+                        unread.remove(std::str::from_utf8(&message.body).unwrap());
+                    }
+                }
+                Err(error) => assert!(error.is_retryable(), "{error}"),
+            }
+        }
+    });
+    let read_after = died.elapsed();
+    // The NameServer drops the master at most one heartbeat timeout after its last heartbeat
+    // (before its death); the connect retried every FETCH_RETRY_DELAY (as the consumer retries
+    // a failed fetch, asking for the routes again) then finds the slave in the routes, and its
+    // fetches are answered at once: one retry interval for the routes, one for the reads.
+    let retry = smq_client::consumer::FETCH_RETRY_DELAY;
+    let bound = heartbeat_timeout + 2 * retry;
+    println!(
+        "the dead master's backlog of {backlog} messages was read from its slave {} ms after \
+         its death (heartbeat timeout {} ms, bound {} ms)",
+        read_after.as_millis(),
+        heartbeat_timeout.as_millis(),
+        bound.as_millis()
+    );
+    assert!(
+        read_after <= bound,
+        "read {} ms after the death, above the bound of {} ms",
+        read_after.as_millis(),
+        bound.as_millis()
+    );
+}
