@@ -10,6 +10,7 @@ use smq_protocol::limits::{
 };
 
 use smq_client::credential::{self, Credential};
+use smq_protocol::Role;
 use smq_tls::{ClientTls, ServerTls};
 
 use crate::auth::{PrincipalConfig, Principals};
@@ -21,13 +22,6 @@ pub const CLUSTER_SECRET_ENV: &str = "SMQ_CLUSTER_SECRET";
 
 /// Default `--listen` address (client and, later, replication traffic).
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:10911";
-
-/// What a broker is in its group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Master,
-    Slave,
-}
 
 /// When a master acknowledges a write relative to its slave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

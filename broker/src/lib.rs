@@ -26,11 +26,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use config::{BrokerConfig, Replication, Role};
+use config::{BrokerConfig, Replication};
 use metadata::offsets::{Offsets, OffsetsError};
 use metadata::topics::{TopicError, Topics};
 use replication::holders_file::{Holders, HoldersFileError};
 use smq_client::nameserver_client::NameServerClient;
+use smq_protocol::Role;
 use state::Broker;
 use storage::{StorageError, Store};
 

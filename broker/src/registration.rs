@@ -20,12 +20,13 @@ use std::time::Duration;
 use smq_client::discovery::{Discovery, DiscoveryError, DiscoveryMode, DiscoveryOptions};
 use smq_client::nameserver_client::{Backoff, NameServerClient};
 use smq_protocol::nameserver_api::{
-    self, ConsumerOffset, Heartbeat, TopicQueues, HEARTBEAT_INTERVAL_MS_DEFAULT,
+    ConsumerOffset, Heartbeat, TopicQueues, HEARTBEAT_INTERVAL_MS_DEFAULT,
 };
 
-use crate::config::{BrokerConfig, Role};
+use crate::config::BrokerConfig;
 use crate::replication::role_change;
 use crate::state::{shutting_down, Broker};
+use smq_protocol::Role;
 
 /// Shortest interval honoured from a reply, so that a misconfigured NameServer cannot make the
 /// broker spin.
@@ -65,14 +66,10 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
     let now = broker.role_now();
     let fenced = broker.store.fenced_reason().is_some() || now.refusing_writes.is_some();
     let config = &broker.config;
-    let role = match now.role {
-        Role::Master => nameserver_api::Role::Master,
-        Role::Slave => nameserver_api::Role::Slave,
-    };
     Heartbeat {
         cluster: config.cluster.clone(),
         group: config.group.clone(),
-        role,
+        role: now.role,
         name: config.broker_name.clone(),
         addr,
         http_addr: http_addr.map(|a| a.to_string()),

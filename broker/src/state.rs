@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::{watch, Notify};
 
-use crate::config::{BrokerConfig, Role};
+use crate::config::BrokerConfig;
 use crate::metadata::offsets::Offsets;
 use crate::metadata::topics::{TopicConfig, TopicError, Topics};
 use crate::metrics::{Metrics, TopicCounters};
@@ -14,6 +14,7 @@ use crate::replication::lease::WriteLease;
 use crate::replication::master::Replicas;
 use crate::replication::slave::SlaveStatus;
 use crate::storage::Store;
+use smq_protocol::Role;
 
 /// One topic as the request path sees it: one incarnation of the name (a topic deleted and
 /// created again is a new `TopicState`, with a new id).

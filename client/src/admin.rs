@@ -6,8 +6,8 @@ use crate::error::{Error, Result};
 use crate::protocol::request::{
     CreateTopicRequest, DeleteTopicRequest, ListOffsetsRequest, MetadataRequest,
 };
-use crate::protocol::response::{ListOffsetsResponse, MetadataResponse, Role, TopicMetadata};
-use crate::protocol::{ApiKey, Request, Response};
+use crate::protocol::response::{ListOffsetsResponse, MetadataResponse, TopicMetadata};
+use crate::protocol::{ApiKey, Request, Response, Role};
 use crate::ClientConfig;
 
 /// Creates, deletes, lists and describes topics.
@@ -61,7 +61,7 @@ pub(crate) async fn describe_topic_in_group(
 ///
 /// ```
 /// use smq_client::admin::BrokerInfo;
-/// use smq_client::protocol::response::Role;
+/// use smq_client::protocol::Role;
 ///
 /// let info = BrokerInfo { cluster: "c".into(), group: "g".into(), role: Role::Master };
 /// assert_eq!(info.role, Role::Master);

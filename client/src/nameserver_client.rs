@@ -835,7 +835,7 @@ mod tests {
         let heartbeat = Heartbeat {
             cluster: "c".into(),
             group: "g".into(),
-            role: crate::nameserver_api::Role::Master,
+            role: crate::protocol::Role::Master,
             name: None,
             addr: "127.0.0.1:10911".into(),
             http_addr: None,

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::nameserver_api::{BrokerInfo, ClusterView, GroupEpoch, Role};
+use crate::nameserver_api::{BrokerInfo, ClusterView, GroupEpoch};
 use crate::nameserver_client::{NameServerClient, NameServerError};
 use crate::protocol::role_change::{
     HandOver, HandOverAction, HandOverResponse, Promote, PromoteResponse, RoleRequest, RoleResponse,
 };
-use crate::protocol::ErrorResponse;
+use crate::protocol::{ErrorResponse, Role};
 use crate::{Admin, ClientConfig};
 
 /// What to promote, and how patiently.

@@ -18,8 +18,9 @@ use std::collections::BTreeMap;
 use smq_protocol::limits::MAX_GROUPS_PER_ROUTE;
 use smq_protocol::nameserver_api::{
     BrokerInfo, ClusterView, ConsumerOffset, DownGroup, GroupEpoch, GroupRoute, Heartbeat,
-    HeartbeatReply, Role, TopicList, TopicQueues, TopicRoute, TopicSummary,
+    HeartbeatReply, TopicList, TopicQueues, TopicRoute, TopicSummary,
 };
+use smq_protocol::Role;
 
 /// Why a heartbeat is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smq_client::nameserver_api::{ClusterView, Role};
+use smq_client::nameserver_api::ClusterView;
+use smq_client::protocol::Role;
 use smq_client::{ClientConfig, Consumer, Message, Producer, StartFrom};
 use smq_tests::{wait_for, Broker, NameServer};
 

@@ -1,11 +1,10 @@
 //! Metadata: who this broker is and which topics, queues and offsets it holds.
 
 use smq_protocol::request::MetadataRequest;
-use smq_protocol::response::{MetadataResponse, QueueMetadata, Role, TopicMetadata};
+use smq_protocol::response::{MetadataResponse, QueueMetadata, TopicMetadata};
 use smq_protocol::Response;
 
 use super::{Answer, Outcome};
-use crate::config;
 use crate::state::Broker;
 
 pub fn handle(broker: &Broker, request: MetadataRequest) -> Outcome {
@@ -32,10 +31,7 @@ pub fn handle(broker: &Broker, request: MetadataRequest) -> Outcome {
     Ok(Answer::Response(Response::Metadata(MetadataResponse {
         cluster: broker.config.cluster.clone(),
         group: broker.config.group.clone(),
-        role: match broker.role_now().role {
-            config::Role::Master => Role::Master,
-            config::Role::Slave => Role::Slave,
-        },
+        role: broker.role_now().role,
         topics,
     })))
 }

@@ -28,9 +28,8 @@ use smq_protocol::limits::MAX_GROUP_NAME_BYTES;
 use smq_protocol::replication::{
     ReplicaFetchResponse, ReplicaHelloResponse, ReplicaMetadataResponse,
 };
-use smq_protocol::{Request, Response};
+use smq_protocol::{Request, Response, Role};
 
-use crate::config::Role;
 use crate::state::{Broker, TopicState};
 use crate::storage::check_topic_name;
 pub use error::HandlerError;

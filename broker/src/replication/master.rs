@@ -33,10 +33,11 @@ use tokio::sync::{watch, Notify};
 
 use super::epochs::{reconcile, Log, Verdict};
 use super::holders_file::{Holders, HoldersFileError};
-use crate::config::{BrokerConfig, Replication, Role};
+use crate::config::{BrokerConfig, Replication};
 use crate::handlers::{Answer, HandlerError, Outcome, Reply};
 use crate::state::Broker;
 use crate::storage::{FlushMode, Store};
+use smq_protocol::Role;
 
 /// Largest log chunk sent in one ReplicaFetch answer, whatever the slave asks for.
 pub const MAX_REPLICA_FETCH_BYTES: u32 = 4 * 1024 * 1024;

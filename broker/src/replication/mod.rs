@@ -14,8 +14,8 @@ pub mod slave;
 
 use std::fmt::Write;
 
-use crate::config::Role;
 use crate::state::Broker;
+use smq_protocol::Role;
 
 /// Appends the replication metrics to the Prometheus text of /metrics: on a slave, its lag
 /// behind its master; on a master, each connected slave's lag and in-sync state.

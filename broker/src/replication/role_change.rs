@@ -15,20 +15,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smq_client::nameserver_client::{Backoff, NameServerClient, NameServerError};
-use smq_protocol::nameserver_api::{
-    self, ApiErrorCode, HeartbeatReply, HEARTBEAT_INTERVAL_MS_DEFAULT,
-};
+use smq_protocol::nameserver_api::{ApiErrorCode, HeartbeatReply, HEARTBEAT_INTERVAL_MS_DEFAULT};
 use smq_protocol::role_change::{
     HandOver, HandOverAction, HandOverResponse, Promote, PromoteResponse, RoleRequest, RoleResponse,
 };
 
 use super::holders_file::Holders;
-use crate::config::{Replication, Role};
+use crate::config::Replication;
 use crate::handlers::{Answer, HandlerError, Outcome, Reply};
 use crate::registration;
 use crate::state::Broker;
 use crate::storage::{FlushMode, StorageError};
 use crate::StartError;
+use smq_protocol::Role;
 
 /// How long a master waits at start for a NameServer to answer its claim before it takes
 /// writes without one (a heartbeat interval: the NameServer may be down).
@@ -85,7 +84,7 @@ pub async fn claim_at_start(
         // without a live master (a restart-based switchover); a slave of a live master (an old
         // master that followed its successor, restarted as configured) stays its slave.
         let mut probe = registration::heartbeat(broker, addr, http_addr);
-        probe.role = nameserver_api::Role::Slave;
+        probe.role = Role::Slave;
         probe.master_epoch = broker.store.epoch_history().last_epoch();
         probe.acknowledged_position = None;
         if let Ok(reply) = client.heartbeat(&probe).await {

@@ -25,12 +25,11 @@ use smq_protocol::replication::{
     EpochEntry, ReplicaFetch, ReplicaHello, ReplicaHelloResponse, ReplicaRequest, ReplicaResponse,
 };
 use smq_protocol::request::HandshakeRequest;
-use smq_protocol::{ApiKey, Request, Response};
+use smq_protocol::{ApiKey, Request, Response, Role};
 use smq_tls::MaybeTls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::Role;
 use crate::state::{shutting_down, Broker};
 use crate::storage::AppendReceipt;
 

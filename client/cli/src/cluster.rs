@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use smq_client::nameserver_api::Role;
 use smq_client::nameserver_client::NameServerClient;
 
 /// `smq cluster`'s flags.
@@ -45,10 +44,7 @@ async fn cluster(client: &NameServerClient, wait: Duration, json: bool) -> anyho
         "CLUSTER", "GROUP", "ROLE", "ADDRESS", "LAST HEARTBEAT", "REPLICATION LAG"
     );
     for broker in &view.brokers {
-        let role = match broker.role {
-            Role::Master => "master",
-            Role::Slave => "slave",
-        };
+        let role = broker.role.as_str();
         let lag = match (broker.replication_lag_bytes, broker.in_sync) {
             (Some(bytes), Some(in_sync)) => {
                 let seconds = broker

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use smq_client::discovery::dev_dns::{DevDns, SrvRecord};
-use smq_client::nameserver_api::Role;
+use smq_client::protocol::Role;
 
 use children::{find_binary, Server};
 use control::{Progress, Request};

@@ -5,10 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Subcommand;
-use smq_client::nameserver_api::Role;
 use smq_client::nameserver_client::{NameServerClient, NameServerError};
 use smq_client::protocol::response::TopicMetadata;
-use smq_client::protocol::ErrorCode;
+use smq_client::protocol::{ErrorCode, Role};
 use smq_client::{Admin, ClientConfig};
 
 #[derive(Subcommand, Debug)]

@@ -13,6 +13,7 @@ pub mod record_batch;
 pub mod replication;
 pub mod request;
 pub mod response;
+pub mod role;
 pub mod role_change;
 pub mod wire;
 
@@ -21,4 +22,5 @@ pub use error_code::ErrorCode;
 pub use frame::{FrameError, RequestFrame, RequestHeader, ResponseFrame};
 pub use request::Request;
 pub use response::{ErrorResponse, Response};
+pub use role::Role;
 pub use wire::DecodeError;

@@ -8,6 +8,7 @@ use crate::limits::{
     MAX_ADDR_BYTES, MAX_GROUPS_PER_ROUTE, MAX_QUEUES_PER_TOPIC, MAX_SLAVES_PER_GROUP,
     MAX_TOPICS_PER_BROKER, MAX_TOPIC_NAME_BYTES,
 };
+use crate::role::Role;
 
 /// Where brokers POST their [`Heartbeat`].
 pub const HEARTBEAT_PATH: &str = "/v1/brokers/heartbeat";
@@ -29,30 +30,13 @@ pub fn route_path(topic: &str) -> String {
     format!("{ROUTES_PATH_PREFIX}{topic}")
 }
 
-/// A broker's role in its group.
-///
-/// ```
-/// use smq_protocol::nameserver_api::Role;
-///
-/// assert_eq!(serde_json::to_string(&Role::Master).unwrap(), r#""master""#);
-/// let role: Role = serde_json::from_str(r#""slave""#).unwrap();
-/// assert_eq!(role, Role::Slave);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Takes writes; one per group.
-    Master,
-    /// Copies its master's log and serves reads when the master is gone.
-    Slave,
-}
-
 /// What a broker reports every heartbeat interval: everything the NameServer knows about it.
 /// Each heartbeat replaces the previous one whole (no deltas), so a lost heartbeat loses nothing.
 /// Unknown fields are ignored, so that a newer broker can report more to an older NameServer.
 ///
 /// ```
-/// use smq_protocol::nameserver_api::{Heartbeat, Role};
+/// use smq_protocol::nameserver_api::Heartbeat;
+/// use smq_protocol::Role;
 ///
 /// let json = r#"{"cluster":"c1","group":"g1","role":"master","addr":"10.0.0.1:10911",
 ///     "data_version":7,"log_end_offset":4096,"topics":[{"name":"orders","queues":4}]}"#;
@@ -487,7 +471,8 @@ pub struct GroupRoute {
 /// `GET /v1/cluster`: every live broker.
 ///
 /// ```
-/// use smq_protocol::nameserver_api::{ClusterView, Role, CLUSTER_PATH};
+/// use smq_protocol::nameserver_api::{ClusterView, CLUSTER_PATH};
+/// use smq_protocol::Role;
 ///
 /// assert_eq!(CLUSTER_PATH, "/v1/cluster");
 /// let json = r#"{"brokers":[{"cluster":"c1","group":"g1","role":"slave",
@@ -536,7 +521,8 @@ fn is_zero(value: &u64) -> bool {
 /// One live broker as the NameServer last heard of it.
 ///
 /// ```
-/// use smq_protocol::nameserver_api::{BrokerInfo, Role};
+/// use smq_protocol::nameserver_api::BrokerInfo;
+/// use smq_protocol::Role;
 ///
 /// let json = r#"{"cluster":"c1","group":"g1","role":"slave","addr":"10.0.0.2:10911",
 ///     "http_addr":null,"master_addr":"10.0.0.1:10911","data_version":3,

@@ -9,6 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
 use crate::frame;
+use crate::role::Role;
 use crate::wire::{put_bytes, put_count, put_string, DecodeError, Reader};
 
 /// A broker's refusal: a code saying what kind of failure, a message saying what exactly and
@@ -294,35 +295,6 @@ impl ListOffsetsResponse {
     }
 }
 
-/// A broker's role in its group.
-///
-/// ```
-/// use smq_protocol::response::Role;
-///
-/// // On the wire a role is one byte.
-/// assert_eq!(Role::Master as u8, 0);
-/// assert_eq!(Role::Slave as u8, 1);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Role {
-    Master = 0,
-    Slave = 1,
-}
-
-impl Role {
-    fn from_u8(value: u8) -> Result<Role, DecodeError> {
-        match value {
-            0 => Ok(Role::Master),
-            1 => Ok(Role::Slave),
-            _ => Err(DecodeError::InvalidValue {
-                field: "role",
-                value: u64::from(value),
-            }),
-        }
-    }
-}
-
 /// One queue of a topic on this broker.
 ///
 /// ```
@@ -371,7 +343,8 @@ const TOPIC_METADATA_MIN_BYTES: usize = 2 + 4;
 /// ```
 /// use bytes::BytesMut;
 /// use smq_protocol::frame::decode_response;
-/// use smq_protocol::response::{MetadataResponse, QueueMetadata, Response, Role, TopicMetadata};
+/// use smq_protocol::response::{MetadataResponse, QueueMetadata, Response, TopicMetadata};
+/// use smq_protocol::Role;
 /// use smq_protocol::ApiKey;
 ///
 /// let queues = vec![QueueMetadata { queue_id: 0, log_start_offset: 0, high_watermark: 3 }];
@@ -394,7 +367,7 @@ impl MetadataResponse {
     fn encode(&self, api_version: u16, out: &mut BytesMut) {
         put_string(out, &self.cluster);
         put_string(out, &self.group);
-        out.put_u8(self.role as u8);
+        out.put_u8(self.role.to_u8());
         put_count(out, self.topics.len());
         for topic in &self.topics {
             put_string(out, &topic.name);
@@ -915,7 +888,7 @@ mod tests {
         put_string(&mut body, "");
         put_string(&mut body, "cluster");
         put_string(&mut body, "group-a");
-        body.put_u8(Role::Master as u8);
+        body.put_u8(Role::Master.to_u8());
         body.put_u32(1);
         put_string(&mut body, "orders");
         body.put_u32(u32::MAX);
