@@ -6,12 +6,13 @@
 # again while it copies (disturbed); how long the slave took to hold everything the master had.
 # Master, slave and producer share this machine's disk and cores.
 #
-#   scripts/bench-replication-copy.sh     # ROUNDS=2 LOG_MIB=2048 DURATION=10 PACE_BYTES_PER_SEC=0
+#   scripts/bench-replication-copy.sh     # ROUNDS=2 LOG_MIB=2048 DURATION=10 PACE_BYTES_PER_SEC=
 #                                         # SEGMENT_BYTES=268435456
 #
 # Disk: the master's log grows to LOG_MIB plus two producer runs, and the slave copies all of
 # it: about 2 x (LOG_MIB + 2 x DURATION x the producer's MB/s), removed at the end of a round.
-# PACE_BYTES_PER_SEC sets the master's --replication-max-bytes-per-sec (0: unpaced). The
+# PACE_BYTES_PER_SEC sets the master's --replication-max-bytes-per-sec (0: unpaced; empty: the
+# broker's default pace). The
 # disturbed figure covers only copying time when the copy took at least DURATION seconds: the
 # summary line says so.
 set -euo pipefail
@@ -21,7 +22,7 @@ ROUNDS=${ROUNDS:-2}
 SCALE=${SCALE:-1}
 LOG_MIB=${LOG_MIB:-2048}
 DURATION=${DURATION:-10}
-PACE_BYTES_PER_SEC=${PACE_BYTES_PER_SEC:-0}
+PACE_BYTES_PER_SEC=${PACE_BYTES_PER_SEC:-}
 SEGMENT_BYTES=${SEGMENT_BYTES:-268435456}
 PORT=${PORT:-19941}
 HTTP_PORT=$((PORT + 2))
@@ -43,7 +44,7 @@ start_master() {
   rm -rf "$WORK/data"
   "$BIN/smq-broker" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --flush async \
     --segment-bytes "$SEGMENT_BYTES" --replication async --replication-secret-file "$WORK/secret" --http "127.0.0.1:$HTTP_PORT" \
-    --replication-max-bytes-per-sec "$PACE_BYTES_PER_SEC" --log-level warn >"$WORK/broker.log" 2>&1 &
+    ${PACE_BYTES_PER_SEC:+--replication-max-bytes-per-sec "$PACE_BYTES_PER_SEC"} --log-level warn >"$WORK/broker.log" 2>&1 &
   BROKER_PID=$!
   for _ in $(seq 1 200); do
     if "$BIN/smq" --broker "127.0.0.1:$PORT" topic list >/dev/null 2>&1; then return; fi
@@ -75,7 +76,7 @@ free_mb=$(df -Pm "$WORK" | awk 'NR == 2 {print $4}')
 if [ "$free_mb" -lt "$need_mb" ]; then
   echo "this run needs about $need_mb MB of disk and $free_mb MB are free: lower LOG_MIB or DURATION"; exit 1
 fi
-echo "# replication copy benchmark: $ROUNDS rounds, log $LOG_MIB MiB, producer $DURATION s, pace $PACE_BYTES_PER_SEC B/s, $(nproc) cores, $(uname -r), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
+echo "# replication copy benchmark: $ROUNDS rounds, log $LOG_MIB MiB, producer $DURATION s, pace ${PACE_BYTES_PER_SEC:-default} B/s, $(nproc) cores, $(uname -r), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round: dd $(dd_mb_per_s) MB/s, fsync p99 $(fsync_p99_us) us"
   start_master
@@ -99,4 +100,4 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 stop_broker
 # shellcheck disable=SC2086
-echo "summary: while an empty slave copies a $LOG_MIB MiB log (pace $PACE_BYTES_PER_SEC B/s), the producer keeps $(python3 -c "import statistics, sys; print(round(statistics.median(map(float, sys.argv[1:]))))" $KEPT)% of its undisturbed throughput (median of $ROUNDS rounds; target >= 70%)"
+echo "summary: while an empty slave copies a $LOG_MIB MiB log (pace ${PACE_BYTES_PER_SEC:-default} B/s), the producer keeps $(python3 -c "import statistics, sys; print(round(statistics.median(map(float, sys.argv[1:]))))" $KEPT)% of its undisturbed throughput (median of $ROUNDS rounds; target >= 70%)"

@@ -118,8 +118,10 @@ pub struct Settings {
     /// replication refuses writes (NO_SLAVE) while no slave is in sync [default: 10000].
     #[arg(long, env = "SMQ_REPLICA_LAG_TIME_MAX_MS", value_name = "MS")]
     pub replica_lag_time_max_ms: Option<u64>,
-    /// Masters: most log bytes a second sent to each slave, so that a slave copying a long
-    /// log leaves disk and network to the producers; 0 = no limit [default: 0].
+    /// Masters: most log bytes a second sent to each slave while it copies what the master
+    /// held when it connected, so that a new or returning slave copying a long log leaves
+    /// disk and cores to the producers (what is written after goes unpaced); 0 = no limit
+    /// [default: 100000000].
     #[arg(long, env = "SMQ_REPLICATION_MAX_BYTES_PER_SEC", value_name = "BYTES")]
     pub replication_max_bytes_per_sec: Option<u64>,
     /// PEM certificate chain (leaf first) this broker serves TLS with on --listen and --http;
@@ -329,7 +331,7 @@ pub struct BrokerConfig {
     pub replication: Replication,
     pub replication_timeout_ms: u64,
     pub replica_lag_time_max_ms: u64,
-    /// 0: no limit.
+    /// Pace of a slave's copy of what the master held when it connected; 0: no limit.
     pub replication_max_bytes_per_sec: u64,
     /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: TLS on `listen` and `http`; `None`: plain.
     pub tls: Option<ServerTls>,
@@ -372,6 +374,10 @@ const OFFSETS_FLUSH_INTERVAL_MS: (u64, u64, u64) = (1_000, 10, 600_000);
 const RETENTION_CHECK_INTERVAL_MS: (u64, u64, u64) = (60_000, 10, 86_400_000);
 const REPLICATION_TIMEOUT_MS: (u64, u64, u64) = (3_000, 10, 600_000);
 const REPLICA_LAG_TIME_MAX_MS: (u64, u64, u64) = (10_000, 100, 600_000);
+/// 100 MB/s: with it, a producer on a 2-core machine sharing one disk with master and slave kept
+/// at least 70% of its throughput while an empty slave copied a 2 GiB log (BENCHMARKS.md);
+/// unpaced, 49-59%.
+const REPLICATION_MAX_BYTES_PER_SEC_DEFAULT: u64 = 100_000_000;
 const MAX_CONSUMER_GROUPS: (u64, u64, u64) = (10_000, 1, 1_000_000);
 const MAX_COMMITTED_OFFSETS: (u64, u64, u64) = (1_000_000, 1, 100_000_000);
 
@@ -510,7 +516,9 @@ impl BrokerConfig {
                 settings.replica_lag_time_max_ms,
                 REPLICA_LAG_TIME_MAX_MS,
             )?,
-            replication_max_bytes_per_sec: settings.replication_max_bytes_per_sec.unwrap_or(0),
+            replication_max_bytes_per_sec: settings
+                .replication_max_bytes_per_sec
+                .unwrap_or(REPLICATION_MAX_BYTES_PER_SEC_DEFAULT),
             tls,
             tls_ca,
             http: settings.http,

@@ -1710,3 +1710,54 @@ fn a_dead_masters_backlog_is_read_from_its_slave_within_one_heartbeat_timeout() 
         bound.as_millis()
     );
 }
+
+#[test]
+fn a_slave_that_caught_up_is_not_held_back_by_the_copy_pace() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "pace");
+    // A pace far below what is written next: only the copy of what the master held when the
+    // slave connected (nothing here) is paced.
+    let pace_bytes_per_sec = 1_000_000;
+    let pace = pace_bytes_per_sec.to_string();
+    let master = start_master(
+        &secret,
+        &dir.path().join("master"),
+        &[
+            "--replication",
+            "sync",
+            "--replication-max-bytes-per-sec",
+            &pace,
+        ],
+    );
+    let _slave = start_slave(&master, &secret, &dir.path().join("slave"), &[]);
+    wait_for_in_sync(&master);
+    let config = ClientConfig::new(master.addr.to_string());
+    let (count, message_bytes) = (4_000, 2_000);
+    let started = Instant::now();
+    runtime().block_on(async {
+        Admin::connect(config.clone())
+            .await
+            .unwrap()
+            .create_topic("t", 2)
+            .await
+            .unwrap();
+        let producer = Producer::connect(config).await.unwrap();
+        let mut pending = Vec::new();
+        for _ in 0..count {
+            let message = Message::from_body(vec![b'p'; message_bytes]);
+            pending.push(producer.start_send("t", message).await.unwrap());
+        }
+        for delivery in pending {
+            delivery.wait().await.unwrap();
+        }
+    });
+    let took = started.elapsed();
+    let paced = Duration::from_secs_f64((count * message_bytes) as f64 / pace_bytes_per_sec as f64);
+    println!(
+        "{count} sync-replicated messages of {message_bytes} bytes in {} ms; at the pace they \
+         would take {} ms",
+        took.as_millis(),
+        paced.as_millis()
+    );
+    assert!(took < paced, "the slave's copy of new writes was paced");
+}

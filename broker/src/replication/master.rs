@@ -63,6 +63,10 @@ pub struct SlaveView {
     pub in_sync: bool,
     /// With `replication_max_bytes_per_sec`: the next answer waits until then.
     paced_until: Instant,
+    /// The master's end when this slave connected: its copy of the log below is paced (what
+    /// is written after it is sent as fast as the slave asks, so that a slave in sync is never
+    /// held back, and the paced copy has an end).
+    paced_below: u64,
 }
 
 impl SlaveView {
@@ -367,6 +371,7 @@ pub fn hello(
             caught_up_at: Instant::now() - broker.replicas.lag_time_max,
             in_sync: false,
             paced_until: Instant::now(),
+            paced_below: end,
         },
     );
     tracing::info!(slave = %hello.slave_addr, %peer, slave_log_end = hello.log_end, truncate_to, master_log_end = end, master_epoch = store.master_epoch(), "a slave connected");
@@ -399,19 +404,19 @@ pub fn fetch(broker: &Arc<Broker>, session: &ReplicaSession, request: ReplicaFet
         let wait = Duration::from_millis(u64::from(request.max_wait_ms))
             .min(Duration::from_millis(broker.config.max_fetch_wait_ms));
         let mut max_bytes = request.max_bytes.clamp(1, MAX_REPLICA_FETCH_BYTES) as usize;
+        // With a rate, the copy of what the master held when the slave connected is paced.
         let rate = broker.config.replication_max_bytes_per_sec;
-        if rate > 0 {
+        let paced_until = (rate > 0)
+            .then(|| {
+                let replicas = broker.replicas.lock();
+                let slave = replicas.slaves.get(&id)?;
+                (request.position < slave.paced_below).then_some(slave.paced_until)
+            })
+            .flatten();
+        if let Some(until) = paced_until {
             // Chunks of a tenth of a second's worth, each sent no earlier than the rate allows.
             max_bytes = max_bytes.min((rate / 10).max(64 * 1024) as usize);
-            let until = broker
-                .replicas
-                .lock()
-                .slaves
-                .get(&id)
-                .map(|slave| slave.paced_until);
-            if let Some(until) = until {
-                tokio::time::sleep_until(until.into()).await;
-            }
+            tokio::time::sleep_until(until.into()).await;
         }
         let deadline = tokio::time::Instant::now() + wait;
         let mut shutdown = broker.shutdown.clone();
@@ -428,7 +433,7 @@ pub fn fetch(broker: &Arc<Broker>, session: &ReplicaSession, request: ReplicaFet
                 let master_end = broker.store.end_position();
                 if let Some(slave) = broker.replicas.lock().slaves.get_mut(&id) {
                     slave.end_at_last_answer = master_end;
-                    if rate > 0 {
+                    if paced_until.is_some() {
                         let sending =
                             Duration::from_secs_f64(chunk.bytes.len() as f64 / rate as f64);
                         slave.paced_until = slave.paced_until.max(Instant::now()) + sending;

@@ -326,6 +326,12 @@ fn wake_every_queue(broker: &Broker) {
 /// master epoch first (with the flags of the master's history), waits for their fsync when
 /// the master counts only fsynced bytes (or this slave flushes synchronously), then wakes the
 /// consumers waiting on their queues.
+///
+/// A chunk of the epoch this slave already records is appended right here, as a producer's
+/// batch is on the master (the preparer keeps the pages ahead of the writer in memory, so the
+/// copy does not wait for the disk), and its fsync awaited: the next fetch, which acknowledges
+/// the chunk, goes out without a hand-over to a blocking thread and back. Only a chunk that
+/// begins an epoch (a write of the history file) is appended on a blocking thread.
 async fn apply(
     broker: &Arc<Broker>,
     master: &str,
@@ -334,60 +340,24 @@ async fn apply(
     fsync: bool,
     master_epochs: &[EpochEntry],
 ) -> Result<(), ReplicationError> {
-    let master_epochs = master_epochs.to_vec();
-    let queues = while_following(broker, master, move |writer| {
-        let mut epoch = writer.store.epoch_history().last_epoch();
-        let mut queues = BTreeSet::new();
-        let mut last: Option<AppendReceipt> = None;
-        let mut at = 0usize;
-        while at < bytes.len() {
-            let size = bytes
-                .get(at..at + 4)
-                .map(|field| 4 + u32::from_be_bytes(field.try_into().expect("4 bytes")) as usize)
-                .filter(|size| at + size <= bytes.len())
-                .ok_or_else(|| {
-                    ReplicationError::Apply(format!(
-                        "the master's log chunk at {position} ends inside a batch at {}",
-                        position + at as u64
-                    ))
-                })?;
-            let batch = &bytes[at..at + size];
-            let batch_epoch = BatchView::parse_with_limit(batch, usize::MAX)
-                .map(|view| view.master_epoch())
-                .unwrap_or(epoch);
-            if batch_epoch != epoch {
-                let start = position + at as u64;
-                let promoted = master_epochs
-                    .iter()
-                    .any(|entry| entry.epoch == batch_epoch && entry.promoted);
-                writer
-                    .store
-                    .record_epoch(EpochEntry {
-                        epoch: batch_epoch,
-                        start,
-                        promoted,
-                    })
-                    .map_err(|error| ReplicationError::Apply(error.to_string()))?;
-                epoch = batch_epoch;
-            }
-            let receipt = writer
-                .store
-                .append_replicated(position + at as u64, batch, fsync)
-                .map_err(|error| ReplicationError::Apply(error.to_string()))?;
-            if let Ok(view) = BatchView::parse(batch) {
-                queues.insert((view.topic().to_owned(), view.queue_id()));
-            }
-            last = Some(receipt);
-            at += size;
-        }
-        if let Some(receipt) = last {
-            receipt
-                .wait_durable()
-                .map_err(|error| ReplicationError::Apply(error.to_string()))?;
-        }
-        Ok(queues)
-    })
-    .await?;
+    let last_epoch = broker.store.epoch_history().last_epoch();
+    let (queues, last) = if changes_epoch(&bytes, last_epoch) {
+        let master_epochs = master_epochs.to_vec();
+        while_following(broker, master, move |writer| {
+            append_chunk(writer, position, &bytes, fsync, &master_epochs)
+        })
+        .await?
+    } else {
+        following_now(broker, master, |writer| {
+            append_chunk(writer, position, &bytes, fsync, master_epochs)
+        })?
+    };
+    if let Some(receipt) = last {
+        receipt
+            .durable()
+            .await
+            .map_err(|error| ReplicationError::Apply(error.to_string()))?;
+    }
     for (topic, queue) in queues {
         if let Some(state) = broker.topic(&topic) {
             if queue < state.queue_count {
@@ -396,6 +366,82 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+/// Whether a batch of `bytes` carries another master epoch than `epoch`.
+fn changes_epoch(bytes: &[u8], epoch: u32) -> bool {
+    let mut at = 0usize;
+    while let Some(field) = bytes.get(at..at + 4) {
+        let size = 4 + u32::from_be_bytes(field.try_into().expect("4 bytes")) as usize;
+        let Some(batch) = bytes.get(at..at + size) else {
+            return false; // a torn chunk: append_chunk says so
+        };
+        if BatchView::parse_with_limit(batch, usize::MAX)
+            .is_ok_and(|view| view.master_epoch() != epoch)
+        {
+            return true;
+        }
+        at += size;
+    }
+    false
+}
+
+/// The queues appended to and the receipt of the last batch.
+type Appends = (BTreeSet<(String, u32)>, Option<AppendReceipt>);
+
+/// Appends the batches of a chunk (see [`apply`]); records each new epoch first.
+fn append_chunk(
+    writer: &Broker,
+    position: u64,
+    bytes: &[u8],
+    fsync: bool,
+    master_epochs: &[EpochEntry],
+) -> Result<Appends, ReplicationError> {
+    let mut epoch = writer.store.epoch_history().last_epoch();
+    let mut queues = BTreeSet::new();
+    let mut last: Option<AppendReceipt> = None;
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let size = bytes
+            .get(at..at + 4)
+            .map(|field| 4 + u32::from_be_bytes(field.try_into().expect("4 bytes")) as usize)
+            .filter(|size| at + size <= bytes.len())
+            .ok_or_else(|| {
+                ReplicationError::Apply(format!(
+                    "the master's log chunk at {position} ends inside a batch at {}",
+                    position + at as u64
+                ))
+            })?;
+        let batch = &bytes[at..at + size];
+        let batch_epoch = BatchView::parse_with_limit(batch, usize::MAX)
+            .map(|view| view.master_epoch())
+            .unwrap_or(epoch);
+        if batch_epoch != epoch {
+            let start = position + at as u64;
+            let promoted = master_epochs
+                .iter()
+                .any(|entry| entry.epoch == batch_epoch && entry.promoted);
+            writer
+                .store
+                .record_epoch(EpochEntry {
+                    epoch: batch_epoch,
+                    start,
+                    promoted,
+                })
+                .map_err(|error| ReplicationError::Apply(error.to_string()))?;
+            epoch = batch_epoch;
+        }
+        let receipt = writer
+            .store
+            .append_replicated(position + at as u64, batch, fsync)
+            .map_err(|error| ReplicationError::Apply(error.to_string()))?;
+        if let Ok(view) = BatchView::parse(batch) {
+            queues.insert((view.topic().to_owned(), view.queue_id()));
+        }
+        last = Some(receipt);
+        at += size;
+    }
+    Ok((queues, last))
 }
 
 /// Runs `work` (a change to the store) on a blocking thread, holding `replica_writes`, unless
@@ -408,21 +454,28 @@ async fn while_following<T: Send + 'static>(
 ) -> Result<T, ReplicationError> {
     let writer = broker.clone();
     let master = master.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let _writing = writer
-            .replica_writes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let now = writer.role_now();
-        if now.role != Role::Slave || now.master.as_deref() != Some(master.as_str()) {
-            return Err(ReplicationError::Apply(format!(
-                "this broker no longer copies from {master}: its role changed"
-            )));
-        }
-        work(&writer)
-    })
-    .await
-    .map_err(|error| ReplicationError::Apply(error.to_string()))?
+    tokio::task::spawn_blocking(move || following_now(&writer, &master, work))
+        .await
+        .map_err(|error| ReplicationError::Apply(error.to_string()))?
+}
+
+/// [`while_following`] on this thread, for work that does not wait for the disk.
+fn following_now<T>(
+    broker: &Broker,
+    master: &str,
+    work: impl FnOnce(&Broker) -> Result<T, ReplicationError>,
+) -> Result<T, ReplicationError> {
+    let _writing = broker
+        .replica_writes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let now = broker.role_now();
+    if now.role != Role::Slave || now.master.as_deref() != Some(master) {
+        return Err(ReplicationError::Apply(format!(
+            "this broker no longer copies from {master}: its role changed"
+        )));
+    }
+    work(broker)
 }
 
 /// One connection to the master, one request at a time.
