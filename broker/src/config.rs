@@ -11,6 +11,7 @@ use smq_protocol::limits::{
 
 use smq_client::credential::{self, Credential};
 use smq_protocol::Role;
+use smq_settings::{FileError, Layered};
 use smq_tls::{ClientTls, ServerTls};
 
 use crate::auth::{PrincipalConfig, Principals};
@@ -30,250 +31,201 @@ pub enum Replication {
     Sync,
 }
 
-/// Every setting as it may come from a flag, an environment variable or the TOML file: all
-/// optional, so that the sources can be merged before the defaults fill the gaps. TOML keys are
-/// the flag names with `_` for `-` (`data_dir = "/var/lib/smq"`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Parser, Deserialize)]
-#[command(
-    name = "smq-broker",
-    version,
-    about = "smq's broker: serves producers and consumers over TCP, stores messages in a commit log",
-    long_about = "smq's broker: serves producers and consumers over TCP, stores messages in a \
-                  commit log. Every flag can also come from an environment variable SMQ_<FLAG> \
-                  and from the TOML file given with --config; flags win over variables, \
-                  variables over the file, the file over the defaults."
-)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    /// TOML file with any of the settings below (keys as the flags, `_` for `-`).
-    #[arg(long, env = "SMQ_CONFIG", value_name = "FILE")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// Address for client traffic [default: 127.0.0.1:10911].
-    #[arg(long, env = "SMQ_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// host:port clients and slaves reach this broker at, as registered with the NameServer
-    /// (needed when --listen is 0.0.0.0 or behind NAT) [default: the --listen address].
-    #[arg(long, env = "SMQ_ADVERTISE", value_name = "HOST:PORT")]
-    pub advertise: Option<String>,
-    /// Directory of the commit log, indexes and metadata [default: ./smq-data].
-    #[arg(long, env = "SMQ_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Cluster this broker belongs to [default: smq].
-    #[arg(long, env = "SMQ_CLUSTER", value_name = "NAME")]
-    pub cluster: Option<String>,
-    /// Broker group (one master and its slaves) [default: broker-a].
-    #[arg(long, env = "SMQ_GROUP", value_name = "NAME")]
-    pub group: Option<String>,
-    /// master or slave [default: master]: a slave copies its --master's log and serves reads.
-    #[arg(long, env = "SMQ_ROLE", value_parser = ["master", "slave"])]
-    pub role: Option<String>,
-    /// The master's address (slaves only).
-    #[arg(long, env = "SMQ_MASTER", value_name = "ADDR")]
-    pub master: Option<String>,
-    /// This broker's name in its group, which identifies it to the NameServer with cluster and
-    /// group [default: its advertised address].
-    #[arg(long, env = "SMQ_BROKER_NAME", value_name = "NAME")]
-    pub broker_name: Option<String>,
-    /// File holding the cluster secret, sent with every heartbeat (Authorization: Bearer); the
-    /// secret itself may come from SMQ_CLUSTER_SECRET instead.
-    #[arg(long, env = "SMQ_CLUSTER_SECRET_FILE", value_name = "FILE")]
-    pub cluster_secret_file: Option<PathBuf>,
-    /// The cluster secret itself: from SMQ_CLUSTER_SECRET only (never a flag or the file).
-    #[arg(skip)]
-    #[serde(skip)]
-    pub cluster_secret: Option<String>,
-    /// The principal this broker authenticates as when it connects to its master (slaves),
-    /// NAME:SECRET.
-    #[arg(
-        long,
-        env = "SMQ_CREDENTIAL",
-        value_name = "NAME:SECRET",
-        hide_env_values = true
+smq_settings::layered! {
+    /// Every setting as it may come from a flag, an environment variable or the TOML file, one
+    /// field each: the flag `--foo-bar`, the variable `SMQ_FOO_BAR` and the TOML key `foo_bar`
+    /// (`data_dir = "/var/lib/smq"`). All optional, so that the sources are layered
+    /// ([`Layered::or`]) before [`BrokerConfig::from_settings`] fills the gaps with the defaults
+    /// and checks the bounds. A new setting is a field here and its row in README.md's settings
+    /// table (`every_setting_has_its_flag_variable_key_and_readme_row` checks both).
+    #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Parser, Deserialize)]
+    #[command(
+        name = "smq-broker",
+        version,
+        about = "smq's broker: serves producers and consumers over TCP, stores messages in a \
+                 commit log",
+        long_about = "smq's broker: serves producers and consumers over TCP, stores messages in a \
+                      commit log. Every flag can also come from an environment variable SMQ_<FLAG> \
+                      and from the TOML file given with --config; flags win over variables, \
+                      variables over the file, the file over the defaults."
     )]
-    pub credential: Option<String>,
-    /// File holding NAME:SECRET, as --credential.
-    #[arg(long, env = "SMQ_CREDENTIAL_FILE", value_name = "FILE")]
-    pub credential_file: Option<PathBuf>,
-    /// Who may connect and what each may do: `[[principals]]` tables of the TOML file only
-    /// (name, secret or secret_sha256, produce/consume/admin topic lists, replicate). None: open.
-    #[arg(skip)]
-    pub principals: Option<Vec<PrincipalConfig>>,
-    /// File holding the replication secret: a master admits only slaves that present it, so a
-    /// master and its slaves need the same one; without it a master accepts no slave.
-    #[arg(long, env = "SMQ_REPLICATION_SECRET_FILE", value_name = "FILE")]
-    pub replication_secret_file: Option<PathBuf>,
-    /// sync: acknowledge after fsync (group commit); async: once in the page cache [default: sync].
-    #[arg(long, env = "SMQ_FLUSH", value_parser = ["sync", "async"])]
-    pub flush: Option<String>,
-    /// Masters: sync acknowledges a write only once a slave holds it (fsynced there too under
-    /// --flush sync), and consumers see only that; async does not wait [default: async].
-    #[arg(long, env = "SMQ_REPLICATION", value_parser = ["sync", "async"])]
-    pub replication: Option<String>,
-    /// Sync replication: a write no slave confirmed within this fails with REPLICATION_TIMEOUT
-    /// (kept below the client's ack timeout, 5000 by default) [default: 3000].
-    #[arg(long, env = "SMQ_REPLICATION_TIMEOUT_MS", value_name = "MS")]
-    pub replication_timeout_ms: Option<u64>,
-    /// A slave that has not caught up with the master for this long is out of sync; sync
-    /// replication refuses writes (NO_SLAVE) while no slave is in sync [default: 10000].
-    #[arg(long, env = "SMQ_REPLICA_LAG_TIME_MAX_MS", value_name = "MS")]
-    pub replica_lag_time_max_ms: Option<u64>,
-    /// Masters: most log bytes a second sent to each slave while it copies what the master
-    /// held when it connected, so that a new or returning slave copying a long log leaves
-    /// disk and cores to the producers (what is written after goes unpaced); 0 = no limit
-    /// [default: 100000000].
-    #[arg(long, env = "SMQ_REPLICATION_MAX_BYTES_PER_SEC", value_name = "BYTES")]
-    pub replication_max_bytes_per_sec: Option<u64>,
-    /// PEM certificate chain (leaf first) this broker serves TLS with on --listen and --http;
-    /// with --tls-key. Without it both serve plaintext.
-    #[arg(long, env = "SMQ_TLS_CERT", value_name = "PATH")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "SMQ_TLS_KEY", value_name = "PATH")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA certificates: with it, only clients and slaves presenting a certificate signed by
-    /// one of them connect (to --listen and --http).
-    #[arg(long, env = "SMQ_TLS_CLIENT_CA", value_name = "PATH")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// PEM CA certificates this broker trusts when it calls the NameServer (https:// URLs, and
-    /// https for --srv targets) and, for a slave, its master over TLS; it then presents its own
-    /// --tls-cert to servers that require client certificates.
-    #[arg(long, env = "SMQ_TLS_CA", value_name = "PATH")]
-    pub tls_ca: Option<PathBuf>,
-    /// Address of the HTTP endpoint serving /healthz and /metrics [default: none].
-    #[arg(long, env = "SMQ_HTTP", value_name = "ADDR")]
-    pub http: Option<String>,
-    /// NameServer URLs, comma-separated (registration comes with the NameServer work).
-    #[arg(long, env = "SMQ_NAMESERVER", value_name = "URL[,URL]")]
-    pub nameserver: Option<String>,
-    /// DNS SRV name of the NameServers, e.g. _smq-ns._tcp.example.com.
-    #[arg(long, env = "SMQ_SRV", value_name = "NAME")]
-    pub srv: Option<String>,
-    /// DNS server to ask instead of /etc/resolv.conf.
-    #[arg(long, env = "SMQ_DNS_SERVER", value_name = "IP:PORT")]
-    pub dns_server: Option<String>,
-    /// tracing filter: error, warn, info, debug, trace, or directives like smq_broker=debug [default: info].
-    #[arg(long, env = "SMQ_LOG_LEVEL", value_name = "LEVEL")]
-    pub log_level: Option<String>,
-    /// Most open client connections; more are closed at once [default: 10000].
-    #[arg(long, env = "SMQ_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<u32>,
-    /// Most open connections from one IP address; more from it are closed at once [default: 10000].
-    #[arg(long, env = "SMQ_MAX_CONNECTIONS_PER_IP", value_name = "N")]
-    pub max_connections_per_ip: Option<u32>,
-    /// A connection with no request and nothing in flight for this long is closed [default: 600000].
-    #[arg(long, env = "SMQ_IDLE_TIMEOUT_MS", value_name = "MS")]
-    pub idle_timeout_ms: Option<u64>,
-    /// How long a client may take to handshake after connecting, to finish a frame it started
-    /// sending, or to take a response being written to it; slower peers are closed [default: 30000].
-    #[arg(long, env = "SMQ_PEER_TIMEOUT_MS", value_name = "MS")]
-    pub peer_timeout_ms: Option<u64>,
-    /// On SIGTERM, how long in-flight requests may take before connections are cut [default: 10000].
-    #[arg(long, env = "SMQ_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
-    pub shutdown_timeout_ms: Option<u64>,
-    /// Longest a Fetch may wait for data, whatever it asks [default: 30000].
-    #[arg(long, env = "SMQ_MAX_FETCH_WAIT_MS", value_name = "MS")]
-    pub max_fetch_wait_ms: Option<u64>,
-    /// Largest message accepted [default: 4194304].
-    #[arg(long, env = "SMQ_MAX_MESSAGE_BYTES", value_name = "BYTES")]
-    pub max_message_bytes: Option<u64>,
-    /// Largest record batch accepted; the max frame is this plus 1 MiB [default: 16777216].
-    #[arg(long, env = "SMQ_MAX_BATCH_BYTES", value_name = "BYTES")]
-    pub max_batch_bytes: Option<u64>,
-    /// Size of every commit-log segment file [default: 1073741824].
-    #[arg(long, env = "SMQ_SEGMENT_BYTES", value_name = "BYTES")]
-    pub segment_bytes: Option<u64>,
-    /// async flush: how often the log is flushed; both: indexes and checkpoint [default: 500].
-    #[arg(long, env = "SMQ_FLUSH_INTERVAL_MS", value_name = "MS")]
-    pub flush_interval_ms: Option<u64>,
-    /// An fsync slower than this fails the appends it covers [default: 5000].
-    #[arg(long, env = "SMQ_FLUSH_TIMEOUT_MS", value_name = "MS")]
-    pub flush_timeout_ms: Option<u64>,
-    /// Segments older than this are deleted [default: 72].
-    #[arg(long, env = "SMQ_RETENTION_HOURS", value_name = "HOURS")]
-    pub retention_hours: Option<u64>,
-    /// Oldest segments are deleted while the log is larger; 0 = no limit [default: 0].
-    #[arg(long, env = "SMQ_RETENTION_BYTES", value_name = "BYTES")]
-    pub retention_bytes: Option<u64>,
-    /// How often retention (hours and bytes) is applied [default: 60000].
-    #[arg(long, env = "SMQ_RETENTION_CHECK_INTERVAL_MS", value_name = "MS")]
-    pub retention_check_interval_ms: Option<u64>,
-    /// Appends fail while the disk is fuller than this [default: 90].
-    #[arg(long, env = "SMQ_DISK_USAGE_WATERMARK_PERCENT", value_name = "PERCENT")]
-    pub disk_usage_watermark_percent: Option<u8>,
-    /// Consumer offsets are written to disk at most this often, and at shutdown [default: 1000].
-    #[arg(long, env = "SMQ_OFFSETS_FLUSH_INTERVAL_MS", value_name = "MS")]
-    pub offsets_flush_interval_ms: Option<u64>,
-    /// Most consumer groups with committed offsets on this broker; a commit of another group is
-    /// refused (OFFSETS_LIMIT_REACHED) [default: 10000].
-    #[arg(long, env = "SMQ_MAX_CONSUMER_GROUPS", value_name = "N")]
-    pub max_consumer_groups: Option<u64>,
-    /// Most committed offsets (consumer group, topic, queue) on this broker; a commit of another
-    /// is refused (OFFSETS_LIMIT_REACHED) [default: 1000000].
-    #[arg(long, env = "SMQ_MAX_COMMITTED_OFFSETS", value_name = "N")]
-    pub max_committed_offsets: Option<u64>,
-}
-
-/// Lists every field of [`Settings`] but `config` once, for merging.
-macro_rules! merge_fields {
-    ($high:ident, $low:ident, $($field:ident),* $(,)?) => {
-        Settings { config: $high.config.or($low.config), $($field: $high.$field.or($low.$field)),* }
-    };
-}
-
-impl Settings {
-    /// Each setting from `self` when it has it, else from `lower`.
-    pub fn or(self, lower: Settings) -> Settings {
-        merge_fields!(
-            self,
-            lower,
-            listen,
-            advertise,
-            data_dir,
-            cluster,
-            group,
-            role,
-            master,
-            broker_name,
-            cluster_secret_file,
-            cluster_secret,
-            credential,
-            credential_file,
-            principals,
-            replication_secret_file,
-            flush,
-            replication,
-            replication_timeout_ms,
-            replica_lag_time_max_ms,
-            replication_max_bytes_per_sec,
-            tls_cert,
-            tls_key,
-            tls_client_ca,
-            tls_ca,
-            http,
-            nameserver,
-            srv,
-            dns_server,
-            log_level,
-            max_connections,
-            max_connections_per_ip,
-            idle_timeout_ms,
-            peer_timeout_ms,
-            shutdown_timeout_ms,
-            max_fetch_wait_ms,
-            max_message_bytes,
-            max_batch_bytes,
-            segment_bytes,
-            flush_interval_ms,
-            flush_timeout_ms,
-            retention_hours,
-            retention_bytes,
-            retention_check_interval_ms,
-            disk_usage_watermark_percent,
-            offsets_flush_interval_ms,
-            max_consumer_groups,
-            max_committed_offsets,
-        )
+    #[serde(deny_unknown_fields)]
+    pub struct Settings {
+        /// TOML file with any of the settings below (keys as the flags, `_` for `-`).
+        #[arg(long, env = "SMQ_CONFIG", value_name = "FILE")]
+        #[serde(skip)]
+        pub config: Option<PathBuf>,
+        /// Address for client traffic [default: 127.0.0.1:10911].
+        #[arg(long, env = "SMQ_LISTEN", value_name = "ADDR")]
+        pub listen: Option<String>,
+        /// host:port clients and slaves reach this broker at, as registered with the NameServer
+        /// (needed when --listen is 0.0.0.0 or behind NAT) [default: the --listen address].
+        #[arg(long, env = "SMQ_ADVERTISE", value_name = "HOST:PORT")]
+        pub advertise: Option<String>,
+        /// Directory of the commit log, indexes and metadata [default: ./smq-data].
+        #[arg(long, env = "SMQ_DATA_DIR", value_name = "DIR")]
+        pub data_dir: Option<PathBuf>,
+        /// Cluster this broker belongs to [default: smq].
+        #[arg(long, env = "SMQ_CLUSTER", value_name = "NAME")]
+        pub cluster: Option<String>,
+        /// Broker group (one master and its slaves) [default: broker-a].
+        #[arg(long, env = "SMQ_GROUP", value_name = "NAME")]
+        pub group: Option<String>,
+        /// master or slave [default: master]: a slave copies its --master's log and serves reads.
+        #[arg(long, env = "SMQ_ROLE", value_parser = ["master", "slave"])]
+        pub role: Option<String>,
+        /// The master's address (slaves only).
+        #[arg(long, env = "SMQ_MASTER", value_name = "ADDR")]
+        pub master: Option<String>,
+        /// This broker's name in its group, which identifies it to the NameServer with cluster and
+        /// group [default: its advertised address].
+        #[arg(long, env = "SMQ_BROKER_NAME", value_name = "NAME")]
+        pub broker_name: Option<String>,
+        /// File holding the cluster secret, sent with every heartbeat (Authorization: Bearer); the
+        /// secret itself may come from SMQ_CLUSTER_SECRET instead.
+        #[arg(long, env = "SMQ_CLUSTER_SECRET_FILE", value_name = "FILE")]
+        pub cluster_secret_file: Option<PathBuf>,
+        /// The cluster secret itself: from SMQ_CLUSTER_SECRET only (never a flag or the file).
+        #[arg(skip)]
+        #[serde(skip)]
+        pub cluster_secret: Option<String>,
+        /// The principal this broker authenticates as when it connects to its master (slaves),
+        /// NAME:SECRET.
+        #[arg(
+            long,
+            env = "SMQ_CREDENTIAL",
+            value_name = "NAME:SECRET",
+            hide_env_values = true
+        )]
+        pub credential: Option<String>,
+        /// File holding NAME:SECRET, as --credential.
+        #[arg(long, env = "SMQ_CREDENTIAL_FILE", value_name = "FILE")]
+        pub credential_file: Option<PathBuf>,
+        /// Who may connect and what each may do: `[[principals]]` tables of the TOML file only
+        /// (name, secret or secret_sha256, produce/consume/admin topic lists, replicate). None:
+        /// open.
+        #[arg(skip)]
+        pub principals: Option<Vec<PrincipalConfig>>,
+        /// File holding the replication secret: a master admits only slaves that present it, so a
+        /// master and its slaves need the same one; without it a master accepts no slave.
+        #[arg(long, env = "SMQ_REPLICATION_SECRET_FILE", value_name = "FILE")]
+        pub replication_secret_file: Option<PathBuf>,
+        /// sync: acknowledge after fsync (group commit); async: once in the page cache [default:
+        /// sync].
+        #[arg(long, env = "SMQ_FLUSH", value_parser = ["sync", "async"])]
+        pub flush: Option<String>,
+        /// Masters: sync acknowledges a write only once a slave holds it (fsynced there too under
+        /// --flush sync), and consumers see only that; async does not wait [default: async].
+        #[arg(long, env = "SMQ_REPLICATION", value_parser = ["sync", "async"])]
+        pub replication: Option<String>,
+        /// Sync replication: a write no slave confirmed within this fails with REPLICATION_TIMEOUT
+        /// (kept below the client's ack timeout, 5000 by default) [default: 3000].
+        #[arg(long, env = "SMQ_REPLICATION_TIMEOUT_MS", value_name = "MS")]
+        pub replication_timeout_ms: Option<u64>,
+        /// A slave that has not caught up with the master for this long is out of sync; sync
+        /// replication refuses writes (NO_SLAVE) while no slave is in sync [default: 10000].
+        #[arg(long, env = "SMQ_REPLICA_LAG_TIME_MAX_MS", value_name = "MS")]
+        pub replica_lag_time_max_ms: Option<u64>,
+        /// Masters: most log bytes a second sent to each slave while it copies what the master
+        /// held when it connected, so that a new or returning slave copying a long log leaves
+        /// disk and cores to the producers (what is written after goes unpaced); 0 = no limit
+        /// [default: 100000000].
+        #[arg(long, env = "SMQ_REPLICATION_MAX_BYTES_PER_SEC", value_name = "BYTES")]
+        pub replication_max_bytes_per_sec: Option<u64>,
+        /// PEM certificate chain (leaf first) this broker serves TLS with on --listen and --http;
+        /// with --tls-key. Without it both serve plaintext.
+        #[arg(long, env = "SMQ_TLS_CERT", value_name = "PATH")]
+        pub tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, env = "SMQ_TLS_KEY", value_name = "PATH")]
+        pub tls_key: Option<PathBuf>,
+        /// PEM CA certificates: with it, only clients and slaves presenting a certificate signed by
+        /// one of them connect (to --listen and --http).
+        #[arg(long, env = "SMQ_TLS_CLIENT_CA", value_name = "PATH")]
+        pub tls_client_ca: Option<PathBuf>,
+        /// PEM CA certificates this broker trusts when it calls the NameServer (https:// URLs, and
+        /// https for --srv targets) and, for a slave, its master over TLS; it then presents its own
+        /// --tls-cert to servers that require client certificates.
+        #[arg(long, env = "SMQ_TLS_CA", value_name = "PATH")]
+        pub tls_ca: Option<PathBuf>,
+        /// Address of the HTTP endpoint serving /healthz and /metrics [default: none].
+        #[arg(long, env = "SMQ_HTTP", value_name = "ADDR")]
+        pub http: Option<String>,
+        /// NameServer URLs, comma-separated (registration comes with the NameServer work).
+        #[arg(long, env = "SMQ_NAMESERVER", value_name = "URL[,URL]")]
+        pub nameserver: Option<String>,
+        /// DNS SRV name of the NameServers, e.g. _smq-ns._tcp.example.com.
+        #[arg(long, env = "SMQ_SRV", value_name = "NAME")]
+        pub srv: Option<String>,
+        /// DNS server to ask instead of /etc/resolv.conf.
+        #[arg(long, env = "SMQ_DNS_SERVER", value_name = "IP:PORT")]
+        pub dns_server: Option<String>,
+        /// tracing filter: error, warn, info, debug, trace, or directives like smq_broker=debug
+        /// [default: info].
+        #[arg(long, env = "SMQ_LOG_LEVEL", value_name = "LEVEL")]
+        pub log_level: Option<String>,
+        /// Most open client connections; more are closed at once [default: 10000].
+        #[arg(long, env = "SMQ_MAX_CONNECTIONS", value_name = "N")]
+        pub max_connections: Option<u32>,
+        /// Most open connections from one IP address; more from it are closed at once [default:
+        /// 10000].
+        #[arg(long, env = "SMQ_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+        pub max_connections_per_ip: Option<u32>,
+        /// A connection with no request and nothing in flight for this long is closed [default:
+        /// 600000].
+        #[arg(long, env = "SMQ_IDLE_TIMEOUT_MS", value_name = "MS")]
+        pub idle_timeout_ms: Option<u64>,
+        /// How long a client may take to handshake after connecting, to finish a frame it started
+        /// sending, or to take a response being written to it; slower peers are closed [default:
+        /// 30000].
+        #[arg(long, env = "SMQ_PEER_TIMEOUT_MS", value_name = "MS")]
+        pub peer_timeout_ms: Option<u64>,
+        /// On SIGTERM, how long in-flight requests may take before connections are cut [default:
+        /// 10000].
+        #[arg(long, env = "SMQ_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
+        pub shutdown_timeout_ms: Option<u64>,
+        /// Longest a Fetch may wait for data, whatever it asks [default: 30000].
+        #[arg(long, env = "SMQ_MAX_FETCH_WAIT_MS", value_name = "MS")]
+        pub max_fetch_wait_ms: Option<u64>,
+        /// Largest message accepted [default: 4194304].
+        #[arg(long, env = "SMQ_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+        pub max_message_bytes: Option<u64>,
+        /// Largest record batch accepted; the max frame is this plus 1 MiB [default: 16777216].
+        #[arg(long, env = "SMQ_MAX_BATCH_BYTES", value_name = "BYTES")]
+        pub max_batch_bytes: Option<u64>,
+        /// Size of every commit-log segment file [default: 1073741824].
+        #[arg(long, env = "SMQ_SEGMENT_BYTES", value_name = "BYTES")]
+        pub segment_bytes: Option<u64>,
+        /// async flush: how often the log is flushed; both: indexes and checkpoint [default: 500].
+        #[arg(long, env = "SMQ_FLUSH_INTERVAL_MS", value_name = "MS")]
+        pub flush_interval_ms: Option<u64>,
+        /// An fsync slower than this fails the appends it covers [default: 5000].
+        #[arg(long, env = "SMQ_FLUSH_TIMEOUT_MS", value_name = "MS")]
+        pub flush_timeout_ms: Option<u64>,
+        /// Segments older than this are deleted [default: 72].
+        #[arg(long, env = "SMQ_RETENTION_HOURS", value_name = "HOURS")]
+        pub retention_hours: Option<u64>,
+        /// Oldest segments are deleted while the log is larger; 0 = no limit [default: 0].
+        #[arg(long, env = "SMQ_RETENTION_BYTES", value_name = "BYTES")]
+        pub retention_bytes: Option<u64>,
+        /// How often retention (hours and bytes) is applied [default: 60000].
+        #[arg(long, env = "SMQ_RETENTION_CHECK_INTERVAL_MS", value_name = "MS")]
+        pub retention_check_interval_ms: Option<u64>,
+        /// Appends fail while the disk is fuller than this [default: 90].
+        #[arg(long, env = "SMQ_DISK_USAGE_WATERMARK_PERCENT", value_name = "PERCENT")]
+        pub disk_usage_watermark_percent: Option<u8>,
+        /// Consumer offsets are written to disk at most this often, and at shutdown [default:
+        /// 1000].
+        #[arg(long, env = "SMQ_OFFSETS_FLUSH_INTERVAL_MS", value_name = "MS")]
+        pub offsets_flush_interval_ms: Option<u64>,
+        /// Most consumer groups with committed offsets on this broker; a commit of another group is
+        /// refused (OFFSETS_LIMIT_REACHED) [default: 10000].
+        #[arg(long, env = "SMQ_MAX_CONSUMER_GROUPS", value_name = "N")]
+        pub max_consumer_groups: Option<u64>,
+        /// Most committed offsets (consumer group, topic, queue) on this broker; a commit of
+        /// another is refused (OFFSETS_LIMIT_REACHED) [default: 1000000].
+        #[arg(long, env = "SMQ_MAX_COMMITTED_OFFSETS", value_name = "N")]
+        pub max_committed_offsets: Option<u64>,
     }
 }
 
@@ -285,8 +237,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{setting} is {value}, outside {min}..={max}")]
     OutOfBounds {
         setting: &'static str,
@@ -364,22 +316,70 @@ pub struct BrokerConfig {
     pub offset_limits: OffsetLimits,
 }
 
-const MAX_CONNECTIONS: (u64, u64, u64) = (10_000, 1, 1_000_000);
-const IDLE_TIMEOUT_MS: (u64, u64, u64) = (600_000, 100, 86_400_000);
-const PEER_TIMEOUT_MS: (u64, u64, u64) = (30_000, 100, 3_600_000);
-const SHUTDOWN_TIMEOUT_MS: (u64, u64, u64) = (10_000, 100, 600_000);
-const MAX_FETCH_WAIT_MS: (u64, u64, u64) = (30_000, 0, 600_000);
-const MAX_BATCH_BYTES: (u64, u64, u64) = (MAX_BATCH_BYTES_DEFAULT as u64, 1024, 1 << 30);
-const OFFSETS_FLUSH_INTERVAL_MS: (u64, u64, u64) = (1_000, 10, 600_000);
-const RETENTION_CHECK_INTERVAL_MS: (u64, u64, u64) = (60_000, 10, 86_400_000);
-const REPLICATION_TIMEOUT_MS: (u64, u64, u64) = (3_000, 10, 600_000);
-const REPLICA_LAG_TIME_MAX_MS: (u64, u64, u64) = (10_000, 100, 600_000);
+const MAX_CONNECTIONS: Bounds = Bounds {
+    default: 10_000,
+    min: 1,
+    max: 1_000_000,
+};
+const IDLE_TIMEOUT_MS: Bounds = Bounds {
+    default: 600_000,
+    min: 100,
+    max: 86_400_000,
+};
+const PEER_TIMEOUT_MS: Bounds = Bounds {
+    default: 30_000,
+    min: 100,
+    max: 3_600_000,
+};
+const SHUTDOWN_TIMEOUT_MS: Bounds = Bounds {
+    default: 10_000,
+    min: 100,
+    max: 600_000,
+};
+const MAX_FETCH_WAIT_MS: Bounds = Bounds {
+    default: 30_000,
+    min: 0,
+    max: 600_000,
+};
+const MAX_BATCH_BYTES: Bounds = Bounds {
+    default: MAX_BATCH_BYTES_DEFAULT as u64,
+    min: 1024,
+    max: 1 << 30,
+};
+const OFFSETS_FLUSH_INTERVAL_MS: Bounds = Bounds {
+    default: 1_000,
+    min: 10,
+    max: 600_000,
+};
+const RETENTION_CHECK_INTERVAL_MS: Bounds = Bounds {
+    default: 60_000,
+    min: 10,
+    max: 86_400_000,
+};
+const REPLICATION_TIMEOUT_MS: Bounds = Bounds {
+    default: 3_000,
+    min: 10,
+    max: 600_000,
+};
+const REPLICA_LAG_TIME_MAX_MS: Bounds = Bounds {
+    default: 10_000,
+    min: 100,
+    max: 600_000,
+};
 /// 100 MB/s: with it, a producer on a 2-core machine sharing one disk with master and slave kept
 /// at least 70% of its throughput while an empty slave copied a 2 GiB log (BENCHMARKS.md);
 /// unpaced, 49-59%.
 const REPLICATION_MAX_BYTES_PER_SEC_DEFAULT: u64 = 100_000_000;
-const MAX_CONSUMER_GROUPS: (u64, u64, u64) = (10_000, 1, 1_000_000);
-const MAX_COMMITTED_OFFSETS: (u64, u64, u64) = (1_000_000, 1, 100_000_000);
+const MAX_CONSUMER_GROUPS: Bounds = Bounds {
+    default: 10_000,
+    min: 1,
+    max: 1_000_000,
+};
+const MAX_COMMITTED_OFFSETS: Bounds = Bounds {
+    default: 1_000_000,
+    min: 1,
+    max: 100_000_000,
+};
 
 /// `--advertise`: a `host:port` with a port that is a number.
 fn checked_host_port(addr: String) -> Result<String, ConfigError> {
@@ -391,11 +391,19 @@ fn checked_host_port(addr: String) -> Result<String, ConfigError> {
     }
 }
 
-/// `value` or the default, checked against the bounds; `(default, min, max)`.
+/// A numeric setting's default and the range it must be in.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    default: u64,
+    min: u64,
+    max: u64,
+}
+
+/// `value` or the default, checked against the bounds.
 fn bounded(
     setting: &'static str,
     value: Option<u64>,
-    (default, min, max): (u64, u64, u64),
+    Bounds { default, min, max }: Bounds,
 ) -> Result<u64, ConfigError> {
     let value = value.unwrap_or(default);
     if (min..=max).contains(&value) {
@@ -464,7 +472,11 @@ impl BrokerConfig {
         let max_message_bytes = bounded(
             "max_message_bytes",
             settings.max_message_bytes,
-            (MAX_MESSAGE_BYTES_DEFAULT as u64, 1, max_batch_bytes),
+            Bounds {
+                default: MAX_MESSAGE_BYTES_DEFAULT as u64,
+                min: 1,
+                max: max_batch_bytes,
+            },
         )?;
         let storage_defaults = StoreConfig::new(".");
         let tls = server_tls(&settings)?;
@@ -728,21 +740,16 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, ConfigError> {
     Ok(secret)
 }
 
-fn read_toml(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|error| ConfigError::Parse {
-        path: path.to_owned(),
-        message: error.to_string(),
-    })
+fn read_toml(path: &Path) -> Result<Settings, FileError> {
+    smq_settings::read_toml(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
+    use smq_settings::check::{problems, settings_table, Flag};
+    use smq_settings::variable_of;
 
     #[test]
     fn flag_beats_env_beats_toml_beats_default() {
@@ -772,7 +779,7 @@ mod tests {
         assert_eq!(config.group, "from-env", "env over file");
         assert_eq!(config.cluster, "toml-cluster", "file over default");
         assert_eq!(config.max_connections, 7);
-        assert_eq!(config.idle_timeout_ms, IDLE_TIMEOUT_MS.0, "default");
+        assert_eq!(config.idle_timeout_ms, IDLE_TIMEOUT_MS.default, "default");
         assert_eq!(config.flush, FlushMode::Sync);
     }
 
@@ -802,6 +809,33 @@ mod tests {
         std::fs::write(&file, "listn = \"x\"\n").unwrap();
         let error = read_toml(&file).unwrap_err();
         assert!(error.to_string().contains("listn"), "{error}");
+    }
+
+    #[test]
+    fn every_setting_has_its_flag_variable_key_and_readme_row() {
+        use clap::CommandFactory;
+        let flags: Vec<Flag> = Settings::command()
+            .get_arguments()
+            .filter_map(|arg| {
+                Some(Flag {
+                    field: arg.get_id().to_string(),
+                    long: format!("--{}", arg.get_long()?),
+                    variable: arg
+                        .get_env()
+                        .map(|name| name.to_string_lossy().into_owned()),
+                })
+            })
+            .filter(|flag| flag.long != "--help" && flag.long != "--version")
+            .collect();
+        let readme = include_str!("../../README.md");
+        let table = settings_table(readme, "## Broker").unwrap();
+        let problems = problems::<Settings>(&flags, &table);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert_eq!(
+            variable_of("cluster_secret"),
+            CLUSTER_SECRET_ENV,
+            "the variable-only setting is read from its variable"
+        );
     }
 
     #[test]

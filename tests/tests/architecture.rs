@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// The folders whose source files the code map must account for.
 const SOURCE_ROOTS: &[&str] = &[
     "client/protocol/src",
+    "client/settings/src",
     "client/src",
     "client/cli/src",
     "broker/src",
