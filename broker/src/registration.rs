@@ -78,7 +78,7 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
             Role::Master => None,
         },
         data_version,
-        log_end_offset: broker.store.end_position(),
+        log_end_position: broker.store.end_position(),
         replication_lag_ms: match now.role {
             Role::Slave => broker.slave_status.lag().ms,
             Role::Master => None,

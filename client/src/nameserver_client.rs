@@ -841,7 +841,7 @@ mod tests {
             http_addr: None,
             master_addr: None,
             data_version: 3,
-            log_end_offset: 42,
+            log_end_position: 42,
             topics: vec![],
             consumer_offsets: vec![],
             replication_lag_ms: None,

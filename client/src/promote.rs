@@ -112,7 +112,7 @@ impl Admin {
             group.epoch(),
             group.master_description(),
             slave.addr,
-            slave.log_end_offset
+            slave.log_end_position
         ));
         let broker_options = config.connection_options();
         let connect = |addr: &str| Connection::connect(broker_options.to(addr));
@@ -328,7 +328,9 @@ impl<'a> Group<'a> {
             .filter(|broker| broker.role == Role::Slave);
         let chosen = match wanted {
             Some(wanted) => slaves.find(|slave| slave.addr == wanted || slave.name == wanted),
-            None => slaves.max_by_key(|slave| (slave.in_sync == Some(true), slave.log_end_offset)),
+            None => {
+                slaves.max_by_key(|slave| (slave.in_sync == Some(true), slave.log_end_position))
+            }
         };
         chosen.ok_or_else(|| {
             PromoteError::Invalid(match wanted {

@@ -332,7 +332,7 @@ impl Registry {
                     epoch: heartbeat.master_epoch,
                     claimer: Some(id.clone()),
                     master_addr: Some(heartbeat.addr.clone()),
-                    master_log_end: Some(heartbeat.log_end_offset),
+                    master_log_end: Some(heartbeat.log_end_position),
                     acknowledged_position: heartbeat.acknowledged_position,
                 };
                 self.epochs.insert(group, claim);
@@ -507,8 +507,8 @@ impl Registry {
                     (Role::Slave, Some(master)) => Some(
                         master
                             .heartbeat
-                            .log_end_offset
-                            .saturating_sub(h.log_end_offset),
+                            .log_end_position
+                            .saturating_sub(h.log_end_position),
                     ),
                     _ => None,
                 };
@@ -527,7 +527,7 @@ impl Registry {
                     http_addr: h.http_addr.clone(),
                     master_addr: h.master_addr.clone(),
                     data_version: h.data_version,
-                    log_end_offset: h.log_end_offset,
+                    log_end_position: h.log_end_position,
                     topics: h.topics.len() as u32,
                     last_heartbeat_ms_ago: now_ms.saturating_sub(entry.last_heartbeat_ms),
                     expires_in_ms: self.expires_in_ms(entry, now_ms),
@@ -601,7 +601,7 @@ mod tests {
             http_addr: None,
             master_addr: None,
             data_version: 1,
-            log_end_offset: 0,
+            log_end_position: 0,
             replication_lag_ms: None,
             in_sync_slaves: Vec::new(),
             topics: topics
@@ -809,7 +809,7 @@ mod tests {
         let mut r = Registry::new(TIMEOUT_MS);
         let mut old = with_epoch(broker("g1", Role::Master, "m1:1", &[("orders", 4)]), 3);
         old.acknowledged_position = Some(700);
-        old.log_end_offset = 750;
+        old.log_end_position = 750;
         r.heartbeat(old.clone(), 0).unwrap();
         r.heartbeat(with_epoch(broker("g1", Role::Slave, "s1:1", &[]), 3), 0)
             .unwrap();
@@ -909,10 +909,10 @@ mod tests {
     fn cluster_view_orders_brokers_and_computes_slave_lag() {
         let mut r = Registry::new(TIMEOUT_MS);
         let mut slave = broker("g1", Role::Slave, "s1:1", &[]);
-        slave.log_end_offset = 700;
+        slave.log_end_position = 700;
         r.heartbeat(slave, 0).unwrap();
         let mut master = broker("g1", Role::Master, "m1:1", &[]);
-        master.log_end_offset = 1_000;
+        master.log_end_position = 1_000;
         r.heartbeat(master, 1_000).unwrap();
         let view = r.cluster(3_000);
         let addrs: Vec<&str> = view.brokers.iter().map(|b| b.addr.as_str()).collect();

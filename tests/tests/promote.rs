@@ -389,7 +389,7 @@ fn promote_refuses_a_slave_behind_the_acknowledged_position_unless_forced() {
             .iter()
             .find(|b| b.addr == master_addr)
             .filter(|b| u128::from(b.last_heartbeat_ms_ago) < since.elapsed().as_millis())
-            .map(|b| b.log_end_offset)
+            .map(|b| b.log_end_position)
     };
     runtime().block_on(async {
         let producer = Producer::connect(ClientConfig::new(master_addr.clone()))
@@ -457,7 +457,7 @@ fn promote_refuses_a_slave_behind_the_acknowledged_position_unless_forced() {
         .brokers
         .iter()
         .find(|b| b.addr == slave_addr)
-        .map(|b| b.log_end_offset)
+        .map(|b| b.log_end_position)
         .unwrap();
     let lost = acknowledged_end - slave_end;
     assert!(lost > 0);

@@ -42,6 +42,9 @@ pub fn route_path(topic: &str) -> String {
 ///     "data_version":7,"log_end_offset":4096,"topics":[{"name":"orders","queues":4}]}"#;
 /// let heartbeat: Heartbeat = serde_json::from_str(json).unwrap();
 /// assert_eq!(heartbeat.role, Role::Master);
+/// assert_eq!(heartbeat.log_end_position, 4096);
+/// // The JSON keeps its field name.
+/// assert!(serde_json::to_string(&heartbeat).unwrap().contains(r#""log_end_offset":4096"#));
 /// assert_eq!(heartbeat.topics[0].queues, 4);
 /// assert_eq!(heartbeat.http_addr, None);
 /// assert!(heartbeat.validate().is_ok());
@@ -70,8 +73,10 @@ pub struct Heartbeat {
     /// Bumped by the broker on every topic change; the group's route comes from its live broker
     /// with the highest data version (the master on a tie).
     pub data_version: u64,
-    /// The end of the broker's commit log, in bytes: a slave's lag is its master's end minus its own.
-    pub log_end_offset: u64,
+    /// The log position where the broker's commit log ends (a byte position, proto-spec.md §1):
+    /// a slave's lag is its master's end minus its own. JSON: `log_end_offset`.
+    #[serde(rename = "log_end_offset")]
+    pub log_end_position: u64,
     /// Every topic the broker serves.
     #[serde(default)]
     pub topics: Vec<TopicQueues>,
@@ -509,7 +514,7 @@ pub struct GroupEpoch {
     pub master_addr: Option<String>,
     /// Whether that master is live now.
     pub master_live: bool,
-    /// The master's last `log_end_offset` and `acknowledged_position`.
+    /// The master's last `log_end_position` and `acknowledged_position`.
     pub master_log_end: Option<u64>,
     pub acknowledged_position: Option<u64>,
 }
@@ -545,13 +550,15 @@ pub struct BrokerInfo {
     pub http_addr: Option<String>,
     pub master_addr: Option<String>,
     pub data_version: u64,
-    pub log_end_offset: u64,
+    /// Where its commit log ended at its last heartbeat (a log position). JSON: `log_end_offset`.
+    #[serde(rename = "log_end_offset")]
+    pub log_end_position: u64,
     /// How many topics it serves.
     pub topics: u32,
     pub last_heartbeat_ms_ago: u64,
     /// It leaves the routes after this unless it heartbeats again.
     pub expires_in_ms: u64,
-    /// Slaves with a live master: the master's `log_end_offset` minus this slave's. Both come from
+    /// Slaves with a live master: the master's `log_end_position` minus this slave's. Both come from
     /// heartbeats, so this is accurate to about one heartbeat interval of writes.
     pub replication_lag_bytes: Option<u64>,
     /// Slaves: ms since the slave last held everything its master had, from its heartbeat.
@@ -925,7 +932,7 @@ mod tests {
             http_addr: None,
             master_addr: None,
             data_version: 1,
-            log_end_offset: 0,
+            log_end_position: 0,
             replication_lag_ms: None,
             in_sync_slaves: Vec::new(),
             topics: vec![TopicQueues {
