@@ -111,23 +111,8 @@ fn after_catching_up_a_slaves_segments_are_byte_identical_to_its_masters() {
     );
     let config = ClientConfig::new(master.addr.to_string());
     let total = 30_000;
-    runtime().block_on(async {
-        Admin::connect(config.clone())
-            .await
-            .unwrap()
-            .create_topic("copied", 3)
-            .await
-            .unwrap();
-        let producer = Producer::connect(config).await.unwrap();
-        let mut pending = Vec::new();
-        for sequence in 0..total {
-            let message = Message::from_body(body(sequence % 7, sequence));
-            pending.push(producer.start_send("copied", message).await.unwrap());
-        }
-        for delivery in pending {
-            delivery.wait().await.unwrap();
-        }
-    });
+    let messages = (0..total).map(|sequence| Message::from_body(body(sequence % 7, sequence)));
+    create_and_produce(&config, "copied", 3, messages);
     let slave = start_slave(
         &master,
         &secret,
@@ -163,6 +148,32 @@ fn after_catching_up_a_slaves_segments_are_byte_identical_to_its_masters() {
             "segment {name} differs between master and slave"
         );
     }
+}
+
+/// Creates `topic` with `queues` queues on `config`'s broker and sends `messages`, all in
+/// flight at once; returns once every one was acknowledged.
+fn create_and_produce(
+    config: &ClientConfig,
+    topic: &str,
+    queues: u32,
+    messages: impl IntoIterator<Item = Message>,
+) {
+    runtime().block_on(async {
+        Admin::connect(config.clone())
+            .await
+            .unwrap()
+            .create_topic(topic, queues)
+            .await
+            .unwrap();
+        let producer = Producer::connect(config.clone()).await.unwrap();
+        let mut pending = Vec::new();
+        for message in messages {
+            pending.push(producer.start_send(topic, message).await.unwrap());
+        }
+        for delivery in pending {
+            delivery.wait().await.unwrap();
+        }
+    });
 }
 
 /// Asserts that every segment of `master_dir` holding data is in `slave_dir`, byte for byte;
@@ -1734,23 +1745,8 @@ fn a_slave_that_caught_up_is_not_held_back_by_the_copy_pace() {
     let config = ClientConfig::new(master.addr.to_string());
     let (count, message_bytes) = (4_000, 2_000);
     let started = Instant::now();
-    runtime().block_on(async {
-        Admin::connect(config.clone())
-            .await
-            .unwrap()
-            .create_topic("t", 2)
-            .await
-            .unwrap();
-        let producer = Producer::connect(config).await.unwrap();
-        let mut pending = Vec::new();
-        for _ in 0..count {
-            let message = Message::from_body(vec![b'p'; message_bytes]);
-            pending.push(producer.start_send("t", message).await.unwrap());
-        }
-        for delivery in pending {
-            delivery.wait().await.unwrap();
-        }
-    });
+    let messages = (0..count).map(|_| Message::from_body(vec![b'p'; message_bytes]));
+    create_and_produce(&config, "t", 2, messages);
     let took = started.elapsed();
     let paced = Duration::from_secs_f64((count * message_bytes) as f64 / pace_bytes_per_sec as f64);
     println!(
