@@ -9,6 +9,7 @@ pub mod fencing;
 pub mod group_views;
 pub mod metrics;
 pub mod registry;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
