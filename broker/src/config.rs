@@ -253,7 +253,7 @@ pub enum ConfigError {
         allowed: &'static str,
     },
     #[error("invalid storage setting: {0}")]
-    Storage(String),
+    Storage(#[from] crate::storage::StoreConfigError),
     #[error("invalid setting: {0}")]
     Invalid(String),
 }

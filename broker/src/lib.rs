@@ -55,8 +55,10 @@ pub enum StartError {
     Holders(#[from] HoldersFileError),
     #[error("bad discovery flags (--nameserver, --srv, --dns-server): {0}")]
     Discovery(#[from] smq_client::discovery::DiscoveryError),
-    #[error("{0}")]
-    Internal(String),
+    #[error("cannot read the address a listener is bound to: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    #[error("a start-up task did not finish: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +71,8 @@ pub enum ShutdownError {
         "requests were still running after the shutdown timeout; the store closes when they end"
     )]
     StillBusy,
-    #[error("{0}")]
-    Internal(String),
+    #[error("a broker task did not finish: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A started broker: where it listens, and the handle that stops it.
@@ -131,17 +133,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         let offsets = Offsets::open(&data_dir, offset_limits)?;
         Ok::<_, StartError>((store, topics, offsets))
     })
-    .await
-    .map_err(|error| StartError::Internal(error.to_string()))??;
-    let tcp_addr = tcp
-        .local_addr()
-        .map_err(|error| StartError::Internal(error.to_string()))?;
+    .await??;
+    let tcp_addr = tcp.local_addr().map_err(StartError::LocalAddr)?;
     let http_addr = match &http {
-        Some(listener) => Some(
-            listener
-                .local_addr()
-                .map_err(|error| StartError::Internal(error.to_string()))?,
-        ),
+        Some(listener) => Some(listener.local_addr().map_err(StartError::LocalAddr)?),
         None => None,
     };
     let (stop, stopping) = watch::channel(false);
@@ -151,8 +146,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         let role = config.role;
         move || take_role(store, role, claims_epoch)
     })
-    .await
-    .map_err(|error| StartError::Internal(error.to_string()))??;
+    .await??;
     let sync_master = config.role == Role::Master && config.replication == Replication::Sync;
     let (store, holders) = tokio::task::spawn_blocking({
         let config = config.clone();
@@ -166,8 +160,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             Ok::<_, StartError>((store, Some(holders)))
         }
     })
-    .await
-    .map_err(|error| StartError::Internal(error.to_string()))??;
+    .await??;
     let broker = Arc::new(Broker::new(config, store, topics, offsets, stopping));
     // Before the server takes a slave's acknowledgement.
     let keeps_holders = holders.is_some();
@@ -284,16 +277,14 @@ impl RunningBroker {
         } = self;
         let _ = stop.send(true);
         for task in tasks {
-            task.await
-                .map_err(|error| ShutdownError::Internal(error.to_string()))?;
+            task.await?;
         }
         let broker = last_reference(broker).await?;
         tokio::task::spawn_blocking(move || {
             broker.offsets.persist().map_err(ShutdownError::Offsets)?;
             broker.store.close().map_err(ShutdownError::Store)
         })
-        .await
-        .map_err(|error| ShutdownError::Internal(error.to_string()))??;
+        .await??;
         tracing::info!("broker stopped");
         Ok(())
     }

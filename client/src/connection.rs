@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolViolation, Result};
 use crate::protocol::api::{PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
 use crate::protocol::credential::Credential;
 use crate::protocol::frame::{self, RESPONSE_HEADER_BYTES};
@@ -322,10 +322,10 @@ impl Connection {
             return Err(Error::Protocol {
                 what: "handshake".into(),
                 broker: self.inner.broker.clone(),
-                reason: format!(
+                reason: ProtocolViolation::Mismatch(format!(
                     "the broker chose protocol version {}, this client speaks {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION_MAX}",
                     handshake.version
-                ),
+                )),
             });
         }
         let inner = &self.inner;
@@ -365,7 +365,9 @@ impl Connection {
         Error::Protocol {
             what: format!("{api:?} response"),
             broker: self.inner.broker.clone(),
-            reason: "the response does not match the request's api".into(),
+            reason: ProtocolViolation::Mismatch(
+                "the response does not match the request's api".into(),
+            ),
         }
     }
 

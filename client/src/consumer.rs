@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use crate::connection::{Connection, ConnectionPool};
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolViolation, Result};
 use crate::membership::{new_member_id, Membership};
 use crate::protocol::limits::MAX_BATCH_BYTES_DEFAULT;
 use crate::protocol::record_batch::{self, BatchView};
@@ -710,7 +710,9 @@ impl Consumer {
                 return Err(Error::Protocol {
                     what: "Fetch response".into(),
                     broker,
-                    reason: "the response does not match the request's api".into(),
+                    reason: ProtocolViolation::Mismatch(
+                        "the response does not match the request's api".into(),
+                    ),
                 });
             }
             Err(error) if error.code() == Some(ErrorCode::OffsetOutOfRange) => {
@@ -739,7 +741,7 @@ impl Consumer {
                 Err(Error::Protocol {
                     what: "Fetch response".into(),
                     broker,
-                    reason,
+                    reason: ProtocolViolation::Mismatch(reason),
                 })
             }
         }

@@ -54,7 +54,8 @@ pub enum Error {
     Protocol {
         what: String,
         broker: String,
-        reason: String,
+        #[source]
+        reason: ProtocolViolation,
     },
     /// The topic does not exist on the broker.
     #[error("topic `{topic}` does not exist on broker {broker}: create it with `smq topic create {topic}`")]
@@ -143,7 +144,7 @@ impl Error {
         Error::Protocol {
             what: what.into(),
             broker: broker.to_owned(),
-            reason: error.to_string(),
+            reason: error.into(),
         }
     }
 
@@ -151,9 +152,34 @@ impl Error {
         Error::Protocol {
             what: "response frame".to_owned(),
             broker: broker.to_owned(),
-            reason: error.to_string(),
+            reason: error.into(),
         }
     }
+}
+
+/// What was wrong with the bytes of an [`Error::Protocol`]: the codec's own error where the codec
+/// refused them, else what did not fit the request.
+///
+/// ```
+/// use smq_client::error::ProtocolViolation;
+/// use smq_client::protocol::DecodeError;
+///
+/// let violation = ProtocolViolation::from(DecodeError::TrailingBytes { count: 3 });
+/// assert!(matches!(violation, ProtocolViolation::Decode(DecodeError::TrailingBytes { count: 3 })));
+/// assert_eq!(violation.to_string(), DecodeError::TrailingBytes { count: 3 }.to_string());
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProtocolViolation {
+    /// A response body the codec could not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A response frame the codec refused (too large, too small).
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Well-formed bytes that do not fit the request: another api's response, a count or a
+    /// batch that contradicts what was asked.
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 /// What every fallible call of this crate returns.

@@ -151,8 +151,7 @@ async fn begin_claimed_epoch(broker: &Arc<Broker>, epoch: u32) -> Result<(), Sta
         );
         Ok::<_, StartError>(())
     })
-    .await
-    .map_err(|error| StartError::Internal(error.to_string()))?
+    .await?
 }
 
 /// The group's epoch and master of a heartbeat refused as stale.

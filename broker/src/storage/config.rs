@@ -68,22 +68,57 @@ impl StoreConfig {
     }
 
     /// Checks every bound; the message names the setting and its allowed range.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), StoreConfigError> {
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
-            return Err(format!(
-                "segment_bytes {} is outside {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}",
-                self.segment_bytes
-            ));
+            return Err(StoreConfigError::SegmentBytes {
+                segment_bytes: self.segment_bytes,
+            });
         }
-        if self.index_entries_per_file < 16 {
-            return Err("index_entries_per_file must be at least 16".into());
+        if self.index_entries_per_file < INDEX_ENTRIES_PER_FILE_MIN {
+            return Err(StoreConfigError::IndexEntriesPerFile {
+                index_entries_per_file: self.index_entries_per_file,
+            });
         }
         if self.flush_interval_ms == 0 || self.flush_timeout_ms == 0 {
-            return Err("flush_interval_ms and flush_timeout_ms must be above 0".into());
+            return Err(StoreConfigError::FlushZero {
+                flush_interval_ms: self.flush_interval_ms,
+                flush_timeout_ms: self.flush_timeout_ms,
+            });
         }
         if !(1..=100).contains(&self.disk_usage_watermark_percent) {
-            return Err("disk_usage_watermark_percent must be within 1..=100".into());
+            return Err(StoreConfigError::DiskUsageWatermark {
+                percent: self.disk_usage_watermark_percent,
+            });
         }
         Ok(())
     }
+}
+
+/// Fewest entries a queue-index file may hold.
+pub const INDEX_ENTRIES_PER_FILE_MIN: u32 = 16;
+
+/// A store setting outside its bounds; the message names the setting and its allowed range.
+///
+/// ```
+/// use smq_broker::storage::{StoreConfig, StoreConfigError};
+///
+/// let mut config = StoreConfig::new("/tmp/smq-data");
+/// config.segment_bytes = 1;
+/// assert_eq!(config.validate(), Err(StoreConfigError::SegmentBytes { segment_bytes: 1 }));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreConfigError {
+    #[error("segment_bytes {segment_bytes} is outside {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}")]
+    SegmentBytes { segment_bytes: u64 },
+    #[error("index_entries_per_file must be at least {INDEX_ENTRIES_PER_FILE_MIN}")]
+    IndexEntriesPerFile { index_entries_per_file: u32 },
+    #[error("flush_interval_ms and flush_timeout_ms must be above 0")]
+    FlushZero {
+        flush_interval_ms: u64,
+        flush_timeout_ms: u64,
+    },
+    #[error("disk_usage_watermark_percent must be within 1..=100")]
+    DiskUsageWatermark { percent: u8 },
+    #[error("path {} contains NUL", path.display())]
+    PathContainsNul { path: PathBuf },
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::config::StoreConfigError;
 use super::error::{Result, StorageError};
 
 /// How long a usage reading is trusted: a statvfs per append would be wasted work.
@@ -48,7 +49,9 @@ impl DiskGuard {
 /// Percentage of the file system holding `path` that is used, rounded up, as `df` shows it.
 pub fn used_percent(path: &Path) -> Result<u8> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
-        StorageError::InvalidConfig(format!("path {} contains NUL", path.display()))
+        StorageError::InvalidConfig(StoreConfigError::PathContainsNul {
+            path: path.to_owned(),
+        })
     })?;
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: a valid C string and a properly sized out-parameter.

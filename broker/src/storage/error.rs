@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use smq_protocol::record_batch::BatchError;
 
+use super::config::StoreConfigError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("{action} {path}: {source}")]
@@ -23,7 +25,7 @@ pub enum StorageError {
         queue: u32,
     },
     #[error("invalid store configuration: {0}")]
-    InvalidConfig(String),
+    InvalidConfig(#[from] StoreConfigError),
     #[error(
         "invalid topic name {name:?}: use 1 to 249 characters of [A-Za-z0-9._-], not '.' or '..'"
     )]

@@ -22,7 +22,10 @@ mod segment;
 mod store;
 
 pub use atomic_file::write_atomically;
-pub use config::{FlushMode, StoreConfig, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+pub use config::{
+    FlushMode, StoreConfig, StoreConfigError, INDEX_ENTRIES_PER_FILE_MIN, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN,
+};
 pub use disk_space::used_percent;
 pub use epochs::{epoch_at, EpochEntry, EpochHistory};
 pub use error::StorageError;

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::connection::{Connection, ConnectionOptions, OnConnection, PendingResponse, PerBroker};
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolViolation, Result};
 use crate::protocol::limits::{is_valid_topic_name, MAX_BATCH_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
 use crate::protocol::record_batch::Message;
 use crate::protocol::request::{Acks, ProduceRequest};
@@ -722,16 +722,18 @@ impl Completion {
             Ok(Response::Produce(produce)) => Err(Error::Protocol {
                 what: "Produce response".into(),
                 broker: self.broker.clone(),
-                reason: format!(
+                reason: ProtocolViolation::Mismatch(format!(
                     "{} messages stored for a batch of {}",
                     produce.message_count,
                     self.waiters.len()
-                ),
+                )),
             }),
             Ok(_) => Err(Error::Protocol {
                 what: "Produce response".into(),
                 broker: self.broker.clone(),
-                reason: "the response does not match the request's api".into(),
+                reason: ProtocolViolation::Mismatch(
+                    "the response does not match the request's api".into(),
+                ),
             }),
             Err(error) => Err(error),
         };
