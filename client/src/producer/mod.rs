@@ -23,6 +23,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::connection::{Connection, ConnectionOptions, OnConnection, PendingResponse, PerBroker};
@@ -418,6 +419,8 @@ impl Inner {
         let (commands, commands_rx) = mpsc::channel(1024);
         let (in_flight_tx, in_flight) = watch::channel(0usize);
         let group = Arc::new(OnceLock::new());
+        let (answers, answers_rx) = mpsc::unbounded_channel();
+        tokio::spawn(finish_answered_batches(answers_rx));
         let task = SendTask {
             connection: connection.clone(),
             group: group.clone(),
@@ -427,6 +430,7 @@ impl Inner {
             send_timeout: settings.send_timeout,
             in_flight: Arc::new(in_flight_tx),
             producer: Arc::downgrade(self),
+            answers,
         };
         tokio::spawn(task.run(commands_rx));
         Ok(Lane {
@@ -589,6 +593,8 @@ struct SendTask {
     send_timeout: Duration,
     in_flight: Arc<watch::Sender<usize>>,
     producer: Weak<Inner>,
+    /// The batches submitted, to the lane's task that finishes them as their answers come.
+    answers: mpsc::UnboundedSender<(Completion, PendingResponse)>,
 }
 
 /// Commands handled before the task looks at linger deadlines again.
@@ -682,7 +688,11 @@ impl SendTask {
             self.in_flight.send_modify(|count| *count += 1);
             match self.connection.submit(request).await {
                 Ok(pending) => {
-                    tokio::spawn(completion.finish_when_answered(pending));
+                    if let Err(unsent) = self.answers.send((completion, pending)) {
+                        // The lane's answer task is gone only when the runtime shuts down.
+                        let (completion, pending) = unsent.0;
+                        tokio::spawn(completion.finish_when_answered(pending));
+                    }
                 }
                 Err(error) => {
                     tokio::spawn(completion.failed(error, false));
@@ -690,6 +700,26 @@ impl SendTask {
             }
         }
     }
+}
+
+/// A lane's task that finishes its submitted batches as their answers come, in whatever order
+/// they come; it ends once the lane's send task is gone and every batch is finished. One task
+/// per lane rather than one per batch: with batches of a few messages (many queues), spawning a
+/// task per batch was a fifth of the producer's instructions.
+async fn finish_answered_batches(
+    mut submitted: mpsc::UnboundedReceiver<(Completion, PendingResponse)>,
+) {
+    let mut waiting = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            next = submitted.recv() => match next {
+                Some((completion, pending)) => waiting.push(completion.finish_when_answered(pending)),
+                None => break,
+            },
+            Some(()) = waiting.next(), if !waiting.is_empty() => {}
+        }
+    }
+    while waiting.next().await.is_some() {}
 }
 
 /// One attempt of a batch on a lane, until it is answered: then every message learns its
