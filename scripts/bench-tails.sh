@@ -27,6 +27,14 @@ e2e() { # label, flush, queues, rate (not in a subshell: start_broker keeps the 
   echo "$label: e2e $3 msg/s, $2 queue(s), $1 flush: p50 $(field "$out" "['latency_ms']['p50']") ms, p99 $(field "$out" "['latency_ms']['p99']") ms, p99.9 $(field "$out" "['latency_ms']['p99_9']") ms"
 }
 
+# The machine's own floor for the same path (scripts/latency-floor.c: two processes, loopback,
+# the same pacing, no storage, no runtime), when a C compiler is there.
+FLOOR=$WORK/latency-floor
+cc -O2 -pthread -o "$FLOOR" scripts/latency-floor.c 2>/dev/null || FLOOR=
+floor() { # rate, batch
+  if [ -n "$FLOOR" ]; then echo "round $round: $("$FLOOR" "$1" "$DURATION" "$2")"; fi
+}
+
 echo "# tails: $ROUNDS rounds of ${DURATION}s, $(nproc) cores, $(uname -r), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round: dd $(dd_mb_per_s) MB/s, fsync p99 $(fsync_p99_us) us"
@@ -37,5 +45,7 @@ for round in $(seq 1 "$ROUNDS"); do
     e2e "round $round [$name]" sync 1 20000
     e2e "round $round [$name]" async 1 100000
   done
+  floor 20000 20
+  floor 100000 100
 done
 stop_broker
