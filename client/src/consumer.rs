@@ -337,14 +337,8 @@ pub struct Consumer {
     applied: Option<Arc<TopicRoutes>>,
     /// Routes are not applied before this (after a failure to apply them).
     follow_again_at: tokio::time::Instant,
-    /// Per queue being read: the broker it is read from.
-    brokers: BTreeMap<QueueKey, Arc<str>>,
-    /// Per queue: the offset after the last message returned to the caller.
-    positions: BTreeMap<QueueKey, u64>,
-    /// Per queue: the offset last committed.
-    committed: BTreeMap<QueueKey, u64>,
-    /// Per queue: where the next fetch starts (past what is buffered).
-    fetch_offsets: BTreeMap<QueueKey, u64>,
+    /// What this consumer keeps of each queue it reads or has read and not released.
+    queues: BTreeMap<QueueKey, QueueState>,
     /// Per broker group: the id of the topic its queues are read from, as its broker's Metadata
     /// said (0: not known, or a broker speaking protocol version 1). Fetches and commits carry
     /// it, so that a topic deleted and created again under the name is noticed, never read or
@@ -355,6 +349,33 @@ pub struct Consumer {
     buffered: VecDeque<ConsumedMessage>,
     /// Queues moved since the caller last took them.
     resets: Vec<OffsetReset>,
+}
+
+/// What a [`Consumer`] keeps of one queue. A queue no longer read (its route moved away) keeps
+/// its position and commit until it is read again or released.
+#[derive(Debug, Default)]
+struct QueueState {
+    /// While the queue is read: from where.
+    reading: Option<Reading>,
+    /// The offset after the last message returned to the caller.
+    position: Option<u64>,
+    /// The offset last committed.
+    committed: Option<u64>,
+}
+
+impl QueueState {
+    fn is_empty(&self) -> bool {
+        self.reading.is_none() && self.position.is_none() && self.committed.is_none()
+    }
+}
+
+/// How a queue is read.
+#[derive(Debug)]
+struct Reading {
+    /// The broker it is read from.
+    broker: Arc<str>,
+    /// Where the next fetch starts (past what is buffered).
+    fetch_offset: u64,
 }
 
 impl Consumer {
@@ -408,17 +429,18 @@ impl Consumer {
             fetch_max_wait_ms: config.fetch_max_wait_ms,
             applied: None,
             follow_again_at: tokio::time::Instant::now(),
-            brokers: BTreeMap::new(),
-            positions: BTreeMap::new(),
-            committed: BTreeMap::new(),
-            fetch_offsets: BTreeMap::new(),
+            queues: BTreeMap::new(),
             topic_ids: BTreeMap::new(),
             fetches: JoinSet::new(),
             buffered: VecDeque::new(),
             resets: Vec::new(),
         };
         if let Err(error) = consumer.apply_routes(current).await {
-            if consumer.brokers.is_empty() {
+            if !consumer
+                .queues
+                .values()
+                .any(|queue| queue.reading.is_some())
+            {
                 return Err(error);
             }
             consumer.follow_later(&error);
@@ -452,8 +474,8 @@ impl Consumer {
                 continue;
             }
             wanted.insert(key.clone());
-            match self.brokers.get_mut(&key) {
-                Some(broker) => *broker = queue.broker.clone(),
+            match self.reading_mut(&key) {
+                Some(reading) => reading.broker = queue.broker.clone(),
                 None => new_by_broker
                     .entry(queue.broker.clone())
                     .or_default()
@@ -461,10 +483,10 @@ impl Consumer {
             }
         }
         let gone: Vec<QueueKey> = self
-            .brokers
-            .keys()
-            .filter(|key| !wanted.contains(*key))
-            .cloned()
+            .queues
+            .iter()
+            .filter(|(key, queue)| queue.reading.is_some() && !wanted.contains(*key))
+            .map(|(key, _)| key.clone())
             .collect();
         for key in gone {
             if self.reads(&key) {
@@ -512,16 +534,18 @@ impl Consumer {
                 (StartFrom::Latest, Some(queue)) => queue.high_watermark,
                 (_, None) => 0,
             };
+            let queue = self.queues.entry(key.clone()).or_default();
             if let Some(offset) = committed.get(&key.queue_id) {
-                self.committed.insert(key.clone(), *offset);
+                queue.committed = Some(*offset);
             }
-            let offset = self
-                .positions
-                .get(&key)
-                .or(committed.get(&key.queue_id))
-                .copied()
+            let offset = queue
+                .position
+                .or(committed.get(&key.queue_id).copied())
                 .unwrap_or(from_start);
-            self.brokers.insert(key.clone(), broker.clone());
+            queue.reading = Some(Reading {
+                broker: broker.clone(),
+                fetch_offset: offset,
+            });
             self.seek(&key, offset);
         }
         Ok(())
@@ -529,9 +553,27 @@ impl Consumer {
 
     /// Stops fetching `queue` and drops its messages not returned yet.
     fn stop_reading(&mut self, queue: &QueueKey) {
-        self.brokers.remove(queue);
-        self.fetch_offsets.remove(queue);
+        if let Some(state) = self.queues.get_mut(queue) {
+            state.reading = None;
+            if state.is_empty() {
+                self.queues.remove(queue);
+            }
+        }
         self.buffered.retain(|message| !queue.holds(message));
+    }
+
+    /// How `queue` is read, if it is.
+    fn reading(&self, queue: &QueueKey) -> Option<&Reading> {
+        self.queues.get(queue)?.reading.as_ref()
+    }
+
+    fn reading_mut(&mut self, queue: &QueueKey) -> Option<&mut Reading> {
+        self.queues.get_mut(queue)?.reading.as_mut()
+    }
+
+    /// The broker `queue` is read from, if it is read.
+    fn broker_of(&self, queue: &QueueKey) -> Option<Arc<str>> {
+        self.reading(queue).map(|reading| reading.broker.clone())
     }
 
     /// The consumer group's committed offsets of these queues of `connection`'s broker (none
@@ -570,17 +612,20 @@ impl Consumer {
     /// Reads `queue` from `offset` on: messages of that queue buffered or being fetched are
     /// dropped. A queue this consumer does not read is ignored.
     pub fn seek(&mut self, queue: &QueueKey, offset: u64) {
-        if !self.brokers.contains_key(queue) {
+        let Some(state) = self.queues.get_mut(queue) else {
             return;
-        }
+        };
+        let Some(reading) = &mut state.reading else {
+            return;
+        };
+        reading.fetch_offset = offset;
+        state.position = Some(offset);
         self.buffered.retain(|message| !queue.holds(message));
-        self.positions.insert(queue.clone(), offset);
-        self.fetch_offsets.insert(queue.clone(), offset);
         self.start_fetch(queue.clone(), offset, Duration::ZERO);
     }
 
     fn start_fetch(&mut self, key: QueueKey, offset: u64, delay: Duration) {
-        let Some(broker) = self.brokers.get(&key).cloned() else {
+        let Some(broker) = self.broker_of(&key) else {
             return;
         };
         let connections = self.connections.clone();
@@ -622,9 +667,15 @@ impl Consumer {
         if old_id == id || old_id == 0 || id == 0 {
             return None;
         }
-        let other_group = |key: &QueueKey| key.broker_group != *group;
-        self.positions.retain(|key, _| other_group(key));
-        self.committed.retain(|key, _| other_group(key));
+        for (_, queue) in self
+            .queues
+            .iter_mut()
+            .filter(|(key, _)| key.broker_group == *group)
+        {
+            queue.position = None;
+            queue.committed = None;
+        }
+        self.queues.retain(|_, queue| !queue.is_empty());
         Some(old_id)
     }
 
@@ -659,8 +710,8 @@ impl Consumer {
                 next.queue_id != message.queue_id || next.broker_group != message.broker_group
             });
             if run_ends {
-                self.positions
-                    .insert(QueueKey::of(message), message.offset + 1);
+                let queue = self.queues.entry(QueueKey::of(message)).or_default();
+                queue.position = Some(message.offset + 1);
             }
         }
         Ok(messages)
@@ -699,10 +750,15 @@ impl Consumer {
                 "consumer fetch task"
             })
         })?;
-        if self.fetch_offsets.get(&key) != Some(&offset) || self.topic_id(&key) != topic_id {
+        let fetching_here = self
+            .reading(&key)
+            .is_some_and(|reading| reading.fetch_offset == offset);
+        if !fetching_here || self.topic_id(&key) != topic_id {
             return Ok(()); // answer to a fetch from before a seek, or of a queue left
         }
-        let broker = self.brokers.get(&key).map_or("", |b| &b[..]).to_owned();
+        let broker = self
+            .broker_of(&key)
+            .map_or(String::new(), |b| b.to_string());
         let response = match response {
             Ok(Response::Fetch(fetch)) => fetch,
             Ok(_) => {
@@ -732,7 +788,9 @@ impl Consumer {
         let next = self.take_messages(&key, offset, &response);
         match next {
             Ok(next) => {
-                self.fetch_offsets.insert(key.clone(), next);
+                if let Some(reading) = self.reading_mut(&key) {
+                    reading.fetch_offset = next;
+                }
                 self.start_fetch(key, next, Duration::ZERO);
                 Ok(())
             }
@@ -751,7 +809,7 @@ impl Consumer {
     /// its broker holds now, as `from` says, and says so. When the broker cannot be asked, the
     /// fetch is tried again later.
     async fn reset_out_of_range(&mut self, key: QueueKey, offset: u64) -> Result<()> {
-        let Some(broker) = self.brokers.get(&key).cloned() else {
+        let Some(broker) = self.broker_of(&key) else {
             return Ok(());
         };
         let (earliest_offset, next_offset) = match self.queue_range(&broker, key.queue_id).await {
@@ -782,10 +840,15 @@ impl Consumer {
         self.report_reset(reset);
         // Messages of this queue already buffered are still returned; the position moves now
         // only if there are none, so that a commit stores an offset the broker holds.
-        if !self.buffered.iter().any(|message| key.holds(message)) {
-            self.positions.insert(key.clone(), new_offset);
+        let buffered = self.buffered.iter().any(|message| key.holds(message));
+        if let Some(queue) = self.queues.get_mut(&key) {
+            if !buffered {
+                queue.position = Some(new_offset);
+            }
+            if let Some(reading) = &mut queue.reading {
+                reading.fetch_offset = new_offset;
+            }
         }
-        self.fetch_offsets.insert(key.clone(), new_offset);
         self.start_fetch(key, new_offset, Duration::ZERO);
         Ok(())
     }
@@ -813,7 +876,7 @@ impl Consumer {
     /// old positions are never committed. When the broker cannot be asked, the fetch is tried
     /// again later.
     async fn follow_topic_created_again(&mut self, key: QueueKey, offset: u64) -> Result<()> {
-        let Some(broker) = self.brokers.get(&key).cloned() else {
+        let Some(broker) = self.broker_of(&key) else {
             return Ok(());
         };
         let described = match self.connections.get(&broker).await {
@@ -829,13 +892,10 @@ impl Consumer {
         };
         let group = key.broker_group.clone();
         let old_positions: Vec<(QueueKey, u64)> = self
-            .brokers
-            .keys()
-            .filter(|queue| queue.broker_group == group)
-            .map(|queue| {
-                let position = self.positions.get(queue).copied().unwrap_or(offset);
-                (queue.clone(), position)
-            })
+            .queues
+            .iter()
+            .filter(|(queue, state)| queue.broker_group == group && state.reading.is_some())
+            .map(|(queue, state)| (queue.clone(), state.position.unwrap_or(offset)))
             .collect();
         let Some(old_id) = self.learn_topic_id(&group, held.id) else {
             // Not a new id after all (the broker's answer changed meanwhile): fetch again.
@@ -909,8 +969,11 @@ impl Consumer {
     }
 
     /// Per queue, the offset after the last message [`Consumer::poll`] returned.
-    pub fn positions(&self) -> &BTreeMap<QueueKey, u64> {
-        &self.positions
+    pub fn positions(&self) -> BTreeMap<QueueKey, u64> {
+        self.queues
+            .iter()
+            .filter_map(|(key, queue)| Some((key.clone(), queue.position?)))
+            .collect()
     }
 
     /// Applies the membership's last reply: starts reading the queues given to this member,
@@ -928,7 +991,7 @@ impl Consumer {
         let assignment = membership.assignment();
         for key in assignment.revoked.keys() {
             if !self.releasing.contains_key(key) {
-                let broker = self.brokers.get(key).cloned();
+                let broker = self.broker_of(key);
                 self.releasing.insert(key.clone(), broker);
             }
         }
@@ -949,11 +1012,11 @@ impl Consumer {
             .map(|(key, broker)| (key.clone(), broker.clone()))
             .collect();
         for (key, broker) in releasing {
-            let position = self.positions.get(&key).copied();
+            let state = self.queues.get(&key);
+            let position = state.and_then(|state| state.position);
+            let committed = state.and_then(|state| state.committed);
             let pending = match (position, broker) {
-                (Some(offset), Some(broker)) if self.committed.get(&key) != Some(&offset) => {
-                    Some((broker, offset))
-                }
+                (Some(offset), Some(broker)) if committed != Some(offset) => Some((broker, offset)),
                 _ => None,
             };
             if let Some((broker, offset)) = pending {
@@ -976,8 +1039,7 @@ impl Consumer {
         self.stop_reading(queue);
         self.assigned.remove(queue);
         self.releasing.remove(queue);
-        self.positions.remove(queue);
-        self.committed.remove(queue);
+        self.queues.remove(queue);
         if let Some(membership) = &self.membership {
             membership.release(queue);
         }
@@ -1007,7 +1069,7 @@ impl Consumer {
         });
         match connection.request(request).await? {
             Response::CommitOffset => {
-                self.committed.insert(queue.clone(), offset);
+                self.queues.entry(queue.clone()).or_default().committed = Some(offset);
                 Ok(())
             }
             _ => Err(connection.unexpected(ApiKey::CommitOffset)),
@@ -1025,12 +1087,14 @@ impl Consumer {
             return Ok(());
         };
         let moved: Vec<(QueueKey, Arc<str>, u64)> = self
-            .positions
+            .queues
             .iter()
-            .filter(|(key, offset)| self.committed.get(*key) != Some(*offset))
-            .filter_map(|(key, offset)| {
-                let broker = self.brokers.get(key)?;
-                Some((key.clone(), broker.clone(), *offset))
+            .filter_map(|(key, queue)| {
+                let offset = queue
+                    .position
+                    .filter(|offset| queue.committed != Some(*offset))?;
+                let broker = &queue.reading.as_ref()?.broker;
+                Some((key.clone(), broker.clone(), offset))
             })
             .collect();
         let mut pending = Vec::with_capacity(moved.len());
@@ -1051,7 +1115,7 @@ impl Consumer {
         for (key, offset, connection, response) in pending {
             match response.wait().await {
                 Ok(Response::CommitOffset) => {
-                    self.committed.insert(key, offset);
+                    self.queues.entry(key).or_default().committed = Some(offset);
                 }
                 Ok(_) => {
                     first_error.get_or_insert(connection.unexpected(ApiKey::CommitOffset));
