@@ -490,7 +490,12 @@ fn promote_refuses_a_slave_behind_the_acknowledged_position_unless_forced() {
     let dropped = wait_for_log(&old_master, "the dropped tail", |line| {
         line.contains("dropped the tail of this slave's log")
     });
-    assert!(dropped.contains(&format!("bytes={lost}")), "{dropped}");
+    assert!(
+        dropped.contains(&format!("bytes={lost}")),
+        "{dropped} (expected bytes={lost}: acknowledged end {acknowledged_end}, the promoted \
+         slave's end {slave_end}; the old master's log: {:#?})",
+        old_master.log_lines()
+    );
     wait_for_role(
         &group.nameserver,
         &master_addr,
