@@ -1,6 +1,7 @@
 //! A healthy client beside a test's misbehaving ones: a producer that sends one message at a time
-//! and counts acknowledgements, and a read-back of everything a topic holds.
+//! and counts acknowledgements, and read-backs of everything a topic holds.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,5 +99,44 @@ pub fn read_back(config: ClientConfig, topic: &str, expected: usize) -> Vec<Stri
             }
         }
         got
+    })
+}
+
+/// Every message of `topic` stored at `addr`, per queue in offset order (checked to start at
+/// offset 0 and go on without gaps), once `expected` were read and a poll then found no more (so
+/// that extra messages show too); panics after 30 s.
+pub fn read_queues(addr: &str, topic: &str, expected: usize) -> BTreeMap<u32, Vec<Vec<u8>>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let config = ClientConfig::new(addr.to_owned());
+        let mut consumer = Consumer::connect(config, topic, None, StartFrom::Earliest)
+            .await
+            .unwrap();
+        let mut queues: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let polled = consumer.poll(500).await.unwrap();
+            let read: usize = queues.values().map(Vec::len).sum();
+            if polled.is_empty() && read >= expected {
+                return queues;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{addr} holds {read} of {expected} messages"
+            );
+            for message in polled {
+                let queue = queues.entry(message.queue_id).or_default();
+                assert_eq!(
+                    message.offset,
+                    queue.len() as u64,
+                    "queue {} without gaps",
+                    message.queue_id
+                );
+                queue.push(message.body.to_vec());
+            }
+        }
     })
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use smq_client::nameserver_api::ClusterView;
 use smq_client::protocol::Role;
-use smq_client::{ClientConfig, Consumer, Message, Producer, StartFrom};
+use smq_client::{ClientConfig, Message, Producer};
 use smq_tests::{wait_for, Broker, NameServer};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -147,30 +147,15 @@ fn start_group(replication: &str, timeout_ms: &str, extra: &[&str]) -> Group {
 /// Every message of topic `t` stored at `addr`, per queue in offset order (checked to have no
 /// gaps), once `expected` were read.
 fn read_queues(addr: &str, expected: usize) -> BTreeMap<u32, Vec<String>> {
-    runtime().block_on(async {
-        let config = ClientConfig::new(addr.to_owned());
-        let mut consumer = Consumer::connect(config, "t", None, StartFrom::Earliest)
-            .await
-            .unwrap();
-        let mut queues: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let polled = consumer.poll(500).await.unwrap();
-            let read: usize = queues.values().map(Vec::len).sum();
-            if polled.is_empty() && read >= expected {
-                return queues;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{addr} holds {read} of {expected} messages"
-            );
-            for message in polled {
-                let queue = queues.entry(message.queue_id).or_default();
-                assert_eq!(message.offset, queue.len() as u64, "queue without gaps");
-                queue.push(String::from_utf8(message.body.to_vec()).unwrap());
-            }
-        }
-    })
+    smq_tests::healthy::read_queues(addr, "t", expected)
+        .into_iter()
+        .map(|(queue, bodies)| {
+            let bodies = bodies
+                .into_iter()
+                .map(|body| String::from_utf8(body).unwrap());
+            (queue, bodies.collect())
+        })
+        .collect()
 }
 
 /// `key-<k>|<seq>` bodies acknowledged, in the order each was acknowledged, with their queue.

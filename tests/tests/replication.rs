@@ -1015,40 +1015,13 @@ fn produce_tagged(addr: &str, topic: &str, tag: &str, count: usize) -> (BTreeSet
     })
 }
 
-/// Every message of `topic`'s `queues` queues stored at `addr`, read from offset 0 until
-/// `expected` were found (then once more, for any extra): the bodies, each as often as stored,
-/// with queue offsets checked to go on without gaps.
+/// Every message of `topic` stored at `addr` (each as often as stored, queue offsets checked to
+/// go on without gaps), once `expected` were read.
 fn read_log(addr: &str, topic: &str, expected: usize) -> Vec<Vec<u8>> {
-    runtime().block_on(async {
-        let config = ClientConfig::new(addr.to_owned());
-        let mut consumer = Consumer::connect(config, topic, None, StartFrom::Earliest)
-            .await
-            .unwrap();
-        let mut next_offset: BTreeMap<u32, u64> = BTreeMap::new();
-        let mut bodies = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let polled = consumer.poll(500).await.unwrap();
-            if polled.is_empty() && bodies.len() >= expected {
-                return bodies;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{addr} holds {} of {expected} messages",
-                bodies.len()
-            );
-            for message in polled {
-                let offset = next_offset.entry(message.queue_id).or_insert(0);
-                assert_eq!(
-                    message.offset, *offset,
-                    "queue {} without gaps",
-                    message.queue_id
-                );
-                *offset += 1;
-                bodies.push(message.body.to_vec());
-            }
-        }
-    })
+    smq_tests::healthy::read_queues(addr, topic, expected)
+        .into_values()
+        .flatten()
+        .collect()
 }
 
 /// Asserts that `stored` holds every body of `acknowledged` exactly once and nothing else.

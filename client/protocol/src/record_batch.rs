@@ -8,6 +8,7 @@
 use bytes::BufMut;
 
 use crate::limits::{MAX_MESSAGE_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
+use crate::wire::{DecodeError, Reader};
 
 /// The only batch format this version writes and reads.
 pub const MAGIC_V1: u8 = 1;
@@ -685,44 +686,50 @@ fn parse_message(
     at: usize,
     first_timestamp_ms: u64,
 ) -> Result<(MessageView<'_>, usize), BatchError> {
-    let mut cursor = Cursor { bytes, at };
-    let length = cursor.u32()? as usize;
-    let end = cursor
-        .at
+    // A field past its message's end; the reader's error names the field, the batch's reason
+    // stays the one proto-spec's readers know.
+    let past_end = |_: DecodeError| BatchError::Malformed {
+        reason: "a message field runs past the end of its message",
+    };
+    let mut length = Reader::new(bytes.get(at..).unwrap_or_default());
+    let length = length.u32("message length").map_err(past_end)? as usize;
+    let start = at + 4;
+    let end = start
         .checked_add(length)
         .filter(|end| *end <= bytes.len())
         .ok_or(BatchError::Malformed {
             reason: "message length runs past the end of the batch",
         })?;
-    let mut cursor = Cursor {
-        bytes: &bytes[..end],
-        at: cursor.at,
-    };
+    let mut reader = Reader::new(&bytes[start..end]);
     let timestamp_ms = first_timestamp_ms
-        .checked_add(u64::from(cursor.u32()?))
+        .checked_add(u64::from(reader.u32("timestamp delta").map_err(past_end)?))
         .ok_or(BatchError::Malformed {
             reason: "a message's timestamp is past the largest u64",
         })?;
-    let key_len = cursor.u32()? as usize;
-    let key = cursor.take(key_len)?;
-    let tag_len = cursor.u16()? as usize;
-    let tag = std::str::from_utf8(cursor.take(tag_len)?).map_err(|_| BatchError::Malformed {
+    let key_len = reader.u32("key length").map_err(past_end)? as usize;
+    let key = reader.slice("key", key_len).map_err(past_end)?;
+    let tag_len = reader.u16("tag length").map_err(past_end)? as usize;
+    let tag = reader.slice("tag", tag_len).map_err(past_end)?;
+    let tag = std::str::from_utf8(tag).map_err(|_| BatchError::Malformed {
         reason: "tag is not UTF-8",
     })?;
-    let header_count = cursor.u16()?;
+    let header_count = reader.u16("header count").map_err(past_end)?;
     let mut headers = Vec::with_capacity(usize::from(header_count).min(64));
     for _ in 0..header_count {
-        let name_len = cursor.u16()? as usize;
-        let name =
-            std::str::from_utf8(cursor.take(name_len)?).map_err(|_| BatchError::Malformed {
-                reason: "header name is not UTF-8",
-            })?;
-        let value_len = cursor.u32()? as usize;
-        headers.push((name, cursor.take(value_len)?));
+        let name_len = reader.u16("header name length").map_err(past_end)? as usize;
+        let name = reader.slice("header name", name_len).map_err(past_end)?;
+        let name = std::str::from_utf8(name).map_err(|_| BatchError::Malformed {
+            reason: "header name is not UTF-8",
+        })?;
+        let value_len = reader.u32("header value length").map_err(past_end)? as usize;
+        headers.push((
+            name,
+            reader.slice("header value", value_len).map_err(past_end)?,
+        ));
     }
-    let body_len = cursor.u32()? as usize;
-    let body = cursor.take(body_len)?;
-    if cursor.at != end {
+    let body_len = reader.u32("body length").map_err(past_end)? as usize;
+    let body = reader.slice("body", body_len).map_err(past_end)?;
+    if reader.remaining() != 0 {
         return Err(BatchError::Malformed {
             reason: "message length does not match its fields",
         });
@@ -737,37 +744,6 @@ fn parse_message(
         },
         end,
     ))
-}
-
-/// Bounds-checked reads inside one message.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8], BatchError> {
-        let end = self
-            .at
-            .checked_add(len)
-            .filter(|end| *end <= self.bytes.len())
-            .ok_or(BatchError::Malformed {
-                reason: "a message field runs past the end of its message",
-            })?;
-        let slice = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(slice)
-    }
-    fn u16(&mut self) -> Result<u16, BatchError> {
-        Ok(u16::from_be_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
-    }
-    fn u32(&mut self) -> Result<u32, BatchError> {
-        Ok(u32::from_be_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
 }
 
 fn read_u16(bytes: &[u8], at: usize) -> u16 {

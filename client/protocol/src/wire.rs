@@ -60,15 +60,21 @@ impl DecodeError {
     }
 }
 
-/// Reads fields from one frame body; every read checks the bytes left first, and byte arrays are
-/// zero-copy slices of the frame.
-pub(crate) struct Reader {
-    buf: Bytes,
+/// The protocol crate's one bounds-checked reader: every read checks the bytes left first. Over
+/// a frame body (`Bytes`, the default) byte arrays are zero-copy slices of the frame; over a
+/// `&[u8]` (a record batch's messages) [`Reader::slice`] borrows them.
+pub(crate) struct Reader<B = Bytes> {
+    buf: B,
 }
 
-impl Reader {
-    pub(crate) fn new(buf: Bytes) -> Reader {
+impl<B: Buf> Reader<B> {
+    pub(crate) fn new(buf: B) -> Reader<B> {
         Reader { buf }
+    }
+
+    /// How many bytes are left.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.remaining()
     }
 
     fn need(&self, field: &'static str, needed: usize) -> Result<(), DecodeError> {
@@ -106,15 +112,17 @@ impl Reader {
     pub(crate) fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let len = usize::from(self.u16(field)?);
         self.need(field, len)?;
-        let bytes = self.buf.split_to(len);
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { field })
+        let mut bytes = vec![0; len];
+        self.buf.copy_to_slice(&mut bytes);
+        String::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { field })
     }
 
-    /// A u32 length, then that many bytes, shared with the frame rather than copied.
+    /// A u32 length, then that many bytes, shared with the frame rather than copied (over
+    /// `Bytes`, whose `copy_to_bytes` is a zero-copy split).
     pub(crate) fn bytes(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u32(field)? as usize;
         self.need(field, len)?;
-        Ok(self.buf.split_to(len))
+        Ok(self.buf.copy_to_bytes(len))
     }
 
     /// A u32 item count, checked against the bytes left assuming each item takes at least
@@ -141,6 +149,20 @@ impl Reader {
     /// Ends the body: a known version has no bytes after its last field.
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
         self.finish_here()
+    }
+}
+
+impl<'a> Reader<&'a [u8]> {
+    /// The next `len` bytes, borrowed.
+    pub(crate) fn slice(
+        &mut self,
+        field: &'static str,
+        len: usize,
+    ) -> Result<&'a [u8], DecodeError> {
+        self.need(field, len)?;
+        let (head, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Ok(head)
     }
 }
 
