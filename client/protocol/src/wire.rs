@@ -130,6 +130,11 @@ impl Reader {
         Ok(count)
     }
 
+    /// Whether every byte was read: an optional last field is absent.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.remaining() == 0
+    }
+
     /// [`Reader::finish`] without giving the reader up.
     pub(crate) fn finish_here(&self) -> Result<(), DecodeError> {
         match self.buf.remaining() {
