@@ -478,21 +478,39 @@ impl Registry {
     }
 
     /// The consumer offsets the live brokers report, each with its broker group: per broker
-    /// group, the master's report if it is live, else the report of the slave that heartbeated
-    /// last.
+    /// group and queue, the newest any live broker of the group reports (a higher owner epoch,
+    /// else a higher offset; the master's on a tie), so that a master back from an outage
+    /// during which its slave took the group's commits shows no offset going back before it
+    /// took them from the slave.
     pub fn consumer_offsets(&self, now_ms: u64) -> Vec<(String, ConsumerOffset)> {
         let mut offsets = Vec::new();
         for ((_, group), members) in self.groups(now_ms) {
-            let reporter = members.master.or_else(|| {
-                members
-                    .slaves
-                    .iter()
-                    .copied()
-                    .max_by_key(|s| s.last_heartbeat_ms)
-            });
-            for offset in reporter.iter().flat_map(|e| &e.heartbeat.consumer_offsets) {
-                offsets.push((group.to_owned(), offset.clone()));
+            let mut newest: BTreeMap<(&str, &str, u32), &ConsumerOffset> = BTreeMap::new();
+            let reporters = members
+                .master
+                .into_iter()
+                .chain(members.slaves.iter().copied());
+            for offset in reporters.flat_map(|e| &e.heartbeat.consumer_offsets) {
+                let key = (
+                    offset.consumer_group.as_str(),
+                    offset.topic.as_str(),
+                    offset.queue_id,
+                );
+                let order = |o: &ConsumerOffset| (o.owner_epoch, o.offset);
+                newest
+                    .entry(key)
+                    .and_modify(|kept| {
+                        if order(offset) > order(kept) {
+                            *kept = offset;
+                        }
+                    })
+                    .or_insert(offset);
             }
+            offsets.extend(
+                newest
+                    .into_values()
+                    .map(|offset| (group.to_owned(), offset.clone())),
+            );
         }
         offsets
     }

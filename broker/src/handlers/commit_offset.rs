@@ -1,6 +1,7 @@
 //! CommitOffset: remember the next offset a consumer group reads from a topic-queue, unless a
 //! newer owner of the queue (a higher owner epoch) committed already, or a new group or queue
-//! would go beyond the broker's offset limits.
+//! would go beyond the broker's offset limits. A slave takes commits while it has no connection
+//! to its master (its consumers read from it then) and gives them to the master when it is back.
 
 use smq_protocol::request::CommitOffsetRequest;
 use smq_protocol::Response;
@@ -8,11 +9,15 @@ use smq_protocol::Response;
 use super::{
     check_group_name, check_master, check_topic_id, topic_queue, Answer, HandlerError, Outcome,
 };
-use crate::metadata::offsets::CommitRefused;
+use crate::config::Role;
+use crate::metadata::offsets::{CommitRefused, Offsets};
 use crate::state::Broker;
 
 pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
-    check_master(broker)?;
+    let for_absent_master = slave_without_master(broker);
+    if !for_absent_master {
+        check_master(broker)?;
+    }
     check_group_name(&request.consumer_group)?;
     let topic = topic_queue(broker, &request.topic, request.queue_id)?;
     // An offset of a topic deleted since never counts in one created again under its name.
@@ -23,7 +28,13 @@ pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
     topic
         .while_live(|| {
             let (_, end) = broker.store.queue_offsets(&request.topic, request.queue_id);
-            broker.offsets.commit(
+            let commit = if for_absent_master {
+                Offsets::commit_unconfirmed
+            } else {
+                Offsets::commit
+            };
+            commit(
+                &broker.offsets,
                 &request.consumer_group,
                 &request.topic,
                 request.queue_id,
@@ -55,4 +66,10 @@ pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
             },
         })?;
     Ok(Answer::Response(Response::CommitOffset))
+}
+
+/// Whether this broker is a slave with no connection to its master: consumers read the group's
+/// queues from it then, and commit here.
+fn slave_without_master(broker: &Broker) -> bool {
+    broker.role.borrow().role == Role::Slave && !broker.slave_status.lag().connected
 }

@@ -7,11 +7,17 @@
 //! epoch that grows each time the queue changes owner, and a commit with an epoch below the one
 //! stored is refused, so a slow former owner cannot move the offset back.
 //!
+//! A slave stores commits too while it has no connection to its master (consumers read from it
+//! then): it keeps them as unconfirmed and gives them to its master when it reconnects, which
+//! keeps the newer of each (a higher owner epoch, else a higher offset), so a master back from
+//! an outage never brings a consumer group's offsets back (RocketMQ #1094). When it copies its
+//! master's offsets it keeps those of its own that are newer still.
+//!
 //! What a crash can lose: commits made since the last write (at most one interval, 1 s by
 //! default). A consumer group then resumes from an older offset and reads those messages again:
 //! delivery is at least once, never a skipped message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -50,6 +56,14 @@ pub struct Committed {
     pub offset: u64,
     /// The highest owner epoch a commit for this queue carried.
     pub owner_epoch: u64,
+}
+
+impl Committed {
+    /// Whether this commit is newer than `other`, of two replicas' copies of a queue's offset:
+    /// made by a later owner, or by the same owner further on.
+    fn is_newer_than(&self, other: &Committed) -> bool {
+        (self.owner_epoch, self.offset) > (other.owner_epoch, other.offset)
+    }
 }
 
 /// Why a commit was refused; nothing was stored.
@@ -106,6 +120,8 @@ struct State {
     offsets: BTreeMap<Key, Committed>,
     /// How many entries of `offsets` each consumer group has.
     groups: BTreeMap<String, usize>,
+    /// Keys this broker committed as a slave whose master has not confirmed them yet.
+    unconfirmed: BTreeSet<Key>,
     /// Changed since the last write.
     dirty: bool,
     /// Bumped on every change since the broker started: a slave copies the offsets again when
@@ -141,6 +157,7 @@ impl Offsets {
             state: Mutex::new(State {
                 groups: groups_of(&offsets),
                 offsets,
+                unconfirmed: BTreeSet::new(),
                 dirty: false,
                 version: 0,
             }),
@@ -202,6 +219,77 @@ impl Offsets {
         Ok(())
     }
 
+    /// [`Offsets::commit`] on a slave whose master cannot be reached: the offset is also kept
+    /// as unconfirmed, for the master to take when the slave reconnects
+    /// ([`Offsets::unconfirmed_json`]).
+    pub fn commit_unconfirmed(
+        &self,
+        consumer_group: &str,
+        topic: &str,
+        queue: u32,
+        offset: u64,
+        owner_epoch: u64,
+    ) -> Result<(), CommitRefused> {
+        self.commit(consumer_group, topic, queue, offset, owner_epoch)?;
+        self.lock()
+            .unconfirmed
+            .insert((consumer_group.to_owned(), topic.to_owned(), queue));
+        Ok(())
+    }
+
+    /// The unconfirmed offsets (see [`Offsets::commit_unconfirmed`]) as consumer_offsets.json
+    /// has them; empty when there are none.
+    pub fn unconfirmed_json(&self) -> Vec<u8> {
+        let state = self.lock();
+        if state.unconfirmed.is_empty() {
+            return Vec::new();
+        }
+        let unconfirmed: BTreeMap<Key, Committed> = state
+            .unconfirmed
+            .iter()
+            .filter_map(|key| Some((key.clone(), *state.offsets.get(key)?)))
+            .collect();
+        serde_json::to_vec(&file_of(&unconfirmed)).expect("offsets serialize")
+    }
+
+    /// Takes each offset of `json` (a slave's [`Offsets::unconfirmed_json`]) that is newer than
+    /// the one stored here, or new, for which `keep(topic, queue)` holds (the topic and queue
+    /// exist here); beyond the limits too, as a slave takes its master's. Returns how many it
+    /// took.
+    pub fn take_newer_from_json(
+        &self,
+        json: &[u8],
+        keep: impl Fn(&str, u32) -> bool,
+    ) -> Result<usize, OffsetsError> {
+        let file = self.parse(json, "the slave's offsets")?;
+        let mut state = self.lock();
+        let mut taken = 0;
+        for (key, theirs) in offsets_of(file) {
+            if !keep(&key.1, key.2) {
+                continue;
+            }
+            match state.offsets.get(&key) {
+                Some(ours) if !theirs.is_newer_than(ours) => continue,
+                Some(_) => {}
+                None => *state.groups.entry(key.0.clone()).or_default() += 1,
+            }
+            state.offsets.insert(key, theirs);
+            taken += 1;
+        }
+        if taken > 0 {
+            state.dirty = true;
+            state.version += 1;
+        }
+        Ok(taken)
+    }
+
+    fn parse(&self, json: &[u8], what: &str) -> Result<OffsetsFile, OffsetsError> {
+        serde_json::from_slice(json).map_err(|error| OffsetsError::BadFile {
+            path: self.path.clone(),
+            reason: format!("{what} do not parse: {error}"),
+        })
+    }
+
     /// Changes since the broker started (see `State::version`).
     pub fn version(&self) -> u64 {
         self.lock().version
@@ -216,16 +304,28 @@ impl Offsets {
     }
 
     /// Replaces every offset with those of `json` (what [`Offsets::to_json`] made on the master)
-    /// at once, and writes them to disk. Blocks on the disk.
+    /// at once, but for unconfirmed ones newer than the master's (committed here after this
+    /// slave gave them to its master: they stay unconfirmed), and writes them to disk. Blocks
+    /// on the disk.
     pub fn replace_from_json(&self, json: &[u8]) -> Result<(), OffsetsError> {
-        let file: OffsetsFile =
-            serde_json::from_slice(json).map_err(|error| OffsetsError::BadFile {
-                path: self.path.clone(),
-                reason: format!("the master's offsets do not parse: {error}"),
-            })?;
+        let file = self.parse(json, "the master's offsets")?;
         {
             let mut state = self.lock();
-            state.offsets = offsets_of(file);
+            let mut offsets = offsets_of(file);
+            let unconfirmed = std::mem::take(&mut state.unconfirmed);
+            for key in unconfirmed {
+                let Some(ours) = state.offsets.get(&key).copied() else {
+                    continue;
+                };
+                if offsets
+                    .get(&key)
+                    .is_none_or(|master| ours.is_newer_than(master))
+                {
+                    offsets.insert(key.clone(), ours);
+                    state.unconfirmed.insert(key);
+                }
+            }
+            state.offsets = offsets;
             state.groups = groups_of(&state.offsets);
             state.dirty = true;
             state.version += 1;
@@ -260,6 +360,7 @@ impl Offsets {
         let mut state = self.lock();
         let before = state.offsets.len();
         state.offsets.retain(|(_, t, _), _| t != topic);
+        state.unconfirmed.retain(|(_, t, _)| t != topic);
         if state.offsets.len() != before {
             state.groups = groups_of(&state.offsets);
             state.dirty = true;
@@ -414,6 +515,58 @@ mod tests {
         // A deleted topic frees its entries and groups.
         offsets.remove_topic("orders");
         offsets.commit("intruder", "orders", 0, 1, 1).unwrap();
+    }
+
+    /// Issue 17 (RocketMQ #1094): what a slave took while its master was down reaches the
+    /// master when it comes back, and neither replica's offset goes back.
+    #[test]
+    fn offsets_a_slave_took_while_its_master_was_down_are_kept_by_both_and_never_go_back() {
+        let (master_dir, slave_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let master = Offsets::open(master_dir.path(), OffsetLimits::default()).unwrap();
+        let slave = Offsets::open(slave_dir.path(), OffsetLimits::default()).unwrap();
+        master.commit("billing", "orders", 0, 80, 5).unwrap();
+        master.commit("billing", "orders", 1, 10, 5).unwrap();
+        slave.replace_from_json(&master.to_json().1).unwrap();
+        assert!(slave.unconfirmed_json().is_empty(), "nothing taken yet");
+        // The master is down: the slave takes the group's commits.
+        slave
+            .commit_unconfirmed("billing", "orders", 0, 100, 5)
+            .unwrap();
+        slave
+            .commit_unconfirmed("billing", "orders", 2, 7, 6)
+            .unwrap();
+        slave
+            .commit_unconfirmed("billing", "deleted", 0, 3, 6)
+            .unwrap();
+        // Back, the master committed queue 1 further itself before the slave reconnected.
+        master.commit("billing", "orders", 1, 20, 5).unwrap();
+        let sent = slave.unconfirmed_json();
+        let taken = master
+            .take_newer_from_json(&sent, |topic, _| topic == "orders")
+            .unwrap();
+        assert_eq!(
+            taken, 2,
+            "queue 0 and the new queue 2, not the deleted topic"
+        );
+        // A commit the slave took after it sent its offsets, older than nothing the master has.
+        slave
+            .commit_unconfirmed("billing", "orders", 3, 9, 6)
+            .unwrap();
+        // The slave drops the offsets of topics its master no longer has as it copies topics.
+        slave.remove_topic("deleted");
+        slave.replace_from_json(&master.to_json().1).unwrap();
+        for offsets in [&master, &slave] {
+            assert_eq!(offsets.get("billing", "orders", 0).unwrap().offset, 100);
+            assert_eq!(offsets.get("billing", "orders", 1).unwrap().offset, 20);
+            assert_eq!(offsets.get("billing", "orders", 2).unwrap().offset, 7);
+        }
+        assert_eq!(slave.get("billing", "orders", 3).unwrap().offset, 9, "kept");
+        let left: OffsetsFile = serde_json::from_slice(&slave.unconfirmed_json()).unwrap();
+        assert_eq!(left.offsets.len(), 1, "queue 3 is still to give: {left:?}");
+        // An older copy never replaces a newer one: a lower epoch, or a lower offset.
+        let older = br#"{"offsets":[{"consumer_group":"billing","topic":"orders","queue":0,"offset":90,"owner_epoch":5},{"consumer_group":"billing","topic":"orders","queue":1,"offset":99,"owner_epoch":4}]}"#;
+        assert_eq!(master.take_newer_from_json(older, |_, _| true).unwrap(), 0);
+        assert_eq!(master.get("billing", "orders", 0).unwrap().offset, 100);
     }
 
     #[test]

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use smq_protocol::credential::constant_time_eq;
 use smq_protocol::replication::{
-    ReplicaFetch, ReplicaFetchResponse, ReplicaHello, ReplicaHelloResponse, ReplicaMetadataResponse,
+    ReplicaFetch, ReplicaFetchResponse, ReplicaHello, ReplicaHelloResponse, ReplicaMetadata,
+    ReplicaMetadataResponse,
 };
 use tokio::sync::{watch, Notify};
 
@@ -646,8 +647,29 @@ pub async fn keep_holders(broker: Arc<Broker>) {
     }
 }
 
-/// The master's topics and consumer offsets, for a slave to copy.
-pub fn metadata(broker: &Broker) -> Outcome {
+/// The master's topics and consumer offsets, for a slave to copy, after taking the offsets the
+/// slave committed while it could not reach this master that are newer than this master's
+/// (of topics and queues it has): a master back from an outage never brings a consumer group's
+/// offsets back.
+pub fn metadata(broker: &Broker, peer: SocketAddr, request: &ReplicaMetadata) -> Outcome {
+    if !request.slave_offsets_json.is_empty() {
+        let keep = |topic: &str, queue: u32| {
+            broker
+                .topic(topic)
+                .is_some_and(|state| queue < state.queue_count)
+        };
+        match broker
+            .offsets
+            .take_newer_from_json(&request.slave_offsets_json, keep)
+        {
+            Ok(taken) => {
+                tracing::info!(%peer, taken, "took the newer consumer offsets the slave committed while this master was unreachable")
+            }
+            Err(error) => {
+                tracing::warn!(%peer, %error, "the slave's consumer offsets do not parse: not taken")
+            }
+        }
+    }
     let (topics_version, topics_json) = broker.topics_json();
     let (offsets_version, offsets_json) = broker.offsets.to_json();
     Ok(Answer::ReplicaMetadata(ReplicaMetadataResponse {

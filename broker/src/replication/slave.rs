@@ -22,7 +22,8 @@ use smq_protocol::credential::Credential;
 use smq_protocol::frame;
 use smq_protocol::record_batch::BatchView;
 use smq_protocol::replication::{
-    EpochEntry, ReplicaFetch, ReplicaHello, ReplicaHelloResponse, ReplicaRequest, ReplicaResponse,
+    EpochEntry, ReplicaFetch, ReplicaHello, ReplicaHelloResponse, ReplicaMetadata, ReplicaRequest,
+    ReplicaResponse,
 };
 use smq_protocol::request::HandshakeRequest;
 use smq_protocol::{ApiKey, Request, Response, Role};
@@ -644,7 +645,11 @@ impl Link {
         &mut self,
         broker: &Arc<Broker>,
     ) -> Result<(u64, u64), ReplicationError> {
-        let metadata = match self.call(&ReplicaRequest::Metadata).await? {
+        // The offsets this slave took while it could not reach the master go with the request.
+        let request = ReplicaRequest::Metadata(ReplicaMetadata {
+            slave_offsets_json: broker.offsets.unconfirmed_json().into(),
+        });
+        let metadata = match self.call(&request).await? {
             ReplicaResponse::Metadata(metadata) => metadata,
             other => return Err(self.unexpected(other)),
         };

@@ -327,9 +327,9 @@ impl Connection<'_> {
             (ReplicaRequest::Fetch(fetch), Some(session)) => {
                 replication::master::fetch(self.broker, session, fetch)
             }
-            (ReplicaRequest::Metadata, Some(_)) => {
-                Reply::Now(replication::master::metadata(self.broker))
-            }
+            (ReplicaRequest::Metadata(metadata), Some(_)) => Reply::Now(
+                replication::master::metadata(self.broker, self.peer, &metadata),
+            ),
         };
         self.answer(header, reply).await;
         true

@@ -1,7 +1,8 @@
 //! The broker-to-broker apis of replication (keys 100 to 102, proto-spec.md section 10): a slave
 //! introduces itself (ReplicaHello), pulls the master's log bytes from its own log end
 //! (ReplicaFetch, whose position acknowledges everything below it), and copies the master's
-//! topics and consumer offsets (ReplicaMetadata). Clients never send these; the codec is here,
+//! topics and consumer offsets (ReplicaMetadata, which carries the offsets the slave took
+//! while its master was down). Clients never send these; the codec is here,
 //! beside the others, so that both brokers use one definition.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -14,7 +15,7 @@ use crate::wire::{put_bytes, put_count, put_string, DecodeError, Reader};
 pub const REPLICA_HELLO: u16 = 100;
 /// A slave asks for the master's log from a position, acknowledging what it holds below it.
 pub const REPLICA_FETCH: u16 = 101;
-/// A slave asks for the master's topics and consumer offsets.
+/// A slave asks for the master's topics and consumer offsets, giving the offsets it took itself.
 pub const REPLICA_METADATA: u16 = 102;
 /// The one version of each replication api so far.
 pub const REPLICATION_API_VERSION: u16 = 1;
@@ -99,6 +100,15 @@ pub struct ReplicaFetchResponse {
     pub bytes: Bytes,
 }
 
+/// A slave asks for its master's topics and consumer offsets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaMetadata {
+    /// Consumer offsets the slave took while it had no connection to its master (consumers read
+    /// from it then), not yet confirmed by the master, as consumer_offsets.json has them; empty
+    /// when there are none. The master keeps the newer of each (proto-spec.md section 10).
+    pub slave_offsets_json: Bytes,
+}
+
 /// The master's topics and consumer offsets, each as its JSON file has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaMetadataResponse {
@@ -112,7 +122,7 @@ pub struct ReplicaMetadataResponse {
 pub enum ReplicaRequest {
     Hello(ReplicaHello),
     Fetch(ReplicaFetch),
-    Metadata,
+    Metadata(ReplicaMetadata),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +138,7 @@ impl ReplicaRequest {
         match self {
             ReplicaRequest::Hello(_) => REPLICA_HELLO,
             ReplicaRequest::Fetch(_) => REPLICA_FETCH,
-            ReplicaRequest::Metadata => REPLICA_METADATA,
+            ReplicaRequest::Metadata(_) => REPLICA_METADATA,
         }
     }
 
@@ -155,7 +165,13 @@ impl ReplicaRequest {
                 out.put_u32(fetch.max_bytes);
                 out.put_u32(fetch.max_wait_ms);
             }
-            ReplicaRequest::Metadata => {}
+            // Nothing when the slave took no offsets: the frame of a slave built before
+            // slaves took offsets.
+            ReplicaRequest::Metadata(metadata) => {
+                if !metadata.slave_offsets_json.is_empty() {
+                    put_bytes(out, &metadata.slave_offsets_json);
+                }
+            }
         });
     }
 
@@ -179,7 +195,13 @@ impl ReplicaRequest {
                 max_bytes: reader.u32("max_bytes")?,
                 max_wait_ms: reader.u32("max_wait_ms")?,
             }),
-            REPLICA_METADATA => ReplicaRequest::Metadata,
+            REPLICA_METADATA => ReplicaRequest::Metadata(ReplicaMetadata {
+                slave_offsets_json: if reader.is_empty() {
+                    Bytes::new()
+                } else {
+                    reader.bytes("slave_offsets_json")?
+                },
+            }),
             api_key => return Err(not_replication(api_key)),
         };
         reader.finish()?;
@@ -378,7 +400,10 @@ mod tests {
             max_bytes: 1 << 20,
             max_wait_ms: 500,
         }));
-        round_trip_request(ReplicaRequest::Metadata);
+        round_trip_request(ReplicaRequest::Metadata(ReplicaMetadata::default()));
+        round_trip_request(ReplicaRequest::Metadata(ReplicaMetadata {
+            slave_offsets_json: Bytes::from_static(b"{\"offsets\":[]}"),
+        }));
         round_trip_response(
             REPLICA_HELLO,
             ReplicaResponse::Hello(ReplicaHelloResponse {

@@ -138,6 +138,11 @@ impl<B: Buf> Reader<B> {
         Ok(count)
     }
 
+    /// Whether every byte was read: an optional last field is absent.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.remaining() == 0
+    }
+
     /// [`Reader::finish`] without giving the reader up.
     pub(crate) fn finish_here(&self) -> Result<(), DecodeError> {
         match self.buf.remaining() {
