@@ -9,9 +9,9 @@ use smq_protocol::Response;
 use super::{
     check_group_name, check_master, check_topic_id, topic_queue, Answer, HandlerError, Outcome,
 };
-use crate::config::Role;
 use crate::metadata::offsets::{CommitRefused, Offsets};
 use crate::state::Broker;
+use smq_protocol::Role;
 
 pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
     let for_absent_master = slave_without_master(broker);
