@@ -848,6 +848,7 @@ mod tests {
             in_sync_slaves: Vec::new(),
             master_epoch: 0,
             acknowledged_position: None,
+            claim: false,
         };
         let client = client(&[url]).with_token("cluster-s3cret");
         let reply = client.heartbeat(&heartbeat).await.unwrap();
