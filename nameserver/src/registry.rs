@@ -11,7 +11,8 @@
 //! effect so), and a master heartbeat with a lower epoch, or the same epoch as another broker's
 //! claim, is refused as stale with the group's epoch and master, so that the old master learns
 //! it was superseded. Brokers that send no epoch keep the older rule: a live master stays until
-//! it stops heartbeating.
+//! it stops heartbeating. While the NameServer warms up, a master's claim of an epoch it has not
+//! begun waits (see [`Registry::warm_up_until`]).
 
 use std::collections::BTreeMap;
 
