@@ -195,7 +195,8 @@ impl Registry {
     /// already writing in that epoch, or in a higher one, registers first: after a NameServer
     /// restart an old master restarting with the next epoch of its own history cannot take the
     /// group from the promoted master that writes in that same epoch. Heartbeats of masters that
-    /// write in their epoch (renewals) and of slaves are decided at once.
+    /// write in their epoch (renewals), claims of epoch 1 (a new group's first master) and
+    /// slaves' heartbeats are decided at once.
     pub fn warm_up_until(&mut self, end_ms: u64) {
         self.warm_up_end_ms = end_ms;
     }
@@ -283,7 +284,9 @@ impl Registry {
                     });
                 }
             }
-            if heartbeat.claim && now_ms < self.warm_up_end_ms {
+            // Epoch 1 is a new group's first master: no promoted master writes in it, so it
+            // need not wait (a cluster starting with its NameServer registers at once).
+            if heartbeat.claim && heartbeat.master_epoch > 1 && now_ms < self.warm_up_end_ms {
                 return Err(RegistryError::WarmingUp {
                     broker: describe(&heartbeat),
                     cluster: heartbeat.cluster,
@@ -987,8 +990,12 @@ mod tests {
         assert_eq!((reply.group_epoch, is_new), (2, true));
         assert_eq!(route_master(&r, TIMEOUT_MS).as_deref(), Some("m1:1"));
         // A warm NameServer decides a claim at once (a master restarting alone).
-        let other = claiming(broker("g2", Role::Master, "m2:1", &[("orders", 2)]), 1);
+        let other = claiming(broker("g2", Role::Master, "m2:1", &[("orders", 2)]), 3);
         assert!(r.heartbeat(other, TIMEOUT_MS + 1).is_ok());
+        // A new group's first master (epoch 1) is decided at once even while warming up.
+        r.warm_up_until(2 * TIMEOUT_MS);
+        let first = claiming(broker("g3", Role::Master, "m3:1", &[("orders", 1)]), 1);
+        assert!(r.heartbeat(first, TIMEOUT_MS + 2).is_ok());
     }
 
     #[test]
