@@ -106,6 +106,7 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
             Role::Master => Some(role_change::acknowledged_position(broker)),
             Role::Slave => None,
         },
+        claim: now.role == Role::Master && broker.store.master_epoch() == 0,
     }
 }
 

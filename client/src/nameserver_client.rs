@@ -145,6 +145,17 @@ impl NameServerError {
         }
     }
 
+    /// Whether a NameServer answered that it is warming up (503 `warming_up`): it is up and
+    /// asks to be asked again, rather than gone.
+    pub fn is_warming_up(&self) -> bool {
+        match self {
+            NameServerError::Unavailable { failures } => failures.iter().any(|f| f.warming_up),
+            NameServerError::WarmingUp { .. } => true,
+            NameServerError::GaveUp { last, .. } => last.is_warming_up(),
+            _ => false,
+        }
+    }
+
     /// Whether asking again may succeed: no NameServer answered (refused, timed out, 5xx,
     /// 503 `fenced` or `warming_up`), DNS failed or has no record yet. A 4xx answer and a bad
     /// setting are final.
@@ -189,6 +200,8 @@ pub struct Failure {
     pub nameserver: String,
     /// What happened, for people: "connection refused", "no answer within 3s", "503 fenced: ...".
     pub problem: String,
+    /// It answered 503 `warming_up`: it is up, and asks to be asked again later.
+    pub warming_up: bool,
 }
 
 fn describe(failures: &[Failure]) -> String {
@@ -453,6 +466,7 @@ impl NameServerClient {
                     failures.push(Failure {
                         nameserver: url,
                         problem,
+                        warming_up: false,
                     });
                 }
                 Err(Attempt::WarmingUp(problem)) => {
@@ -461,6 +475,7 @@ impl NameServerClient {
                     failures.push(Failure {
                         nameserver: url,
                         problem,
+                        warming_up: true,
                     });
                 }
             }
@@ -848,6 +863,7 @@ mod tests {
             in_sync_slaves: Vec::new(),
             master_epoch: 0,
             acknowledged_position: None,
+            claim: false,
         };
         let client = client(&[url]).with_token("cluster-s3cret");
         let reply = client.heartbeat(&heartbeat).await.unwrap();

@@ -151,33 +151,44 @@ fn accept_heartbeat(
     let addr = heartbeat.addr.clone();
     let (group, role) = (heartbeat.group.clone(), heartbeat.role);
     let now_ms = state.now_ms();
-    let (reply, is_new) = state
-        .registry()
-        .heartbeat(heartbeat, now_ms)
-        .map_err(|error| {
-            // Every refusal is a conflict with another live broker: logged, one line per
-            // peer a minute.
-            let admitted = peer.map(|peer| (peer, state.auth.refusals.admit(peer.ip())));
-            if let Some((peer, Some(suppressed))) = admitted {
-                tracing::warn!(%peer, suppressed, "refused a heartbeat (409): {error}");
-            }
+    let warming_up_ms = state.warming_up_ms();
+    let mut registry = state.registry();
+    registry.warm_up_until(now_ms + warming_up_ms);
+    let (reply, is_new) = registry.heartbeat(heartbeat, now_ms).map_err(|error| {
+        if let RegistryError::WarmingUp { retry_after_ms, .. } = error {
+            // Not a conflict: the claimant waits and asks again.
             let mut failure = Failure::new(
-                StatusCode::CONFLICT,
-                ApiErrorCode::Conflict,
+                StatusCode::SERVICE_UNAVAILABLE,
+                ApiErrorCode::WarmingUp,
                 error.to_string(),
             );
-            if let RegistryError::StaleEpoch {
-                group_epoch,
-                master_addr,
-                ..
-            } = error
-            {
-                failure.1.code = ApiErrorCode::StaleEpoch;
-                failure.1.group_epoch = Some(group_epoch);
-                failure.1.master_addr = master_addr;
-            }
-            failure
-        })?;
+            failure.2 = Some(retry_after_ms.div_ceil(1000));
+            return failure;
+        }
+        // Every refusal is a conflict with another live broker: logged, one line per
+        // peer a minute.
+        let admitted = peer.map(|peer| (peer, state.auth.refusals.admit(peer.ip())));
+        if let Some((peer, Some(suppressed))) = admitted {
+            tracing::warn!(%peer, suppressed, "refused a heartbeat (409): {error}");
+        }
+        let mut failure = Failure::new(
+            StatusCode::CONFLICT,
+            ApiErrorCode::Conflict,
+            error.to_string(),
+        );
+        if let RegistryError::StaleEpoch {
+            group_epoch,
+            master_addr,
+            ..
+        } = error
+        {
+            failure.1.code = ApiErrorCode::StaleEpoch;
+            failure.1.group_epoch = Some(group_epoch);
+            failure.1.master_addr = master_addr;
+        }
+        failure
+    })?;
+    drop(registry);
     if is_new {
         tracing::info!(%addr, %group, ?role, "broker registered");
     }

@@ -11,7 +11,8 @@
 //! effect so), and a master heartbeat with a lower epoch, or the same epoch as another broker's
 //! claim, is refused as stale with the group's epoch and master, so that the old master learns
 //! it was superseded. Brokers that send no epoch keep the older rule: a live master stays until
-//! it stops heartbeating.
+//! it stops heartbeating. While the NameServer warms up, a master's claim of an epoch it has not
+//! begun waits (see [`Registry::warm_up_until`]).
 
 use std::collections::BTreeMap;
 
@@ -79,6 +80,19 @@ pub enum RegistryError {
         group_epoch: u32,
         master_addr: Option<String>,
     },
+    #[error(
+        "broker {broker} claims master epoch {epoch} of group {cluster}/{group}, but this \
+         NameServer is warming up: another master of the group may be writing in that epoch and \
+         not have reported it yet, so a claim is decided only once every broker had a heartbeat \
+         timeout to register; take no writes and retry in {retry_after_ms} ms"
+    )]
+    WarmingUp {
+        broker: String,
+        cluster: String,
+        group: String,
+        epoch: u32,
+        retry_after_ms: u64,
+    },
 }
 
 /// A broker's last heartbeat and when it came.
@@ -126,6 +140,8 @@ pub struct Registry {
     last_topics: BTreeMap<(String, String), LastTopics>,
     /// Each group's highest master epoch and its master's last report, kept after expiry.
     epochs: BTreeMap<(String, String), KnownEpoch>,
+    /// Until when this NameServer warms up ([`Registry::warm_up_until`]): master claims wait.
+    warm_up_end_ms: u64,
 }
 
 /// A group's highest master epoch, who claimed it, and that master's last report.
@@ -168,7 +184,21 @@ impl Registry {
             first_heartbeat_ms: None,
             last_topics: BTreeMap::new(),
             epochs: BTreeMap::new(),
+            warm_up_end_ms: 0,
         }
+    }
+
+    /// Tells the registry that the NameServer warms up until `end_ms` (it started, or DNS came
+    /// to name it, less than a heartbeat timeout before): its registrations may be incomplete.
+    /// Until then a master's claim of an epoch it has not begun ([`Heartbeat::claim`]) is not
+    /// decided but refused [`RegistryError::WarmingUp`] (the claimant retries), so that a master
+    /// already writing in that epoch, or in a higher one, registers first: after a NameServer
+    /// restart an old master restarting with the next epoch of its own history cannot take the
+    /// group from the promoted master that writes in that same epoch. Heartbeats of masters that
+    /// write in their epoch (renewals), claims of epoch 1 (a new group's first master) and
+    /// slaves' heartbeats are decided at once.
+    pub fn warm_up_until(&mut self, end_ms: u64) {
+        self.warm_up_end_ms = end_ms;
     }
 
     pub fn heartbeat_timeout_ms(&self) -> u64 {
@@ -253,6 +283,17 @@ impl Registry {
                             .map(|m| m.heartbeat.addr.clone()),
                     });
                 }
+            }
+            // Epoch 1 is a new group's first master: no promoted master writes in it, so it
+            // need not wait (a cluster starting with its NameServer registers at once).
+            if heartbeat.claim && heartbeat.master_epoch > 1 && now_ms < self.warm_up_end_ms {
+                return Err(RegistryError::WarmingUp {
+                    broker: describe(&heartbeat),
+                    cluster: heartbeat.cluster,
+                    group: heartbeat.group,
+                    epoch: heartbeat.master_epoch,
+                    retry_after_ms: self.warm_up_end_ms - now_ms,
+                });
             }
         }
         let live_master = self.group_master(&group, now_ms);
@@ -635,6 +676,7 @@ mod tests {
             consumer_offsets: vec![],
             master_epoch: 0,
             acknowledged_position: None,
+            claim: false,
         }
     }
 
@@ -880,6 +922,98 @@ mod tests {
             (cluster.groups[0].epoch, cluster.groups[0].master_live),
             (4, false)
         );
+    }
+
+    fn claiming(mut heartbeat: Heartbeat, epoch: u32) -> Heartbeat {
+        heartbeat.master_epoch = epoch;
+        heartbeat.claim = true;
+        heartbeat
+    }
+
+    fn route_master(r: &Registry, now_ms: u64) -> Option<String> {
+        r.route("orders", now_ms)?.groups.first()?.master.clone()
+    }
+
+    /// Issue 16 point 7: after a NameServer restart, an old master restarting with the next
+    /// epoch of its own history (4) reaches it before the promoted master writing in epoch 4.
+    /// Its claim waits out the warm-up; the writing master registers meanwhile and keeps the
+    /// group; the claimant learns it is stale.
+    #[test]
+    fn during_the_warm_up_a_claim_loses_to_the_master_writing_in_that_epoch() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        r.warm_up_until(TIMEOUT_MS);
+        let old = claiming(broker("g1", Role::Master, "m1:1", &[("orders", 4)]), 4);
+        assert_eq!(
+            r.heartbeat(old.clone(), 100).unwrap_err(),
+            RegistryError::WarmingUp {
+                broker: "c1/g1/m1:1".into(),
+                cluster: "c1".into(),
+                group: "g1".into(),
+                epoch: 4,
+                retry_after_ms: TIMEOUT_MS - 100,
+            }
+        );
+        assert_eq!(r.route("orders", 101), None, "the claim is not recorded");
+        assert!(matches!(
+            r.heartbeat(old.clone(), 1_000),
+            Err(RegistryError::WarmingUp { .. })
+        ));
+        // The promoted master, writing in epoch 4 (a renewal), is decided at once.
+        let promoted = with_epoch(broker("g1", Role::Master, "s1:1", &[("orders", 4)]), 4);
+        let (reply, _) = r.heartbeat(promoted.clone(), 2_000).unwrap();
+        assert_eq!(reply.group_epoch, 4);
+        assert_eq!(route_master(&r, 2_001).as_deref(), Some("s1:1"));
+        // The claim of the same epoch is stale now, in the warm-up and after it.
+        for now_ms in [3_000, TIMEOUT_MS + 1] {
+            r.heartbeat(promoted.clone(), now_ms).unwrap();
+            assert!(matches!(
+                r.heartbeat(old.clone(), now_ms),
+                Err(RegistryError::StaleEpoch { group_epoch: 4, ref master_addr, .. })
+                    if master_addr.as_deref() == Some("s1:1")
+            ));
+        }
+        assert_eq!(route_master(&r, TIMEOUT_MS + 2).as_deref(), Some("s1:1"));
+    }
+
+    #[test]
+    fn during_the_warm_up_a_stale_claim_first_loses_to_a_higher_epoch_later() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        r.warm_up_until(TIMEOUT_MS);
+        let old = claiming(broker("g1", Role::Master, "m1:1", &[("orders", 4)]), 4);
+        assert!(matches!(
+            r.heartbeat(old.clone(), 100),
+            Err(RegistryError::WarmingUp { .. })
+        ));
+        let newer = with_epoch(broker("g1", Role::Master, "s1:1", &[("orders", 4)]), 5);
+        r.heartbeat(newer.clone(), TIMEOUT_MS - 1).unwrap();
+        r.heartbeat(newer, TIMEOUT_MS + 500).unwrap();
+        assert!(matches!(
+            r.heartbeat(old, TIMEOUT_MS + 500),
+            Err(RegistryError::StaleEpoch {
+                epoch: 4,
+                group_epoch: 5,
+                ..
+            })
+        ));
+        assert_eq!(route_master(&r, TIMEOUT_MS + 501).as_deref(), Some("s1:1"));
+    }
+
+    #[test]
+    fn a_claim_nobody_contests_is_decided_when_the_warm_up_ends() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        r.warm_up_until(TIMEOUT_MS);
+        let master = claiming(broker("g1", Role::Master, "m1:1", &[("orders", 4)]), 2);
+        assert!(r.heartbeat(master.clone(), TIMEOUT_MS - 1).is_err());
+        let (reply, is_new) = r.heartbeat(master, TIMEOUT_MS).unwrap();
+        assert_eq!((reply.group_epoch, is_new), (2, true));
+        assert_eq!(route_master(&r, TIMEOUT_MS).as_deref(), Some("m1:1"));
+        // A warm NameServer decides a claim at once (a master restarting alone).
+        let other = claiming(broker("g2", Role::Master, "m2:1", &[("orders", 2)]), 3);
+        assert!(r.heartbeat(other, TIMEOUT_MS + 1).is_ok());
+        // A new group's first master (epoch 1) is decided at once even while warming up.
+        r.warm_up_until(2 * TIMEOUT_MS);
+        let first = claiming(broker("g3", Role::Master, "m3:1", &[("orders", 1)]), 1);
+        assert!(r.heartbeat(first, TIMEOUT_MS + 2).is_ok());
     }
 
     #[test]

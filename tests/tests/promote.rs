@@ -541,3 +541,84 @@ fn a_master_that_cannot_renew_its_lease_stops_acknowledging_sync_writes() {
         line.contains("the write lease is renewed")
     });
 }
+
+/// Epochs live in the NameServer's memory only. After a forced promotion (the old master was
+/// down, so it never learned of it), the NameServer restarts and the old master restarts beside
+/// it, claiming the next epoch of its own history: the number the promoted master writes in.
+/// The NameServer, warming up, decides no claim before the promoted master renewed its epoch:
+/// the promoted master keeps the group and what it acknowledged; the old master follows it.
+#[test]
+fn a_restarted_nameserver_lets_no_restarted_old_master_take_the_group() {
+    let Group {
+        _dir,
+        secret,
+        nameserver,
+        master,
+        slave,
+    } = start_group("async", "3000", &[]);
+    let (master_addr, slave_addr) = (master.addr.to_string(), slave.addr.to_string());
+    wait_for("the slave holding topic t", Duration::from_secs(30), || {
+        cluster(&nameserver)
+            .brokers
+            .iter()
+            .any(|b| b.addr == slave_addr && b.topics == 1)
+            .then_some(())
+    });
+    let master_dir = master.data_dir.clone();
+    master.kill();
+    wait_for(
+        "the master gone from the routes",
+        Duration::from_secs(30),
+        || {
+            let view = cluster(&nameserver);
+            let g1 = view.groups.iter().find(|g| g.group == "g1")?;
+            (!g1.master_live).then_some(())
+        },
+    );
+    let forced = nameserver
+        .smq()
+        .args(["group", "promote", "g1", "--force"])
+        .output()
+        .unwrap();
+    assert!(forced.status.success(), "{forced:?}");
+    wait_for_role(&nameserver, &slave_addr, Role::Master, None);
+    runtime().block_on(async {
+        let producer = Producer::connect(ClientConfig::new(slave_addr.clone()))
+            .await
+            .unwrap();
+        for n in 0..20 {
+            producer
+                .send("t", Message::from_body(format!("promoted-{n}")))
+                .await
+                .unwrap();
+        }
+    });
+    let listen = nameserver.addr.to_string();
+    nameserver.stop();
+    let nameserver = NameServer::start_on(&listen, &["--heartbeat-timeout-ms", "3000"]);
+    let url = nameserver.url();
+    let old_master = Broker::start_on(
+        &master_addr,
+        &master_dir,
+        &group_args(&url, &secret, &["--replication", "async"]),
+    );
+    wait_for_log(
+        &old_master,
+        "the old master learning it was superseded",
+        |line| line.contains("a slave was promoted while this broker was away"),
+    );
+    wait_for_role(&nameserver, &master_addr, Role::Slave, Some(&slave_addr));
+    wait_for_role(&nameserver, &slave_addr, Role::Master, None);
+    assert!(
+        !slave
+            .log_lines()
+            .iter()
+            .any(|line| line.contains("another broker was promoted")),
+        "the promoted master was never superseded"
+    );
+    let held: usize = read_queues(&slave_addr, 20).values().map(Vec::len).sum();
+    assert_eq!(
+        held, 20,
+        "every acknowledged message is on the promoted master"
+    );
+}

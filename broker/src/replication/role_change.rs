@@ -71,8 +71,10 @@ pub fn acknowledged_position(broker: &Broker) -> u64 {
 
 /// At start, a master registered with a NameServer asks it, with its first heartbeat, whether
 /// its group has a newer master: if so it follows that master as its slave (it has begun no
-/// epoch and written nothing); else it begins the epoch it claimed. When no NameServer answers
-/// within [`CLAIM_WAIT`] it begins its epoch anyway and learns at a later heartbeat.
+/// epoch and written nothing); else it begins the epoch it claimed. A NameServer warming up
+/// answers the claim 503 `warming_up` (proto-spec.md §8.2): it asks again until the claim is
+/// decided. When no NameServer answers within [`CLAIM_WAIT`] it begins its epoch anyway and
+/// learns at a later heartbeat.
 pub async fn claim_at_start(
     broker: &Arc<Broker>,
     client: &NameServerClient,
@@ -87,6 +89,7 @@ pub async fn claim_at_start(
         probe.role = Role::Slave;
         probe.master_epoch = broker.store.epoch_history().last_epoch();
         probe.acknowledged_position = None;
+        probe.claim = false;
         if let Ok(reply) = client.heartbeat(&probe).await {
             let own = broker.own_addr.get();
             if let Some(master) = reply.master_addr.filter(|master| Some(master) != own) {
@@ -103,7 +106,8 @@ pub async fn claim_at_start(
             }
         }
     }
-    let deadline = Instant::now() + CLAIM_WAIT;
+    let mut deadline = Instant::now() + CLAIM_WAIT;
+    let mut told_warming_up = false;
     let mut backoff = Backoff::default();
     loop {
         let beat = registration::heartbeat(broker, addr, http_addr);
@@ -126,6 +130,16 @@ pub async fn claim_at_start(
                     );
                     demote(broker, master, &why).await;
                     return Ok(());
+                }
+                if error.is_warming_up() {
+                    // A NameServer is up but decides claims only once its brokers had time to
+                    // register (a master may be writing in this epoch): waiting for its answer
+                    // is the point, so the deadline for an absent NameServer starts anew.
+                    if !told_warming_up {
+                        tracing::info!(%error, master_epoch = epoch, "the NameServer is warming up: this master waits for it to decide its epoch claim before taking writes");
+                        told_warming_up = true;
+                    }
+                    deadline = Instant::now() + CLAIM_WAIT;
                 }
                 if error.is_retryable() && Instant::now() < deadline {
                     tokio::time::sleep(backoff.next_pause()).await;

@@ -101,6 +101,12 @@ pub struct Heartbeat {
     /// synchronous replication, its log end under asynchronous replication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged_position: Option<u64>,
+    /// Masters: true while it has not begun the epoch it names (a claim: it writes nothing
+    /// until a NameServer accepts it); absent or false once it writes in that epoch (a
+    /// renewal). A NameServer warming up lets a renewal beat a claim of the same epoch
+    /// (proto-spec.md §8.2). Older brokers send none: their heartbeats count as renewals.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub claim: bool,
 }
 
 fn is_zero_u32(value: &u32) -> bool {
@@ -945,6 +951,7 @@ mod tests {
             consumer_offsets: vec![],
             master_epoch: 0,
             acknowledged_position: None,
+            claim: false,
         }
     }
 
