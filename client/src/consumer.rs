@@ -27,8 +27,8 @@ use crate::ClientConfig;
 /// routes are asked again, after a retryable error).
 pub const FETCH_RETRY_DELAY: Duration = Duration::from_millis(200);
 /// How long the consumer waits before applying routes again after a broker in them could not be
-/// reached.
-const FOLLOW_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// reached (the routes are asked for again at once).
+pub const FOLLOW_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Where a consumer starts reading a queue for which its group has no committed offset.
 ///
@@ -448,9 +448,15 @@ impl Consumer {
         Ok(consumer)
     }
 
-    /// Logs that some queues of the routes cannot be read yet; they are tried again in a second.
+    /// Logs that some queues of the routes cannot be read yet; they are tried again in a second,
+    /// with routes asked for now: the broker may be a master that died and that the NameServer
+    /// no longer lists (its group's queues are then read from its slave), and waiting for the
+    /// periodic refresh (`route_refresh_ms`) would leave them unread that long.
     fn follow_later(&mut self, error: &Error) {
         tracing::warn!(topic = %self.topic, %error, "cannot read every queue of the routes yet");
+        if error.is_retryable() {
+            self.routes.refresh_now(&self.topic);
+        }
         self.follow_again_at = tokio::time::Instant::now() + FOLLOW_RETRY_DELAY;
     }
 
@@ -779,7 +785,7 @@ impl Consumer {
             }
             Err(error) => {
                 if error.is_retryable() {
-                    self.routes.invalidate(&self.topic);
+                    self.routes.refresh_now(&self.topic);
                 }
                 self.start_fetch(key, offset, FETCH_RETRY_DELAY);
                 return Err(error);
@@ -1006,15 +1012,18 @@ impl Consumer {
 
     /// Commits and releases the revoked queues.
     async fn release_revoked(&mut self) {
+        let routes = self.routes.get(&self.topic).await.ok();
         let releasing: Vec<(QueueKey, Option<Arc<str>>)> = self
             .releasing
             .iter()
             .map(|(key, broker)| (key.clone(), broker.clone()))
             .collect();
-        for (key, broker) in releasing {
+        for (key, read_from) in releasing {
             let state = self.queues.get(&key);
             let position = state.and_then(|state| state.position);
             let committed = state.and_then(|state| state.committed);
+            let broker =
+                read_from.map(|read_from| commit_broker(routes.as_deref(), &key, read_from));
             let pending = match (position, broker) {
                 (Some(offset), Some(broker)) if committed != Some(offset) => Some((broker, offset)),
                 _ => None,
@@ -1058,15 +1067,12 @@ impl Consumer {
         let Some(consumer_group) = self.consumer_group.clone() else {
             return Ok(());
         };
-        let connection = self.connections.get(broker).await?;
-        let request = Request::CommitOffset(CommitOffsetRequest {
-            consumer_group,
-            topic: self.topic.clone(),
-            queue_id: queue.queue_id,
-            offset,
-            owner_epoch: self.owner_epoch(queue),
-            topic_id: self.topic_id(queue),
-        });
+        let connection = self
+            .connections
+            .get(broker)
+            .await
+            .inspect_err(|error| self.commit_failed(error))?;
+        let request = self.commit_request(consumer_group, queue, offset);
         match connection.request(request).await? {
             Response::CommitOffset => {
                 self.queues.entry(queue.clone()).or_default().committed = Some(offset);
@@ -1076,16 +1082,41 @@ impl Consumer {
         }
     }
 
+    /// The CommitOffset of `offset` of `queue`, with this member's owner epoch.
+    fn commit_request(&self, consumer_group: String, queue: &QueueKey, offset: u64) -> Request {
+        Request::CommitOffset(CommitOffsetRequest {
+            consumer_group,
+            topic: self.topic.clone(),
+            queue_id: queue.queue_id,
+            offset,
+            owner_epoch: self.owner_epoch(queue),
+            topic_id: self.topic_id(queue),
+        })
+    }
+
+    /// A commit that could not reach its broker asks for routes now: the next commit goes where
+    /// they say (a dead master's queues to its slave).
+    fn commit_failed(&self, error: &Error) {
+        if error.is_retryable() {
+            self.routes.refresh_now(&self.topic);
+        }
+    }
+
     /// Stores the consumer group's position of every queue that moved since the last commit, on
-    /// the broker that holds it, with this member's owner epoch. A queue whose commit is refused
-    /// because another member owns it now (`STALE_OWNER_EPOCH`) is given up at once, with a
-    /// warning. Without a consumer group there is nothing to store. A queue read from a slave
-    /// (its broker group has no live master) is committed once its master is back.
+    /// the broker that serves it in the newest routes (see [`commit_broker`]), with this
+    /// member's owner epoch. A broker that cannot be reached holds back only its own queues'
+    /// commits (the first error is returned after the others are stored). A queue whose commit
+    /// is refused because another member owns it now (`STALE_OWNER_EPOCH`) is given up at once,
+    /// with a warning. Without a consumer group there is nothing to store. A queue whose broker
+    /// group has no live master is committed on its slave, which keeps the offset for the
+    /// master (proto-spec.md §5.7); a slave that still reaches its master refuses it
+    /// (`NOT_MASTER`), and the queue is committed again at the next interval.
     pub async fn commit(&mut self) -> Result<()> {
         self.last_commit = Instant::now();
         let Some(group) = self.consumer_group.clone() else {
             return Ok(());
         };
+        let routes = self.routes.get(&self.topic).await.ok();
         let moved: Vec<(QueueKey, Arc<str>, u64)> = self
             .queues
             .iter()
@@ -1093,25 +1124,29 @@ impl Consumer {
                 let offset = queue
                     .position
                     .filter(|offset| queue.committed != Some(*offset))?;
-                let broker = &queue.reading.as_ref()?.broker;
-                Some((key.clone(), broker.clone(), offset))
+                let read_from = queue.reading.as_ref()?.broker.clone();
+                let broker = commit_broker(routes.as_deref(), key, read_from);
+                Some((key.clone(), broker, offset))
             })
             .collect();
+        let mut first_error = None;
         let mut pending = Vec::with_capacity(moved.len());
         for (key, broker, offset) in moved {
-            let connection = self.connections.get(&broker).await?;
-            let request = Request::CommitOffset(CommitOffsetRequest {
-                consumer_group: group.clone(),
-                topic: self.topic.clone(),
-                queue_id: key.queue_id,
-                offset,
-                owner_epoch: self.owner_epoch(&key),
-                topic_id: self.topic_id(&key),
-            });
-            let response = connection.submit(request).await?;
-            pending.push((key, offset, connection, response));
+            let request = self.commit_request(group.clone(), &key, offset);
+            let submitted = match self.connections.get(&broker).await {
+                Ok(connection) => {
+                    (connection.submit(request).await).map(|response| (connection, response))
+                }
+                Err(error) => Err(error),
+            };
+            match submitted {
+                Ok((connection, response)) => pending.push((key, offset, connection, response)),
+                Err(error) => {
+                    self.commit_failed(&error);
+                    first_error.get_or_insert(error);
+                }
+            }
         }
-        let mut first_error = None;
         for (key, offset, connection, response) in pending {
             match response.wait().await {
                 Ok(Response::CommitOffset) => {
@@ -1120,9 +1155,12 @@ impl Consumer {
                 Ok(_) => {
                     first_error.get_or_insert(connection.unexpected(ApiKey::CommitOffset));
                 }
-                // Read from a slave while its broker group has no master: the position stays
-                // uncommitted and is committed to the master once it is back.
-                Err(error) if error.code() == Some(ErrorCode::NotMaster) => {}
+                // A slave that reaches its master again (the routes have not caught up with the
+                // master's return yet), or a former master: the position stays uncommitted and
+                // is committed at the next interval where the routes, asked for now, say.
+                Err(error) if error.code() == Some(ErrorCode::NotMaster) => {
+                    self.routes.refresh_now(&self.topic);
+                }
                 // The topic was deleted and created again: this position was the old topic's
                 // and never counts in the new one; the queue's next fetch moves it there.
                 Err(error) if error.code() == Some(ErrorCode::UnknownTopicId) => {
@@ -1133,6 +1171,7 @@ impl Consumer {
                     self.release(&key);
                 }
                 Err(error) => {
+                    self.commit_failed(&error);
                     first_error.get_or_insert(error);
                 }
             }
@@ -1162,6 +1201,17 @@ impl Consumer {
     pub fn member_id(&self) -> Option<&str> {
         self.membership.as_ref().map(Membership::member_id)
     }
+}
+
+/// Where a queue's offset is committed: the broker that serves it in the newest `routes` (its
+/// master, or while its group has no live master its slave), else the one it is `read_from`.
+/// The two differ from a master's death or return until the next poll follows the routes, and
+/// an application that stopped polling (or [`Consumer::close`]) must still commit where a
+/// broker takes the commit, not on a dead master.
+fn commit_broker(routes: Option<&TopicRoutes>, queue: &QueueKey, read_from: Arc<str>) -> Arc<str> {
+    routes
+        .and_then(|routes| routes.reader_of(&queue.broker_group, queue.queue_id))
+        .unwrap_or(read_from)
 }
 
 #[cfg(test)]

@@ -96,6 +96,15 @@ pub struct TopicRoutes {
 }
 
 impl TopicRoutes {
+    /// The broker consumers read `queue` from and commit its offsets to: its group's master, or
+    /// while the group has no live master its slave; `None` when no broker of it serves reads.
+    pub fn reader_of(&self, broker_group: &str, queue_id: u32) -> Option<Arc<str>> {
+        self.readable
+            .iter()
+            .find(|queue| &*queue.broker_group == broker_group && queue.queue_id == queue_id)
+            .map(|queue| queue.broker.clone())
+    }
+
     /// The routes in a NameServer's answer.
     pub fn from_nameserver(route: &TopicRoute) -> TopicRoutes {
         let mut writable = Vec::new();
@@ -267,6 +276,14 @@ impl RouteCache {
         }
     }
 
+    /// [`RouteCache::invalidate`], and starts the refresh now, in the background, rather than at
+    /// the next [`RouteCache::get`]: for a caller that tries again after a delay and wants the
+    /// new routes by then.
+    pub fn refresh_now(self: &Arc<Self>, topic: &str) {
+        self.invalidate(topic);
+        let _ = self.cached(topic);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
         self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -409,6 +426,24 @@ mod tests {
             readers,
             ["g1/0 at a:1", "g1/1 at a:1", "g2/0 at b:1", "g2/1 at b:1"]
         );
+        assert_eq!(routes.reader_of("g2", 1).as_deref(), Some("b:1"));
+        assert_eq!(routes.reader_of("g2", 2), None, "no such queue");
+        assert_eq!(routes.reader_of("g3", 0), None, "not readable");
+    }
+
+    #[test]
+    fn a_group_without_a_live_master_is_read_from_its_first_slave() {
+        let mut slaves_only = group("g1", None, true, true);
+        slaves_only.slaves = vec!["s:1".into(), "s:2".into()];
+        let route = TopicRoute {
+            topic: "t".into(),
+            groups: vec![slaves_only],
+            warming_up: false,
+            down_groups: Vec::new(),
+        };
+        let routes = TopicRoutes::from_nameserver(&route);
+        assert!(routes.writable.is_empty());
+        assert_eq!(routes.reader_of("g1", 1).as_deref(), Some("s:1"));
     }
 }
 

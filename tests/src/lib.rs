@@ -303,6 +303,16 @@ impl NameServer {
         config
     }
 
+    /// Runs `smq group promote GROUP ARGS...` (a switchover) against this NameServer and
+    /// returns its output, whatever its status.
+    pub fn promote(&self, group: &str, args: &[&str]) -> std::process::Output {
+        self.smq()
+            .args(["group", "promote", group])
+            .args(args)
+            .output()
+            .expect("running smq group promote")
+    }
+
     /// The `smq` CLI, pointed at this NameServer (and at no broker).
     pub fn smq(&self) -> Command {
         let mut command = Command::new(binary("smq"));

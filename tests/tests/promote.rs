@@ -265,12 +265,7 @@ fn promote_while_producing_keyed_messages_loses_nothing_acknowledged() {
         || (acknowledged.lock().unwrap().len() >= 200).then_some(()),
     );
 
-    let promoted = group
-        .nameserver
-        .smq()
-        .args(["group", "promote", "g1", "--slave", &slave_addr])
-        .output()
-        .unwrap();
+    let promoted = group.nameserver.promote("g1", &["--slave", &slave_addr]);
     let promoted_at = Instant::now();
     let stdout = String::from_utf8_lossy(&promoted.stdout);
     assert!(promoted.status.success(), "{promoted:?}");
