@@ -361,11 +361,26 @@ struct QueueState {
     position: Option<u64>,
     /// The offset last committed.
     committed: Option<u64>,
+    /// The broker that took it (or answered it, when reading began).
+    committed_on: Option<Arc<str>>,
 }
 
 impl QueueState {
     fn is_empty(&self) -> bool {
         self.reading.is_none() && self.position.is_none() && self.committed.is_none()
+    }
+
+    /// Whether `offset` is to be committed on `broker`: it is not the last commit, or that
+    /// went to another broker. A master's commits reach its slave only at its next offsets
+    /// copy, so after the master's death the slave may lack the last one: the member commits
+    /// it again there (and once more on the master when it is back).
+    fn needs_commit(&self, offset: u64, broker: &Arc<str>) -> bool {
+        self.committed != Some(offset) || self.committed_on.as_ref() != Some(broker)
+    }
+
+    fn committed_on(&mut self, offset: u64, broker: Arc<str>) {
+        self.committed = Some(offset);
+        self.committed_on = Some(broker);
     }
 }
 
@@ -542,7 +557,7 @@ impl Consumer {
             };
             let queue = self.queues.entry(key.clone()).or_default();
             if let Some(offset) = committed.get(&key.queue_id) {
-                queue.committed = Some(*offset);
+                queue.committed_on(*offset, broker.clone());
             }
             let offset = queue
                 .position
@@ -680,6 +695,7 @@ impl Consumer {
         {
             queue.position = None;
             queue.committed = None;
+            queue.committed_on = None;
         }
         self.queues.retain(|_, queue| !queue.is_empty());
         Some(old_id)
@@ -1021,11 +1037,14 @@ impl Consumer {
         for (key, read_from) in releasing {
             let state = self.queues.get(&key);
             let position = state.and_then(|state| state.position);
-            let committed = state.and_then(|state| state.committed);
             let broker =
                 read_from.map(|read_from| commit_broker(routes.as_deref(), &key, read_from));
-            let pending = match (position, broker) {
-                (Some(offset), Some(broker)) if committed != Some(offset) => Some((broker, offset)),
+            let pending = match (state, position, broker) {
+                (Some(state), Some(offset), Some(broker))
+                    if state.needs_commit(offset, &broker) =>
+                {
+                    Some((broker, offset))
+                }
                 _ => None,
             };
             if let Some((broker, offset)) = pending {
@@ -1075,7 +1094,8 @@ impl Consumer {
         let request = self.commit_request(consumer_group, queue, offset);
         match connection.request(request).await? {
             Response::CommitOffset => {
-                self.queues.entry(queue.clone()).or_default().committed = Some(offset);
+                let state = self.queues.entry(queue.clone()).or_default();
+                state.committed_on(offset, broker.clone());
                 Ok(())
             }
             _ => Err(connection.unexpected(ApiKey::CommitOffset)),
@@ -1121,12 +1141,12 @@ impl Consumer {
             .queues
             .iter()
             .filter_map(|(key, queue)| {
-                let offset = queue
-                    .position
-                    .filter(|offset| queue.committed != Some(*offset))?;
+                let offset = queue.position?;
                 let read_from = queue.reading.as_ref()?.broker.clone();
                 let broker = commit_broker(routes.as_deref(), key, read_from);
-                Some((key.clone(), broker, offset))
+                queue
+                    .needs_commit(offset, &broker)
+                    .then(|| (key.clone(), broker, offset))
             })
             .collect();
         let mut first_error = None;
@@ -1140,17 +1160,22 @@ impl Consumer {
                 Err(error) => Err(error),
             };
             match submitted {
-                Ok((connection, response)) => pending.push((key, offset, connection, response)),
+                Ok((connection, response)) => {
+                    pending.push((key, broker, offset, connection, response))
+                }
                 Err(error) => {
                     self.commit_failed(&error);
                     first_error.get_or_insert(error);
                 }
             }
         }
-        for (key, offset, connection, response) in pending {
+        for (key, broker, offset, connection, response) in pending {
             match response.wait().await {
                 Ok(Response::CommitOffset) => {
-                    self.queues.entry(key).or_default().committed = Some(offset);
+                    self.queues
+                        .entry(key)
+                        .or_default()
+                        .committed_on(offset, broker);
                 }
                 Ok(_) => {
                     first_error.get_or_insert(connection.unexpected(ApiKey::CommitOffset));
