@@ -1,5 +1,6 @@
-//! A healthy client beside a test's misbehaving ones: a producer that sends one message at a time
-//! and counts acknowledgements, and read-backs of everything a topic holds.
+//! Healthy clients beside a test's misbehaving ones: a producer that sends one message at a time
+//! and counts acknowledgements, a consumer that reads a topic as it grows, and read-backs of
+//! everything a topic holds.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -64,13 +65,6 @@ impl HealthyProducer {
         self.acknowledged.load(Ordering::Relaxed)
     }
 
-    /// Messages acknowledged per second over the next `window`.
-    pub fn rate(&self, window: Duration) -> f64 {
-        let before = self.acknowledged();
-        std::thread::sleep(window);
-        (self.acknowledged() - before) as f64 / window.as_secs_f64()
-    }
-
     /// Stops it: every message acknowledged, in the order sent.
     pub fn stop(self) -> Vec<String> {
         self.stop.store(true, Ordering::Relaxed);
@@ -78,6 +72,81 @@ impl HealthyProducer {
             .join()
             .expect("the healthy producer worked throughout")
     }
+}
+
+/// Reads `topic` from its earliest offset on, on its own thread, counting the messages it
+/// receives; any failed poll panics that thread.
+pub struct HealthyConsumer {
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl HealthyConsumer {
+    pub fn start(config: ClientConfig, topic: &str) -> HealthyConsumer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, received, topic) = (stop.clone(), received.clone(), topic.to_owned());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let mut consumer = Consumer::connect(config, &topic, None, StartFrom::Earliest)
+                        .await
+                        .unwrap();
+                    let mut got = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let polled = consumer
+                            .poll(10_000)
+                            .await
+                            .expect("the healthy consumer never fails");
+                        for message in polled {
+                            got.push(String::from_utf8(message.body.to_vec()).unwrap());
+                        }
+                        received.store(got.len(), Ordering::Relaxed);
+                    }
+                    got
+                })
+            })
+        };
+        HealthyConsumer {
+            stop,
+            received,
+            thread,
+        }
+    }
+
+    /// Messages received so far.
+    pub fn received(&self) -> usize {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Stops it: every message received, in the order received.
+    pub fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .expect("the healthy consumer worked throughout")
+    }
+}
+
+/// Messages per second the producer had acknowledged and the consumer received over the next
+/// `window`, measured over the same window.
+pub fn rates(
+    producer: &HealthyProducer,
+    consumer: &HealthyConsumer,
+    window: Duration,
+) -> (f64, f64) {
+    let (acknowledged, received) = (producer.acknowledged(), consumer.received());
+    std::thread::sleep(window);
+    let per_second = |before: usize, after: usize| (after - before) as f64 / window.as_secs_f64();
+    (
+        per_second(acknowledged, producer.acknowledged()),
+        per_second(received, consumer.received()),
+    )
 }
 
 /// Every message of `topic` from the earliest offset on, as text, once `expected` have come or
