@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smq_client::{Admin, ClientConfig};
+use smq_client::{Admin, ClientConfig, Message, Producer};
 use smq_tests::healthy::{rates, read_back, HealthyConsumer, HealthyProducer};
 use smq_tests::hostile::{
     closed_by_peer, memory_bytes, open_files_needed, sample_peak_anon_memory, HostilePeers,
@@ -47,6 +47,7 @@ fn hostile_peers_neither_exhaust_the_broker_nor_stop_a_healthy_client() {
         let admin = Admin::connect(config.clone()).await.unwrap();
         admin.create_topic("healthy", 2).await.unwrap();
         admin.create_topic("idle", 1).await.unwrap();
+        admin.create_topic("large", 1).await.unwrap();
     });
     let producer = HealthyProducer::start(
         config.clone(),
@@ -78,7 +79,26 @@ fn hostile_peers_neither_exhaust_the_broker_nor_stop_a_healthy_client() {
         100.0 * consumed_attacked / consumed,
     );
 
-    // The slow peers, the deaf client and the unfinished frames are closed after peer_timeout_ms.
+    // A produce request larger than a read chunk needs the broker's budget for large frames,
+    // which the unfinished frames must not hold (they did until peer_timeout_ms closed them).
+    let large_produce = Instant::now();
+    runtime.block_on(async {
+        let producer = Producer::connect(config.clone()).await.unwrap();
+        let message = Message::from_body(vec![b'l'; 1 << 20]);
+        producer.send("large", message).await.unwrap();
+    });
+    let large_produce = large_produce.elapsed();
+    println!(
+        "a 1 MiB message acknowledged under attack in {} ms",
+        large_produce.as_millis()
+    );
+    assert!(
+        large_produce < Duration::from_secs(2),
+        "a 1 MiB message took {large_produce:?} to be acknowledged under attack"
+    );
+
+    // The slow peers, the deaf client and the unfinished frames are closed after peer_timeout_ms
+    // (the unfinished frames at once: a peer may not send a large frame before its handshake).
     let closed_within = Duration::from_millis(PEER_TIMEOUT_MS) + Duration::from_secs(15);
     wait_for(
         "the broker closes every slow connection",

@@ -31,6 +31,11 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// Responses waiting for the writer; a client that does not read its responses stops being read.
 const RESPONSE_QUEUE_LEN: usize = 1024;
+/// The largest frame a connection may send before its handshake: the handshake is the only
+/// request allowed then, and it is small. A larger frame is refused and the connection closed, so
+/// a peer that has not handshaken never holds any of the budget for large frames (nor, on a
+/// broker with principals, one that has not authenticated).
+const MAX_FRAME_BEFORE_HANDSHAKE_BYTES: usize = READ_CHUNK_BYTES;
 /// Requests of one connection that wait for something (a long poll, an fsync) at most; beyond it
 /// the broker reads no more of that connection's requests until one is answered, so a client
 /// pipelining long polls holds at most this many.
@@ -131,7 +136,11 @@ impl Connection<'_> {
         let mut frame_budget: Option<OwnedSemaphorePermit> = None;
         loop {
             while self.in_flight.len() < MAX_WAITING_REQUESTS {
-                match frame::decode_request(&mut buf, max_frame_bytes) {
+                let frame_limit = match self.protocol_version {
+                    Some(_) => max_frame_bytes,
+                    None => MAX_FRAME_BEFORE_HANDSHAKE_BYTES,
+                };
+                match frame::decode_request(&mut buf, frame_limit) {
                     Ok(Some(frame)) => {
                         frame_started = None;
                         frame_budget = None;
@@ -360,15 +369,23 @@ impl Connection<'_> {
 
     /// Answers a frame error with correlation id 0; the caller then closes the connection.
     async fn refuse_frame(&self, error: &FrameError) {
+        let error_code = error.error_code();
         self.broker
             .metrics
             .request_errors
             .fetch_add(1, Ordering::Relaxed);
+        let error = match (self.protocol_version, error) {
+            (None, FrameError::TooLarge { .. }) => format!(
+                "{error} (before its handshake a connection may send frames of at most \
+                 {MAX_FRAME_BEFORE_HANDSHAKE_BYTES} bytes: handshake first)"
+            ),
+            _ => error.to_string(),
+        };
         self.warn_bad_peer(&format!(
             "bad frame: {error}; answered with correlation id 0 and closed the connection"
         ));
         let mut head = BytesMut::new();
-        let response = ErrorResponse::new(error.error_code(), error.to_string());
+        let response = ErrorResponse::new(error_code, error);
         Response::Error(response).encode(0, 0, &mut head);
         let outgoing = Outgoing {
             head,
