@@ -5,7 +5,7 @@
 //! memory as /proc shows it.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +38,10 @@ pub const ISSUE_19: Sizes = Sizes {
     large_frame_bytes: 16 << 20,
 };
 
+/// The address the hostile peers connect from (a loopback address, not the 127.0.0.1 of the
+/// healthy clients): the broker shares some limits per source address.
+pub const HOSTILE_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
 /// Open files the hostile peers take in this process (each slow connection one, each other peer
 /// two: the socket and a handle to shut it), with room for the rest of a test.
 pub fn open_files_needed(sizes: &Sizes) -> u64 {
@@ -59,19 +63,25 @@ pub struct HostilePeers {
 }
 
 impl HostilePeers {
-    /// Starts every hostile peer against the broker at `addr`: the long polls wait on queue 0 of
-    /// `idle_topic` (which must exist and stay empty), the client that never reads fetches queue 0
-    /// of `data_topic` from its start. Returns once every connection is open and every peer has
-    /// sent its first bytes.
+    /// Starts every hostile peer against the broker at `addr`, from [`HOSTILE_SOURCE`]: the long
+    /// polls wait on queue 0 of `idle_topic` (which must exist and stay empty), the client that
+    /// never reads fetches queue 0 of `data_topic` from its start; every other unfinished frame
+    /// comes after a handshake (a broker refuses large frames before one). Returns once every
+    /// connection is open and every peer has sent its first bytes.
     pub fn start(addr: SocketAddr, sizes: &Sizes, idle_topic: &str, data_topic: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut to_shut = Vec::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let connect = || connect_from(&runtime, HOSTILE_SOURCE, addr);
 
         // Slow peers: a frame's length prefix, then one byte a second, never a whole frame.
         let slow: Vec<TcpStream> = (0..sizes.slow_connections)
             .map(|_| {
-                let mut stream = TcpStream::connect(addr).expect("a slow connection");
+                let mut stream = connect();
                 stream.write_all(&64u32.to_be_bytes()).unwrap();
                 stream
             })
@@ -91,7 +101,7 @@ impl HostilePeers {
 
         // One client pipelining long polls at the end of an empty queue: its writes block once
         // the broker stops reading it.
-        let mut long_polls = Raw::handshake(addr);
+        let mut long_polls = handshaken(connect());
         to_shut.push(long_polls.stream.try_clone().unwrap());
         let (count, long_poll) = (sizes.pipelined_long_polls, fetch(idle_topic, 30_000));
         threads.push(std::thread::spawn(move || {
@@ -106,7 +116,7 @@ impl HostilePeers {
 
         // One client that asks for data and never reads its responses: its writes fail once the
         // broker has closed the connection.
-        let mut deaf = Raw::handshake(addr);
+        let mut deaf = handshaken(connect());
         to_shut.push(deaf.stream.try_clone().unwrap());
         let deaf_closed = Arc::new(AtomicBool::new(false));
         threads.push({
@@ -122,8 +132,11 @@ impl HostilePeers {
         // Frames announced at the large size, all but their last byte sent (as far as the broker
         // takes them).
         let large = Arc::new(Mutex::new(Vec::new()));
-        for _ in 0..sizes.unfinished_large_frames {
-            let mut stream = TcpStream::connect(addr).expect("a large-frame connection");
+        for n in 0..sizes.unfinished_large_frames {
+            let mut stream = match n % 2 {
+                0 => handshaken(connect()).stream,
+                _ => connect(),
+            };
             let announced = (sizes.large_frame_bytes - 4) as u32;
             stream.write_all(&announced.to_be_bytes()).unwrap();
             large.lock().unwrap().push(stream.try_clone().unwrap());
@@ -173,6 +186,29 @@ impl HostilePeers {
     }
 }
 
+/// A blocking connection to `addr` from `source` (port chosen by the system).
+fn connect_from(runtime: &tokio::runtime::Runtime, source: IpAddr, addr: SocketAddr) -> TcpStream {
+    let stream = runtime
+        .block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(source, 0))?;
+            socket.connect(addr).await?.into_std()
+        })
+        .unwrap_or_else(|error| panic!("connecting from {source} to {addr}: {error}"));
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+/// `stream` after a handshake the broker answered.
+fn handshaken(stream: TcpStream) -> Raw {
+    let mut raw = Raw::from_stream(stream);
+    assert!(
+        raw.try_handshake(),
+        "the broker closed a hostile peer's connection at its handshake"
+    );
+    raw
+}
+
 fn sleep_unless_stopped(pause: Duration, stop: &AtomicBool) {
     let step = Duration::from_millis(50);
     let mut slept = Duration::ZERO;
@@ -182,14 +218,17 @@ fn sleep_unless_stopped(pause: Duration, stop: &AtomicBool) {
     }
 }
 
-/// Whether the broker has closed `stream` (a read sees the end or fails).
+/// Whether the broker has closed `stream`: reading what it sent (an error frame, say) comes to
+/// the end of the stream or fails, not to a read that would block.
 pub fn closed_by_peer(stream: &mut TcpStream) -> bool {
     stream.set_nonblocking(true).unwrap();
-    let mut byte = [0u8; 1];
-    let closed = match stream.read(&mut byte) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+    let mut chunk = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(error) => break error.kind() != std::io::ErrorKind::WouldBlock,
+        }
     };
     stream.set_nonblocking(false).unwrap();
     closed

@@ -80,7 +80,9 @@ fn hostile_peers_neither_exhaust_the_broker_nor_stop_a_healthy_client() {
     );
 
     // A produce request larger than a read chunk needs the broker's budget for large frames,
-    // which the unfinished frames must not hold (they did until peer_timeout_ms closed them).
+    // which the unfinished frames must not hold: before a handshake none is given, and the
+    // connections of one address (the hostile peers') hold at most a quarter of it. (Before
+    // either, they held all of it until peer_timeout_ms closed them.)
     let large_produce = Instant::now();
     runtime.block_on(async {
         let producer = Producer::connect(config.clone()).await.unwrap();
@@ -93,12 +95,12 @@ fn hostile_peers_neither_exhaust_the_broker_nor_stop_a_healthy_client() {
         large_produce.as_millis()
     );
     assert!(
-        large_produce < Duration::from_secs(2),
+        large_produce < Duration::from_secs(1),
         "a 1 MiB message took {large_produce:?} to be acknowledged under attack"
     );
 
     // The slow peers, the deaf client and the unfinished frames are closed after peer_timeout_ms
-    // (the unfinished frames at once: a peer may not send a large frame before its handshake).
+    // (those sent before a handshake at once).
     let closed_within = Duration::from_millis(PEER_TIMEOUT_MS) + Duration::from_secs(15);
     wait_for(
         "the broker closes every slow connection",
