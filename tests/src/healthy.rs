@@ -9,13 +9,54 @@ use std::time::{Duration, Instant};
 
 use smq_client::{ClientConfig, Consumer, Message, Producer, StartFrom};
 
-/// Produces `body(n)` for n = 0, 1, ... to `topic`, one acknowledged message at a time with
-/// `pause` between them, on its own thread; any failed send panics that thread.
-pub struct HealthyProducer {
+/// A client running on its own thread with its own runtime until stopped, counting what it has
+/// done (messages acknowledged, or received) and returning them when stopped.
+struct ClientThread {
     stop: Arc<AtomicBool>,
-    acknowledged: Arc<AtomicUsize>,
+    count: Arc<AtomicUsize>,
     thread: std::thread::JoinHandle<Vec<String>>,
 }
+
+impl ClientThread {
+    fn spawn<F, Fut>(work: F) -> ClientThread
+    where
+        F: FnOnce(Arc<AtomicBool>, Arc<AtomicUsize>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Vec<String>>,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, count) = (stop.clone(), count.clone());
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(work(stop, count))
+            })
+        };
+        ClientThread {
+            stop,
+            count,
+            thread,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn stop(self, what: &str) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| panic!("the healthy {what} failed"))
+    }
+}
+
+/// Produces `body(n)` for n = 0, 1, ... to `topic`, one acknowledged message at a time with
+/// `pause` between them, on its own thread; any failed send panics that thread.
+pub struct HealthyProducer(ClientThread);
 
 impl HealthyProducer {
     pub fn start(
@@ -24,112 +65,71 @@ impl HealthyProducer {
         body: fn(usize) -> String,
         pause: Duration,
     ) -> HealthyProducer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acknowledged = Arc::new(AtomicUsize::new(0));
-        let thread = {
-            let (stop, acknowledged, topic) =
-                (stop.clone(), acknowledged.clone(), topic.to_owned());
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async move {
-                    let producer = Producer::connect(config).await.unwrap();
-                    let mut sent = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let message = body(sent.len());
-                        producer
-                            .send(&topic, Message::from_body(message.clone()))
-                            .await
-                            .expect("the healthy producer never fails");
-                        sent.push(message);
-                        acknowledged.fetch_add(1, Ordering::Relaxed);
-                        if !pause.is_zero() {
-                            tokio::time::sleep(pause).await;
-                        }
-                    }
-                    sent
-                })
-            })
-        };
-        HealthyProducer {
-            stop,
-            acknowledged,
-            thread,
-        }
+        let topic = topic.to_owned();
+        HealthyProducer(ClientThread::spawn(move |stop, acknowledged| async move {
+            let producer = Producer::connect(config).await.unwrap();
+            let mut sent = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let message = body(sent.len());
+                producer
+                    .send(&topic, Message::from_body(message.clone()))
+                    .await
+                    .expect("the healthy producer never fails");
+                sent.push(message);
+                acknowledged.fetch_add(1, Ordering::Relaxed);
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            sent
+        }))
     }
 
     /// Messages acknowledged so far.
     pub fn acknowledged(&self) -> usize {
-        self.acknowledged.load(Ordering::Relaxed)
+        self.0.count()
     }
 
     /// Stops it: every message acknowledged, in the order sent.
     pub fn stop(self) -> Vec<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .join()
-            .expect("the healthy producer worked throughout")
+        self.0.stop("producer")
     }
 }
 
 /// Reads `topic` from its earliest offset on, on its own thread, counting the messages it
 /// receives; any failed poll panics that thread.
-pub struct HealthyConsumer {
-    stop: Arc<AtomicBool>,
-    received: Arc<AtomicUsize>,
-    thread: std::thread::JoinHandle<Vec<String>>,
-}
+pub struct HealthyConsumer(ClientThread);
 
 impl HealthyConsumer {
     pub fn start(config: ClientConfig, topic: &str) -> HealthyConsumer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let received = Arc::new(AtomicUsize::new(0));
-        let thread = {
-            let (stop, received, topic) = (stop.clone(), received.clone(), topic.to_owned());
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async move {
-                    let mut consumer = Consumer::connect(config, &topic, None, StartFrom::Earliest)
-                        .await
-                        .unwrap();
-                    let mut got = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let polled = consumer
-                            .poll(10_000)
-                            .await
-                            .expect("the healthy consumer never fails");
-                        for message in polled {
-                            got.push(String::from_utf8(message.body.to_vec()).unwrap());
-                        }
-                        received.store(got.len(), Ordering::Relaxed);
-                    }
-                    got
-                })
-            })
-        };
-        HealthyConsumer {
-            stop,
-            received,
-            thread,
-        }
+        let topic = topic.to_owned();
+        HealthyConsumer(ClientThread::spawn(move |stop, received| async move {
+            let mut consumer = Consumer::connect(config, &topic, None, StartFrom::Earliest)
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let polled = consumer
+                    .poll(10_000)
+                    .await
+                    .expect("the healthy consumer never fails");
+                for message in polled {
+                    got.push(String::from_utf8(message.body.to_vec()).unwrap());
+                }
+                received.store(got.len(), Ordering::Relaxed);
+            }
+            got
+        }))
     }
 
     /// Messages received so far.
     pub fn received(&self) -> usize {
-        self.received.load(Ordering::Relaxed)
+        self.0.count()
     }
 
     /// Stops it: every message received, in the order received.
     pub fn stop(self) -> Vec<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .join()
-            .expect("the healthy consumer worked throughout")
+        self.0.stop("consumer")
     }
 }
 
