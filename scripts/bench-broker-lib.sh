@@ -11,11 +11,11 @@ scaled() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
 # shellcheck source=scripts/bench-limits.sh
 source scripts/bench-limits.sh
 
-start_broker() { # flush mode
+start_broker() { # flush mode, more smq-broker arguments...
   stop_broker
   rm -rf "$WORK/data"
   "$BIN/smq-broker" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --flush "$1" \
-    --log-level warn >"$WORK/broker.log" 2>&1 &
+    --log-level warn "${@:2}" >"$WORK/broker.log" 2>&1 &
   BROKER_PID=$!
   for _ in $(seq 1 200); do
     if "$BIN/smq" --broker "127.0.0.1:$PORT" topic list >/dev/null 2>&1; then return; fi

@@ -159,6 +159,44 @@ async fn a_frame_claiming_4_gib_is_refused_before_anything_is_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_frame_before_the_handshake_is_refused_at_once() {
+    bad_input_leaves_others_working(|addr| async move {
+        // Only its length prefix: the broker refuses it without waiting for the rest, so that
+        // no peer that has not handshaken holds any of the budget for large frames.
+        let mut client = Client::connect_raw(addr).await;
+        client
+            .stream
+            .write_all(&(1u32 << 20).to_be_bytes())
+            .await
+            .unwrap();
+        let frame = client.recv_frame().await.expect("an error response");
+        assert_eq!(frame.correlation_id, 0);
+        let (code, message) = decode_error(frame.body);
+        assert_eq!(code, ErrorCode::FrameTooLarge);
+        assert!(message.contains("handshake first"), "{message}");
+        assert!(
+            client.recv_frame().await.is_none(),
+            "then the broker closes"
+        );
+        // After a handshake, the same length is a frame like any other (answered, here, as an
+        // unknown api key).
+        let mut client = Client::connect(addr).await;
+        let mut frame = BytesMut::new();
+        let header = RequestHeader {
+            api_key: 99,
+            api_version: 1,
+            correlation_id: 5,
+        };
+        encode_request(&mut frame, header, |out| out.put_slice(&[0; 1 << 20]));
+        client.stream.write_all(&frame).await.unwrap();
+        let frame = client.recv_frame().await.expect("an answer");
+        assert_eq!(frame.correlation_id, 5);
+        assert_eq!(decode_error(frame.body).0, ErrorCode::UnsupportedApiKey);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_frame_ends_with_a_clean_close() {
     bad_input_leaves_others_working(|addr| async move {
         let mut client = Client::connect(addr).await;

@@ -6,6 +6,7 @@ pub mod bind9;
 pub mod embedded_dns;
 pub mod failover;
 pub mod healthy;
+pub mod hostile;
 pub mod http;
 pub mod proxy;
 pub mod raw;

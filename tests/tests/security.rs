@@ -218,6 +218,34 @@ fn a_heartbeat_claiming_another_brokers_identity_role_or_address_changes_nothing
 }
 
 #[test]
+fn a_heartbeat_with_an_out_of_bounds_queue_count_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nameserver, _master) = cluster_with_one_master(dir.path());
+    let before = brokers(&nameserver);
+    // Past the broker's limit of 1,024 queues, none, the largest u32, and past u32: each from an
+    // authenticated peer, so that it is the bound that refuses it.
+    for queues in ["1025", "0", "4294967295", "4294967296"] {
+        let body = heartbeat("g2", "master", "127.0.0.1:2", None)
+            .replace(r#""queues":64"#, &format!(r#""queues":{queues}"#));
+        let (status, reply) = post(&nameserver, &body, Some(CLUSTER_SECRET));
+        assert_eq!(status, 400, "queues {queues}: {reply}");
+        let reply: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(
+            reply["field"], "topics[0].queues",
+            "queues {queues}: {reply}"
+        );
+        assert!(
+            reply["error"]
+                .as_str()
+                .unwrap()
+                .contains("topics[0].queues"),
+            "queues {queues}: {reply}"
+        );
+    }
+    assert_eq!(brokers(&nameserver), before, "nothing registered");
+}
+
+#[test]
 fn with_a_read_token_reads_and_member_heartbeats_need_it() {
     let dir = tempfile::tempdir().unwrap();
     let token = write(dir.path(), "read.token", "the-read-token\n");

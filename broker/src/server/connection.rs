@@ -15,7 +15,7 @@ use smq_protocol::role_change::{is_role_change_api, RoleRequest};
 use smq_protocol::{ErrorResponse, Request, RequestFrame, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -31,6 +31,11 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// Responses waiting for the writer; a client that does not read its responses stops being read.
 const RESPONSE_QUEUE_LEN: usize = 1024;
+/// The largest frame a connection may send before its handshake: the handshake is the only
+/// request allowed then, and it is small. A larger frame is refused and the connection closed, so
+/// a peer that has not handshaken never holds any of the budget for large frames (nor, on a
+/// broker with principals, one that has not authenticated).
+const MAX_FRAME_BEFORE_HANDSHAKE_BYTES: usize = READ_CHUNK_BYTES;
 /// Requests of one connection that wait for something (a long poll, an fsync) at most; beyond it
 /// the broker reads no more of that connection's requests until one is answered, so a client
 /// pipelining long polls holds at most this many.
@@ -56,6 +61,8 @@ struct Connection<'a> {
     broker: &'a Arc<Broker>,
     guards: &'a Arc<Guards>,
     peer: SocketAddr,
+    /// The peer's address's share of the budget for large frames (taken before the budget).
+    frame_share: Arc<Semaphore>,
     responses: mpsc::Sender<Outgoing>,
     in_flight: JoinSet<()>,
     /// Agreed in the handshake; `None` until then.
@@ -70,11 +77,12 @@ struct Connection<'a> {
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    frame_share: Arc<Semaphore>,
     broker: &Arc<Broker>,
     guards: &Arc<Guards>,
 ) {
     let (reader, writer) = stream.into_split();
-    serve_halves(reader, writer, peer, broker, guards).await
+    serve_halves(reader, writer, peer, frame_share, broker, guards).await
 }
 
 /// Serves a connection given as its two halves (of a TCP stream, or of a TLS stream).
@@ -82,6 +90,7 @@ pub async fn serve_halves<R, W>(
     reader: R,
     writer: W,
     peer: SocketAddr,
+    frame_share: Arc<Semaphore>,
     broker: &Arc<Broker>,
     guards: &Arc<Guards>,
 ) where
@@ -96,6 +105,7 @@ pub async fn serve_halves<R, W>(
         broker,
         guards,
         peer,
+        frame_share,
         responses,
         in_flight: JoinSet::new(),
         protocol_version: None,
@@ -127,11 +137,16 @@ impl Connection<'_> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
         // When the bytes of the frame now being read started to arrive.
         let mut frame_started: Option<Instant> = None;
-        // This connection's share of the broker's budget for large frames being read.
-        let mut frame_budget: Option<OwnedSemaphorePermit> = None;
+        // What the large frame being read holds of its address's share and of the broker's
+        // budget.
+        let mut frame_budget: Option<FramePermits> = None;
         loop {
             while self.in_flight.len() < MAX_WAITING_REQUESTS {
-                match frame::decode_request(&mut buf, max_frame_bytes) {
+                let frame_limit = match self.protocol_version {
+                    Some(_) => max_frame_bytes,
+                    None => MAX_FRAME_BEFORE_HANDSHAKE_BYTES,
+                };
+                match frame::decode_request(&mut buf, frame_limit) {
                     Ok(Some(frame)) => {
                         frame_started = None;
                         frame_budget = None;
@@ -173,9 +188,11 @@ impl Connection<'_> {
                 _ = crate::state::shutting_down(&mut shutdown) => return End::Shutdown,
                 _ = writer_alive.closed() => return End::Abort,
                 Some(_) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {}
-                permit = self.guards.frame_budget.clone().acquire_many_owned(
-                    large_frame.unwrap_or(0) as u32
-                ), if needs_budget => frame_budget = permit.ok(),
+                permits = FramePermits::acquire(
+                    &self.frame_share,
+                    &self.guards.frame_budget,
+                    large_frame.unwrap_or(0),
+                ), if needs_budget => frame_budget = permits.ok(),
                 read = reader.read_buf(&mut buf), if reading && !needs_budget => match read {
                     Ok(0) => {
                         if !buf.is_empty() {
@@ -360,21 +377,53 @@ impl Connection<'_> {
 
     /// Answers a frame error with correlation id 0; the caller then closes the connection.
     async fn refuse_frame(&self, error: &FrameError) {
+        let error_code = error.error_code();
         self.broker
             .metrics
             .request_errors
             .fetch_add(1, Ordering::Relaxed);
+        let error = match (self.protocol_version, error) {
+            (None, FrameError::TooLarge { .. }) => format!(
+                "{error} (before its handshake a connection may send frames of at most \
+                 {MAX_FRAME_BEFORE_HANDSHAKE_BYTES} bytes: handshake first)"
+            ),
+            _ => error.to_string(),
+        };
         self.warn_bad_peer(&format!(
             "bad frame: {error}; answered with correlation id 0 and closed the connection"
         ));
         let mut head = BytesMut::new();
-        let response = ErrorResponse::new(error.error_code(), error.to_string());
+        let response = ErrorResponse::new(error_code, error);
         Response::Error(response).encode(0, 0, &mut head);
         let outgoing = Outgoing {
             head,
             batches: Vec::new(),
         };
         let _ = self.responses.send(outgoing).await;
+    }
+}
+
+/// The memory a large frame being read holds: part of its address's share, and as much of the
+/// broker's budget; both come back when it is dropped.
+struct FramePermits {
+    _share: OwnedSemaphorePermit,
+    _budget: OwnedSemaphorePermit,
+}
+
+impl FramePermits {
+    /// Waits until `bytes` fit in the address's share, then in the broker's budget.
+    async fn acquire(
+        share: &Arc<Semaphore>,
+        budget: &Arc<Semaphore>,
+        bytes: usize,
+    ) -> Result<FramePermits, AcquireError> {
+        let bytes = bytes as u32;
+        let share = share.clone().acquire_many_owned(bytes).await?;
+        let budget = budget.clone().acquire_many_owned(bytes).await?;
+        Ok(FramePermits {
+            _share: share,
+            _budget: budget,
+        })
     }
 }
 

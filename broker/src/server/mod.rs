@@ -27,6 +27,10 @@ const PEER_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// waits, unread, until others finish theirs (or it hits `peer_timeout_ms`). Frames that fit in
 /// a read chunk are not counted: their memory is the connection's buffer.
 const LARGE_FRAMES_BUDGET_BYTES: usize = 256 * 1024 * 1024;
+/// The part of that budget the connections of one source address may hold together (at least one
+/// largest frame): a host that starts large frames and never finishes them leaves the rest to
+/// the others.
+const LARGE_FRAMES_SHARE_PER_ADDRESS_BYTES: usize = LARGE_FRAMES_BUDGET_BYTES / 4;
 
 /// What the connections share to protect the broker from any one of them.
 pub(crate) struct Guards {
@@ -39,8 +43,9 @@ pub(crate) struct Guards {
 /// in-flight requests (each stops reading at once) and cuts those still busy after the timeout.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections as usize));
-    let per_ip = ConnectionsPerIp::new(broker.config.max_connections_per_ip);
     let budget = LARGE_FRAMES_BUDGET_BYTES.max(broker.config.max_frame_bytes());
+    let share = LARGE_FRAMES_SHARE_PER_ADDRESS_BYTES.max(broker.config.max_frame_bytes());
+    let per_ip = ConnectionsPerIp::new(broker.config.max_connections_per_ip, share);
     let guards = Arc::new(Guards {
         frame_budget: Arc::new(Semaphore::new(budget)),
         peer_log: PeerLog::new(PEER_LOG_INTERVAL),
@@ -90,9 +95,10 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
                 let guards = guards.clone();
                 connections.spawn(async move {
                     broker.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+                    let share = ip_slot.frame_share.clone();
                     match &broker.config.tls {
-                        None => connection::serve(stream, peer, &broker, &guards).await,
-                        Some(tls) => tls::serve(tls, stream, peer, &broker, &guards).await,
+                        None => connection::serve(stream, peer, share, &broker, &guards).await,
+                        Some(tls) => tls::serve(tls, stream, peer, share, &broker, &guards).await,
                     }
                     broker.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
                     drop((permit, ip_slot));

@@ -11,6 +11,7 @@ use smq_protocol::{ErrorCode, ErrorResponse, Response};
 use smq_tls::ServerTls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 use super::{connection, Guards};
 use crate::state::Broker;
@@ -26,6 +27,7 @@ pub(super) async fn serve(
     tls: &ServerTls,
     stream: TcpStream,
     peer: SocketAddr,
+    frame_share: Arc<Semaphore>,
     broker: &Arc<Broker>,
     guards: &Arc<Guards>,
 ) {
@@ -48,7 +50,7 @@ pub(super) async fn serve(
     match tokio::time::timeout(deadline, handshake).await {
         Ok(Ok(Some(stream))) => {
             let (reader, writer) = tokio::io::split(stream);
-            connection::serve_halves(reader, writer, peer, broker, guards).await;
+            connection::serve_halves(reader, writer, peer, frame_share, broker, guards).await;
         }
         Ok(Ok(None)) => warn("a plaintext client on the TLS port: answered that TLS is required and closed the connection".into()),
         Ok(Err(error)) => warn(format!("TLS handshake failed: {error}; closed the connection")),
