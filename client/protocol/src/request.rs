@@ -1017,6 +1017,39 @@ pub(crate) mod tests {
         );
     }
 
+    /// Produce v2's entry count is checked against the bytes left before anything is reserved,
+    /// and an entry's batch may not run past the frame.
+    #[test]
+    fn a_produce_v2_with_a_forged_entry_count_or_batch_length_is_refused() {
+        let header = RequestHeader {
+            api_version: 2,
+            ..header(ApiKey::Produce)
+        };
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        body.put_u32(5_000);
+        body.put_u32(u32::MAX);
+        assert!(matches!(
+            Request::decode(&header, body.freeze()),
+            Err(DecodeError::Truncated {
+                field: "entries",
+                ..
+            })
+        ));
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        body.put_u32(5_000);
+        body.put_u32(1);
+        put_string(&mut body, "orders");
+        body.put_u32(0);
+        body.put_u32(1 << 20);
+        body.put_slice(b"short");
+        assert!(matches!(
+            Request::decode(&header, body.freeze()),
+            Err(DecodeError::Truncated { field: "batch", .. })
+        ));
+    }
+
     #[test]
     fn unsupported_version_is_a_distinct_error() {
         let request = RequestHeader {
