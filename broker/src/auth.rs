@@ -147,10 +147,16 @@ pub enum Access {
 impl Access {
     /// Whether this connection may send `request`; the error names principal, action and topic.
     pub fn check(&self, request: &Request) -> Result<(), HandlerError> {
+        match required(request) {
+            Some((action, topic)) => self.check_topic(action, topic),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether this connection may `action` on `topic` (each entry of a Produce v2, whose
+    /// entries are answered apart).
+    pub fn check_topic(&self, action: Action, topic: &str) -> Result<(), HandlerError> {
         let Access::Principal(principal) = self else {
-            return Ok(());
-        };
-        let Some((action, topic)) = required(request) else {
             return Ok(());
         };
         if principal.may(action, topic) {
@@ -195,6 +201,8 @@ impl Access {
 fn required(request: &Request) -> Option<(Action, &str)> {
     match request {
         Request::Produce(r) => Some((Action::Produce, &r.topic)),
+        // Each entry's topic is checked by the produce handler, which answers entries apart.
+        Request::ProduceMany(_) => None,
         Request::Fetch(r) => Some((Action::Consume, &r.topic)),
         Request::ListOffsets(r) => Some((Action::Consume, &r.topic)),
         Request::CommitOffset(r) => Some((Action::Consume, &r.topic)),

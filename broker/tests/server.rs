@@ -17,7 +17,7 @@ use smq_protocol::frame::{encode_request, RequestHeader};
 use smq_protocol::record_batch::{encode, Message};
 use smq_protocol::request::{
     Acks, CommitOffsetRequest, FetchOffsetRequest, ListOffsetsRequest, MetadataRequest,
-    ProduceRequest,
+    ProduceEntry, ProduceManyRequest, ProduceRequest,
 };
 use smq_protocol::response::{FetchOffsetResponse, ListOffsetsResponse};
 use smq_protocol::{ErrorCode, Request, Response};
@@ -587,5 +587,75 @@ async fn a_commit_from_a_former_owner_of_the_queue_is_refused_and_moves_no_offse
     // The same owner, or a newer one, commits on.
     assert_eq!(client.call(commit(9, 3)).await, Response::CommitOffset);
     assert_eq!(client.call(commit(10, 4)).await, Response::CommitOffset);
+    broker.shutdown().await.unwrap();
+}
+
+/// Produce v2 (protocol version 3) carries the batches of several topic-queues: each entry is
+/// appended in order and answered apart (a refused entry writes nothing and holds up no other),
+/// under sync flush after one fsync past the last of them; a client speaking protocol version 1
+/// on the same broker still produces with Produce v1 (compatibility).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_v2_answers_each_entry_apart_and_produce_v1_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.flush = FlushMode::Sync;
+    let broker = start(config).await;
+    let mut v1 = Client::connect(broker.tcp_addr()).await;
+    v1.create_topic("orders", 2).await;
+    v1.create_topic("invoices", 1).await;
+    assert_eq!(v1.produce_ok("orders", 0, &[b"by v1"]).await, 0);
+
+    let mut v3 = Client::connect_speaking(broker.tcp_addr(), 3).await;
+    let entry = |topic: &str, queue_id, batch_topic: &str, body: &str| ProduceEntry {
+        topic: topic.into(),
+        queue_id,
+        batch: encode(
+            batch_topic,
+            queue_id,
+            &[Message::from_body(body.to_owned())],
+        )
+        .into(),
+    };
+    let response = v3
+        .call(Request::ProduceMany(ProduceManyRequest {
+            acks: Acks::Written,
+            timeout_ms: 5_000,
+            entries: vec![
+                entry("orders", 0, "orders", "a"),
+                entry("nope", 0, "nope", "lost"),
+                entry("orders", 1, "invoices", "mismatched"),
+                entry("invoices", 0, "invoices", "b"),
+                entry("orders", 0, "orders", "c"),
+            ],
+        }))
+        .await;
+    let Response::ProduceMany(produced) = response else {
+        panic!("{response:?}")
+    };
+    let codes: Vec<_> = produced
+        .results
+        .iter()
+        .map(|result| match result {
+            Ok(stored) => Ok((stored.base_queue_offset, stored.message_count)),
+            Err(error) => Err(error.error_code()),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            Ok((1, 1)),
+            Err(Some(ErrorCode::UnknownTopic)),
+            Err(Some(ErrorCode::BatchTopicMismatch)),
+            Ok((0, 1)),
+            Ok((2, 1)),
+        ]
+    );
+    assert_eq!(
+        v1.read_all("orders", 0, 0).await,
+        [b"by v1".to_vec(), b"a".to_vec(), b"c".to_vec()]
+    );
+    assert!(v1.read_all("orders", 1, 0).await.is_empty());
+    assert_eq!(v1.read_all("invoices", 0, 0).await, [b"b".to_vec()]);
+    assert_eq!(v1.produce_ok("orders", 0, &[b"v1 again"]).await, 3);
     broker.shutdown().await.unwrap();
 }

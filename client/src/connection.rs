@@ -122,6 +122,7 @@ struct Inner {
     /// Set once the handshake is answered; 1 before (the handshake itself is version 1).
     protocol_version: AtomicU32,
     max_message_bytes: AtomicU32,
+    max_frame_bytes: AtomicU32,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -133,11 +134,11 @@ impl Drop for Inner {
     }
 }
 
-/// One frame for the writer: the head, and for Produce the batch that follows it unchanged.
+/// One frame for the writer, as buffers written one after the other: for Produce the batches
+/// are buffers of their own, sent unchanged.
 #[derive(Debug)]
 struct Outgoing {
-    head: Bytes,
-    batch: Bytes,
+    parts: Vec<Bytes>,
 }
 
 /// Requests waiting for their answer, and why the connection ended once it has.
@@ -295,6 +296,7 @@ impl Connection {
                 request_timeout: options.request_timeout,
                 protocol_version: AtomicU32::new(u32::from(PROTOCOL_VERSION_MIN)),
                 max_message_bytes: AtomicU32::new(0),
+                max_frame_bytes: AtomicU32::new(0),
                 tasks,
             }),
         };
@@ -335,6 +337,9 @@ impl Connection {
         inner
             .max_message_bytes
             .store(handshake.max_message_bytes, Ordering::Relaxed);
+        inner
+            .max_frame_bytes
+            .store(handshake.max_frame_bytes, Ordering::Relaxed);
         Ok(())
     }
 
@@ -354,7 +359,13 @@ impl Connection {
         self.inner.max_message_bytes.load(Ordering::Relaxed) as usize
     }
 
-    fn api_version(&self, api: ApiKey) -> u16 {
+    /// The largest frame the broker accepts, from its handshake.
+    pub(crate) fn max_frame_bytes(&self) -> usize {
+        self.inner.max_frame_bytes.load(Ordering::Relaxed) as usize
+    }
+
+    /// The version of `api` this connection sends, as the handshake decided.
+    pub(crate) fn api_version(&self, api: ApiKey) -> u16 {
         let protocol_version = self.inner.protocol_version.load(Ordering::Relaxed) as u16;
         api.version_in(protocol_version)
             .expect("the handshake accepted only protocol versions this build speaks")
@@ -396,20 +407,22 @@ impl Connection {
         let correlation_id = self.next_correlation_id();
         let version = self.api_version(api);
         let mut head = BytesMut::new();
-        let batch = match &request {
+        let parts = match &request {
             Request::Produce(produce) => {
                 ProduceRequest::encode_head(produce, version, correlation_id, &mut head);
-                produce.batch.clone()
+                vec![head.freeze(), produce.batch.clone()]
+            }
+            Request::ProduceMany(produce) => {
+                let mut parts = Vec::with_capacity(2 * produce.entries.len() + 1);
+                produce.encode_parts(correlation_id, &mut parts);
+                parts
             }
             request => {
                 request.encode(version, correlation_id, &mut head);
-                Bytes::new()
+                vec![head.freeze()]
             }
         };
-        let outgoing = Outgoing {
-            head: head.freeze(),
-            batch,
-        };
+        let outgoing = Outgoing { parts };
         let receiver = self.send_awaiting(correlation_id, outgoing)?;
         Ok(PendingResponse {
             connection: self.clone(),
@@ -442,8 +455,7 @@ impl Connection {
         let mut head = BytesMut::new();
         encode(correlation_id, &mut head);
         let outgoing = Outgoing {
-            head: head.freeze(),
-            batch: Bytes::new(),
+            parts: vec![head.freeze()],
         };
         let receiver = self.send_awaiting(correlation_id, outgoing)?;
         match tokio::time::timeout(timeout, receiver).await {
@@ -620,10 +632,7 @@ async fn write_requests(
 }
 
 fn push_chunks(chunks: &mut VecDeque<Bytes>, outgoing: Outgoing) {
-    chunks.push_back(outgoing.head);
-    if !outgoing.batch.is_empty() {
-        chunks.push_back(outgoing.batch);
-    }
+    chunks.extend(outgoing.parts.into_iter().filter(|part| !part.is_empty()));
 }
 
 /// Writes every chunk with vectored writes, dropping each once written.

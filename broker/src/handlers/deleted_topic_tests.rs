@@ -10,6 +10,7 @@ use smq_protocol::request::{Acks, FetchRequest, ProduceRequest};
 use smq_protocol::{ErrorCode, Request, Response};
 
 use super::{dispatch, produce, Answer, Outcome, Reply};
+use crate::auth::Access;
 use crate::config::BrokerConfig;
 use crate::state::Broker;
 
@@ -32,7 +33,13 @@ fn produce_request(body: &str) -> ProduceRequest {
 
 /// Produces `body` to `t`/0 as a request arriving now would; returns its offset.
 async fn produce_now(broker: &Arc<Broker>, body: &str) -> u64 {
-    match answer(dispatch(broker, Request::Produce(produce_request(body)))).await {
+    match answer(dispatch(
+        broker,
+        &Access::Open,
+        Request::Produce(produce_request(body)),
+    ))
+    .await
+    {
         Ok(Answer::Response(Response::Produce(produced))) => produced.base_queue_offset,
         Ok(_) => panic!("not a Produce response"),
         Err(error) => panic!("producing {body:?}: {error}"),
@@ -106,6 +113,7 @@ async fn a_long_poll_on_a_topic_deleted_meanwhile_answers_unknown_topic_at_once(
     let setup = WithTopic::start().await;
     let poll = tokio::spawn(answer(dispatch(
         &setup.broker,
+        &Access::Open,
         Request::Fetch(FetchRequest {
             topic: "t".into(),
             queue_id: 0,

@@ -30,6 +30,7 @@ use smq_protocol::replication::{
 };
 use smq_protocol::{Request, Response, Role};
 
+use crate::auth::Access;
 use crate::state::{Broker, TopicState};
 use crate::storage::check_topic_name;
 pub use error::HandlerError;
@@ -66,10 +67,13 @@ impl From<Outcome> for Reply {
     }
 }
 
-/// Starts handling any request but a Handshake (which the connection handles itself).
-pub fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
+/// Starts handling any request but a Handshake (which the connection handles itself), from a
+/// connection with `access` (checked already for the request as a whole; a Produce v2 checks
+/// each entry's topic).
+pub fn dispatch(broker: &Arc<Broker>, access: &Access, request: Request) -> Reply {
     match request {
         Request::Produce(request) => produce::handle(broker, request),
+        Request::ProduceMany(request) => produce::handle_many(broker, access, request),
         Request::Fetch(request) => fetch::handle(broker, request),
         Request::ListOffsets(request) => list_offsets::handle(broker, request).into(),
         Request::Metadata(request) => metadata::handle(broker, request).into(),

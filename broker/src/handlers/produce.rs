@@ -1,36 +1,40 @@
-//! Produce: append one batch to a topic-queue and answer once it is as durable as asked.
+//! Produce: append one batch to a topic-queue (version 1), or one to each of many (version 2),
+//! and answer once they are as durable as asked.
 //!
 //! `acks` written answers after the append (in the page cache), except under `--flush sync`,
 //! where every append is fsynced before its answer. `acks` flushed always means fsynced: under
-//! `--flush async` this produce asks the flusher for an fsync covering its batch and waits for it.
-//! Under `--replication sync` (or `acks` replicated) it answers only once a slave acknowledged
-//! a position past the batch (fsynced there too under `--flush sync`), within
+//! `--flush async` this produce asks the flusher for an fsync covering its batches and waits for
+//! it. Under `--replication sync` (or `acks` replicated) it answers only once a slave
+//! acknowledged a position past the batches (fsynced there too under `--flush sync`), within
 //! `replication_timeout_ms` (or the request's `timeout_ms`, if shorter); with no slave in sync it
 //! refuses at once with `NO_SLAVE`, before writing anything.
+//!
+//! A version 2 request's entries are appended one after the other, each checked and answered
+//! apart (a refused entry writes nothing and does not hold up the others), and the request waits
+//! once, for one fsync or slave acknowledgement past its last batch.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smq_protocol::request::{Acks, ProduceRequest};
-use smq_protocol::response::ProduceResponse;
-use smq_protocol::Response;
+use bytes::Bytes;
+use smq_protocol::request::{Acks, ProduceManyRequest, ProduceRequest};
+use smq_protocol::response::{ProduceManyResponse, ProduceResponse};
+use smq_protocol::{ErrorResponse, Response};
 
 use super::{check_master, topic_queue, Answer, HandlerError, Outcome, Reply};
+use crate::auth::{Access, Action};
 use crate::config::Replication;
 use crate::state::{Broker, TopicState};
-use crate::storage::FlushMode;
+use crate::storage::{Appended, FlushMode, FlushWait};
 
 pub fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Reply {
-    match append(broker, request) {
+    let appended = check_master(broker)
+        .and_then(|()| topic_queue(broker, &request.topic, request.queue_id))
+        .and_then(|topic| append_to_topic(broker, topic, request));
+    match appended {
         Ok(reply) => reply,
         Err(error) => Reply::Now(Err(error)),
     }
-}
-
-fn append(broker: &Arc<Broker>, request: ProduceRequest) -> Result<Reply, HandlerError> {
-    check_master(broker)?;
-    let topic = topic_queue(broker, &request.topic, request.queue_id)?;
-    append_to_topic(broker, topic, request)
 }
 
 /// Appends to `topic` as found when the request arrived: refused with `UNKNOWN_TOPIC` if it was
@@ -40,8 +44,70 @@ pub(crate) fn append_to_topic(
     topic: Arc<TopicState>,
     request: ProduceRequest,
 ) -> Result<Reply, HandlerError> {
-    let replicate =
-        broker.config.replication == Replication::Sync || request.acks == Acks::Replicated;
+    let replicate = check_replicable(broker, request.acks)?;
+    let appended = append_entry(broker, &topic, request.queue_id, &request.batch)?;
+    let stored = vec![Ok(Stored {
+        topic,
+        queue_id: request.queue_id,
+        appended,
+    })];
+    let wait = Wait {
+        fsync: request.acks == Acks::Flushed,
+        replicate,
+        timeout_ms: request.timeout_ms,
+    };
+    Ok(reply_when_durable(
+        broker,
+        stored,
+        wait,
+        |mut results| match results.pop().expect("one entry") {
+            Ok(stored) => Ok(Answer::Response(Response::Produce(stored))),
+            Err(error) => Err(error.into_handler_error()),
+        },
+    ))
+}
+
+/// Produce version 2: every entry appended and answered apart, one wait for all of them.
+pub fn handle_many(broker: &Arc<Broker>, access: &Access, request: ProduceManyRequest) -> Reply {
+    let replicate = match check_master(broker).and_then(|()| check_replicable(broker, request.acks))
+    {
+        Ok(replicate) => replicate,
+        Err(error) => return Reply::Now(Err(error)),
+    };
+    let stored: Vec<_> = request
+        .entries
+        .iter()
+        .map(|entry| {
+            access.check_topic(Action::Produce, &entry.topic)?;
+            let topic = topic_queue(broker, &entry.topic, entry.queue_id)?;
+            let appended = append_entry(broker, &topic, entry.queue_id, &entry.batch)?;
+            Ok(Stored {
+                topic,
+                queue_id: entry.queue_id,
+                appended,
+            })
+        })
+        .collect();
+    let wait = Wait {
+        fsync: request.acks == Acks::Flushed,
+        replicate,
+        timeout_ms: request.timeout_ms,
+    };
+    reply_when_durable(broker, stored, wait, |results| {
+        let results = results
+            .into_iter()
+            .map(|result| result.map_err(EntryError::into_response))
+            .collect();
+        Ok(Answer::Response(Response::ProduceMany(
+            ProduceManyResponse { results },
+        )))
+    })
+}
+
+/// Whether the request waits for a slave; refused at once, before anything is written, when it
+/// must and cannot (the write lease, no slave in sync).
+fn check_replicable(broker: &Broker, acks: Acks) -> Result<bool, HandlerError> {
+    let replicate = broker.config.replication == Replication::Sync || acks == Acks::Replicated;
     if let Some(reason) = replicate.then(|| broker.lease.refusal()).flatten() {
         return Err(HandlerError::WritesRefused {
             group: broker.config.group.clone(),
@@ -53,95 +119,251 @@ pub(crate) fn append_to_topic(
             group: broker.config.group.clone(),
         });
     }
-    if request.batch.len() as u64 > broker.config.max_batch_bytes {
+    Ok(replicate)
+}
+
+/// Appends one batch (no waiting: the request waits once for all of its batches) and counts it.
+fn append_entry(
+    broker: &Broker,
+    topic: &TopicState,
+    queue_id: u32,
+    batch: &Bytes,
+) -> Result<Appended, HandlerError> {
+    if batch.len() as u64 > broker.config.max_batch_bytes {
         return Err(HandlerError::BatchTooLarge {
-            batch_bytes: request.batch.len(),
+            batch_bytes: batch.len(),
             max_batch_bytes: broker.config.max_batch_bytes,
         });
     }
     let started = Instant::now();
-    let receipt = topic.while_live(|| {
-        broker.store.append_to(
-            &request.topic,
-            request.queue_id,
-            &request.batch,
-            request.acks == Acks::Flushed,
-        )
+    let appended = topic.while_live(|| {
+        broker
+            .store
+            .append_to_unflushed(&topic.name, queue_id, batch)
     })??;
-    let appended_at = Instant::now();
-    broker.metrics.append_latency.observe(appended_at - started);
+    broker.metrics.append_latency.observe(started.elapsed());
     broker.log_appended.notify_waiters();
-    // Consumers see the batch once it is visible (`Store::visible_position`): at once under
-    // async flush, after its fsync under sync flush, and after a slave has it under sync
-    // replication.
-    let visible_later = broker.store.config().flush == FlushMode::Sync
-        || broker.config.replication == Replication::Sync;
-    let queue_id = request.queue_id;
-    if !visible_later {
+    if !visible_later(broker) {
         topic.appended(queue_id).notify_waiters();
     }
-    let appended = receipt.appended;
     topic
         .counters
         .add_in(appended.message_count, appended.size as usize);
-    let answer = move || {
-        Ok(Answer::Response(Response::Produce(ProduceResponse {
-            base_queue_offset: appended.base_queue_offset,
-            message_count: appended.message_count,
-        })))
-    };
-    if !receipt.waits_for_flush() && !replicate {
-        return Ok(Reply::Now(answer()));
+    Ok(appended)
+}
+
+/// Consumers see a batch once it is visible (`Store::visible_position`): at once under async
+/// flush, after its fsync under sync flush, and after a slave has it under sync replication.
+fn visible_later(broker: &Broker) -> bool {
+    broker.store.config().flush == FlushMode::Sync || broker.config.replication == Replication::Sync
+}
+
+/// An appended batch.
+struct Stored {
+    topic: Arc<TopicState>,
+    queue_id: u32,
+    appended: Appended,
+}
+
+/// What the request's batches wait for once appended.
+struct Wait {
+    /// `acks` flushed: an fsync even under async flush.
+    fsync: bool,
+    replicate: bool,
+    timeout_ms: u32,
+}
+
+/// Why an entry was not stored, or not as durably as asked.
+enum EntryError {
+    Refused(HandlerError),
+    /// The wait failed after the batch was appended (each entry's error names its offset).
+    NotDurable(Arc<NotDurable>, u64),
+}
+
+impl From<HandlerError> for EntryError {
+    fn from(error: HandlerError) -> EntryError {
+        EntryError::Refused(error)
     }
-    let broker = broker.clone();
-    let timeout_ms = request.timeout_ms;
-    Ok(Reply::Later(Box::pin(async move {
-        if receipt.waits_for_flush() {
-            let durable = receipt.durable();
-            // timeout_ms 0: the store's own flush_timeout_ms bounds the wait.
-            let result = if timeout_ms == 0 {
-                durable.await
-            } else {
-                match tokio::time::timeout(Duration::from_millis(timeout_ms.into()), durable).await
-                {
-                    Ok(result) => result,
-                    Err(_) => {
-                        return Err(HandlerError::FlushTimeout {
-                            base_queue_offset: appended.base_queue_offset,
-                            timeout_ms,
-                        })
+}
+
+impl EntryError {
+    fn into_handler_error(self) -> HandlerError {
+        match self {
+            EntryError::Refused(error) => error,
+            EntryError::NotDurable(not_durable, base_queue_offset) => {
+                // One entry (version 1): the failure is this entry's alone.
+                match Arc::try_unwrap(not_durable) {
+                    Ok(not_durable) => not_durable.into_error(base_queue_offset),
+                    Err(shared) => {
+                        HandlerError::Internal(shared.response_for(base_queue_offset).message)
                     }
                 }
-            };
-            result?;
-            broker.metrics.flush_latency.observe(appended_at.elapsed());
-        }
-        if replicate {
-            let mut wait_ms = broker.config.replication_timeout_ms;
-            if timeout_ms != 0 {
-                wait_ms = wait_ms.min(timeout_ms.into());
             }
-            let end = appended.position + u64::from(appended.size);
-            if !broker
-                .replicas
-                .wait_acknowledged(end, Duration::from_millis(wait_ms))
+        }
+    }
+
+    fn into_response(self) -> ErrorResponse {
+        match self {
+            EntryError::Refused(error) => error.to_response(),
+            EntryError::NotDurable(not_durable, base_queue_offset) => {
+                not_durable.response_for(base_queue_offset)
+            }
+        }
+    }
+}
+
+/// The wait after the appends failed.
+enum NotDurable {
+    FlushTimeout {
+        timeout_ms: u32,
+    },
+    /// The fsync failed (the store's error).
+    Flush(HandlerError),
+    ReplicationTimeout {
+        group: String,
+        timeout_ms: u64,
+    },
+}
+
+impl NotDurable {
+    fn into_error(self, base_queue_offset: u64) -> HandlerError {
+        match self {
+            NotDurable::FlushTimeout { timeout_ms } => HandlerError::FlushTimeout {
+                base_queue_offset,
+                timeout_ms,
+            },
+            NotDurable::Flush(error) => error,
+            NotDurable::ReplicationTimeout { group, timeout_ms } => {
+                HandlerError::ReplicationTimeout {
+                    group,
+                    base_queue_offset,
+                    timeout_ms,
+                }
+            }
+        }
+    }
+
+    fn response_for(&self, base_queue_offset: u64) -> ErrorResponse {
+        match self {
+            NotDurable::FlushTimeout { timeout_ms } => HandlerError::FlushTimeout {
+                base_queue_offset,
+                timeout_ms: *timeout_ms,
+            }
+            .to_response(),
+            NotDurable::Flush(error) => error.to_response(),
+            NotDurable::ReplicationTimeout { group, timeout_ms } => {
+                HandlerError::ReplicationTimeout {
+                    group: group.clone(),
+                    base_queue_offset,
+                    timeout_ms: *timeout_ms,
+                }
+                .to_response()
+            }
+        }
+    }
+}
+
+/// Answers with `respond` once the stored entries are as durable as `wait` asks: at once when
+/// nothing is to wait for, else after one fsync and one slave acknowledgement past the last of
+/// them.
+fn reply_when_durable(
+    broker: &Arc<Broker>,
+    stored: Vec<Result<Stored, HandlerError>>,
+    wait: Wait,
+    respond: impl FnOnce(Vec<Result<ProduceResponse, EntryError>>) -> Outcome + Send + 'static,
+) -> Reply {
+    let end = stored
+        .iter()
+        .flatten()
+        .map(|stored| stored.appended.position + u64::from(stored.appended.size))
+        .max();
+    let flush = end.map(|end| broker.store.durable_through(end, wait.fsync));
+    let waits =
+        flush.as_ref().is_some_and(|flush| flush.waits()) || (wait.replicate && end.is_some());
+    if !waits {
+        return Reply::Now(respond(answers(stored, None)));
+    }
+    let broker = broker.clone();
+    let appended_at = Instant::now();
+    Reply::Later(Box::pin(async move {
+        let end = end.expect("something was appended");
+        let failure = wait_durable(&broker, flush, end, &wait, appended_at)
+            .await
+            .err()
+            .map(Arc::new);
+        if failure.is_none() && visible_later(&broker) {
+            for stored in stored.iter().flatten() {
+                stored.topic.appended(stored.queue_id).notify_waiters();
+            }
+        }
+        respond(answers(stored, failure))
+    }))
+}
+
+/// Each entry's answer: where it landed, or why not.
+fn answers(
+    stored: Vec<Result<Stored, HandlerError>>,
+    failure: Option<Arc<NotDurable>>,
+) -> Vec<Result<ProduceResponse, EntryError>> {
+    stored
+        .into_iter()
+        .map(|entry| {
+            let stored = entry?;
+            let appended = stored.appended;
+            if let Some(failure) = &failure {
+                return Err(EntryError::NotDurable(
+                    failure.clone(),
+                    appended.base_queue_offset,
+                ));
+            }
+            Ok(ProduceResponse {
+                base_queue_offset: appended.base_queue_offset,
+                message_count: appended.message_count,
+            })
+        })
+        .collect()
+}
+
+/// Waits for the fsync and the slave acknowledgement past `end` that `wait` asks for.
+async fn wait_durable(
+    broker: &Broker,
+    flush: Option<FlushWait>,
+    end: u64,
+    wait: &Wait,
+    appended_at: Instant,
+) -> Result<(), NotDurable> {
+    let timeout_ms = wait.timeout_ms;
+    if let Some(flush) = flush.filter(|flush| flush.waits()) {
+        // timeout_ms 0: the store's own flush_timeout_ms bounds the wait.
+        let result = if timeout_ms == 0 {
+            flush.done().await
+        } else {
+            tokio::time::timeout(Duration::from_millis(timeout_ms.into()), flush.done())
                 .await
-            {
-                return Err(HandlerError::ReplicationTimeout {
-                    group: broker.config.group.clone(),
-                    base_queue_offset: appended.base_queue_offset,
-                    timeout_ms: wait_ms,
-                });
-            }
-            broker
-                .metrics
-                .replication_latency
-                .observe(appended_at.elapsed());
+                .map_err(|_| NotDurable::FlushTimeout { timeout_ms })?
+        };
+        result.map_err(|error| NotDurable::Flush(error.into()))?;
+        broker.metrics.flush_latency.observe(appended_at.elapsed());
+    }
+    if wait.replicate {
+        let mut wait_ms = broker.config.replication_timeout_ms;
+        if timeout_ms != 0 {
+            wait_ms = wait_ms.min(timeout_ms.into());
         }
-        if visible_later {
-            topic.appended(queue_id).notify_waiters();
+        if !broker
+            .replicas
+            .wait_acknowledged(end, Duration::from_millis(wait_ms))
+            .await
+        {
+            return Err(NotDurable::ReplicationTimeout {
+                group: broker.config.group.clone(),
+                timeout_ms: wait_ms,
+            });
         }
-        let outcome: Outcome = answer();
-        outcome
-    })))
+        broker
+            .metrics
+            .replication_latency
+            .observe(appended_at.elapsed());
+    }
+    Ok(())
 }

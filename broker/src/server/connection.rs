@@ -307,7 +307,7 @@ impl Connection<'_> {
             self.send(header, Err(refused)).await;
             return true;
         }
-        let reply = handlers::dispatch(self.broker, request);
+        let reply = handlers::dispatch(self.broker, &self.access, request);
         self.answer(header, reply).await;
         true
     }

@@ -31,7 +31,9 @@ pub use epochs::{epoch_at, EpochEntry, EpochHistory};
 pub use error::StorageError;
 pub use file_names::check_topic_name;
 pub use recovery::{RecoveryReport, Truncation};
-pub use store::{AppendReceipt, Appended, Dropped, LogChunk, ReadResult, RetentionReport, Store};
+pub use store::{
+    AppendReceipt, Appended, Dropped, FlushWait, LogChunk, ReadResult, RetentionReport, Store,
+};
 
 #[cfg(test)]
 mod power_loss_tests;

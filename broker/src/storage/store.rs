@@ -139,6 +139,27 @@ impl AppendReceipt {
     }
 }
 
+/// Waits for one fsync covering several appends ([`Store::durable_through`]).
+pub struct FlushWait {
+    flushed: Option<oneshot::Receiver<Result<()>>>,
+}
+
+impl FlushWait {
+    /// Whether [`FlushWait::done`] waits for an fsync.
+    pub fn waits(&self) -> bool {
+        self.flushed.is_some()
+    }
+
+    /// Returns once the log is fsynced through the position asked for (at once when no fsync
+    /// was asked for).
+    pub async fn done(self) -> Result<()> {
+        if let Some(flushed) = self.flushed {
+            flushed.await.map_err(|_| StorageError::Closed)??;
+        }
+        Ok(())
+    }
+}
+
 /// How an append places its batch.
 #[derive(Clone, Copy)]
 enum Placement<'a> {
@@ -320,6 +341,24 @@ impl Store {
             },
             fsync,
         )
+    }
+
+    /// [`Store::append_to`] for one of the batches of a request that waits once for all of them
+    /// ([`Store::durable_through`]): it asks for no fsync of its own, whatever the flush mode.
+    pub fn append_to_unflushed(&self, topic: &str, queue: u32, batch: &[u8]) -> Result<Appended> {
+        let placement = Placement::Stamp {
+            expected: Some((topic, queue)),
+        };
+        Ok(self.append_checked(batch, placement, false)?.appended)
+    }
+
+    /// What a request's appends through log position `end` wait for: an fsync covering them
+    /// under sync flush or with `fsync`, else nothing.
+    pub fn durable_through(&self, end: u64, fsync: bool) -> FlushWait {
+        let fsync = fsync || self.shared.config.flush == FlushMode::Sync;
+        FlushWait {
+            flushed: fsync.then(|| self.shared.wait_for_flush(end)),
+        }
     }
 
     /// Appends a batch copied from the master's log (replication): verbatim, at `position`, the

@@ -43,6 +43,8 @@ pub struct Client {
     next_correlation_id: u32,
     /// The api of each request still waiting for its response.
     pending: HashMap<u32, ApiKey>,
+    /// The protocol version of the handshake: requests and responses use its api versions.
+    protocol_version: u16,
 }
 
 impl Client {
@@ -55,22 +57,38 @@ impl Client {
             buf: BytesMut::new(),
             next_correlation_id: 1,
             pending: HashMap::new(),
+            protocol_version: 1,
         }
     }
 
-    /// Connects and handshakes.
+    /// Connects and handshakes at protocol version 1.
     pub async fn connect(addr: SocketAddr) -> Client {
+        Client::connect_speaking(addr, 1).await
+    }
+
+    /// Connects and handshakes at `protocol_version` (the broker must speak it).
+    pub async fn connect_speaking(addr: SocketAddr, protocol_version: u16) -> Client {
         let mut client = Client::connect_raw(addr).await;
         let response = client
             .call(Request::Handshake(HandshakeRequest {
                 client_id: "broker-tests".into(),
-                min_version: 1,
-                max_version: 1,
+                min_version: protocol_version,
+                max_version: protocol_version,
                 auth_token: Default::default(),
             }))
             .await;
-        assert!(matches!(response, Response::Handshake(_)), "{response:?}");
+        let Response::Handshake(handshake) = response else {
+            panic!("{response:?}");
+        };
+        assert_eq!(handshake.version, protocol_version);
+        client.protocol_version = protocol_version;
         client
+    }
+
+    /// The version of `api` this connection uses.
+    fn version_of(&self, api: ApiKey) -> u16 {
+        api.version_in(self.protocol_version)
+            .expect("a version the broker speaks")
     }
 
     pub async fn send(&mut self, request: Request) -> u32 {
@@ -78,7 +96,7 @@ impl Client {
         self.next_correlation_id += 1;
         self.pending.insert(correlation_id, request.api_key());
         let mut out = BytesMut::new();
-        request.encode(1, correlation_id, &mut out);
+        request.encode(self.version_of(request.api_key()), correlation_id, &mut out);
         self.stream.write_all(&out).await.expect("send");
         correlation_id
     }
@@ -106,7 +124,8 @@ impl Client {
             .pending
             .remove(&frame.correlation_id)
             .unwrap_or_else(|| panic!("unexpected correlation id {}", frame.correlation_id));
-        let response = Response::decode(api, 1, frame.body).expect("response decodes");
+        let response =
+            Response::decode(api, self.version_of(api), frame.body).expect("response decodes");
         (frame.correlation_id, response)
     }
 

@@ -9,8 +9,9 @@ use crate::wire::DecodeError;
 /// Lowest protocol version this build speaks.
 pub const PROTOCOL_VERSION_MIN: u16 = 1;
 /// Highest protocol version this build speaks. Version 2: topic ids (Metadata, Fetch and
-/// CommitOffset at version 2).
-pub const PROTOCOL_VERSION_MAX: u16 = 2;
+/// CommitOffset at version 2). Version 3: Produce version 2, the batches of many topic-queues in
+/// one request.
+pub const PROTOCOL_VERSION_MAX: u16 = 3;
 
 /// One kind of request, with its response. The numbers are part of the wire format: a key is
 /// never renumbered, and a retired key is never given to another api. Keys from 100 on are kept
@@ -24,6 +25,7 @@ pub const PROTOCOL_VERSION_MAX: u16 = 2;
 /// assert_eq!(ApiKey::Produce.version_in(1), Some(1));
 /// assert_eq!(ApiKey::Fetch.version_in(2), Some(2));
 /// assert_eq!(ApiKey::Produce.version_in(2), Some(1));
+/// assert_eq!(ApiKey::Produce.version_in(3), Some(2));
 /// // An unknown key and an unsupported version are refused apart.
 /// assert!(ApiKey::check(42, 1).is_err());
 /// assert_eq!(ApiKey::check(2, 1), Ok(ApiKey::Fetch));
@@ -34,7 +36,7 @@ pub const PROTOCOL_VERSION_MAX: u16 = 2;
 pub enum ApiKey {
     /// First request on every connection: who is calling, which protocol versions it speaks.
     Handshake = 0,
-    /// Append one record batch to a topic-queue.
+    /// Append one record batch to a topic-queue (version 1), or one to each of many (version 2).
     Produce = 1,
     /// Read batches of a topic-queue from an offset, waiting for data up to a deadline.
     Fetch = 2,
@@ -79,13 +81,18 @@ impl ApiKey {
         )
     }
 
+    /// The newest version of this api's request and response bodies.
+    fn latest_version(self) -> u16 {
+        if self.has_topic_ids() || self == ApiKey::Produce {
+            2
+        } else {
+            1
+        }
+    }
+
     /// Versions of this api's request and response bodies that this build reads and writes.
     pub fn versions(self) -> RangeInclusive<u16> {
-        if self.has_topic_ids() {
-            1..=2
-        } else {
-            1..=1
-        }
+        1..=self.latest_version()
     }
 
     /// The version of this api that peers use once they agreed on `protocol_version`; `None` if
@@ -95,6 +102,7 @@ impl ApiKey {
             1 => Some(1),
             2 if self.has_topic_ids() => Some(2),
             2 => Some(1),
+            3 => Some(self.latest_version()),
             _ => None,
         }
     }
@@ -188,13 +196,13 @@ mod tests {
                 api: ApiKey::Produce,
                 version: 7,
                 min: 1,
-                max: 1
+                max: 2
             })
         );
         assert_eq!(
-            ApiKey::check(1, 2),
+            ApiKey::check(5, 2),
             Err(DecodeError::UnsupportedVersion {
-                api: ApiKey::Produce,
+                api: ApiKey::CreateTopic,
                 version: 2,
                 min: 1,
                 max: 1

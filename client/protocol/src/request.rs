@@ -175,6 +175,134 @@ impl ProduceRequest {
     }
 }
 
+/// One topic-queue's record batch in a [`ProduceManyRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceEntry {
+    /// Must equal the batch's own topic.
+    pub topic: String,
+    /// Must equal the batch's own queue id.
+    pub queue_id: u32,
+    /// One record batch (proto-spec.md, "Record batch").
+    pub batch: Bytes,
+}
+
+/// Smallest encoded entry: an empty topic name, the queue id and an empty batch's length.
+const PRODUCE_ENTRY_MIN_BYTES: usize = 2 + 4 + 4;
+
+/// Appends one record batch to each of several topic-queues (Produce version 2, from protocol
+/// version 3): a producer sends every batch it has ready for one broker in one request, and the
+/// broker answers each entry apart, in order ([`crate::response::ProduceManyResponse`]).
+///
+/// ```
+/// use bytes::{Bytes, BytesMut};
+/// use smq_protocol::frame::decode_request;
+/// use smq_protocol::record_batch::{self, Message};
+/// use smq_protocol::request::{Acks, ProduceEntry, ProduceManyRequest, Request};
+///
+/// let entry = |topic: &str, queue_id| ProduceEntry {
+///     topic: topic.into(),
+///     queue_id,
+///     batch: Bytes::from(record_batch::encode(topic, queue_id, &[Message::from_body("paid")])),
+/// };
+/// let produce = ProduceManyRequest {
+///     acks: Acks::Written,
+///     timeout_ms: 5_000,
+///     entries: vec![entry("orders", 0), entry("invoices", 3)],
+/// };
+/// // The parts written one after the other are exactly the frame `Request::encode` writes,
+/// // each batch a part of its own (sent uncopied).
+/// let mut parts = Vec::new();
+/// produce.encode_parts(7, &mut parts);
+/// assert!(parts.contains(&produce.entries[1].batch));
+/// let mut whole = BytesMut::new();
+/// Request::ProduceMany(produce.clone()).encode(2, 7, &mut whole);
+/// assert_eq!(parts.concat(), whole.to_vec());
+/// let frame = decode_request(&mut whole, 1 << 20).unwrap().unwrap();
+/// assert_eq!(Request::decode(&frame.header, frame.body), Ok(Request::ProduceMany(produce)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceManyRequest {
+    /// For every entry.
+    pub acks: Acks,
+    /// As [`ProduceRequest::timeout_ms`], for the request as a whole.
+    pub timeout_ms: u32,
+    pub entries: Vec<ProduceEntry>,
+}
+
+impl ProduceManyRequest {
+    /// The version of Produce this request is.
+    pub const VERSION: u16 = 2;
+
+    fn encode_v2(&self, out: &mut BytesMut) {
+        out.put_u8(self.acks as u8);
+        out.put_u32(self.timeout_ms);
+        put_count(out, self.entries.len());
+        for entry in &self.entries {
+            put_string(out, &entry.topic);
+            out.put_u32(entry.queue_id);
+            put_bytes(out, &entry.batch);
+        }
+    }
+
+    /// Appends this request's whole frame to `parts` as buffers to write one after the other:
+    /// the fields in small buffers, each batch as it is (a producer hands its batches to the
+    /// socket without copying them). Their concatenation is exactly what [`Request::encode`]
+    /// writes at version 2.
+    ///
+    /// Panics if the frame would exceed 4 GiB or a topic name 65,535 bytes.
+    pub fn encode_parts(&self, correlation_id: u32, parts: &mut Vec<Bytes>) {
+        let header = RequestHeader {
+            api_key: ApiKey::Produce as u16,
+            api_version: Self::VERSION,
+            correlation_id,
+        };
+        let entries_bytes: usize = self
+            .entries
+            .iter()
+            .map(|entry| PRODUCE_ENTRY_MIN_BYTES + entry.topic.len() + entry.batch.len())
+            .sum();
+        let mut head = BytesMut::new();
+        frame::encode_request(&mut head, header, |out| {
+            out.put_u8(self.acks as u8);
+            out.put_u32(self.timeout_ms);
+            put_count(out, self.entries.len());
+        });
+        // The frame's length counts the entries written after this head.
+        frame::extend_length(&mut head, 0, entries_bytes);
+        for entry in &self.entries {
+            put_string(&mut head, &entry.topic);
+            head.put_u32(entry.queue_id);
+            head.put_u32(u32::try_from(entry.batch.len()).expect("batch above 4 GiB"));
+            if !entry.batch.is_empty() {
+                parts.push(head.split().freeze());
+                parts.push(entry.batch.clone());
+            }
+        }
+        if !head.is_empty() {
+            parts.push(head.freeze());
+        }
+    }
+
+    fn decode_v2(reader: &mut Reader) -> Result<ProduceManyRequest, DecodeError> {
+        let acks = Acks::from_u8(reader.u8("acks")?)?;
+        let timeout_ms = reader.u32("timeout_ms")?;
+        let count = reader.count("entries", PRODUCE_ENTRY_MIN_BYTES)?;
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            entries.push(ProduceEntry {
+                topic: reader.string("topic")?,
+                queue_id: reader.u32("queue_id")?,
+                batch: reader.bytes("batch")?,
+            });
+        }
+        Ok(ProduceManyRequest {
+            acks,
+            timeout_ms,
+            entries,
+        })
+    }
+}
+
 /// Reads batches of a topic-queue from an offset; the broker holds the request until there is
 /// data or `max_wait_ms` passes (long polling).
 ///
@@ -517,7 +645,10 @@ impl FetchOffsetRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Handshake(HandshakeRequest),
+    /// Produce version 1: one batch.
     Produce(ProduceRequest),
+    /// Produce version 2: a batch for each of several topic-queues.
+    ProduceMany(ProduceManyRequest),
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
     Metadata(MetadataRequest),
@@ -531,7 +662,7 @@ impl Request {
     pub fn api_key(&self) -> ApiKey {
         match self {
             Request::Handshake(_) => ApiKey::Handshake,
-            Request::Produce(_) => ApiKey::Produce,
+            Request::Produce(_) | Request::ProduceMany(_) => ApiKey::Produce,
             Request::Fetch(_) => ApiKey::Fetch,
             Request::ListOffsets(_) => ApiKey::ListOffsets,
             Request::Metadata(_) => ApiKey::Metadata,
@@ -553,6 +684,16 @@ impl Request {
             api_key.versions().contains(&api_version),
             "{api_key} has no version {api_version} in this build"
         );
+        // The two Produce layouts are two types: each is sent at its own version.
+        match self {
+            Request::Produce(_) => assert_eq!(api_version, 1, "ProduceRequest is Produce v1"),
+            Request::ProduceMany(_) => assert_eq!(
+                api_version,
+                ProduceManyRequest::VERSION,
+                "ProduceManyRequest is Produce v2"
+            ),
+            _ => {}
+        }
         let header = RequestHeader {
             api_key: api_key as u16,
             api_version,
@@ -561,6 +702,7 @@ impl Request {
         frame::encode_request(out, header, |out| match self {
             Request::Handshake(request) => request.encode_v1(out),
             Request::Produce(request) => request.encode_v1(out),
+            Request::ProduceMany(request) => request.encode_v2(out),
             Request::Fetch(request) => request.encode(api_version, out),
             Request::ListOffsets(request) => request.encode_v1(out),
             Request::Metadata(request) => request.encode_v1(out),
@@ -576,10 +718,14 @@ impl Request {
     pub fn decode(header: &RequestHeader, body: Bytes) -> Result<Request, DecodeError> {
         let api_key = ApiKey::check(header.api_key, header.api_version)?;
         let mut reader = Reader::new(body);
-        // Fetch and CommitOffset have a version 2 (topic ids); the rest are at version 1.
+        // Fetch and CommitOffset have a version 2 (topic ids), Produce one with many batches;
+        // the rest are at version 1.
         let version = header.api_version;
         let request = match api_key {
             ApiKey::Handshake => Request::Handshake(HandshakeRequest::decode_v1(&mut reader)?),
+            ApiKey::Produce if version >= ProduceManyRequest::VERSION => {
+                Request::ProduceMany(ProduceManyRequest::decode_v2(&mut reader)?)
+            }
             ApiKey::Produce => Request::Produce(ProduceRequest::decode_v1(&mut reader)?),
             ApiKey::Fetch => Request::Fetch(FetchRequest::decode(&mut reader, version)?),
             ApiKey::ListOffsets => {
@@ -677,6 +823,25 @@ pub(crate) mod tests {
                     })
                 }),
             (
+                arb_acks(),
+                any::<u32>(),
+                proptest::collection::vec((arb_name(), any::<u32>(), arb_bytes(64)), 0..5)
+            )
+                .prop_map(|(acks, timeout_ms, entries)| {
+                    Request::ProduceMany(ProduceManyRequest {
+                        acks,
+                        timeout_ms,
+                        entries: entries
+                            .into_iter()
+                            .map(|(topic, queue_id, batch)| ProduceEntry {
+                                topic,
+                                queue_id,
+                                batch,
+                            })
+                            .collect(),
+                    })
+                }),
+            (
                 arb_name(),
                 any::<u32>(),
                 any::<u64>(),
@@ -760,6 +925,16 @@ pub(crate) mod tests {
         request
     }
 
+    /// Whether peers that agreed on `protocol_version` send `request`: Produce v1 below protocol
+    /// version 3, Produce v2 from it.
+    fn is_sent_in(request: &Request, protocol_version: u16) -> bool {
+        match request {
+            Request::Produce(_) => protocol_version < 3,
+            Request::ProduceMany(_) => protocol_version >= 3,
+            _ => true,
+        }
+    }
+
     fn header(api_key: ApiKey) -> RequestHeader {
         RequestHeader {
             api_key: api_key as u16,
@@ -771,8 +946,9 @@ pub(crate) mod tests {
     proptest! {
         #[test]
         fn every_request_round_trips_through_a_frame(
-            request in arb_request(), protocol_version in 1u16..=2, correlation_id in any::<u32>(),
+            request in arb_request(), protocol_version in 1u16..=3, correlation_id in any::<u32>(),
         ) {
+            prop_assume!(is_sent_in(&request, protocol_version));
             let mut buf = encode_in(&request, protocol_version, correlation_id);
             let frame = decode_request(&mut buf, MAX_FRAME_BYTES_DEFAULT).unwrap().unwrap();
             prop_assert!(buf.is_empty());
@@ -790,8 +966,9 @@ pub(crate) mod tests {
 
         #[test]
         fn every_truncated_request_body_is_an_error(
-            request in arb_request(), protocol_version in 1u16..=2, cut in any::<prop::sample::Index>(),
+            request in arb_request(), protocol_version in 1u16..=3, cut in any::<prop::sample::Index>(),
         ) {
+            prop_assume!(is_sent_in(&request, protocol_version));
             let mut buf = encode_in(&request, protocol_version, 1);
             let frame = decode_request(&mut buf, MAX_FRAME_BYTES_DEFAULT).unwrap().unwrap();
             prop_assume!(!frame.body.is_empty());
@@ -840,6 +1017,39 @@ pub(crate) mod tests {
         );
     }
 
+    /// Produce v2's entry count is checked against the bytes left before anything is reserved,
+    /// and an entry's batch may not run past the frame.
+    #[test]
+    fn a_produce_v2_with_a_forged_entry_count_or_batch_length_is_refused() {
+        let header = RequestHeader {
+            api_version: 2,
+            ..header(ApiKey::Produce)
+        };
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        body.put_u32(5_000);
+        body.put_u32(u32::MAX);
+        assert!(matches!(
+            Request::decode(&header, body.freeze()),
+            Err(DecodeError::Truncated {
+                field: "entries",
+                ..
+            })
+        ));
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        body.put_u32(5_000);
+        body.put_u32(1);
+        put_string(&mut body, "orders");
+        body.put_u32(0);
+        body.put_u32(1 << 20);
+        body.put_slice(b"short");
+        assert!(matches!(
+            Request::decode(&header, body.freeze()),
+            Err(DecodeError::Truncated { field: "batch", .. })
+        ));
+    }
+
     #[test]
     fn unsupported_version_is_a_distinct_error() {
         let request = RequestHeader {
@@ -854,15 +1064,15 @@ pub(crate) mod tests {
                 ..
             })
         ));
-        let produce_v2 = RequestHeader {
-            api_version: 2,
+        let produce_v3 = RequestHeader {
+            api_version: 3,
             ..header(ApiKey::Produce)
         };
         assert!(matches!(
-            Request::decode(&produce_v2, Bytes::new()),
+            Request::decode(&produce_v3, Bytes::new()),
             Err(DecodeError::UnsupportedVersion {
                 api: ApiKey::Produce,
-                version: 2,
+                version: 3,
                 ..
             })
         ));

@@ -170,6 +170,71 @@ impl ProduceResponse {
     }
 }
 
+/// The answer to a [`crate::request::ProduceManyRequest`] the broker took: one result per
+/// entry, in the request's order, each where its batch landed or why it was refused. A refusal
+/// of the request as a whole (not the master, a version mismatch) is an error response instead.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use smq_protocol::frame::decode_response;
+/// use smq_protocol::response::{ProduceManyResponse, ProduceResponse, Response};
+/// use smq_protocol::{ApiKey, ErrorCode, ErrorResponse};
+///
+/// let response = Response::ProduceMany(ProduceManyResponse {
+///     results: vec![
+///         Ok(ProduceResponse { base_queue_offset: 40, message_count: 2 }),
+///         Err(ErrorResponse::new(ErrorCode::UnknownTopic, "no topic invoices")),
+///     ],
+/// });
+/// let mut buf = BytesMut::new();
+/// response.encode(2, 7, &mut buf);
+/// let frame = decode_response(&mut buf, 1 << 20).unwrap().unwrap();
+/// assert_eq!(Response::decode(ApiKey::Produce, 2, frame.body), Ok(response));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceManyResponse {
+    pub results: Vec<Result<ProduceResponse, ErrorResponse>>,
+}
+
+/// Smallest encoded result: the error code, an empty message, the offset and the count.
+const PRODUCE_RESULT_MIN_BYTES: usize = 2 + 2 + 8 + 4;
+
+impl ProduceManyResponse {
+    fn encode_v2(&self, out: &mut BytesMut) {
+        put_count(out, self.results.len());
+        for result in &self.results {
+            let (error, stored) = match result {
+                Ok(stored) => (None, stored.clone()),
+                Err(error) => (
+                    Some(error),
+                    ProduceResponse {
+                        base_queue_offset: 0,
+                        message_count: 0,
+                    },
+                ),
+            };
+            encode_error_head(out, error);
+            stored.encode_v1(out);
+        }
+    }
+
+    fn decode_v2(reader: &mut Reader) -> Result<ProduceManyResponse, DecodeError> {
+        let count = reader.count("results", PRODUCE_RESULT_MIN_BYTES)?;
+        let mut results = Vec::with_capacity(count);
+        for _ in 0..count {
+            // Each result has every field, error or not (unlike a whole body's error head).
+            let code = reader.u16("error_code")?;
+            let message = reader.string("error_message")?;
+            let stored = ProduceResponse::decode_v1(reader)?;
+            results.push(match code {
+                0 => Ok(stored),
+                code => Err(ErrorResponse { code, message }),
+            });
+        }
+        Ok(ProduceManyResponse { results })
+    }
+}
+
 /// Batches read from a topic-queue, and where the queue starts and ends now.
 ///
 /// ```
@@ -482,7 +547,10 @@ impl FetchOffsetResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
     Handshake(HandshakeResponse),
+    /// Produce version 1.
     Produce(ProduceResponse),
+    /// Produce version 2.
+    ProduceMany(ProduceManyResponse),
     Fetch(FetchResponse),
     ListOffsets(ListOffsetsResponse),
     Metadata(MetadataResponse),
@@ -499,7 +567,7 @@ impl Response {
     pub fn api_key(&self) -> Option<ApiKey> {
         match self {
             Response::Handshake(_) => Some(ApiKey::Handshake),
-            Response::Produce(_) => Some(ApiKey::Produce),
+            Response::Produce(_) | Response::ProduceMany(_) => Some(ApiKey::Produce),
             Response::Fetch(_) => Some(ApiKey::Fetch),
             Response::ListOffsets(_) => Some(ApiKey::ListOffsets),
             Response::Metadata(_) => Some(ApiKey::Metadata),
@@ -531,6 +599,14 @@ impl Response {
                 "{api_key} has no version {api_version} in this build"
             );
         }
+        // The two Produce layouts are two types: each is sent at its own version.
+        match self {
+            Response::Produce(_) => assert_eq!(api_version, 1, "ProduceResponse is Produce v1"),
+            Response::ProduceMany(_) => {
+                assert_eq!(api_version, 2, "ProduceManyResponse is Produce v2")
+            }
+            _ => {}
+        }
         frame::encode_response(out, correlation_id, |out| {
             if let Response::Error(error) = self {
                 encode_error_head(out, Some(error));
@@ -540,6 +616,7 @@ impl Response {
             match self {
                 Response::Handshake(response) => response.encode_v1(out),
                 Response::Produce(response) => response.encode_v1(out),
+                Response::ProduceMany(response) => response.encode_v2(out),
                 Response::Fetch(response) => response.encode_v1(out),
                 Response::ListOffsets(response) => response.encode_v1(out),
                 Response::Metadata(response) => response.encode(api_version, out),
@@ -559,9 +636,13 @@ impl Response {
         if let Some(error) = decode_error_head(&mut reader)? {
             return Ok(Response::Error(error));
         }
-        // Metadata has a version 2 (topic ids); the other responses are the same at every version.
+        // Metadata has a version 2 (topic ids) and Produce one with a result per batch; the
+        // other responses are the same at every version.
         let response = match api_key {
             ApiKey::Handshake => Response::Handshake(HandshakeResponse::decode_v1(&mut reader)?),
+            ApiKey::Produce if api_version >= 2 => {
+                Response::ProduceMany(ProduceManyResponse::decode_v2(&mut reader)?)
+            }
             ApiKey::Produce => Response::Produce(ProduceResponse::decode_v1(&mut reader)?),
             ApiKey::Fetch => Response::Fetch(FetchResponse::decode_v1(&mut reader)?),
             ApiKey::ListOffsets => {
@@ -689,6 +770,24 @@ mod tests {
                     }),
                 )
             }),
+            proptest::collection::vec(
+                prop_oneof![
+                    (any::<u64>(), any::<u32>()).prop_map(|(base_queue_offset, message_count)| {
+                        Ok(ProduceResponse {
+                            base_queue_offset,
+                            message_count,
+                        })
+                    }),
+                    arb_error().prop_map(Err),
+                ],
+                0..5
+            )
+            .prop_map(|results| {
+                (
+                    ApiKey::Produce,
+                    Response::ProduceMany(ProduceManyResponse { results }),
+                )
+            }),
             (any::<u64>(), any::<u64>(), arb_bytes(512)).prop_map(
                 |(high_watermark, log_start_offset, batches)| {
                     (
@@ -738,7 +837,13 @@ mod tests {
     /// The version of `api_key` peers use at `protocol_version`, and what `response` means
     /// once sent at it: Metadata version 1 carries no topic ids.
     fn as_sent_in(api_key: ApiKey, response: &Response, protocol_version: u16) -> (u16, Response) {
-        let version = api_key.version_in(protocol_version).unwrap();
+        let mut version = api_key.version_in(protocol_version).unwrap();
+        // Each Produce layout is a type of its own, sent at its version.
+        match response {
+            Response::Produce(_) => version = 1,
+            Response::ProduceMany(_) => version = 2,
+            _ => {}
+        }
         let mut response = response.clone();
         if let (Response::Metadata(metadata), 1) = (&mut response, version) {
             metadata.topics.iter_mut().for_each(|topic| topic.id = 0);
@@ -763,7 +868,7 @@ mod tests {
 
         #[test]
         fn every_response_round_trips_through_a_frame(
-            (api_key, response) in arb_response(), protocol_version in 1u16..=2,
+            (api_key, response) in arb_response(), protocol_version in 1u16..=3,
             correlation_id in any::<u32>(),
         ) {
             let (version, sent) = as_sent_in(api_key, &response, protocol_version);
@@ -776,7 +881,7 @@ mod tests {
 
         #[test]
         fn every_truncated_response_body_is_an_error(
-            (api_key, response) in arb_response(), protocol_version in 1u16..=2,
+            (api_key, response) in arb_response(), protocol_version in 1u16..=3,
             cut in any::<prop::sample::Index>(),
         ) {
             let (version, _) = as_sent_in(api_key, &response, protocol_version);

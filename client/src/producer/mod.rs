@@ -30,8 +30,9 @@ use crate::connection::{Connection, ConnectionOptions, OnConnection, PendingResp
 use crate::error::{Error, ProtocolViolation, Result};
 use crate::protocol::limits::{is_valid_topic_name, MAX_BATCH_BYTES_DEFAULT, MAX_TOPIC_NAME_BYTES};
 use crate::protocol::record_batch::Message;
-use crate::protocol::request::{Acks, ProduceRequest};
-use crate::protocol::{Request, Response};
+use crate::protocol::request::{Acks, ProduceEntry, ProduceManyRequest, ProduceRequest};
+use crate::protocol::response::ProduceResponse;
+use crate::protocol::{ApiKey, Request, Response};
 use crate::routing::{QueueRoute, RouteCache, TopicRoutes};
 use crate::ClientConfig;
 
@@ -593,8 +594,9 @@ struct SendTask {
     send_timeout: Duration,
     in_flight: Arc<watch::Sender<usize>>,
     producer: Weak<Inner>,
-    /// The batches submitted, to the lane's task that finishes them as their answers come.
-    answers: mpsc::UnboundedSender<(Completion, PendingResponse)>,
+    /// The requests submitted (their batches in order), to the lane's task that finishes them
+    /// as their answers come.
+    answers: mpsc::UnboundedSender<(Vec<Completion>, PendingResponse)>,
 }
 
 /// Commands handled before the task looks at linger deadlines again.
@@ -662,64 +664,165 @@ impl SendTask {
         }
     }
 
-    /// Submits each ready batch in order; waits while the maximum requests are in flight.
+    /// Submits the ready batches in order; waits while the maximum requests are in flight. A
+    /// broker that speaks Produce v2 gets them in as few requests as its frame limit allows,
+    /// one that does not a request per batch.
     async fn submit_all(&mut self, ready: &mut Vec<ReadyBatch<Waiter>>) {
-        for batch in ready.drain(..) {
-            let batch_bytes = Bytes::from(batch.batch);
-            let request = Request::Produce(ProduceRequest {
-                topic: batch.topic.clone(),
-                queue_id: batch.queue_id,
+        if ready.is_empty() {
+            return;
+        }
+        if self.connection.api_version(ApiKey::Produce) < ProduceManyRequest::VERSION {
+            for batch in ready.drain(..) {
+                let (entry, completion) = self.attempt(batch);
+                let request = Request::Produce(ProduceRequest {
+                    topic: entry.topic,
+                    queue_id: entry.queue_id,
+                    acks: self.acks,
+                    timeout_ms: self.ack_timeout_ms,
+                    batch: entry.batch,
+                });
+                self.submit(request, vec![completion]).await;
+            }
+            return;
+        }
+        // Room for the frame's header and fields besides the entries.
+        let max_entries_bytes = self.connection.max_frame_bytes().saturating_sub(64);
+        let mut batches = ready.drain(..).peekable();
+        while batches.peek().is_some() {
+            let (mut entries, mut completions, mut bytes) = (Vec::new(), Vec::new(), 0);
+            while let Some(batch) = batches.next_if(|batch| {
+                entries.is_empty() || bytes + entry_bytes(batch) <= max_entries_bytes
+            }) {
+                bytes += entry_bytes(&batch);
+                let (entry, completion) = self.attempt(batch);
+                entries.push(entry);
+                completions.push(completion);
+            }
+            let request = Request::ProduceMany(ProduceManyRequest {
                 acks: self.acks,
                 timeout_ms: self.ack_timeout_ms,
-                batch: batch_bytes.clone(),
+                entries,
             });
-            let completion = Completion {
-                broker: self.connection.broker().to_owned(),
-                group: self.group.clone(),
-                topic: batch.topic,
-                queue_id: batch.queue_id,
-                batch: batch_bytes,
-                opened: batch.opened,
-                deadline: batch.opened + self.send_timeout,
-                waiters: batch.waiters,
-                in_flight: self.in_flight.clone(),
-                producer: self.producer.clone(),
-            };
-            self.in_flight.send_modify(|count| *count += 1);
-            match self.connection.submit(request).await {
-                Ok(pending) => {
-                    if let Err(unsent) = self.answers.send((completion, pending)) {
-                        // The lane's answer task is gone only when the runtime shuts down.
-                        let (completion, pending) = unsent.0;
-                        tokio::spawn(completion.finish_when_answered(pending));
-                    }
+            self.submit(request, completions).await;
+        }
+    }
+
+    /// A ready batch as a request's entry, and the attempt that waits for its answer.
+    fn attempt(&self, batch: ReadyBatch<Waiter>) -> (ProduceEntry, Completion) {
+        let batch_bytes = Bytes::from(batch.batch);
+        let entry = ProduceEntry {
+            topic: batch.topic.clone(),
+            queue_id: batch.queue_id,
+            batch: batch_bytes.clone(),
+        };
+        let completion = Completion {
+            broker: self.connection.broker().to_owned(),
+            group: self.group.clone(),
+            topic: batch.topic,
+            queue_id: batch.queue_id,
+            batch: batch_bytes,
+            opened: batch.opened,
+            deadline: batch.opened + self.send_timeout,
+            waiters: batch.waiters,
+            in_flight: self.in_flight.clone(),
+            producer: self.producer.clone(),
+        };
+        (entry, completion)
+    }
+
+    /// Submits `request`, which carries the batches of `completions` in their order.
+    async fn submit(&mut self, request: Request, completions: Vec<Completion>) {
+        self.in_flight
+            .send_modify(|count| *count += completions.len());
+        match self.connection.submit(request).await {
+            Ok(pending) => {
+                if let Err(unsent) = self.answers.send((completions, pending)) {
+                    // The lane's answer task is gone only when the runtime shuts down.
+                    let (completions, pending) = unsent.0;
+                    tokio::spawn(finish_when_answered(completions, pending));
                 }
-                Err(error) => {
-                    tokio::spawn(completion.failed(error, false));
+            }
+            Err(error) => {
+                for completion in completions {
+                    tokio::spawn(completion.failed(error.clone(), false));
                 }
             }
         }
     }
 }
 
-/// A lane's task that finishes its submitted batches as their answers come, in whatever order
-/// they come; it ends once the lane's send task is gone and every batch is finished. One task
-/// per lane rather than one per batch: with batches of a few messages (many queues), spawning a
-/// task per batch was a fifth of the producer's instructions.
+/// What a ready batch adds to a Produce v2 request: topic, queue id and batch with their
+/// lengths.
+fn entry_bytes(batch: &ReadyBatch<Waiter>) -> usize {
+    2 + batch.topic.len() + 4 + 4 + batch.batch.len()
+}
+
+/// A lane's task that finishes its submitted requests' batches as their answers come, in
+/// whatever order they come; it ends once the lane's send task is gone and every batch is
+/// finished. One task per lane rather than one per request: with batches of a few messages
+/// (many queues), spawning a task per batch was a fifth of the producer's instructions.
 async fn finish_answered_batches(
-    mut submitted: mpsc::UnboundedReceiver<(Completion, PendingResponse)>,
+    mut submitted: mpsc::UnboundedReceiver<(Vec<Completion>, PendingResponse)>,
 ) {
     let mut waiting = FuturesUnordered::new();
     loop {
         tokio::select! {
             next = submitted.recv() => match next {
-                Some((completion, pending)) => waiting.push(completion.finish_when_answered(pending)),
+                Some((completions, pending)) => {
+                    waiting.push(finish_when_answered(completions, pending))
+                }
                 None => break,
             },
             Some(()) = waiting.next(), if !waiting.is_empty() => {}
         }
     }
     while waiting.next().await.is_some() {}
+}
+
+/// Waits for the answer to a request carrying the batches of `completions` (in their order)
+/// and finishes each with its result: where it landed, or its failure (sent again elsewhere
+/// when that helps). The request gives up when the earliest of its batches' send timeouts
+/// runs out.
+async fn finish_when_answered(completions: Vec<Completion>, pending: PendingResponse) {
+    let deadline = completions
+        .iter()
+        .map(|completion| completion.deadline)
+        .min()
+        .expect("a request carries a batch");
+    let broker = completions[0].broker.clone();
+    let mismatch = |reason: String| Error::Protocol {
+        what: "Produce response".into(),
+        broker: broker.clone(),
+        reason: ProtocolViolation::Mismatch(reason),
+    };
+    let results: Vec<Result<ProduceResponse>> = match pending.wait_until(deadline.into()).await {
+        Ok(Response::Produce(produced)) if completions.len() == 1 => vec![Ok(produced)],
+        Ok(Response::ProduceMany(produced)) if produced.results.len() == completions.len() => {
+            produced
+                .results
+                .into_iter()
+                .map(|result| {
+                    result.map_err(|error| Error::from_response(ApiKey::Produce, &broker, error))
+                })
+                .collect()
+        }
+        Ok(Response::ProduceMany(produced)) => {
+            let error = mismatch(format!(
+                "{} results for a request of {} batches",
+                produced.results.len(),
+                completions.len()
+            ));
+            vec![Err(error); completions.len()]
+        }
+        Ok(_) => {
+            let error = mismatch("the response does not match the request's api".into());
+            vec![Err(error); completions.len()]
+        }
+        Err(error) => vec![Err(error); completions.len()],
+    };
+    for (completion, result) in completions.into_iter().zip(results) {
+        completion.finish_answered(result).await;
+    }
 }
 
 /// One attempt of a batch on a lane, until it is answered: then every message learns its
@@ -742,35 +845,27 @@ struct Completion {
 }
 
 impl Completion {
-    async fn finish_when_answered(self, pending: PendingResponse) {
-        let result = match pending.wait_until(self.deadline.into()).await {
-            Ok(Response::Produce(produce))
-                if produce.message_count as usize == self.waiters.len() =>
-            {
-                Ok(produce.base_queue_offset)
+    /// Finishes this batch with the broker's answer for it.
+    async fn finish_answered(self, result: Result<ProduceResponse>) {
+        let result = match result {
+            Ok(produced) if produced.message_count as usize == self.waiters.len() => {
+                Ok(produced.base_queue_offset)
             }
-            Ok(Response::Produce(produce)) => Err(Error::Protocol {
+            Ok(produced) => Err(Error::Protocol {
                 what: "Produce response".into(),
                 broker: self.broker.clone(),
                 reason: ProtocolViolation::Mismatch(format!(
                     "{} messages stored for a batch of {}",
-                    produce.message_count,
+                    produced.message_count,
                     self.waiters.len()
                 )),
-            }),
-            Ok(_) => Err(Error::Protocol {
-                what: "Produce response".into(),
-                broker: self.broker.clone(),
-                reason: ProtocolViolation::Mismatch(
-                    "the response does not match the request's api".into(),
-                ),
             }),
             Err(error) => Err(error),
         };
         match result {
             Ok(base_offset) => self.finish(Ok(base_offset)),
             // Boxed: the failure path's future (routes, resend) is large, and inline it would
-            // be copied into every batch's task on the common path.
+            // be copied into every batch's future on the common path.
             Err(error) => Box::pin(self.failed(error, true)).await,
         }
     }
