@@ -534,3 +534,94 @@ async fn a_malformed_member_heartbeat_is_a_400_naming_the_field() {
     }
     ns.shutdown().await.unwrap();
 }
+
+/// proto-spec §8.2, §9.3: a NameServer the SRV record names again (it was fenced) warms up
+/// again: brokers that followed the record elsewhere may not have come back yet, so a master's
+/// claim of an epoch waits (503 `warming_up`) while a master writing in its epoch renews.
+#[tokio::test]
+async fn a_fenced_nameserver_named_again_warms_up_again_and_holds_epoch_claims() {
+    const SRV: &str = "_smq-ns._tcp.smq.test.";
+    let dns = DevDns::start((Ipv4Addr::LOCALHOST, 0).into(), "smq.test.")
+        .await
+        .unwrap();
+    dns.set_addrs("ns1.smq.test.", 1, &[Ipv4Addr::LOCALHOST.into()])
+        .await
+        .unwrap();
+    let ns = smq_nameserver::start(Config {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        heartbeat_timeout_ms: 500,
+        srv: Some(SRV.into()),
+        dns_server: Some(dns.addr()),
+        fencing_interval_ms: 50,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let addr = ns.addr();
+    let point_at = |port: u16| {
+        [SrvRecord {
+            priority: 0,
+            weight: 0,
+            port,
+            target: "ns1.smq.test.".into(),
+        }]
+    };
+    let wait_for_fenced = |want: bool| async move {
+        let since = Instant::now();
+        loop {
+            let health = http(addr, "GET", "/healthz", None).await.json();
+            if health["fenced"] == json!(want) {
+                return;
+            }
+            assert!(since.elapsed() < Duration::from_secs(3), "{health}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let master = |group: &str, port: u16, epoch: u32, claim: bool| {
+        let mut hb: Value =
+            serde_json::from_str(&heartbeat(group, "master", &format!("127.0.0.1:{port}")))
+                .unwrap();
+        hb["master_epoch"] = json!(epoch);
+        hb["claim"] = json!(claim);
+        hb.to_string()
+    };
+    dns.set_srv(SRV, 1, &point_at(addr.port())).await.unwrap();
+    wait_for_fenced(false).await;
+    wait_until_warm(addr).await;
+    // Warm: a claim is decided at once.
+    assert_eq!(
+        post_heartbeat(addr, &master("g1", 10911, 2, true))
+            .await
+            .status,
+        200
+    );
+
+    dns.set_srv(SRV, 1, &point_at(addr.port().wrapping_add(1).max(1)))
+        .await
+        .unwrap();
+    wait_for_fenced(true).await;
+    dns.set_srv(SRV, 1, &point_at(addr.port())).await.unwrap();
+    wait_for_fenced(false).await;
+    let cluster = http(addr, "GET", "/v1/cluster", None).await.json();
+    assert!(cluster["warming_up_ms"].as_u64().is_some(), "{cluster}");
+    // Named again, it warms up: another group's claim of epoch 2 waits ...
+    let reply = post_heartbeat(addr, &master("g2", 10921, 2, true)).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.json()["code"], "warming_up");
+    // ... while the master writing in its epoch renews.
+    assert_eq!(
+        post_heartbeat(addr, &master("g1", 10911, 2, false))
+            .await
+            .status,
+        200
+    );
+    wait_until_warm(addr).await;
+    assert_eq!(
+        post_heartbeat(addr, &master("g2", 10921, 2, true))
+            .await
+            .status,
+        200
+    );
+    ns.shutdown().await.unwrap();
+    dns.shutdown().await;
+}
