@@ -73,14 +73,19 @@ pub(crate) fn append_to_topic(
     broker.log_appended.notify_waiters();
     // Consumers see the batch once it is visible (`Store::visible_position`): at once under
     // async flush, after its fsync under sync flush, and after a slave has it under sync
-    // replication.
+    // replication (the slave's acknowledgement wakes them, `PendingVisibility`).
     let visible_later = broker.store.config().flush == FlushMode::Sync
         || broker.config.replication == Replication::Sync;
     let queue_id = request.queue_id;
-    if !visible_later {
+    let appended = receipt.appended;
+    if visible_later {
+        let end = appended.position + u64::from(appended.size);
+        let pending = &broker.pending_visibility;
+        pending.add(end, topic.clone(), queue_id);
+        pending.wake_visible(broker.store.visible_position());
+    } else {
         topic.appended(queue_id).notify_waiters();
     }
-    let appended = receipt.appended;
     topic
         .counters
         .add_in(appended.message_count, appended.size as usize);
@@ -139,7 +144,9 @@ pub(crate) fn append_to_topic(
                 .observe(appended_at.elapsed());
         }
         if visible_later {
-            topic.appended(queue_id).notify_waiters();
+            broker
+                .pending_visibility
+                .wake_visible(broker.store.visible_position());
         }
         let outcome: Outcome = answer();
         outcome
