@@ -319,9 +319,11 @@ async fn a_broker_that_stops_heartbeating_leaves_the_routes_within_the_timeout()
     ns.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_nameserver_whose_srv_record_is_repointed_answers_503() {
-    const SRV: &str = "_smq-ns._tcp.smq.test.";
+const SRV: &str = "_smq-ns._tcp.smq.test.";
+
+/// An embedded DNS server, and a NameServer that checks every 50 ms whether the SRV record
+/// `SRV` names it (no record yet: fenced).
+async fn start_following_srv(heartbeat_timeout_ms: u64) -> (DevDns, Running) {
     let dns = DevDns::start((Ipv4Addr::LOCALHOST, 0).into(), "smq.test.")
         .await
         .unwrap();
@@ -330,6 +332,7 @@ async fn a_nameserver_whose_srv_record_is_repointed_answers_503() {
         .unwrap();
     let ns = smq_nameserver::start(Config {
         listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        heartbeat_timeout_ms,
         srv: Some(SRV.into()),
         dns_server: Some(dns.addr()),
         fencing_interval_ms: 50,
@@ -337,16 +340,24 @@ async fn a_nameserver_whose_srv_record_is_repointed_answers_503() {
     })
     .await
     .unwrap();
+    (dns, ns)
+}
+
+/// The SRV record naming ns1.smq.test. at `port`.
+fn point_at(port: u16) -> [SrvRecord; 1] {
+    [SrvRecord {
+        priority: 0,
+        weight: 0,
+        port,
+        target: "ns1.smq.test.".into(),
+    }]
+}
+
+#[tokio::test]
+async fn a_nameserver_whose_srv_record_is_repointed_answers_503() {
+    let (dns, ns) = start_following_srv(Config::default().heartbeat_timeout_ms).await;
     let addr = ns.addr();
     post_heartbeat(addr, &heartbeat("g1", "master", "127.0.0.1:10911")).await;
-    let point_at = |port: u16| {
-        [SrvRecord {
-            priority: 0,
-            weight: 0,
-            port,
-            target: "ns1.smq.test.".into(),
-        }]
-    };
     let wait_for_status = |want: u16| async move {
         let since = Instant::now();
         loop {
@@ -540,32 +551,8 @@ async fn a_malformed_member_heartbeat_is_a_400_naming_the_field() {
 /// claim of an epoch waits (503 `warming_up`) while a master writing in its epoch renews.
 #[tokio::test]
 async fn a_fenced_nameserver_named_again_warms_up_again_and_holds_epoch_claims() {
-    const SRV: &str = "_smq-ns._tcp.smq.test.";
-    let dns = DevDns::start((Ipv4Addr::LOCALHOST, 0).into(), "smq.test.")
-        .await
-        .unwrap();
-    dns.set_addrs("ns1.smq.test.", 1, &[Ipv4Addr::LOCALHOST.into()])
-        .await
-        .unwrap();
-    let ns = smq_nameserver::start(Config {
-        listen: (Ipv4Addr::LOCALHOST, 0).into(),
-        heartbeat_timeout_ms: 500,
-        srv: Some(SRV.into()),
-        dns_server: Some(dns.addr()),
-        fencing_interval_ms: 50,
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let (dns, ns) = start_following_srv(500).await;
     let addr = ns.addr();
-    let point_at = |port: u16| {
-        [SrvRecord {
-            priority: 0,
-            weight: 0,
-            port,
-            target: "ns1.smq.test.".into(),
-        }]
-    };
     let wait_for_fenced = |want: bool| async move {
         let since = Instant::now();
         loop {
