@@ -536,11 +536,11 @@ async fn write_responses(
     timeout: Duration,
 ) {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
-    let mut waiting = FuturesUnordered::new();
+    let mut waiting = Waiting::new();
     let mut reader_gone = false;
     loop {
         let first = tokio::select! {
-            Some(outgoing) = waiting.next(), if !waiting.is_empty() => Some(outgoing),
+            Some(outgoing) = waiting.set.next(), if !waiting.is_empty() => Some(outgoing),
             work = queued.recv(), if !reader_gone => match work {
                 Some(work) => take(work, &mut waiting),
                 None => {
@@ -567,7 +567,39 @@ async fn write_responses(
     let _ = within(timeout, out.shutdown()).await;
 }
 
-type Waiting = FuturesUnordered<BoxFuture<'static, Outgoing>>;
+/// The requests waiting at the writer, each polled when it is woken.
+///
+/// `FuturesUnordered` wakes its task again after every poll that polled all the futures it
+/// holds (its cooperative yield), which would cost one more wake-up, and often a worker thread's,
+/// for every waiting request on a connection that has only one waiting (a producer under sync
+/// replication, a slave's fetch, a consumer's long poll). So the set always holds one more
+/// future that never completes and is never woken.
+struct Waiting {
+    set: FuturesUnordered<BoxFuture<'static, Outgoing>>,
+}
+
+impl Waiting {
+    fn new() -> Waiting {
+        let mut waiting = Waiting {
+            set: FuturesUnordered::new(),
+        };
+        waiting.clear();
+        waiting
+    }
+
+    fn is_empty(&self) -> bool {
+        self.set.len() <= 1
+    }
+
+    fn push(&mut self, future: BoxFuture<'static, Outgoing>) {
+        self.set.push(future);
+    }
+
+    fn clear(&mut self) {
+        self.set.clear();
+        self.set.push(std::future::pending().boxed());
+    }
+}
 
 /// A response to write now, if `work` is one; a waiting request joins `waiting`.
 fn take(work: ToWriter, waiting: &mut Waiting) -> Option<Outgoing> {
@@ -592,7 +624,7 @@ fn ready_now(queued: &mut mpsc::Receiver<ToWriter>, waiting: &mut Waiting) -> Op
         }
     }
     // Polled with a no-op waker; the loop polls it again with its own before it sleeps.
-    waiting.next().now_or_never().flatten()
+    waiting.set.next().now_or_never().flatten()
 }
 
 async fn write_one(
