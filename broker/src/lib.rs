@@ -14,6 +14,7 @@ pub mod replication;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod visibility;
 
 #[cfg(test)]
 mod fenced_tests;

@@ -198,6 +198,11 @@ pub fn render_log_positions(end: u64, flushed: u64, out: &mut String) {
             flushed,
         ),
     ];
+    write_gauges(out, &gauges);
+}
+
+/// Appends each gauge `(name, help, value)` with its HELP and TYPE lines.
+pub fn write_gauges(out: &mut String, gauges: &[(&str, &str, impl std::fmt::Display)]) {
     for (name, help, value) in gauges {
         let _ = writeln!(
             out,

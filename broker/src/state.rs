@@ -14,6 +14,7 @@ use crate::replication::lease::WriteLease;
 use crate::replication::master::Replicas;
 use crate::replication::slave::SlaveStatus;
 use crate::storage::Store;
+use crate::visibility::PendingVisibility;
 use smq_protocol::Role;
 
 /// One topic as the request path sees it: one incarnation of the name (a topic deleted and
@@ -34,7 +35,7 @@ pub struct TopicState {
 }
 
 impl TopicState {
-    fn new(config: &TopicConfig) -> TopicState {
+    pub(crate) fn new(config: &TopicConfig) -> TopicState {
         TopicState {
             name: config.name.clone(),
             id: config.id,
@@ -98,6 +99,8 @@ pub struct Broker {
     pub topics_changed: Notify,
     /// Fired after every append: slaves waiting for the master's log wake on it.
     pub log_appended: Notify,
+    /// The queues whose last batches consumers cannot see yet, woken when they can.
+    pub pending_visibility: PendingVisibility,
     /// On a master: its slaves and what they acknowledged.
     pub replicas: Replicas,
     /// On a slave: how far behind its master it is.
@@ -145,6 +148,7 @@ impl Broker {
             shutdown,
             topics_changed: Notify::new(),
             log_appended: Notify::new(),
+            pending_visibility: PendingVisibility::default(),
         }
     }
 

@@ -269,8 +269,12 @@ impl Registry {
         if heartbeat.role == Role::Master && heartbeat.master_epoch > 0 {
             if let Some(known) = known {
                 let claimed_by_another = known.claimer.as_ref().is_some_and(|c| *c != id);
+                // A slave's history holds the epoch: a master began it and wrote in it, so a
+                // master that has not begun it (a claim) is not that master.
+                let begun_by_another =
+                    claimed_by_another || (heartbeat.claim && known.claimer.is_none());
                 if heartbeat.master_epoch < known.epoch
-                    || (heartbeat.master_epoch == known.epoch && claimed_by_another)
+                    || (heartbeat.master_epoch == known.epoch && begun_by_another)
                 {
                     return Err(RegistryError::StaleEpoch {
                         broker: describe(&heartbeat),
@@ -311,11 +315,14 @@ impl Registry {
                 });
             }
         }
+        self.record_epoch(&heartbeat, &id);
+        // After the epoch it reports: a slave's higher epoch supersedes a stale master.
         let master_addr = match heartbeat.role {
             Role::Master => Some(heartbeat.addr.clone()),
-            Role::Slave => live_master.map(|m| m.heartbeat.addr.clone()),
+            Role::Slave => self
+                .group_master(&group, now_ms)
+                .map(|m| m.heartbeat.addr.clone()),
         };
-        self.record_epoch(&heartbeat, &id);
         let group_epoch = self.epochs.get(&group).map_or(0, |known| known.epoch);
         if self.live(now_ms).next().is_none() {
             self.first_heartbeat_ms = Some(now_ms);
@@ -392,16 +399,25 @@ impl Registry {
         }
     }
 
-    /// The group's live master: among its live brokers saying master, the one with the
-    /// highest epoch (a superseded master still heartbeating until it learns so is not it).
+    /// The group's live master: among its live brokers saying master and not superseded, the
+    /// one with the highest epoch.
     fn group_master(&self, group: &(String, String), now_ms: u64) -> Option<&Entry> {
         self.live(now_ms)
             .filter(|e| {
                 e.heartbeat.cluster == group.0
                     && e.heartbeat.group == group.1
-                    && e.heartbeat.role == Role::Master
+                    && self.is_current_master(e)
             })
             .max_by_key(|e| e.heartbeat.master_epoch)
+    }
+
+    /// Whether `entry` is a master that no higher epoch (or its own epoch by another broker),
+    /// from a master or a slave's history, superseded since: a superseded master still
+    /// heartbeating until it learns so leaves the routes as soon as the NameServer knows.
+    fn is_current_master(&self, entry: &Entry) -> bool {
+        let heartbeat = &entry.heartbeat;
+        heartbeat.role == Role::Master
+            && (heartbeat.master_epoch == 0 || !self.superseded(heartbeat, &identity(heartbeat)))
     }
 
     /// Forgets the brokers whose deadline has passed and returns them (for logs and metrics).
@@ -446,7 +462,7 @@ impl Registry {
                 let master = entries
                     .iter()
                     .copied()
-                    .filter(|e| e.heartbeat.role == Role::Master)
+                    .filter(|e| self.is_current_master(e))
                     .max_by_key(|e| e.heartbeat.master_epoch);
                 let mut slaves: Vec<&Entry> = entries
                     .iter()
@@ -1083,5 +1099,75 @@ mod tests {
         assert_eq!(names, ["audit", "orders"]);
         assert_eq!(list.topics[1].queues, 6);
         assert_eq!(list.topics[1].groups, ["g1", "g2"]);
+    }
+
+    /// A slave's history names the epoch a master writes in: a claim of that very epoch (by
+    /// a master that has not begun it) is stale even when that master has not registered yet
+    /// (it cannot reach this NameServer), while the master itself renews in it.
+    #[test]
+    fn a_claim_of_an_epoch_a_slave_holds_is_stale_and_the_master_writing_in_it_renews() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        r.warm_up_until(TIMEOUT_MS);
+        let slave = with_epoch(broker("g1", Role::Slave, "s2:1", &[("orders", 4)]), 4);
+        r.heartbeat(slave, 100).unwrap();
+        let old = claiming(broker("g1", Role::Master, "m1:1", &[("orders", 4)]), 4);
+        for now_ms in [200, TIMEOUT_MS + 1] {
+            assert_eq!(
+                r.heartbeat(old.clone(), now_ms).unwrap_err(),
+                RegistryError::StaleEpoch {
+                    broker: "c1/g1/m1:1".into(),
+                    cluster: "c1".into(),
+                    group: "g1".into(),
+                    epoch: 4,
+                    group_epoch: 4,
+                    master_addr: None,
+                },
+                "at {now_ms} ms"
+            );
+        }
+        assert_eq!(route_master(&r, TIMEOUT_MS + 2), None);
+        // The master writing in epoch 4 renews, in the warm-up or after it.
+        let current = with_epoch(broker("g1", Role::Master, "m2:1", &[("orders", 4)]), 4);
+        let (reply, _) = r.heartbeat(current, TIMEOUT_MS + 3).unwrap();
+        assert_eq!(reply.group_epoch, 4);
+        assert_eq!(route_master(&r, TIMEOUT_MS + 4).as_deref(), Some("m2:1"));
+        // A claim of the next epoch (a promotion) is decided as before.
+        let promoted = claiming(broker("g1", Role::Master, "s2:1", &[("orders", 4)]), 5);
+        assert_eq!(
+            r.heartbeat(promoted, TIMEOUT_MS + 5).unwrap().0.group_epoch,
+            5
+        );
+    }
+
+    /// After a NameServer restart, a stale master that still writes (epoch 3) renews at once;
+    /// a slave of the current master reporting epoch 4 takes it out of the routes before the
+    /// current master registers.
+    #[test]
+    fn a_stale_master_leaves_the_routes_once_a_slave_reports_a_higher_epoch() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        r.warm_up_until(TIMEOUT_MS);
+        let stale = with_epoch(broker("g1", Role::Master, "m1:1", &[("orders", 4)]), 3);
+        r.heartbeat(stale.clone(), 100).unwrap();
+        assert_eq!(route_master(&r, 101).as_deref(), Some("m1:1"));
+        let slave = with_epoch(broker("g1", Role::Slave, "s2:1", &[("orders", 4)]), 4);
+        let (reply, _) = r.heartbeat(slave, 200).unwrap();
+        assert_eq!((reply.master_addr, reply.group_epoch), (None, 4));
+        assert_eq!(
+            route_master(&r, 201),
+            None,
+            "the stale master is out of the routes"
+        );
+        assert!(matches!(
+            r.heartbeat(stale, 300),
+            Err(RegistryError::StaleEpoch {
+                epoch: 3,
+                group_epoch: 4,
+                master_addr: None,
+                ..
+            })
+        ));
+        let current = with_epoch(broker("g1", Role::Master, "m2:1", &[("orders", 4)]), 4);
+        r.heartbeat(current, 400).unwrap();
+        assert_eq!(route_master(&r, 401).as_deref(), Some("m2:1"));
     }
 }

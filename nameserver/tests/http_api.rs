@@ -319,9 +319,11 @@ async fn a_broker_that_stops_heartbeating_leaves_the_routes_within_the_timeout()
     ns.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_nameserver_whose_srv_record_is_repointed_answers_503() {
-    const SRV: &str = "_smq-ns._tcp.smq.test.";
+const SRV: &str = "_smq-ns._tcp.smq.test.";
+
+/// An embedded DNS server, and a NameServer that checks every 50 ms whether the SRV record
+/// `SRV` names it (no record yet: fenced).
+async fn start_following_srv(heartbeat_timeout_ms: u64) -> (DevDns, Running) {
     let dns = DevDns::start((Ipv4Addr::LOCALHOST, 0).into(), "smq.test.")
         .await
         .unwrap();
@@ -330,6 +332,7 @@ async fn a_nameserver_whose_srv_record_is_repointed_answers_503() {
         .unwrap();
     let ns = smq_nameserver::start(Config {
         listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        heartbeat_timeout_ms,
         srv: Some(SRV.into()),
         dns_server: Some(dns.addr()),
         fencing_interval_ms: 50,
@@ -337,16 +340,24 @@ async fn a_nameserver_whose_srv_record_is_repointed_answers_503() {
     })
     .await
     .unwrap();
+    (dns, ns)
+}
+
+/// The SRV record naming ns1.smq.test. at `port`.
+fn point_at(port: u16) -> [SrvRecord; 1] {
+    [SrvRecord {
+        priority: 0,
+        weight: 0,
+        port,
+        target: "ns1.smq.test.".into(),
+    }]
+}
+
+#[tokio::test]
+async fn a_nameserver_whose_srv_record_is_repointed_answers_503() {
+    let (dns, ns) = start_following_srv(Config::default().heartbeat_timeout_ms).await;
     let addr = ns.addr();
     post_heartbeat(addr, &heartbeat("g1", "master", "127.0.0.1:10911")).await;
-    let point_at = |port: u16| {
-        [SrvRecord {
-            priority: 0,
-            weight: 0,
-            port,
-            target: "ns1.smq.test.".into(),
-        }]
-    };
     let wait_for_status = |want: u16| async move {
         let since = Instant::now();
         loop {
@@ -533,4 +544,71 @@ async fn a_malformed_member_heartbeat_is_a_400_naming_the_field() {
         assert_eq!(reply.json()["field"], field, "{body}: {}", reply.body);
     }
     ns.shutdown().await.unwrap();
+}
+
+/// proto-spec §8.2, §9.3: a NameServer the SRV record names again (it was fenced) warms up
+/// again: brokers that followed the record elsewhere may not have come back yet, so a master's
+/// claim of an epoch waits (503 `warming_up`) while a master writing in its epoch renews.
+#[tokio::test]
+async fn a_fenced_nameserver_named_again_warms_up_again_and_holds_epoch_claims() {
+    let (dns, ns) = start_following_srv(500).await;
+    let addr = ns.addr();
+    let wait_for_fenced = |want: bool| async move {
+        let since = Instant::now();
+        loop {
+            let health = http(addr, "GET", "/healthz", None).await.json();
+            if health["fenced"] == json!(want) {
+                return;
+            }
+            assert!(since.elapsed() < Duration::from_secs(3), "{health}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let master = |group: &str, port: u16, epoch: u32, claim: bool| {
+        let mut hb: Value =
+            serde_json::from_str(&heartbeat(group, "master", &format!("127.0.0.1:{port}")))
+                .unwrap();
+        hb["master_epoch"] = json!(epoch);
+        hb["claim"] = json!(claim);
+        hb.to_string()
+    };
+    dns.set_srv(SRV, 1, &point_at(addr.port())).await.unwrap();
+    wait_for_fenced(false).await;
+    wait_until_warm(addr).await;
+    // Warm: a claim is decided at once.
+    assert_eq!(
+        post_heartbeat(addr, &master("g1", 10911, 2, true))
+            .await
+            .status,
+        200
+    );
+
+    dns.set_srv(SRV, 1, &point_at(addr.port().wrapping_add(1).max(1)))
+        .await
+        .unwrap();
+    wait_for_fenced(true).await;
+    dns.set_srv(SRV, 1, &point_at(addr.port())).await.unwrap();
+    wait_for_fenced(false).await;
+    let cluster = http(addr, "GET", "/v1/cluster", None).await.json();
+    assert!(cluster["warming_up_ms"].as_u64().is_some(), "{cluster}");
+    // Named again, it warms up: another group's claim of epoch 2 waits ...
+    let reply = post_heartbeat(addr, &master("g2", 10921, 2, true)).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.json()["code"], "warming_up");
+    // ... while the master writing in its epoch renews.
+    assert_eq!(
+        post_heartbeat(addr, &master("g1", 10911, 2, false))
+            .await
+            .status,
+        200
+    );
+    wait_until_warm(addr).await;
+    assert_eq!(
+        post_heartbeat(addr, &master("g2", 10921, 2, true))
+            .await
+            .status,
+        200
+    );
+    ns.shutdown().await.unwrap();
+    dns.shutdown().await;
 }

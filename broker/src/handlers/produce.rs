@@ -45,12 +45,12 @@ pub(crate) fn append_to_topic(
     request: ProduceRequest,
 ) -> Result<Reply, HandlerError> {
     let replicate = check_replicable(broker, request.acks)?;
-    let appended = append_entry(broker, &topic, request.queue_id, &request.batch)?;
-    let stored = vec![Ok(Stored {
-        topic,
-        queue_id: request.queue_id,
-        appended,
-    })];
+    let stored = vec![Ok(append_entry(
+        broker,
+        &topic,
+        request.queue_id,
+        &request.batch,
+    )?)];
     let wait = Wait {
         fsync: request.acks == Acks::Flushed,
         replicate,
@@ -80,12 +80,7 @@ pub fn handle_many(broker: &Arc<Broker>, access: &Access, request: ProduceManyRe
         .map(|entry| {
             access.check_topic(Action::Produce, &entry.topic)?;
             let topic = topic_queue(broker, &entry.topic, entry.queue_id)?;
-            let appended = append_entry(broker, &topic, entry.queue_id, &entry.batch)?;
-            Ok(Stored {
-                topic,
-                queue_id: entry.queue_id,
-                appended,
-            })
+            append_entry(broker, &topic, entry.queue_id, &entry.batch)
         })
         .collect();
     let wait = Wait {
@@ -125,7 +120,7 @@ fn check_replicable(broker: &Broker, acks: Acks) -> Result<bool, HandlerError> {
 /// Appends one batch (no waiting: the request waits once for all of its batches) and counts it.
 fn append_entry(
     broker: &Broker,
-    topic: &TopicState,
+    topic: &Arc<TopicState>,
     queue_id: u32,
     batch: &Bytes,
 ) -> Result<Appended, HandlerError> {
@@ -143,7 +138,14 @@ fn append_entry(
     })??;
     broker.metrics.append_latency.observe(started.elapsed());
     broker.log_appended.notify_waiters();
-    if !visible_later(broker) {
+    if visible_later(broker) {
+        // The batch's fsync or a slave's acknowledgement wakes its consumers
+        // (`PendingVisibility`); this wakes them if it is visible already.
+        let end = appended.position + u64::from(appended.size);
+        let pending = &broker.pending_visibility;
+        pending.add(end, topic.clone(), queue_id);
+        pending.wake_visible(broker.store.visible_position());
+    } else {
         topic.appended(queue_id).notify_waiters();
     }
     topic
@@ -156,13 +158,6 @@ fn append_entry(
 /// flush, after its fsync under sync flush, and after a slave has it under sync replication.
 fn visible_later(broker: &Broker) -> bool {
     broker.store.config().flush == FlushMode::Sync || broker.config.replication == Replication::Sync
-}
-
-/// An appended batch.
-struct Stored {
-    topic: Arc<TopicState>,
-    queue_id: u32,
-    appended: Appended,
 }
 
 /// What the request's batches wait for once appended.
@@ -268,14 +263,14 @@ impl NotDurable {
 /// them.
 fn reply_when_durable(
     broker: &Arc<Broker>,
-    stored: Vec<Result<Stored, HandlerError>>,
+    stored: Vec<Result<Appended, HandlerError>>,
     wait: Wait,
     respond: impl FnOnce(Vec<Result<ProduceResponse, EntryError>>) -> Outcome + Send + 'static,
 ) -> Reply {
     let end = stored
         .iter()
         .flatten()
-        .map(|stored| stored.appended.position + u64::from(stored.appended.size))
+        .map(|appended| appended.position + u64::from(appended.size))
         .max();
     let flush = end.map(|end| broker.store.durable_through(end, wait.fsync));
     let waits =
@@ -292,9 +287,9 @@ fn reply_when_durable(
             .err()
             .map(Arc::new);
         if failure.is_none() && visible_later(&broker) {
-            for stored in stored.iter().flatten() {
-                stored.topic.appended(stored.queue_id).notify_waiters();
-            }
+            broker
+                .pending_visibility
+                .wake_visible(broker.store.visible_position());
         }
         respond(answers(stored, failure))
     }))
@@ -302,14 +297,13 @@ fn reply_when_durable(
 
 /// Each entry's answer: where it landed, or why not.
 fn answers(
-    stored: Vec<Result<Stored, HandlerError>>,
+    stored: Vec<Result<Appended, HandlerError>>,
     failure: Option<Arc<NotDurable>>,
 ) -> Vec<Result<ProduceResponse, EntryError>> {
     stored
         .into_iter()
         .map(|entry| {
-            let stored = entry?;
-            let appended = stored.appended;
+            let appended = entry?;
             if let Some(failure) = &failure {
                 return Err(EntryError::NotDurable(
                     failure.clone(),

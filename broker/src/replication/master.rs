@@ -506,12 +506,17 @@ fn acknowledge(
 }
 
 /// The slaves hold the log below `position`: producers waiting for it are answered, and under
-/// synchronous replication consumers may read it.
+/// synchronous replication consumers may read it: their long polls are woken here, on the
+/// task that read the acknowledgement (last, so that theirs is the task this one hands its core
+/// to), not by the produce's task.
 fn publish_acknowledged(broker: &Broker, position: u64) {
+    broker.replicas.advance(position);
     if broker.config.replication == Replication::Sync {
         broker.store.replicated(position);
+        broker
+            .pending_visibility
+            .wake_visible(broker.store.visible_position());
     }
-    broker.replicas.advance(position);
 }
 
 /// What the holders file of the last run says, and whether this master's log holds every

@@ -41,12 +41,7 @@ pub fn render_metrics(broker: &Broker, out: &mut String) {
                     seconds,
                 ),
             ];
-            for (name, help, value) in gauges {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-                );
-            }
+            crate::metrics::write_gauges(out, &gauges);
         }
         Role::Master => {
             let end = broker.store.end_position();

@@ -234,6 +234,9 @@ async fn demote(broker: &Arc<Broker>, master: Option<String>, why: &str) {
     let writer = broker.clone();
     let marked = tokio::task::spawn_blocking(move || {
         writer.store.stop_requiring_replication();
+        writer
+            .pending_visibility
+            .wake_visible(writer.store.visible_position());
         Holders::remove(&writer.config.data_dir)?;
         writer.store.mark_slave()
     })

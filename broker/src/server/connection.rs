@@ -1,6 +1,9 @@
-//! One client connection: a reader that cuts frames and starts each request in arrival order, a
-//! task per request that has to wait (so a long poll never blocks the requests behind it), and a
-//! writer that sends responses as they complete, matched to requests by correlation id.
+//! One client connection: a reader that cuts frames and starts each request in arrival order,
+//! and a writer that sends responses as they complete, matched to requests by correlation id.
+//! A request that has to wait (a long poll, an fsync, a slave's acknowledgement) is handed to
+//! the writer, which polls it beside the others and writes its response on the same wake-up:
+//! no task of its own, so whatever completes it (an append, a slave's acknowledgement) wakes
+//! the one task that answers, and a long poll never blocks the requests behind it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -8,6 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use smq_protocol::frame::{self, FrameError, RequestHeader};
 use smq_protocol::replication::{is_replication_api, ReplicaRequest, ReplicaResponse};
 use smq_protocol::response::FetchResponse;
@@ -16,7 +22,6 @@ use smq_protocol::{ErrorResponse, Request, RequestFrame, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, AcquireError, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::Guards;
@@ -29,7 +34,8 @@ use crate::state::Broker;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// The writer's buffer: small responses are gathered, larger writes go straight to the socket.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
-/// Responses waiting for the writer; a client that does not read its responses stops being read.
+/// Responses (and waiting requests) queued for the writer; a client that does not read its
+/// responses stops being read.
 const RESPONSE_QUEUE_LEN: usize = 1024;
 /// The largest frame a connection may send before its handshake: the handshake is the only
 /// request allowed then, and it is small. A larger frame is refused and the connection closed, so
@@ -45,6 +51,16 @@ pub const MAX_WAITING_REQUESTS: usize = 1024;
 struct Outgoing {
     head: BytesMut,
     batches: Vec<Bytes>,
+}
+
+/// What the reader hands the writer, in arrival order.
+enum ToWriter {
+    /// A response to send.
+    Ready(Outgoing),
+    /// A request that waits: its response once it completes.
+    Waiting(BoxFuture<'static, Outgoing>),
+    /// The stream cannot be trusted: drop the requests still waiting, send what is queued.
+    Abort,
 }
 
 /// Why the reader stopped.
@@ -63,8 +79,9 @@ struct Connection<'a> {
     peer: SocketAddr,
     /// The peer's address's share of the budget for large frames (taken before the budget).
     frame_share: Arc<Semaphore>,
-    responses: mpsc::Sender<Outgoing>,
-    in_flight: JoinSet<()>,
+    responses: mpsc::Sender<ToWriter>,
+    /// One permit per request waiting at the writer, [`MAX_WAITING_REQUESTS`] in all.
+    waiting: Arc<Semaphore>,
     /// Agreed in the handshake; `None` until then.
     protocol_version: Option<u16>,
     /// Who the handshake authenticated (`Open` on a broker without principals).
@@ -107,7 +124,7 @@ pub async fn serve_halves<R, W>(
         peer,
         frame_share,
         responses,
-        in_flight: JoinSet::new(),
+        waiting: Arc::new(Semaphore::new(MAX_WAITING_REQUESTS)),
         protocol_version: None,
         access: Access::Open,
         replica: None,
@@ -115,10 +132,10 @@ pub async fn serve_halves<R, W>(
     let end = connection.read_requests(reader).await;
     // A slave whose connection ended stops counting at once, not after its last fetch's wait.
     connection.replica = None;
-    match end {
-        End::Abort => connection.in_flight.shutdown().await,
-        End::Finished | End::Shutdown => while connection.in_flight.join_next().await.is_some() {},
+    if let End::Abort = end {
+        let _ = connection.responses.send(ToWriter::Abort).await;
     }
+    // The writer answers the requests still waiting, then stops.
     drop(connection);
     let _ = writer.await;
     tracing::debug!(%peer, "connection closed");
@@ -141,7 +158,7 @@ impl Connection<'_> {
         // budget.
         let mut frame_budget: Option<FramePermits> = None;
         loop {
-            while self.in_flight.len() < MAX_WAITING_REQUESTS {
+            while self.waiting.available_permits() > 0 {
                 let frame_limit = match self.protocol_version {
                     Some(_) => max_frame_bytes,
                     None => MAX_FRAME_BEFORE_HANDSHAKE_BYTES,
@@ -161,7 +178,7 @@ impl Connection<'_> {
                     }
                 }
             }
-            let reading = self.in_flight.len() < MAX_WAITING_REQUESTS;
+            let reading = self.waiting.available_permits() > 0;
             if buf.is_empty() {
                 frame_started = None;
             } else if reading && frame_started.is_none() {
@@ -187,7 +204,8 @@ impl Connection<'_> {
             tokio::select! {
                 _ = crate::state::shutting_down(&mut shutdown) => return End::Shutdown,
                 _ = writer_alive.closed() => return End::Abort,
-                Some(_) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {}
+                // Woken once a waiting request is answered and the reader may read again.
+                _ = self.waiting.acquire(), if !reading => {}
                 permits = FramePermits::acquire(
                     &self.frame_share,
                     &self.guards.frame_budget,
@@ -224,7 +242,7 @@ impl Connection<'_> {
                         return End::Abort;
                     }
                     if idle_deadline <= now {
-                        if self.in_flight.is_empty() {
+                        if self.waiting.available_permits() == MAX_WAITING_REQUESTS {
                             tracing::info!(
                                 peer = %self.peer,
                                 idle_timeout_ms = self.broker.config.idle_timeout_ms,
@@ -352,27 +370,36 @@ impl Connection<'_> {
         true
     }
 
-    /// Sends an answer now, or when it completes, on its own task.
+    /// Sends an answer now, or hands the waiting request to the writer, which answers it when
+    /// it completes.
     async fn answer(&mut self, header: RequestHeader, reply: Reply) {
         match reply {
             Reply::Now(outcome) => self.send(header, outcome).await,
             Reply::Later(pending) => {
-                let responses = self.responses.clone();
+                let permit = self
+                    .waiting
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("the reader starts a request only with a permit free");
                 let broker = self.broker.clone();
                 let peer = self.peer;
                 let guards = self.guards.clone();
-                self.in_flight.spawn(async move {
+                let waiting = async move {
                     let outcome = pending.await;
-                    let outgoing = encode(&broker, &guards, peer, header, outcome);
-                    let _ = responses.send(outgoing).await;
-                });
+                    drop(permit);
+                    encode(&broker, &guards, peer, header, outcome)
+                };
+                let _ = self
+                    .responses
+                    .send(ToWriter::Waiting(waiting.boxed()))
+                    .await;
             }
         }
     }
 
     async fn send(&self, header: RequestHeader, outcome: Outcome) {
         let outgoing = encode(self.broker, self.guards, self.peer, header, outcome);
-        let _ = self.responses.send(outgoing).await;
+        let _ = self.responses.send(ToWriter::Ready(outgoing)).await;
     }
 
     /// Answers a frame error with correlation id 0; the caller then closes the connection.
@@ -399,7 +426,7 @@ impl Connection<'_> {
             head,
             batches: Vec::new(),
         };
-        let _ = self.responses.send(outgoing).await;
+        let _ = self.responses.send(ToWriter::Ready(outgoing)).await;
     }
 }
 
@@ -547,24 +574,39 @@ fn encode_fetch(header: RequestHeader, response: FetchResponse, batches: Vec<Byt
     Outgoing { head, batches }
 }
 
-/// Sends responses in completion order, gathering those that are ready into one flush. A client
-/// that takes no part of a write for `timeout` is dropped (the reader then stops too), releasing
-/// what its responses hold.
+/// Sends responses in completion order, gathering those that are ready into one flush, and
+/// polls the requests that wait: one that completes is written on the wake-up that completed it.
+/// A client that takes no part of a write for `timeout` is dropped (the reader then stops too),
+/// releasing what its responses hold. Ends once the reader is gone and nothing waits.
 async fn write_responses(
     writer: impl AsyncWrite + Unpin,
-    mut queued: mpsc::Receiver<Outgoing>,
+    mut queued: mpsc::Receiver<ToWriter>,
     peer: SocketAddr,
     timeout: Duration,
 ) {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
-    while let Some(first) = queued.recv().await {
+    let mut waiting = Waiting::new();
+    let mut reader_gone = false;
+    loop {
+        let first = tokio::select! {
+            Some(outgoing) = waiting.set.next(), if !waiting.is_empty() => Some(outgoing),
+            work = queued.recv(), if !reader_gone => match work {
+                Some(work) => take(work, &mut waiting),
+                None => {
+                    reader_gone = true;
+                    None
+                }
+            },
+            else => break,
+        };
+        let Some(first) = first else { continue };
         let mut next = Some(first);
         while let Some(outgoing) = next {
             if let Err(error) = write_one(&mut out, &outgoing, timeout).await {
                 tracing::debug!(%peer, %error, "writing a response failed; dropping the connection");
                 return;
             }
-            next = queued.try_recv().ok();
+            next = ready_now(&mut queued, &mut waiting);
         }
         if let Err(error) = within(timeout, out.flush()).await {
             tracing::debug!(%peer, %error, "writing a response failed; dropping the connection");
@@ -572,6 +614,66 @@ async fn write_responses(
         }
     }
     let _ = within(timeout, out.shutdown()).await;
+}
+
+/// The requests waiting at the writer, each polled when it is woken.
+///
+/// `FuturesUnordered` wakes its task again after every poll that polled all the futures it
+/// holds (its cooperative yield), which would cost one more wake-up, and often a worker thread's,
+/// for every waiting request on a connection that has only one waiting (a producer under sync
+/// replication, a slave's fetch, a consumer's long poll). So the set always holds one more
+/// future that never completes and is never woken.
+struct Waiting {
+    set: FuturesUnordered<BoxFuture<'static, Outgoing>>,
+}
+
+impl Waiting {
+    fn new() -> Waiting {
+        let mut waiting = Waiting {
+            set: FuturesUnordered::new(),
+        };
+        waiting.clear();
+        waiting
+    }
+
+    fn is_empty(&self) -> bool {
+        self.set.len() <= 1
+    }
+
+    fn push(&mut self, future: BoxFuture<'static, Outgoing>) {
+        self.set.push(future);
+    }
+
+    fn clear(&mut self) {
+        self.set.clear();
+        self.set.push(std::future::pending().boxed());
+    }
+}
+
+/// A response to write now, if `work` is one; a waiting request joins `waiting`.
+fn take(work: ToWriter, waiting: &mut Waiting) -> Option<Outgoing> {
+    match work {
+        ToWriter::Ready(outgoing) => Some(outgoing),
+        ToWriter::Waiting(future) => {
+            waiting.push(future);
+            None
+        }
+        ToWriter::Abort => {
+            waiting.clear();
+            None
+        }
+    }
+}
+
+/// The next response that is ready without waiting: queued, or of a request that completed.
+fn ready_now(queued: &mut mpsc::Receiver<ToWriter>, waiting: &mut Waiting) -> Option<Outgoing> {
+    while let Ok(work) = queued.try_recv() {
+        if let Some(outgoing) = take(work, waiting) {
+            return Some(outgoing);
+        }
+    }
+    // Polled with a no-op waker; the loop polls it again with its own before it sleeps.
+    waiting.set.next().now_or_never().flatten()
 }
 
 async fn write_one(

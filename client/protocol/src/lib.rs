@@ -4,6 +4,7 @@
 //! of the NameServer's HTTP/JSON interface.
 
 pub mod api;
+pub mod broker_api;
 pub mod credential;
 pub mod error_code;
 pub mod frame;

@@ -7,8 +7,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::broker_api::{self, read_flag, unknown_api, BROKER_API_VERSION};
 use crate::frame::{self, RequestHeader};
-use crate::response::{decode_error_head, encode_error_head, ErrorResponse};
+use crate::response::ErrorResponse;
 use crate::wire::{put_bytes, put_count, put_string, DecodeError, Reader};
 
 /// A slave introduces itself; the master checks who it is before serving it.
@@ -18,7 +19,7 @@ pub const REPLICA_FETCH: u16 = 101;
 /// A slave asks for the master's topics and consumer offsets, giving the offsets it took itself.
 pub const REPLICA_METADATA: u16 = 102;
 /// The one version of each replication api so far.
-pub const REPLICATION_API_VERSION: u16 = 1;
+pub const REPLICATION_API_VERSION: u16 = BROKER_API_VERSION;
 
 /// Whether `api_key` is one of the replication apis (the broker hands those to replication).
 pub fn is_replication_api(api_key: u16) -> bool {
@@ -144,12 +145,7 @@ impl ReplicaRequest {
 
     /// Appends the request frame. Panics on a string field above 65,535 bytes.
     pub fn encode(&self, correlation_id: u32, out: &mut BytesMut) {
-        let header = RequestHeader {
-            api_key: self.api_key(),
-            api_version: REPLICATION_API_VERSION,
-            correlation_id,
-        };
-        frame::encode_request(out, header, |out| match self {
+        broker_api::encode_request(self.api_key(), correlation_id, out, |out| match self {
             ReplicaRequest::Hello(hello) => {
                 put_string(out, &hello.cluster);
                 put_string(out, &hello.group);
@@ -177,35 +173,33 @@ impl ReplicaRequest {
 
     /// Decodes the body of a request frame with a replication api key.
     pub fn decode(header: &RequestHeader, body: Bytes) -> Result<ReplicaRequest, DecodeError> {
-        check_version(header.api_version)?;
-        let mut reader = Reader::new(body);
-        let request = match header.api_key {
-            REPLICA_HELLO => ReplicaRequest::Hello(ReplicaHello {
-                cluster: reader.string("cluster")?,
-                group: reader.string("group")?,
-                slave_addr: reader.string("slave_addr")?,
-                secret: reader.bytes("secret")?,
-                log_end: reader.u64("log_end")?,
-                segment_bytes: reader.u64("segment_bytes")?,
-                epochs: read_epochs(&mut reader)?,
-            }),
-            REPLICA_FETCH => ReplicaRequest::Fetch(ReplicaFetch {
-                position: reader.u64("position")?,
-                flushed_position: reader.u64("flushed_position")?,
-                max_bytes: reader.u32("max_bytes")?,
-                max_wait_ms: reader.u32("max_wait_ms")?,
-            }),
-            REPLICA_METADATA => ReplicaRequest::Metadata(ReplicaMetadata {
-                slave_offsets_json: if reader.is_empty() {
-                    Bytes::new()
-                } else {
-                    reader.bytes("slave_offsets_json")?
-                },
-            }),
-            api_key => return Err(not_replication(api_key)),
-        };
-        reader.finish()?;
-        Ok(request)
+        broker_api::decode_request(header, body, |api_key, reader| {
+            Ok(match api_key {
+                REPLICA_HELLO => ReplicaRequest::Hello(ReplicaHello {
+                    cluster: reader.string("cluster")?,
+                    group: reader.string("group")?,
+                    slave_addr: reader.string("slave_addr")?,
+                    secret: reader.bytes("secret")?,
+                    log_end: reader.u64("log_end")?,
+                    segment_bytes: reader.u64("segment_bytes")?,
+                    epochs: read_epochs(reader)?,
+                }),
+                REPLICA_FETCH => ReplicaRequest::Fetch(ReplicaFetch {
+                    position: reader.u64("position")?,
+                    flushed_position: reader.u64("flushed_position")?,
+                    max_bytes: reader.u32("max_bytes")?,
+                    max_wait_ms: reader.u32("max_wait_ms")?,
+                }),
+                REPLICA_METADATA => ReplicaRequest::Metadata(ReplicaMetadata {
+                    slave_offsets_json: if reader.is_empty() {
+                        Bytes::new()
+                    } else {
+                        reader.bytes("slave_offsets_json")?
+                    },
+                }),
+                api_key => return Err(unknown_api(api_key)),
+            })
+        })
     }
 }
 
@@ -234,42 +228,12 @@ fn read_epochs(reader: &mut Reader) -> Result<Vec<EpochEntry>, DecodeError> {
     Ok(epochs)
 }
 
-/// A u8 that must be 0 (false) or 1 (true).
-pub(crate) fn read_flag(reader: &mut Reader, field: &'static str) -> Result<bool, DecodeError> {
-    match reader.u8(field)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        value => Err(DecodeError::InvalidValue {
-            field,
-            value: value.into(),
-        }),
-    }
-}
-
-fn not_replication(api_key: u16) -> DecodeError {
-    DecodeError::InvalidValue {
-        field: "api_key",
-        value: api_key.into(),
-    }
-}
-
-pub(crate) fn check_version(version: u16) -> Result<(), DecodeError> {
-    if version != REPLICATION_API_VERSION {
-        return Err(DecodeError::InvalidValue {
-            field: "api_version",
-            value: version.into(),
-        });
-    }
-    Ok(())
-}
-
 impl ReplicaFetchResponse {
     /// Appends the response frame up to its log bytes (`bytes_len` of them), which the sender
     /// writes right after it, uncopied; `self.bytes` is not written.
     pub fn encode_head(&self, bytes_len: usize, correlation_id: u32, out: &mut BytesMut) {
         let start = out.len();
-        frame::encode_response(out, correlation_id, |out| {
-            encode_error_head(out, None);
+        broker_api::encode_response(correlation_id, None, out, |out| {
             out.put_u64(self.master_end);
             out.put_u64(self.topics_version);
             out.put_u64(self.offsets_version);
@@ -288,94 +252,79 @@ impl ReplicaResponse {
             out.extend_from_slice(&fetch.bytes);
             return;
         }
-        frame::encode_response(out, correlation_id, |out| {
-            if let ReplicaResponse::Error(error) = self {
-                encode_error_head(out, Some(error));
-                return;
+        let error = match self {
+            ReplicaResponse::Error(error) => Some(error),
+            _ => None,
+        };
+        broker_api::encode_response(correlation_id, error, out, |out| match self {
+            ReplicaResponse::Hello(hello) => {
+                out.put_u32(hello.master_epoch);
+                out.put_u8(u8::from(hello.fsync_acks));
+                out.put_u64(hello.log_start);
+                out.put_u64(hello.log_end);
+                out.put_u64(hello.truncate_to);
+                put_epochs(out, &hello.epochs);
             }
-            encode_error_head(out, None);
-            match self {
-                ReplicaResponse::Hello(hello) => {
-                    out.put_u32(hello.master_epoch);
-                    out.put_u8(u8::from(hello.fsync_acks));
-                    out.put_u64(hello.log_start);
-                    out.put_u64(hello.log_end);
-                    out.put_u64(hello.truncate_to);
-                    put_epochs(out, &hello.epochs);
-                }
-                ReplicaResponse::Metadata(metadata) => {
-                    out.put_u64(metadata.topics_version);
-                    out.put_u64(metadata.offsets_version);
-                    put_bytes(out, &metadata.topics_json);
-                    put_bytes(out, &metadata.offsets_json);
-                }
-                ReplicaResponse::Fetch(_) | ReplicaResponse::Error(_) => {
-                    unreachable!("written above")
-                }
+            ReplicaResponse::Metadata(metadata) => {
+                out.put_u64(metadata.topics_version);
+                out.put_u64(metadata.offsets_version);
+                put_bytes(out, &metadata.topics_json);
+                put_bytes(out, &metadata.offsets_json);
+            }
+            ReplicaResponse::Fetch(_) | ReplicaResponse::Error(_) => {
+                unreachable!("written above")
             }
         });
     }
 
     /// Decodes the body of the response to a request of `api_key`.
     pub fn decode(api_key: u16, body: Bytes) -> Result<ReplicaResponse, DecodeError> {
-        let mut reader = Reader::new(body);
-        if let Some(error) = decode_error_head(&mut reader)? {
-            return Ok(ReplicaResponse::Error(error));
-        }
-        let response = match api_key {
-            REPLICA_HELLO => ReplicaResponse::Hello(ReplicaHelloResponse {
-                master_epoch: reader.u32("master_epoch")?,
-                fsync_acks: read_flag(&mut reader, "fsync_acks")?,
-                log_start: reader.u64("log_start")?,
-                log_end: reader.u64("log_end")?,
-                truncate_to: reader.u64("truncate_to")?,
-                epochs: read_epochs(&mut reader)?,
-            }),
-            REPLICA_FETCH => ReplicaResponse::Fetch(ReplicaFetchResponse {
-                master_end: reader.u64("master_end")?,
-                topics_version: reader.u64("topics_version")?,
-                offsets_version: reader.u64("offsets_version")?,
-                position: reader.u64("position")?,
-                bytes: reader.bytes("bytes")?,
-            }),
-            REPLICA_METADATA => ReplicaResponse::Metadata(ReplicaMetadataResponse {
-                topics_version: reader.u64("topics_version")?,
-                offsets_version: reader.u64("offsets_version")?,
-                topics_json: reader.bytes("topics_json")?,
-                offsets_json: reader.bytes("offsets_json")?,
-            }),
-            api_key => return Err(not_replication(api_key)),
-        };
-        reader.finish()?;
-        Ok(response)
+        broker_api::decode_response(api_key, body, ReplicaResponse::Error, |api_key, reader| {
+            Ok(match api_key {
+                REPLICA_HELLO => ReplicaResponse::Hello(ReplicaHelloResponse {
+                    master_epoch: reader.u32("master_epoch")?,
+                    fsync_acks: read_flag(reader, "fsync_acks")?,
+                    log_start: reader.u64("log_start")?,
+                    log_end: reader.u64("log_end")?,
+                    truncate_to: reader.u64("truncate_to")?,
+                    epochs: read_epochs(reader)?,
+                }),
+                REPLICA_FETCH => ReplicaResponse::Fetch(ReplicaFetchResponse {
+                    master_end: reader.u64("master_end")?,
+                    topics_version: reader.u64("topics_version")?,
+                    offsets_version: reader.u64("offsets_version")?,
+                    position: reader.u64("position")?,
+                    bytes: reader.bytes("bytes")?,
+                }),
+                REPLICA_METADATA => ReplicaResponse::Metadata(ReplicaMetadataResponse {
+                    topics_version: reader.u64("topics_version")?,
+                    offsets_version: reader.u64("offsets_version")?,
+                    topics_json: reader.bytes("topics_json")?,
+                    offsets_json: reader.bytes("offsets_json")?,
+                }),
+                api_key => return Err(unknown_api(api_key)),
+            })
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker_api::round_trip;
     use crate::error_code::ErrorCode;
-    use crate::frame::{decode_request, decode_response};
 
     fn round_trip_request(request: ReplicaRequest) {
-        let mut buf = BytesMut::new();
-        request.encode(7, &mut buf);
-        let frame = decode_request(&mut buf, 1 << 20).unwrap().unwrap();
-        assert!(is_replication_api(frame.header.api_key));
-        assert_eq!(
-            ReplicaRequest::decode(&frame.header, frame.body).unwrap(),
-            request
-        );
+        assert!(is_replication_api(request.api_key()));
+        round_trip::request(&request, ReplicaRequest::encode, ReplicaRequest::decode);
     }
 
     fn round_trip_response(api_key: u16, response: ReplicaResponse) {
-        let mut buf = BytesMut::new();
-        response.encode(9, &mut buf);
-        let frame = decode_response(&mut buf, 1 << 20).unwrap().unwrap();
-        assert_eq!(frame.correlation_id, 9);
-        assert_eq!(
-            ReplicaResponse::decode(api_key, frame.body).unwrap(),
-            response
+        round_trip::response(
+            api_key,
+            &response,
+            ReplicaResponse::encode,
+            ReplicaResponse::decode,
         );
     }
 

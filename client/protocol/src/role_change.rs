@@ -5,10 +5,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::frame::{self, RequestHeader};
-use crate::replication::{check_version, read_flag, REPLICATION_API_VERSION};
-use crate::response::{decode_error_head, encode_error_head, ErrorResponse};
-use crate::wire::{put_string, DecodeError, Reader};
+use crate::broker_api::{self, read_flag, unknown_api};
+use crate::frame::RequestHeader;
+use crate::response::ErrorResponse;
+use crate::wire::{put_string, DecodeError};
 
 /// To a master: stop taking writes and answer once the named slave holds the whole log.
 pub const HAND_OVER: u16 = 110;
@@ -110,12 +110,7 @@ impl RoleRequest {
 
     /// Appends the request frame.
     pub fn encode(&self, correlation_id: u32, out: &mut BytesMut) {
-        let header = RequestHeader {
-            api_key: self.api_key(),
-            api_version: REPLICATION_API_VERSION,
-            correlation_id,
-        };
-        frame::encode_request(out, header, |out| match self {
+        broker_api::encode_request(self.api_key(), correlation_id, out, |out| match self {
             RoleRequest::HandOver(hand_over) => {
                 put_string(out, &hand_over.slave_addr);
                 out.put_u32(hand_over.timeout_ms);
@@ -131,88 +126,70 @@ impl RoleRequest {
 
     /// Decodes the body of a request frame with a role-change api key.
     pub fn decode(header: &RequestHeader, body: Bytes) -> Result<RoleRequest, DecodeError> {
-        check_version(header.api_version)?;
-        let mut reader = Reader::new(body);
-        let request = match header.api_key {
-            HAND_OVER => RoleRequest::HandOver(HandOver {
-                slave_addr: reader.string("slave_addr")?,
-                timeout_ms: reader.u32("timeout_ms")?,
-                action: HandOverAction::from_code(reader.u8("action")?)?,
-            }),
-            PROMOTE => RoleRequest::Promote(Promote {
-                min_log_end: reader.u64("min_log_end")?,
-                min_epoch: reader.u32("min_epoch")?,
-                force: read_flag(&mut reader, "force")?,
-            }),
-            api_key => return Err(not_role_change(api_key)),
-        };
-        reader.finish()?;
-        Ok(request)
-    }
-}
-
-fn not_role_change(api_key: u16) -> DecodeError {
-    DecodeError::InvalidValue {
-        field: "api_key",
-        value: api_key.into(),
+        broker_api::decode_request(header, body, |api_key, reader| {
+            Ok(match api_key {
+                HAND_OVER => RoleRequest::HandOver(HandOver {
+                    slave_addr: reader.string("slave_addr")?,
+                    timeout_ms: reader.u32("timeout_ms")?,
+                    action: HandOverAction::from_code(reader.u8("action")?)?,
+                }),
+                PROMOTE => RoleRequest::Promote(Promote {
+                    min_log_end: reader.u64("min_log_end")?,
+                    min_epoch: reader.u32("min_epoch")?,
+                    force: read_flag(reader, "force")?,
+                }),
+                api_key => return Err(unknown_api(api_key)),
+            })
+        })
     }
 }
 
 impl RoleResponse {
     /// Appends the response frame.
     pub fn encode(&self, correlation_id: u32, out: &mut BytesMut) {
-        frame::encode_response(out, correlation_id, |out| match self {
-            RoleResponse::Error(error) => encode_error_head(out, Some(error)),
+        let error = match self {
+            RoleResponse::Error(error) => Some(error),
+            _ => None,
+        };
+        broker_api::encode_response(correlation_id, error, out, |out| match self {
             RoleResponse::HandOver(hand_over) => {
-                encode_error_head(out, None);
                 out.put_u64(hand_over.log_end);
                 out.put_u32(hand_over.master_epoch);
             }
             RoleResponse::Promote(promote) => {
-                encode_error_head(out, None);
                 out.put_u32(promote.master_epoch);
                 out.put_u64(promote.log_end);
             }
+            RoleResponse::Error(_) => unreachable!("an error has no body"),
         });
     }
 
     /// Decodes the body of the response to a request of `api_key`.
     pub fn decode(api_key: u16, body: Bytes) -> Result<RoleResponse, DecodeError> {
-        let mut reader = Reader::new(body);
-        if let Some(error) = decode_error_head(&mut reader)? {
-            return Ok(RoleResponse::Error(error));
-        }
-        let response = match api_key {
-            HAND_OVER => RoleResponse::HandOver(HandOverResponse {
-                log_end: reader.u64("log_end")?,
-                master_epoch: reader.u32("master_epoch")?,
-            }),
-            PROMOTE => RoleResponse::Promote(PromoteResponse {
-                master_epoch: reader.u32("master_epoch")?,
-                log_end: reader.u64("log_end")?,
-            }),
-            api_key => return Err(not_role_change(api_key)),
-        };
-        reader.finish()?;
-        Ok(response)
+        broker_api::decode_response(api_key, body, RoleResponse::Error, |api_key, reader| {
+            Ok(match api_key {
+                HAND_OVER => RoleResponse::HandOver(HandOverResponse {
+                    log_end: reader.u64("log_end")?,
+                    master_epoch: reader.u32("master_epoch")?,
+                }),
+                PROMOTE => RoleResponse::Promote(PromoteResponse {
+                    master_epoch: reader.u32("master_epoch")?,
+                    log_end: reader.u64("log_end")?,
+                }),
+                api_key => return Err(unknown_api(api_key)),
+            })
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::decode_request;
+    use crate::broker_api::round_trip;
     use crate::ErrorCode;
 
     fn round_trip(request: RoleRequest) {
-        let mut out = BytesMut::new();
-        request.encode(7, &mut out);
-        let frame = decode_request(&mut out, 1 << 20).unwrap().unwrap();
-        assert_eq!(frame.header.correlation_id, 7);
-        assert_eq!(
-            RoleRequest::decode(&frame.header, frame.body).unwrap(),
-            request
-        );
+        round_trip::request(&request, RoleRequest::encode, RoleRequest::decode);
     }
 
     #[test]
@@ -253,10 +230,12 @@ mod tests {
             ),
         ];
         for (api_key, response) in responses {
-            let mut out = BytesMut::new();
-            response.encode(3, &mut out);
-            let frame = frame::decode_response(&mut out, 1 << 20).unwrap().unwrap();
-            assert_eq!(RoleResponse::decode(api_key, frame.body).unwrap(), response);
+            round_trip::response(
+                api_key,
+                &response,
+                RoleResponse::encode,
+                RoleResponse::decode,
+            );
         }
     }
 }
