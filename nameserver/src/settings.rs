@@ -95,8 +95,6 @@ pub enum SettingsError {
     Secret(#[from] smq_client::Error),
     #[error(transparent)]
     Tls(#[from] smq_tls::TlsError),
-    #[error("{0}")]
-    Invalid(&'static str),
 }
 
 impl Settings {
@@ -123,7 +121,11 @@ impl Settings {
     /// The defaults where a setting is missing; the secrets and certificates read.
     pub fn into_config(self) -> Result<Config, SettingsError> {
         let defaults = Config::default();
-        let tls = server_tls(self.tls_cert, self.tls_key, self.tls_client_ca)?;
+        let tls = ServerTls::from_flags(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_client_ca.as_deref(),
+        )?;
         Ok(Config {
             listen: self.listen.unwrap_or(defaults.listen),
             advertise: self.advertise,
@@ -149,28 +151,6 @@ impl Settings {
             )?,
             tls,
         })
-    }
-}
-
-/// HTTPS as --tls-cert, --tls-key and --tls-client-ca ask for, if at all.
-fn server_tls(
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    client_ca: Option<PathBuf>,
-) -> Result<Option<ServerTls>, SettingsError> {
-    match (cert, key) {
-        (Some(cert), Some(key)) => Ok(Some(ServerTls::from_files(
-            &cert,
-            &key,
-            client_ca.as_deref(),
-        )?)),
-        (None, None) if client_ca.is_some() => Err(SettingsError::Invalid(
-            "--tls-client-ca needs --tls-cert and --tls-key",
-        )),
-        (None, None) => Ok(None),
-        _ => Err(SettingsError::Invalid(
-            "--tls-cert and --tls-key go together: give both, or neither for HTTP",
-        )),
     }
 }
 
