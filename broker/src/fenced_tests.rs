@@ -34,7 +34,7 @@ fn healthz(http: std::net::SocketAddr) -> (u16, String) {
 async fn a_fenced_broker_says_so_on_healthz_in_its_heartbeat_and_to_producers() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = BrokerConfig::for_tests(dir.path());
-    config.flush = FlushMode::Sync;
+    config.store.flush = FlushMode::Sync;
     config.http = Some("127.0.0.1:0".into());
     let running = crate::start(config).await.unwrap();
     let (addr, http) = (running.tcp_addr(), running.http_addr().unwrap());
@@ -124,8 +124,11 @@ async fn master_of(
 ) -> crate::RunningBroker {
     let mut config = BrokerConfig::for_tests(dir.join(group));
     config.group = group.to_owned();
-    config.flush = FlushMode::Sync;
-    config.nameservers = vec![format!("http://{}", nameserver.addr())];
+    config.store.flush = FlushMode::Sync;
+    config.discovery = Some(smq_client::discovery::DiscoveryMode::Static(vec![format!(
+        "http://{}",
+        nameserver.addr()
+    )]));
     crate::start(config).await.unwrap()
 }
 

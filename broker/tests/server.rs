@@ -335,8 +335,8 @@ async fn requests_are_checked_against_the_handshake_topics_and_batches() {
 async fn acks_flushed_under_async_flush_waits_for_an_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
-    config.flush = FlushMode::Async;
-    config.flush_interval_ms = 60_000; // only a requested flush can answer in time
+    config.store.flush = FlushMode::Async;
+    config.store.flush_interval_ms = 60_000; // only a requested flush can answer in time
     let broker = start(config).await;
     let mut client = Client::connect(broker.tcp_addr()).await;
     client.create_topic("orders", 1).await;
@@ -359,7 +359,7 @@ async fn acks_flushed_under_async_flush_waits_for_an_fsync() {
 async fn acknowledged_messages_and_offsets_survive_a_graceful_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
-    config.flush = FlushMode::Async;
+    config.store.flush = FlushMode::Async;
     let broker = start(config.clone()).await;
     let mut client = Client::connect(broker.tcp_addr()).await;
     client.create_topic("orders", 2).await;

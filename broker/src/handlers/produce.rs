@@ -53,10 +53,10 @@ pub(crate) fn append_to_topic(
             group: broker.config.group.clone(),
         });
     }
-    if request.batch.len() as u64 > broker.config.max_batch_bytes {
+    if request.batch.len() > broker.config.store.max_batch_bytes {
         return Err(HandlerError::BatchTooLarge {
             batch_bytes: request.batch.len(),
-            max_batch_bytes: broker.config.max_batch_bytes,
+            max_batch_bytes: broker.config.store.max_batch_bytes as u64,
         });
     }
     let started = Instant::now();
