@@ -68,7 +68,7 @@ smq_settings::layered! {
         /// (needed when --listen is 0.0.0.0 or behind NAT) [default: the --listen address].
         #[arg(long, env = "SMQ_ADVERTISE", value_name = "HOST:PORT")]
         pub advertise: Option<String>,
-        /// Directory of the commit log, indexes and metadata [default: ./smq-data].
+        /// Directory of the commit log, indexes and metadata [default: smq-data].
         #[arg(long, env = "SMQ_DATA_DIR", value_name = "DIR")]
         pub data_dir: Option<PathBuf>,
         /// Cluster this broker belongs to [default: smq].
@@ -789,6 +789,45 @@ mod tests {
             CLUSTER_SECRET_ENV,
             "the variable-only setting is read from its variable"
         );
+    }
+
+    #[test]
+    fn each_documented_default_is_the_default_in_help_readme_and_config() {
+        use clap::CommandFactory;
+        let readme = include_str!("../../README.md");
+        let mut checked = 0;
+        let mut problems = Vec::new();
+        for arg in Settings::command().get_arguments() {
+            let (Some(long), Some(help)) = (arg.get_long(), arg.get_help()) else {
+                continue;
+            };
+            let help = help.to_string();
+            let Some(default) = smq_settings::check::help_default(&help) else {
+                continue;
+            };
+            let flag = format!("--{long}");
+            let readme = smq_settings::check::readme_default(readme, "## Broker", &flag);
+            if default.contains(' ') {
+                continue; // "the --listen address": said in words, not a value
+            }
+            checked += 1;
+            match readme {
+                Ok(readme) if readme == default => {}
+                Ok(readme) => problems.push(format!("{flag}: help {default}, README {readme}")),
+                Err(error) => problems.push(error),
+            }
+            if default != "none" {
+                let key = smq_settings::toml_key_of(&flag);
+                let same = smq_settings::check::default_is_the_default(
+                    &key,
+                    default,
+                    BrokerConfig::from_settings,
+                );
+                problems.extend(same.err());
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert!(checked >= 25, "only {checked} defaults found in the help");
     }
 
     #[test]
