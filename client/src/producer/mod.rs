@@ -758,13 +758,10 @@ impl Completion {
                     self.waiters.len()
                 )),
             }),
-            Ok(_) => Err(Error::Protocol {
-                what: "Produce response".into(),
-                broker: self.broker.clone(),
-                reason: ProtocolViolation::Mismatch(
-                    "the response does not match the request's api".into(),
-                ),
-            }),
+            Ok(_) => Err(Error::wrong_api(
+                crate::protocol::ApiKey::Produce,
+                &self.broker,
+            )),
             Err(error) => Err(error),
         };
         match result {
