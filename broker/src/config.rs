@@ -237,8 +237,8 @@ smq_settings::layered! {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config file {path}: {source}")]
-    Read {
+    #[error("cannot read the secret file {path}: {source}")]
+    ReadSecret {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -644,7 +644,7 @@ fn own_credential(
 
 /// The secret in `path`: its bytes without a final newline; an empty one is refused.
 fn read_secret(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let mut secret = std::fs::read(path).map_err(|source| ConfigError::Read {
+    let mut secret = std::fs::read(path).map_err(|source| ConfigError::ReadSecret {
         path: path.to_owned(),
         source,
     })?;
@@ -751,6 +751,20 @@ mod tests {
         let error = toml::from_str::<Settings>("role = \"leader\"\n").unwrap_err();
         assert!(
             error.to_string().contains("`master`, `slave`") || error.to_string().contains("master"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_is_called_a_secret_file() {
+        let error = BrokerConfig::from_settings(Settings {
+            replication_secret_file: Some("/nonexistent/secret".into()),
+            ..Settings::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("cannot read the secret file /nonexistent/secret"),
             "{error}"
         );
     }
