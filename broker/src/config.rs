@@ -808,38 +808,22 @@ mod tests {
     #[test]
     fn each_documented_default_is_the_default_in_help_readme_and_config() {
         use clap::CommandFactory;
+        let flags = Settings::command()
+            .get_arguments()
+            .filter_map(|arg| {
+                Some((
+                    format!("--{}", arg.get_long()?),
+                    arg.get_help()?.to_string(),
+                ))
+            })
+            .collect::<Vec<_>>();
         let readme = include_str!("../../README.md");
-        let mut checked = 0;
-        let mut problems = Vec::new();
-        for arg in Settings::command().get_arguments() {
-            let (Some(long), Some(help)) = (arg.get_long(), arg.get_help()) else {
-                continue;
-            };
-            let help = help.to_string();
-            let Some(default) = smq_settings::check::help_default(&help) else {
-                continue;
-            };
-            let flag = format!("--{long}");
-            let readme = smq_settings::check::readme_default(readme, "## Broker", &flag);
-            if default.contains(' ') {
-                continue; // "the --listen address": said in words, not a value
-            }
-            checked += 1;
-            match readme {
-                Ok(readme) if readme == default => {}
-                Ok(readme) => problems.push(format!("{flag}: help {default}, README {readme}")),
-                Err(error) => problems.push(error),
-            }
-            if default != "none" {
-                let key = smq_settings::toml_key_of(&flag);
-                let same = smq_settings::check::default_is_the_default(
-                    &key,
-                    default,
-                    BrokerConfig::from_settings,
-                );
-                problems.extend(same.err());
-            }
-        }
+        let (checked, problems) = smq_settings::check::default_problems(
+            flags,
+            readme,
+            "## Broker",
+            BrokerConfig::from_settings,
+        );
         assert!(problems.is_empty(), "{}", problems.join("\n"));
         assert!(checked >= 25, "only {checked} defaults found in the help");
     }

@@ -139,6 +139,42 @@ where
     }
 }
 
+/// What is wrong with the documented defaults of `T`: for each flag (`--long` and its help, as
+/// clap has them) whose help states a default value (`[default: 3000]`, not words like
+/// `[default: the --listen address]`), README's settings table under `heading` must state the
+/// same ([`readme_default`]) and setting it must give what leaving it out gives
+/// ([`default_is_the_default`]). Also returns how many defaults were checked.
+pub fn default_problems<T, C, E>(
+    flags: impl IntoIterator<Item = (String, String)>,
+    readme: &str,
+    heading: &str,
+    complete: impl Fn(T) -> Result<C, E>,
+) -> (usize, Vec<String>)
+where
+    T: DeserializeOwned + Default,
+    C: std::fmt::Debug,
+    E: std::fmt::Display,
+{
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for (flag, help) in flags {
+        let Some(default) = help_default(&help).filter(|default| !default.contains(' ')) else {
+            continue;
+        };
+        checked += 1;
+        match readme_default(readme, heading, &flag) {
+            Ok(readme) if readme == default => {}
+            Ok(readme) => problems.push(format!("{flag}: help {default}, README {readme}")),
+            Err(error) => problems.push(error),
+        }
+        if default != "none" {
+            let key = toml_key_of(&flag);
+            problems.extend(default_is_the_default(&key, default, &complete).err());
+        }
+    }
+    (checked, problems)
+}
+
 /// Whether the TOML file of `T` has the key `key` (a wrong value type is not a missing key).
 fn has_toml_key<T: DeserializeOwned>(key: &str) -> bool {
     match toml::from_str::<T>(&format!("{key} = 0")) {
