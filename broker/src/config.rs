@@ -1,6 +1,7 @@
 //! The broker's settings: flags, `SMQ_*` environment variables and a TOML file merged with that
 //! precedence over the defaults; every size and duration carries its unit, a default and a bound.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use smq_protocol::limits::{
 };
 
 use smq_client::credential::{self, Credential};
+use smq_client::discovery::{DiscoveryError, DiscoveryMode};
 use smq_protocol::Role;
 use smq_settings::{FileError, Layered};
 use smq_tls::{ClientTls, ServerTls};
@@ -21,11 +23,15 @@ use crate::storage::{FlushMode, StoreConfig};
 /// The variable holding the cluster secret itself (`--cluster-secret-file` names a file).
 pub const CLUSTER_SECRET_ENV: &str = "SMQ_CLUSTER_SECRET";
 
+/// Default `--data-dir`.
+pub const DATA_DIR_DEFAULT: &str = "smq-data";
+
 /// Default `--listen` address (client and, later, replication traffic).
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:10911";
 
-/// When a master acknowledges a write relative to its slave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// When a master acknowledges a write relative to its slave (`--replication async|sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Replication {
     Async,
     Sync,
@@ -62,7 +68,7 @@ smq_settings::layered! {
         /// (needed when --listen is 0.0.0.0 or behind NAT) [default: the --listen address].
         #[arg(long, env = "SMQ_ADVERTISE", value_name = "HOST:PORT")]
         pub advertise: Option<String>,
-        /// Directory of the commit log, indexes and metadata [default: ./smq-data].
+        /// Directory of the commit log, indexes and metadata [default: smq-data].
         #[arg(long, env = "SMQ_DATA_DIR", value_name = "DIR")]
         pub data_dir: Option<PathBuf>,
         /// Cluster this broker belongs to [default: smq].
@@ -72,8 +78,8 @@ smq_settings::layered! {
         #[arg(long, env = "SMQ_GROUP", value_name = "NAME")]
         pub group: Option<String>,
         /// master or slave [default: master]: a slave copies its --master's log and serves reads.
-        #[arg(long, env = "SMQ_ROLE", value_parser = ["master", "slave"])]
-        pub role: Option<String>,
+        #[arg(long, env = "SMQ_ROLE", value_parser = role_parser())]
+        pub role: Option<Role>,
         /// The master's address (slaves only).
         #[arg(long, env = "SMQ_MASTER", value_name = "ADDR")]
         pub master: Option<String>,
@@ -112,12 +118,12 @@ smq_settings::layered! {
         pub replication_secret_file: Option<PathBuf>,
         /// sync: acknowledge after fsync (group commit); async: once in the page cache [default:
         /// sync].
-        #[arg(long, env = "SMQ_FLUSH", value_parser = ["sync", "async"])]
-        pub flush: Option<String>,
+        #[arg(long, env = "SMQ_FLUSH", value_enum)]
+        pub flush: Option<FlushMode>,
         /// Masters: sync acknowledges a write only once a slave holds it (fsynced there too under
         /// --flush sync), and consumers see only that; async does not wait [default: async].
-        #[arg(long, env = "SMQ_REPLICATION", value_parser = ["sync", "async"])]
-        pub replication: Option<String>,
+        #[arg(long, env = "SMQ_REPLICATION", value_enum)]
+        pub replication: Option<Replication>,
         /// Sync replication: a write no slave confirmed within this fails with REPLICATION_TIMEOUT
         /// (kept below the client's ack timeout, 5000 by default) [default: 3000].
         #[arg(long, env = "SMQ_REPLICATION_TIMEOUT_MS", value_name = "MS")]
@@ -151,7 +157,7 @@ smq_settings::layered! {
         /// Address of the HTTP endpoint serving /healthz and /metrics [default: none].
         #[arg(long, env = "SMQ_HTTP", value_name = "ADDR")]
         pub http: Option<String>,
-        /// NameServer URLs, comma-separated (registration comes with the NameServer work).
+        /// NameServer URLs (or host:port), comma-separated, to register with [default: none].
         #[arg(long, env = "SMQ_NAMESERVER", value_name = "URL[,URL]")]
         pub nameserver: Option<String>,
         /// DNS SRV name of the NameServers, e.g. _smq-ns._tcp.example.com.
@@ -159,7 +165,7 @@ smq_settings::layered! {
         pub srv: Option<String>,
         /// DNS server to ask instead of /etc/resolv.conf.
         #[arg(long, env = "SMQ_DNS_SERVER", value_name = "IP:PORT")]
-        pub dns_server: Option<String>,
+        pub dns_server: Option<SocketAddr>,
         /// tracing filter: error, warn, info, debug, trace, or directives like smq_broker=debug
         /// [default: info].
         #[arg(long, env = "SMQ_LOG_LEVEL", value_name = "LEVEL")]
@@ -231,8 +237,8 @@ smq_settings::layered! {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config file {path}: {source}")]
-    Read {
+    #[error("cannot read the secret file {path}: {source}")]
+    ReadSecret {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -246,14 +252,12 @@ pub enum ConfigError {
         min: u64,
         max: u64,
     },
-    #[error("{setting} must be one of {allowed}, not {value:?}")]
-    BadValue {
-        setting: &'static str,
-        value: String,
-        allowed: &'static str,
-    },
     #[error("invalid storage setting: {0}")]
     Storage(#[from] crate::storage::StoreConfigError),
+    #[error(transparent)]
+    Tls(#[from] smq_tls::TlsError),
+    #[error("bad discovery flags (--nameserver, --srv, --dns-server): {0}")]
+    Discovery(#[from] DiscoveryError),
     #[error("invalid setting: {0}")]
     Invalid(String),
 }
@@ -264,7 +268,6 @@ pub struct BrokerConfig {
     pub listen: String,
     /// What the broker registers as its address; `None`: the address it listens on.
     pub advertise: Option<String>,
-    pub data_dir: PathBuf,
     pub cluster: String,
     pub group: String,
     pub role: Role,
@@ -279,7 +282,6 @@ pub struct BrokerConfig {
     pub principals: Arc<Principals>,
     /// The replication secret's bytes (the file's content without a final newline).
     pub replication_secret: Option<Vec<u8>>,
-    pub flush: FlushMode,
     pub replication: Replication,
     pub replication_timeout_ms: u64,
     pub replica_lag_time_max_ms: u64,
@@ -292,9 +294,9 @@ pub struct BrokerConfig {
     pub tls_ca: Option<ClientTls>,
     /// None: no HTTP endpoint.
     pub http: Option<String>,
-    pub nameservers: Vec<String>,
-    pub srv: Option<String>,
-    pub dns_server: Option<String>,
+    /// How to find the NameServers to register with (`--nameserver`, or `--srv` with
+    /// `--dns-server`); `None`: standalone.
+    pub discovery: Option<DiscoveryMode>,
     pub log_level: String,
     pub max_connections: u32,
     pub max_connections_per_ip: u32,
@@ -302,15 +304,9 @@ pub struct BrokerConfig {
     pub peer_timeout_ms: u64,
     pub shutdown_timeout_ms: u64,
     pub max_fetch_wait_ms: u64,
-    pub max_message_bytes: u64,
-    pub max_batch_bytes: u64,
-    pub segment_bytes: u64,
-    pub flush_interval_ms: u64,
-    pub flush_timeout_ms: u64,
-    pub retention_hours: u64,
-    pub retention_bytes: u64,
-    pub retention_check_interval_ms: u64,
-    pub disk_usage_watermark_percent: u8,
+    /// The storage engine's settings: `--data-dir`, `--flush`, the sizes, intervals and
+    /// retention of the commit log, and the largest message and batch.
+    pub store: StoreConfig,
     pub offsets_flush_interval_ms: u64,
     /// Bounds on the consumer offsets kept (`max_consumer_groups`, `max_committed_offsets`).
     pub offset_limits: OffsetLimits,
@@ -418,22 +414,11 @@ fn bounded(
     }
 }
 
-fn choice<T: Copy>(
-    setting: &'static str,
-    value: Option<String>,
-    allowed: &'static str,
-    options: &[(&str, T)],
-) -> Result<T, ConfigError> {
-    let value = value.unwrap_or_else(|| options[0].0.to_owned());
-    options
-        .iter()
-        .find(|(name, _)| *name == value)
-        .map(|(_, option)| *option)
-        .ok_or(ConfigError::BadValue {
-            setting,
-            value,
-            allowed,
-        })
+/// `--role`: the names of [`Role::ALL`] (listed in `--help`), parsed into a [`Role`].
+fn role_parser() -> impl clap::builder::TypedValueParser<Value = Role> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Role::ALL.map(Role::as_str))
+        .map(|name| name.parse::<Role>().expect("a possible value is a role"))
 }
 
 impl BrokerConfig {
@@ -445,9 +430,9 @@ impl BrokerConfig {
             ..Settings::default()
         })
         .expect("the defaults are valid");
-        config.segment_bytes = 64 * 1024 * 1024;
+        config.store.segment_bytes = 64 * 1024 * 1024;
         // Tests store little: they should not fail because the machine's disk is 91% full.
-        config.disk_usage_watermark_percent = 99;
+        config.store.disk_usage_watermark_percent = 99;
         config
     }
 
@@ -478,21 +463,48 @@ impl BrokerConfig {
                 max: max_batch_bytes,
             },
         )?;
-        let storage_defaults = StoreConfig::new(".");
-        let tls = server_tls(&settings)?;
-        let tls_ca = client_tls(&settings)?;
+        let defaults = StoreConfig::new(DATA_DIR_DEFAULT);
+        let store = StoreConfig {
+            data_dir: settings.data_dir.unwrap_or(defaults.data_dir),
+            flush: settings.flush.unwrap_or(defaults.flush),
+            segment_bytes: settings.segment_bytes.unwrap_or(defaults.segment_bytes),
+            flush_interval_ms: settings
+                .flush_interval_ms
+                .unwrap_or(defaults.flush_interval_ms),
+            flush_timeout_ms: settings
+                .flush_timeout_ms
+                .unwrap_or(defaults.flush_timeout_ms),
+            retention_hours: settings.retention_hours.unwrap_or(defaults.retention_hours),
+            retention_bytes: settings.retention_bytes.unwrap_or(defaults.retention_bytes),
+            retention_check_interval_ms: bounded(
+                "retention_check_interval_ms",
+                settings.retention_check_interval_ms,
+                RETENTION_CHECK_INTERVAL_MS,
+            )?,
+            disk_usage_watermark_percent: settings
+                .disk_usage_watermark_percent
+                .unwrap_or(defaults.disk_usage_watermark_percent),
+            max_message_bytes: max_message_bytes as usize,
+            max_batch_bytes: max_batch_bytes as usize,
+            index_entries_per_file: defaults.index_entries_per_file,
+        };
+        store.validate()?;
+        let tls = ServerTls::from_flags(
+            settings.tls_cert.as_deref(),
+            settings.tls_key.as_deref(),
+            settings.tls_client_ca.as_deref(),
+        )?;
+        let tls_ca = ClientTls::from_flags(
+            settings.tls_ca.as_deref(),
+            settings.tls_cert.as_deref(),
+            settings.tls_key.as_deref(),
+        )?;
         let config = BrokerConfig {
             listen: settings.listen.unwrap_or_else(|| LISTEN_DEFAULT.to_owned()),
             advertise: settings.advertise.map(checked_host_port).transpose()?,
-            data_dir: settings.data_dir.unwrap_or_else(|| "smq-data".into()),
             cluster: settings.cluster.unwrap_or_else(|| "smq".to_owned()),
             group: settings.group.unwrap_or_else(|| "broker-a".to_owned()),
-            role: choice(
-                "role",
-                settings.role,
-                "master, slave",
-                &[("master", Role::Master), ("slave", Role::Slave)],
-            )?,
+            role: settings.role.unwrap_or(Role::Master),
             master: settings.master,
             broker_name: settings.broker_name,
             cluster_secret: cluster_secret(settings.cluster_secret, settings.cluster_secret_file)?,
@@ -506,18 +518,7 @@ impl BrokerConfig {
                 .as_deref()
                 .map(read_secret)
                 .transpose()?,
-            flush: choice(
-                "flush",
-                settings.flush,
-                "sync, async",
-                &[("sync", FlushMode::Sync), ("async", FlushMode::Async)],
-            )?,
-            replication: choice(
-                "replication",
-                settings.replication,
-                "async, sync",
-                &[("async", Replication::Async), ("sync", Replication::Sync)],
-            )?,
+            replication: settings.replication.unwrap_or(Replication::Async),
             replication_timeout_ms: bounded(
                 "replication_timeout_ms",
                 settings.replication_timeout_ms,
@@ -534,16 +535,11 @@ impl BrokerConfig {
             tls,
             tls_ca,
             http: settings.http,
-            nameservers: settings
-                .nameserver
-                .iter()
-                .flat_map(|list| list.split(','))
-                .map(str::trim)
-                .filter(|url| !url.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            srv: settings.srv,
-            dns_server: settings.dns_server,
+            discovery: DiscoveryMode::from_flags(
+                settings.nameserver.as_deref(),
+                settings.srv.as_deref(),
+                settings.dns_server,
+            )?,
             log_level: settings.log_level.unwrap_or_else(|| "info".to_owned()),
             max_connections: bounded(
                 "max_connections",
@@ -567,31 +563,7 @@ impl BrokerConfig {
                 settings.max_fetch_wait_ms,
                 MAX_FETCH_WAIT_MS,
             )?,
-            max_message_bytes,
-            max_batch_bytes,
-            segment_bytes: settings
-                .segment_bytes
-                .unwrap_or(storage_defaults.segment_bytes),
-            flush_interval_ms: settings
-                .flush_interval_ms
-                .unwrap_or(storage_defaults.flush_interval_ms),
-            flush_timeout_ms: settings
-                .flush_timeout_ms
-                .unwrap_or(storage_defaults.flush_timeout_ms),
-            retention_hours: settings
-                .retention_hours
-                .unwrap_or(storage_defaults.retention_hours),
-            retention_bytes: settings
-                .retention_bytes
-                .unwrap_or(storage_defaults.retention_bytes),
-            retention_check_interval_ms: bounded(
-                "retention_check_interval_ms",
-                settings.retention_check_interval_ms,
-                RETENTION_CHECK_INTERVAL_MS,
-            )?,
-            disk_usage_watermark_percent: settings
-                .disk_usage_watermark_percent
-                .unwrap_or(storage_defaults.disk_usage_watermark_percent),
+            store,
             offsets_flush_interval_ms: bounded(
                 "offsets_flush_interval_ms",
                 settings.offsets_flush_interval_ms,
@@ -610,10 +582,6 @@ impl BrokerConfig {
                 )? as usize,
             },
         };
-        config
-            .store_config()
-            .validate()
-            .map_err(ConfigError::Storage)?;
         config.check_replication()?;
         Ok(config)
     }
@@ -636,25 +604,9 @@ impl BrokerConfig {
         }
     }
 
-    /// The storage engine's settings, from these.
-    pub fn store_config(&self) -> StoreConfig {
-        let mut store = StoreConfig::new(&self.data_dir);
-        store.flush = self.flush;
-        store.segment_bytes = self.segment_bytes;
-        store.flush_interval_ms = self.flush_interval_ms;
-        store.flush_timeout_ms = self.flush_timeout_ms;
-        store.retention_hours = self.retention_hours;
-        store.retention_bytes = self.retention_bytes;
-        store.retention_check_interval_ms = self.retention_check_interval_ms;
-        store.disk_usage_watermark_percent = self.disk_usage_watermark_percent;
-        store.max_message_bytes = self.max_message_bytes as usize;
-        store.max_batch_bytes = self.max_batch_bytes as usize;
-        store
-    }
-
     /// Largest frame length accepted: one largest batch plus room for the rest of the request.
     pub fn max_frame_bytes(&self) -> usize {
-        self.max_batch_bytes as usize + FRAME_HEADROOM_BYTES
+        self.store.max_batch_bytes + FRAME_HEADROOM_BYTES
     }
 }
 
@@ -690,41 +642,9 @@ fn own_credential(
     credential.map_err(|error| ConfigError::Invalid(error.to_string()))
 }
 
-/// `--tls-cert` and `--tls-key` (both or neither), and `--tls-client-ca` with them.
-fn server_tls(settings: &Settings) -> Result<Option<ServerTls>, ConfigError> {
-    let tls = |error: smq_tls::TlsError| ConfigError::Invalid(error.to_string());
-    match (&settings.tls_cert, &settings.tls_key) {
-        (Some(cert), Some(key)) => {
-            ServerTls::from_files(cert, key, settings.tls_client_ca.as_deref())
-                .map(Some)
-                .map_err(tls)
-        }
-        (None, None) if settings.tls_client_ca.is_some() => Err(ConfigError::Invalid(
-            "--tls-client-ca needs --tls-cert and --tls-key: client certificates are checked only over TLS".into(),
-        )),
-        (None, None) => Ok(None),
-        _ => Err(ConfigError::Invalid(
-            "--tls-cert and --tls-key go together: give both, or neither for plaintext".into(),
-        )),
-    }
-}
-
-/// `--tls-ca`, presenting this broker's `--tls-cert` when it has one.
-fn client_tls(settings: &Settings) -> Result<Option<ClientTls>, ConfigError> {
-    let Some(ca) = &settings.tls_ca else {
-        return Ok(None);
-    };
-    let tls = match (&settings.tls_cert, &settings.tls_key) {
-        (Some(cert), Some(key)) => ClientTls::with_client_certificate(ca, cert, key),
-        _ => ClientTls::from_ca_file(ca),
-    };
-    tls.map(Some)
-        .map_err(|error| ConfigError::Invalid(error.to_string()))
-}
-
 /// The secret in `path`: its bytes without a final newline; an empty one is refused.
 fn read_secret(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let mut secret = std::fs::read(path).map_err(|source| ConfigError::Read {
+    let mut secret = std::fs::read(path).map_err(|source| ConfigError::ReadSecret {
         path: path.to_owned(),
         source,
     })?;
@@ -780,7 +700,7 @@ mod tests {
         assert_eq!(config.cluster, "toml-cluster", "file over default");
         assert_eq!(config.max_connections, 7);
         assert_eq!(config.idle_timeout_ms, IDLE_TIMEOUT_MS.default, "default");
-        assert_eq!(config.flush, FlushMode::Sync);
+        assert_eq!(config.store.flush, FlushMode::Sync);
     }
 
     #[test]
@@ -794,12 +714,59 @@ mod tests {
             error.to_string().contains("idle_timeout_ms is 5"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn roles_and_modes_are_parsed_once_and_unknown_ones_are_named() {
+        let flags = Settings::try_parse_from([
+            "smq-broker",
+            "--role=slave",
+            "--flush=async",
+            "--replication=sync",
+        ])
+        .unwrap();
+        assert_eq!(flags.role, Some(Role::Slave));
+        assert_eq!(flags.flush, Some(FlushMode::Async));
+        assert_eq!(flags.replication, Some(Replication::Sync));
+        let error = Settings::try_parse_from(["smq-broker", "--role", "leader"]).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("leader") && text.contains("master, slave"),
+            "{text}"
+        );
+        let error = Settings::try_parse_from(["smq-broker", "--flush", "never"]).unwrap_err();
+        assert!(error.to_string().contains("sync, async"), "{error}");
+
+        let file: Settings =
+            toml::from_str("role = \"slave\"\nflush = \"async\"\nreplication = \"sync\"\n")
+                .unwrap();
+        assert_eq!(
+            (file.role, file.flush, file.replication),
+            (
+                Some(Role::Slave),
+                Some(FlushMode::Async),
+                Some(Replication::Sync)
+            )
+        );
+        let error = toml::from_str::<Settings>("role = \"leader\"\n").unwrap_err();
+        assert!(
+            error.to_string().contains("`master`, `slave`") || error.to_string().contains("master"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_is_called_a_secret_file() {
         let error = BrokerConfig::from_settings(Settings {
-            role: Some("leader".into()),
+            replication_secret_file: Some("/nonexistent/secret".into()),
             ..Settings::default()
         })
-        .unwrap_err();
-        assert!(error.to_string().contains("master, slave"), "{error}");
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("cannot read the secret file /nonexistent/secret"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -836,6 +803,29 @@ mod tests {
             CLUSTER_SECRET_ENV,
             "the variable-only setting is read from its variable"
         );
+    }
+
+    #[test]
+    fn each_documented_default_is_the_default_in_help_readme_and_config() {
+        use clap::CommandFactory;
+        let flags = Settings::command()
+            .get_arguments()
+            .filter_map(|arg| {
+                Some((
+                    format!("--{}", arg.get_long()?),
+                    arg.get_help()?.to_string(),
+                ))
+            })
+            .collect::<Vec<_>>();
+        let readme = include_str!("../../README.md");
+        let (checked, problems) = smq_settings::check::default_problems(
+            flags,
+            readme,
+            "## Broker",
+            BrokerConfig::from_settings,
+        );
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert!(checked >= 25, "only {checked} defaults found in the help");
     }
 
     #[test]

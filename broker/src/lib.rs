@@ -119,8 +119,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         }
         None => None,
     };
-    let store_config = config.store_config();
-    let data_dir = config.data_dir.clone();
+    let store_config = config.store.clone();
+    let data_dir = config.store.data_dir.clone();
     let offset_limits = config.offset_limits;
     let (store, topics, offsets) = tokio::task::spawn_blocking(move || {
         let topics = Topics::open(&data_dir)?;
@@ -153,7 +153,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         let config = config.clone();
         move || {
             if !sync_master {
-                Holders::remove(&config.data_dir)?;
+                Holders::remove(&config.store.data_dir)?;
                 return Ok((store, None));
             }
             let holders = replication::master::holders_at_start(&config, &store)?;
@@ -224,7 +224,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     }
     // Plain addresses (or "off"), not Debug formats: scripts and tests read this line.
     let http_shown = http_addr.map_or_else(|| "off".to_owned(), |addr| addr.to_string());
-    tracing::info!(listen = %tcp_addr, http = %http_shown, data_dir = %broker.config.data_dir.display(), "broker started");
+    tracing::info!(listen = %tcp_addr, http = %http_shown, data_dir = %broker.config.store.data_dir.display(), "broker started");
     Ok(RunningBroker {
         tcp_addr,
         http_addr,

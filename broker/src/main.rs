@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: BrokerConfig) -> anyhow::Result<()> {
-    let data_dir = config.data_dir.clone();
+    let data_dir = config.store.data_dir.clone();
     let broker = smq_broker::start(config)
         .await
         .with_context(|| format!("cannot start the broker on {}", data_dir.display()))?;

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smq_client::discovery::{Discovery, DiscoveryError, DiscoveryMode, DiscoveryOptions};
+use smq_client::discovery::{Discovery, DiscoveryError, DiscoveryOptions};
 use smq_client::nameserver_client::{Backoff, NameServerClient};
 use smq_protocol::nameserver_api::{
     ConsumerOffset, Heartbeat, TopicQueues, HEARTBEAT_INTERVAL_MS_DEFAULT,
@@ -34,21 +34,11 @@ pub const MIN_HEARTBEAT_INTERVAL_MS: u64 = 100;
 
 /// The discovery the flags ask for; `Ok(None)` when the broker runs standalone.
 pub fn discovery(config: &BrokerConfig) -> Result<Option<Discovery>, DiscoveryError> {
-    let dns_server = match &config.dns_server {
-        Some(text) => Some(
-            text.parse::<SocketAddr>()
-                .map_err(|_| DiscoveryError::BadAddress {
-                    addr: text.clone(),
-                    reason: "--dns-server must be IP:PORT, e.g. 127.0.0.1:53".to_owned(),
-                })?,
-        ),
-        None => None,
-    };
-    let nameservers = (!config.nameservers.is_empty()).then(|| config.nameservers.join(","));
-    match DiscoveryMode::from_flags(nameservers.as_deref(), config.srv.as_deref(), dns_server)? {
-        Some(mode) => Ok(Some(Discovery::new(mode, DiscoveryOptions::default())?)),
-        None => Ok(None),
-    }
+    config
+        .discovery
+        .clone()
+        .map(|mode| Discovery::new(mode, DiscoveryOptions::default()))
+        .transpose()
 }
 
 /// What this broker tells the NameServer now.
@@ -211,24 +201,45 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smq_client::discovery::DiscoveryMode;
 
     #[test]
     fn no_flags_means_standalone_and_bad_flags_are_named() {
-        let mut config = BrokerConfig::for_tests("/nonexistent");
-        assert!(discovery(&config).unwrap().is_none());
-        config.nameservers = vec!["127.0.0.1:9876".into(), "ns2".into()];
-        let found = discovery(&config).unwrap().unwrap();
+        use crate::config::Settings;
+        use clap::Parser;
+
+        let config = |flags: &[&str]| {
+            let settings = Settings::try_parse_from([&["smq-broker"], flags].concat())?;
+            Ok::<_, Box<dyn std::error::Error>>(BrokerConfig::from_settings(settings)?)
+        };
+        assert!(discovery(&config(&[]).unwrap()).unwrap().is_none());
+        let found = config(&["--nameserver", "127.0.0.1:9876, ns2"]).unwrap();
         assert_eq!(
-            found.mode(),
+            discovery(&found).unwrap().unwrap().mode(),
             &DiscoveryMode::Static(vec![
                 "http://127.0.0.1:9876".into(),
                 "http://ns2:9876".into()
             ])
         );
-        config.nameservers.clear();
-        config.srv = Some("_smq-ns._tcp.smq.test".into());
-        config.dns_server = Some("not-an-address".into());
-        let error = discovery(&config).err().unwrap().to_string();
-        assert!(error.contains("not-an-address"), "{error}");
+        let srv = config(&[
+            "--srv",
+            "_smq-ns._tcp.smq.test",
+            "--dns-server",
+            "127.0.0.1:53",
+        ]);
+        assert_eq!(
+            srv.unwrap().discovery,
+            Some(DiscoveryMode::Srv {
+                name: "_smq-ns._tcp.smq.test".into(),
+                dns_server: Some("127.0.0.1:53".parse().unwrap()),
+            })
+        );
+        for (flags, named) in [
+            (["--dns-server", "not-an-address"], "not-an-address"),
+            (["--nameserver", "ftp://ns1"], "ftp"),
+        ] {
+            let error = config(&flags).unwrap_err().to_string();
+            assert!(error.contains(named), "{flags:?}: {error}");
+        }
     }
 }

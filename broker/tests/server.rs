@@ -373,8 +373,8 @@ async fn requests_are_checked_against_the_handshake_topics_and_batches() {
 async fn acks_flushed_under_async_flush_waits_for_an_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
-    config.flush = FlushMode::Async;
-    config.flush_interval_ms = 60_000; // only a requested flush can answer in time
+    config.store.flush = FlushMode::Async;
+    config.store.flush_interval_ms = 60_000; // only a requested flush can answer in time
     let broker = start(config).await;
     let mut client = Client::connect(broker.tcp_addr()).await;
     client.create_topic("orders", 1).await;
@@ -397,7 +397,7 @@ async fn acks_flushed_under_async_flush_waits_for_an_fsync() {
 async fn acknowledged_messages_and_offsets_survive_a_graceful_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
-    config.flush = FlushMode::Async;
+    config.store.flush = FlushMode::Async;
     let broker = start(config.clone()).await;
     let mut client = Client::connect(broker.tcp_addr()).await;
     client.create_topic("orders", 2).await;
@@ -598,7 +598,7 @@ async fn a_commit_from_a_former_owner_of_the_queue_is_refused_and_moves_no_offse
 async fn a_produce_v2_answers_each_entry_apart_and_produce_v1_still_works() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
-    config.flush = FlushMode::Sync;
+    config.store.flush = FlushMode::Sync;
     let broker = start(config).await;
     let mut v1 = Client::connect(broker.tcp_addr()).await;
     v1.create_topic("orders", 2).await;

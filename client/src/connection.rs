@@ -373,13 +373,7 @@ impl Connection {
 
     /// The error for an answer of the wrong kind (a broker bug).
     pub(crate) fn unexpected(&self, api: ApiKey) -> Error {
-        Error::Protocol {
-            what: format!("{api:?} response"),
-            broker: self.inner.broker.clone(),
-            reason: ProtocolViolation::Mismatch(
-                "the response does not match the request's api".into(),
-            ),
-        }
+        Error::wrong_api(api, &self.inner.broker)
     }
 
     /// Sends `request` and waits for its answer, within the request timeout (plus `max_wait_ms`

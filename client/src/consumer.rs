@@ -92,6 +92,24 @@ pub struct ConsumedMessage {
     pub body: Bytes,
 }
 
+/// What is wrong with the batches of a Fetch response ([`messages_from_batches`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchedBatchError {
+    #[error("batch at byte {at} runs past the end of the response")]
+    PastTheEnd { at: usize },
+    #[error("batch at byte {at}: {reason}")]
+    Invalid {
+        at: usize,
+        reason: record_batch::BatchError,
+    },
+    #[error("batch at byte {at} belongs to queue {found}, not {expected}")]
+    OtherQueue {
+        at: usize,
+        found: u32,
+        expected: u32,
+    },
+}
+
 /// Cuts the messages at or above `from_offset` out of the batches of a Fetch response, checking
 /// each batch (CRC included), and returns the offset after the last message of the last batch.
 /// The first batch may start below `from_offset` (a fetch returns whole batches): its earlier
@@ -102,21 +120,22 @@ pub fn messages_from_batches(
     batches: &Bytes,
     from_offset: u64,
     out: &mut Vec<ConsumedMessage>,
-) -> std::result::Result<u64, String> {
+) -> std::result::Result<u64, FetchedBatchError> {
     let mut next_offset = from_offset;
     let mut at = 0;
     while at < batches.len() {
         let total = record_batch::total_len(&batches[at..])
             .filter(|total| at + total <= batches.len())
-            .ok_or_else(|| format!("batch at byte {at} runs past the end of the response"))?;
+            .ok_or(FetchedBatchError::PastTheEnd { at })?;
         let bytes = &batches[at..at + total];
         let view = BatchView::parse_with_limit(bytes, MAX_BATCH_BYTES_DEFAULT)
-            .map_err(|error| format!("batch at byte {at}: {error}"))?;
+            .map_err(|reason| FetchedBatchError::Invalid { at, reason })?;
         if view.queue_id() != queue_id {
-            return Err(format!(
-                "batch at byte {at} belongs to queue {}, not {queue_id}",
-                view.queue_id()
-            ));
+            return Err(FetchedBatchError::OtherQueue {
+                at,
+                found: view.queue_id(),
+                expected: queue_id,
+            });
         }
         for (index, message) in view.messages().enumerate() {
             let offset = view.base_queue_offset() + index as u64;
@@ -785,13 +804,7 @@ impl Consumer {
             Ok(Response::Fetch(fetch)) => fetch,
             Ok(_) => {
                 self.start_fetch(key, offset, FETCH_RETRY_DELAY);
-                return Err(Error::Protocol {
-                    what: "Fetch response".into(),
-                    broker,
-                    reason: ProtocolViolation::Mismatch(
-                        "the response does not match the request's api".into(),
-                    ),
-                });
+                return Err(Error::wrong_api(ApiKey::Fetch, &broker));
             }
             Err(error) if error.code() == Some(ErrorCode::OffsetOutOfRange) => {
                 return self.reset_out_of_range(key, offset).await;
@@ -821,7 +834,7 @@ impl Consumer {
                 Err(Error::Protocol {
                     what: "Fetch response".into(),
                     broker,
-                    reason: ProtocolViolation::Mismatch(reason),
+                    reason: ProtocolViolation::Batch(reason),
                 })
             }
         }
@@ -977,7 +990,7 @@ impl Consumer {
         key: &QueueKey,
         offset: u64,
         response: &FetchResponse,
-    ) -> std::result::Result<u64, String> {
+    ) -> std::result::Result<u64, FetchedBatchError> {
         let mut messages = Vec::new();
         let next = messages_from_batches(
             &key.broker_group,
@@ -1295,11 +1308,15 @@ mod tests {
         let mut out = Vec::new();
         let error =
             messages_from_batches(&"g".into(), 0, &Bytes::from(bytes), 0, &mut out).unwrap_err();
-        assert!(error.contains("CRC"), "{error}");
+        assert!(
+            matches!(error, FetchedBatchError::Invalid { at: 0, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("CRC"), "{error}");
         let bytes = stored_batch(0, 0, &["hello"]);
         let cut = Bytes::copy_from_slice(&bytes[..bytes.len() - 2]);
         let error = messages_from_batches(&"g".into(), 0, &cut, 0, &mut out).unwrap_err();
-        assert!(error.contains("runs past the end"), "{error}");
+        assert_eq!(error, FetchedBatchError::PastTheEnd { at: 0 });
         assert!(out.is_empty());
     }
 
@@ -1308,6 +1325,13 @@ mod tests {
         let batches = Bytes::from(stored_batch(3, 0, &["x"]));
         let error =
             messages_from_batches(&"g".into(), 1, &batches, 0, &mut Vec::new()).unwrap_err();
-        assert!(error.contains("queue 3"), "{error}");
+        assert_eq!(
+            error,
+            FetchedBatchError::OtherQueue {
+                at: 0,
+                found: 3,
+                expected: 1
+            }
+        );
     }
 }

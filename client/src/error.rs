@@ -50,11 +50,12 @@ pub enum Error {
         after: Duration,
     },
     /// The broker sent bytes this client cannot read: a bug on one side, or not an smq broker.
+    /// The message ends with `reason` (the codec's [`DecodeError`] or [`FrameError`], or what
+    /// did not fit the request), which is therefore no `source` too: each cause is said once.
     #[error("unreadable {what} from broker {broker}: {reason}")]
     Protocol {
         what: String,
         broker: String,
-        #[source]
         reason: ProtocolViolation,
     },
     /// The topic does not exist on the broker.
@@ -148,6 +149,15 @@ impl Error {
         }
     }
 
+    /// An answer of another api than `api`'s request (a broker bug).
+    pub(crate) fn wrong_api(api: ApiKey, broker: &str) -> Error {
+        Error::Protocol {
+            what: format!("{api:?} response"),
+            broker: broker.to_owned(),
+            reason: ProtocolViolation::WrongApi,
+        }
+    }
+
     pub(crate) fn frame(broker: &str, error: FrameError) -> Error {
         Error::Protocol {
             what: "response frame".to_owned(),
@@ -176,8 +186,14 @@ pub enum ProtocolViolation {
     /// A response frame the codec refused (too large, too small).
     #[error(transparent)]
     Frame(#[from] FrameError),
-    /// Well-formed bytes that do not fit the request: another api's response, a count or a
-    /// batch that contradicts what was asked.
+    /// A well-formed answer of another api than the request's.
+    #[error("the response does not match the request's api")]
+    WrongApi,
+    /// A fetched batch that is damaged, cut or of another queue.
+    #[error(transparent)]
+    Batch(#[from] crate::consumer::FetchedBatchError),
+    /// Well-formed bytes that do not fit the request: a version or a count that contradicts
+    /// what was asked.
     #[error("{0}")]
     Mismatch(String),
 }

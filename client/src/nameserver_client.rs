@@ -19,6 +19,7 @@
 //! scheme (SRV answers carry none), so that tokens never travel in clear; an `https://` URL
 //! without a CA is a failed NameServer whose error says to give one.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -596,6 +597,26 @@ fn describe_http(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `GET path` on the plain-HTTP server at `addr`, one request per connection, through the same
+/// hyper client as the NameServer calls: the status and the body, or why there is none. For
+/// probes of a server's `/healthz` and `/metrics` (`smq dev`), which are no NameServer API calls.
+pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, Bytes), String> {
+    match exchange(
+        &format!("http://{addr}"),
+        Method::GET,
+        path,
+        None,
+        None,
+        None,
+    )
+    .await
+    {
+        Ok(Response { status, body }) => Ok((status, body)),
+        Err(Attempt::Failed(reason) | Attempt::WarmingUp(reason)) => Err(reason),
+        Err(Attempt::Refused { status, .. }) => Err(format!("refused with status {status}")),
+    }
 }
 
 /// One request on a fresh connection (`Connection: close`) through hyper's HTTP/1.1 client; the

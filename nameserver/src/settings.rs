@@ -95,8 +95,6 @@ pub enum SettingsError {
     Secret(#[from] smq_client::Error),
     #[error(transparent)]
     Tls(#[from] smq_tls::TlsError),
-    #[error("{0}")]
-    Invalid(&'static str),
 }
 
 impl Settings {
@@ -123,7 +121,11 @@ impl Settings {
     /// The defaults where a setting is missing; the secrets and certificates read.
     pub fn into_config(self) -> Result<Config, SettingsError> {
         let defaults = Config::default();
-        let tls = server_tls(self.tls_cert, self.tls_key, self.tls_client_ca)?;
+        let tls = ServerTls::from_flags(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_client_ca.as_deref(),
+        )?;
         Ok(Config {
             listen: self.listen.unwrap_or(defaults.listen),
             advertise: self.advertise,
@@ -152,28 +154,6 @@ impl Settings {
     }
 }
 
-/// HTTPS as --tls-cert, --tls-key and --tls-client-ca ask for, if at all.
-fn server_tls(
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    client_ca: Option<PathBuf>,
-) -> Result<Option<ServerTls>, SettingsError> {
-    match (cert, key) {
-        (Some(cert), Some(key)) => Ok(Some(ServerTls::from_files(
-            &cert,
-            &key,
-            client_ca.as_deref(),
-        )?)),
-        (None, None) if client_ca.is_some() => Err(SettingsError::Invalid(
-            "--tls-client-ca needs --tls-cert and --tls-key",
-        )),
-        (None, None) => Ok(None),
-        _ => Err(SettingsError::Invalid(
-            "--tls-cert and --tls-key go together: give both, or neither for HTTP",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +173,32 @@ mod tests {
         assert!(problems.is_empty(), "{}", problems.join("\n"));
         assert_eq!(variable_of("cluster_secret"), CLUSTER_SECRET_ENV);
         assert_eq!(variable_of("read_token"), READ_TOKEN_ENV);
+    }
+
+    #[test]
+    fn each_documented_default_is_the_default_in_help_readme_and_config() {
+        use clap::CommandFactory;
+        let flags = Settings::command()
+            .get_arguments()
+            .filter_map(|arg| {
+                Some((
+                    format!("--{}", arg.get_long()?),
+                    arg.get_help()?.to_string(),
+                ))
+            })
+            .collect::<Vec<_>>();
+        let readme = include_str!("../../README.md");
+        let (checked, problems) = smq_settings::check::default_problems(
+            flags,
+            readme,
+            "## NameServer",
+            |settings: Settings| {
+                let log_level = settings.log_level().to_owned();
+                settings.into_config().map(|config| (config, log_level))
+            },
+        );
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert!(checked >= 4, "only {checked} defaults found in the help");
     }
 
     #[test]

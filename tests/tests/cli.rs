@@ -471,3 +471,47 @@ fn consume_losing_its_nameserver(rust_log: Option<&str>) -> String {
     broker.stop();
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A "broker" that answers the first request with a frame whose body is one byte: the CLI's
+/// error names the unreadable answer and the codec's reason, each once.
+#[test]
+fn an_unreadable_answer_is_reported_with_each_cause_once() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut length = [0u8; 4];
+        stream.read_exact(&mut length).unwrap();
+        let mut request = vec![0u8; u32::from_be_bytes(length) as usize];
+        stream.read_exact(&mut request).unwrap();
+        let correlation_id = &request[4..8]; // after the api key and version
+        let mut answer = 5u32.to_be_bytes().to_vec();
+        answer.extend_from_slice(correlation_id);
+        answer.push(0xff);
+        stream.write_all(&answer).unwrap();
+        // Keep the connection open until the CLI has read the answer and gone.
+        let _ = stream.read(&mut [0u8; 1]);
+    });
+    let output = std::process::Command::new(smq_tests::binary("smq"))
+        .args(["topic", "list", "--broker", &addr.to_string()])
+        .env_remove("SMQ_NAMESERVER")
+        .env_remove("SMQ_SRV")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    fake.join().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("unreadable"))
+        .unwrap_or_else(|| panic!("no unreadable answer reported: {stderr}"));
+    assert!(line.contains(&format!("from broker {addr}")), "{line}");
+    let causes: Vec<&str> = line.split(": ").collect();
+    let mut distinct = causes.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), causes.len(), "a cause said twice: {line}");
+    assert!(causes.len() >= 3, "the codec's reason is missing: {line}");
+}

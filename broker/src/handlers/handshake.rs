@@ -32,7 +32,7 @@ pub fn handle(
         broker_min_version: PROTOCOL_VERSION_MIN,
         broker_max_version: PROTOCOL_VERSION_MAX,
         max_frame_bytes: broker.config.max_frame_bytes() as u32,
-        max_message_bytes: broker.config.max_message_bytes as u32,
+        max_message_bytes: broker.config.store.max_message_bytes as u32,
     };
     Ok((
         access,

@@ -124,10 +124,10 @@ fn append_entry(
     queue_id: u32,
     batch: &Bytes,
 ) -> Result<Appended, HandlerError> {
-    if batch.len() as u64 > broker.config.max_batch_bytes {
+    if batch.len() > broker.config.store.max_batch_bytes {
         return Err(HandlerError::BatchTooLarge {
             batch_bytes: batch.len(),
-            max_batch_bytes: broker.config.max_batch_bytes,
+            max_batch_bytes: broker.config.store.max_batch_bytes as u64,
         });
     }
     let started = Instant::now();

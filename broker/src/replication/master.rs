@@ -164,7 +164,7 @@ impl Replicas {
             }),
             next_session: AtomicU64::new(1),
             acknowledged: watch::Sender::new(0),
-            fsync_acks: config.flush == FlushMode::Sync,
+            fsync_acks: config.store.flush == FlushMode::Sync,
             lag_time_max: Duration::from_millis(config.replica_lag_time_max_ms),
             sync: config.replication == Replication::Sync,
             holders_changed: Notify::new(),
@@ -299,10 +299,10 @@ pub fn hello(
             hello.cluster, hello.group, config.cluster, config.group
         ));
     }
-    if hello.segment_bytes != config.segment_bytes {
+    if hello.segment_bytes != config.store.segment_bytes {
         return refuse(format!(
             "the slave's segment_bytes is {}, this master's {}: positions would not match; give both the same --segment-bytes",
-            hello.segment_bytes, config.segment_bytes
+            hello.segment_bytes, config.store.segment_bytes
         ));
     }
     let store = &broker.store;
@@ -528,7 +528,7 @@ pub fn holders_at_start(
     store: &Store,
 ) -> Result<(Holders, bool), HoldersFileError> {
     let end = store.end_position();
-    let Some(mut holders) = Holders::read(&config.data_dir)? else {
+    let Some(mut holders) = Holders::read(&config.store.data_dir)? else {
         let promoted = store
             .epoch_history()
             .entries
@@ -548,7 +548,7 @@ pub fn holders_at_start(
         ));
     };
     let complete = holders.slaves.is_empty()
-        || config.flush == FlushMode::Sync
+        || config.store.flush == FlushMode::Sync
         || store.recovery_report().clean;
     if holders.acknowledged > end {
         tracing::warn!(
@@ -557,7 +557,7 @@ pub fn holders_at_start(
             "this master's log ends before what its slaves acknowledged: it lost its tail"
         );
         holders.acknowledged = end;
-        holders.write(&config.data_dir)?;
+        holders.write(&config.store.data_dir)?;
     }
     if !complete {
         tracing::warn!(
@@ -625,10 +625,11 @@ pub async fn keep_holders(broker: Arc<Broker>) {
         };
         let writer = broker.clone();
         let to_write = holders.clone();
-        let result = tokio::task::spawn_blocking(move || to_write.write(&writer.config.data_dir))
-            .await
-            .map_err(|error| error.to_string())
-            .and_then(|result| result.map_err(|error| error.to_string()));
+        let result =
+            tokio::task::spawn_blocking(move || to_write.write(&writer.config.store.data_dir))
+                .await
+                .map_err(|error| error.to_string())
+                .and_then(|result| result.map_err(|error| error.to_string()));
         if let Err(error) = result {
             tracing::error!(%error, "writing the holders file failed: acknowledgements keep waiting for every holder; retried");
             replicas.lock().joined = true;

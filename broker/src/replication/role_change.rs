@@ -237,7 +237,7 @@ async fn demote(broker: &Arc<Broker>, master: Option<String>, why: &str) {
         writer
             .pending_visibility
             .wake_visible(writer.store.visible_position());
-        Holders::remove(&writer.config.data_dir)?;
+        Holders::remove(&writer.config.store.data_dir)?;
         writer.store.mark_slave()
     })
     .await;
@@ -309,7 +309,7 @@ async fn hand_over(broker: &Arc<Broker>, request: HandOver) -> Outcome {
     broker.topics_changed.notify_one();
     tracing::warn!(slave = %request.slave_addr, "handing over: this master takes no more writes and waits until the slave holds its whole log");
     let deadline = started + Duration::from_millis(u64::from(request.timeout_ms));
-    let fsync_acks = broker.config.flush == FlushMode::Sync;
+    let fsync_acks = broker.config.store.flush == FlushMode::Sync;
     let mut settled_since: Option<(u64, Instant)> = None;
     loop {
         let end = broker.store.end_position();

@@ -176,7 +176,7 @@ async fn replicate(
         slave_addr: slave_addr.to_owned(),
         secret: Bytes::from(secret),
         log_end: broker.store.end_position(),
-        segment_bytes: broker.config.segment_bytes,
+        segment_bytes: broker.config.store.segment_bytes,
         epochs: broker.store.epoch_history().entries,
     });
     let ReplicaHelloResponse {

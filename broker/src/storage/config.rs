@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use smq_protocol::limits::{MAX_BATCH_BYTES_DEFAULT, MAX_MESSAGE_BYTES_DEFAULT};
 
-/// When appended bytes are made durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// When appended bytes are made durable (`--flush sync|async`, `flush = "async"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FlushMode {
     /// Group commit: an append is acknowledged only after an fsync that covers it.
     Sync,

@@ -27,7 +27,7 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 
 pub fn config(dir: &Path) -> BrokerConfig {
     let mut config = BrokerConfig::for_tests(dir);
-    config.segment_bytes = 8 * 1024 * 1024;
+    config.store.segment_bytes = 8 * 1024 * 1024;
     config.http = Some("127.0.0.1:0".into());
     config
 }

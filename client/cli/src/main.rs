@@ -165,14 +165,11 @@ fn show_library_warnings() {
 
 /// TLS as --tls-ca (with --tls-cert and --tls-key) ask for, if at all.
 fn client_tls(cli: &Cli) -> anyhow::Result<Option<ClientTls>> {
-    let Some(ca) = &cli.tls_ca else {
-        return Ok(None);
-    };
-    Ok(Some(match (&cli.tls_cert, &cli.tls_key) {
-        (Some(cert), Some(key)) => ClientTls::with_client_certificate(ca, cert, key)?,
-        (None, None) => ClientTls::from_ca_file(ca)?,
-        _ => anyhow::bail!("--tls-cert and --tls-key go together: give both or neither"),
-    }))
+    Ok(ClientTls::from_flags(
+        cli.tls_ca.as_deref(),
+        cli.tls_cert.as_deref(),
+        cli.tls_key.as_deref(),
+    )?)
 }
 
 /// The NameServer client the discovery flags ask for, if any.

@@ -18,6 +18,9 @@ use crate::wire::DecodeError;
 /// assert_eq!(Role::Master.to_u8(), 0);
 /// assert_eq!(Role::from_u8(1).unwrap(), Role::Slave);
 /// assert!(Role::from_u8(2).is_err());
+/// // In settings (`--role`, `role = "slave"`) it is the same string.
+/// assert_eq!("slave".parse::<Role>().unwrap(), Role::Slave);
+/// assert!("leader".parse::<Role>().unwrap_err().contains("master, slave"));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,6 +33,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, in the order of their bytes.
+    pub const ALL: [Role; 2] = [Role::Master, Role::Slave];
+
     /// The role's byte on the wire (proto-spec.md, Metadata).
     pub fn to_u8(self) -> u8 {
         self as u8
@@ -53,5 +59,17 @@ impl Role {
             Role::Master => "master",
             Role::Slave => "slave",
         }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    /// The role [`Role::as_str`] spells `text`; the error names the roles there are.
+    fn from_str(text: &str) -> Result<Role, String> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str() == text)
+            .ok_or_else(|| format!("`{text}` is no role: one of master, slave"))
     }
 }

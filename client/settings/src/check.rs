@@ -64,6 +64,117 @@ pub fn settings_table(readme: &str, heading: &str) -> Result<Vec<Vec<String>>, S
     Ok(rows)
 }
 
+/// The default a flag's help states: `... [default: 3000].` -> `3000`.
+pub fn help_default(help: &str) -> Option<&str> {
+    let (_, rest) = help.split_once("[default: ")?;
+    rest.split_once(']').map(|(default, _)| default.trim())
+}
+
+/// The default column of the row of README.md's settings table under `heading` that names
+/// `flag` (`--foo`), as the help states it: without backquotes, thousands separators, the bounds
+/// or a note after it (` (1 – 100)`, ` = no limit`, `: plaintext`), and a size in KiB, MiB or
+/// GiB as bytes: `` `16 MiB (1 KiB – 1 GiB)` `` -> `16777216`, `10,000 (1 – 1,000,000)` ->
+/// `10000`, `` `master` `` -> `master`.
+pub fn readme_default(readme: &str, heading: &str, flag: &str) -> Result<String, String> {
+    let mut lines = readme.lines().skip_while(|line| line.trim_end() != heading);
+    lines.next();
+    let row = lines
+        .skip_while(|line| !line.starts_with("| setting "))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .find(|line| {
+            let first_cell = line.split('|').nth(1).unwrap_or_default();
+            first_cell
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .any(|quoted| quoted.split_whitespace().next() == Some(flag))
+        })
+        .ok_or_else(|| format!("README's settings table under {heading:?} has no row of {flag}"))?;
+    let cell = row.split('|').nth(2).unwrap_or_default().replace('`', "");
+    let cell = cell.trim();
+    let value = cell
+        .split(": ")
+        .next()
+        .and_then(|value| value.split_whitespace().next())
+        .unwrap_or_default()
+        .replace(',', "");
+    let unit = cell.split_whitespace().nth(1).unwrap_or_default();
+    let scale: u64 = match unit {
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Ok(value),
+    };
+    value
+        .parse::<u64>()
+        .map(|number| (number * scale).to_string())
+        .map_err(|_| format!("README's default of {flag} is {cell:?}, not a size"))
+}
+
+/// Whether `key = value` in the TOML file of `T` gives what leaving it out gives: `value` as a
+/// number or a boolean if it is one, else as a string. `complete` turns the settings into the
+/// server's configuration, whose `Debug` is compared; an error is a problem too.
+pub fn default_is_the_default<T, C, E>(
+    key: &str,
+    value: &str,
+    complete: impl Fn(T) -> Result<C, E>,
+) -> Result<(), String>
+where
+    T: DeserializeOwned + Default,
+    C: std::fmt::Debug,
+    E: std::fmt::Display,
+{
+    let settings: T = toml::from_str(&format!("{key} = {value}"))
+        .or_else(|_| toml::from_str(&format!("{key} = {value:?}")))
+        .map_err(|error| format!("{key} = {value:?} is no TOML setting: {error}"))?;
+    let given = complete(settings).map_err(|error| format!("{key} = {value:?}: {error}"))?;
+    let left_out = complete(T::default()).map_err(|error| error.to_string())?;
+    if format!("{given:?}") == format!("{left_out:?}") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} = {value:?}, the documented default, is not what leaving {key} out gives"
+        ))
+    }
+}
+
+/// What is wrong with the documented defaults of `T`: for each flag (`--long` and its help, as
+/// clap has them) whose help states a default value (`[default: 3000]`, not words like
+/// `[default: the --listen address]`), README's settings table under `heading` must state the
+/// same ([`readme_default`]) and setting it must give what leaving it out gives
+/// ([`default_is_the_default`]). Also returns how many defaults were checked.
+pub fn default_problems<T, C, E>(
+    flags: impl IntoIterator<Item = (String, String)>,
+    readme: &str,
+    heading: &str,
+    complete: impl Fn(T) -> Result<C, E>,
+) -> (usize, Vec<String>)
+where
+    T: DeserializeOwned + Default,
+    C: std::fmt::Debug,
+    E: std::fmt::Display,
+{
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for (flag, help) in flags {
+        let Some(default) = help_default(&help).filter(|default| !default.contains(' ')) else {
+            continue;
+        };
+        checked += 1;
+        match readme_default(readme, heading, &flag) {
+            Ok(readme) if readme == default => {}
+            Ok(readme) => problems.push(format!("{flag}: help {default}, README {readme}")),
+            Err(error) => problems.push(error),
+        }
+        if default != "none" {
+            let key = toml_key_of(&flag);
+            problems.extend(default_is_the_default(&key, default, &complete).err());
+        }
+    }
+    (checked, problems)
+}
+
 /// Whether the TOML file of `T` has the key `key` (a wrong value type is not a missing key).
 fn has_toml_key<T: DeserializeOwned>(key: &str) -> bool {
     match toml::from_str::<T>(&format!("{key} = 0")) {
@@ -257,6 +368,31 @@ mod tests {
         ] {
             assert!(problems.contains(expected), "{expected:?} in:\n{problems}");
         }
+    }
+
+    #[test]
+    fn defaults_are_read_from_the_help_and_the_readme_alike() {
+        assert_eq!(
+            help_default("Size [default: 1073741824]."),
+            Some("1073741824")
+        );
+        assert_eq!(help_default("No default."), None);
+        let readme = "## S\n\n| setting | default | meaning |\n|---|---|---|\n\
+             | `--a N` (`SMQ_A`) | 10,000 (1 – 1,000,000) | x |\n\
+             | `--b` (`SMQ_B`) | `16 MiB` (1 KiB – 1 GiB) | x |\n\
+             | `--c` (`SMQ_C`) | `master` | x |\n\
+             | `--d` (`SMQ_D`) | 0 = no limit | x |\n\
+             | `--e` (`SMQ_E`) | `127.0.0.1:1` | x |\n\
+             | `--f` (`SMQ_F`) | none: plaintext | x |\n";
+        for (flag, default) in [
+            ("--a", "10000"),
+            ("--b", "16777216"),
+            ("--c", "master"),
+            ("--d", "0"),
+        ] {
+            assert_eq!(readme_default(readme, "## S", flag).unwrap(), default);
+        }
+        assert!(readme_default(readme, "## S", "--g").is_err());
     }
 
     #[test]

@@ -815,7 +815,7 @@ async fn finish_when_answered(completions: Vec<Completion>, pending: PendingResp
             vec![Err(error); completions.len()]
         }
         Ok(_) => {
-            let error = mismatch("the response does not match the request's api".into());
+            let error = Error::wrong_api(ApiKey::Produce, &broker);
             vec![Err(error); completions.len()]
         }
         Err(error) => vec![Err(error); completions.len()],

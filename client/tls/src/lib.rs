@@ -46,6 +46,13 @@ pub enum TlsError {
     },
     #[error("the TLS settings are not usable: {0}")]
     Settings(String),
+    #[error("--tls-cert and --tls-key go together: give both, or neither for plaintext")]
+    UnpairedKey,
+    #[error(
+        "--tls-client-ca needs --tls-cert and --tls-key: client certificates are checked only \
+         over TLS"
+    )]
+    ClientCaWithoutCert,
     #[error("`{address}` has no host name or IP address to check the certificate against")]
     ServerName { address: String },
     #[error("TLS handshake with {peer} failed: {reason}")]
@@ -148,7 +155,33 @@ impl fmt::Debug for ServerTls {
     }
 }
 
+/// `--tls-cert` and `--tls-key` as given: both (`Some`) or neither (`None`), never one alone.
+pub fn cert_and_key<'a>(
+    cert: Option<&'a Path>,
+    key: Option<&'a Path>,
+) -> Result<Option<(&'a Path, &'a Path)>, TlsError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (None, None) => Ok(None),
+        _ => Err(TlsError::UnpairedKey),
+    }
+}
+
 impl ServerTls {
+    /// A server's TLS as its flags `--tls-cert`, `--tls-key` (both or neither) and
+    /// `--tls-client-ca` (only with them) ask for; `None`: plaintext.
+    pub fn from_flags(
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        client_ca: Option<&Path>,
+    ) -> Result<Option<ServerTls>, TlsError> {
+        match cert_and_key(cert, key)? {
+            Some((cert, key)) => ServerTls::from_files(cert, key, client_ca).map(Some),
+            None if client_ca.is_some() => Err(TlsError::ClientCaWithoutCert),
+            None => Ok(None),
+        }
+    }
+
     /// Reads `cert` (the chain, leaf first) and `key` (PKCS#8, PKCS#1 or SEC1), and `client_ca`
     /// if given: then only clients presenting a certificate signed by it get in.
     pub fn from_files(
@@ -206,6 +239,17 @@ impl fmt::Debug for ClientTls {
 }
 
 impl ClientTls {
+    /// A client's TLS as its flags `--tls-ca`, `--tls-cert` and `--tls-key` (both or neither:
+    /// the certificate it presents) ask for; `None` without `--tls-ca`: plaintext.
+    pub fn from_flags(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<Option<ClientTls>, TlsError> {
+        let identity = cert_and_key(cert, key)?;
+        ca.map(|ca| ClientTls::build(ca, identity)).transpose()
+    }
+
     /// Trusts the CA certificates in `ca` (PEM) and no others.
     pub fn from_ca_file(ca: &Path) -> Result<ClientTls, TlsError> {
         ClientTls::build(ca, None)

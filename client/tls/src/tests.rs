@@ -141,3 +141,31 @@ fn server_names_come_from_the_host_part() {
         ServerName::DnsName(_)
     ));
 }
+
+#[test]
+fn the_flags_pair_cert_and_key_and_need_them_for_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path());
+    let (cert, key, ca) = (
+        Some(pki.cert.as_path()),
+        Some(pki.key.as_path()),
+        Some(pki.ca.as_path()),
+    );
+    assert!(ServerTls::from_flags(None, None, None).unwrap().is_none());
+    assert!(ServerTls::from_flags(cert, key, ca).unwrap().is_some());
+    for (cert, key) in [(cert, None), (None, key)] {
+        let error = ServerTls::from_flags(cert, key, None).unwrap_err();
+        assert!(matches!(error, TlsError::UnpairedKey), "{error}");
+        let error = ClientTls::from_flags(ca, cert, key).unwrap_err();
+        assert!(matches!(error, TlsError::UnpairedKey), "{error}");
+    }
+    let error = ServerTls::from_flags(None, None, ca).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("--tls-client-ca needs --tls-cert and --tls-key"),
+        "{error}"
+    );
+    assert!(ClientTls::from_flags(None, None, None).unwrap().is_none());
+    assert!(ClientTls::from_flags(ca, None, None).unwrap().is_some());
+}

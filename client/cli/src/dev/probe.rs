@@ -8,31 +8,19 @@ use anyhow::Context;
 use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
 use smq_client::nameserver_api::ClusterView;
 use smq_client::nameserver_client::NameServerClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `GET path` on `addr` (HTTP/1.1, one request per connection): the status and the body, or
+/// `GET path` on `addr` (through the library's HTTP client): the status and the body, or
 /// `None` if nothing answered in time.
 pub(crate) async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let text = String::from_utf8_lossy(&response);
-        let status = text.split(' ').nth(1)?.parse().ok()?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())?;
-        Some((status, body))
-    };
-    tokio::time::timeout(PROBE_TIMEOUT, exchange)
+    let exchange = smq_client::nameserver_client::get(addr, path);
+    let (status, body) = tokio::time::timeout(PROBE_TIMEOUT, exchange)
         .await
-        .ok()
-        .flatten()
+        .ok()?
+        .ok()?;
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Whether `GET /healthz` answers 200.
