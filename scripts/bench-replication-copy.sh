@@ -40,17 +40,9 @@ stop_slave() {
 bench_cleanup() { stop_slave; }
 
 start_master() {
-  stop_broker
-  rm -rf "$WORK/data"
-  "$BIN/smq-broker" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --flush async \
-    --segment-bytes "$SEGMENT_BYTES" --replication async --replication-secret-file "$WORK/secret" --http "127.0.0.1:$HTTP_PORT" \
-    ${PACE_BYTES_PER_SEC:+--replication-max-bytes-per-sec "$PACE_BYTES_PER_SEC"} --log-level warn >"$WORK/broker.log" 2>&1 &
-  BROKER_PID=$!
-  for _ in $(seq 1 200); do
-    if "$BIN/smq" --broker "127.0.0.1:$PORT" topic list >/dev/null 2>&1; then return; fi
-    sleep 0.05
-  done
-  echo "the master did not start:"; cat "$WORK/broker.log"; exit 1
+  start_broker async --segment-bytes "$SEGMENT_BYTES" --replication async \
+    --replication-secret-file "$WORK/secret" --http "127.0.0.1:$HTTP_PORT" \
+    ${PACE_BYTES_PER_SEC:+--replication-max-bytes-per-sec "$PACE_BYTES_PER_SEC"}
 }
 
 start_slave() {
