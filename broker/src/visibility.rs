@@ -3,15 +3,11 @@
 //! synchronous replication, the slave's acknowledgement as its replication connection reads
 //! it, so that a consumer is answered without a hop through the produce's own task; otherwise
 //! (and as a fallback) the produce's task once its batch is fsynced and acknowledged.
-//!
-//! [`Wakes`]: the long polls a request made ready, woken only once the request's own answer is
-//! handed to its connection's writer, so that the reader's core goes to them next.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use crate::config::Replication;
-use crate::state::{Broker, TopicState};
+use crate::state::TopicState;
 
 /// The queues with a batch not visible yet, by the log position where the batch ends.
 #[derive(Default)]
@@ -46,69 +42,6 @@ impl PendingVisibility {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Arc<TopicState>, u32)>> {
         self.by_end.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// The waiting readers a request made ready (consumers' long polls, slaves' held fetches), to
-/// wake after the request's answer (or its waiting future) is handed to its own connection's
-/// writer rather than at once.
-///
-/// Tokio runs the task woken last by a worker on that worker next (its LIFO slot) and leaves a
-/// task woken before it in the run queue, where it waits for the running task to yield or for
-/// another worker thread to be woken and steal it. A produce woke its consumers' writers first
-/// and its own writer last, so the hop on the end-to-end path was the one left waiting (behind
-/// the produce's answer, or for a thread wake-up on the other core). Woken last, the reader on
-/// the end-to-end path gets the core as soon as the request's reader yields.
-#[derive(Default)]
-pub struct Wakes {
-    queues: Vec<(Arc<TopicState>, u32)>,
-    /// The visible position may have moved: wake the long polls of what became visible.
-    visible: bool,
-    /// The log grew: wake the slaves' held fetches.
-    log_appended: bool,
-}
-
-impl Wakes {
-    /// The long polls of `queue` (a batch visible at once was appended to it).
-    pub fn queue(&mut self, topic: &Arc<TopicState>, queue: u32) {
-        if !self
-            .queues
-            .iter()
-            .any(|(t, q)| Arc::ptr_eq(t, topic) && *q == queue)
-        {
-            self.queues.push((topic.clone(), queue));
-        }
-    }
-
-    /// The long polls of batches that became visible ([`PendingVisibility::wake_visible`] at
-    /// the visible position of the moment they are woken).
-    pub fn visible(&mut self) {
-        self.visible = true;
-    }
-
-    /// The slaves' fetches waiting for the log to grow.
-    pub fn log_appended(&mut self) {
-        self.log_appended = true;
-    }
-
-    /// Wakes them: the slaves last under synchronous replication (the slave's copy is then on
-    /// the way to the consumer), else the consumers last.
-    pub fn wake(self, broker: &Broker) {
-        let slaves_last = broker.config.replication == Replication::Sync;
-        if self.log_appended && !slaves_last {
-            broker.log_appended.notify_waiters();
-        }
-        if self.visible {
-            broker
-                .pending_visibility
-                .wake_visible(broker.store.visible_position());
-        }
-        for (topic, queue) in &self.queues {
-            topic.appended(*queue).notify_waiters();
-        }
-        if self.log_appended && slaves_last {
-            broker.log_appended.notify_waiters();
-        }
     }
 }
 

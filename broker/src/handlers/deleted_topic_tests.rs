@@ -13,7 +13,6 @@ use super::{dispatch, produce, Answer, Outcome, Reply};
 use crate::auth::Access;
 use crate::config::BrokerConfig;
 use crate::state::Broker;
-use crate::visibility::Wakes;
 
 async fn answer(reply: Reply) -> Outcome {
     match reply {
@@ -32,17 +31,15 @@ fn produce_request(body: &str) -> ProduceRequest {
     }
 }
 
-/// Starts `request` as a connection does, and wakes what it made ready.
-fn start(broker: &Arc<Broker>, request: Request) -> Reply {
-    let mut wakes = Wakes::default();
-    let reply = dispatch(broker, &Access::Open, request, &mut wakes);
-    wakes.wake(broker);
-    reply
-}
-
 /// Produces `body` to `t`/0 as a request arriving now would; returns its offset.
 async fn produce_now(broker: &Arc<Broker>, body: &str) -> u64 {
-    match answer(start(broker, Request::Produce(produce_request(body)))).await {
+    match answer(dispatch(
+        broker,
+        &Access::Open,
+        Request::Produce(produce_request(body)),
+    ))
+    .await
+    {
         Ok(Answer::Response(Response::Produce(produced))) => produced.base_queue_offset,
         Ok(_) => panic!("not a Produce response"),
         Err(error) => panic!("producing {body:?}: {error}"),
@@ -102,10 +99,7 @@ async fn a_produce_that_found_the_topic_before_it_was_deleted_and_created_again_
     // The request has found the topic; then it is deleted and created again before the append.
     let found = setup.broker.topic("t").unwrap();
     setup.delete_and_create_again();
-    let mut wakes = crate::visibility::Wakes::default();
-    let appended =
-        produce::append_to_topic(&setup.broker, found, produce_request("stale"), &mut wakes);
-    let error = match appended {
+    let error = match produce::append_to_topic(&setup.broker, found, produce_request("stale")) {
         Ok(reply) => answer(reply).await.err(),
         Err(error) => Some(error),
     }
@@ -117,8 +111,9 @@ async fn a_produce_that_found_the_topic_before_it_was_deleted_and_created_again_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_on_a_topic_deleted_meanwhile_answers_unknown_topic_at_once() {
     let setup = WithTopic::start().await;
-    let poll = tokio::spawn(answer(start(
+    let poll = tokio::spawn(answer(dispatch(
         &setup.broker,
+        &Access::Open,
         Request::Fetch(FetchRequest {
             topic: "t".into(),
             queue_id: 0,

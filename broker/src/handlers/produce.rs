@@ -26,12 +26,11 @@ use crate::auth::{Access, Action};
 use crate::config::Replication;
 use crate::state::{Broker, TopicState};
 use crate::storage::{Appended, FlushMode, FlushWait};
-use crate::visibility::Wakes;
 
-pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, wakes: &mut Wakes) -> Reply {
+pub fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Reply {
     let appended = check_master(broker)
         .and_then(|()| topic_queue(broker, &request.topic, request.queue_id))
-        .and_then(|topic| append_to_topic(broker, topic, request, wakes));
+        .and_then(|topic| append_to_topic(broker, topic, request));
     match appended {
         Ok(reply) => reply,
         Err(error) => Reply::Now(Err(error)),
@@ -39,13 +38,11 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, wakes: &mut Wakes) 
 }
 
 /// Appends to `topic` as found when the request arrived: refused with `UNKNOWN_TOPIC` if it was
-/// deleted since, even if a topic of the same name was created again. The readers it makes
-/// ready go into `wakes`.
+/// deleted since, even if a topic of the same name was created again.
 pub(crate) fn append_to_topic(
     broker: &Arc<Broker>,
     topic: Arc<TopicState>,
     request: ProduceRequest,
-    wakes: &mut Wakes,
 ) -> Result<Reply, HandlerError> {
     let replicate = check_replicable(broker, request.acks)?;
     let stored = vec![Ok(append_entry(
@@ -53,7 +50,6 @@ pub(crate) fn append_to_topic(
         &topic,
         request.queue_id,
         &request.batch,
-        wakes,
     )?)];
     let wait = Wait {
         fsync: request.acks == Acks::Flushed,
@@ -72,12 +68,7 @@ pub(crate) fn append_to_topic(
 }
 
 /// Produce version 2: every entry appended and answered apart, one wait for all of them.
-pub fn handle_many(
-    broker: &Arc<Broker>,
-    access: &Access,
-    request: ProduceManyRequest,
-    wakes: &mut Wakes,
-) -> Reply {
+pub fn handle_many(broker: &Arc<Broker>, access: &Access, request: ProduceManyRequest) -> Reply {
     let replicate = match check_master(broker).and_then(|()| check_replicable(broker, request.acks))
     {
         Ok(replicate) => replicate,
@@ -89,7 +80,7 @@ pub fn handle_many(
         .map(|entry| {
             access.check_topic(Action::Produce, &entry.topic)?;
             let topic = topic_queue(broker, &entry.topic, entry.queue_id)?;
-            append_entry(broker, &topic, entry.queue_id, &entry.batch, wakes)
+            append_entry(broker, &topic, entry.queue_id, &entry.batch)
         })
         .collect();
     let wait = Wait {
@@ -126,14 +117,12 @@ fn check_replicable(broker: &Broker, acks: Acks) -> Result<bool, HandlerError> {
     Ok(replicate)
 }
 
-/// Appends one batch (no waiting: the request waits once for all of its batches) and counts it;
-/// the readers waiting for it (slaves, and consumers once it is visible) go into `wakes`.
+/// Appends one batch (no waiting: the request waits once for all of its batches) and counts it.
 fn append_entry(
     broker: &Broker,
     topic: &Arc<TopicState>,
     queue_id: u32,
     batch: &Bytes,
-    wakes: &mut Wakes,
 ) -> Result<Appended, HandlerError> {
     if batch.len() > broker.config.store.max_batch_bytes {
         return Err(HandlerError::BatchTooLarge {
@@ -148,15 +137,16 @@ fn append_entry(
             .append_to_unflushed(&topic.name, queue_id, batch)
     })??;
     broker.metrics.append_latency.observe(started.elapsed());
-    wakes.log_appended();
+    broker.log_appended.notify_waiters();
     if visible_later(broker) {
         // The batch's fsync or a slave's acknowledgement wakes its consumers
         // (`PendingVisibility`); this wakes them if it is visible already.
         let end = appended.position + u64::from(appended.size);
-        broker.pending_visibility.add(end, topic.clone(), queue_id);
-        wakes.visible();
+        let pending = &broker.pending_visibility;
+        pending.add(end, topic.clone(), queue_id);
+        pending.wake_visible(broker.store.visible_position());
     } else {
-        wakes.queue(topic, queue_id);
+        topic.appended(queue_id).notify_waiters();
     }
     topic
         .counters

@@ -38,7 +38,6 @@ use crate::config::{BrokerConfig, Replication};
 use crate::handlers::{Answer, HandlerError, Outcome, Reply};
 use crate::state::Broker;
 use crate::storage::{FlushMode, Store};
-use crate::visibility::Wakes;
 use smq_protocol::Role;
 
 /// Largest log chunk sent in one ReplicaFetch answer, whatever the slave asks for.
@@ -396,15 +395,8 @@ pub fn hello(
 
 /// Records what the fetch acknowledges, then answers with the log from its position, holding
 /// the request up to `max_wait_ms` while there is nothing new.
-/// A slave's fetch: acknowledges what it holds (the consumers and producers waiting for that go
-/// into `wakes`), then answers with the log from its position once there is some.
-pub fn fetch(
-    broker: &Arc<Broker>,
-    session: &ReplicaSession,
-    request: ReplicaFetch,
-    wakes: &mut Wakes,
-) -> Reply {
-    if let Err(error) = acknowledge(broker, session, &request, wakes) {
+pub fn fetch(broker: &Arc<Broker>, session: &ReplicaSession, request: ReplicaFetch) -> Reply {
+    if let Err(error) = acknowledge(broker, session, &request) {
         return Reply::Now(Err(error));
     }
     let broker = broker.clone();
@@ -470,7 +462,6 @@ fn acknowledge(
     broker: &Broker,
     session: &ReplicaSession,
     request: &ReplicaFetch,
-    wakes: &mut Wakes,
 ) -> Result<(), HandlerError> {
     let end = broker.store.end_position();
     if request.position > end {
@@ -510,19 +501,21 @@ fn acknowledge(
             slave.acknowledged(replicas.fsync_acks)
         }
     };
-    publish_acknowledged(broker, acknowledged, wakes);
+    publish_acknowledged(broker, acknowledged);
     Ok(())
 }
 
 /// The slaves hold the log below `position`: producers waiting for it are answered, and under
-/// synchronous replication consumers may read it: their long polls go into `wakes`, woken by
-/// the task that read the acknowledgement after everything else it wakes (so that theirs is
-/// the task this one hands its core to), not by the produce's task.
-fn publish_acknowledged(broker: &Broker, position: u64, wakes: &mut Wakes) {
+/// synchronous replication consumers may read it: their long polls are woken here, on the
+/// task that read the acknowledgement (last, so that theirs is the task this one hands its core
+/// to), not by the produce's task.
+fn publish_acknowledged(broker: &Broker, position: u64) {
     broker.replicas.advance(position);
     if broker.config.replication == Replication::Sync {
         broker.store.replicated(position);
-        wakes.visible();
+        broker
+            .pending_visibility
+            .wake_visible(broker.store.visible_position());
     }
 }
 
@@ -655,9 +648,7 @@ pub async fn keep_holders(broker: Arc<Broker>) {
             for slave in &leaving {
                 tracing::warn!(%slave, holders = ?holders.slaves, "a slave out of sync no longer counts as holding every acknowledged write: acknowledgements stop waiting for it until it is in sync again");
             }
-            let mut wakes = Wakes::default();
-            publish_acknowledged(&broker, acknowledged, &mut wakes);
-            wakes.wake(&broker);
+            publish_acknowledged(&broker, acknowledged);
         }
     }
 }

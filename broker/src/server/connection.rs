@@ -3,10 +3,7 @@
 //! A request that has to wait (a long poll, an fsync, a slave's acknowledgement) is handed to
 //! the writer, which polls it beside the others and writes its response on the same wake-up:
 //! no task of its own, so whatever completes it (an append, a slave's acknowledgement) wakes
-//! the one task that answers, and a long poll never blocks the requests behind it. The readers
-//! a request makes ready (consumers' long polls, slaves' fetches) are woken after its own answer
-//! is handed to the writer, so that theirs is the task the reader's core runs next
-//! ([`Wakes`]).
+//! the one task that answers, and a long poll never blocks the requests behind it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -24,7 +21,6 @@ use smq_protocol::role_change::{is_role_change_api, RoleRequest};
 use smq_protocol::{ErrorResponse, Request, RequestFrame, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -33,7 +29,6 @@ use crate::auth::Access;
 use crate::handlers::{self, handshake, Answer, HandlerError, Outcome, Reply};
 use crate::replication::{self, master::ReplicaSession};
 use crate::state::Broker;
-use crate::visibility::Wakes;
 
 /// Bytes the reader asks the socket for at least at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -284,7 +279,7 @@ impl Connection<'_> {
                 },
                 Err(error) => Reply::Now(Err(error.into())),
             };
-            self.answer(header, reply, Wakes::default()).await;
+            self.answer(header, reply).await;
             return true;
         }
         let request = match Request::decode(&header, frame.body) {
@@ -330,9 +325,8 @@ impl Connection<'_> {
             self.send(header, Err(refused)).await;
             return true;
         }
-        let mut wakes = Wakes::default();
-        let reply = handlers::dispatch(self.broker, &self.access, request, &mut wakes);
-        self.answer(header, reply, wakes).await;
+        let reply = handlers::dispatch(self.broker, &self.access, request);
+        self.answer(header, reply).await;
         true
     }
 
@@ -346,7 +340,6 @@ impl Connection<'_> {
                 return true;
             }
         };
-        let mut wakes = Wakes::default();
         let reply = match (request, &self.replica) {
             (ReplicaRequest::Hello(hello), _) => {
                 let admitted = self
@@ -367,23 +360,21 @@ impl Connection<'_> {
             }
             (_, None) => Reply::Now(Err(HandlerError::ReplicaHelloRequired)),
             (ReplicaRequest::Fetch(fetch), Some(session)) => {
-                replication::master::fetch(self.broker, session, fetch, &mut wakes)
+                replication::master::fetch(self.broker, session, fetch)
             }
             (ReplicaRequest::Metadata(metadata), Some(_)) => Reply::Now(
                 replication::master::metadata(self.broker, self.peer, &metadata),
             ),
         };
-        self.answer(header, reply, wakes).await;
+        self.answer(header, reply).await;
         true
     }
 
     /// Sends an answer now, or hands the waiting request to the writer, which answers it when
-    /// it completes; then wakes the readers the request made ready (`wakes`, see [`Wakes`]).
-    async fn answer(&mut self, header: RequestHeader, reply: Reply, wakes: Wakes) {
-        let work = match reply {
-            Reply::Now(outcome) => {
-                ToWriter::Ready(encode(self.broker, self.guards, self.peer, header, outcome))
-            }
+    /// it completes.
+    async fn answer(&mut self, header: RequestHeader, reply: Reply) {
+        match reply {
+            Reply::Now(outcome) => self.send(header, outcome).await,
             Reply::Later(pending) => {
                 let permit = self
                     .waiting
@@ -398,18 +389,11 @@ impl Connection<'_> {
                     drop(permit);
                     encode(&broker, &guards, peer, header, outcome)
                 };
-                ToWriter::Waiting(waiting.boxed())
+                let _ = self
+                    .responses
+                    .send(ToWriter::Waiting(waiting.boxed()))
+                    .await;
             }
-        };
-        // Woken before waiting for room in the writer's queue: other clients' readers never
-        // wait for this client to read its answers.
-        let full = match self.responses.try_send(work) {
-            Ok(()) | Err(TrySendError::Closed(_)) => None,
-            Err(TrySendError::Full(work)) => Some(work),
-        };
-        wakes.wake(self.broker);
-        if let Some(work) = full {
-            let _ = self.responses.send(work).await;
         }
     }
 
