@@ -11,6 +11,7 @@
 #   OTHER=path/to/release ROUNDS=3 scripts/bench-hops.sh   # also another build, alternating
 #   PER_THREAD=1 scripts/bench-hops.sh           # also the counts per thread (perf --per-thread)
 #   SETUPS="1q 8q syncrepl" RATE=20000 DURATION=10 WINDOW=6
+# Each round ends with the machine's floor (scripts/latency-floor.c), counted the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -110,6 +111,32 @@ run() { # label, queues
   per_message client | sed "s/^/$1 /"
 }
 
+# The machine's floor for the same path (scripts/latency-floor.c: two processes, three thread
+# wake-ups per handed batch, no storage, no runtime), counted the same way over its whole run.
+FLOOR=$WORK/latency-floor
+cc -O2 -pthread -o "$FLOOR" scripts/latency-floor.c 2>/dev/null || FLOOR=
+floor() {
+  if [ -z "$FLOOR" ]; then return; fi
+  local out
+  out=$(perf stat -x, -e "$EVENTS" -o "$WORK/perf-floor" -- "$FLOOR" "$RATE" "$DURATION" "$((RATE / 1000))")
+  echo "round $round [floor]: $out"
+  python3 - "$WORK/perf-floor" "$((RATE * DURATION))" <<'PY' | sed "s/^/round $round /"
+import sys
+counts = {}
+for line in open(sys.argv[1]):
+    fields = line.strip().split(",")
+    if len(fields) >= 3 and not line.startswith("#"):
+        try:
+            counts[fields[2]] = float(fields[0])
+        except ValueError:
+            pass
+messages = int(sys.argv[2])
+print(f"[floor] both processes: {counts.get('context-switches', 0) / messages:.2f} switches, "
+      f"{counts.get('sched:sched_wakeup', 0) / messages:.2f} wake-ups, "
+      f"{counts.get('cpu-migrations', 0) / messages:.2f} migrations per message")
+PY
+}
+
 echo "# hops: $ROUNDS rounds, window ${WINDOW}s of ${DURATION}s at $RATE msg/s, $(nproc) cores, $(uname -r), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
   for build in "${BUILDS[@]}"; do
@@ -122,6 +149,7 @@ for round in $(seq 1 "$ROUNDS"); do
       esac
     done
   done
+  floor
 done
 stop_slave
 stop_broker
