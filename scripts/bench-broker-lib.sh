@@ -6,7 +6,7 @@ BROKER_PID=
 BIN=${BIN:-target/release}
 WORK=$(mktemp -d -p "$PWD/target" "bench-$(basename "$0" .sh).XXXX")
 cargo build --release --quiet -p smq-broker -p smq-cli --bins
-trap 'stop_broker; rm -rf "$WORK"; if declare -F bench_cleanup >/dev/null; then bench_cleanup; fi' EXIT
+trap 'stop_slave; stop_broker; rm -rf "$WORK"; if declare -F bench_cleanup >/dev/null; then bench_cleanup; fi' EXIT
 scaled() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
 # shellcheck source=scripts/bench-limits.sh
 source scripts/bench-limits.sh
@@ -38,3 +38,28 @@ bench() { # mode, extra args...; prints the JSON summary line
 }
 
 field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); v=eval('d' + sys.argv[2]); print(round(v, 2) if v < 100 else round(v))" "$1" "$2"; }
+
+# A slave of the broker on $PORT, listening on $PORT + 1; returns once the master's /metrics (its
+# --http on $PORT + 2) count it in sync. Both use --replication-secret-file "$WORK/secret".
+SLAVE_PID=
+start_slave() { # flush mode
+  stop_slave
+  rm -rf "$WORK/slave"
+  "$BIN/smq-broker" --listen "127.0.0.1:$((PORT + 1))" --data-dir "$WORK/slave" --flush "$1" \
+    --role slave --master "127.0.0.1:$PORT" --replication-secret-file "$WORK/secret" \
+    --log-level warn >"$WORK/slave.log" 2>&1 &
+  SLAVE_PID=$!
+  for _ in $(seq 1 400); do
+    if curl -s "http://127.0.0.1:$((PORT + 2))/metrics" | grep -q '^smq_slave_in_sync{.*} 1$'; then return; fi
+    sleep 0.05
+  done
+  echo "the slave did not get in sync:"; cat "$WORK/broker.log" "$WORK/slave.log"; exit 1
+}
+
+stop_slave() {
+  if [ -n "$SLAVE_PID" ]; then
+    kill -TERM "$SLAVE_PID" 2>/dev/null || true
+    wait "$SLAVE_PID" 2>/dev/null || true
+    SLAVE_PID=
+  fi
+}

@@ -25,30 +25,15 @@ SETUPS=${SETUPS:-1q 8q syncrepl}
 EVENTS=context-switches,sched:sched_wakeup,cpu-migrations
 # shellcheck source=scripts/bench-broker-lib.sh
 source scripts/bench-broker-lib.sh
-SLAVE_PID=
 echo "hops" >"$WORK/secret"
 BUILDS=("this:target/release")
 if [ -n "${OTHER:-}" ]; then BUILDS+=("other:$OTHER"); fi
 
-stop_slave() {
-  if [ -n "$SLAVE_PID" ]; then kill -TERM "$SLAVE_PID" 2>/dev/null || true; wait "$SLAVE_PID" 2>/dev/null || true; SLAVE_PID=; fi
-}
-bench_cleanup() { stop_slave; }
-
 start_sync_pair() {
   stop_slave
-  rm -rf "$WORK/slave"
   start_broker async --replication sync --replication-secret-file "$WORK/secret" \
     --http "127.0.0.1:$((PORT + 2))"
-  "$BIN/smq-broker" --listen "127.0.0.1:$((PORT + 1))" --data-dir "$WORK/slave" --flush async \
-    --role slave --master "127.0.0.1:$PORT" --replication-secret-file "$WORK/secret" \
-    --log-level warn >"$WORK/slave.log" 2>&1 &
-  SLAVE_PID=$!
-  for _ in $(seq 1 400); do
-    if curl -s "http://127.0.0.1:$((PORT + 2))/metrics" | grep -q '^smq_slave_in_sync{.*} 1$'; then return; fi
-    sleep 0.05
-  done
-  echo "the slave did not get in sync:"; cat "$WORK/broker.log" "$WORK/slave.log"; exit 1
+  start_slave async
 }
 
 # Counts of process $2 over the window, written to $WORK/perf-$1.

@@ -12,34 +12,23 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
 SCALE=${SCALE:-0.25}
 PORT=${PORT:-19931}
-SLAVE_PORT=$((PORT + 1))
 # shellcheck source=scripts/bench-broker-lib.sh
 source scripts/bench-broker-lib.sh
-SLAVE_PID=
 echo "bench" >"$WORK/secret"
 
 stop_pair() {
-  if [ -n "$SLAVE_PID" ]; then kill -TERM "$SLAVE_PID" 2>/dev/null || true; wait "$SLAVE_PID" 2>/dev/null || true; SLAVE_PID=; fi
+  stop_slave
   stop_broker
 }
-bench_cleanup() { stop_pair; }
 
 start_pair() { # flush, replication
   stop_pair
-  rm -rf "$WORK/data" "$WORK/slave"
+  rm -rf "$WORK/data"
   "$BIN/smq-broker" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --flush "$1" \
     --replication "$2" --replication-secret-file "$WORK/secret" --http "127.0.0.1:$((PORT + 2))" \
     --log-level warn >"$WORK/broker.log" 2>&1 &
   BROKER_PID=$!
-  "$BIN/smq-broker" --listen "127.0.0.1:$SLAVE_PORT" --data-dir "$WORK/slave" --flush "$1" \
-    --role slave --master "127.0.0.1:$PORT" --replication-secret-file "$WORK/secret" \
-    --log-level warn >"$WORK/slave.log" 2>&1 &
-  SLAVE_PID=$!
-  for _ in $(seq 1 400); do
-    if curl -s "http://127.0.0.1:$((PORT + 2))/metrics" | grep -q '^smq_slave_in_sync{.*} 1$'; then return; fi
-    sleep 0.05
-  done
-  echo "the slave did not get in sync:"; cat "$WORK/broker.log" "$WORK/slave.log"; exit 1
+  start_slave "$1"
 }
 
 declare -A MB P99
