@@ -899,6 +899,25 @@ impl ReplicatedGroup {
     }
 }
 
+/// A failed test shows what the processes logged.
+impl Drop for ReplicatedGroup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let logs = [
+            ("master", self.master.as_ref().map(Broker::log_lines)),
+            ("slave", Some(self.slave.log_lines())),
+            ("nameserver", Some(self.nameserver.log_lines())),
+        ];
+        for (name, lines) in logs {
+            for line in lines.unwrap_or_default() {
+                eprintln!("[{name}] {line}");
+            }
+        }
+    }
+}
+
 /// Arguments of a broker of g1 under synchronous replication, and `extra`.
 fn group_args(dir: &tempfile::TempDir, nameserver: &NameServer, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
