@@ -11,7 +11,7 @@ use crate::state::Broker;
 
 pub fn handle(broker: &Broker, request: FetchOffsetRequest) -> Outcome {
     check_group_name(&request.consumer_group)?;
-    topic_queue(broker, &request.topic, request.queue_id)?;
+    let topic = topic_queue(broker, &request.topic, request.queue_id)?;
     if broker.role.borrow().role == Role::Master {
         broker.offsets_reconciliation.check().map_err(|not_ready| {
             HandlerError::OffsetsNotReady {
@@ -26,6 +26,8 @@ pub fn handle(broker: &Broker, request: FetchOffsetRequest) -> Outcome {
     let offset = broker
         .offsets
         .get(&request.consumer_group, &request.topic, request.queue_id)
+        // Never an offset of a topic deleted since and created again under its name.
+        .filter(|committed| committed.topic_id == 0 || committed.topic_id == topic.id)
         .map(|committed| committed.offset.min(end));
     Ok(Answer::Response(Response::FetchOffset(
         FetchOffsetResponse { offset },

@@ -678,10 +678,12 @@ pub fn metadata(broker: &Arc<Broker>, peer: SocketAddr, request: ReplicaMetadata
 /// Takes the slave's offsets that are newer than this master's and writes them to disk. Offsets
 /// that do not parse are logged and left (the slave keeps them, and sends them again).
 fn take_slave_offsets(broker: &Broker, peer: SocketAddr, json: &[u8]) -> Result<(), HandlerError> {
-    let keep = |topic: &str, queue: u32| {
-        broker
-            .topic(topic)
-            .is_some_and(|state| queue < state.queue_count)
+    // Not an offset of a topic deleted since and created again under its name (0: the slave
+    // stored it before offsets kept their topic's id).
+    let keep = |topic: &str, topic_id: u64, queue: u32| {
+        broker.topic(topic).is_some_and(|state| {
+            queue < state.queue_count && (topic_id == 0 || topic_id == state.id)
+        })
     };
     match broker.offsets.take_newer_from_json(json, keep) {
         Ok(taken) => {
