@@ -530,13 +530,19 @@ mod tests {
         offsets.commit("intruder", "orders", 1, 0, 1, 1).unwrap();
     }
 
+    /// A master's and a slave's offsets, each in a directory of its own (kept while they live).
+    fn master_and_slave() -> ([tempfile::TempDir; 2], Offsets, Offsets) {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let master = Offsets::open(dirs[0].path(), OffsetLimits::default()).unwrap();
+        let slave = Offsets::open(dirs[1].path(), OffsetLimits::default()).unwrap();
+        (dirs, master, slave)
+    }
+
     /// Issue 17 (RocketMQ #1094): what a slave took while its master was down reaches the
     /// master when it comes back, and neither replica's offset goes back.
     #[test]
     fn offsets_a_slave_took_while_its_master_was_down_are_kept_by_both_and_never_go_back() {
-        let (master_dir, slave_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let master = Offsets::open(master_dir.path(), OffsetLimits::default()).unwrap();
-        let slave = Offsets::open(slave_dir.path(), OffsetLimits::default()).unwrap();
+        let (_dirs, master, slave) = master_and_slave();
         master.commit("billing", "orders", 1, 0, 80, 5).unwrap();
         master.commit("billing", "orders", 1, 1, 10, 5).unwrap();
         slave.replace_from_json(&master.to_json().1).unwrap();
@@ -590,16 +596,13 @@ mod tests {
     /// master, which holds the new topic, takes none of them.
     #[test]
     fn a_slaves_offsets_of_a_topic_deleted_and_created_again_are_not_taken() {
-        let (master_dir, slave_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let master = Offsets::open(master_dir.path(), OffsetLimits::default()).unwrap();
-        let slave = Offsets::open(slave_dir.path(), OffsetLimits::default()).unwrap();
+        let (_dirs, master, slave) = master_and_slave();
         master.commit("billing", "orders", 2, 0, 10, 1).unwrap();
-        slave
-            .commit_unconfirmed("billing", "orders", 1, 0, 500, 3)
-            .unwrap();
-        slave
-            .commit_unconfirmed("billing", "orders", 1, 1, 50, 3)
-            .unwrap();
+        // Taken in topic 1 (the deleted one), newer than the master's.
+        for (queue, offset) in [(0, 500), (1, 50)] {
+            let committed = slave.commit_unconfirmed("billing", "orders", 1, queue, offset, 3);
+            committed.unwrap();
+        }
         // What the master's handler keeps: its topic's id, or an offset that names none.
         let keep = |topic: &str, id: u64, queue: u32| {
             topic == "orders" && (id == 0 || id == 2) && queue < 4
