@@ -154,6 +154,11 @@ pub async fn run(
         match &result {
             Ok(reply) => {
                 role_change::after_heartbeat(&broker, reply);
+                if reply.slaves.as_ref().is_some_and(Vec::is_empty) {
+                    broker
+                        .offsets_reconciliation
+                        .settle("the NameServer knows no live slave of this group");
+                }
                 interval = Duration::from_millis(
                     reply.heartbeat_interval_ms.max(MIN_HEARTBEAT_INTERVAL_MS),
                 );

@@ -8,6 +8,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::BrokerConfig;
 use crate::metadata::offsets::Offsets;
+use crate::metadata::reconciliation::{Reconciliation, RECONCILE_WAIT};
 use crate::metadata::topics::{TopicConfig, TopicError, Topics};
 use crate::metrics::{Metrics, TopicCounters};
 use crate::replication::lease::WriteLease;
@@ -92,6 +93,9 @@ pub struct Broker {
     /// What requests read: replaced entry by entry after the file changed.
     topics: RwLock<BTreeMap<String, Arc<TopicState>>>,
     pub offsets: Offsets,
+    /// On a master: whether its offsets include those its slave took while it was away
+    /// (FetchOffset waits for it).
+    pub offsets_reconciliation: Reconciliation,
     pub metrics: Metrics,
     /// Becomes true when the broker starts shutting down.
     pub shutdown: watch::Receiver<bool>,
@@ -132,7 +136,15 @@ impl Broker {
             master: config.master.clone(),
             refusing_writes: None,
         };
+        // A master may be back from an outage during which consumers committed on its slave;
+        // only the NameServer's routes send consumers to a slave.
+        let offsets_reconciliation = if config.role == Role::Master && config.discovery.is_some() {
+            Reconciliation::pending(RECONCILE_WAIT)
+        } else {
+            Reconciliation::settled()
+        };
         Broker {
+            offsets_reconciliation,
             role: watch::Sender::new(role),
             replicas: Replicas::new(&config),
             slave_status: SlaveStatus::default(),

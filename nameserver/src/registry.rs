@@ -324,6 +324,17 @@ impl Registry {
                 .map(|m| m.heartbeat.addr.clone()),
         };
         let group_epoch = self.epochs.get(&group).map_or(0, |known| known.epoch);
+        // A master back from an outage waits for a live slave's offsets (proto-spec.md §5.7).
+        let slaves = (heartbeat.role == Role::Master).then(|| {
+            self.live(now_ms)
+                .filter(|e| {
+                    e.heartbeat.role == Role::Slave
+                        && e.heartbeat.cluster == group.0
+                        && e.heartbeat.group == group.1
+                })
+                .map(|e| e.heartbeat.addr.clone())
+                .collect()
+        });
         if self.live(now_ms).next().is_none() {
             self.first_heartbeat_ms = Some(now_ms);
         }
@@ -351,6 +362,7 @@ impl Registry {
             heartbeat_interval_ms: (self.heartbeat_timeout_ms / 5).max(1),
             master_addr,
             group_epoch,
+            slaves,
         };
         Ok((reply, is_new))
     }

@@ -197,6 +197,12 @@ impl Broker {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Sends `signal` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) to the broker's process.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: a plain syscall on a child process this helper started.
+        assert_eq!(unsafe { libc::kill(self.pid() as libc::pid_t, signal) }, 0);
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(mut self) {
         terminate(self.child.take().expect("running"), "smq-broker");

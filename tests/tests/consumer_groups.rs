@@ -829,14 +829,15 @@ struct ReplicatedGroup {
 
 impl ReplicatedGroup {
     fn start() -> ReplicatedGroup {
-        ReplicatedGroup::start_with_slave_args(&[])
+        ReplicatedGroup::start_with(REPLICATED_HEARTBEAT_TIMEOUT_MS, &[])
     }
 
-    /// With `slave_extra` on the slave's command line.
-    fn start_with_slave_args(slave_extra: &[&str]) -> ReplicatedGroup {
+    /// With a NameServer of `heartbeat_timeout_ms` and `slave_extra` on the slave's command
+    /// line.
+    fn start_with(heartbeat_timeout_ms: u64, slave_extra: &[&str]) -> ReplicatedGroup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("secret"), "outage-secret\n").unwrap();
-        let timeout_ms = REPLICATED_HEARTBEAT_TIMEOUT_MS.to_string();
+        let timeout_ms = heartbeat_timeout_ms.to_string();
         let nameserver = NameServer::start(&["--heartbeat-timeout-ms", &timeout_ms]);
         let master = Broker::start_in(
             &dir.path().join("master"),
@@ -898,6 +899,25 @@ impl ReplicatedGroup {
     }
 }
 
+/// A failed test shows what the processes logged.
+impl Drop for ReplicatedGroup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let logs = [
+            ("master", self.master.as_ref().map(Broker::log_lines)),
+            ("slave", Some(self.slave.log_lines())),
+            ("nameserver", Some(self.nameserver.log_lines())),
+        ];
+        for (name, lines) in logs {
+            for line in lines.unwrap_or_default() {
+                eprintln!("[{name}] {line}");
+            }
+        }
+    }
+}
+
 /// Arguments of a broker of g1 under synchronous replication, and `extra`.
 fn group_args(dir: &tempfile::TempDir, nameserver: &NameServer, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -926,29 +946,51 @@ fn strs(args: &[String]) -> Vec<&str> {
 /// The sum over the 4 queues of the offsets `consumer_group` committed on the broker at
 /// `addr`, as its FetchOffset answers (its own copy, not the NameServer's view).
 fn offsets_on(addr: &str, consumer_group: &str) -> u64 {
+    fetch_offsets(addr, consumer_group, TOPIC, 4)
+        .unwrap_or_else(|code| panic!("FetchOffset on {addr} answered {code}"))
+        .into_iter()
+        .map(|offset| offset.unwrap_or(0))
+        .sum()
+}
+
+/// What the broker at `addr` answers FetchOffset for `consumer_group` and each of the first
+/// `queues` queues of `topic` (`None`: no offset committed), or the first error code it answers.
+fn fetch_offsets(
+    addr: &str,
+    consumer_group: &str,
+    topic: &str,
+    queues: u32,
+) -> Result<Vec<Option<u64>>, smq_client::protocol::error_code::ErrorCode> {
     use smq_client::protocol::api::ApiKey;
     use smq_client::protocol::request::FetchOffsetRequest;
     use smq_client::protocol::{Request, Response};
     let mut raw = smq_tests::raw::Raw::handshake(addr.parse().unwrap());
-    (0..4)
+    (0..queues)
         .map(|queue_id| {
             let request = Request::FetchOffset(FetchOffsetRequest {
                 consumer_group: consumer_group.to_owned(),
-                topic: TOPIC.to_owned(),
+                topic: topic.to_owned(),
                 queue_id,
             });
             match raw.call(ApiKey::FetchOffset, &request) {
-                Response::FetchOffset(fetched) => fetched.offset.unwrap_or(0),
+                Response::FetchOffset(fetched) => Ok(fetched.offset),
+                Response::Error(error) => Err(error.error_code().expect("a known error code")),
                 other => panic!("{other:?}"),
             }
         })
-        .sum()
+        .collect()
 }
 
-/// Waits until the broker at `addr` holds offsets of `consumer_group` that sum to `total`.
+/// Waits until the broker at `addr` holds offsets of `consumer_group` that sum to `total`
+/// (a master back from an outage answers FetchOffset once it has its slave's offsets).
 fn wait_for_offsets_on(addr: &str, consumer_group: &str, total: u64, what: &str) {
+    use smq_client::protocol::error_code::ErrorCode;
     wait_for(what, Duration::from_secs(30), || {
-        (offsets_on(addr, consumer_group) == total).then_some(())
+        match fetch_offsets(addr, consumer_group, TOPIC, 4) {
+            Ok(offsets) => (offsets.into_iter().flatten().sum::<u64>() == total).then_some(()),
+            Err(ErrorCode::OffsetsNotReady) => None,
+            Err(code) => panic!("FetchOffset on {addr} answered {code}"),
+        }
     });
 }
 
@@ -1278,8 +1320,10 @@ fn a_commit_the_dead_master_had_not_copied_to_its_slave_is_committed_again_on_th
     const GROUP: &str = "recommit";
     const MESSAGES: usize = 2_000;
     // The slave copies offsets when it connects and then once a minute: not during this test.
-    let mut group =
-        ReplicatedGroup::start_with_slave_args(&["--offsets-flush-interval-ms", "60000"]);
+    let mut group = ReplicatedGroup::start_with(
+        REPLICATED_HEARTBEAT_TIMEOUT_MS,
+        &["--offsets-flush-interval-ms", "60000"],
+    );
     let slave_addr = group.slave.addr.to_string();
     produce(group.nameserver.client_config(200), MESSAGES, 20_000, None)
         .join()
@@ -1310,4 +1354,128 @@ fn a_commit_the_dead_master_had_not_copied_to_its_slave_is_committed_again_on_th
         (shown == MESSAGES as u64).then_some(())
     });
     members.stop();
+}
+
+/// Reads `count` messages as a new member of `consumer_group` (where the group has no offset
+/// it starts as `from` says), commits them and leaves the group.
+fn read_and_commit(
+    config: ClientConfig,
+    consumer_group: &'static str,
+    from: smq_client::StartFrom,
+    count: usize,
+) -> JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let mut consumer =
+                smq_client::Consumer::connect(config, TOPIC, Some(consumer_group), from)
+                    .await
+                    .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut read = Vec::with_capacity(count);
+            while read.len() < count {
+                assert!(
+                    Instant::now() < deadline,
+                    "{consumer_group}: {} of {count} messages read in 60 s",
+                    read.len()
+                );
+                let polled = consumer.poll(count - read.len()).await.unwrap_or_default();
+                for message in polled {
+                    read.push(String::from_utf8(message.body.to_vec()).unwrap());
+                }
+            }
+            consumer.commit().await.unwrap();
+            consumer.close().await.unwrap();
+            read
+        })
+    })
+}
+
+/// Issue 17's last window (proto-spec.md §5.7): between a master's return and its slave's
+/// reconnection, the master's offsets are older than those the group committed on the slave
+/// during the outage, or missing for a group only ever committed there. The returning master
+/// answers FetchOffset `OFFSETS_NOT_READY` until the slave handed them over, so members given
+/// the queues right after the return start from the slave's offsets: the one of a group that
+/// committed on both reads no message twice (it would start from the master's older offset,
+/// and its commits with a higher owner epoch would then win over the slave's), and the one of
+/// a group only the slave knew, starting from `latest` where it has no offset, skips none.
+/// The slave is stopped (SIGSTOP) across the master's return to hold the window open; the
+/// NameServer's heartbeat timeout (10 s) keeps it live meanwhile.
+#[test]
+fn members_given_queues_right_after_their_masters_return_start_from_the_offsets_committed_on_the_slave(
+) {
+    use smq_client::protocol::error_code::ErrorCode;
+    use smq_client::StartFrom::{Earliest, Latest};
+    const MESSAGES: usize = 2_000;
+    let mut group = ReplicatedGroup::start_with(10_000, &[]);
+    let slave_addr = group.slave.addr.to_string();
+    let client_config = group.nameserver.client_config(200);
+    let config = || client_config.clone();
+    let sent = produce(config(), MESSAGES, 20_000, None).join().unwrap();
+    let resume_first = read_and_commit(config(), "resume", Earliest, 600)
+        .join()
+        .unwrap();
+    wait_for_offsets_on(&slave_addr, "resume", 600, "the slave copied the offsets");
+
+    // The master dies; the groups commit on the slave: "resume" further, "fresh" first.
+    group.kill_master();
+    let resume_on_slave = read_and_commit(config(), "resume", Earliest, 600);
+    let fresh_on_slave = read_and_commit(config(), "fresh", Earliest, 500);
+    let resume_on_slave = resume_on_slave.join().unwrap();
+    let fresh_on_slave = fresh_on_slave.join().unwrap();
+    assert_eq!(offsets_on(&slave_addr, "resume"), 1_200);
+    assert_eq!(offsets_on(&slave_addr, "fresh"), 500);
+
+    // The master comes back while its slave cannot hand over what it took.
+    group.slave.signal(libc::SIGSTOP);
+    group.restart_master();
+    group.wait_for_role(&group.master_addr, "master");
+    for consumer_group in ["resume", "fresh"] {
+        assert_eq!(
+            fetch_offsets(&group.master_addr, consumer_group, TOPIC, 4),
+            Err(ErrorCode::OffsetsNotReady),
+            "{consumer_group}: the returning master does not answer its own offsets yet"
+        );
+    }
+    let resume_after = read_and_commit(config(), "resume", Earliest, MESSAGES - 1_200);
+    let fresh_after = read_and_commit(config(), "fresh", Latest, MESSAGES - 500);
+    // (Members that started from the master's own offsets could be done already.)
+    wait_for(
+        "the new members hold the queues",
+        Duration::from_secs(20),
+        || {
+            let held = |consumer_group| {
+                owners(&group.nameserver, consumer_group)
+                    .values()
+                    .map(BTreeSet::len)
+                    .sum::<usize>()
+            };
+            let done = resume_after.is_finished() || fresh_after.is_finished();
+            (done || (held("resume") == 4 && held("fresh") == 4)).then_some(())
+        },
+    );
+    group.slave.signal(libc::SIGCONT);
+    let resume_after = resume_after.join().unwrap();
+    let fresh_after = fresh_after.join().unwrap();
+
+    let all: BTreeSet<&String> = sent.iter().collect();
+    for (consumer_group, reads) in [
+        ("resume", vec![resume_first, resume_on_slave, resume_after]),
+        ("fresh", vec![fresh_on_slave, fresh_after]),
+    ] {
+        let received: Vec<&String> = reads.iter().flatten().collect();
+        let distinct: BTreeSet<&String> = received.iter().copied().collect();
+        assert_eq!(
+            received.len() - distinct.len(),
+            0,
+            "{consumer_group}: no message read twice"
+        );
+        assert_eq!(distinct, all, "{consumer_group}: every message read");
+        wait_for_offsets_on(
+            &group.master_addr,
+            consumer_group,
+            MESSAGES as u64,
+            "the master holds the group's offsets",
+        );
+    }
 }

@@ -1046,14 +1046,6 @@ fn assert_exactly(stored: &[Vec<u8>], acknowledged: &BTreeSet<Vec<u8>>, broker: 
     );
 }
 
-fn signal(broker: &Broker, signal: libc::c_int) {
-    // SAFETY: a plain syscall on a child process this test started.
-    assert_eq!(
-        unsafe { libc::kill(broker.pid() as libc::pid_t, signal) },
-        0
-    );
-}
-
 /// A master started with `master_args` and its slave in `dir`, the slave in sync, and topic
 /// `t` of `queues` queues; returns the replication secret's file too.
 fn group_with_topic(dir: &Path, master_args: &[&str], queues: u32) -> (PathBuf, Broker, Broker) {
@@ -1189,7 +1181,7 @@ fn an_old_master_rejoining_after_a_switchover_drops_only_its_unacknowledged_tail
 
     // The slave freezes: still counted in sync, it acknowledges nothing, so these writes time
     // out on the master, which keeps them: its unacknowledged tail.
-    signal(&slave, libc::SIGSTOP);
+    slave.signal(libc::SIGSTOP);
     let (timed_out, failed) = produce_tagged(&master_addr, "t", "timed-out", 5);
     assert_eq!(
         (timed_out.len(), failed),
@@ -1266,7 +1258,7 @@ fn a_restarted_sync_master_serves_only_what_its_slave_acknowledged() {
     let (master_addr, master_dir) = (master.addr.to_string(), master.data_dir.clone());
     let (before, failed) = produce_tagged(&master_addr, "t", "before", 300);
     assert_eq!((before.len(), failed), (300, 0));
-    signal(&slave, libc::SIGSTOP);
+    slave.signal(libc::SIGSTOP);
     let (unreplicated, failed) = produce_tagged(&master_addr, "t", "unreplicated", 5);
     assert_eq!((unreplicated.len(), failed), (0, 5), "nothing acknowledged");
     master.kill();
@@ -1284,7 +1276,7 @@ fn a_restarted_sync_master_serves_only_what_its_slave_acknowledged() {
     );
 
     // The slave comes back and holds the tail: now it is acknowledged, and consumers see it.
-    signal(&slave, libc::SIGCONT);
+    slave.signal(libc::SIGCONT);
     let tail: BTreeSet<Vec<u8>> = (0..5)
         .map(|n| format!("unreplicated-{n:05}").into_bytes())
         .collect();
@@ -1332,13 +1324,13 @@ fn with_two_slaves_a_master_that_lost_its_tail_waits_for_the_slave_that_holds_it
     let (before, failed) = produce_tagged(&master_addr, "t", "before", 200);
     assert_eq!((before.len(), failed), (200, 0));
     // What the master's disk will come back with.
-    signal(&master, libc::SIGSTOP);
+    master.signal(libc::SIGSTOP);
     let snapshot = dir.path().join("master-snapshot");
     copy_dir(&master_dir, &snapshot);
-    signal(&master, libc::SIGCONT);
+    master.signal(libc::SIGCONT);
 
     // B freezes and drops out of the holders; A alone acknowledges these.
-    signal(&slave_b, libc::SIGSTOP);
+    slave_b.signal(libc::SIGSTOP);
     wait_for("B out of sync", Duration::from_secs(30), || {
         (!in_sync(&master, &slave_b_addr)).then_some(())
     });
@@ -1347,7 +1339,7 @@ fn with_two_slaves_a_master_that_lost_its_tail_waits_for_the_slave_that_holds_it
 
     // The master loses power: its log is what it was at the snapshot; its fsynced holders
     // file survives. A is away for now.
-    signal(&slave_a, libc::SIGSTOP);
+    slave_a.signal(libc::SIGSTOP);
     master.kill();
     if master_dir.join("holders").exists() {
         std::fs::copy(master_dir.join("holders"), snapshot.join("holders")).unwrap();
@@ -1357,7 +1349,7 @@ fn with_two_slaves_a_master_that_lost_its_tail_waits_for_the_slave_that_holds_it
     let master = restart_as_master(&master_addr, &master_dir, &secret, &args);
 
     // B, which lacks the lost tail, catches up: the master still takes no writes.
-    signal(&slave_b, libc::SIGCONT);
+    slave_b.signal(libc::SIGCONT);
     wait_for_log(&master, "B connected to the restarted master", |line| {
         line.contains("a slave connected") && line.contains(&slave_b_addr)
     });
@@ -1382,7 +1374,7 @@ fn with_two_slaves_a_master_that_lost_its_tail_waits_for_the_slave_that_holds_it
 
     // A comes back: it holds more than the master, so the master refuses writes and A keeps
     // every acknowledged message, for the operator to promote it.
-    signal(&slave_a, libc::SIGCONT);
+    slave_a.signal(libc::SIGCONT);
     wait_for_log(&master, "the master refusing writes", |line| {
         line.contains("this master takes no more writes") && line.contains("lost")
     });
@@ -1439,11 +1431,11 @@ fn committed_offsets_reach_the_slave_and_a_slave_out_of_sync_and_back_is_logged_
     );
     assert_eq!(metric(&slave, "smq_replication_lag_seconds"), Some(0.0));
 
-    signal(&slave, libc::SIGSTOP);
+    slave.signal(libc::SIGSTOP);
     wait_for_log(&master, "the slave falling out of sync", |line| {
         line.contains("a slave fell out of sync") && line.contains(&slave_addr)
     });
-    signal(&slave, libc::SIGCONT);
+    slave.signal(libc::SIGCONT);
     wait_for_log(&master, "the slave in sync again", |line| {
         line.contains("a slave is in sync again") && line.contains(&slave_addr)
     });

@@ -37,6 +37,7 @@ pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
                 &broker.offsets,
                 &request.consumer_group,
                 &request.topic,
+                topic.id,
                 request.queue_id,
                 request.offset.min(end),
                 request.owner_epoch,

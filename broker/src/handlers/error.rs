@@ -109,6 +109,8 @@ pub enum HandlerError {
         queue: u32,
         limit: usize,
     },
+    #[error("this master came back from an outage {since_ms} ms ago and its slave has not handed over the consumer offsets it took meanwhile: the offset here may be older than the group's; retry (the answer comes within {remaining_ms} ms)")]
+    OffsetsNotReady { since_ms: u64, remaining_ms: u64 },
     #[error("the broker is shutting down: retry on another broker group or after the restart")]
     ShuttingDown,
     #[error("{0}")]
@@ -151,6 +153,7 @@ impl HandlerError {
             HandlerError::StaleOwnerEpoch { .. } => ErrorCode::StaleOwnerEpoch,
             HandlerError::TooManyConsumerGroups { .. }
             | HandlerError::TooManyCommittedOffsets { .. } => ErrorCode::OffsetsLimitReached,
+            HandlerError::OffsetsNotReady { .. } => ErrorCode::OffsetsNotReady,
             HandlerError::ShuttingDown => ErrorCode::BrokerShuttingDown,
             HandlerError::Internal(_) => ErrorCode::UnknownServerError,
             HandlerError::Storage(error) => storage_code(error),

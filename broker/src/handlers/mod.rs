@@ -144,7 +144,7 @@ fn check_group_name(group: &str) -> Result<(), HandlerError> {
 }
 
 /// Runs blocking metadata work (file writes with fsync) off the async threads.
-fn blocking<F>(broker: &Arc<Broker>, work: F) -> Reply
+pub(crate) fn blocking<F>(broker: &Arc<Broker>, work: F) -> Reply
 where
     F: FnOnce(&Broker) -> Outcome + Send + 'static,
 {

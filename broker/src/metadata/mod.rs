@@ -2,6 +2,7 @@
 //! atomically: topic configuration and consumer-group offsets.
 
 pub mod offsets;
+pub mod reconciliation;
 pub mod topics;
 
 use std::path::Path;

@@ -47,6 +47,10 @@ struct Entry {
     /// Absent in files written before owner epochs: 0.
     #[serde(default)]
     owner_epoch: u64,
+    /// The id of the topic the offset belongs to (topics.json); absent in files written
+    /// before offsets kept it: 0, not known.
+    #[serde(default)]
+    topic_id: u64,
 }
 
 /// What a consumer group committed for one queue.
@@ -56,6 +60,9 @@ pub struct Committed {
     pub offset: u64,
     /// The highest owner epoch a commit for this queue carried.
     pub owner_epoch: u64,
+    /// The id of the topic it was committed in (0: not known), so that an offset of a topic
+    /// deleted since never counts in one created again under its name.
+    pub topic_id: u64,
 }
 
 impl Committed {
@@ -177,6 +184,7 @@ impl Offsets {
         &self,
         consumer_group: &str,
         topic: &str,
+        topic_id: u64,
         queue: u32,
         offset: u64,
         owner_epoch: u64,
@@ -212,6 +220,7 @@ impl Offsets {
             Committed {
                 offset,
                 owner_epoch,
+                topic_id,
             },
         );
         state.dirty = true;
@@ -226,11 +235,12 @@ impl Offsets {
         &self,
         consumer_group: &str,
         topic: &str,
+        topic_id: u64,
         queue: u32,
         offset: u64,
         owner_epoch: u64,
     ) -> Result<(), CommitRefused> {
-        self.commit(consumer_group, topic, queue, offset, owner_epoch)?;
+        self.commit(consumer_group, topic, topic_id, queue, offset, owner_epoch)?;
         self.lock()
             .unconfirmed
             .insert((consumer_group.to_owned(), topic.to_owned(), queue));
@@ -253,19 +263,19 @@ impl Offsets {
     }
 
     /// Takes each offset of `json` (a slave's [`Offsets::unconfirmed_json`]) that is newer than
-    /// the one stored here, or new, for which `keep(topic, queue)` holds (the topic and queue
-    /// exist here); beyond the limits too, as a slave takes its master's. Returns how many it
-    /// took.
+    /// the one stored here, or new, for which `keep(topic, topic_id, queue)` holds (the topic,
+    /// with that id unless it is 0, and the queue exist here); beyond the limits too, as a
+    /// slave takes its master's. Returns how many it took.
     pub fn take_newer_from_json(
         &self,
         json: &[u8],
-        keep: impl Fn(&str, u32) -> bool,
+        keep: impl Fn(&str, u64, u32) -> bool,
     ) -> Result<usize, OffsetsError> {
         let file = self.parse(json, "the slave's offsets")?;
         let mut state = self.lock();
         let mut taken = 0;
         for (key, theirs) in offsets_of(file) {
-            if !keep(&key.1, key.2) {
+            if !keep(&key.1, theirs.topic_id, key.2) {
                 continue;
             }
             match state.offsets.get(&key) {
@@ -396,6 +406,7 @@ fn offsets_of(file: OffsetsFile) -> BTreeMap<Key, Committed> {
             let committed = Committed {
                 offset: entry.offset,
                 owner_epoch: entry.owner_epoch,
+                topic_id: entry.topic_id,
             };
             ((entry.consumer_group, entry.topic, entry.queue), committed)
         })
@@ -421,6 +432,7 @@ fn file_of(offsets: &BTreeMap<Key, Committed>) -> OffsetsFile {
                 queue: *queue,
                 offset: committed.offset,
                 owner_epoch: committed.owner_epoch,
+                topic_id: committed.topic_id,
             })
             .collect(),
     }
@@ -435,16 +447,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let offsets = Offsets::open(dir.path(), OffsetLimits::default()).unwrap();
         assert!(!offsets.persist().unwrap(), "nothing to write yet");
-        offsets.commit("billing", "orders", 3, 42, 1).unwrap();
-        offsets.commit("billing", "audit", 0, 7, 1).unwrap();
-        offsets.commit("billing", "orders", 3, 43, 2).unwrap();
+        offsets.commit("billing", "orders", 1, 3, 42, 1).unwrap();
+        offsets.commit("billing", "audit", 1, 0, 7, 1).unwrap();
+        offsets.commit("billing", "orders", 1, 3, 43, 2).unwrap();
         offsets.remove_topic("audit");
         assert!(offsets.persist().unwrap());
-        offsets.commit("billing", "orders", 4, 1, 1).unwrap(); // never persisted: a crash loses it
+        offsets.commit("billing", "orders", 1, 4, 1, 1).unwrap(); // never persisted: a crash loses it
         let reopened = Offsets::open(dir.path(), OffsetLimits::default()).unwrap();
         let committed = Committed {
             offset: 43,
             owner_epoch: 2,
+            topic_id: 1,
         };
         assert_eq!(reopened.get("billing", "orders", 3), Some(committed));
         assert_eq!(reopened.get("billing", "audit", 0), None);
@@ -457,7 +470,7 @@ mod tests {
     fn offsets_whose_write_failed_are_written_at_the_next_persist() {
         let dir = tempfile::tempdir().unwrap();
         let offsets = Offsets::open(dir.path(), OffsetLimits::default()).unwrap();
-        offsets.commit("billing", "orders", 0, 42, 1).unwrap();
+        offsets.commit("billing", "orders", 1, 0, 42, 1).unwrap();
         let blocker = dir.path().join("consumer_offsets.json.tmp");
         std::fs::create_dir(&blocker).unwrap();
         let error = offsets.persist().unwrap_err();
@@ -475,13 +488,13 @@ mod tests {
     fn a_commit_with_a_lower_owner_epoch_is_refused_and_moves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let offsets = Offsets::open(dir.path(), OffsetLimits::default()).unwrap();
-        offsets.commit("billing", "orders", 0, 100, 5).unwrap();
+        offsets.commit("billing", "orders", 1, 0, 100, 5).unwrap();
         assert_eq!(
-            offsets.commit("billing", "orders", 0, 40, 4),
+            offsets.commit("billing", "orders", 1, 0, 40, 4),
             Err(CommitRefused::StaleEpoch { stored_epoch: 5 })
         );
-        offsets.commit("billing", "orders", 0, 120, 5).unwrap();
-        offsets.commit("billing", "orders", 0, 130, 6).unwrap();
+        offsets.commit("billing", "orders", 1, 0, 120, 5).unwrap();
+        offsets.commit("billing", "orders", 1, 0, 130, 6).unwrap();
         assert_eq!(offsets.get("billing", "orders", 0).unwrap().offset, 130);
     }
 
@@ -493,56 +506,62 @@ mod tests {
             max_committed_offsets: 3,
         };
         let offsets = Offsets::open(dir.path(), limits).unwrap();
-        offsets.commit("billing", "orders", 0, 1, 1).unwrap();
-        offsets.commit("audit", "orders", 0, 1, 1).unwrap();
+        offsets.commit("billing", "orders", 1, 0, 1, 1).unwrap();
+        offsets.commit("audit", "orders", 1, 0, 1, 1).unwrap();
         assert_eq!(
-            offsets.commit("intruder", "orders", 0, 1, 1),
+            offsets.commit("intruder", "orders", 1, 0, 1, 1),
             Err(CommitRefused::TooManyGroups {
                 max_consumer_groups: 2
             })
         );
-        offsets.commit("billing", "orders", 1, 1, 1).unwrap();
+        offsets.commit("billing", "orders", 1, 1, 1, 1).unwrap();
         assert_eq!(
-            offsets.commit("audit", "orders", 1, 1, 1),
+            offsets.commit("audit", "orders", 1, 1, 1, 1),
             Err(CommitRefused::TooManyOffsets {
                 max_committed_offsets: 3
             })
         );
         // What is stored moves on; nothing refused was stored.
-        offsets.commit("billing", "orders", 1, 9, 1).unwrap();
+        offsets.commit("billing", "orders", 1, 1, 9, 1).unwrap();
         assert_eq!(offsets.all().len(), 3);
         assert_eq!(offsets.get("intruder", "orders", 0), None);
         // A deleted topic frees its entries and groups.
         offsets.remove_topic("orders");
-        offsets.commit("intruder", "orders", 0, 1, 1).unwrap();
+        offsets.commit("intruder", "orders", 1, 0, 1, 1).unwrap();
+    }
+
+    /// A master's and a slave's offsets, each in a directory of its own (kept while they live).
+    fn master_and_slave() -> ([tempfile::TempDir; 2], Offsets, Offsets) {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let master = Offsets::open(dirs[0].path(), OffsetLimits::default()).unwrap();
+        let slave = Offsets::open(dirs[1].path(), OffsetLimits::default()).unwrap();
+        (dirs, master, slave)
     }
 
     /// Issue 17 (RocketMQ #1094): what a slave took while its master was down reaches the
     /// master when it comes back, and neither replica's offset goes back.
     #[test]
     fn offsets_a_slave_took_while_its_master_was_down_are_kept_by_both_and_never_go_back() {
-        let (master_dir, slave_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let master = Offsets::open(master_dir.path(), OffsetLimits::default()).unwrap();
-        let slave = Offsets::open(slave_dir.path(), OffsetLimits::default()).unwrap();
-        master.commit("billing", "orders", 0, 80, 5).unwrap();
-        master.commit("billing", "orders", 1, 10, 5).unwrap();
+        let (_dirs, master, slave) = master_and_slave();
+        master.commit("billing", "orders", 1, 0, 80, 5).unwrap();
+        master.commit("billing", "orders", 1, 1, 10, 5).unwrap();
         slave.replace_from_json(&master.to_json().1).unwrap();
         assert!(slave.unconfirmed_json().is_empty(), "nothing taken yet");
         // The master is down: the slave takes the group's commits.
         slave
-            .commit_unconfirmed("billing", "orders", 0, 100, 5)
+            .commit_unconfirmed("billing", "orders", 1, 0, 100, 5)
             .unwrap();
         slave
-            .commit_unconfirmed("billing", "orders", 2, 7, 6)
+            .commit_unconfirmed("billing", "orders", 1, 2, 7, 6)
             .unwrap();
         slave
-            .commit_unconfirmed("billing", "deleted", 0, 3, 6)
+            .commit_unconfirmed("billing", "deleted", 1, 0, 3, 6)
             .unwrap();
         // Back, the master committed queue 1 further itself before the slave reconnected.
-        master.commit("billing", "orders", 1, 20, 5).unwrap();
+        master.commit("billing", "orders", 1, 1, 20, 5).unwrap();
         let sent = slave.unconfirmed_json();
         let taken = master
-            .take_newer_from_json(&sent, |topic, _| topic == "orders")
+            .take_newer_from_json(&sent, |topic, _, _| topic == "orders")
             .unwrap();
         assert_eq!(
             taken, 2,
@@ -550,7 +569,7 @@ mod tests {
         );
         // A commit the slave took after it sent its offsets, older than nothing the master has.
         slave
-            .commit_unconfirmed("billing", "orders", 3, 9, 6)
+            .commit_unconfirmed("billing", "orders", 1, 3, 9, 6)
             .unwrap();
         // The slave drops the offsets of topics its master no longer has as it copies topics.
         slave.remove_topic("deleted");
@@ -565,8 +584,35 @@ mod tests {
         assert_eq!(left.offsets.len(), 1, "queue 3 is still to give: {left:?}");
         // An older copy never replaces a newer one: a lower epoch, or a lower offset.
         let older = br#"{"offsets":[{"consumer_group":"billing","topic":"orders","queue":0,"offset":90,"owner_epoch":5},{"consumer_group":"billing","topic":"orders","queue":1,"offset":99,"owner_epoch":4}]}"#;
-        assert_eq!(master.take_newer_from_json(older, |_, _| true).unwrap(), 0);
+        assert_eq!(
+            master.take_newer_from_json(older, |_, _, _| true).unwrap(),
+            0
+        );
         assert_eq!(master.get("billing", "orders", 0).unwrap().offset, 100);
+    }
+
+    /// A slave away while a topic was deleted and created again under its name hands over the
+    /// offsets it took in the old topic (it learns of the new one only from the answer): the
+    /// master, which holds the new topic, takes none of them.
+    #[test]
+    fn a_slaves_offsets_of_a_topic_deleted_and_created_again_are_not_taken() {
+        let (_dirs, master, slave) = master_and_slave();
+        master.commit("billing", "orders", 2, 0, 10, 1).unwrap();
+        // Taken in topic 1 (the deleted one), newer than the master's.
+        for (queue, offset) in [(0, 500), (1, 50)] {
+            let committed = slave.commit_unconfirmed("billing", "orders", 1, queue, offset, 3);
+            committed.unwrap();
+        }
+        // What the master's handler keeps: its topic's id, or an offset that names none.
+        let keep = |topic: &str, id: u64, queue: u32| {
+            topic == "orders" && (id == 0 || id == 2) && queue < 4
+        };
+        let taken = master
+            .take_newer_from_json(&slave.unconfirmed_json(), keep)
+            .unwrap();
+        assert_eq!(taken, 0, "both belong to the deleted topic");
+        assert_eq!(master.get("billing", "orders", 0).unwrap().offset, 10);
+        assert_eq!(master.get("billing", "orders", 1), None);
     }
 
     #[test]
@@ -581,6 +627,7 @@ mod tests {
         let committed = Committed {
             offset: 9,
             owner_epoch: 0,
+            topic_id: 0,
         };
         assert_eq!(offsets.get("billing", "orders", 1), Some(committed));
     }

@@ -35,7 +35,7 @@ use tokio::sync::{watch, Notify};
 use super::epochs::{reconcile, Log, Verdict};
 use super::holders_file::{Holders, HoldersFileError};
 use crate::config::{BrokerConfig, Replication};
-use crate::handlers::{Answer, HandlerError, Outcome, Reply};
+use crate::handlers::{Answer, HandlerError, Reply};
 use crate::state::Broker;
 use crate::storage::{FlushMode, Store};
 use smq_protocol::Role;
@@ -655,33 +655,55 @@ pub async fn keep_holders(broker: Arc<Broker>) {
 
 /// The master's topics and consumer offsets, for a slave to copy, after taking the offsets the
 /// slave committed while it could not reach this master that are newer than this master's
-/// (of topics and queues it has): a master back from an outage never brings a consumer group's
-/// offsets back.
-pub fn metadata(broker: &Broker, peer: SocketAddr, request: &ReplicaMetadata) -> Outcome {
-    if !request.slave_offsets_json.is_empty() {
-        let keep = |topic: &str, queue: u32| {
-            broker
-                .topic(topic)
-                .is_some_and(|state| queue < state.queue_count)
-        };
-        match broker
-            .offsets
-            .take_newer_from_json(&request.slave_offsets_json, keep)
-        {
-            Ok(taken) => {
-                tracing::info!(%peer, taken, "took the newer consumer offsets the slave committed while this master was unreachable")
-            }
-            Err(error) => {
-                tracing::warn!(%peer, %error, "the slave's consumer offsets do not parse: not taken")
-            }
+/// (of topics and queues it has), written to disk before the answer (the slave then no longer
+/// holds them as its own to give): a master back from an outage never brings a consumer
+/// group's offsets back. From then on this master answers FetchOffset
+/// ([`crate::metadata::reconciliation`]).
+pub fn metadata(broker: &Arc<Broker>, peer: SocketAddr, request: ReplicaMetadata) -> Reply {
+    if request.slave_offsets_json.is_empty() {
+        broker
+            .offsets_reconciliation
+            .settle("a slave connected that took no offsets");
+        return Reply::Now(Ok(metadata_answer(broker)));
+    }
+    crate::handlers::blocking(broker, move |broker| {
+        take_slave_offsets(broker, peer, &request.slave_offsets_json)?;
+        broker
+            .offsets_reconciliation
+            .settle("a slave handed over the offsets it took");
+        Ok(metadata_answer(broker))
+    })
+}
+
+/// Takes the slave's offsets that are newer than this master's and writes them to disk. Offsets
+/// that do not parse are logged and left (the slave keeps them, and sends them again).
+fn take_slave_offsets(broker: &Broker, peer: SocketAddr, json: &[u8]) -> Result<(), HandlerError> {
+    // Not an offset of a topic deleted since and created again under its name (0: the slave
+    // stored it before offsets kept their topic's id).
+    let keep = |topic: &str, topic_id: u64, queue: u32| {
+        broker.topic(topic).is_some_and(|state| {
+            queue < state.queue_count && (topic_id == 0 || topic_id == state.id)
+        })
+    };
+    match broker.offsets.take_newer_from_json(json, keep) {
+        Ok(taken) => {
+            tracing::info!(%peer, taken, "took the newer consumer offsets the slave committed while this master was unreachable")
+        }
+        Err(error) => {
+            tracing::warn!(%peer, %error, "the slave's consumer offsets do not parse: not taken")
         }
     }
+    broker.offsets.persist()?;
+    Ok(())
+}
+
+fn metadata_answer(broker: &Broker) -> Answer {
     let (topics_version, topics_json) = broker.topics_json();
     let (offsets_version, offsets_json) = broker.offsets.to_json();
-    Ok(Answer::ReplicaMetadata(ReplicaMetadataResponse {
+    Answer::ReplicaMetadata(ReplicaMetadataResponse {
         topics_version,
         offsets_version,
         topics_json: topics_json.into(),
         offsets_json: offsets_json.into(),
-    }))
+    })
 }

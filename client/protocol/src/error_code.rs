@@ -91,11 +91,15 @@ pub enum ErrorCode {
     /// bounds (`max_consumer_groups`, `max_committed_offsets`); nothing was stored. Commits of
     /// groups and queues already stored still go through; the message names the bound.
     OffsetsLimitReached = 29,
+    /// A FetchOffset reached a master that came back from an outage before its slave handed
+    /// over the consumer offsets it took meanwhile (or a bounded wait passed): the master's own
+    /// offset may be older. The client asks again shortly; the message says how long at most.
+    OffsetsNotReady = 30,
 }
 
 impl ErrorCode {
     /// Every code, in number order.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::None,
         ErrorCode::UnknownServerError,
         ErrorCode::MalformedRequest,
@@ -126,6 +130,7 @@ impl ErrorCode {
         ErrorCode::NotAuthorized,
         ErrorCode::UnknownTopicId,
         ErrorCode::OffsetsLimitReached,
+        ErrorCode::OffsetsNotReady,
     ];
 
     /// The code with this number, if this build knows it.
@@ -149,7 +154,8 @@ impl ErrorCode {
             | ErrorCode::ReplicationTimeout
             | ErrorCode::NoSlave
             | ErrorCode::StorageError
-            | ErrorCode::BrokerShuttingDown => true,
+            | ErrorCode::BrokerShuttingDown
+            | ErrorCode::OffsetsNotReady => true,
             ErrorCode::None
             | ErrorCode::UnknownServerError
             | ErrorCode::MalformedRequest
@@ -207,6 +213,7 @@ impl ErrorCode {
             ErrorCode::NotAuthorized => "NOT_AUTHORIZED",
             ErrorCode::UnknownTopicId => "UNKNOWN_TOPIC_ID",
             ErrorCode::OffsetsLimitReached => "OFFSETS_LIMIT_REACHED",
+            ErrorCode::OffsetsNotReady => "OFFSETS_NOT_READY",
         }
     }
 }
@@ -255,6 +262,7 @@ mod tests {
             (27, "NOT_AUTHORIZED"),
             (28, "UNKNOWN_TOPIC_ID"),
             (29, "OFFSETS_LIMIT_REACHED"),
+            (30, "OFFSETS_NOT_READY"),
         ];
         let actual: Vec<(u16, &str)> = ErrorCode::ALL
             .iter()

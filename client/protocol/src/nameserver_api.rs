@@ -380,6 +380,11 @@ pub struct HeartbeatReply {
     /// The group's highest master epoch the NameServer knows (0: none yet).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub group_epoch: u32,
+    /// Masters: the group's live slaves (`None` from a NameServer that does not say). A master
+    /// back from an outage waits for one of them to hand over the consumer offsets it took
+    /// meanwhile before it answers FetchOffset; with none live there is nothing to wait for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slaves: Option<Vec<String>>,
 }
 
 /// `GET /v1/routes/{topic}`: where a topic's queues are. RocketMQ's TopicRouteData, flattened:
