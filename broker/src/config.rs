@@ -237,7 +237,7 @@ smq_settings::layered! {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the secret file {path}: {source}")]
+    #[error("cannot read the secret file {path}")]
     ReadSecret {
         path: PathBuf,
         #[source]
@@ -761,11 +761,16 @@ mod tests {
             replication_secret_file: Some("/nonexistent/secret".into()),
             ..Settings::default()
         })
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+        let chain = smq_settings::error_chain(&error);
         assert!(
-            error.starts_with("cannot read the secret file /nonexistent/secret"),
-            "{error}"
+            chain.starts_with("cannot read the secret file /nonexistent/secret: "),
+            "{chain}"
+        );
+        assert_eq!(
+            chain.matches("No such file").count(),
+            1,
+            "said once: {chain}"
         );
     }
 

@@ -71,8 +71,8 @@ pub enum Error {
     /// stored. Send them again once the group has a master (retryable).
     #[error(
         "broker group {group} did not acknowledge keyed messages for queue {queue_id} of topic \
-         `{topic}`: {source}; a keyed message stays in its key's queue: send it again once the \
-         group has a master"
+         `{topic}` (a keyed message stays in its key's queue: send it again once the group has a \
+         master)"
     )]
     GroupUnavailable {
         topic: String,
@@ -215,6 +215,27 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_unavailable_error_says_its_cause_once_in_the_chain() {
+        let error = Error::GroupUnavailable {
+            topic: "t".to_owned(),
+            group: "g1".to_owned(),
+            queue_id: 3,
+            source: Box::new(Error::Closed("the lane")),
+        };
+        // What `{error:#}` prints through anyhow: each error of the chain, joined by ": ".
+        let chain: Vec<String> =
+            std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+                .map(ToString::to_string)
+                .collect();
+        let chain = chain.join(": ");
+        assert_eq!(chain.matches("the lane is closed").count(), 1, "{chain}");
+        assert!(
+            chain.contains("broker group g1 did not acknowledge"),
+            "{chain}"
+        );
+    }
 
     #[test]
     fn broker_errors_are_retryable_exactly_when_their_code_is() {
