@@ -219,25 +219,16 @@ impl Offsets {
         Ok(())
     }
 
-    /// [`Offsets::commit`] on a slave whose master cannot be reached: the offset is also kept
-    /// as unconfirmed, for the master to take when the slave reconnects
+    /// After an [`Offsets::commit`] on a slave whose master cannot be reached: the offset is
+    /// also kept as unconfirmed, for the master to take when the slave reconnects
     /// ([`Offsets::unconfirmed_json`]).
-    pub fn commit_unconfirmed(
-        &self,
-        consumer_group: &str,
-        topic: &str,
-        queue: u32,
-        offset: u64,
-        owner_epoch: u64,
-    ) -> Result<(), CommitRefused> {
-        self.commit(consumer_group, topic, queue, offset, owner_epoch)?;
+    pub fn keep_unconfirmed(&self, consumer_group: &str, topic: &str, queue: u32) {
         self.lock()
             .unconfirmed
             .insert((consumer_group.to_owned(), topic.to_owned(), queue));
-        Ok(())
     }
 
-    /// The unconfirmed offsets (see [`Offsets::commit_unconfirmed`]) as consumer_offsets.json
+    /// The unconfirmed offsets (see [`Offsets::keep_unconfirmed`]) as consumer_offsets.json
     /// has them; empty when there are none.
     pub fn unconfirmed_json(&self) -> Vec<u8> {
         let state = self.lock();
@@ -529,15 +520,15 @@ mod tests {
         slave.replace_from_json(&master.to_json().1).unwrap();
         assert!(slave.unconfirmed_json().is_empty(), "nothing taken yet");
         // The master is down: the slave takes the group's commits.
-        slave
-            .commit_unconfirmed("billing", "orders", 0, 100, 5)
-            .unwrap();
-        slave
-            .commit_unconfirmed("billing", "orders", 2, 7, 6)
-            .unwrap();
-        slave
-            .commit_unconfirmed("billing", "deleted", 0, 3, 6)
-            .unwrap();
+        let commit_unconfirmed = |topic: &str, queue, offset, owner_epoch| {
+            slave
+                .commit("billing", topic, queue, offset, owner_epoch)
+                .unwrap();
+            slave.keep_unconfirmed("billing", topic, queue);
+        };
+        commit_unconfirmed("orders", 0, 100, 5);
+        commit_unconfirmed("orders", 2, 7, 6);
+        commit_unconfirmed("deleted", 0, 3, 6);
         // Back, the master committed queue 1 further itself before the slave reconnected.
         master.commit("billing", "orders", 1, 20, 5).unwrap();
         let sent = slave.unconfirmed_json();
@@ -549,9 +540,7 @@ mod tests {
             "queue 0 and the new queue 2, not the deleted topic"
         );
         // A commit the slave took after it sent its offsets, older than nothing the master has.
-        slave
-            .commit_unconfirmed("billing", "orders", 3, 9, 6)
-            .unwrap();
+        commit_unconfirmed("orders", 3, 9, 6);
         // The slave drops the offsets of topics its master no longer has as it copies topics.
         slave.remove_topic("deleted");
         slave.replace_from_json(&master.to_json().1).unwrap();
