@@ -812,22 +812,12 @@ mod tests {
 
     #[test]
     fn each_documented_default_is_the_default_in_help_readme_and_config() {
-        use clap::CommandFactory;
-        let flags = Settings::command()
-            .get_arguments()
-            .filter_map(|arg| {
-                Some((
-                    format!("--{}", arg.get_long()?),
-                    arg.get_help()?.to_string(),
-                ))
-            })
-            .collect::<Vec<_>>();
         let readme = include_str!("../../README.md");
-        let (checked, problems) = smq_settings::check::default_problems(
-            flags,
+        let (checked, problems) = smq_settings::documented_defaults!(
+            Settings,
             readme,
             "## Broker",
-            BrokerConfig::from_settings,
+            BrokerConfig::from_settings
         );
         assert!(problems.is_empty(), "{}", problems.join("\n"));
         assert!(checked >= 25, "only {checked} defaults found in the help");
