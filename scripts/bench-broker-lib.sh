@@ -1,7 +1,9 @@
-# What the scripts/bench-*.sh that run one broker under `smq bench` share: sourced after
-# ROUNDS, SCALE and PORT are set. Builds the release binaries, makes $WORK (removed on exit, the
+# What the scripts/bench-*.sh that run one broker under `smq bench` share: sourced after PORT
+# is set, and ROUNDS and SCALE where the script's defaults are not 3 rounds at scale 1. Builds the release binaries, makes $WORK (removed on exit, the
 # broker stopped), and gives the physical limits (bench-limits.sh) and one broker's start, stop
 # and `smq bench` run; $BIN is the directory of the smq-broker and smq binaries.
+ROUNDS=${ROUNDS:-3}
+SCALE=${SCALE:-1}
 BROKER_PID=
 BIN=${BIN:-target/release}
 WORK=$(mktemp -d -p "$PWD/target" "bench-$(basename "$0" .sh).XXXX")

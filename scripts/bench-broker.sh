@@ -9,8 +9,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-3}
-SCALE=${SCALE:-1}
 PORT=${PORT:-19911}
 # shellcheck source=scripts/bench-broker-lib.sh
 source scripts/bench-broker-lib.sh

@@ -7,8 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-3}
-SCALE=${SCALE:-1}
 PORT=${PORT:-19931}
 DURATION=${DURATION:-30}
 # shellcheck source=scripts/bench-broker-lib.sh

@@ -237,7 +237,7 @@ smq_settings::layered! {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the secret file {path}: {source}")]
+    #[error("cannot read the secret file {path}")]
     ReadSecret {
         path: PathBuf,
         #[source]
@@ -761,11 +761,16 @@ mod tests {
             replication_secret_file: Some("/nonexistent/secret".into()),
             ..Settings::default()
         })
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+        let chain = smq_settings::error_chain(&error);
         assert!(
-            error.starts_with("cannot read the secret file /nonexistent/secret"),
-            "{error}"
+            chain.starts_with("cannot read the secret file /nonexistent/secret: "),
+            "{chain}"
+        );
+        assert_eq!(
+            chain.matches("No such file").count(),
+            1,
+            "said once: {chain}"
         );
     }
 
@@ -807,22 +812,12 @@ mod tests {
 
     #[test]
     fn each_documented_default_is_the_default_in_help_readme_and_config() {
-        use clap::CommandFactory;
-        let flags = Settings::command()
-            .get_arguments()
-            .filter_map(|arg| {
-                Some((
-                    format!("--{}", arg.get_long()?),
-                    arg.get_help()?.to_string(),
-                ))
-            })
-            .collect::<Vec<_>>();
         let readme = include_str!("../../README.md");
-        let (checked, problems) = smq_settings::check::default_problems(
-            flags,
+        let (checked, problems) = smq_settings::documented_defaults!(
+            Settings,
             readme,
             "## Broker",
-            BrokerConfig::from_settings,
+            BrokerConfig::from_settings
         );
         assert!(problems.is_empty(), "{}", problems.join("\n"));
         assert!(checked >= 25, "only {checked} defaults found in the help");

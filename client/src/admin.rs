@@ -1,5 +1,7 @@
-//! Topic administration on one broker: create, delete, list and describe topics, and read a
-//! queue's earliest and latest offsets.
+//! Topic administration: on one broker, create, delete, list and describe topics and read a
+//! queue's earliest and latest offsets; over the cluster, through the NameServer, create and
+//! delete topics on every master, wait until they are routed and count what each queue stores
+//! (failing with a [`ClusterError`]).
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
@@ -10,7 +12,14 @@ use crate::protocol::response::{ListOffsetsResponse, MetadataResponse, TopicMeta
 use crate::protocol::{ApiKey, Request, Response, Role};
 use crate::ClientConfig;
 
-/// Creates, deletes, lists and describes topics.
+mod cluster;
+
+pub use cluster::{ClusterError, GroupFailure, QueueStored};
+
+/// Creates, deletes, lists and describes topics on the one broker it is connected to; its
+/// associated functions [`Admin::create_topic_on_masters`], [`Admin::delete_topic_on_masters`],
+/// [`Admin::wait_until_routed`] and [`Admin::stored_messages`] do the same over every broker
+/// group the NameServer knows.
 ///
 /// ```no_run
 /// # async fn example() -> smq_client::Result<()> {

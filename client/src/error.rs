@@ -68,18 +68,19 @@ pub enum Error {
     /// A batch of keyed messages got no answer from its queue's broker group (the connection
     /// was lost, no answer came in time, or the broker could not store it). The messages were
     /// not moved to another queue, which would break their key's order; they may or may not be
-    /// stored. Send them again once the group has a master (retryable).
+    /// stored. Send them again once the group has a master (retryable). The message says
+    /// `cause` (what the group answered, or why it did not), which is therefore no `source` too:
+    /// each cause is said once, under `{error}` as under `{error:#}`.
     #[error(
         "broker group {group} did not acknowledge keyed messages for queue {queue_id} of topic \
-         `{topic}`: {source}; a keyed message stays in its key's queue: send it again once the \
+         `{topic}`: {cause}; a keyed message stays in its key's queue: send it again once the \
          group has a master"
     )]
     GroupUnavailable {
         topic: String,
         group: String,
         queue_id: u32,
-        #[source]
-        source: Box<Error>,
+        cause: Box<Error>,
     },
     /// A message is larger than the broker accepts; checked before anything is sent.
     #[error(
@@ -128,7 +129,7 @@ impl Error {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Broker { response, .. } => response.error_code(),
-            Error::GroupUnavailable { source, .. } => source.code(),
+            Error::GroupUnavailable { cause, .. } => cause.code(),
             _ => None,
         }
     }
@@ -215,6 +216,29 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_unavailable_error_says_its_cause_once_in_the_chain() {
+        let error = Error::GroupUnavailable {
+            topic: "t".to_owned(),
+            group: "g1".to_owned(),
+            queue_id: 3,
+            cause: Box::new(Error::Closed("the lane")),
+        };
+        // What `{error:#}` prints through anyhow: each error of the chain, joined by ": ".
+        let chain: Vec<String> =
+            std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+                .map(ToString::to_string)
+                .collect();
+        let chain = chain.join(": ");
+        assert_eq!(chain.matches("the lane is closed").count(), 1, "{chain}");
+        // Said in the message itself, for callers that print `{error}`.
+        assert_eq!(chain, error.to_string());
+        assert!(
+            chain.contains("broker group g1 did not acknowledge"),
+            "{chain}"
+        );
+    }
 
     #[test]
     fn broker_errors_are_retryable_exactly_when_their_code_is() {

@@ -48,7 +48,7 @@ pub use smq_protocol::nameserver_api;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use admin::Admin;
+pub use admin::{Admin, ClusterError};
 pub use consumer::{ConsumedMessage, Consumer, OffsetReset, QueueKey, ResetReason, StartFrom};
 pub use credential::Credential;
 pub use error::{Error, Result};

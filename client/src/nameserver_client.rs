@@ -869,22 +869,9 @@ mod tests {
         )
         .await;
         let heartbeat = Heartbeat {
-            cluster: "c".into(),
-            group: "g".into(),
-            role: crate::protocol::Role::Master,
-            name: None,
-            addr: "127.0.0.1:10911".into(),
-            http_addr: None,
-            master_addr: None,
             data_version: 3,
             log_end_position: 42,
-            topics: vec![],
-            consumer_offsets: vec![],
-            replication_lag_ms: None,
-            in_sync_slaves: Vec::new(),
-            master_epoch: 0,
-            acknowledged_position: None,
-            claim: false,
+            ..Heartbeat::new("c", "g", crate::protocol::Role::Master, "127.0.0.1:10911")
         };
         let client = client(&[url]).with_token("cluster-s3cret");
         let reply = client.heartbeat(&heartbeat).await.unwrap();

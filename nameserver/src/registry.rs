@@ -680,17 +680,6 @@ mod tests {
 
     fn broker(group: &str, role: Role, addr: &str, topics: &[(&str, u32)]) -> Heartbeat {
         Heartbeat {
-            cluster: "c1".into(),
-            group: group.into(),
-            role,
-            name: None,
-            addr: addr.into(),
-            http_addr: None,
-            master_addr: None,
-            data_version: 1,
-            log_end_position: 0,
-            replication_lag_ms: None,
-            in_sync_slaves: Vec::new(),
             topics: topics
                 .iter()
                 .map(|&(name, queues)| TopicQueues {
@@ -701,10 +690,7 @@ mod tests {
                     writable: true,
                 })
                 .collect(),
-            consumer_offsets: vec![],
-            master_epoch: 0,
-            acknowledged_position: None,
-            claim: false,
+            ..Heartbeat::new("c1", group, role, addr)
         }
     }
 

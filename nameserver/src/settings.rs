@@ -177,26 +177,13 @@ mod tests {
 
     #[test]
     fn each_documented_default_is_the_default_in_help_readme_and_config() {
-        use clap::CommandFactory;
-        let flags = Settings::command()
-            .get_arguments()
-            .filter_map(|arg| {
-                Some((
-                    format!("--{}", arg.get_long()?),
-                    arg.get_help()?.to_string(),
-                ))
-            })
-            .collect::<Vec<_>>();
         let readme = include_str!("../../README.md");
-        let (checked, problems) = smq_settings::check::default_problems(
-            flags,
-            readme,
-            "## NameServer",
-            |settings: Settings| {
-                let log_level = settings.log_level().to_owned();
-                settings.into_config().map(|config| (config, log_level))
-            },
-        );
+        let complete = |settings: Settings| {
+            let log_level = settings.log_level().to_owned();
+            settings.into_config().map(|config| (config, log_level))
+        };
+        let (checked, problems) =
+            smq_settings::documented_defaults!(Settings, readme, "## NameServer", complete);
         assert!(problems.is_empty(), "{}", problems.join("\n"));
         assert!(checked >= 4, "only {checked} defaults found in the help");
     }

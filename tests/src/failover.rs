@@ -14,7 +14,7 @@ use smq_client::discovery::{Discovery, DiscoveryMode, DiscoveryOptions};
 use smq_client::nameserver_client::NameServerClient;
 use smq_client::{ClientConfig, ConsumedMessage, Consumer, Message, Producer, StartFrom};
 
-use crate::{binary, run_with_stdin, wait_for, Broker, NameServer};
+use crate::{binary, run_with_stdin, runtime, wait_for, Broker, NameServer};
 
 /// The zone the scenarios' DNS servers serve; `ns1` and `ns2` are both 127.0.0.1 there.
 pub const ZONE: &str = "smq.test.";
@@ -116,6 +116,15 @@ pub fn registered(nameserver: &NameServer) -> Vec<String> {
         .collect();
     addrs.sort();
     addrs
+}
+
+/// Waits up to 10 s until `count` brokers are registered with `nameserver`.
+pub fn wait_until_registered(nameserver: &NameServer, count: usize) {
+    wait_for(
+        &format!("{count} brokers registered"),
+        Duration::from_secs(10),
+        || (registered(nameserver).len() == count).then_some(()),
+    );
 }
 
 fn addrs(brokers: &[Broker]) -> Vec<String> {
@@ -262,14 +271,6 @@ pub fn consume_messages(
         }
         messages
     })
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
 }
 
 /// Creates topic `orders` through the SRV record and starts a producer sending to it all along;

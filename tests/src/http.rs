@@ -88,20 +88,14 @@ pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (reply.status, reply.body)
 }
 
-/// [`request`] for blocking code: on a runtime of its own, on a thread of its own (so that it
-/// works inside a runtime too).
+/// [`request`] for blocking code, through [`blocking`].
 pub fn request_blocking(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Reply {
-    request_blocking_as(addr, method, path, body, None)
+    blocking(request(addr, method, path, body))
 }
 
-/// [`request_as`] for blocking code, as [`request_blocking`].
-pub fn request_blocking_as(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    bearer: Option<&str>,
-) -> Reply {
+/// Runs `exchange` (a [`request`] or [`request_as`]) to its end for blocking code: on a runtime
+/// of its own, on a thread of its own (so that it works inside a runtime too).
+pub fn blocking<T: Send>(exchange: impl std::future::Future<Output = T> + Send) -> T {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -109,7 +103,7 @@ pub fn request_blocking_as(
                     .enable_all()
                     .build()
                     .expect("a runtime")
-                    .block_on(request_as(addr, method, path, body, bearer))
+                    .block_on(exchange)
             })
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))

@@ -8,6 +8,7 @@ pub mod failover;
 pub mod healthy;
 pub mod hostile;
 pub mod http;
+pub mod keyed;
 pub mod proxy;
 pub mod raw;
 pub mod skip;
@@ -68,6 +69,16 @@ pub fn ok(output: std::process::Output) -> std::process::Output {
     output
 }
 
+/// The flags of a slave of the master at `master` (`--role slave --master ADDR`); add to them.
+pub fn slave_of(master: &str) -> Vec<&str> {
+    vec!["--role", "slave", "--master", master]
+}
+
+/// Runs `command`, which must succeed ([`ok`]); returns its output.
+pub fn succeeds(command: &mut Command) -> std::process::Output {
+    ok(command.output().expect("running the command"))
+}
+
 /// Runs `command` with `stdin` written to its standard input; returns its output.
 pub fn run_with_stdin(command: &mut Command, stdin: &[u8]) -> std::process::Output {
     use std::io::Write;
@@ -85,6 +96,25 @@ pub fn run_with_stdin(command: &mut Command, stdin: &[u8]) -> std::process::Outp
     let output = child.wait_with_output().expect("waiting for the command");
     writer.join().expect("the stdin writer");
     output
+}
+
+/// Creates `topic` with `queues` queues on `config.broker` and connects a producer.
+pub async fn topic_and_producer(
+    config: &smq_client::ClientConfig,
+    topic: &str,
+    queues: u32,
+) -> smq_client::Producer {
+    let admin = smq_client::Admin::connect(config.clone()).await.unwrap();
+    admin.create_topic(topic, queues).await.unwrap();
+    smq_client::Producer::connect(config.clone()).await.unwrap()
+}
+
+/// A multi-threaded tokio runtime, for tests that drive the library from blocking code.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
 }
 
 /// Polls `condition` until it returns Some, failing the test after `timeout`.

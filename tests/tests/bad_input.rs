@@ -65,10 +65,7 @@ fn expect_one_warning(broker: &Broker, peer: SocketAddr, what: &str) -> String {
 fn each_bad_input_gets_an_answer_and_one_log_line_while_a_healthy_client_keeps_working() {
     let broker = Broker::start(&[]);
     let config = ClientConfig::new(broker.addr.to_string());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = smq_tests::runtime();
     runtime.block_on(async {
         Admin::connect(config.clone())
             .await

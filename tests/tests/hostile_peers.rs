@@ -39,10 +39,7 @@ fn hostile_peers_neither_exhaust_the_broker_nor_stop_a_healthy_client() {
     let peer_timeout = PEER_TIMEOUT_MS.to_string();
     let broker = Broker::start(&["--peer-timeout-ms", &peer_timeout]);
     let config = ClientConfig::new(broker.addr.to_string());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = smq_tests::runtime();
     runtime.block_on(async {
         let admin = Admin::connect(config.clone()).await.unwrap();
         admin.create_topic("healthy", 2).await.unwrap();

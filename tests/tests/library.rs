@@ -7,22 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use smq_client::{Admin, ClientConfig, Consumer, Message, Producer, StartFrom};
-use smq_tests::{wait_for, Broker};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn body(key: usize, sequence: usize) -> Vec<u8> {
-    format!(
-        "key-{key}|seq-{sequence:06}|{}",
-        "p".repeat((key * 31 + sequence) % 200)
-    )
-    .into_bytes()
-}
+use smq_tests::{keyed, runtime, wait_for, Broker};
 
 #[test]
 fn library_round_trips_100000_messages_in_order_per_key() {
@@ -31,20 +16,8 @@ fn library_round_trips_100000_messages_in_order_per_key() {
     let keys = 16;
     let total = 100_000;
     runtime().block_on(async {
-        Admin::connect(config.clone())
-            .await
-            .unwrap()
-            .create_topic("orders", 4)
-            .await
-            .unwrap();
-        let producer = Producer::connect(config.clone()).await.unwrap();
-        let mut pending = Vec::with_capacity(total);
-        for sequence in 0..total {
-            let key = sequence % keys;
-            let mut message = Message::from_body(body(key, sequence));
-            message.key = format!("customer-{key}").into_bytes();
-            pending.push((key, producer.start_send("orders", message).await.unwrap()));
-        }
+        let producer = smq_tests::topic_and_producer(&config, "orders", 4).await;
+        let pending = keyed::send(&producer, "orders", keys, total).await;
         // Every send is acknowledged with its queue and offset; one key stays on one queue.
         let mut queue_of_key: HashMap<usize, u32> = HashMap::new();
         for (key, delivery) in pending {
@@ -58,39 +31,7 @@ fn library_round_trips_100000_messages_in_order_per_key() {
         let mut consumer = Consumer::connect(config, "orders", None, StartFrom::Earliest)
             .await
             .unwrap();
-        let mut last_offset: HashMap<u32, u64> = HashMap::new();
-        let mut next_sequence_of_key: HashMap<usize, usize> = HashMap::new();
-        let mut received = 0;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while received < total {
-            assert!(
-                Instant::now() < deadline,
-                "only {received} of {total} messages came back"
-            );
-            for message in consumer.poll(10_000).await.unwrap() {
-                if let Some(last) = last_offset.insert(message.queue_id, message.offset) {
-                    assert_eq!(
-                        message.offset,
-                        last + 1,
-                        "queue {} skipped or repeated",
-                        message.queue_id
-                    );
-                }
-                let text = std::str::from_utf8(&message.body).unwrap();
-                let key: usize = text[4..text.find('|').unwrap()].parse().unwrap();
-                let sequence: usize = text[text.find("seq-").unwrap() + 4..][..6].parse().unwrap();
-                assert_eq!(
-                    &message.body[..],
-                    &body(key, sequence)[..],
-                    "content intact"
-                );
-                assert_eq!(message.key, format!("customer-{key}").into_bytes());
-                let expected = next_sequence_of_key.entry(key).or_insert(key);
-                assert_eq!(sequence, *expected, "key {key} out of order");
-                *expected += keys;
-                received += 1;
-            }
-        }
+        keyed::read_in_order(&mut consumer, keys, total, "messages", |_| true).await;
     });
 }
 

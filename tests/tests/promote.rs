@@ -13,14 +13,7 @@ use std::time::{Duration, Instant};
 use smq_client::nameserver_api::ClusterView;
 use smq_client::protocol::Role;
 use smq_client::{ClientConfig, Message, Producer};
-use smq_tests::{wait_for, Broker, NameServer};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use smq_tests::{runtime, slave_of, wait_for, Broker, NameServer};
 
 fn secret_file(dir: &Path) -> PathBuf {
     let path = dir.join("replication-secret");
@@ -115,26 +108,19 @@ fn start_group(replication: &str, timeout_ms: &str, extra: &[&str]) -> Group {
         &group_args(&url, &secret, &master_extra),
     );
     let master_addr = master.addr.to_string();
-    let mut slave_extra = vec![
-        "--role",
-        "slave",
-        "--master",
-        &master_addr,
-        "--replication",
-        replication,
-    ];
+    let mut slave_extra = slave_of(&master_addr);
+    slave_extra.extend(["--replication", replication]);
     slave_extra.extend_from_slice(extra);
     let slave = Broker::start_in(
         &dir.path().join("slave"),
         &group_args(&url, &secret, &slave_extra),
     );
     wait_for_in_sync(&nameserver, &master_addr);
-    let created = nameserver
-        .smq()
-        .args(["topic", "create", "t", "--queues", "4"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
+    smq_tests::succeeds(
+        nameserver
+            .smq()
+            .args(["topic", "create", "t", "--queues", "4"]),
+    );
     Group {
         _dir: dir,
         secret,
@@ -399,11 +385,7 @@ fn promote_refuses_a_slave_behind_the_acknowledged_position_unless_forced() {
     let slave = Broker::start_on(
         &slave_addr,
         &slave_dir,
-        &group_args(
-            &url,
-            &group.secret,
-            &["--role", "slave", "--master", &master_addr],
-        ),
+        &group_args(&url, &group.secret, &slave_of(&master_addr)),
     );
     wait_for(
         "the master gone from the routes",

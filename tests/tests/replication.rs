@@ -18,21 +18,24 @@ use smq_client::protocol::replication::{
 };
 use smq_client::protocol::request::HandshakeRequest;
 use smq_client::protocol::{ApiKey, ErrorCode, Request, Response};
-use smq_client::{Admin, ClientConfig, Consumer, Message, Producer, StartFrom};
-use smq_tests::{wait_for, Broker, NameServer};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use smq_client::{ClientConfig, Consumer, Message, Producer, StartFrom};
+use smq_tests::keyed::{self, body};
+use smq_tests::{runtime, slave_of, wait_for, Broker, NameServer};
 
 /// Writes a replication secret file in `dir`.
 fn secret_file(dir: &Path, secret: &str) -> PathBuf {
     let path = dir.join(format!("secret-{secret}"));
     std::fs::write(&path, format!("{secret}\n")).unwrap();
     path
+}
+
+/// A new temporary folder, a replication secret file (`secret` in it) there, and a master
+/// started in its folder `master` with `extra`.
+fn master_in_temp_dir(secret: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf, Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), secret);
+    let master = start_master(&secret, &dir.path().join("master"), extra);
+    (dir, secret, master)
 }
 
 fn start_master(secret: &Path, data_dir: &Path, extra: &[&str]) -> Broker {
@@ -52,24 +55,10 @@ fn with_small_segments(mut args: Vec<&str>) -> Vec<&str> {
 
 fn start_slave(master: &Broker, secret: &Path, data_dir: &Path, extra: &[&str]) -> Broker {
     let master_addr = master.addr.to_string();
-    let mut args = vec![
-        "--role",
-        "slave",
-        "--master",
-        &master_addr,
-        "--replication-secret-file",
-        secret.to_str().unwrap(),
-    ];
+    let mut args = slave_of(&master_addr);
+    args.extend(["--replication-secret-file", secret.to_str().unwrap()]);
     args.extend_from_slice(extra);
     Broker::start_in(data_dir, &with_small_segments(args))
-}
-
-fn body(key: usize, sequence: usize) -> Vec<u8> {
-    format!(
-        "key-{key}|seq-{sequence:06}|{}",
-        "r".repeat((key * 17 + sequence) % 300)
-    )
-    .into_bytes()
 }
 
 /// One line of the broker's /metrics, as a number.
@@ -93,13 +82,10 @@ fn segments(data_dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn after_catching_up_a_slaves_segments_are_byte_identical_to_its_masters() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = secret_file(dir.path(), "copy");
     // Small segments, so that the log rolls many times (roll markers included); catch-up paced
     // at 2 MB/s, so that the lag can be watched.
-    let master = start_master(
-        &secret,
-        &dir.path().join("master"),
+    let (dir, secret, master) = master_in_temp_dir(
+        "copy",
         &[
             "--flush",
             "async",
@@ -159,13 +145,7 @@ fn create_and_produce(
     messages: impl IntoIterator<Item = Message>,
 ) {
     runtime().block_on(async {
-        Admin::connect(config.clone())
-            .await
-            .unwrap()
-            .create_topic(topic, queues)
-            .await
-            .unwrap();
-        let producer = Producer::connect(config.clone()).await.unwrap();
+        let producer = smq_tests::topic_and_producer(config, topic, queues).await;
         let mut pending = Vec::new();
         for message in messages {
             pending.push(producer.start_send(topic, message).await.unwrap());
@@ -337,22 +317,10 @@ fn under_sync_replication_every_acknowledged_message_survives_losing_the_masters
     // The master refuses writes (NO_SLAVE) until its slave is in sync.
     wait_for_in_sync(&master);
     let acknowledged: HashSet<(u32, u64)> = runtime.block_on(async {
-        Admin::connect(config.clone())
-            .await
-            .unwrap()
-            .create_topic("orders", 4)
-            .await
-            .unwrap();
-        let producer = Producer::connect(config.clone()).await.unwrap();
-        let mut pending = Vec::with_capacity(total);
-        for sequence in 0..total {
-            let key = sequence % keys;
-            let mut message = Message::from_body(body(key, sequence));
-            message.key = format!("customer-{key}").into_bytes();
-            pending.push(producer.start_send("orders", message).await.unwrap());
-        }
+        let producer = smq_tests::topic_and_producer(&config, "orders", 4).await;
+        let pending = keyed::send(&producer, "orders", keys, total).await;
         let mut acknowledged = HashSet::new();
-        for delivery in pending {
+        for (_, delivery) in pending {
             let delivery = delivery.wait().await.unwrap();
             acknowledged.insert((delivery.queue_id, delivery.offset));
         }
@@ -368,36 +336,11 @@ fn under_sync_replication_every_acknowledged_message_survives_losing_the_masters
         let mut consumer = Consumer::connect(config, "orders", None, StartFrom::Earliest)
             .await
             .unwrap();
-        let mut next_offset: BTreeMap<u32, u64> = BTreeMap::new();
-        let mut next_sequence_of_key: BTreeMap<usize, usize> = BTreeMap::new();
-        let mut found = 0;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while found < total {
-            assert!(
-                Instant::now() < deadline,
-                "only {found} of {total} acknowledged messages are on the slave"
-            );
-            for message in consumer.poll(10_000).await.unwrap() {
-                let expected_offset = next_offset.entry(message.queue_id).or_insert(0);
-                assert_eq!(
-                    message.offset, *expected_offset,
-                    "queue {} in order",
-                    message.queue_id
-                );
-                *expected_offset += 1;
-                let text = std::str::from_utf8(&message.body).unwrap();
-                let key: usize = text[4..text.find('|').unwrap()].parse().unwrap();
-                let sequence: usize = text[text.find("seq-").unwrap() + 4..][..6].parse().unwrap();
-                assert_eq!(&message.body[..], &body(key, sequence)[..], "byte for byte");
-                assert_eq!(message.key, format!("customer-{key}").into_bytes());
-                let expected = next_sequence_of_key.entry(key).or_insert(key);
-                assert_eq!(sequence, *expected, "key {key} in order");
-                *expected += keys;
-                if acknowledged.contains(&(message.queue_id, message.offset)) {
-                    found += 1;
-                }
-            }
-        }
+        let what = "acknowledged messages on the slave";
+        keyed::read_in_order(&mut consumer, keys, total, what, |message| {
+            acknowledged.contains(&(message.queue_id, message.offset))
+        })
+        .await;
     });
 }
 
@@ -490,23 +433,15 @@ fn error_code(response: Option<ReplicaResponse>) -> Option<u16> {
 
 #[test]
 fn a_peer_that_is_not_a_configured_slave_cannot_make_the_master_acknowledge_a_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = secret_file(dir.path(), "right");
-    let wrong = secret_file(dir.path(), "wrong");
-    let master = start_master(
-        &secret,
-        &dir.path().join("master"),
+    let (dir, secret, master) = master_in_temp_dir(
+        "right",
         &["--replication", "sync", "--replication-timeout-ms", "1000"],
     );
+    let wrong = secret_file(dir.path(), "wrong");
     let produce = |body: &str| {
         smq_tests::run_with_stdin(master.smq().args(["produce", "t"]), body.as_bytes())
     };
-    let created = master
-        .smq()
-        .args(["topic", "create", "t", "--queues", "1"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
+    smq_tests::succeeds(master.smq().args(["topic", "create", "t", "--queues", "1"]));
 
     // A real slave with the wrong secret is refused, and so the write is.
     let rogue_slave = start_slave(&master, &wrong, &dir.path().join("rogue"), &[]);
@@ -600,18 +535,15 @@ fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_el
     let secret = secret_file(dir.path(), "groups");
     let nameserver = NameServer::start(&["--heartbeat-timeout-ms", "1500"]);
     let ns = nameserver.url();
-    let g1_master = start_master(
-        &secret,
-        &dir.path().join("g1-master"),
-        &[
-            "--nameserver",
-            &ns,
-            "--group",
-            "g1",
-            "--replication",
-            "sync",
-        ],
-    );
+    let g1_args = [
+        "--nameserver",
+        &ns,
+        "--group",
+        "g1",
+        "--replication",
+        "sync",
+    ];
+    let g1_master = start_master(&secret, &dir.path().join("g1-master"), &g1_args);
     let g1_slave = start_slave(
         &g1_master,
         &secret,
@@ -623,16 +555,13 @@ fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_el
         &dir.path().join("g2-master"),
         &["--nameserver", &ns, "--group", "g2"],
     );
-    wait_for("three brokers registered", Duration::from_secs(10), || {
-        (smq_tests::failover::registered(&nameserver).len() == 3).then_some(())
-    });
+    smq_tests::failover::wait_until_registered(&nameserver, 3);
     wait_for_in_sync(&g1_master);
-    let created = nameserver
-        .smq()
-        .args(["topic", "create", "t", "--queues", "2", "--groups", "g1,g2"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
+    smq_tests::succeeds(
+        nameserver
+            .smq()
+            .args(["topic", "create", "t", "--queues", "2", "--groups", "g1,g2"]),
+    );
     // The slave has the topic (metadata follows the log) and shows in the route.
     wait_for("the slave in the route", Duration::from_secs(10), || {
         let (status, body) = nameserver.get("/v1/routes/t");
@@ -711,15 +640,7 @@ fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_el
     wait_for(
         "the dead master leaves the routes",
         Duration::from_secs(10),
-        || {
-            let (_, body) = nameserver.get("/v1/routes/t");
-            let route: serde_json::Value = serde_json::from_str(&body).ok()?;
-            route["groups"]
-                .as_array()?
-                .iter()
-                .any(|group| group["group"] == "g1" && group["master"].is_null())
-                .then_some(())
-        },
+        || (g1_routes_a_master(&nameserver)? == Some(false)).then_some(()),
     );
 
     // A producer started now, while g1 has no master, knows g1's queues from its slave: every
@@ -815,28 +736,12 @@ fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_el
 
     // The master returns where it was: its slave is in sync with it again, the routes name it,
     // and g1's keys are written to g1 again.
-    let g1_args = [
-        "--nameserver",
-        &ns,
-        "--group",
-        "g1",
-        "--replication",
-        "sync",
-    ];
     let g1_master = restart_as_master(&g1_addr, &g1_dir, &secret, &g1_args);
     wait_for_in_sync(&g1_master);
     wait_for(
         "g1's master back in the routes",
         Duration::from_secs(10),
-        || {
-            let (_, body) = nameserver.get("/v1/routes/t");
-            let route: serde_json::Value = serde_json::from_str(&body).ok()?;
-            route["groups"]
-                .as_array()?
-                .iter()
-                .any(|group| group["group"] == "g1" && !group["master"].is_null())
-                .then_some(())
-        },
+        || (g1_routes_a_master(&nameserver)? == Some(true)).then_some(()),
     );
     runtime.block_on(async {
         let producer = Producer::connect(config.clone()).await.unwrap();
@@ -850,21 +755,13 @@ fn consumers_read_a_dead_masters_backlog_from_its_slave_while_producers_go_on_el
 
 #[test]
 fn a_killed_slave_restarts_catches_up_and_sync_writes_resume_refused_meanwhile() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = secret_file(dir.path(), "restart");
-    let slave_dir = dir.path().join("slave");
-    let master = start_master(
-        &secret,
-        &dir.path().join("master"),
+    let (dir, secret, master) = master_in_temp_dir(
+        "restart",
         &["--replication", "sync", "--replica-lag-time-max-ms", "1000"],
     );
+    let slave_dir = dir.path().join("slave");
     let slave = start_slave(&master, &secret, &slave_dir, &[]);
-    let created = master
-        .smq()
-        .args(["topic", "create", "t", "--queues", "2"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
+    smq_tests::succeeds(master.smq().args(["topic", "create", "t", "--queues", "2"]));
     wait_for_in_sync(&master);
     let lines =
         |from: usize, to: usize| -> String { (from..to).map(|i| format!("m{i}\n")).collect() };
@@ -1054,12 +951,11 @@ fn group_with_topic(dir: &Path, master_args: &[&str], queues: u32) -> (PathBuf, 
     let slave = start_slave(&master, &secret, &dir.join("slave"), &[]);
     wait_for_in_sync(&master);
     let queues = queues.to_string();
-    let created = master
-        .smq()
-        .args(["topic", "create", "t", "--queues", &queues])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
+    smq_tests::succeeds(
+        master
+            .smq()
+            .args(["topic", "create", "t", "--queues", &queues]),
+    );
     (secret, master, slave)
 }
 
@@ -1078,22 +974,56 @@ fn restart_as_master(addr: &str, data_dir: &Path, secret: &Path, args: &[&str]) 
 
 /// A broker of the group restarted where its peers know it, as a slave of `master`.
 fn restart_as_slave(addr: &str, data_dir: &Path, master: &str, secret: &Path) -> Broker {
-    let secret = secret.to_str().unwrap();
-    let args = [
-        "--role",
-        "slave",
-        "--master",
-        master,
-        "--replication-secret-file",
-        secret,
-    ];
-    Broker::start_on(addr, data_dir, &with_small_segments(args.to_vec()))
+    let mut args = slave_of(master);
+    args.extend(["--replication-secret-file", secret.to_str().unwrap()]);
+    Broker::start_on(addr, data_dir, &with_small_segments(args))
+}
+
+/// Whether the route of topic `t` gives group g1 a master (`None`: no answer, `Some(None)`: g1
+/// is not in it).
+fn g1_routes_a_master(nameserver: &NameServer) -> Option<Option<bool>> {
+    let (_, body) = nameserver.get("/v1/routes/t");
+    let route: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let groups = route["groups"].as_array()?;
+    let g1 = groups.iter().find(|group| group["group"] == "g1");
+    Some(g1.map(|group| !group["master"].is_null()))
 }
 
 fn wait_for_log(broker: &Broker, what: &str, found: impl Fn(&str) -> bool) -> String {
     wait_for(what, Duration::from_secs(30), || {
         broker.log_lines().into_iter().find(|line| found(line))
     })
+}
+
+/// Synchronous replication whose writes time out within 300 ms, with a slave that stays counted
+/// in sync for a minute (frozen, it acknowledges nothing).
+const SYNC_TIMING_OUT_FAST: [&str; 6] = [
+    "--replication",
+    "sync",
+    "--replication-timeout-ms",
+    "300",
+    "--replica-lag-time-max-ms",
+    "60000",
+];
+
+/// After a switchover: `count` messages produced to the new master are all acknowledged, and
+/// then the new master and the old one (its slave now) hold exactly `before` and those.
+fn both_hold_what_the_new_master_takes(
+    new_master: &str,
+    old_master: &str,
+    before: &BTreeSet<Vec<u8>>,
+    count: usize,
+) {
+    let (after, failed) = produce_tagged(new_master, "t", "after", count);
+    assert_eq!((after.len(), failed), (count, 0));
+    let all: BTreeSet<Vec<u8>> = before.union(&after).cloned().collect();
+    assert_exactly(
+        &read_log(new_master, "t", all.len()),
+        &all,
+        "the new master",
+    );
+    let now_its_slave = "the old master, now its slave";
+    assert_exactly(&read_log(old_master, "t", all.len()), &all, now_its_slave);
 }
 
 /// Issue 16 point 2. (1) A master that lost its data directory comes back with an empty log:
@@ -1146,15 +1076,7 @@ fn a_restarted_master_with_a_shorter_log_than_its_slave_loses_nothing_acknowledg
     master.stop();
     let old_master = restart_as_slave(&master_addr, &master_dir, &slave_addr, &secret);
     wait_for_in_sync(&new_master);
-    let (after, failed) = produce_tagged(&slave_addr, "t", "after", 300);
-    assert_eq!((after.len(), failed), (300, 0));
-    let all: BTreeSet<Vec<u8>> = before.union(&after).cloned().collect();
-    assert_exactly(&read_log(&slave_addr, "t", 900), &all, "the new master");
-    assert_exactly(
-        &read_log(&master_addr, "t", 900),
-        &all,
-        "the old master, now its slave",
-    );
+    both_hold_what_the_new_master_takes(&slave_addr, &master_addr, &before, 300);
     drop(old_master);
 }
 
@@ -1165,14 +1087,7 @@ fn a_restarted_master_with_a_shorter_log_than_its_slave_loses_nothing_acknowledg
 #[test]
 fn an_old_master_rejoining_after_a_switchover_drops_only_its_unacknowledged_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--replication",
-        "sync",
-        "--replication-timeout-ms",
-        "300",
-        "--replica-lag-time-max-ms",
-        "60000",
-    ];
+    let args = SYNC_TIMING_OUT_FAST;
     let (secret, master, slave) = group_with_topic(dir.path(), &args, 2);
     let (master_dir, slave_dir) = (master.data_dir.clone(), slave.data_dir.clone());
     let (master_addr, slave_addr) = (master.addr.to_string(), slave.addr.to_string());
@@ -1207,15 +1122,7 @@ fn an_old_master_rejoining_after_a_switchover_drops_only_its_unacknowledged_tail
         .expect("the line counts the messages");
     assert!(dropped_messages >= 5, "{dropped}");
     wait_for_in_sync(&new_master);
-    let (after, failed) = produce_tagged(&slave_addr, "t", "after", 200);
-    assert_eq!((after.len(), failed), (200, 0));
-    let all: BTreeSet<Vec<u8>> = before.union(&after).cloned().collect();
-    assert_exactly(&read_log(&slave_addr, "t", 600), &all, "the new master");
-    assert_exactly(
-        &read_log(&master_addr, "t", 600),
-        &all,
-        "the old master, now its slave",
-    );
+    both_hold_what_the_new_master_takes(&slave_addr, &master_addr, &before, 200);
     // Stopped slave first, so that it holds no more than its master.
     old_master.stop();
     new_master.stop();
@@ -1246,14 +1153,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn a_restarted_sync_master_serves_only_what_its_slave_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--replication",
-        "sync",
-        "--replication-timeout-ms",
-        "300",
-        "--replica-lag-time-max-ms",
-        "60000",
-    ];
+    let args = SYNC_TIMING_OUT_FAST;
     let (secret, master, slave) = group_with_topic(dir.path(), &args, 2);
     let (master_addr, master_dir) = (master.addr.to_string(), master.data_dir.clone());
     let (before, failed) = produce_tagged(&master_addr, "t", "before", 300);
@@ -1450,13 +1350,8 @@ fn log_positions(broker: &Broker) -> (u64, u64) {
 
 #[test]
 fn under_sync_flush_and_sync_replication_an_acknowledged_batch_is_fsynced_on_master_and_slave() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = secret_file(dir.path(), "fsync");
-    let master = start_master(
-        &secret,
-        &dir.path().join("master"),
-        &["--flush", "sync", "--replication", "sync"],
-    );
+    let (dir, secret, master) =
+        master_in_temp_dir("fsync", &["--flush", "sync", "--replication", "sync"]);
     // The slave flushes asynchronously, once an hour: only the master's --flush sync (which
     // makes it fsync each chunk before acknowledging it) gets its copy to disk in time.
     let slave = start_slave(
@@ -1468,15 +1363,7 @@ fn under_sync_flush_and_sync_replication_an_acknowledged_batch_is_fsynced_on_mas
     wait_for_in_sync(&master);
     let config = ClientConfig::new(master.addr.to_string());
     let runtime = runtime();
-    let producer = runtime.block_on(async {
-        Admin::connect(config.clone())
-            .await
-            .unwrap()
-            .create_topic("t", 2)
-            .await
-            .unwrap();
-        Producer::connect(config.clone()).await.unwrap()
-    });
+    let producer = runtime.block_on(async { smq_tests::topic_and_producer(&config, "t", 2).await });
     // One batch at a time: when its acknowledgement arrives, nothing else is written, so the
     // master's log end is that batch's end.
     for sequence in 0..20 {
@@ -1513,19 +1400,9 @@ fn under_sync_flush_and_sync_replication_an_acknowledged_batch_is_fsynced_on_mas
 
 #[test]
 fn under_sync_flush_a_slaves_acknowledgement_counts_only_what_it_fsynced() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = secret_file(dir.path(), "right");
-    let master = start_master(
-        &secret,
-        &dir.path().join("master"),
-        &["--flush", "sync", "--replication", "sync"],
-    );
-    let created = master
-        .smq()
-        .args(["topic", "create", "t", "--queues", "1"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
+    let (_dir, _secret, master) =
+        master_in_temp_dir("right", &["--flush", "sync", "--replication", "sync"]);
+    smq_tests::succeeds(master.smq().args(["topic", "create", "t", "--queues", "1"]));
     // A hand-written slave with the secret: it holds whatever it fetched, and says how much
     // of it it fsynced.
     let mut peer = RawPeer::connect(&master);
@@ -1607,16 +1484,13 @@ fn a_dead_masters_backlog_is_read_from_its_slave_within_one_heartbeat_timeout() 
         &dir.path().join("slave"),
         &["--nameserver", &ns],
     );
-    wait_for("both brokers registered", Duration::from_secs(10), || {
-        (smq_tests::failover::registered(&nameserver).len() == 2).then_some(())
-    });
+    smq_tests::failover::wait_until_registered(&nameserver, 2);
     wait_for_in_sync(&master);
-    let created = nameserver
-        .smq()
-        .args(["topic", "create", "t", "--queues", "4"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
+    smq_tests::succeeds(
+        nameserver
+            .smq()
+            .args(["topic", "create", "t", "--queues", "4"]),
+    );
     let runtime = runtime();
     // Routes asked again only after errors: the background refresh does not help.
     let config = nameserver.client_config(60_000);

@@ -1,12 +1,14 @@
 //! Producers and consumers follow the NameServer's routes over several broker groups: through a
 //! DNS repoint with the embedded hickory server, over two SRV priorities, and with the
 //! NameServer down from the start of a run; and the CLI creates topics on every master (or the
-//! named groups) and produces and consumes through the NameServer.
+//! named groups) and produces and consumes through the NameServer, and the library's `Admin`
+//! does the same cluster-wide operations.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use smq_client::{Consumer, Message, Producer, StartFrom};
+use smq_client::protocol::ErrorCode;
+use smq_client::{Admin, ClientConfig, ClusterError, Consumer, Message, Producer, StartFrom};
 use smq_tests::embedded_dns::EmbeddedDns;
 use smq_tests::failover::{self, registered, ContinuousSender};
 use smq_tests::proxy::SilentProxy;
@@ -477,6 +479,139 @@ fn the_cli_creates_topics_on_every_master_or_the_named_groups_and_produces_throu
     wait_for("the deleted topic unrouted", Duration::from_secs(5), || {
         (nameserver.get("/v1/routes/only-g2").0 == 404).then_some(())
     });
+}
+
+#[test]
+fn admin_creates_a_topic_on_every_master_waits_until_routed_and_counts_what_each_queue_stores() {
+    // A short heartbeat timeout, so that the warm-up (during which creating on every master
+    // waits) is short too.
+    let nameserver = NameServer::start(&["--heartbeat-timeout-ms", "2000"]);
+    let brokers = two_groups(&nameserver);
+    let mut config = nameserver.client_config(100);
+    config.route_wait_ms = 10_000;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut groups = Admin::create_topic_on_masters(&config, "orders", 2, &[])
+            .await
+            .unwrap();
+        groups.sort();
+        assert_eq!(groups, ["g1", "g2"]);
+        let route = Admin::wait_until_routed(&config, "orders", &groups, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let routed: Vec<&str> = route.groups.iter().map(|g| g.group.as_str()).collect();
+        assert_eq!(routed, ["g1", "g2"]);
+
+        let producer = Producer::connect(config.clone()).await.unwrap();
+        let mut pending = Vec::new();
+        for i in 0..400 {
+            let message = Message::from_body(format!("m{i}"));
+            pending.push(producer.start_send("orders", message).await.unwrap());
+        }
+        for delivery in pending {
+            delivery.wait().await.unwrap();
+        }
+        let stored = Admin::stored_messages(&config, "orders").await.unwrap();
+        let mut queues: Vec<(String, u32)> = stored
+            .iter()
+            .map(|queue| (queue.group.clone(), queue.queue_id))
+            .collect();
+        queues.sort();
+        let want = [("g1", 0), ("g1", 1), ("g2", 0), ("g2", 1)].map(|(g, q)| (g.to_owned(), q));
+        assert_eq!(queues, want, "each queue of each group once: {stored:?}");
+        assert_eq!(stored.iter().map(|q| q.messages).sum::<u64>(), 400);
+        for group in ["g1", "g2"] {
+            let in_group: u64 = stored
+                .iter()
+                .filter(|queue| queue.group == group)
+                .map(|queue| queue.messages)
+                .sum();
+            assert!(in_group > 0, "group {group} stores none: {stored:?}");
+        }
+
+        // A master that refuses (it has the topic already) fails alone, named with its broker.
+        let g1 = brokers[0].addr.to_string();
+        let admin = Admin::connect_to(&config, &g1).await.unwrap();
+        admin.create_topic("half", 1).await.unwrap();
+        let error = Admin::create_topic_on_masters(&config, "half", 2, &[])
+            .await
+            .unwrap_err();
+        let ClusterError::Partial { done, failed } = &error else {
+            panic!("not a partial failure: {error}");
+        };
+        assert_eq!(done, &["g2"]);
+        assert_eq!(failed.len(), 1, "{error}");
+        assert_eq!(
+            (failed[0].group.as_str(), failed[0].broker.as_str()),
+            ("g1", g1.as_str())
+        );
+        assert_eq!(failed[0].error.code(), Some(ErrorCode::TopicAlreadyExists));
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("failed in 1 group(s): group g1 ({g1}): ")),
+            "{error}"
+        );
+
+        let mut deleted = Admin::delete_topic_on_masters(&config, "orders")
+            .await
+            .unwrap();
+        deleted.sort();
+        assert_eq!(deleted, ["g1", "g2"]);
+        let error = Admin::delete_topic_on_masters(&config, "orders")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ClusterError::NoGroupHasTopic { .. }),
+            "{error}"
+        );
+    });
+}
+
+#[test]
+fn admin_over_a_cluster_without_a_master_says_so_and_creates_nothing() {
+    let nameserver = NameServer::start(&["--heartbeat-timeout-ms", "1000"]);
+    let mut config = nameserver.client_config(100);
+    config.route_wait_ms = 10_000;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let error = Admin::create_topic_on_masters(&config, "t", 2, &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ClusterError::NoMaster), "{error}");
+        assert!(
+            error.to_string().contains("knows no live master"),
+            "{error}"
+        );
+        let error = Admin::delete_topic_on_masters(&config, "t")
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ClusterError::NoMaster), "{error}");
+        let g9 = ["g9".to_owned()];
+        let error = Admin::create_topic_on_masters(&config, "t", 2, &g9)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ClusterError::GroupWithoutMaster { group } if group == "g9"),
+            "{error}"
+        );
+        let error = Admin::wait_until_routed(&config, "t", &g9, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ClusterError::NotRouted { missing, .. } if missing == &g9),
+            "{error}"
+        );
+
+        let without_nameserver = ClientConfig::new("127.0.0.1:1");
+        let error = Admin::create_topic_on_masters(&without_nameserver, "t", 2, &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ClusterError::NoNameServer), "{error}");
+    });
+    let (status, body) = nameserver.get("/v1/topics");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("\"t\""), "no topic was created: {body}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use smq_tests::http::request_blocking_as;
+use smq_tests::http::{blocking, request_as};
 use smq_tests::{ok, run_with_stdin, wait_for, Broker, NameServer};
 
 const CLUSTER_SECRET: &str = "the-cluster-secret";
@@ -96,13 +96,13 @@ fn heartbeat(group: &str, role: &str, addr: &str, name: Option<&str>) -> String 
 }
 
 fn post(nameserver: &NameServer, body: &str, bearer: Option<&str>) -> (u16, String) {
-    let reply = request_blocking_as(
+    let reply = blocking(request_as(
         nameserver.addr,
         "POST",
         "/v1/brokers/heartbeat",
         Some(body),
         bearer,
-    );
+    ));
     (reply.status, reply.body)
 }
 
@@ -256,16 +256,28 @@ fn with_a_read_token_reads_and_member_heartbeats_need_it() {
         "/v1/routes/orders",
         "/v1/groups",
     ] {
-        let reply = request_blocking_as(nameserver.addr, "GET", path, None, None);
+        let reply = blocking(request_as(nameserver.addr, "GET", path, None, None));
         assert_eq!(reply.status, 401, "{path}: {}", reply.body);
-        let reply = request_blocking_as(nameserver.addr, "GET", path, None, Some("the-read-token"));
+        let reply = blocking(request_as(
+            nameserver.addr,
+            "GET",
+            path,
+            None,
+            Some("the-read-token"),
+        ));
         assert_ne!(reply.status, 401, "{path}: {}", reply.body);
     }
     let member = r#"{"member_id": "m1", "topic": "orders", "session_timeout_ms": 10000}"#;
     let path = "/v1/groups/billing/heartbeat";
-    let reply = request_blocking_as(nameserver.addr, "POST", path, Some(member), None);
+    let reply = blocking(request_as(
+        nameserver.addr,
+        "POST",
+        path,
+        Some(member),
+        None,
+    ));
     assert_eq!(reply.status, 401, "{}", reply.body);
-    let reply = request_blocking_as(nameserver.addr, "GET", "/healthz", None, None);
+    let reply = blocking(request_as(nameserver.addr, "GET", "/healthz", None, None));
     assert_eq!(reply.status, 200);
     // The CLI sends the token it is given.
     let cluster = |token: Option<&Path>| {

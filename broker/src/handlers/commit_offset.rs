@@ -9,7 +9,7 @@ use smq_protocol::Response;
 use super::{
     check_group_name, check_master, check_topic_id, topic_queue, Answer, HandlerError, Outcome,
 };
-use crate::metadata::offsets::{CommitRefused, Offsets};
+use crate::metadata::offsets::CommitRefused;
 use crate::state::Broker;
 use smq_protocol::Role;
 
@@ -28,20 +28,21 @@ pub fn handle(broker: &Broker, request: CommitOffsetRequest) -> Outcome {
     topic
         .while_live(|| {
             let (_, end) = broker.store.queue_offsets(&request.topic, request.queue_id);
-            let commit = if for_absent_master {
-                Offsets::commit_unconfirmed
-            } else {
-                Offsets::commit
-            };
-            commit(
-                &broker.offsets,
-                &request.consumer_group,
-                &request.topic,
+            let (offsets, group, topic_name) =
+                (&broker.offsets, &request.consumer_group, &request.topic);
+            let (queue, offset) = (request.queue_id, request.offset.min(end));
+            let committed = offsets.commit(
+                group,
+                topic_name,
                 topic.id,
-                request.queue_id,
-                request.offset.min(end),
+                queue,
+                offset,
                 request.owner_epoch,
-            )
+            );
+            if committed.is_ok() && for_absent_master {
+                offsets.keep_unconfirmed(group, topic_name, queue);
+            }
+            committed
         })?
         .map_err(|refused| match refused {
             CommitRefused::StaleEpoch { stored_epoch } => HandlerError::StaleOwnerEpoch {

@@ -186,13 +186,16 @@ impl EntryError {
         match self {
             EntryError::Refused(error) => error,
             EntryError::NotDurable(not_durable, base_queue_offset) => {
-                // One entry (version 1): the failure is this entry's alone.
-                match Arc::try_unwrap(not_durable) {
-                    Ok(not_durable) => not_durable.into_error(base_queue_offset),
-                    Err(shared) => {
-                        HandlerError::Internal(shared.response_for(base_queue_offset).message)
-                    }
+                if let Ok(timeout) = not_durable.error_at(base_queue_offset) {
+                    return timeout;
                 }
+                // A failed fsync, of one entry (version 1): the store's error is its alone.
+                let shared = match Arc::try_unwrap(not_durable) {
+                    Ok(NotDurable::Flush(error)) => return error,
+                    Ok(timeout) => Arc::new(timeout),
+                    Err(shared) => shared,
+                };
+                HandlerError::Internal(shared.response_for(base_queue_offset).message)
             }
         }
     }
@@ -221,39 +224,29 @@ enum NotDurable {
 }
 
 impl NotDurable {
-    fn into_error(self, base_queue_offset: u64) -> HandlerError {
+    /// The error of the entry at `base_queue_offset`: a timeout names its offset; a failed
+    /// fsync is the store's error, shared by every entry (`Err`).
+    fn error_at(&self, base_queue_offset: u64) -> Result<HandlerError, &HandlerError> {
         match self {
-            NotDurable::FlushTimeout { timeout_ms } => HandlerError::FlushTimeout {
+            NotDurable::FlushTimeout { timeout_ms } => Ok(HandlerError::FlushTimeout {
                 base_queue_offset,
-                timeout_ms,
-            },
-            NotDurable::Flush(error) => error,
+                timeout_ms: *timeout_ms,
+            }),
+            NotDurable::Flush(error) => Err(error),
             NotDurable::ReplicationTimeout { group, timeout_ms } => {
-                HandlerError::ReplicationTimeout {
-                    group,
+                Ok(HandlerError::ReplicationTimeout {
+                    group: group.clone(),
                     base_queue_offset,
-                    timeout_ms,
-                }
+                    timeout_ms: *timeout_ms,
+                })
             }
         }
     }
 
     fn response_for(&self, base_queue_offset: u64) -> ErrorResponse {
-        match self {
-            NotDurable::FlushTimeout { timeout_ms } => HandlerError::FlushTimeout {
-                base_queue_offset,
-                timeout_ms: *timeout_ms,
-            }
-            .to_response(),
-            NotDurable::Flush(error) => error.to_response(),
-            NotDurable::ReplicationTimeout { group, timeout_ms } => {
-                HandlerError::ReplicationTimeout {
-                    group: group.clone(),
-                    base_queue_offset,
-                    timeout_ms: *timeout_ms,
-                }
-                .to_response()
-            }
+        match self.error_at(base_queue_offset) {
+            Ok(error) => error.to_response(),
+            Err(shared) => shared.to_response(),
         }
     }
 }

@@ -228,26 +228,16 @@ impl Offsets {
         Ok(())
     }
 
-    /// [`Offsets::commit`] on a slave whose master cannot be reached: the offset is also kept
-    /// as unconfirmed, for the master to take when the slave reconnects
+    /// After an [`Offsets::commit`] on a slave whose master cannot be reached: the offset is
+    /// also kept as unconfirmed, for the master to take when the slave reconnects
     /// ([`Offsets::unconfirmed_json`]).
-    pub fn commit_unconfirmed(
-        &self,
-        consumer_group: &str,
-        topic: &str,
-        topic_id: u64,
-        queue: u32,
-        offset: u64,
-        owner_epoch: u64,
-    ) -> Result<(), CommitRefused> {
-        self.commit(consumer_group, topic, topic_id, queue, offset, owner_epoch)?;
+    pub fn keep_unconfirmed(&self, consumer_group: &str, topic: &str, queue: u32) {
         self.lock()
             .unconfirmed
             .insert((consumer_group.to_owned(), topic.to_owned(), queue));
-        Ok(())
     }
 
-    /// The unconfirmed offsets (see [`Offsets::commit_unconfirmed`]) as consumer_offsets.json
+    /// The unconfirmed offsets (see [`Offsets::keep_unconfirmed`]) as consumer_offsets.json
     /// has them; empty when there are none.
     pub fn unconfirmed_json(&self) -> Vec<u8> {
         let state = self.lock();
@@ -548,15 +538,15 @@ mod tests {
         slave.replace_from_json(&master.to_json().1).unwrap();
         assert!(slave.unconfirmed_json().is_empty(), "nothing taken yet");
         // The master is down: the slave takes the group's commits.
-        slave
-            .commit_unconfirmed("billing", "orders", 1, 0, 100, 5)
-            .unwrap();
-        slave
-            .commit_unconfirmed("billing", "orders", 1, 2, 7, 6)
-            .unwrap();
-        slave
-            .commit_unconfirmed("billing", "deleted", 1, 0, 3, 6)
-            .unwrap();
+        let commit_unconfirmed = |topic: &str, queue, offset, owner_epoch| {
+            slave
+                .commit("billing", topic, 1, queue, offset, owner_epoch)
+                .unwrap();
+            slave.keep_unconfirmed("billing", topic, queue);
+        };
+        commit_unconfirmed("orders", 0, 100, 5);
+        commit_unconfirmed("orders", 2, 7, 6);
+        commit_unconfirmed("deleted", 0, 3, 6);
         // Back, the master committed queue 1 further itself before the slave reconnected.
         master.commit("billing", "orders", 1, 1, 20, 5).unwrap();
         let sent = slave.unconfirmed_json();
@@ -568,9 +558,7 @@ mod tests {
             "queue 0 and the new queue 2, not the deleted topic"
         );
         // A commit the slave took after it sent its offsets, older than nothing the master has.
-        slave
-            .commit_unconfirmed("billing", "orders", 1, 3, 9, 6)
-            .unwrap();
+        commit_unconfirmed("orders", 3, 9, 6);
         // The slave drops the offsets of topics its master no longer has as it copies topics.
         slave.remove_topic("deleted");
         slave.replace_from_json(&master.to_json().1).unwrap();
@@ -600,8 +588,10 @@ mod tests {
         master.commit("billing", "orders", 2, 0, 10, 1).unwrap();
         // Taken in topic 1 (the deleted one), newer than the master's.
         for (queue, offset) in [(0, 500), (1, 50)] {
-            let committed = slave.commit_unconfirmed("billing", "orders", 1, queue, offset, 3);
-            committed.unwrap();
+            slave
+                .commit("billing", "orders", 1, queue, offset, 3)
+                .unwrap();
+            slave.keep_unconfirmed("billing", "orders", queue);
         }
         // What the master's handler keeps: its topic's id, or an offset that names none.
         let keep = |topic: &str, id: u64, queue: u32| {

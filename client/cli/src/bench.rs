@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::produce::{apply, ProducerArgs};
-use crate::topic::{direct, stored_in, topic_on_masters, TopicCommand};
+use crate::topic::create_on_masters;
 
 #[derive(Subcommand, Debug)]
 pub(super) enum BenchCommand {
@@ -246,12 +246,7 @@ async fn ensure_topic(config: &ClientConfig, topic: &str, queues: u32) -> anyhow
         return match client.route_waiting(topic, wait).await {
             Ok(_) => Ok(()),
             Err(error) if error.code() == Some(ApiErrorCode::TopicNotFound) => {
-                let create = TopicCommand::Create {
-                    name: topic.to_owned(),
-                    queues,
-                    groups: Vec::new(),
-                };
-                topic_on_masters(config, client, create).await
+                create_on_masters(config, topic, queues, &[]).await
             }
             Err(error) => Err(error.into()),
         };
@@ -380,22 +375,8 @@ async fn bench_consume(
 
 /// Messages stored in the topic: on `--broker`, or on every master its route names.
 async fn stored_messages(config: &ClientConfig, topic: &str) -> anyhow::Result<u64> {
-    let brokers: Vec<String> = match &config.nameserver {
-        Some(client) => client
-            .route_waiting(topic, Duration::from_millis(config.route_wait_ms))
-            .await?
-            .groups
-            .into_iter()
-            .filter_map(|group| group.master)
-            .collect(),
-        None => vec![config.broker.clone()],
-    };
-    let mut stored = 0;
-    for broker in brokers {
-        let admin = Admin::connect(direct(config, &broker)).await?;
-        stored += stored_in(&admin.describe_topic(topic).await?);
-    }
-    Ok(stored)
+    let queues = Admin::stored_messages(config, topic).await?;
+    Ok(queues.iter().map(|queue| queue.messages).sum())
 }
 
 async fn bench_e2e(
@@ -580,7 +561,7 @@ impl AssignedQueues {
                     ..options.clone()
                 })
                 .await?;
-                let admin = Admin::connect(direct(config, &route.broker)).await?;
+                let admin = Admin::connect_to(config, &route.broker).await?;
                 let held = admin.describe_topic(topic).await?;
                 brokers.insert(route.broker.clone(), (connection, held));
             }

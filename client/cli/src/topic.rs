@@ -1,14 +1,12 @@
 //! `smq topic`: create, list, describe and delete topics, on one broker or, through the
 //! NameServer, on every master of the cluster.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::bail;
 use clap::Subcommand;
-use smq_client::nameserver_client::{NameServerClient, NameServerError};
-use smq_client::protocol::response::TopicMetadata;
-use smq_client::protocol::{ErrorCode, Role};
-use smq_client::{Admin, ClientConfig};
+use smq_client::nameserver_client::NameServerClient;
+use smq_client::{Admin, ClientConfig, ClusterError};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum TopicCommand {
@@ -52,7 +50,7 @@ pub(crate) async fn run(
         (Some(client), TopicCommand::Describe { name, json }) => {
             topic_route_from_nameserver(client, &name, wait, json).await
         }
-        (Some(client), command) => topic_on_masters(&config, client, command).await,
+        (Some(_), command) => topic_on_masters(&config, command).await,
         (None, TopicCommand::Create { groups, .. }) if !groups.is_empty() => bail!(
             "--groups picks broker groups through the NameServer: set --nameserver URL or --srv NAME"
         ),
@@ -76,7 +74,7 @@ async fn topic_on_broker(config: ClientConfig, command: TopicCommand) -> anyhow:
                     "{:<40} {:>7} {:>14}",
                     topic.name,
                     topic.queues.len(),
-                    stored_in(&topic)
+                    topic.stored_messages()
                 );
             }
         }
@@ -92,7 +90,7 @@ async fn topic_on_broker(config: ClientConfig, command: TopicCommand) -> anyhow:
                             "queue": queue.queue_id,
                             "earliest": queue.log_start_offset,
                             "latest": queue.high_watermark,
-                            "messages": queue.high_watermark - queue.log_start_offset,
+                            "messages": queue.stored_messages(),
                         })
                     })
                     .collect();
@@ -125,7 +123,7 @@ async fn topic_on_broker(config: ClientConfig, command: TopicCommand) -> anyhow:
                     queue.queue_id,
                     queue.log_start_offset,
                     queue.high_watermark,
-                    queue.high_watermark - queue.log_start_offset
+                    queue.stored_messages()
                 );
             }
         }
@@ -137,145 +135,62 @@ async fn topic_on_broker(config: ClientConfig, command: TopicCommand) -> anyhow:
     Ok(())
 }
 
+/// How long `smq topic create` waits for the NameServer to route a new topic before it warns.
+const ROUTED_WAIT: Duration = Duration::from_secs(10);
+
 /// `smq topic create` and `delete` with a NameServer: on each master the cluster view lists (for
-/// create, those of `--groups` if given), through the broker protocol. Create then waits until the
-/// routes show the topic in every group it was created in (one heartbeat: brokers heartbeat at
-/// once after a topic change).
-pub(crate) async fn topic_on_masters(
-    config: &ClientConfig,
-    client: &NameServerClient,
-    command: TopicCommand,
-) -> anyhow::Result<()> {
-    let (name, groups) = match &command {
-        TopicCommand::Create { name, groups, .. } => (name.clone(), groups.clone()),
-        TopicCommand::Delete { name } => (name.clone(), Vec::new()),
-        TopicCommand::List | TopicCommand::Describe { .. } => unreachable!("read the NameServer"),
-    };
-    let masters = masters(client, &groups, Duration::from_millis(config.route_wait_ms)).await?;
-    let mut done = Vec::new();
-    let mut failed = Vec::new();
-    for master in &masters {
-        let result = match (&command, Admin::connect(direct(config, &master.addr)).await) {
-            (TopicCommand::Create { queues, .. }, Ok(admin)) => {
-                admin.create_topic(&name, *queues).await
+/// create, those of `--groups` if given), through the broker protocol.
+async fn topic_on_masters(config: &ClientConfig, command: TopicCommand) -> anyhow::Result<()> {
+    match command {
+        TopicCommand::Create {
+            name,
+            queues,
+            groups,
+        } => create_on_masters(config, &name, queues, &groups).await,
+        TopicCommand::Delete { name } => {
+            let result = Admin::delete_topic_on_masters(config, &name).await;
+            if let Ok(done) | Err(ClusterError::Partial { done, .. }) = &result {
+                if !done.is_empty() {
+                    eprintln!("deleted topic {name} in group(s) {}", done.join(","));
+                }
             }
-            (_, Ok(admin)) => admin.delete_topic(&name).await,
-            (_, Err(error)) => Err(error),
-        };
-        match result {
-            Ok(()) => done.push(master.group.clone()),
-            // Delete everywhere means: wherever it is.
-            Err(error)
-                if matches!(command, TopicCommand::Delete { .. })
-                    && error.code() == Some(ErrorCode::UnknownTopic) => {}
-            Err(error) => failed.push(format!("group {} ({}): {error}", master.group, master.addr)),
+            result?;
+            Ok(())
         }
+        TopicCommand::List | TopicCommand::Describe { .. } => unreachable!("read the NameServer"),
     }
-    match &command {
-        TopicCommand::Create { queues, .. } if !done.is_empty() => {
+}
+
+/// Creates `name` on the masters of `groups` (all if empty), says where, and waits until the
+/// routes show it in every group it was created in (one heartbeat: brokers heartbeat at once
+/// after a topic change); a route still missing then is a warning, a failed master an error.
+pub(crate) async fn create_on_masters(
+    config: &ClientConfig,
+    name: &str,
+    queues: u32,
+    groups: &[String],
+) -> anyhow::Result<()> {
+    let result = Admin::create_topic_on_masters(config, name, queues, groups).await;
+    if let Ok(done) | Err(ClusterError::Partial { done, .. }) = &result {
+        if !done.is_empty() {
             eprintln!(
                 "created topic {name} with {queues} queues in group(s) {}",
                 done.join(",")
             );
-            wait_until_routed(client, &name, &done).await;
-        }
-        TopicCommand::Delete { .. } if !done.is_empty() => {
-            eprintln!("deleted topic {name} in group(s) {}", done.join(","));
-        }
-        TopicCommand::Delete { .. } if failed.is_empty() => {
-            bail!("no broker group has topic `{name}`")
-        }
-        _ => {}
-    }
-    if !failed.is_empty() {
-        bail!("failed in {} group(s): {}", failed.len(), failed.join("; "));
-    }
-    Ok(())
-}
-
-/// `config` pointed at the one broker at `addr`, without the NameServer.
-pub(crate) fn direct(config: &ClientConfig, addr: &str) -> ClientConfig {
-    let mut direct = config.clone();
-    direct.nameserver = None;
-    direct.broker = addr.to_owned();
-    direct
-}
-
-/// The live masters of the cluster, or of `groups` (each of which must have one). While the
-/// NameServer is warming up, brokers that have not re-registered are missing from its view, so
-/// this waits (up to `wait`) until it is warm, unless every group of `groups` is there already:
-/// a topic is never created or deleted on only the groups that re-registered so far.
-async fn masters(
-    client: &NameServerClient,
-    groups: &[String],
-    wait: Duration,
-) -> anyhow::Result<Vec<smq_client::nameserver_api::BrokerInfo>> {
-    let complete_view = || async {
-        let view = client.cluster().await?;
-        let has_master = |group: &String| {
-            view.brokers
-                .iter()
-                .any(|b| b.role == Role::Master && &b.group == group)
-        };
-        let named_all_there = !groups.is_empty() && groups.iter().all(has_master);
-        if view.warming_up_ms > 0 && !named_all_there {
-            return Err(NameServerError::WarmingUp {
-                remaining_ms: view.warming_up_ms,
-                reason: "brokers that have not re-registered with it yet are missing from its \
-                         cluster view, and acting on the groups it knows now could miss some"
-                    .to_owned(),
-            });
-        }
-        Ok(view)
-    };
-    let masters: Vec<_> = client
-        .retrying("every broker group", wait, complete_view)
-        .await?
-        .brokers
-        .into_iter()
-        .filter(|broker| broker.role == Role::Master)
-        .filter(|broker| groups.is_empty() || groups.contains(&broker.group))
-        .collect();
-    if let Some(missing) = groups
-        .iter()
-        .find(|group| !masters.iter().any(|m| &m.group == *group))
-    {
-        bail!("broker group `{missing}` has no live master the NameServer knows of (see `smq cluster`)");
-    }
-    if masters.is_empty() {
-        bail!(
-            "the NameServer knows no live master: start brokers with --nameserver or --srv \
-             pointing at it (see `smq cluster`)"
-        );
-    }
-    Ok(masters)
-}
-
-/// Waits up to 10 s until the topic's route lists every group in `groups`; warns otherwise.
-async fn wait_until_routed(client: &NameServerClient, topic: &str, groups: &[String]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(route) = client.route(topic).await {
-            if groups
-                .iter()
-                .all(|group| route.groups.iter().any(|g| &g.group == group))
-            {
-                eprintln!(
-                    "routes show topic {topic} in {} group(s)",
+            match Admin::wait_until_routed(config, name, done, ROUTED_WAIT).await {
+                Ok(route) => eprintln!(
+                    "routes show topic {name} in {} group(s)",
                     route.groups.len()
-                );
-                return;
+                ),
+                Err(_) => eprintln!(
+                    "warning: the NameServer does not route topic {name} to every group yet; \
+                     check `smq topic describe {name}`"
+                ),
             }
         }
-        if Instant::now() >= deadline {
-            eprintln!(
-                "warning: the NameServer does not route topic {topic} to every group yet; \
-                 check `smq topic describe {topic}`"
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    result?;
+    Ok(())
 }
 
 /// `smq topic list` with a NameServer: every topic in the cluster.
@@ -345,13 +260,4 @@ async fn topic_route_from_nameserver(
 
 fn admin_broker(info: &smq_client::admin::BrokerInfo) -> String {
     format!("{}/{}", info.cluster, info.group)
-}
-
-/// Messages one broker stores of a topic, over its queues.
-pub(crate) fn stored_in(topic: &TopicMetadata) -> u64 {
-    topic
-        .queues
-        .iter()
-        .map(|queue| queue.high_watermark - queue.log_start_offset)
-        .sum()
 }

@@ -243,6 +243,39 @@ fn check_name(field: &str, value: &str) -> Result<(), FieldError> {
 }
 
 impl Heartbeat {
+    /// The heartbeat of the broker at `addr` with `role` in `cluster`/`group`, at data version 1,
+    /// unnamed, with nothing else to tell (no topics, no log, epoch 0): a start for tests and
+    /// tools to change.
+    ///
+    /// ```
+    /// use smq_protocol::nameserver_api::Heartbeat;
+    /// use smq_protocol::Role;
+    ///
+    /// let heartbeat = Heartbeat::new("c1", "g1", Role::Master, "10.0.0.1:10911");
+    /// assert_eq!(heartbeat.broker_name(), "10.0.0.1:10911");
+    /// assert!(heartbeat.validate().is_ok());
+    /// ```
+    pub fn new(cluster: &str, group: &str, role: Role, addr: &str) -> Heartbeat {
+        Heartbeat {
+            cluster: cluster.to_owned(),
+            group: group.to_owned(),
+            role,
+            name: None,
+            addr: addr.to_owned(),
+            http_addr: None,
+            master_addr: None,
+            data_version: 1,
+            log_end_position: 0,
+            topics: Vec::new(),
+            replication_lag_ms: None,
+            in_sync_slaves: Vec::new(),
+            consumer_offsets: Vec::new(),
+            master_epoch: 0,
+            acknowledged_position: None,
+            claim: false,
+        }
+    }
+
     /// The broker's name within its cluster and group: `name`, else `addr`.
     pub fn broker_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.addr)
@@ -935,17 +968,6 @@ mod tests {
 
     fn heartbeat() -> Heartbeat {
         Heartbeat {
-            cluster: "c1".into(),
-            group: "g1".into(),
-            role: Role::Master,
-            name: None,
-            addr: "127.0.0.1:10911".into(),
-            http_addr: None,
-            master_addr: None,
-            data_version: 1,
-            log_end_position: 0,
-            replication_lag_ms: None,
-            in_sync_slaves: Vec::new(),
             topics: vec![TopicQueues {
                 name: "orders".into(),
                 id: 3,
@@ -953,10 +975,7 @@ mod tests {
                 readable: true,
                 writable: true,
             }],
-            consumer_offsets: vec![],
-            master_epoch: 0,
-            acknowledged_position: None,
-            claim: false,
+            ..Heartbeat::new("c1", "g1", Role::Master, "127.0.0.1:10911")
         }
     }
 

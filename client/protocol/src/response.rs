@@ -367,13 +367,20 @@ impl ListOffsetsResponse {
 ///
 /// let queue = QueueMetadata { queue_id: 0, log_start_offset: 10, high_watermark: 25 };
 /// // Stored: from the log start up to, not including, the high watermark.
-/// assert_eq!(queue.high_watermark - queue.log_start_offset, 15);
+/// assert_eq!(queue.stored_messages(), 15);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueMetadata {
     pub queue_id: u32,
     pub log_start_offset: u64,
     pub high_watermark: u64,
+}
+
+impl QueueMetadata {
+    /// The messages the queue stores: its latest offset minus its earliest.
+    pub fn stored_messages(&self) -> u64 {
+        self.high_watermark - self.log_start_offset
+    }
 }
 
 /// Bytes of one encoded [`QueueMetadata`].
@@ -386,8 +393,7 @@ const QUEUE_METADATA_BYTES: usize = 4 + 8 + 8;
 ///
 /// let queue = |queue_id| QueueMetadata { queue_id, log_start_offset: 0, high_watermark: 5 };
 /// let topic = TopicMetadata { name: "orders".into(), id: 3, queues: (0..4).map(queue).collect() };
-/// let stored: u64 = topic.queues.iter().map(|q| q.high_watermark - q.log_start_offset).sum();
-/// assert_eq!(stored, 20);
+/// assert_eq!(topic.stored_messages(), 20);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMetadata {
@@ -397,6 +403,13 @@ pub struct TopicMetadata {
     /// restarts its queues, never reads the new topic from the old topic's offsets.
     pub id: u64,
     pub queues: Vec<QueueMetadata>,
+}
+
+impl TopicMetadata {
+    /// The messages the broker stores of the topic, over its queues.
+    pub fn stored_messages(&self) -> u64 {
+        self.queues.iter().map(QueueMetadata::stored_messages).sum()
+    }
 }
 
 /// Smallest encoded [`TopicMetadata`]: an empty name and no queues (version 1).

@@ -139,6 +139,30 @@ where
     }
 }
 
+/// [`default_problems`] for the clap-derived settings struct `$settings`, its flags taken from
+/// its clap command: `(checked, problems)`. A macro, so that clap reaches each server through
+/// its own flags only (this crate does not depend on it).
+///
+/// ```ignore
+/// let readme = include_str!("../../README.md");
+/// let (checked, problems) =
+///     smq_settings::documented_defaults!(Settings, readme, "## Broker", BrokerConfig::from_settings);
+/// ```
+#[macro_export]
+macro_rules! documented_defaults {
+    ($settings:ty, $readme:expr, $heading:expr, $complete:expr) => {{
+        use clap::CommandFactory;
+        let flags = <$settings>::command()
+            .get_arguments()
+            .filter_map(|arg| {
+                let help = arg.get_help()?.to_string();
+                Some((format!("--{}", arg.get_long()?), help))
+            })
+            .collect::<Vec<(String, String)>>();
+        $crate::check::default_problems(flags, $readme, $heading, $complete)
+    }};
+}
+
 /// What is wrong with the documented defaults of `T`: for each flag (`--long` and its help, as
 /// clap has them) whose help states a default value (`[default: 3000]`, not words like
 /// `[default: the --listen address]`), README's settings table under `heading` must state the

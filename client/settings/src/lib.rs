@@ -75,7 +75,7 @@ pub fn toml_key_of(flag: &str) -> String {
 /// The `--config` file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("cannot read the config file {path}: {source}")]
+    #[error("cannot read the config file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -83,6 +83,20 @@ pub enum FileError {
     },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
+}
+
+/// `error` and its sources, joined by ": ": what `{error:#}` prints through anyhow in the
+/// servers' `main`, where each cause must be said once.
+///
+/// ```
+/// let error = std::io::Error::other("disk full");
+/// assert_eq!(smq_settings::error_chain(&error), "disk full");
+/// ```
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let chain: Vec<String> = std::iter::successors(Some(error), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
+    chain.join(": ")
 }
 
 /// The settings in the TOML file at `path`.
@@ -158,5 +172,11 @@ mod tests {
         );
         let error = read_toml::<Example>(&dir.path().join("absent.toml")).unwrap_err();
         assert!(matches!(error, FileError::Read { .. }), "{error}");
+        let chain = error_chain(&error);
+        assert_eq!(
+            chain.matches("No such file").count(),
+            1,
+            "said once: {chain}"
+        );
     }
 }

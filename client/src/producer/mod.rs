@@ -905,7 +905,7 @@ impl Completion {
                 topic: this.topic.clone(),
                 group: this.group().to_string(),
                 queue_id: this.queue_id,
-                source: Box::new(error),
+                cause: Box::new(error),
             };
             producer.answer(keyed, Err(error), this.queue_id);
         }
