@@ -423,6 +423,7 @@ impl Inner {
         let (answers, answers_rx) = mpsc::unbounded_channel();
         tokio::spawn(finish_answered_batches(answers_rx));
         let task = SendTask {
+            broker: Arc::from(connection.broker()),
             connection: connection.clone(),
             group: group.clone(),
             accumulator: Accumulator::new(settings.batch_bytes, settings.linger),
@@ -587,6 +588,8 @@ fn check_field_lengths(message: &Message) -> Result<()> {
 /// The producer's background task: owns the open batches and submits them in order.
 struct SendTask {
     connection: Connection,
+    /// The connection's broker, shared by the batches' completions.
+    broker: Arc<str>,
     group: Arc<OnceLock<Arc<str>>>,
     accumulator: Accumulator<Waiter>,
     acks: Acks,
@@ -716,7 +719,7 @@ impl SendTask {
             batch: batch_bytes.clone(),
         };
         let completion = Completion {
-            broker: self.connection.broker().to_owned(),
+            broker: self.broker.clone(),
             group: self.group.clone(),
             topic: batch.topic,
             queue_id: batch.queue_id,
@@ -792,7 +795,7 @@ async fn finish_when_answered(completions: Vec<Completion>, pending: PendingResp
     let broker = completions[0].broker.clone();
     let mismatch = |reason: String| Error::Protocol {
         what: "Produce response".into(),
-        broker: broker.clone(),
+        broker: broker.to_string(),
         reason: ProtocolViolation::Mismatch(reason),
     };
     let results: Vec<Result<ProduceResponse>> = match pending.wait_until(deadline.into()).await {
@@ -829,7 +832,7 @@ async fn finish_when_answered(completions: Vec<Completion>, pending: PendingResp
 /// fate (or goes on in a batch sent again to another group), its buffer bytes are given back,
 /// and the batch no longer counts as in flight on this lane.
 struct Completion {
-    broker: String,
+    broker: Arc<str>,
     group: Arc<OnceLock<Arc<str>>>,
     topic: String,
     queue_id: u32,
@@ -853,7 +856,7 @@ impl Completion {
             }
             Ok(produced) => Err(Error::Protocol {
                 what: "Produce response".into(),
-                broker: self.broker.clone(),
+                broker: self.broker.to_string(),
                 reason: ProtocolViolation::Mismatch(format!(
                     "{} messages stored for a batch of {}",
                     produced.message_count,
