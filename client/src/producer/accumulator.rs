@@ -54,6 +54,8 @@ pub(crate) struct Accumulator<T> {
     deadlines: VecDeque<Deadline>,
     /// Batches opened so far.
     opened: u64,
+    /// Bytes of the batch sent last: what a new batch reserves (see `first_capacity`).
+    last_batch_bytes: usize,
 }
 
 impl<T> Accumulator<T> {
@@ -66,6 +68,7 @@ impl<T> Accumulator<T> {
             open: HashMap::new(),
             deadlines: VecDeque::new(),
             opened: 0,
+            last_batch_bytes: FIRST_CAPACITY_BYTES,
         }
     }
 
@@ -89,6 +92,7 @@ impl<T> Accumulator<T> {
         if let Some(open) = queues.get(&queue_id) {
             if open.builder.len() + message_bytes > self.batch_bytes {
                 let open = queues.remove(&queue_id).expect("just seen");
+                self.last_batch_bytes = open.builder.len();
                 ready.push(seal(topic, queue_id, open));
             }
         }
@@ -104,7 +108,7 @@ impl<T> Accumulator<T> {
                 builder: BatchBuilder::with_capacity(
                     topic,
                     queue_id,
-                    first_capacity(self.batch_bytes, message_bytes),
+                    first_capacity(self.last_batch_bytes, self.batch_bytes, message_bytes),
                 ),
                 waiters: Vec::new(),
                 opened: now,
@@ -115,6 +119,7 @@ impl<T> Accumulator<T> {
         open.waiters.push(waiter);
         if open.builder.len() >= self.batch_bytes {
             let open = queues.remove(&queue_id).expect("just filled");
+            self.last_batch_bytes = open.builder.len();
             ready.push(seal(topic, queue_id, open));
         }
     }
@@ -151,6 +156,7 @@ impl<T> Accumulator<T> {
                 .is_some_and(|open| open.serial == deadline.serial)
             {
                 let open = queues.remove(&deadline.queue_id).expect("just seen");
+                self.last_batch_bytes = open.builder.len();
                 ready.push(seal(&deadline.topic, deadline.queue_id, open));
             }
         }
@@ -172,12 +178,15 @@ impl<T> Accumulator<T> {
     }
 }
 
-/// Bytes a new batch reserves first: room for a few messages like its first, not the whole
-/// batch size; it grows (doubling) when more come. With many queues a batch often holds one or
-/// two messages, and reserving 256 KiB for each cost more than the messages themselves.
-fn first_capacity(batch_bytes: usize, message_bytes: usize) -> usize {
-    const FIRST_CAPACITY_BYTES: usize = 16 * 1024;
-    FIRST_CAPACITY_BYTES.min(batch_bytes).max(message_bytes)
+/// What a new batch reserves before the producer has sent one.
+const FIRST_CAPACITY_BYTES: usize = 16 * 1024;
+
+/// Bytes a new batch reserves: as many as the batch sent last held (within the batch size, and
+/// room for its first message), growing by doubling past that. With many queues a batch often
+/// holds a message or two, and reserving the whole 256 KiB for each cost more than the
+/// messages; with few, batches fill, and growing each from a little would copy it several times.
+fn first_capacity(last_batch_bytes: usize, batch_bytes: usize, message_bytes: usize) -> usize {
+    last_batch_bytes.min(batch_bytes).max(message_bytes)
 }
 
 fn seal<T>(topic: &str, queue_id: u32, open: OpenBatch<T>) -> ReadyBatch<T> {
