@@ -191,16 +191,23 @@ impl MappedFile {
             return Ok(());
         }
         let file = File::open(&self.path)?;
-        let mut scratch = vec![0u8; (len as usize).min(READ_AHEAD_SCRATCH_BYTES)];
-        let mut at = offset;
-        while at < offset + len {
-            let want = ((offset + len - at) as usize).min(scratch.len());
-            match file.read_at(&mut scratch[..want], at)? {
-                0 => break, // the file ends here
-                read => at += read as u64,
-            }
+        thread_local! {
+            // Made (and zeroed) once per thread: zeroing a fresh buffer for each chunk cost
+            // more than the read (callgrind: 960 instructions a produced message).
+            static SCRATCH: std::cell::RefCell<Vec<u8>> =
+                std::cell::RefCell::new(vec![0u8; READ_AHEAD_SCRATCH_BYTES]);
         }
-        Ok(())
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut at = offset;
+            while at < offset + len {
+                let want = ((offset + len - at) as usize).min(scratch.len());
+                match file.read_at(&mut scratch[..want], at)? {
+                    0 => break, // the file ends here
+                    read => at += read as u64,
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Zeroes everything from `offset` to the end of the file and makes that durable, without
