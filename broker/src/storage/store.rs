@@ -1276,12 +1276,13 @@ impl Shared {
         let (index_end, unsynced) = {
             let state = self.lock_state();
             let index_end = state.log.write_position();
+            // Only the indexes written since their last sync (of 10,000 queues, often few).
             let unsynced: Vec<_> = state
                 .indexes
                 .iter()
-                .map(|(topic, queue, index)| {
+                .filter_map(|(topic, queue, index)| {
                     let (files, mark) = index.unsynced_files();
-                    (topic.to_owned(), queue, files, mark)
+                    (!files.is_empty()).then(|| (topic.to_owned(), queue, files, mark))
                 })
                 .collect();
             (index_end, unsynced)

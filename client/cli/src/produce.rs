@@ -39,6 +39,10 @@ pub(crate) struct ProducerArgs {
     /// A batch is sent once it holds this many bytes.
     #[arg(long, env = "SMQ_BATCH_BYTES", default_value_t = 256 * 1024)]
     pub(crate) batch_bytes: usize,
+    /// Messages without a key stick to one queue of their topic until this many bytes went
+    /// there, then move on to the next; 0: each message to the next queue in turn.
+    #[arg(long, env = "SMQ_STICKY_QUEUE_BYTES", default_value_t = 0)]
+    pub(crate) sticky_queue_bytes: usize,
     /// Most requests in flight on the connection.
     #[arg(long, env = "SMQ_IN_FLIGHT", default_value_t = 32)]
     pub(crate) in_flight: usize,
@@ -65,6 +69,7 @@ pub(crate) fn apply(config: &mut ClientConfig, producer: &ProducerArgs) {
     config.acks = producer.acks.into();
     config.linger_ms = producer.linger_ms;
     config.batch_bytes = producer.batch_bytes;
+    config.sticky_queue_bytes = producer.sticky_queue_bytes;
     config.max_in_flight_requests = producer.in_flight;
     config.attempt_timeout_ms = producer.attempt_timeout_ms;
     config.send_timeout_ms = producer.send_timeout_ms;

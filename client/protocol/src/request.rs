@@ -261,7 +261,14 @@ impl ProduceManyRequest {
             .iter()
             .map(|entry| PRODUCE_ENTRY_MIN_BYTES + entry.topic.len() + entry.batch.len())
             .sum();
-        let mut head = BytesMut::new();
+        // Room for the request's fields and every entry's head, so that splitting the heads
+        // off never allocates again (a request may carry thousands of small batches).
+        let heads_bytes: usize = self
+            .entries
+            .iter()
+            .map(|entry| PRODUCE_ENTRY_MIN_BYTES + entry.topic.len())
+            .sum();
+        let mut head = BytesMut::with_capacity(64 + heads_bytes);
         frame::encode_request(&mut head, header, |out| {
             out.put_u8(self.acks as u8);
             out.put_u32(self.timeout_ms);

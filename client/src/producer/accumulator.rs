@@ -1,8 +1,12 @@
 //! Collects messages into one open batch per topic-queue and says when a batch is ready: when
 //! it reached the batch size, or when its first message waited the linger time. Pure: the time
 //! is passed in, nothing is sent from here.
+//!
+//! With many queues (10,000 on a broker) thousands of batches are open at once, so nothing here
+//! looks at every open batch: the linger deadlines wait in the order the batches opened (the
+//! linger is the same for all), and only the expired ones are taken.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::protocol::record_batch::{BatchBuilder, Message};
@@ -24,8 +28,18 @@ struct OpenBatch<T> {
     waiters: Vec<T>,
     /// When its first message arrived.
     opened: Instant,
-    /// When the batch must go even if it is not full: its first message's arrival plus linger.
-    deadline: Instant,
+    /// Which opening of its topic-queue this is: a deadline of an earlier batch of the same
+    /// topic-queue (sent when it filled) is passed by.
+    serial: u64,
+}
+
+/// When an open batch must go even if it is not full: its first message's arrival plus linger.
+#[derive(Debug)]
+struct Deadline {
+    at: Instant,
+    topic: String,
+    queue_id: u32,
+    serial: u64,
 }
 
 /// Open batches by topic, then queue.
@@ -34,6 +48,14 @@ pub(crate) struct Accumulator<T> {
     batch_bytes: usize,
     linger: Duration,
     open: HashMap<String, HashMap<u32, OpenBatch<T>>>,
+    /// One per batch opened, in the order they opened, so earliest first (time goes forward
+    /// and the linger is the same for every batch); those of batches sent since are dropped as
+    /// they come to the front.
+    deadlines: VecDeque<Deadline>,
+    /// Batches opened so far.
+    opened: u64,
+    /// Bytes of the batch sent last: what a new batch reserves (see `first_capacity`).
+    last_batch_bytes: usize,
 }
 
 impl<T> Accumulator<T> {
@@ -44,6 +66,9 @@ impl<T> Accumulator<T> {
             batch_bytes,
             linger,
             open: HashMap::new(),
+            deadlines: VecDeque::new(),
+            opened: 0,
+            last_batch_bytes: FIRST_CAPACITY_BYTES,
         }
     }
 
@@ -67,62 +92,101 @@ impl<T> Accumulator<T> {
         if let Some(open) = queues.get(&queue_id) {
             if open.builder.len() + message_bytes > self.batch_bytes {
                 let open = queues.remove(&queue_id).expect("just seen");
+                self.last_batch_bytes = open.builder.len();
                 ready.push(seal(topic, queue_id, open));
             }
         }
-        let batch_bytes = self.batch_bytes;
-        let open = queues.entry(queue_id).or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::with_capacity(topic, queue_id, batch_bytes.max(message_bytes)),
-            waiters: Vec::new(),
-            opened: now,
-            deadline: now + self.linger,
+        let open = queues.entry(queue_id).or_insert_with(|| {
+            self.opened += 1;
+            self.deadlines.push_back(Deadline {
+                at: now + self.linger,
+                topic: topic.to_owned(),
+                queue_id,
+                serial: self.opened,
+            });
+            OpenBatch {
+                builder: BatchBuilder::with_capacity(
+                    topic,
+                    queue_id,
+                    first_capacity(self.last_batch_bytes, self.batch_bytes, message_bytes),
+                ),
+                waiters: Vec::new(),
+                opened: now,
+                serial: self.opened,
+            }
         });
         open.builder.push(message);
         open.waiters.push(waiter);
         if open.builder.len() >= self.batch_bytes {
             let open = queues.remove(&queue_id).expect("just filled");
+            self.last_batch_bytes = open.builder.len();
             ready.push(seal(topic, queue_id, open));
         }
     }
 
     /// The earliest time an open batch must go, if any batch is open.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.open
-            .values()
-            .flat_map(|queues| queues.values())
-            .map(|open| open.deadline)
-            .min()
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        self.drop_passed_deadlines();
+        self.deadlines.front().map(|deadline| deadline.at)
     }
 
-    /// Pushes onto `ready` every open batch whose linger time is over at `now`.
+    /// Pushes onto `ready` every open batch whose linger time is over at `now`, in the order
+    /// they opened.
     pub(crate) fn take_expired(&mut self, now: Instant, ready: &mut Vec<ReadyBatch<T>>) {
-        self.take_where(ready, |open| open.deadline <= now);
+        self.take_while(ready, |at| at <= now);
     }
 
-    /// Pushes onto `ready` every open batch (flush, close).
+    /// Pushes onto `ready` every open batch (flush, close), in the order they opened.
     pub(crate) fn take_all(&mut self, ready: &mut Vec<ReadyBatch<T>>) {
-        self.take_where(ready, |_| true);
+        self.take_while(ready, |_| true);
     }
 
-    fn take_where(
-        &mut self,
-        ready: &mut Vec<ReadyBatch<T>>,
-        mut take: impl FnMut(&OpenBatch<T>) -> bool,
-    ) {
-        for (topic, queues) in &mut self.open {
-            let mut due: Vec<u32> = queues
-                .iter()
-                .filter(|(_, open)| take(open))
-                .map(|(queue_id, _)| *queue_id)
-                .collect();
-            due.sort_unstable();
-            for queue_id in due {
-                let open = queues.remove(&queue_id).expect("listed above");
-                ready.push(seal(topic, queue_id, open));
+    /// Seals the open batches of the deadlines at the front while `due` says so.
+    fn take_while(&mut self, ready: &mut Vec<ReadyBatch<T>>, due: impl Fn(Instant) -> bool) {
+        while let Some(deadline) = self.deadlines.front() {
+            if !due(deadline.at) {
+                break;
+            }
+            let deadline = self.deadlines.pop_front().expect("just seen");
+            let Some(queues) = self.open.get_mut(&deadline.topic) else {
+                continue;
+            };
+            if queues
+                .get(&deadline.queue_id)
+                .is_some_and(|open| open.serial == deadline.serial)
+            {
+                let open = queues.remove(&deadline.queue_id).expect("just seen");
+                self.last_batch_bytes = open.builder.len();
+                ready.push(seal(&deadline.topic, deadline.queue_id, open));
             }
         }
-        self.open.retain(|_, queues| !queues.is_empty());
     }
+
+    /// Drops the deadlines at the front that belong to batches sent already (they filled).
+    fn drop_passed_deadlines(&mut self) {
+        while let Some(deadline) = self.deadlines.front() {
+            let still_open = self
+                .open
+                .get(&deadline.topic)
+                .and_then(|queues| queues.get(&deadline.queue_id))
+                .is_some_and(|open| open.serial == deadline.serial);
+            if still_open {
+                break;
+            }
+            self.deadlines.pop_front();
+        }
+    }
+}
+
+/// What a new batch reserves before the producer has sent one.
+const FIRST_CAPACITY_BYTES: usize = 16 * 1024;
+
+/// Bytes a new batch reserves: as many as the batch sent last held (within the batch size, and
+/// room for its first message), growing by doubling past that. With many queues a batch often
+/// holds a message or two, and reserving the whole 256 KiB for each cost more than the
+/// messages; with few, batches fill, and growing each from a little would copy it several times.
+fn first_capacity(last_batch_bytes: usize, batch_bytes: usize, message_bytes: usize) -> usize {
+    last_batch_bytes.min(batch_bytes).max(message_bytes)
 }
 
 fn seal<T>(topic: &str, queue_id: u32, open: OpenBatch<T>) -> ReadyBatch<T> {
@@ -212,6 +276,35 @@ mod tests {
         accumulator.take_expired(start + linger, &mut ready);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].waiters, [0, 1]);
+        assert_eq!(accumulator.next_deadline(), None);
+    }
+
+    /// A batch sent because it filled leaves its deadline behind: the next batch of the same
+    /// queue goes at its own deadline, not at the earlier one.
+    #[test]
+    fn a_batch_sent_full_takes_its_deadline_with_it() {
+        let start = Instant::now();
+        let linger = Duration::from_millis(5);
+        let one = message(100).encoded_len();
+        let mut accumulator = Accumulator::new(72 + 1 + 2 * one, linger);
+        let mut ready = Vec::new();
+        accumulator.append("t", 0, &message(100), 0, start, &mut ready);
+        accumulator.append("u", 0, &message(100), 1, start, &mut ready);
+        accumulator.append("t", 0, &message(100), 2, start, &mut ready);
+        assert_eq!(ready.len(), 1, "t/0 filled");
+        let later = start + Duration::from_millis(3);
+        accumulator.append("t", 0, &message(100), 3, later, &mut ready);
+        assert_eq!(accumulator.next_deadline(), Some(start + linger), "u/0's");
+        accumulator.take_expired(start + linger, &mut ready);
+        assert_eq!(ready.len(), 2);
+        assert_eq!(ready[1].waiters, [1], "u/0 only");
+        assert_eq!(
+            accumulator.next_deadline(),
+            Some(later + linger),
+            "the new t/0's"
+        );
+        accumulator.take_expired(later + linger, &mut ready);
+        assert_eq!(ready[2].waiters, [3]);
         assert_eq!(accumulator.next_deadline(), None);
     }
 

@@ -38,8 +38,8 @@ use crate::ClientConfig;
 
 use accumulator::{Accumulator, ReadyBatch};
 use fault_avoidance::Unreachable;
-use partitioner::RoundRobin;
 pub use partitioner::{fnv1a_32, queue_for_key};
+use partitioner::{RoundRobin, StickyQueues};
 pub use resend::ProducerMetrics;
 use resend::{GroupDown, ResendCounters};
 
@@ -163,6 +163,8 @@ struct Inner {
     buffer: Semaphore,
     buffer_bytes: u32,
     round_robin: RoundRobin,
+    /// With `sticky_queue_bytes`: the queue each topic's messages without a key stick to.
+    sticky: Option<StickyQueues>,
     /// Brokers just found unreachable, avoided by messages without a key.
     unreachable: Unreachable,
     resent: ResendCounters,
@@ -220,6 +222,8 @@ impl Producer {
                 buffer: Semaphore::new(buffer_bytes as usize),
                 buffer_bytes,
                 round_robin: RoundRobin::default(),
+                sticky: (config.sticky_queue_bytes > 0)
+                    .then(|| StickyQueues::new(config.sticky_queue_bytes)),
                 unreachable: Unreachable::default(),
                 resent: ResendCounters::default(),
             }),
@@ -262,9 +266,10 @@ impl Producer {
         check_topic_name(topic)?;
         check_field_lengths(&message)?;
         let routes = inner.routes.get(topic).await?;
+        let message_bytes = message.encoded_len();
         let (queue, lane) = if message.key.is_empty() {
             inner
-                .unkeyed_lane(&routes, |_| false)
+                .unkeyed_lane(&routes, message_bytes, |_| false)
                 .await?
                 .ok_or_else(|| Error::NoRoute {
                     topic: topic.to_owned(),
@@ -274,7 +279,6 @@ impl Producer {
             let queue = queue_of_key(&routes, topic, &message.key)?;
             (queue, inner.lane_of(queue, topic).await?)
         };
-        let message_bytes = message.encoded_len();
         let max_message_bytes = lane.connection.max_message_bytes();
         if message_bytes > max_message_bytes {
             return Err(Error::MessageTooLarge {
@@ -371,27 +375,38 @@ impl Inner {
         }
     }
 
-    /// A writable queue for messages without a key, in turn, past `excluded` queues and the
-    /// brokers just found unreachable (all of them, when nothing else is left and nothing is
-    /// `excluded`), and its lane. Nothing is sent before a lane is open, so a broker that cannot
-    /// be reached passes the turn to another queue, at most once per queue. `None` when no
-    /// queue is left.
+    /// A writable queue for messages without a key, in turn (or the topic's sticky queue, for a
+    /// message of `message_bytes`), past `excluded` queues and the brokers just found
+    /// unreachable (all of them, when nothing else is left and nothing is `excluded`), and its
+    /// lane. Nothing is sent before a lane is open, so a broker that cannot be reached passes the
+    /// turn to another queue, at most once per queue. `None` when no queue is left.
     async fn unkeyed_lane<'a>(
         self: &Arc<Self>,
         routes: &'a TopicRoutes,
+        message_bytes: usize,
         excluded: impl Fn(&QueueRoute) -> bool,
     ) -> Result<Option<(&'a QueueRoute, Arc<Lane>)>> {
         let mut attempts = 0;
         loop {
+            let Ok(count) = u32::try_from(routes.writable.len()) else {
+                return Ok(None);
+            };
+            if count == 0 {
+                return Ok(None);
+            }
+            let start = match &self.sticky {
+                Some(sticky) => sticky.next(&routes.topic, count, message_bytes),
+                None => self.round_robin.next(count),
+            } as usize;
             let usable = |queue: &QueueRoute| !excluded(queue);
             let reachable =
                 |queue: &QueueRoute| usable(queue) && !self.unreachable.avoids(&queue.broker);
-            let chosen = choose_queue(&routes.writable, &self.round_robin, reachable);
+            let chosen = choose_queue(&routes.writable, start, reachable);
             let Some(queue) = chosen.or_else(|| {
                 let nothing_excluded = routes.writable.iter().all(usable);
                 let any = |_: &QueueRoute| true;
                 nothing_excluded
-                    .then(|| choose_queue(&routes.writable, &self.round_robin, any))
+                    .then(|| choose_queue(&routes.writable, start, any))
                     .flatten()
             }) else {
                 return Ok(None);
@@ -423,6 +438,7 @@ impl Inner {
         let (answers, answers_rx) = mpsc::unbounded_channel();
         tokio::spawn(finish_answered_batches(answers_rx));
         let task = SendTask {
+            broker: Arc::from(connection.broker()),
             connection: connection.clone(),
             group: group.clone(),
             accumulator: Accumulator::new(settings.batch_bytes, settings.linger),
@@ -461,7 +477,7 @@ impl Inner {
         let group = failed.group();
         let same_group =
             |queue: &QueueRoute| queue.broker_group == group || *queue.broker == *failed.broker;
-        let Ok(Some((queue, lane))) = self.unkeyed_lane(&routes, same_group).await else {
+        let Ok(Some((queue, lane))) = self.unkeyed_lane(&routes, 0, same_group).await else {
             return Err(unkeyed);
         };
         let batch = resend::unkeyed_for_queue(&failed.batch, queue.queue_id)
@@ -533,16 +549,12 @@ fn queue_of_key<'a>(routes: &'a TopicRoutes, topic: &str, key: &[u8]) -> Result<
         })
 }
 
-/// The next queue in turn that is `usable`, if any.
-fn choose_queue<'a>(
-    queues: &'a [QueueRoute],
-    round_robin: &RoundRobin,
+/// The first queue from index `start` on that is `usable`, if any.
+fn choose_queue(
+    queues: &[QueueRoute],
+    start: usize,
     usable: impl Fn(&QueueRoute) -> bool,
-) -> Option<&'a QueueRoute> {
-    let count = u32::try_from(queues.len())
-        .ok()
-        .filter(|count| *count > 0)?;
-    let start = round_robin.next(count) as usize;
+) -> Option<&QueueRoute> {
     (0..queues.len())
         .map(|step| &queues[(start + step) % queues.len()])
         .find(|queue| usable(queue))
@@ -587,6 +599,8 @@ fn check_field_lengths(message: &Message) -> Result<()> {
 /// The producer's background task: owns the open batches and submits them in order.
 struct SendTask {
     connection: Connection,
+    /// The connection's broker, shared by the batches' completions.
+    broker: Arc<str>,
     group: Arc<OnceLock<Arc<str>>>,
     accumulator: Accumulator<Waiter>,
     acks: Acks,
@@ -716,7 +730,7 @@ impl SendTask {
             batch: batch_bytes.clone(),
         };
         let completion = Completion {
-            broker: self.connection.broker().to_owned(),
+            broker: self.broker.clone(),
             group: self.group.clone(),
             topic: batch.topic,
             queue_id: batch.queue_id,
@@ -792,7 +806,7 @@ async fn finish_when_answered(completions: Vec<Completion>, pending: PendingResp
     let broker = completions[0].broker.clone();
     let mismatch = |reason: String| Error::Protocol {
         what: "Produce response".into(),
-        broker: broker.clone(),
+        broker: broker.to_string(),
         reason: ProtocolViolation::Mismatch(reason),
     };
     let results: Vec<Result<ProduceResponse>> = match pending.wait_until(deadline.into()).await {
@@ -829,7 +843,7 @@ async fn finish_when_answered(completions: Vec<Completion>, pending: PendingResp
 /// fate (or goes on in a batch sent again to another group), its buffer bytes are given back,
 /// and the batch no longer counts as in flight on this lane.
 struct Completion {
-    broker: String,
+    broker: Arc<str>,
     group: Arc<OnceLock<Arc<str>>>,
     topic: String,
     queue_id: u32,
@@ -853,7 +867,7 @@ impl Completion {
             }
             Ok(produced) => Err(Error::Protocol {
                 what: "Produce response".into(),
-                broker: self.broker.clone(),
+                broker: self.broker.to_string(),
                 reason: ProtocolViolation::Mismatch(format!(
                     "{} messages stored for a batch of {}",
                     produced.message_count,
@@ -976,16 +990,15 @@ mod tests {
     #[test]
     fn messages_without_a_key_pass_an_avoided_broker_by() {
         let queues = queues();
-        let round_robin = RoundRobin::default();
         let not_b = |queue: &QueueRoute| &*queue.broker != "b:1";
         let brokers: Vec<&str> = (0..8)
-            .map(|_| &*choose_queue(&queues, &round_robin, not_b).unwrap().broker)
+            .map(|start| &*choose_queue(&queues, start, not_b).unwrap().broker)
             .collect();
         assert!(brokers.iter().all(|broker| *broker == "a:1"), "{brokers:?}");
         let everything = |_: &QueueRoute| true;
-        assert!(choose_queue(&queues, &round_robin, everything).is_some());
-        assert!(choose_queue(&[], &round_robin, everything).is_none());
-        assert!(choose_queue(&queues, &round_robin, |_| false).is_none());
+        assert!(choose_queue(&queues, 3, everything).is_some());
+        assert!(choose_queue(&[], 0, everything).is_none());
+        assert!(choose_queue(&queues, 0, |_| false).is_none());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Which queue of a topic a message goes to: a stable hash of its key, or round robin.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// FNV-1a, 32 bits: stable across builds, platforms and languages, so that every producer (in
 /// any process or version) sends a key to the same queue while the queue count stays the same.
@@ -40,6 +42,41 @@ impl RoundRobin {
     }
 }
 
+/// Keeps the messages without a key of each topic on one queue until `bytes` of them went
+/// there, then moves the topic on to its next queue: Kafka's uniform sticky partitioner
+/// (KIP-794). Over many queues a message at a time in turn leaves each queue's batch with a
+/// message or two; sticking fills batches, and over time every queue gets the same share.
+#[derive(Debug)]
+pub(crate) struct StickyQueues {
+    bytes: usize,
+    /// Per topic: the queue (an index into its writable queues) and the bytes sent to it.
+    topics: Mutex<HashMap<Arc<str>, (u32, usize)>>,
+}
+
+impl StickyQueues {
+    pub(crate) fn new(bytes: usize) -> StickyQueues {
+        StickyQueues {
+            bytes,
+            topics: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The queue (of `queue_count`) of `topic` a message of `message_bytes` goes to first.
+    pub(crate) fn next(&self, topic: &Arc<str>, queue_count: u32, message_bytes: usize) -> u32 {
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        let (queue, bytes) = match topics.get_mut(topic) {
+            Some(sticky) => sticky,
+            None => topics.entry(topic.clone()).or_insert((0, 0)),
+        };
+        if *bytes >= self.bytes {
+            *queue += 1;
+            *bytes = 0;
+        }
+        *bytes += message_bytes;
+        *queue % queue_count
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +107,24 @@ mod tests {
         let queues: Vec<u32> = (0..7).map(|_| round_robin.next(3)).collect();
         assert_eq!(queues, [0, 1, 2, 0, 1, 2, 0]);
         assert_eq!(queue_for_key(b"", 3), None);
+    }
+
+    #[test]
+    fn messages_without_key_stick_to_a_queue_for_the_sticky_bytes_then_move_on() {
+        let sticky = StickyQueues::new(300);
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let queues: Vec<u32> = (0..10).map(|_| sticky.next(&a, 3, 100)).collect();
+        assert_eq!(queues, [0, 0, 0, 1, 1, 1, 2, 2, 2, 0]);
+        assert_eq!(sticky.next(&b, 3, 1000), 0, "each topic its own");
+        assert_eq!(
+            sticky.next(&b, 3, 1),
+            1,
+            "a message above the bytes moves on after it"
+        );
+        assert_eq!(
+            sticky.next(&a, 2, 100),
+            1,
+            "queue 3 of a topic now of 2 queues"
+        );
     }
 }
