@@ -15,7 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smq_client::discovery::{Discovery, DiscoveryError, DiscoveryOptions};
 use smq_client::nameserver_client::{Backoff, NameServerClient};
@@ -143,9 +143,13 @@ pub async fn run(
     let mut registered = false;
     let mut in_outage = false;
     let mut backoff = Backoff::default();
+    // When the last heartbeat the NameServer accepted was sent, and its timeout then.
+    let mut last_accepted: Option<(Instant, Duration)> = None;
     loop {
         // Read before the heartbeat is made: a fence after this heartbeats again at once.
         let fenced = broker.store.fenced_reason().is_some();
+        let sent_at = Instant::now();
+        rearm_if_possibly_expired(&broker, last_accepted, sent_at);
         let beat = heartbeat(&broker, addr, http_addr);
         let result = tokio::select! {
             _ = shutting_down(&mut shutdown) => return,
@@ -153,6 +157,7 @@ pub async fn run(
         };
         match &result {
             Ok(reply) => {
+                last_accepted = Some((sent_at, Duration::from_millis(reply.heartbeat_timeout_ms)));
                 role_change::after_heartbeat(&broker, reply);
                 if reply.slaves.as_ref().is_some_and(Vec::is_empty) {
                     broker
@@ -200,6 +205,29 @@ pub async fn run(
             // A fenced log takes no writes: the NameServer must stop routing them here now.
             _ = broker.store.fenced(), if !fenced => {}
         }
+    }
+}
+
+/// A master none of whose heartbeats was accepted for longer than the NameServer's heartbeat
+/// timeout (it was stopped, paused, or cut off from the NameServer) may have been dropped from
+/// the routes: consumers then read its queues from its slave and committed there. Before this
+/// heartbeat puts it back in the routes, FetchOffset waits again for the slave's offsets
+/// (proto-spec.md §5.7, [`crate::metadata::reconciliation`]).
+fn rearm_if_possibly_expired(
+    broker: &Broker,
+    last_accepted: Option<(Instant, Duration)>,
+    now: Instant,
+) {
+    let Some((accepted_at, timeout)) = last_accepted else {
+        return;
+    };
+    let away = now.saturating_duration_since(accepted_at);
+    if away > timeout && broker.role_now().role == Role::Master {
+        broker.offsets_reconciliation.rearm(&format!(
+            "no heartbeat of this master was accepted for {} ms, longer than the NameServer's timeout ({} ms): consumers may have committed on its slave",
+            away.as_millis(),
+            timeout.as_millis()
+        ));
     }
 }
 

@@ -1404,78 +1404,162 @@ fn read_and_commit(
 #[test]
 fn members_given_queues_right_after_their_masters_return_start_from_the_offsets_committed_on_the_slave(
 ) {
-    use smq_client::protocol::error_code::ErrorCode;
-    use smq_client::StartFrom::{Earliest, Latest};
-    const MESSAGES: usize = 2_000;
     let mut group = ReplicatedGroup::start_with(10_000, &[]);
-    let slave_addr = group.slave.addr.to_string();
-    let client_config = group.nameserver.client_config(200);
-    let config = || client_config.clone();
-    let sent = produce(config(), MESSAGES, 20_000, None).join().unwrap();
-    let resume_first = read_and_commit(config(), "resume", Earliest, 600)
-        .join()
-        .unwrap();
-    wait_for_offsets_on(&slave_addr, "resume", 600, "the slave copied the offsets");
-
-    // The master dies; the groups commit on the slave: "resume" further, "fresh" first.
+    let outage = OutageCommits::before(&group);
+    // The master dies; the groups commit on the slave.
     group.kill_master();
-    let resume_on_slave = read_and_commit(config(), "resume", Earliest, 600);
-    let fresh_on_slave = read_and_commit(config(), "fresh", Earliest, 500);
-    let resume_on_slave = resume_on_slave.join().unwrap();
-    let fresh_on_slave = fresh_on_slave.join().unwrap();
-    assert_eq!(offsets_on(&slave_addr, "resume"), 1_200);
-    assert_eq!(offsets_on(&slave_addr, "fresh"), 500);
-
-    // The master comes back while its slave cannot hand over what it took.
+    let outage = outage.commit_on_the_slave(&group);
+    // It comes back while its slave cannot hand over what it took.
     group.slave.signal(libc::SIGSTOP);
     group.restart_master();
-    group.wait_for_role(&group.master_addr, "master");
-    for consumer_group in ["resume", "fresh"] {
-        assert_eq!(
-            fetch_offsets(&group.master_addr, consumer_group, TOPIC, 4),
-            Err(ErrorCode::OffsetsNotReady),
-            "{consumer_group}: the returning master does not answer its own offsets yet"
-        );
-    }
-    let resume_after = read_and_commit(config(), "resume", Earliest, MESSAGES - 1_200);
-    let fresh_after = read_and_commit(config(), "fresh", Latest, MESSAGES - 500);
-    // (Members that started from the master's own offsets could be done already.)
+    outage.members_after_the_return_start_from_the_slaves_offsets(&group);
+}
+
+/// The same when the master does not restart but was away (stopped with SIGSTOP, as a long
+/// pause or a cut-off would keep it) longer than the NameServer's heartbeat timeout: it was
+/// dropped from the routes, the groups committed on its slave (once the slave gave up its
+/// replication connection), and when it goes on it learns that no heartbeat of it was accepted
+/// for longer than the timeout, and waits again for its slave's offsets before its heartbeat
+/// puts it back in the routes.
+#[test]
+fn members_given_queues_right_after_a_paused_master_goes_on_start_from_the_offsets_committed_on_the_slave(
+) {
+    let group = ReplicatedGroup::start_with(10_000, &[]);
+    let outage = OutageCommits::before(&group);
+    let master = group.master.as_ref().expect("the master runs");
+    let replication_stops = |slave: &Broker| {
+        slave
+            .log_lines()
+            .iter()
+            .filter(|line| line.contains("replication stopped"))
+            .count()
+    };
+    let stopped_before = replication_stops(&group.slave);
+    master.signal(libc::SIGSTOP);
     wait_for(
-        "the new members hold the queues",
-        Duration::from_secs(20),
+        "the NameServer drops the stopped master and its slave gives up its connection",
+        Duration::from_secs(30),
         || {
-            let held = |consumer_group| {
-                owners(&group.nameserver, consumer_group)
-                    .values()
-                    .map(BTreeSet::len)
-                    .sum::<usize>()
-            };
-            let done = resume_after.is_finished() || fresh_after.is_finished();
-            (done || (held("resume") == 4 && held("fresh") == 4)).then_some(())
+            let (_, body) = group.nameserver.get("/v1/cluster");
+            let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let brokers = view["brokers"].as_array().unwrap();
+            let dropped = !brokers.iter().any(|b| b["addr"] == group.master_addr);
+            (dropped && replication_stops(&group.slave) > stopped_before).then_some(())
         },
     );
-    group.slave.signal(libc::SIGCONT);
-    let resume_after = resume_after.join().unwrap();
-    let fresh_after = fresh_after.join().unwrap();
+    let outage = outage.commit_on_the_slave(&group);
+    // It goes on while its slave cannot hand over what it took.
+    group.slave.signal(libc::SIGSTOP);
+    master.signal(libc::SIGCONT);
+    outage.members_after_the_return_start_from_the_slaves_offsets(&group);
+}
 
-    let all: BTreeSet<&String> = sent.iter().collect();
-    for (consumer_group, reads) in [
-        ("resume", vec![resume_first, resume_on_slave, resume_after]),
-        ("fresh", vec![fresh_on_slave, fresh_after]),
-    ] {
-        let received: Vec<&String> = reads.iter().flatten().collect();
-        let distinct: BTreeSet<&String> = received.iter().copied().collect();
-        assert_eq!(
-            received.len() - distinct.len(),
-            0,
-            "{consumer_group}: no message read twice"
+/// What two consumer groups read around a master's outage: "resume" commits on the master,
+/// then on the slave; "fresh" only on the slave.
+struct OutageCommits {
+    sent: Vec<String>,
+    resume_first: Vec<String>,
+    resume_on_slave: Vec<String>,
+    fresh_on_slave: Vec<String>,
+}
+
+const OUTAGE_MESSAGES: usize = 2_000;
+
+impl OutageCommits {
+    /// Produces the messages; "resume" reads some and commits on the master.
+    fn before(group: &ReplicatedGroup) -> OutageCommits {
+        use smq_client::StartFrom::Earliest;
+        let config = group.nameserver.client_config(200);
+        let sent = produce(config.clone(), OUTAGE_MESSAGES, 20_000, None)
+            .join()
+            .unwrap();
+        let resume_first = read_and_commit(config, "resume", Earliest, 600)
+            .join()
+            .unwrap();
+        let slave_addr = group.slave.addr.to_string();
+        wait_for_offsets_on(&slave_addr, "resume", 600, "the slave copied the offsets");
+        OutageCommits {
+            sent,
+            resume_first,
+            resume_on_slave: Vec::new(),
+            fresh_on_slave: Vec::new(),
+        }
+    }
+
+    /// With the master away: "resume" reads further, "fresh" reads first, both commit on the
+    /// slave.
+    fn commit_on_the_slave(mut self, group: &ReplicatedGroup) -> OutageCommits {
+        use smq_client::StartFrom::Earliest;
+        let config = group.nameserver.client_config(200);
+        let resume = read_and_commit(config.clone(), "resume", Earliest, 600);
+        let fresh = read_and_commit(config, "fresh", Earliest, 500);
+        self.resume_on_slave = resume.join().unwrap();
+        self.fresh_on_slave = fresh.join().unwrap();
+        let slave_addr = group.slave.addr.to_string();
+        assert_eq!(offsets_on(&slave_addr, "resume"), 1_200);
+        assert_eq!(offsets_on(&slave_addr, "fresh"), 500);
+        self
+    }
+
+    /// With the master back (in the routes soon) and the slave stopped: the master answers no
+    /// offsets yet; new members of both groups get the queues; then the slave goes on, and
+    /// the members read every message not read yet, none twice.
+    fn members_after_the_return_start_from_the_slaves_offsets(self, group: &ReplicatedGroup) {
+        use smq_client::protocol::error_code::ErrorCode;
+        use smq_client::StartFrom::{Earliest, Latest};
+        group.wait_for_role(&group.master_addr, "master");
+        for consumer_group in ["resume", "fresh"] {
+            assert_eq!(
+                fetch_offsets(&group.master_addr, consumer_group, TOPIC, 4),
+                Err(ErrorCode::OffsetsNotReady),
+                "{consumer_group}: the returning master does not answer its own offsets yet"
+            );
+        }
+        let config = group.nameserver.client_config(200);
+        let resume_after =
+            read_and_commit(config.clone(), "resume", Earliest, OUTAGE_MESSAGES - 1_200);
+        let fresh_after = read_and_commit(config, "fresh", Latest, OUTAGE_MESSAGES - 500);
+        // (Members that started from the master's own offsets could be done already.)
+        wait_for(
+            "the new members hold the queues",
+            Duration::from_secs(20),
+            || {
+                let held = |consumer_group| {
+                    owners(&group.nameserver, consumer_group)
+                        .values()
+                        .map(BTreeSet::len)
+                        .sum::<usize>()
+                };
+                let done = resume_after.is_finished() || fresh_after.is_finished();
+                (done || (held("resume") == 4 && held("fresh") == 4)).then_some(())
+            },
         );
-        assert_eq!(distinct, all, "{consumer_group}: every message read");
-        wait_for_offsets_on(
-            &group.master_addr,
-            consumer_group,
-            MESSAGES as u64,
-            "the master holds the group's offsets",
-        );
+        group.slave.signal(libc::SIGCONT);
+        let resume_after = resume_after.join().unwrap();
+        let fresh_after = fresh_after.join().unwrap();
+
+        let all: BTreeSet<&String> = self.sent.iter().collect();
+        for (consumer_group, reads) in [
+            (
+                "resume",
+                vec![self.resume_first, self.resume_on_slave, resume_after],
+            ),
+            ("fresh", vec![self.fresh_on_slave, fresh_after]),
+        ] {
+            let received: Vec<&String> = reads.iter().flatten().collect();
+            let distinct: BTreeSet<&String> = received.iter().copied().collect();
+            assert_eq!(
+                received.len() - distinct.len(),
+                0,
+                "{consumer_group}: no message read twice"
+            );
+            assert_eq!(distinct, all, "{consumer_group}: every message read");
+            wait_for_offsets_on(
+                &group.master_addr,
+                consumer_group,
+                OUTAGE_MESSAGES as u64,
+                "the master holds the group's offsets",
+            );
+        }
     }
 }

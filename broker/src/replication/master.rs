@@ -142,6 +142,8 @@ impl Group {
 pub struct ReplicaSession {
     id: u64,
     broker: Arc<Broker>,
+    /// When its hello was answered: what the slave sends afterwards is as of then or later.
+    admitted_at: Instant,
 }
 
 impl Drop for ReplicaSession {
@@ -388,6 +390,7 @@ pub fn hello(
         ReplicaSession {
             id,
             broker: broker.clone(),
+            admitted_at: Instant::now(),
         },
         answer,
     ))
@@ -657,20 +660,26 @@ pub async fn keep_holders(broker: Arc<Broker>) {
 /// slave committed while it could not reach this master that are newer than this master's
 /// (of topics and queues it has), written to disk before the answer (the slave then no longer
 /// holds them as its own to give): a master back from an outage never brings a consumer
-/// group's offsets back. From then on this master answers FetchOffset
-/// ([`crate::metadata::reconciliation`]).
-pub fn metadata(broker: &Arc<Broker>, peer: SocketAddr, request: ReplicaMetadata) -> Reply {
+/// group's offsets back. From then on this master answers FetchOffset, unless it armed that
+/// wait after the slave was admitted ([`crate::metadata::reconciliation`]).
+pub fn metadata(
+    broker: &Arc<Broker>,
+    session: &ReplicaSession,
+    peer: SocketAddr,
+    request: ReplicaMetadata,
+) -> Reply {
+    let admitted_at = session.admitted_at;
     if request.slave_offsets_json.is_empty() {
         broker
             .offsets_reconciliation
-            .settle("a slave connected that took no offsets");
+            .settle_for_slave_admitted_at(admitted_at, "a slave connected that took no offsets");
         return Reply::Now(Ok(metadata_answer(broker)));
     }
     crate::handlers::blocking(broker, move |broker| {
         take_slave_offsets(broker, peer, &request.slave_offsets_json)?;
         broker
             .offsets_reconciliation
-            .settle("a slave handed over the offsets it took");
+            .settle_for_slave_admitted_at(admitted_at, "a slave handed over the offsets it took");
         Ok(metadata_answer(broker))
     })
 }

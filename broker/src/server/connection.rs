@@ -362,8 +362,8 @@ impl Connection<'_> {
             (ReplicaRequest::Fetch(fetch), Some(session)) => {
                 replication::master::fetch(self.broker, session, fetch)
             }
-            (ReplicaRequest::Metadata(metadata), Some(_)) => {
-                replication::master::metadata(self.broker, self.peer, metadata)
+            (ReplicaRequest::Metadata(metadata), Some(session)) => {
+                replication::master::metadata(self.broker, session, self.peer, metadata)
             }
         };
         self.answer(header, reply).await;
