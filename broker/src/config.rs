@@ -170,6 +170,10 @@ smq_settings::layered! {
         /// [default: info].
         #[arg(long, env = "SMQ_LOG_LEVEL", value_name = "LEVEL")]
         pub log_level: Option<String>,
+        /// Threads that serve connections; 0 = one per core less one, at least one, so that the
+        /// flusher, the preparer and the kernel's network work keep a core [default: 0].
+        #[arg(long, env = "SMQ_WORKER_THREADS", value_name = "N")]
+        pub worker_threads: Option<u32>,
         /// Most open client connections; more are closed at once [default: 10000].
         #[arg(long, env = "SMQ_MAX_CONNECTIONS", value_name = "N")]
         pub max_connections: Option<u32>,
@@ -298,6 +302,8 @@ pub struct BrokerConfig {
     /// `--dns-server`); `None`: standalone.
     pub discovery: Option<DiscoveryMode>,
     pub log_level: String,
+    /// Threads of the runtime that serves connections (`--worker-threads`, 0 resolved).
+    pub worker_threads: usize,
     pub max_connections: u32,
     pub max_connections_per_ip: u32,
     pub idle_timeout_ms: u64,
@@ -312,6 +318,11 @@ pub struct BrokerConfig {
     pub offset_limits: OffsetLimits,
 }
 
+const WORKER_THREADS: Bounds = Bounds {
+    default: 0,
+    min: 0,
+    max: 1024,
+};
 const MAX_CONNECTIONS: Bounds = Bounds {
     default: 10_000,
     min: 1,
@@ -412,6 +423,18 @@ fn bounded(
             max,
         })
     }
+}
+
+/// `--worker-threads`: 0 becomes one per core less one (at least one). On a machine of two
+/// cores shared with clients, one thread that serves every connection keeps a message's hops on
+/// one core: waking a thread on the other core is what makes the end-to-end tail there
+/// (BENCHMARKS.md, "Session 10: the tail is the runtime's cross-core wake-ups").
+fn worker_threads(setting: usize) -> usize {
+    if setting > 0 {
+        return setting;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.saturating_sub(1).max(1)
 }
 
 /// `--role`: the names of [`Role::ALL`] (listed in `--help`), parsed into a [`Role`].
@@ -541,6 +564,11 @@ impl BrokerConfig {
                 settings.dns_server,
             )?,
             log_level: settings.log_level.unwrap_or_else(|| "info".to_owned()),
+            worker_threads: worker_threads(bounded(
+                "worker_threads",
+                settings.worker_threads.map(u64::from),
+                WORKER_THREADS,
+            )? as usize),
             max_connections: bounded(
                 "max_connections",
                 settings.max_connections.map(u64::from),
@@ -714,6 +742,21 @@ mod tests {
             error.to_string().contains("idle_timeout_ms is 5"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn worker_threads_zero_is_one_per_core_less_one_and_too_many_are_refused() {
+        let with = |threads| {
+            BrokerConfig::from_settings(Settings {
+                worker_threads: Some(threads),
+                ..Settings::default()
+            })
+        };
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(with(0).unwrap().worker_threads, (cores - 1).max(1));
+        assert_eq!(with(5).unwrap().worker_threads, 5);
+        let error = with(1025).unwrap_err().to_string();
+        assert!(error.contains("worker_threads is 1025"), "{error}");
     }
 
     #[test]

@@ -224,7 +224,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     }
     // Plain addresses (or "off"), not Debug formats: scripts and tests read this line.
     let http_shown = http_addr.map_or_else(|| "off".to_owned(), |addr| addr.to_string());
-    tracing::info!(listen = %tcp_addr, http = %http_shown, data_dir = %broker.config.store.data_dir.display(), "broker started");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(listen = %tcp_addr, http = %http_shown, data_dir = %broker.config.store.data_dir.display(), workers, "broker started");
     Ok(RunningBroker {
         tcp_addr,
         http_addr,

@@ -1,5 +1,6 @@
 //! The `smq` CLI against a real broker: messages come back exactly, long polls answer at once
-//! without burning CPU, `bench mixed` receives what it sends, and bad input ends in a clear
+//! without burning CPU, `bench e2e` and `bench mixed` receive what they send (e2e on the threads
+//! it was given, the broker on its `--worker-threads`), and bad input ends in a clear
 //! error and a non-zero exit; the library's warnings reach stderr (RUST_LOG).
 
 use std::process::Stdio;
@@ -259,6 +260,56 @@ fn an_oversized_message_is_refused_with_its_size_and_the_limit() {
             .success()
             .then_some(())
     });
+}
+
+/// `bench e2e` at 2,000 msg/s for 1 s with `extra` flags: its JSON summary.
+fn bench_e2e(broker: &Broker, extra: &[&str]) -> serde_json::Value {
+    let output = ok(run(
+        broker
+            .smq()
+            .args(["bench", "e2e", "--topic", "e2e", "--queues", "1"])
+            .args(["--rate", "2000", "--duration", "1", "--json"])
+            .args(extra),
+        b"",
+    ));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert!(summary["messages"].as_u64().unwrap() > 1000, "{summary}");
+    assert!(summary["latency_ms"]["p99"].is_f64(), "{summary}");
+    summary
+}
+
+#[test]
+fn bench_e2e_runs_on_one_thread_unless_told_otherwise() {
+    let broker = Broker::start(&[]);
+    assert_eq!(bench_e2e(&broker, &[])["threads"], 1);
+    assert_eq!(bench_e2e(&broker, &["--threads", "3"])["threads"], 3);
+}
+
+#[test]
+fn the_broker_serves_on_the_worker_threads_asked_for_or_one_per_core_less_one() {
+    let workers = |broker: &Broker| {
+        broker
+            .log_lines()
+            .iter()
+            .find(|line| line.contains("broker started"))
+            .and_then(|line| line.split("workers=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    let three = Broker::start(&["--worker-threads", "3"]);
+    assert_eq!(workers(&three).as_deref(), Some("3"));
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let default = Broker::start(&[]);
+    assert_eq!(
+        workers(&default),
+        Some(cores.saturating_sub(1).max(1).to_string())
+    );
+    // Both serve: a message goes through each.
+    for broker in [&three, &default] {
+        assert_eq!(bench_e2e(broker, &["--threads", "0"])["threads"], cores);
+    }
 }
 
 #[test]

@@ -68,6 +68,11 @@ pub(super) struct BenchArgs {
     /// Print the summary as one line of JSON on stdout.
     #[arg(long, env = "SMQ_JSON")]
     json: bool,
+    /// Threads of this process's async runtime: 1 runs producer, consumer and their
+    /// connections on one thread (a message's hops stay on one core: the lowest latency), 0 =
+    /// one per core (the most throughput) [default: 1 for e2e, 0 for produce and consume].
+    #[arg(long, env = "SMQ_THREADS")]
+    threads: Option<usize>,
     #[command(flatten)]
     producer: ProducerArgs,
 }
@@ -203,6 +208,18 @@ impl BenchArgs {
         match self.topics {
             0 | 1 => vec![self.topic.clone()],
             n => (0..n).map(|i| format!("{}-{i}", self.topic)).collect(),
+        }
+    }
+}
+
+impl BenchCommand {
+    /// Threads the bench's runtime should have (`--threads`): 1 = the current thread only, 0 =
+    /// one per core. Only `e2e` measures latency, so only it runs on one thread by default.
+    pub(super) fn runtime_threads(&self) -> usize {
+        match self {
+            BenchCommand::Produce(args) | BenchCommand::Consume(args) => args.threads.unwrap_or(0),
+            BenchCommand::E2e(args) => args.threads.unwrap_or(1),
+            BenchCommand::Mixed(_) => 0,
         }
     }
 }
@@ -943,6 +960,7 @@ fn print_summary(
             "msgs_per_sec": throughput.msgs_per_sec,
             "mb_per_sec": throughput.mb_per_sec,
             "latency_ms": latency.json(),
+            "threads": tokio::runtime::Handle::current().metrics().num_workers(),
         });
         println!("{summary}");
     } else {

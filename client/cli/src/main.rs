@@ -130,14 +130,32 @@ enum Command {
     Dev(dev::DevArgs),
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = Cli::parse();
     show_library_warnings();
-    if let Err(error) = run(cli).await {
+    let threads = match &cli.command {
+        Command::Bench(command) => command.runtime_threads(),
+        _ => 0,
+    };
+    let result = runtime(threads)
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    if let Err(error) = result {
         eprintln!("smq: error: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// The async runtime: `threads` 1 is the current thread alone, 0 one worker per core.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if threads > 1 {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build()
 }
 
 /// The filter of the library's tracing events on stderr when RUST_LOG is not set: its warnings
