@@ -439,10 +439,13 @@ fn read_log_until<T: Send + 'static>(
             if std::env::var_os("SMQ_TEST_SHOW_LOGS").is_some() {
                 eprintln!("[{who}] {line}");
             }
-            if let Some(value) = found(&line) {
+            // Logged before it is reported, so that the line the caller waited for is in the
+            // log once it returns.
+            let value = found(&line);
+            log.lock().unwrap().push(line);
+            if let Some(value) = value {
                 let _ = started.send(value);
             }
-            log.lock().unwrap().push(line);
         }
     });
     started_seen
