@@ -124,10 +124,10 @@ pub struct ClientConfig {
     pub linger_ms: u64,
     /// A batch is sent once it holds this many bytes (at most 16 MiB).
     pub batch_bytes: usize,
-    /// 0: messages without a key go to the topic's queues in turn, one message each. Above 0:
-    /// they stick to one queue of their topic until this many bytes went there, then move on to
-    /// the next (Kafka's sticky partitioner): fuller batches when a topic has many queues, the
-    /// same share for every queue over time.
+    /// Messages without a key stick to one queue of their topic until this many bytes went
+    /// there, then move on to the next (Kafka's sticky partitioner): fuller batches when a topic
+    /// has many queues, the same share for every queue over time. 0: they go to the topic's
+    /// queues in turn, one message each.
     pub sticky_queue_bytes: usize,
     /// Most bytes of messages a producer holds unacknowledged; sending waits above it.
     pub buffer_bytes: usize,
@@ -147,7 +147,9 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// Defaults for a broker at `broker`: 30 s request timeout, 32 requests in flight, acks
-    /// written, a produce attempt 10 s and a send at most 30 s, linger 1 ms, 256 KiB batches, 64 MiB buffer, 4 MiB fetches held up to 500 ms.
+    /// written, a produce attempt 10 s and a send at most 30 s, linger 1 ms, 256 KiB batches,
+    /// messages without a key 16 KiB to a queue before the next, 64 MiB buffer, 4 MiB fetches
+    /// held up to 500 ms.
     pub fn new(broker: impl Into<String>) -> ClientConfig {
         let (credential, credential_env_error) = match credential::from_env() {
             Ok(credential) => (credential, None),
@@ -170,7 +172,7 @@ impl ClientConfig {
             send_timeout_ms: 30_000,
             linger_ms: 1,
             batch_bytes: 256 * 1024,
-            sticky_queue_bytes: 0,
+            sticky_queue_bytes: producer::STICKY_QUEUE_BYTES_DEFAULT,
             buffer_bytes: 64 * 1024 * 1024,
             fetch_max_bytes: 4 * 1024 * 1024,
             fetch_max_wait_ms: 500,

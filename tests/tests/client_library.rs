@@ -83,6 +83,54 @@ async fn produced_messages_come_back_exactly_and_in_order_per_queue() {
     }
 }
 
+/// Messages without a key stay on one queue of their topic until `sticky_queue_bytes` (16 KiB by
+/// default) went there, then move to the next: a burst of small messages makes one batch in one
+/// queue, and a longer run still gives every queue its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_without_a_key_fill_one_queue_at_a_time_and_reach_every_queue() {
+    let (_broker, config) = setup("events", 4).await;
+    assert_eq!(config.sticky_queue_bytes, 16 * 1024);
+    let producer = Producer::connect(config.clone()).await.unwrap();
+    let small: Vec<Message> = (0..20)
+        .map(|i| Message::from_body(format!("small-{i}")))
+        .collect();
+    let deliveries = producer.send_batch("events", small).await.unwrap();
+    let first_queue = deliveries[0].queue_id;
+    assert!(
+        deliveries.iter().all(|d| d.queue_id == first_queue),
+        "20 small messages, one queue: {:?}",
+        deliveries.iter().map(|d| d.queue_id).collect::<Vec<_>>()
+    );
+
+    // 16 KiB a queue: 256 messages of 1 KiB go round every queue four times.
+    let body = "x".repeat(1024);
+    let long: Vec<Message> = (0..256).map(|_| Message::from_body(body.clone())).collect();
+    let mut per_queue = BTreeMap::new();
+    for delivery in producer.send_batch("events", long).await.unwrap() {
+        *per_queue.entry(delivery.queue_id).or_insert(0) += 1;
+    }
+    assert_eq!(per_queue.len(), 4, "every queue: {per_queue:?}");
+    assert!(
+        per_queue.values().all(|count| (48..=80).contains(count)),
+        "about a quarter each: {per_queue:?}"
+    );
+
+    // 0: one message each to the next queue in turn.
+    let mut round_robin = config;
+    round_robin.sticky_queue_bytes = 0;
+    let producer = Producer::connect(round_robin).await.unwrap();
+    let four: Vec<Message> = (0..4).map(|i| Message::from_body(format!("{i}"))).collect();
+    let mut queues: Vec<u32> = producer
+        .send_batch("events", four)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.queue_id)
+        .collect();
+    queues.sort_unstable();
+    assert_eq!(queues, [0, 1, 2, 3], "with 0, round robin");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_resumes_after_its_committed_offset() {
     let (_broker, config) = setup("t", 1).await;

@@ -155,7 +155,10 @@ fn a_consumer_follows_the_routes_to_a_group_that_takes_the_topic_later() {
         &["topic", "create", "t", "--queues", "2", "--groups", "g2"],
     );
     let groups = runtime.block_on(async {
-        let producer = Producer::connect(config).await.unwrap();
+        // One message each to the next queue in turn: 100 small messages reach both groups.
+        let mut round_robin = config;
+        round_robin.sticky_queue_bytes = 0;
+        let producer = Producer::connect(round_robin).await.unwrap();
         assert_eq!(producer.queue_count_of("t").await.unwrap(), 4);
         let messages = (0..100)
             .map(|i| Message::from_body(format!("m{i}")))
@@ -444,7 +447,10 @@ fn the_cli_creates_topics_on_every_master_or_the_named_groups_and_produces_throu
     let lines: Vec<String> = (0..1000).map(|i| format!("line {i}")).collect();
     let input = lines.join("\n") + "\n";
     let output = run_with_stdin(
-        nameserver.smq().args(["produce", "everywhere"]),
+        // One line each to the next queue in turn, so that both groups get some.
+        nameserver
+            .smq()
+            .args(["produce", "everywhere", "--sticky-queue-bytes", "0"]),
         input.as_bytes(),
     );
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -502,7 +508,10 @@ fn admin_creates_a_topic_on_every_master_waits_until_routed_and_counts_what_each
         let routed: Vec<&str> = route.groups.iter().map(|g| g.group.as_str()).collect();
         assert_eq!(routed, ["g1", "g2"]);
 
-        let producer = Producer::connect(config.clone()).await.unwrap();
+        // One message each to the next queue in turn: 400 small ones reach every queue.
+        let mut round_robin = config.clone();
+        round_robin.sticky_queue_bytes = 0;
+        let producer = Producer::connect(round_robin).await.unwrap();
         let mut pending = Vec::new();
         for i in 0..400 {
             let message = Message::from_body(format!("m{i}"));

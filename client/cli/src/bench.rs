@@ -325,7 +325,7 @@ async fn run_producer(
             body(&mut payload);
             let now = Instant::now();
             // Runs of 16 messages per topic: the producer's round robin over a topic's queues
-            // then reaches every queue of every topic.
+            // (`--sticky-queue-bytes 0`) then reaches every queue of every topic.
             let topic = &topics[((sent / 16) % topics.len() as u64) as usize];
             let pending = producer
                 .start_send(topic, Message::from_body(payload))

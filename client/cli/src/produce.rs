@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use smq_client::producer::STICKY_QUEUE_BYTES_DEFAULT;
 use smq_client::{Acks, ClientConfig, Error, Message, PendingDelivery, Producer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -41,7 +42,7 @@ pub(crate) struct ProducerArgs {
     pub(crate) batch_bytes: usize,
     /// Messages without a key stick to one queue of their topic until this many bytes went
     /// there, then move on to the next; 0: each message to the next queue in turn.
-    #[arg(long, env = "SMQ_STICKY_QUEUE_BYTES", default_value_t = 0)]
+    #[arg(long, env = "SMQ_STICKY_QUEUE_BYTES", default_value_t = STICKY_QUEUE_BYTES_DEFAULT)]
     pub(crate) sticky_queue_bytes: usize,
     /// Most requests in flight on the connection.
     #[arg(long, env = "SMQ_IN_FLIGHT", default_value_t = 32)]

@@ -38,7 +38,7 @@ use crate::ClientConfig;
 
 use accumulator::{Accumulator, ReadyBatch};
 use fault_avoidance::Unreachable;
-pub use partitioner::{fnv1a_32, queue_for_key};
+pub use partitioner::{fnv1a_32, queue_for_key, STICKY_QUEUE_BYTES_DEFAULT};
 use partitioner::{RoundRobin, StickyQueues};
 pub use resend::ProducerMetrics;
 use resend::{GroupDown, ResendCounters};
@@ -117,7 +117,8 @@ struct Waiter {
 /// order (see [`crate::routing`]); with [`ClientConfig::broker`] alone, those of that broker. A
 /// message with a key goes to queue `fnv1a_32(key) % queue_count` of the topic's full queue list
 /// (every group that has the topic, writable now or not), so all messages of one key keep their
-/// order in one queue while groups come and go; messages without a key go round robin, past the
+/// order in one queue while groups come and go; messages without a key stay on one queue until
+/// `sticky_queue_bytes` went there, then move to the next (round robin with 0), past the
 /// queues of a broker the producer just failed to reach (for a few seconds, or until the routes
 /// drop it): when one group's master dies, messages without a key go on to the other groups at
 /// once. Messages wait at most `linger_ms` to fill a batch of `batch_bytes`; at most

@@ -1,4 +1,5 @@
-//! Which queue of a topic a message goes to: a stable hash of its key, or round robin.
+//! Which queue of a topic a message goes to: a stable hash of its key, or for a message without
+//! a key the topic's sticky queue (or round robin).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -41,6 +42,10 @@ impl RoundRobin {
         self.next.fetch_add(1, Ordering::Relaxed) % queue_count
     }
 }
+
+/// The default `sticky_queue_bytes`: 16 KiB, Kafka's default `batch.size`, which its sticky
+/// partitioner (since Kafka 2.4) uses as the bytes a partition gets before the next.
+pub const STICKY_QUEUE_BYTES_DEFAULT: usize = 16 * 1024;
 
 /// Keeps the messages without a key of each topic on one queue until `bytes` of them went
 /// there, then moves the topic on to its next queue: Kafka's uniform sticky partitioner
