@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end latency targets of issue 14 (1 KiB messages, one producer, one consumer, broker and
 # load on this machine): 20,000 msg/s on one queue and on eight under --flush async, one queue
-# under --flush sync (beside the fsync p99 of the moment), and 100,000 msg/s on one queue.
+# under --flush sync (beside the fsync p99 of the moment, idle and under the same write-and-sync
+# load), and 100,000 msg/s on one queue.
 #
 #   scripts/bench-tails.sh                       # 3 rounds, about 5 minutes
 #   OTHER=path/to/release scripts/bench-tails.sh # also another build's broker, rounds alternating
@@ -35,7 +36,7 @@ floor() { # rate, batch
 
 echo "# tails: $ROUNDS rounds of ${DURATION}s, $(nproc) cores, $(uname -r), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
 for round in $(seq 1 "$ROUNDS"); do
-  echo "round $round: dd $(dd_mb_per_s) MB/s, fsync p99 $(fsync_p99_us) us"
+  echo "round $round: dd $(dd_mb_per_s) MB/s, fsync p99 $(fsync_p99_us) us, fsync p99 / p99.9 under 20 KiB synced every 1 ms: $(paced_fsync_us | sed 's| | / |') us"
   for build in "${BROKERS[@]}"; do
     name=${build%%:*} BIN=${build#*:}
     e2e "round $round [$name]" async 1 20000
