@@ -1,38 +1,53 @@
 #!/usr/bin/env bash
 # Many queues on one broker (issue 14, point 4): 1,000 topics x 10 queues against one topic of
-# 8 queues, produce MB/s for each (1 KiB messages, async flush, one producer), then what the
+# 8 queues on the same broker, produce MB/s for each in pairs of runs seconds apart (1 KiB
+# messages, async flush, one producer, the default sticky queues), then what the
 # 10,000 queues cost: disk of the indexes, memory mappings, open files, and the broker's start
 # time with them. dd and loopback are measured in the same run.
 #
-#   scripts/bench-queues.sh            # 3 rounds, about 5 minutes
+#   scripts/bench-queues.sh            # 3 rounds of 4 pairs, 2-4 minutes a round
+#   PAIRS=6 ROUNDS=1 scripts/bench-queues.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=${PORT:-19961}
+PAIRS=${PAIRS:-4}
 # shellcheck source=scripts/bench-broker-lib.sh
 source scripts/bench-broker-lib.sh
 
-produce() { # topics, queues per topic; prints MB/s
+produce() { # topic, topics, queues per topic; prints MB/s
   local out
-  out=$(bench produce --topic q --topics "$1" --queues "$2" --message-bytes 1024 --count "$(scaled 2000000)")
+  out=$(bench produce --topic "$1" --topics "$2" --queues "$3" --message-bytes 1024 --count "$(scaled 1000000)")
   field "$out" "['mb_per_sec']"
 }
 
-echo "# many queues: $ROUNDS rounds, $(nproc) cores, $(uname -r), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
+echo "# many queues: $ROUNDS rounds of $PAIRS pairs, $(nproc) cores, $(uname -r), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
 echo "loopback, one TCP stream: $(loopback_mb_per_s) MB/s"
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round: dd $(dd_mb_per_s) MB/s"
   start_broker async
-  echo "round $round: produce 1 topic x 8 queues: $(produce 1 8) MB/s"
-  start_broker async
   created=$(date +%s.%N)
   # 16,000 messages: `smq bench` sends runs of 16 messages per topic, so every topic (and, one
-  # message to each queue in turn, every queue) gets its index files before the measured run,
-  # which uses the default producer (sticky queues).
+  # message to each queue in turn, every queue) gets its index files before the measured runs,
+  # which use the default producer (sticky queues).
   bench produce --topic q --topics 1000 --queues 10 --message-bytes 1024 --count 16000 \
     --sticky-queue-bytes 0 >/dev/null
   echo "round $round: 1,000 topics x 10 queues created and written in $(python3 -c "import time; print(round(time.time() - $created, 1))") s"
-  echo "round $round: produce 1,000 topics x 10 queues: $(produce 1000 10) MB/s"
+  # Both topics on the same broker (10,008 queues), in pairs whose order alternates: the disk's
+  # write-back state moves each figure by +-20% from one minute to the next, so a ratio is only
+  # taken between runs seconds apart, and the median of the pairs is reported.
+  ratios=()
+  for pair in $(seq 1 "$PAIRS"); do
+    if [ $((pair % 2)) -eq 1 ]; then
+      few=$(produce p 1 8); many=$(produce q 1000 10)
+    else
+      many=$(produce q 1000 10); few=$(produce p 1 8)
+    fi
+    ratio=$(python3 -c "print(round(100 * $many / $few))")
+    ratios+=("$ratio")
+    echo "round $round pair $pair: produce 1 topic x 8 queues: $few MB/s, 1,000 topics x 10 queues: $many MB/s, ratio $ratio%"
+  done
+  echo "round $round: median ratio $(printf '%s\n' "${ratios[@]}" | sort -n | python3 -c "import sys, statistics; print(statistics.median(int(l) for l in sys.stdin))")%"
   echo "round $round: with 10,000 queues: index files $(find "$WORK/data/index" -type f | wc -l), \
 index disk $(du -s --block-size=1M "$WORK/data/index" | cut -f1) MiB (apparent $(du -s --apparent-size --block-size=1M "$WORK/data/index" | cut -f1) MiB), \
 mappings $(wc -l < "/proc/$BROKER_PID/maps") ($(grep -c '/index/' "/proc/$BROKER_PID/maps") of index files), \
