@@ -256,11 +256,11 @@ pub enum ConfigError {
         min: u64,
         max: u64,
     },
-    #[error("invalid storage setting: {0}")]
+    #[error("invalid storage setting")]
     Storage(#[from] crate::storage::StoreConfigError),
     #[error(transparent)]
     Tls(#[from] smq_tls::TlsError),
-    #[error("bad discovery flags (--nameserver, --srv, --dns-server): {0}")]
+    #[error("bad discovery flags (--nameserver, --srv, --dns-server)")]
     Discovery(#[from] DiscoveryError),
     #[error("invalid setting: {0}")]
     Invalid(String),

@@ -38,7 +38,7 @@ use storage::{StorageError, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot bind {what} {address}: {source}; is another broker running? set {flag}")]
+    #[error("cannot bind {what} {address} (is another broker running? set {flag})")]
     Bind {
         what: &'static str,
         address: String,
@@ -46,19 +46,19 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the store: {0}")]
+    #[error("cannot open the store")]
     Storage(#[from] StorageError),
-    #[error("cannot read the topics: {0}")]
+    #[error("cannot read the topics")]
     Topics(#[from] TopicError),
-    #[error("cannot read the consumer offsets: {0}")]
+    #[error("cannot read the consumer offsets")]
     Offsets(#[from] OffsetsError),
-    #[error("cannot read what this master's slaves hold: {0}")]
+    #[error("cannot read what this master's slaves hold")]
     Holders(#[from] HoldersFileError),
-    #[error("bad discovery flags (--nameserver, --srv, --dns-server): {0}")]
+    #[error("bad discovery flags (--nameserver, --srv, --dns-server)")]
     Discovery(#[from] smq_client::discovery::DiscoveryError),
-    #[error("cannot read the address a listener is bound to: {0}")]
+    #[error("cannot read the address a listener is bound to")]
     LocalAddr(#[source] std::io::Error),
-    #[error("a start-up task did not finish: {0}")]
+    #[error("a start-up task did not finish")]
     Task(#[from] tokio::task::JoinError),
 }
 
@@ -72,7 +72,7 @@ pub enum ShutdownError {
         "requests were still running after the shutdown timeout; the store closes when they end"
     )]
     StillBusy,
-    #[error("a broker task did not finish: {0}")]
+    #[error("a broker task did not finish")]
     Task(#[from] tokio::task::JoinError),
 }
 

@@ -100,3 +100,30 @@ fn a_slave_without_its_master_or_the_replication_secret_refuses_to_start_saying_
     let stderr = run(&["--master", "127.0.0.1:1"]);
     assert!(stderr.contains("--replication-secret-file"), "{stderr}");
 }
+
+#[test]
+fn a_broker_on_a_taken_port_refuses_to_start_saying_the_cause_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_smq-broker"))
+        .args(["--listen", &address, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot bind") && stderr.contains(&address),
+        "names what it could not bind: {stderr}"
+    );
+    assert!(
+        stderr.contains("is another broker running? set --listen"),
+        "says what to do: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "the operating system's reason, said once: {stderr}"
+    );
+}

@@ -172,7 +172,7 @@ pub enum DiscoveryError {
     Empty,
     #[error("there is no SRV record to look up: discovery was given --nameserver, not --srv")]
     NotSrv,
-    #[error("cannot set up a DNS resolver ({what}): {source}")]
+    #[error("cannot set up a DNS resolver ({what})")]
     Resolver {
         what: String,
         #[source]

@@ -90,7 +90,7 @@ impl Default for Config {
 /// Why a NameServer could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot listen on {addr}: {source}; is another NameServer running? set --listen")]
+    #[error("cannot listen on {addr} (is another NameServer running? set --listen)")]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -103,9 +103,9 @@ pub enum Error {
     HeartbeatTimeout { value: u64 },
     #[error("fencing interval must be at least 10 ms, not {value}")]
     FencingInterval { value: u64 },
-    #[error("cannot follow the SRV record for fencing: {0}")]
+    #[error("cannot follow the SRV record for fencing")]
     Discovery(#[from] DiscoveryError),
-    #[error("the HTTP server failed: {0}")]
+    #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
 }
 

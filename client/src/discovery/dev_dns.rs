@@ -58,7 +58,7 @@ pub struct SrvRecord {
 /// ```
 #[derive(Debug, thiserror::Error)]
 pub enum DevDnsError {
-    #[error("cannot bind the DNS server to {addr}: {source}; is another one running there?")]
+    #[error("cannot bind the DNS server to {addr} (is another one running there?)")]
     Bind {
         addr: SocketAddr,
         #[source]
