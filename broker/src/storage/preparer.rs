@@ -27,6 +27,11 @@ use super::segment::{MappedFile, SharedFile};
 
 /// How far ahead of the write position the log's pages are read into memory.
 pub const LOG_READ_AHEAD_BYTES: u64 = 64 * 1024 * 1024;
+/// The writer asks for more of the log read ahead each time it has written this much, so that
+/// each of the read-ahead thread's runs is short: asked for 32 MiB at a time, it kept a core
+/// busy for 6-12 ms in one go, and a master's and its slave's (which write the same positions)
+/// did so at the same moments, holding both cores (BENCHMARKS.md, session 11).
+pub const LOG_READ_AHEAD_STEP_BYTES: u64 = 1024 * 1024;
 /// The largest range read ahead by one call, so that an index's small range never waits long
 /// behind a segment's large one.
 const READ_AHEAD_CHUNK_BYTES: u64 = 256 * 1024;
@@ -243,6 +248,11 @@ impl Preparer {
                 tracing::debug!(%error, file = %file.path().display(), "cannot read pages ahead");
             }
             self.lock().reading_ahead = false;
+            // A thread woken on this core (a connection's worker, the other broker of a pair)
+            // runs now rather than once this thread's time slice is over: the scheduler does not
+            // preempt it sooner, and a run of chunks held the core for milliseconds
+            // (BENCHMARKS.md, session 11).
+            std::thread::yield_now();
         }
     }
 

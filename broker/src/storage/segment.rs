@@ -26,6 +26,8 @@ use super::file_names::temp_path;
 
 /// The buffer `MappedFile::read_ahead` reads into (and throws away).
 const READ_AHEAD_SCRATCH_BYTES: usize = 256 * 1024;
+/// `MappedFile::sync_range` starts the write-back of a larger range this much at a time.
+const WRITEBACK_PIECE_BYTES: u64 = 1024 * 1024;
 
 pub struct MappedFile {
     path: PathBuf,
@@ -191,6 +193,11 @@ impl MappedFile {
             return Ok(());
         }
         let file = File::open(&self.path)?;
+        // Exactly the pages asked for: the kernel's own read-ahead of a sequential reader (8 MiB
+        // here at a time, every 8 MiB) made one read of a chunk run for 1-1.6 ms in the kernel,
+        // a core the scheduler did not give back meanwhile (BENCHMARKS.md, session 11).
+        // SAFETY: a plain syscall on an open descriptor; advice only, so its result is ignored.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
         thread_local! {
             // Made (and zeroed) once per thread: zeroing a fresh buffer for each chunk cost
             // more than the read (callgrind: 960 instructions a produced message).
@@ -297,13 +304,50 @@ impl MappedFile {
     }
 
     /// Writes `[offset, offset + len)` of the map to disk and waits for it (msync MS_SYNC).
+    ///
+    /// A range larger than `WRITEBACK_PIECE_BYTES` (a periodic flush under `--flush async`) has
+    /// its write-back started a piece at a time first, letting a thread woken on this core run
+    /// between pieces: one msync of it kept the core for up to 4 ms in the kernel, where the
+    /// scheduler does not preempt it (BENCHMARKS.md, session 11). The msync then waits for the
+    /// whole range and reports any error: it alone makes the range durable.
     pub fn sync_range(&self, offset: u64, len: u64) -> std::io::Result<()> {
         if len == 0 {
             return Ok(());
         }
+        if len > WRITEBACK_PIECE_BYTES {
+            self.start_writeback_in_pieces(offset, len);
+        }
         self.map.flush_range(offset as usize, len as usize)?;
         durability::file_synced(&self.path, Some((offset, len)));
         Ok(())
+    }
+
+    /// Starts writing `[offset, offset + len)` to disk (sync_file_range, no waiting), a piece at
+    /// a time, yielding the core between pieces. Best effort: the msync that follows writes what
+    /// this did not and reports the errors.
+    fn start_writeback_in_pieces(&self, offset: u64, len: u64) {
+        let Ok(file) = File::open(&self.path) else {
+            return;
+        };
+        let end = offset + len;
+        let mut at = offset;
+        while at < end {
+            let piece = WRITEBACK_PIECE_BYTES.min(end - at);
+            // SAFETY: a plain syscall on an open descriptor.
+            let started = unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    at as libc::off64_t,
+                    piece as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            if started != 0 {
+                return;
+            }
+            std::thread::yield_now();
+            at += piece;
+        }
     }
 }
 
