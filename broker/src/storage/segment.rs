@@ -26,8 +26,10 @@ use super::file_names::temp_path;
 
 /// The buffer `MappedFile::read_ahead` reads into (and throws away).
 const READ_AHEAD_SCRATCH_BYTES: usize = 256 * 1024;
-/// `MappedFile::sync_range` starts the write-back of a larger range this much at a time.
-const WRITEBACK_PIECE_BYTES: u64 = 1024 * 1024;
+/// `MappedFile::sync_range` starts the write-back of a range larger than this in pieces...
+const WRITEBACK_IN_PIECES_ABOVE_BYTES: u64 = 1024 * 1024;
+/// ... of this size (about 0.1-0.3 ms of the kernel's time each here).
+const WRITEBACK_PIECE_BYTES: u64 = 256 * 1024;
 
 pub struct MappedFile {
     path: PathBuf,
@@ -305,16 +307,16 @@ impl MappedFile {
 
     /// Writes `[offset, offset + len)` of the map to disk and waits for it (msync MS_SYNC).
     ///
-    /// A range larger than `WRITEBACK_PIECE_BYTES` (a periodic flush under `--flush async`) has
-    /// its write-back started a piece at a time first, letting a thread woken on this core run
-    /// between pieces: one msync of it kept the core for up to 4 ms in the kernel, where the
-    /// scheduler does not preempt it (BENCHMARKS.md, session 11). The msync then waits for the
-    /// whole range and reports any error: it alone makes the range durable.
+    /// A range larger than `WRITEBACK_IN_PIECES_ABOVE_BYTES` (a periodic flush under `--flush
+    /// async`) has its write-back started a piece at a time first, letting a thread woken on
+    /// this core run between pieces: one msync of it kept the core for up to 4 ms in the
+    /// kernel, where the scheduler does not preempt it (BENCHMARKS.md, session 11). The msync
+    /// then waits for the whole range and reports any error: it alone makes the range durable.
     pub fn sync_range(&self, offset: u64, len: u64) -> std::io::Result<()> {
         if len == 0 {
             return Ok(());
         }
-        if len > WRITEBACK_PIECE_BYTES {
+        if len > WRITEBACK_IN_PIECES_ABOVE_BYTES {
             self.start_writeback_in_pieces(offset, len);
         }
         self.map.flush_range(offset as usize, len as usize)?;
