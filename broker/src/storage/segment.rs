@@ -195,11 +195,6 @@ impl MappedFile {
             return Ok(());
         }
         let file = File::open(&self.path)?;
-        // Exactly the pages asked for: the kernel's own read-ahead of a sequential reader (8 MiB
-        // here at a time, every 8 MiB) made one read of a chunk run for 1-1.6 ms in the kernel,
-        // a core the scheduler did not give back meanwhile (BENCHMARKS.md, session 11).
-        // SAFETY: a plain syscall on an open descriptor; advice only, so its result is ignored.
-        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
         thread_local! {
             // Made (and zeroed) once per thread: zeroing a fresh buffer for each chunk cost
             // more than the read (callgrind: 960 instructions a produced message).
@@ -306,22 +301,27 @@ impl MappedFile {
     }
 
     /// Writes `[offset, offset + len)` of the map to disk and waits for it (msync MS_SYNC).
-    ///
-    /// A range larger than `WRITEBACK_IN_PIECES_ABOVE_BYTES` (a periodic flush under `--flush
-    /// async`) has its write-back started a piece at a time first, letting a thread woken on
-    /// this core run between pieces: one msync of it kept the core for up to 4 ms in the
-    /// kernel, where the scheduler does not preempt it (BENCHMARKS.md, session 11). The msync
-    /// then waits for the whole range and reports any error: it alone makes the range durable.
     pub fn sync_range(&self, offset: u64, len: u64) -> std::io::Result<()> {
         if len == 0 {
             return Ok(());
         }
-        if len > WRITEBACK_IN_PIECES_ABOVE_BYTES {
-            self.start_writeback_in_pieces(offset, len);
-        }
         self.map.flush_range(offset as usize, len as usize)?;
         durability::file_synced(&self.path, Some((offset, len)));
         Ok(())
+    }
+
+    /// [`MappedFile::sync_range`] for a flush nobody waits for (the periodic one under `--flush
+    /// async`): a range larger than `WRITEBACK_IN_PIECES_ABOVE_BYTES` has its write-back
+    /// started a piece at a time first, letting a thread woken on this core run between pieces:
+    /// one msync of it kept the core for up to 4 ms in the kernel, where the scheduler does not
+    /// preempt it (BENCHMARKS.md, session 11). The msync then waits for the whole range and
+    /// reports any error: it alone makes the range durable. A flush that appends wait for
+    /// uses `sync_range`: they would wait for the yields.
+    pub fn sync_range_yielding(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        if len > WRITEBACK_IN_PIECES_ABOVE_BYTES {
+            self.start_writeback_in_pieces(offset, len);
+        }
+        self.sync_range(offset, len)
     }
 
     /// Starts writing `[offset, offset + len)` to disk (sync_file_range, no waiting), a piece at
@@ -432,5 +432,21 @@ mod tests {
         drop(file);
         let file = MappedFile::open(&path).unwrap();
         assert_eq!(file.bytes(4090, 5), b"hello");
+    }
+
+    #[test]
+    fn a_large_range_synced_in_pieces_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = MappedFile::create(&path, 8 << 20).unwrap();
+        // Unaligned, over the threshold, not a whole number of pieces.
+        let (offset, len) = (4093u64, 3 * WRITEBACK_IN_PIECES_ABOVE_BYTES + 17);
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8 + 1).collect();
+        unsafe { file.bytes_mut(offset, len as usize) }.copy_from_slice(&bytes);
+        file.sync_range_yielding(offset, len).unwrap();
+        drop(file);
+        let file = MappedFile::open(&path).unwrap();
+        assert_eq!(file.bytes(offset, len as usize), &bytes[..]);
+        assert_eq!(file.bytes(offset + len, 1), [0]);
     }
 }
