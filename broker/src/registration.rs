@@ -271,7 +271,8 @@ mod tests {
             (["--dns-server", "not-an-address"], "not-an-address"),
             (["--nameserver", "ftp://ns1"], "ftp"),
         ] {
-            let error = config(&flags).unwrap_err().to_string();
+            // What main prints: the error and its causes.
+            let error = smq_settings::error_chain(&*config(&flags).unwrap_err());
             assert!(error.contains(named), "{flags:?}: {error}");
         }
     }
