@@ -34,9 +34,22 @@ floor() { # rate, batch
   if [ -n "$FLOOR" ]; then echo "round $round: $("$FLOOR" "$1" "$DURATION" "$2")"; fi
 }
 
+# The group commit of the same writes without the broker (scripts/paced-sync.c: 20 KiB every 1 ms
+# into a fallocated file through a map, a syncer thread msyncing what is new): its "durable" p99
+# (append to the end of the sync covering it) is the limit for the sync-flush e2e p99, where
+# paced_fsync_us is one write and fdatasync at a time (BENCHMARKS.md, "Session 11").
+PACED=$WORK/paced-sync
+cc -O2 -pthread -o "$PACED" scripts/paced-sync.c 2>/dev/null || PACED=
+paced_group_commit() {
+  if [ -n "$PACED" ]; then
+    "$PACED" "$WORK/paced-sync.bin" fallocated map msync "$DURATION" | sed 's/.*syncs p50 [0-9]* p99 \([0-9]*\) p99.9 \([0-9]*\) us; durable p50 [0-9]* p99 \([0-9]*\) p99.9 \([0-9]*\) us/sync p99 \1 \/ p99.9 \2 us, durable p99 \3 \/ p99.9 \4 us/'
+  fi
+}
+
 echo "# tails: $ROUNDS rounds of ${DURATION}s, $(nproc) cores, $(uname -r), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round: dd $(dd_mb_per_s) MB/s, fsync p99 $(fsync_p99_us) us, fsync p99 / p99.9 under 20 KiB synced every 1 ms: $(paced_fsync_us | sed 's| | / |') us"
+  if [ -n "$PACED" ]; then echo "round $round: group commit of the same load (paced-sync, map, msync): $(paced_group_commit)"; fi
   for build in "${BROKERS[@]}"; do
     name=${build%%:*} BIN=${build#*:}
     e2e "round $round [$name]" async 1 20000
