@@ -10,7 +10,7 @@ use super::error::{Result, StorageError};
 use super::file_names::{
     offset_name, parse_offset_name, segment_path, COMMIT_LOG_DIR, TEMP_SUFFIX,
 };
-use super::preparer::{Preparer, LOG_READ_AHEAD_BYTES, LOG_READ_AHEAD_STEP_BYTES};
+use super::preparer::{Preparer, LOG_READ_AHEAD_BYTES};
 use super::segment::{create_dir_durably, sync_dir, MappedFile, SharedFile};
 
 /// The length field written where a segment's last batch ends when the log rolls to the next
@@ -198,10 +198,10 @@ impl CommitLog {
     }
 
     /// Keeps the preparer `LOG_READ_AHEAD_BYTES` ahead of `end` in the active segment,
-    /// asking in steps of `LOG_READ_AHEAD_STEP_BYTES`.
+    /// asking in chunks of half that.
     fn request_read_ahead(&mut self, end: u64) {
         let active = self.segments.last().expect("never empty");
-        if end + LOG_READ_AHEAD_BYTES < self.read_ahead_requested_to + LOG_READ_AHEAD_STEP_BYTES
+        if end + LOG_READ_AHEAD_BYTES / 2 <= self.read_ahead_requested_to
             || self.read_ahead_requested_to >= active.end()
         {
             return;

@@ -139,7 +139,6 @@ fn run_flusher(shared: &Shared) {
 fn flush_for(shared: &Shared, waiters: Vec<Waiter>, timeout: Duration, periodic: bool) {
     let target = shared.written_position.load(Ordering::Acquire);
     let needed = !waiters.is_empty() || periodic || shared.config.flush == FlushMode::Sync;
-    let yielding = waiters.is_empty() && shared.config.flush == FlushMode::Async;
     {
         let mut queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
         queue.in_flight = waiters;
@@ -147,7 +146,7 @@ fn flush_for(shared: &Shared, waiters: Vec<Waiter>, timeout: Duration, periodic:
     }
     let started = Instant::now();
     let result = if needed {
-        shared.flush_log_to(target, yielding)
+        shared.flush_log_to(target)
     } else {
         Ok(())
     };

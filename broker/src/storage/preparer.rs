@@ -27,11 +27,6 @@ use super::segment::{MappedFile, SharedFile};
 
 /// How far ahead of the write position the log's pages are read into memory.
 pub const LOG_READ_AHEAD_BYTES: u64 = 64 * 1024 * 1024;
-/// The writer asks for more of the log read ahead each time it has written this much, so that
-/// each of the read-ahead thread's runs is short: asked for 32 MiB at a time, it kept a core
-/// busy for 6-12 ms in one go, and a master's and its slave's (which write the same positions)
-/// did so at the same moments, holding both cores (BENCHMARKS.md, session 11).
-pub const LOG_READ_AHEAD_STEP_BYTES: u64 = 1024 * 1024;
 /// The largest range read ahead by one call, so that an index's small range never waits long
 /// behind a segment's large one.
 const READ_AHEAD_CHUNK_BYTES: u64 = 256 * 1024;
@@ -42,11 +37,7 @@ pub struct Preparer {
     data_dir: PathBuf,
     segment_bytes: u64,
     work: Mutex<Work>,
-    /// Wakes the segment thread, and the writer waiting for the segment it makes.
-    segments_wakeup: Condvar,
-    /// Wakes the read-ahead thread (the writer asks it for every MiB it writes: the segment
-    /// thread is not woken for that).
-    pages_wakeup: Condvar,
+    wakeup: Condvar,
 }
 
 #[derive(Default)]
@@ -75,8 +66,7 @@ impl Preparer {
             data_dir: data_dir.to_owned(),
             segment_bytes,
             work: Mutex::new(Work::default()),
-            segments_wakeup: Condvar::new(),
-            pages_wakeup: Condvar::new(),
+            wakeup: Condvar::new(),
         })
     }
 
@@ -105,8 +95,7 @@ impl Preparer {
     /// Stops the threads; a segment made ahead stays on disk (recovery drops it as empty).
     pub fn stop(&self, threads: Vec<JoinHandle<()>>) {
         self.lock().shutdown = true;
-        self.segments_wakeup.notify_all();
-        self.pages_wakeup.notify_all();
+        self.wakeup.notify_all();
         for thread in threads {
             let _ = thread.join();
         }
@@ -121,7 +110,7 @@ impl Preparer {
         }
         work.read_ahead.push_back((file.clone(), offset, len));
         drop(work);
-        self.pages_wakeup.notify_one();
+        self.wakeup.notify_all();
     }
 
     /// The segment starting at `base`, and how many of its first bytes were asked to be read
@@ -136,7 +125,7 @@ impl Preparer {
         {
             // The preparer is making it right now: wait rather than make the same file twice.
             work = self
-                .segments_wakeup
+                .wakeup
                 .wait_timeout(work, Duration::from_millis(10))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
@@ -156,7 +145,7 @@ impl Preparer {
         if work.running {
             work.next_base = Some(segment.end());
             drop(work);
-            self.segments_wakeup.notify_all();
+            self.wakeup.notify_all();
         }
         Ok((segment, read_ahead_bytes))
     }
@@ -174,7 +163,7 @@ impl Preparer {
             work.next_base = Some(log_end);
         }
         drop(work);
-        self.segments_wakeup.notify_all();
+        self.wakeup.notify_all();
         if let Some(stale) = stale {
             delete_durably(stale.file.path())?;
         }
@@ -200,7 +189,6 @@ impl Preparer {
     fn wait_for_work<'a>(
         &'a self,
         mut work: MutexGuard<'a, Work>,
-        wakeup: &Condvar,
         due: impl Fn(&Work) -> bool,
     ) -> Option<MutexGuard<'a, Work>> {
         while !work.shutdown && !due(&work) {
@@ -209,7 +197,8 @@ impl Preparer {
             } else {
                 Duration::from_secs(3600)
             };
-            let (guard, waited) = wakeup
+            let (guard, waited) = self
+                .wakeup
                 .wait_timeout(work, timeout)
                 .unwrap_or_else(|p| p.into_inner());
             work = guard;
@@ -225,7 +214,7 @@ impl Preparer {
     fn read_pages_ahead(&self) {
         let due =
             |work: &Work| !work.read_ahead.is_empty() || !work.read_ahead_next_segment.is_empty();
-        while let Some(mut work) = self.wait_for_work(self.lock(), &self.pages_wakeup, due) {
+        while let Some(mut work) = self.wait_for_work(self.lock(), due) {
             let range = work
                 .read_ahead
                 .pop_front()
@@ -254,18 +243,13 @@ impl Preparer {
                 tracing::debug!(%error, file = %file.path().display(), "cannot read pages ahead");
             }
             self.lock().reading_ahead = false;
-            // A thread woken on this core (a connection's worker, the other broker of a pair)
-            // runs now rather than once this thread's time slice is over: the scheduler does not
-            // preempt it sooner, and a run of chunks held the core for milliseconds
-            // (BENCHMARKS.md, session 11).
-            std::thread::yield_now();
         }
     }
 
     /// The segment thread: makes the next segment whenever the writer took the last one.
     fn make_segments(&self) {
         let due = |work: &Work| work.next_base.is_some() && work.next_base != work.failed_base;
-        while let Some(work) = self.wait_for_work(self.lock(), &self.segments_wakeup, due) {
+        while let Some(work) = self.wait_for_work(self.lock(), due) {
             let Some(base) = work.next_base else {
                 continue;
             };
@@ -301,8 +285,7 @@ impl Preparer {
                 }
             }
             drop(work);
-            self.segments_wakeup.notify_all();
-            self.pages_wakeup.notify_all();
+            self.wakeup.notify_all();
         }
     }
 

@@ -26,10 +26,6 @@ use super::file_names::temp_path;
 
 /// The buffer `MappedFile::read_ahead` reads into (and throws away).
 const READ_AHEAD_SCRATCH_BYTES: usize = 256 * 1024;
-/// `MappedFile::sync_range` starts the write-back of a range larger than this in pieces...
-const WRITEBACK_IN_PIECES_ABOVE_BYTES: u64 = 1024 * 1024;
-/// ... of this size (about 0.1-0.3 ms of the kernel's time each here).
-const WRITEBACK_PIECE_BYTES: u64 = 256 * 1024;
 
 pub struct MappedFile {
     path: PathBuf,
@@ -309,48 +305,6 @@ impl MappedFile {
         durability::file_synced(&self.path, Some((offset, len)));
         Ok(())
     }
-
-    /// [`MappedFile::sync_range`] for a flush nobody waits for (the periodic one under `--flush
-    /// async`): a range larger than `WRITEBACK_IN_PIECES_ABOVE_BYTES` has its write-back
-    /// started a piece at a time first, letting a thread woken on this core run between pieces:
-    /// one msync of it kept the core for up to 4 ms in the kernel, where the scheduler does not
-    /// preempt it (BENCHMARKS.md, session 11). The msync then waits for the whole range and
-    /// reports any error: it alone makes the range durable. A flush that appends wait for
-    /// uses `sync_range`: they would wait for the yields.
-    pub fn sync_range_yielding(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        if len > WRITEBACK_IN_PIECES_ABOVE_BYTES {
-            self.start_writeback_in_pieces(offset, len);
-        }
-        self.sync_range(offset, len)
-    }
-
-    /// Starts writing `[offset, offset + len)` to disk (sync_file_range, no waiting), a piece at
-    /// a time, yielding the core between pieces. Best effort: the msync that follows writes what
-    /// this did not and reports the errors.
-    fn start_writeback_in_pieces(&self, offset: u64, len: u64) {
-        let Ok(file) = File::open(&self.path) else {
-            return;
-        };
-        let end = offset + len;
-        let mut at = offset;
-        while at < end {
-            let piece = WRITEBACK_PIECE_BYTES.min(end - at);
-            // SAFETY: a plain syscall on an open descriptor.
-            let started = unsafe {
-                libc::sync_file_range(
-                    file.as_raw_fd(),
-                    at as libc::off64_t,
-                    piece as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
-            if started != 0 {
-                return;
-            }
-            std::thread::yield_now();
-            at += piece;
-        }
-    }
 }
 
 /// A mapped file shared between the writer, readers and the flusher.
@@ -432,21 +386,5 @@ mod tests {
         drop(file);
         let file = MappedFile::open(&path).unwrap();
         assert_eq!(file.bytes(4090, 5), b"hello");
-    }
-
-    #[test]
-    fn a_large_range_synced_in_pieces_is_written_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = MappedFile::create(&path, 8 << 20).unwrap();
-        // Unaligned, over the threshold, not a whole number of pieces.
-        let (offset, len) = (4093u64, 3 * WRITEBACK_IN_PIECES_ABOVE_BYTES + 17);
-        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8 + 1).collect();
-        unsafe { file.bytes_mut(offset, len as usize) }.copy_from_slice(&bytes);
-        file.sync_range_yielding(offset, len).unwrap();
-        drop(file);
-        let file = MappedFile::open(&path).unwrap();
-        assert_eq!(file.bytes(offset, len as usize), &bytes[..]);
-        assert_eq!(file.bytes(offset + len, 1), [0]);
     }
 }

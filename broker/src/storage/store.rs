@@ -1193,9 +1193,8 @@ impl Shared {
         flushed
     }
 
-    /// Writes every log byte in `[flushed_position, to)` to disk; `yielding` when no append
-    /// waits for it (`MappedFile::sync_range_yielding`).
-    pub(crate) fn flush_log_to(&self, to: u64, yielding: bool) -> std::io::Result<()> {
+    /// Writes every log byte in `[flushed_position, to)` to disk.
+    pub(crate) fn flush_log_to(&self, to: u64) -> std::io::Result<()> {
         let _flushing = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         // A truncation may have moved the end back since `to` was read.
         let to = to.min(self.written_position.load(Ordering::Acquire));
@@ -1207,11 +1206,7 @@ impl Shared {
         #[cfg(test)]
         self.faults.before_sync()?;
         for (file, offset, len) in ranges {
-            if yielding {
-                file.sync_range_yielding(offset, len)?;
-            } else {
-                file.sync_range(offset, len)?;
-            }
+            file.sync_range(offset, len)?;
         }
         self.flush_count.fetch_add(1, Ordering::Relaxed);
         self.flushed_position.fetch_max(to, Ordering::AcqRel);
