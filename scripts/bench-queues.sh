@@ -29,9 +29,12 @@ for round in $(seq 1 "$ROUNDS"); do
   created=$(date +%s.%N)
   # 16,000 messages: `smq bench` sends runs of 16 messages per topic, so every topic (and, one
   # message to each queue in turn, every queue) gets its index files before the measured runs,
-  # which use the default producer (sticky queues).
+  # which use the default producer (sticky queues). The producer knows every route before it
+  # sends (smq bench looks them up first), so its first requests carry thousands of queues'
+  # first appends, each making an index file: on a slow disk one request takes longer than the
+  # default 10 s attempt timeout, hence the longer timeouts here.
   bench produce --topic q --topics 1000 --queues 10 --message-bytes 1024 --count 16000 \
-    --sticky-queue-bytes 0 >/dev/null
+    --sticky-queue-bytes 0 --attempt-timeout-ms 60000 --send-timeout-ms 120000 >/dev/null
   echo "round $round: 1,000 topics x 10 queues created and written in $(python3 -c "import time; print(round(time.time() - $created, 1))") s"
   # Both topics on the same broker (10,008 queues), in pairs whose order alternates: the disk's
   # write-back state moves each figure by +-20% from one minute to the next, so a ratio is only

@@ -7,6 +7,7 @@
 //! linger is the same for all), and only the expired ones are taken.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::protocol::record_batch::{BatchBuilder, Message};
@@ -14,7 +15,7 @@ use crate::protocol::record_batch::{BatchBuilder, Message};
 /// A batch ready to send, with what each of its messages waits on, in message order.
 #[derive(Debug)]
 pub(crate) struct ReadyBatch<T> {
-    pub(crate) topic: String,
+    pub(crate) topic: Arc<str>,
     pub(crate) queue_id: u32,
     pub(crate) batch: Vec<u8>,
     pub(crate) waiters: Vec<T>,
@@ -37,7 +38,7 @@ struct OpenBatch<T> {
 #[derive(Debug)]
 struct Deadline {
     at: Instant,
-    topic: String,
+    topic: Arc<str>,
     queue_id: u32,
     serial: u64,
 }
@@ -47,7 +48,7 @@ struct Deadline {
 pub(crate) struct Accumulator<T> {
     batch_bytes: usize,
     linger: Duration,
-    open: HashMap<String, HashMap<u32, OpenBatch<T>>>,
+    open: HashMap<Arc<str>, HashMap<u32, OpenBatch<T>>>,
     /// One per batch opened, in the order they opened, so earliest first (time goes forward
     /// and the linger is the same for every batch); those of batches sent since are dropped as
     /// they come to the front.
@@ -56,6 +57,9 @@ pub(crate) struct Accumulator<T> {
     opened: u64,
     /// Bytes of the batch sent last: what a new batch reserves (see `first_capacity`).
     last_batch_bytes: usize,
+    /// Messages of the batch sent last: what a new batch's waiters reserve, so that a batch of
+    /// a few messages (many queues) does not grow its list message by message.
+    last_batch_messages: usize,
 }
 
 impl<T> Accumulator<T> {
@@ -69,38 +73,40 @@ impl<T> Accumulator<T> {
             deadlines: VecDeque::new(),
             opened: 0,
             last_batch_bytes: FIRST_CAPACITY_BYTES,
+            last_batch_messages: 0,
         }
     }
 
     /// Adds `message` to the open batch of its topic-queue and pushes onto `ready` whatever
     /// batches must go now: the open one if the message does not fit in it any more, and the
-    /// new one if it is full. A message larger than `batch_bytes` travels alone.
+    /// new one if it is full. A message larger than `batch_bytes` travels alone. The topic is
+    /// shared, not copied, by the batch, its deadline and what is sent.
     pub(crate) fn append(
         &mut self,
-        topic: &str,
+        topic: &Arc<str>,
         queue_id: u32,
         message: &Message,
         waiter: T,
         now: Instant,
         ready: &mut Vec<ReadyBatch<T>>,
     ) {
-        let queues = match self.open.get_mut(topic) {
+        let queues = match self.open.get_mut(&**topic) {
             Some(queues) => queues,
-            None => self.open.entry(topic.to_owned()).or_default(),
+            None => self.open.entry(topic.clone()).or_default(),
         };
         let message_bytes = message.encoded_len();
         if let Some(open) = queues.get(&queue_id) {
             if open.builder.len() + message_bytes > self.batch_bytes {
                 let open = queues.remove(&queue_id).expect("just seen");
-                self.last_batch_bytes = open.builder.len();
-                ready.push(seal(topic, queue_id, open));
+                (self.last_batch_bytes, self.last_batch_messages) = sizes(&open);
+                ready.push(seal(topic.clone(), queue_id, open));
             }
         }
         let open = queues.entry(queue_id).or_insert_with(|| {
             self.opened += 1;
             self.deadlines.push_back(Deadline {
                 at: now + self.linger,
-                topic: topic.to_owned(),
+                topic: topic.clone(),
                 queue_id,
                 serial: self.opened,
             });
@@ -110,7 +116,7 @@ impl<T> Accumulator<T> {
                     queue_id,
                     first_capacity(self.last_batch_bytes, self.batch_bytes, message_bytes),
                 ),
-                waiters: Vec::new(),
+                waiters: Vec::with_capacity(self.last_batch_messages),
                 opened: now,
                 serial: self.opened,
             }
@@ -119,8 +125,8 @@ impl<T> Accumulator<T> {
         open.waiters.push(waiter);
         if open.builder.len() >= self.batch_bytes {
             let open = queues.remove(&queue_id).expect("just filled");
-            self.last_batch_bytes = open.builder.len();
-            ready.push(seal(topic, queue_id, open));
+            (self.last_batch_bytes, self.last_batch_messages) = sizes(&open);
+            ready.push(seal(topic.clone(), queue_id, open));
         }
     }
 
@@ -156,8 +162,8 @@ impl<T> Accumulator<T> {
                 .is_some_and(|open| open.serial == deadline.serial)
             {
                 let open = queues.remove(&deadline.queue_id).expect("just seen");
-                self.last_batch_bytes = open.builder.len();
-                ready.push(seal(&deadline.topic, deadline.queue_id, open));
+                (self.last_batch_bytes, self.last_batch_messages) = sizes(&open);
+                ready.push(seal(deadline.topic, deadline.queue_id, open));
             }
         }
     }
@@ -189,9 +195,14 @@ fn first_capacity(last_batch_bytes: usize, batch_bytes: usize, message_bytes: us
     last_batch_bytes.min(batch_bytes).max(message_bytes)
 }
 
-fn seal<T>(topic: &str, queue_id: u32, open: OpenBatch<T>) -> ReadyBatch<T> {
+/// The bytes and messages of a batch sent now: what the next new batch reserves.
+fn sizes<T>(sent: &OpenBatch<T>) -> (usize, usize) {
+    (sent.builder.len(), sent.waiters.len())
+}
+
+fn seal<T>(topic: Arc<str>, queue_id: u32, open: OpenBatch<T>) -> ReadyBatch<T> {
     ReadyBatch {
-        topic: topic.to_owned(),
+        topic,
         queue_id,
         batch: open.builder.finish(),
         waiters: open.waiters,
@@ -224,10 +235,10 @@ mod tests {
         let mut accumulator = Accumulator::new(72 + 1 + 3 * one + one / 2, Duration::from_secs(60));
         let mut ready = Vec::new();
         for i in 0..3 {
-            accumulator.append("t", 0, &message(100), i, now, &mut ready);
+            accumulator.append(&Arc::from("t"), 0, &message(100), i, now, &mut ready);
         }
         assert!(ready.is_empty(), "three messages fit");
-        accumulator.append("t", 0, &message(100), 3, now, &mut ready);
+        accumulator.append(&Arc::from("t"), 0, &message(100), 3, now, &mut ready);
         assert_eq!(
             ready.len(),
             1,
@@ -246,8 +257,8 @@ mod tests {
         let now = Instant::now();
         let mut accumulator = Accumulator::new(1000, Duration::from_secs(60));
         let mut ready = Vec::new();
-        accumulator.append("t", 1, &message(10), 0, now, &mut ready);
-        accumulator.append("t", 1, &message(5000), 1, now, &mut ready);
+        accumulator.append(&Arc::from("t"), 1, &message(10), 0, now, &mut ready);
+        accumulator.append(&Arc::from("t"), 1, &message(5000), 1, now, &mut ready);
         assert_eq!(ready.len(), 2);
         assert_eq!(ready[0].waiters, [0]);
         assert_eq!(ready[1].waiters, [1]);
@@ -261,9 +272,9 @@ mod tests {
         let linger = Duration::from_millis(5);
         let mut accumulator = Accumulator::new(1 << 20, linger);
         let mut ready = Vec::new();
-        accumulator.append("t", 0, &message(10), 0, start, &mut ready);
+        accumulator.append(&Arc::from("t"), 0, &message(10), 0, start, &mut ready);
         accumulator.append(
-            "t",
+            &Arc::from("t"),
             0,
             &message(10),
             1,
@@ -288,12 +299,12 @@ mod tests {
         let one = message(100).encoded_len();
         let mut accumulator = Accumulator::new(72 + 1 + 2 * one, linger);
         let mut ready = Vec::new();
-        accumulator.append("t", 0, &message(100), 0, start, &mut ready);
-        accumulator.append("u", 0, &message(100), 1, start, &mut ready);
-        accumulator.append("t", 0, &message(100), 2, start, &mut ready);
+        accumulator.append(&Arc::from("t"), 0, &message(100), 0, start, &mut ready);
+        accumulator.append(&Arc::from("u"), 0, &message(100), 1, start, &mut ready);
+        accumulator.append(&Arc::from("t"), 0, &message(100), 2, start, &mut ready);
         assert_eq!(ready.len(), 1, "t/0 filled");
         let later = start + Duration::from_millis(3);
-        accumulator.append("t", 0, &message(100), 3, later, &mut ready);
+        accumulator.append(&Arc::from("t"), 0, &message(100), 3, later, &mut ready);
         assert_eq!(accumulator.next_deadline(), Some(start + linger), "u/0's");
         accumulator.take_expired(start + linger, &mut ready);
         assert_eq!(ready.len(), 2);
@@ -313,10 +324,10 @@ mod tests {
         let now = Instant::now();
         let mut accumulator = Accumulator::new(1 << 20, Duration::ZERO);
         let mut ready = Vec::new();
-        accumulator.append("a", 0, &message(1), 0, now, &mut ready);
-        accumulator.append("a", 1, &message(1), 1, now, &mut ready);
-        accumulator.append("b", 0, &message(1), 2, now, &mut ready);
-        accumulator.append("a", 0, &message(1), 3, now, &mut ready);
+        accumulator.append(&Arc::from("a"), 0, &message(1), 0, now, &mut ready);
+        accumulator.append(&Arc::from("a"), 1, &message(1), 1, now, &mut ready);
+        accumulator.append(&Arc::from("b"), 0, &message(1), 2, now, &mut ready);
+        accumulator.append(&Arc::from("a"), 0, &message(1), 3, now, &mut ready);
         assert!(
             ready.is_empty(),
             "linger 0 batches go when the producer takes expired ones"
@@ -325,7 +336,7 @@ mod tests {
         ready.sort_by(|x, y| (&x.topic, x.queue_id).cmp(&(&y.topic, y.queue_id)));
         let shape: Vec<(&str, u32, Vec<u32>)> = ready
             .iter()
-            .map(|batch| (batch.topic.as_str(), batch.queue_id, batch.waiters.clone()))
+            .map(|batch| (&*batch.topic, batch.queue_id, batch.waiters.clone()))
             .collect();
         assert_eq!(
             shape,
@@ -333,7 +344,7 @@ mod tests {
         );
         for batch in &ready {
             let view = BatchView::parse(&batch.batch).unwrap();
-            assert_eq!(view.topic(), batch.topic);
+            assert_eq!(view.topic(), &*batch.topic);
             assert_eq!(view.queue_id(), batch.queue_id);
         }
         assert_eq!(accumulator.next_deadline(), None);

@@ -726,7 +726,7 @@ impl SendTask {
     fn attempt(&self, batch: ReadyBatch<Waiter>) -> (ProduceEntry, Completion) {
         let batch_bytes = Bytes::from(batch.batch);
         let entry = ProduceEntry {
-            topic: batch.topic.clone(),
+            topic: batch.topic.to_string(),
             queue_id: batch.queue_id,
             batch: batch_bytes.clone(),
         };
@@ -846,7 +846,7 @@ async fn finish_when_answered(completions: Vec<Completion>, pending: PendingResp
 struct Completion {
     broker: Arc<str>,
     group: Arc<OnceLock<Arc<str>>>,
-    topic: String,
+    topic: Arc<str>,
     queue_id: u32,
     /// The batch as sent, kept to be rebuilt for another queue.
     batch: Bytes,
@@ -917,7 +917,7 @@ impl Completion {
         }
         if !keyed.is_empty() {
             let error = Error::GroupUnavailable {
-                topic: this.topic.clone(),
+                topic: this.topic.to_string(),
                 group: this.group().to_string(),
                 queue_id: this.queue_id,
                 cause: Box::new(error),
