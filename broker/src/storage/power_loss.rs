@@ -147,6 +147,9 @@ impl SimulatedDisk {
     }
 
     fn record_file(&self, path: &Path, range: Option<(u64, u64)>) {
+        // Read under the lock: two syncs of one page from two threads record what they read in
+        // the order they read it, never an older snapshot over a newer one.
+        let mut state = self.state.lock().unwrap();
         let Ok(file) = File::open(path) else {
             return;
         };
@@ -165,7 +168,6 @@ impl SimulatedDisk {
         let to = to.min(len);
         let mut bytes = vec![0; (to.saturating_sub(from)) as usize];
         file.read_exact_at(&mut bytes, from).unwrap();
-        let mut state = self.state.lock().unwrap();
         let durable = state.files.entry(file_id(&metadata)).or_default();
         // Syncing makes the current size durable too.
         durable.resize(len as usize, 0);
