@@ -43,7 +43,9 @@ for round in $(seq 1 "$ROUNDS"); do
       out=$(bench produce --topic p --queues 8 --message-bytes 1024 --count "$(scaled 400000)" --in-flight 32)
       mb=$(field "$out" "['mb_per_sec']")
       MB[$flush/$replication]+=" $mb"
-      echo "round $round: flush $flush, replication $replication, produce 32 in flight: $mb MB/s, p99 $(field "$out" "['latency_ms']['p99']") ms"
+      # A slave that fell behind leaves the disk to the master: say how far, as the run ends.
+      lag=$(curl -s "http://127.0.0.1:$((PORT + 2))/metrics" | awk '/^smq_slave_lag_bytes/ { print int($2 / 1e6) }')
+      echo "round $round: flush $flush, replication $replication, produce 32 in flight: $mb MB/s, p99 $(field "$out" "['latency_ms']['p99']") ms, slave behind by ${lag:-?} MB at the end"
     done
   done
   for replication in async sync; do

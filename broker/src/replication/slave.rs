@@ -3,7 +3,8 @@
 //! offsets, then pulls the master's log from its own log end and appends every batch verbatim
 //! at the master's position through the store's append path (CRC and structure checked,
 //! indexes built here). Each fetch's position acknowledges what it holds; when the master
-//! counts only fsynced bytes, the slave fsyncs a chunk before asking for the next.
+//! counts only fsynced bytes, its flushed position what is fsynced: the slave asks for the next
+//! chunk while the last one's fsync runs.
 //!
 //! When the master cannot be reached the task retries (50 ms, doubling to 1 s) and logs one
 //! warning per outage, not one per attempt; the slave keeps serving reads meanwhile.
@@ -13,7 +14,7 @@
 //! it makes to the store runs under `Broker::replica_writes` after checking that the broker is
 //! still this master's slave, so that a role change can wait for the last of them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -206,12 +207,20 @@ async fn replicate(
     let (mut topics_version, mut offsets_version) = link.copy_metadata(broker).await?;
     let mut offsets_copied_at = Instant::now();
     let offsets_interval = Duration::from_millis(broker.config.offsets_flush_interval_ms);
+    let mut unflushed = Unflushed::default();
     loop {
+        unflushed.wake_durable(broker);
         let fetch = ReplicaRequest::Fetch(ReplicaFetch {
             position: broker.store.end_position(),
             flushed_position: broker.store.flushed_position(),
             max_bytes: FETCH_MAX_BYTES,
-            max_wait_ms: FETCH_MAX_WAIT_MS,
+            // While an fsync runs the master must not hold the fetch: its end is acknowledged
+            // by the next one, which should not wait for the master's next write.
+            max_wait_ms: if unflushed.is_empty() {
+                FETCH_MAX_WAIT_MS
+            } else {
+                0
+            },
         });
         let answer = match link.call(&fetch).await? {
             ReplicaResponse::Fetch(answer) => answer,
@@ -231,8 +240,11 @@ async fn replicate(
                 answer.bytes,
                 fsync_acks,
                 &master_epochs,
+                &mut unflushed,
             )
             .await?;
+        } else {
+            unflushed.wait(broker).await?;
         }
         let end = broker.store.end_position();
         broker.slave_status.update(|status| {
@@ -324,15 +336,17 @@ fn wake_every_queue(broker: &Broker) {
 }
 
 /// Appends the batches of `bytes` (log bytes from `position`) verbatim, recording each new
-/// master epoch first (with the flags of the master's history), waits for their fsync when
-/// the master counts only fsynced bytes (or this slave flushes synchronously), then wakes the
-/// consumers waiting on their queues.
+/// master epoch first (with the flags of the master's history), then wakes the consumers
+/// waiting on their queues, or, when the master counts only fsynced bytes (or this slave
+/// flushes synchronously), leaves that to `unflushed` once the fsync covering the chunk is done.
+/// The next fetch does not wait for that fsync (the flusher runs it meanwhile): it
+/// acknowledges what is fsynced so far, so copying the next chunk overlaps this one's fsync.
 ///
 /// A chunk of the epoch this slave already records is appended right here, as a producer's
 /// batch is on the master (the preparer keeps the pages ahead of the writer in memory, so the
-/// copy does not wait for the disk), and its fsync awaited: the next fetch, which acknowledges
-/// the chunk, goes out without a hand-over to a blocking thread and back. Only a chunk that
-/// begins an epoch (a write of the history file) is appended on a blocking thread.
+/// copy does not wait for the disk): the next fetch goes out without a hand-over to a blocking
+/// thread and back. Only a chunk that begins an epoch (a write of the history file) is
+/// appended on a blocking thread.
 async fn apply(
     broker: &Arc<Broker>,
     master: &str,
@@ -340,6 +354,7 @@ async fn apply(
     bytes: Bytes,
     fsync: bool,
     master_epochs: &[EpochEntry],
+    unflushed: &mut Unflushed,
 ) -> Result<(), ReplicationError> {
     let last_epoch = broker.store.epoch_history().last_epoch();
     let (queues, last) = if changes_epoch(&bytes, last_epoch) {
@@ -353,20 +368,68 @@ async fn apply(
             append_chunk(writer, position, &bytes, fsync, master_epochs)
         })?
     };
-    if let Some(receipt) = last {
-        receipt
-            .durable()
-            .await
-            .map_err(|error| ReplicationError::Apply(error.to_string()))?;
+    match last {
+        Some(receipt) if receipt.waits_for_flush() => {
+            let end = receipt.appended.position + u64::from(receipt.appended.size);
+            unflushed.chunks.push_back((end, queues));
+        }
+        _ => wake_queues(broker, &queues),
     }
+    Ok(())
+}
+
+/// Wakes the consumers waiting on `queues`.
+fn wake_queues(broker: &Broker, queues: &Queues) {
     for (topic, queue) in queues {
-        if let Some(state) = broker.topic(&topic) {
-            if queue < state.queue_count {
-                state.appended(queue).notify_waiters();
+        if let Some(state) = broker.topic(topic) {
+            if *queue < state.queue_count {
+                state.appended(*queue).notify_waiters();
             }
         }
     }
-    Ok(())
+}
+
+/// Chunks appended whose fsync is not done yet, oldest first: the end of each and the queues
+/// whose consumers wake once it is durable (under sync flush they see only fsynced messages).
+#[derive(Default)]
+struct Unflushed {
+    chunks: VecDeque<(u64, Queues)>,
+}
+
+impl Unflushed {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Wakes the consumers of every chunk fsynced by now.
+    fn wake_durable(&mut self, broker: &Broker) {
+        let flushed = broker.store.flushed_position();
+        while let Some((end, queues)) = self.chunks.front() {
+            if *end > flushed {
+                break;
+            }
+            wake_queues(broker, queues);
+            self.chunks.pop_front();
+        }
+    }
+
+    /// Waits for the fsync of every chunk appended, then wakes their consumers. A failed
+    /// fsync is an error: the flushed position, which the fetches acknowledge, stays behind.
+    async fn wait(&mut self, broker: &Broker) -> Result<(), ReplicationError> {
+        let Some(&(end, _)) = self.chunks.back() else {
+            return Ok(());
+        };
+        broker
+            .store
+            .durable_through(end, true)
+            .done()
+            .await
+            .map_err(|error| ReplicationError::Apply(error.to_string()))?;
+        for (_, queues) in self.chunks.drain(..) {
+            wake_queues(broker, &queues);
+        }
+        Ok(())
+    }
 }
 
 /// Whether a batch of `bytes` carries another master epoch than `epoch`.
@@ -387,8 +450,11 @@ fn changes_epoch(bytes: &[u8], epoch: u32) -> bool {
     false
 }
 
+/// Topics and queues appended to.
+type Queues = BTreeSet<(String, u32)>;
+
 /// The queues appended to and the receipt of the last batch.
-type Appends = (BTreeSet<(String, u32)>, Option<AppendReceipt>);
+type Appends = (Queues, Option<AppendReceipt>);
 
 /// Appends the batches of a chunk (see [`apply`]); records each new epoch first.
 fn append_chunk(
