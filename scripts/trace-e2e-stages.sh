@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where one e2e message's time goes between the processes, from kernel events rather than from
-# the code: while `smq bench e2e` (1 queue, 20,000 msg/s, --linger-ms 0, --flush async) runs,
+# the code: while `smq bench e2e` (1 queue, 20,000 msg/s unless RATE says otherwise, --linger-ms 0, --flush async) runs,
 # `perf record` takes the scheduler's wake-ups and switches and the socket system calls of the
 # broker and the client for a window, and each producer tick (one Produce write) is followed
 # through: the client's write of the Produce, the broker's read of it, the broker's write of the
@@ -10,13 +10,14 @@
 # the build to compare (BIN, CLIENT_BIN).
 #
 #   scripts/trace-e2e-stages.sh                     # target/release, a 1 s window
-#   BIN=dir CLIENT_BIN=dir WINDOW=1 QUEUES=1 scripts/trace-e2e-stages.sh
+#   BIN=dir CLIENT_BIN=dir WINDOW=1 QUEUES=1 RATE=20000 scripts/trace-e2e-stages.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release}
 CLIENT_BIN=${CLIENT_BIN:-$BIN}
 WINDOW=${WINDOW:-1}
 QUEUES=${QUEUES:-1}
+RATE=${RATE:-20000}
 PORT=${PORT:-19981}
 WORK=$(mktemp -d -p "$PWD/target" trace-e2e.XXXX)
 BROKER=
@@ -28,7 +29,7 @@ for _ in $(seq 1 200); do
   sleep 0.05
 done
 "$CLIENT_BIN/smq" --broker "127.0.0.1:$PORT" bench e2e --json --topic e --queues "$QUEUES" --message-bytes 1024 \
-  --rate 20000 --duration $((WINDOW + 5)) --linger-ms 0 >"$WORK/e2e.json" 2>/dev/null &
+  --rate "$RATE" --duration $((WINDOW + 5)) --linger-ms 0 >"$WORK/e2e.json" 2>/dev/null &
 CLIENT=$!
 sleep 2.5
 perf record -q -o "$WORK/trace.data" -e sched:sched_switch,sched:sched_wakeup,syscalls:sys_enter_writev,syscalls:sys_exit_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_exit_recvfrom \

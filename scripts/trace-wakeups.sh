@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # How long a woken thread waits for a core, on the end-to-end path: `perf record` of the
-# scheduler's wake-ups and switches during a `smq bench e2e` run (1 KiB, 20,000 msg/s, one
+# scheduler's wake-ups and switches during a `smq bench e2e` run (1 KiB, 20,000 msg/s unless RATE says otherwise, one
 # queue, async flush), and again during scripts/latency-floor.c's run of the same pacing. Each
 # wake-up of a broker or client thread is matched with the switch that runs it and split by
 # where it ran: on the core of the thread that woke it, or on the other one (an inter-processor
@@ -14,6 +14,7 @@
 #   scripts/trace-wakeups.sh                       # this tree's release build, defaults
 #   BIN=/path/to/release BROKER_ARGS="--worker-threads 2" CLIENT_ARGS="--threads 0" scripts/trace-wakeups.sh
 #   SLAVE=sync scripts/trace-wakeups.sh            # master and slave, sync replication
+#   RATE=100000 scripts/trace-wakeups.sh           # another rate (the floor's batch follows it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,7 @@ DURATION=${DURATION:-10}
 BROKER_ARGS=${BROKER_ARGS:-}
 CLIENT_ARGS=${CLIENT_ARGS:-}
 SLAVE=${SLAVE:-}
+RATE=${RATE:-20000}
 # shellcheck source=scripts/bench-broker-lib.sh
 source scripts/bench-broker-lib.sh
 command -v perf >/dev/null || { echo "perf is needed: apt-get install linux-perf"; exit 1; }
@@ -93,7 +95,7 @@ perf record -q -o "$WORK/smq.data" -e sched:sched_switch,sched:sched_wakeup -a -
 PERF_PID=$!
 # shellcheck disable=SC2086
 out=$("$BIN/smq" --broker "127.0.0.1:$PORT" bench e2e --json --topic e --queues 1 --message-bytes 1024 \
-  --rate 20000 --duration "$DURATION" --linger-ms 0 $CLIENT_ARGS 2>/dev/null | tail -n 1)
+  --rate "$RATE" --duration "$DURATION" --linger-ms 0 $CLIENT_ARGS 2>/dev/null | tail -n 1)
 wait "$PERF_PID" || true  # not the broker; perf's own status does not matter
 slave_pid=$SLAVE_PID
 stop_slave
@@ -104,6 +106,6 @@ summarize "$WORK/smq.data" "smq,tokio-rt-worker" "$slave_pid"
 cc -O2 -pthread -o "$WORK/latency-floor" scripts/latency-floor.c
 perf record -q -o "$WORK/floor.data" -e sched:sched_switch,sched:sched_wakeup -a -- sleep "$((DURATION - 2))" 2>/dev/null &
 PERF_PID=$!
-echo "$("$WORK/latency-floor" 20000 "$DURATION" 20)"
+echo "$("$WORK/latency-floor" "$RATE" "$DURATION" "$((RATE / 1000))")"
 wait "$PERF_PID" || true  # not the broker; perf's own status does not matter
 summarize "$WORK/floor.data" "latency-floor"
