@@ -20,6 +20,8 @@ start_broker() { # flush mode, more smq-broker arguments...
     --log-level warn "${@:2}" >"$WORK/broker.log" 2>&1 &
   BROKER_PID=$!
   for _ in $(seq 1 200); do
+    # Its own broker, not one left on the port by another run (this one then fails to bind).
+    kill -0 "$BROKER_PID" 2>/dev/null || break
     if "$BIN/smq" --broker "127.0.0.1:$PORT" topic list >/dev/null 2>&1; then return; fi
     sleep 0.05
   done
@@ -65,3 +67,10 @@ stop_slave() {
     SLAVE_PID=
   fi
 }
+
+# A broker left running on one of the ports would answer in place of the ones started here.
+for port in "$PORT" "$((PORT + 1))" "$((PORT + 2))"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "something already listens on 127.0.0.1:$port (a broker left running?): stop it or set PORT"; exit 1
+  fi
+done
