@@ -1,17 +1,18 @@
 //! The preparer: two background threads, one making the commit log's next segment before the
-//! active one fills, one reading the pages of the log and of the queue indexes into the page
-//! cache ahead of the writer (readahead(2) through the file: RocketMQ's mapped-file warm-up).
-//! So an append under the writer lock never creates a file and never takes a page fault that
-//! waits for the file system: the pages it touches are in memory and only get mapped.
+//! active one fills, one making the pages of the log and of the queue indexes ready ahead of the
+//! writer (RocketMQ's mapped-file warm-up): read into the page cache through the file, then
+//! mapped writable (`MappedFile::read_ahead`). So an append under the writer lock never creates
+//! a file and never takes a page fault: the pages it touches are in memory and mapped for writing.
 //!
-//! Why through the file and not the map: the kernel reads ahead of a fault on a fresh mapped page
-//! (8 MiB here) inside the fault, under the store's lock and holding the process's memory-map
-//! lock, and MADV_POPULATE_* hold that lock for as long as the file system makes them wait; either
-//! stalled every thread of the broker for milliseconds (BENCHMARKS.md, "The end-to-end tail").
+//! Why read through the file before populating the map: the kernel reads ahead of a fault on a
+//! fresh mapped page (8 MiB here) inside the fault, holding the process's memory-map lock, and
+//! MADV_POPULATE_* on pages not in memory hold that lock for as long as the file system makes
+//! them wait; either stalled every thread of the broker for milliseconds (BENCHMARKS.md, "The
+//! end-to-end tail"). On pages already in memory the populate is short.
 //!
 //! The writer asks (`read_ahead`, `take_next_segment`) and never waits for the preparer unless
 //! the next segment is not ready when it is needed; the preparer never takes the store's lock.
-//! Reading pages ahead does not change their bytes, so it may run on a range the writer is about
+//! Making pages ready does not change their bytes, so it may run on a range the writer is about
 //! to write.
 
 use std::collections::VecDeque;

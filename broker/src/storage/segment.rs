@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use memmap2::MmapRaw;
+use memmap2::{Advice, MmapRaw};
 
 use super::durability;
 use super::error::{Result, StorageError};
@@ -174,17 +174,28 @@ impl MappedFile {
         std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset as usize), len)
     }
 
-    /// Brings the pages of `[offset, offset + len)` (clamped to the reserved part) into the page
-    /// cache through the file, not the map (a read into a scratch buffer), so that the writer
-    /// reaching them later finds them in memory and only maps them: no file-system work (block
-    /// mapping, waiting behind extent conversion or the journal) on the append path. Going
-    /// through the map instead (MADV_POPULATE_*) holds the process's memory-map lock meanwhile,
-    /// which stalled the whole broker for milliseconds at a time (BENCHMARKS.md). A read, not
-    /// readahead(2): readahead is a hint the kernel may cut short (its allocations give up
-    /// rather than wait for memory), and on a busy machine it left pages out here and there
-    /// (1 to 19 pages of a 16 MiB segment in 5 of 86 runs of
+    /// Makes the pages of `[offset, offset + len)` (clamped to the reserved part) ready for the
+    /// writer: brought into the page cache through the file, not the map (a read into a scratch
+    /// buffer), then mapped writable. So the writer reaching them later takes no page fault: no
+    /// file-system work (block mapping, waiting behind extent conversion or the journal) and no
+    /// `page_mkwrite` on the append path.
+    ///
+    /// Why read first: populating pages that are not in memory through the map (MADV_POPULATE_*)
+    /// runs the kernel's own read-ahead inside the fault, holding the process's memory-map lock,
+    /// which stalled the whole broker for milliseconds at a time (BENCHMARKS.md, "The end-to-end
+    /// tail"). A read, not readahead(2): readahead is a hint the kernel may cut short (its
+    /// allocations give up rather than wait for memory), and on a busy machine it left pages out
+    /// here and there (1 to 19 pages of a 16 MiB segment in 5 of 86 runs of
     /// `the_pages_ahead_of_the_writer_are_in_memory_before_it_reaches_them`): a read returns once
-    /// every page is in. The bytes do not change, so this may run while the writer writes nearby.
+    /// every page is in.
+    ///
+    /// Then MADV_POPULATE_WRITE (Linux 5.14) does for pages already in memory what the writer's
+    /// first store to each would do (ext4's `page_mkwrite`, a writable page-table entry): about a
+    /// fifth of the broker worker's time at 100,000 msg/s (BENCHMARKS.md, session 13). It marks
+    /// the pages dirty, so pages the writer does not reach within the kernel's write-back delay
+    /// (30 s by default) are written as the zeros they hold, once. A kernel that refuses the
+    /// advice leaves those faults to the writer. Neither step changes a byte, so both may run
+    /// while the writer writes nearby.
     pub fn read_ahead(&self, offset: u64, len: u64) -> std::io::Result<()> {
         let len = len.min(self.allocated().saturating_sub(offset));
         if len == 0 {
@@ -206,8 +217,13 @@ impl MappedFile {
                     read => at += read as u64,
                 }
             }
-            Ok(())
-        })
+            Ok::<(), std::io::Error>(())
+        })?;
+        // An error only leaves the faults to the writer (an older kernel, memory pressure).
+        let _ = self
+            .map
+            .advise_range(Advice::PopulateWrite, offset as usize, len as usize);
+        Ok(())
     }
 
     /// Zeroes everything from `offset` to the end of the file and makes that durable, without
