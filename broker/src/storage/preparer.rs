@@ -1,6 +1,7 @@
 //! The preparer: two background threads, one making the commit log's next segment before the
 //! active one fills, one reading the pages of the log and of the queue indexes into the page
-//! cache ahead of the writer (readahead(2) through the file: RocketMQ's mapped-file warm-up).
+//! cache ahead of the writer (a read through the file, `MappedFile::read_ahead`: RocketMQ's
+//! mapped-file warm-up).
 //! So an append under the writer lock never creates a file and never takes a page fault that
 //! waits for the file system: the pages it touches are in memory and only get mapped.
 //!

@@ -185,6 +185,12 @@ impl MappedFile {
     /// (1 to 19 pages of a 16 MiB segment in 5 of 86 runs of
     /// `the_pages_ahead_of_the_writer_are_in_memory_before_it_reaches_them`): a read returns once
     /// every page is in. The bytes do not change, so this may run while the writer writes nearby.
+    ///
+    /// The file is opened for each call on purpose: the kernel's read-ahead state is per open
+    /// file, and a descriptor kept open grows its reads into 2 MiB page-cache folios, which a
+    /// write through the map dirties whole, so that each msync of a few KiB wrote 2 MiB
+    /// (BENCHMARKS.md, "Session 13", which also measured readahead(2), MADV_WILLNEED and a splice
+    /// of the range into /dev/null instead of this read, and kept none of them).
     pub fn read_ahead(&self, offset: u64, len: u64) -> std::io::Result<()> {
         let len = len.min(self.allocated().saturating_sub(offset));
         if len == 0 {
