@@ -196,6 +196,13 @@ impl MappedFile {
     /// (30 s by default) are written as the zeros they hold, once. A kernel that refuses the
     /// advice leaves those faults to the writer. Neither step changes a byte, so both may run
     /// while the writer writes nearby.
+    ///
+    /// The file is opened for each call on purpose: the kernel's read-ahead state is per open
+    /// file, and a descriptor kept open grows its reads into 2 MiB page-cache folios, which a
+    /// write through the map dirties whole, so that each msync of a few KiB wrote 2 MiB
+    /// (BENCHMARKS.md, "Session 13: the preparer's read-ahead without copying every byte", which
+    /// also measured readahead(2), MADV_WILLNEED and a splice of the range into /dev/null instead
+    /// of this read, and kept none of them).
     pub fn read_ahead(&self, offset: u64, len: u64) -> std::io::Result<()> {
         let len = len.min(self.allocated().saturating_sub(offset));
         if len == 0 {
