@@ -2,7 +2,8 @@
 //! active one fills, one making the pages of the log and of the queue indexes ready ahead of the
 //! writer (RocketMQ's mapped-file warm-up): read into the page cache through the file, then
 //! mapped writable (`MappedFile::read_ahead`). So an append under the writer lock never creates
-//! a file and never takes a page fault: the pages it touches are in memory and mapped for writing.
+//! a file and takes no page fault on the pages it reaches: they are in memory and mapped for
+//! writing (the one left is the log's tail page again after each msync write-protects it).
 //!
 //! Why read through the file before populating the map: the kernel reads ahead of a fault on a
 //! fresh mapped page (8 MiB here) inside the fault, holding the process's memory-map lock, and

@@ -686,8 +686,7 @@ fn torn_pages_far_past_the_end_are_zeroed_on_restart() {
     );
 }
 
-/// Major page faults (ones that waited for the disk) the calling thread has taken.
-/// Major and minor page faults this thread has taken.
+/// Major (waited for the disk) and minor page faults the calling thread has taken.
 fn faults_of_this_thread() -> (i64, i64) {
     // SAFETY: getrusage fills the struct it is given.
     unsafe {
