@@ -10,7 +10,7 @@ use super::error::{Result, StorageError};
 use super::file_names::{
     offset_name, parse_offset_name, segment_path, COMMIT_LOG_DIR, TEMP_SUFFIX,
 };
-use super::preparer::{Preparer, LOG_READ_AHEAD_BYTES};
+use super::preparer::{Preparer, LOG_READ_AHEAD_BYTES, LOG_READ_AHEAD_STEP_BYTES};
 use super::segment::{create_dir_durably, sync_dir, MappedFile, SharedFile};
 
 /// The length field written where a segment's last batch ends when the log rolls to the next
@@ -41,6 +41,9 @@ pub struct CommitLog {
     preparer: Arc<Preparer>,
     /// Position up to which the preparer was asked to read the active segment's pages ahead.
     read_ahead_requested_to: u64,
+    /// The write position last told to the preparer (which reads near ranges first); `None`
+    /// tells it at the next append.
+    position_told: Option<u64>,
 }
 
 /// Where a reserved batch is to be written.
@@ -103,6 +106,7 @@ impl CommitLog {
             write_position,
             preparer,
             read_ahead_requested_to: write_position,
+            position_told: None,
         })
     }
 
@@ -136,7 +140,7 @@ impl CommitLog {
         }
         assert!(position <= self.segments.last().expect("not empty").end());
         self.write_position = position;
-        self.read_ahead_requested_to = position;
+        self.restart_read_ahead(position);
         Ok(())
     }
 
@@ -162,7 +166,7 @@ impl CommitLog {
             }
         }
         self.write_position = position;
-        self.read_ahead_requested_to = position;
+        self.restart_read_ahead(position);
         Ok(deleted)
     }
 
@@ -188,7 +192,7 @@ impl CommitLog {
             file: Arc::new(MappedFile::open(&to)?),
         });
         self.write_position = position;
-        self.read_ahead_requested_to = position;
+        self.restart_read_ahead(position);
         Ok(())
     }
 
@@ -197,20 +201,29 @@ impl CommitLog {
         self.request_read_ahead(self.write_position);
     }
 
-    /// Keeps the preparer `LOG_READ_AHEAD_BYTES` ahead of `end` in the active segment,
-    /// asking in chunks of half that.
+    /// Every `LOG_READ_AHEAD_STEP_BYTES`, tells the preparer the write position `end` and asks
+    /// it to keep `LOG_READ_AHEAD_BYTES` ahead of it in the active segment (past the segment's
+    /// end, the segment made ahead has its first pages read already).
     fn request_read_ahead(&mut self, end: u64) {
-        let active = self.segments.last().expect("never empty");
-        if end + LOG_READ_AHEAD_BYTES / 2 <= self.read_ahead_requested_to
-            || self.read_ahead_requested_to >= active.end()
+        if self
+            .position_told
+            .is_some_and(|told| end < told + LOG_READ_AHEAD_STEP_BYTES)
         {
             return;
         }
-        let from = self.read_ahead_requested_to.max(end);
-        let to = (end + LOG_READ_AHEAD_BYTES).min(active.end());
+        self.position_told = Some(end);
+        let active = self.segments.last().expect("never empty");
+        let from = self.read_ahead_requested_to.max(end).min(active.end());
+        let to = (end + LOG_READ_AHEAD_BYTES).min(active.end()).max(from);
         self.preparer
-            .read_ahead(&active.file, from - active.base, to - from);
+            .read_log_ahead(active, from - active.base, to - from, end);
         self.read_ahead_requested_to = to;
+    }
+
+    /// Read-ahead starts again from `requested_to`, the write position told at the next append.
+    fn restart_read_ahead(&mut self, requested_to: u64) {
+        self.read_ahead_requested_to = requested_to;
+        self.position_told = None;
     }
 
     /// The segment holding `position`, if any.
@@ -255,7 +268,7 @@ impl CommitLog {
             tracing::debug!(segment = %segment.file.path().display(), "rolled to a new segment");
             self.segments.push(segment);
             self.write_position = base;
-            self.read_ahead_requested_to = base + read_ahead_bytes;
+            self.restart_read_ahead(base + read_ahead_bytes);
         }
         let active = self.segments.last().expect("never empty");
         let reservation = Reservation {

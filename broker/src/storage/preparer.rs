@@ -1,9 +1,17 @@
-//! The preparer: two background threads, one making the commit log's next segment before the
-//! active one fills, one making the pages of the log and of the queue indexes ready ahead of the
+//! The preparer: background threads, one making the commit log's next segment before the
+//! active one fills, two making the pages of the log and of the queue indexes ready ahead of the
 //! writer (RocketMQ's mapped-file warm-up): read into the page cache through the file, then
 //! mapped writable (`MappedFile::read_ahead`). So an append under the writer lock never creates
 //! a file and takes no page fault on the pages it reaches: they are in memory and mapped for
 //! writing (the one left is the log's tail page again after each msync write-protects it).
+//!
+//! Of the two read-ahead threads, one runs in the machine's idle time only (SCHED_IDLE) and reads
+//! whatever is asked, so that its work never delays the broker's other threads or its peers on
+//! the same cores (the replication and end-to-end tails waited behind its bursts, BENCHMARKS.md
+//! session 14). The other, at normal priority, reads only the ranges the writer is about to
+//! reach (an index file's, and the log's within `LOG_NEAR_BYTES` of the write position): on a
+//! machine without idle time the first gets almost nothing, and the second keeps the writer's
+//! path free of faults all the same.
 //!
 //! Why read through the file before populating the map: the kernel reads ahead of a fault on a
 //! fresh mapped page (8 MiB here) inside the fault, holding the process's memory-map lock, and
@@ -29,6 +37,11 @@ use super::segment::{MappedFile, SharedFile};
 
 /// How far ahead of the write position the log's pages are read into memory.
 pub const LOG_READ_AHEAD_BYTES: u64 = 64 * 1024 * 1024;
+/// How often (in bytes written) the writer asks for the next log range, so that the ranges come
+/// evenly and the writer's position, which says which range is near, is never far out of date.
+pub const LOG_READ_AHEAD_STEP_BYTES: u64 = 1024 * 1024;
+/// A log range starting less than this ahead of the write position is read at normal priority.
+const LOG_NEAR_BYTES: u64 = LOG_READ_AHEAD_BYTES / 2;
 /// The largest range read ahead by one call, so that an index's small range never waits long
 /// behind a segment's large one.
 const READ_AHEAD_CHUNK_BYTES: u64 = 256 * 1024;
@@ -39,17 +52,58 @@ pub struct Preparer {
     data_dir: PathBuf,
     segment_bytes: u64,
     work: Mutex<Work>,
+    /// Wakes the segment thread, the idle-time read-ahead thread and a writer waiting for a
+    /// segment.
     wakeup: Condvar,
+    /// Wakes the normal-priority read-ahead thread: only when a near range is there, so that it
+    /// never wakes for nothing.
+    near_wakeup: Condvar,
+}
+
+/// A range of a file to read into memory ahead of the writer.
+#[derive(Clone)]
+struct Range {
+    file: SharedFile,
+    offset: u64,
+    len: u64,
+    /// Where the range starts in the commit log; `None` for an index file's range, which is
+    /// small and always near its writer.
+    log_position: Option<u64>,
+}
+
+impl Range {
+    /// Whether the writer at `writer_position` is about to reach this range.
+    fn is_near(&self, writer_position: u64) -> bool {
+        self.log_position
+            .is_none_or(|position| position < writer_position + LOG_NEAR_BYTES)
+    }
+
+    /// Cuts off and returns the first `READ_AHEAD_CHUNK_BYTES`, leaving the rest in `self`.
+    fn split_first_chunk(&mut self) -> Range {
+        let chunk = Range {
+            len: READ_AHEAD_CHUNK_BYTES,
+            ..self.clone()
+        };
+        self.offset += READ_AHEAD_CHUNK_BYTES;
+        self.len -= READ_AHEAD_CHUNK_BYTES;
+        self.log_position = self.log_position.map(|p| p + READ_AHEAD_CHUNK_BYTES);
+        chunk
+    }
 }
 
 #[derive(Default)]
 struct Work {
     /// Ranges the writer asked for, oldest first: served before anything else.
-    read_ahead: VecDeque<(SharedFile, u64, u64)>,
+    read_ahead: VecDeque<Range>,
     /// Chunks of the first pages of the segment made ahead: served when `read_ahead` is empty.
-    read_ahead_next_segment: VecDeque<(SharedFile, u64, u64)>,
-    /// A range is being read ahead now.
-    reading_ahead: bool,
+    read_ahead_next_segment: VecDeque<Range>,
+    /// The log position the writer had when it last asked for a range.
+    writer_position: u64,
+    /// The chunk the idle-time thread is reading: the normal-priority thread takes it over
+    /// (reads it too) when it becomes near, for the idle-time thread may be kept off the CPU.
+    idle_reading: Option<Range>,
+    /// The normal-priority thread is reading a range now.
+    near_reading: bool,
     /// Base of the segment to create next; `None` while one is ready or no thread runs.
     next_base: Option<u64>,
     /// The next segment, created and its first pages read ahead.
@@ -69,18 +123,21 @@ impl Preparer {
             segment_bytes,
             work: Mutex::new(Work::default()),
             wakeup: Condvar::new(),
+            near_wakeup: Condvar::new(),
         })
     }
 
-    /// Starts its two threads, one making segments (the one after `log_end`, the active
-    /// segment's end, first) and one reading pages ahead, so that neither waits for the other.
+    /// Starts its threads, one making segments (the one after `log_end`, the active segment's
+    /// end, first) and two reading pages ahead, so that none waits for another.
     pub fn start(self: &Arc<Preparer>, log_end: u64) -> Vec<JoinHandle<()>> {
         {
             let mut work = self.lock();
             work.running = true;
             work.next_base = Some(log_end);
+            work.writer_position = log_end;
         }
         let segments = self.clone();
+        let near_pages = self.clone();
         let pages = self.clone();
         vec![
             std::thread::Builder::new()
@@ -89,8 +146,12 @@ impl Preparer {
                 .expect("spawning the segment thread"),
             std::thread::Builder::new()
                 .name("smq-read-ahead".into())
-                .spawn(move || pages.read_pages_ahead())
+                .spawn(move || near_pages.read_near_pages_ahead())
                 .expect("spawning the read-ahead thread"),
+            std::thread::Builder::new()
+                .name("smq-read-ahead-idle".into())
+                .spawn(move || pages.read_pages_ahead_in_idle_time())
+                .expect("spawning the idle-time read-ahead thread"),
         ]
     }
 
@@ -98,21 +159,55 @@ impl Preparer {
     pub fn stop(&self, threads: Vec<JoinHandle<()>>) {
         self.lock().shutdown = true;
         self.wakeup.notify_all();
+        self.near_wakeup.notify_all();
         for thread in threads {
             let _ = thread.join();
         }
     }
 
-    /// Asks for `[offset, offset + len)` of `file` to be read into memory; never blocks on the
-    /// disk.
+    /// Asks for `[offset, offset + len)` of index file `file` to be read into memory soon; never
+    /// blocks on the disk.
     pub fn read_ahead(&self, file: &SharedFile, offset: u64, len: u64) {
+        let range = Range {
+            file: file.clone(),
+            offset,
+            len,
+            log_position: None,
+        };
+        self.ask(Some(range), None);
+    }
+
+    /// Asks for `[offset, offset + len)` of log segment `segment` (nothing if `len` is 0) to be
+    /// read into memory, the writer being at log position `writer_position`; never blocks on
+    /// the disk.
+    pub fn read_log_ahead(&self, segment: &Segment, offset: u64, len: u64, writer_position: u64) {
+        let range = (len > 0).then(|| Range {
+            file: segment.file.clone(),
+            offset,
+            len,
+            log_position: Some(segment.base + offset),
+        });
+        self.ask(range, Some(writer_position));
+    }
+
+    fn ask(&self, range: Option<Range>, writer_position: Option<u64>) {
         let mut work = self.lock();
         if !work.running {
             return;
         }
-        work.read_ahead.push_back((file.clone(), offset, len));
+        if let Some(position) = writer_position {
+            work.writer_position = position;
+        }
+        let asked = range.is_some();
+        work.read_ahead.extend(range);
+        let near = work.has_near_range();
         drop(work);
-        self.wakeup.notify_all();
+        if asked {
+            self.wakeup.notify_all();
+        }
+        if near {
+            self.near_wakeup.notify_one();
+        }
     }
 
     /// The segment starting at `base`, and how many of its first bytes were asked to be read
@@ -172,24 +267,23 @@ impl Preparer {
         Ok(())
     }
 
-    /// Whether everything asked for is done: the next segment ready, no range left to read ahead.
+    /// Whether everything the writer is about to need is done: the next segment ready, no near
+    /// range left to read ahead (ranges further ahead wait for idle time).
     #[cfg(test)]
     pub fn is_idle(&self) -> bool {
         let work = self.lock();
-        work.ready.is_some()
-            && work.read_ahead.is_empty()
-            && work.read_ahead_next_segment.is_empty()
-            && !work.reading_ahead
+        work.ready.is_some() && !work.has_near_range() && !work.near_reading
     }
 
     fn lock(&self) -> MutexGuard<'_, Work> {
         self.work.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until `due` says there is work (true) or the preparer stops (false). A failed
-    /// segment is tried again after a second.
+    /// Waits on `wakeup` until `due` says there is work (true) or the preparer stops (false). A
+    /// failed segment is tried again after a second.
     fn wait_for_work<'a>(
         &'a self,
+        wakeup: &Condvar,
         mut work: MutexGuard<'a, Work>,
         due: impl Fn(&Work) -> bool,
     ) -> Option<MutexGuard<'a, Work>> {
@@ -199,8 +293,7 @@ impl Preparer {
             } else {
                 Duration::from_secs(3600)
             };
-            let (guard, waited) = self
-                .wakeup
+            let (guard, waited) = wakeup
                 .wait_timeout(work, timeout)
                 .unwrap_or_else(|p| p.into_inner());
             work = guard;
@@ -211,47 +304,43 @@ impl Preparer {
         (!work.shutdown).then_some(work)
     }
 
-    /// The read-ahead thread: reads the ranges the writer asked for, then the first pages of the
-    /// segment made ahead, a chunk at a time.
-    fn read_pages_ahead(&self) {
-        let due =
-            |work: &Work| !work.read_ahead.is_empty() || !work.read_ahead_next_segment.is_empty();
-        while let Some(mut work) = self.wait_for_work(self.lock(), due) {
-            let range = work
-                .read_ahead
-                .pop_front()
-                .or_else(|| work.read_ahead_next_segment.pop_front());
-            let Some((file, offset, mut len)) = range else {
+    /// The normal-priority read-ahead thread: reads the near ranges, nearest first.
+    fn read_near_pages_ahead(&self) {
+        while let Some(mut work) =
+            self.wait_for_work(&self.near_wakeup, self.lock(), Work::has_near_range)
+        {
+            let Some(chunk) = work.take_near_chunk() else {
                 continue;
             };
-            if len > READ_AHEAD_CHUNK_BYTES {
-                let rest = (
-                    file.clone(),
-                    offset + READ_AHEAD_CHUNK_BYTES,
-                    len - READ_AHEAD_CHUNK_BYTES,
-                );
-                work.read_ahead.push_front(rest);
-                len = READ_AHEAD_CHUNK_BYTES;
-            }
-            work.reading_ahead = true;
+            work.near_reading = true;
             drop(work);
-            // An index file is reserved on disk as it fills: reserve before reading ahead. A full
-            // disk here is left for the writer to meet and report.
-            let reserved = file.allocate_to(offset + len);
-            let result = reserved
-                .map_err(std::io::Error::other)
-                .and_then(|()| file.read_ahead(offset, len));
-            if let Err(error) = result {
-                tracing::debug!(%error, file = %file.path().display(), "cannot read pages ahead");
-            }
-            self.lock().reading_ahead = false;
+            read_chunk(&chunk);
+            self.lock().near_reading = false;
+        }
+    }
+
+    /// The idle-time read-ahead thread: reads the ranges the writer asked for, then the first
+    /// pages of the segment made ahead, a chunk at a time, while the cores have nothing else to
+    /// run.
+    fn read_pages_ahead_in_idle_time(&self) {
+        run_in_idle_time_only();
+        let due =
+            |work: &Work| !work.read_ahead.is_empty() || !work.read_ahead_next_segment.is_empty();
+        while let Some(mut work) = self.wait_for_work(&self.wakeup, self.lock(), due) {
+            let Some(chunk) = work.take_chunk(|_| true) else {
+                continue;
+            };
+            work.idle_reading = Some(chunk.clone());
+            drop(work);
+            read_chunk(&chunk);
+            self.lock().idle_reading = None;
         }
     }
 
     /// The segment thread: makes the next segment whenever the writer took the last one.
     fn make_segments(&self) {
         let due = |work: &Work| work.next_base.is_some() && work.next_base != work.failed_base;
-        while let Some(work) = self.wait_for_work(self.lock(), due) {
+        while let Some(work) = self.wait_for_work(&self.wakeup, self.lock(), due) {
             let Some(base) = work.next_base else {
                 continue;
             };
@@ -271,15 +360,18 @@ impl Preparer {
                     continue;
                 }
                 Ok(segment) => {
-                    let ahead = LOG_READ_AHEAD_BYTES.min(segment.file.len());
-                    for offset in (0..ahead).step_by(READ_AHEAD_CHUNK_BYTES as usize) {
-                        let len = READ_AHEAD_CHUNK_BYTES.min(ahead - offset);
-                        let chunk = (segment.file.clone(), offset, len);
-                        work.read_ahead_next_segment.push_back(chunk);
-                    }
+                    work.read_ahead_next_segment.push_back(Range {
+                        file: segment.file.clone(),
+                        offset: 0,
+                        len: LOG_READ_AHEAD_BYTES.min(segment.file.len()),
+                        log_position: Some(segment.base),
+                    });
                     work.ready = Some(segment);
                     work.next_base = None;
                     work.failed_base = None;
+                    if work.has_near_range() {
+                        self.near_wakeup.notify_one();
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, base, "cannot make the next commit-log segment ahead; the writer will try when it needs it");
@@ -300,11 +392,149 @@ impl Preparer {
     }
 }
 
+impl Work {
+    /// Whether a range the writer is about to reach waits to be read (or is being read only by
+    /// the idle-time thread).
+    fn has_near_range(&self) -> bool {
+        let at = self.writer_position;
+        let near = |range: &Range| range.is_near(at);
+        self.idle_reading.as_ref().is_some_and(near)
+            || self.read_ahead.iter().any(near)
+            || self.read_ahead_next_segment.iter().any(near)
+    }
+
+    /// The first chunk of the nearest range: the idle-time thread's, if it is near (read twice
+    /// then, which changes nothing), else the first near one asked for.
+    fn take_near_chunk(&mut self) -> Option<Range> {
+        let at = self.writer_position;
+        self.idle_reading
+            .take_if(|range| range.is_near(at))
+            .or_else(|| self.take_chunk(|range| range.is_near(at)))
+    }
+
+    /// The first chunk of the first range `wanted`, ranges the writer asked for first.
+    fn take_chunk(&mut self, wanted: impl Fn(&Range) -> bool) -> Option<Range> {
+        let queue = if self.read_ahead.iter().any(&wanted) {
+            &mut self.read_ahead
+        } else {
+            &mut self.read_ahead_next_segment
+        };
+        let index = queue.iter().position(wanted)?;
+        if queue[index].len > READ_AHEAD_CHUNK_BYTES {
+            Some(queue[index].split_first_chunk())
+        } else {
+            queue.remove(index)
+        }
+    }
+}
+
+/// Reads one chunk into memory and maps it writable. An index file is reserved on disk as it
+/// fills: reserved first. A full disk here is left for the writer to meet and report.
+fn read_chunk(chunk: &Range) {
+    let Range {
+        file, offset, len, ..
+    } = chunk;
+    let result = file
+        .allocate_to(offset + len)
+        .map_err(std::io::Error::other)
+        .and_then(|()| file.read_ahead(*offset, *len));
+    if let Err(error) = result {
+        tracing::debug!(%error, file = %file.path().display(), "cannot read pages ahead");
+    }
+}
+
+/// Puts the calling thread in the SCHED_IDLE class: it runs only when a core has nothing else
+/// to run. Lowering one's own priority needs no privilege; a refusal leaves it at normal priority.
+fn run_in_idle_time_only() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: changes the scheduling policy of the calling thread only.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::debug!(%error, "cannot put the read-ahead thread in the idle class");
+    }
+}
+
 /// Deletes `path` and makes the deletion durable.
 fn delete_durably(path: &Path) -> Result<()> {
     std::fs::remove_file(path).map_err(super::error::StorageError::io("deleting", path))?;
     match path.parent() {
         Some(dir) => super::segment::sync_dir(dir),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_range(file: &SharedFile, log_position: u64) -> Range {
+        Range {
+            file: file.clone(),
+            offset: 0,
+            len: 2 * READ_AHEAD_CHUNK_BYTES,
+            log_position: Some(log_position),
+        }
+    }
+
+    #[test]
+    fn the_normal_priority_thread_takes_only_what_the_writer_is_about_to_reach() {
+        let dir = tempfile::tempdir().unwrap();
+        let file: SharedFile =
+            Arc::new(MappedFile::create(&dir.path().join("f"), 1 << 20).unwrap());
+        let mut work = Work {
+            writer_position: 1000,
+            ..Work::default()
+        };
+        work.read_ahead
+            .push_back(log_range(&file, 1000 + LOG_NEAR_BYTES));
+        assert!(
+            !work.has_near_range(),
+            "a range {LOG_NEAR_BYTES} ahead is far"
+        );
+        assert!(work.take_near_chunk().is_none());
+
+        let mut index = log_range(&file, 0);
+        index.log_position = None;
+        work.read_ahead.push_back(index);
+        assert!(
+            work.has_near_range(),
+            "an index file's range is always near"
+        );
+        let taken = work.take_near_chunk().unwrap();
+        assert_eq!(
+            taken.log_position, None,
+            "the index range, past the far one"
+        );
+        assert_eq!(taken.len, READ_AHEAD_CHUNK_BYTES, "a chunk at a time");
+        assert!(
+            work.take_near_chunk().is_some(),
+            "the index range's second chunk"
+        );
+        assert!(!work.has_near_range());
+
+        // The writer moves on: the log range becomes near, and is taken a chunk at a time.
+        work.writer_position += 1;
+        let first = work.take_near_chunk().unwrap();
+        assert_eq!(first.log_position, Some(1000 + LOG_NEAR_BYTES));
+        let rest = &work.read_ahead[0];
+        assert_eq!(rest.offset, READ_AHEAD_CHUNK_BYTES);
+        assert_eq!(
+            rest.log_position,
+            Some(1000 + LOG_NEAR_BYTES + READ_AHEAD_CHUNK_BYTES)
+        );
+
+        // What the idle-time thread holds is taken over once near, since it may not be running.
+        let held = work.take_chunk(|_| true).unwrap();
+        work.idle_reading = Some(held);
+        work.writer_position -= 1;
+        assert!(
+            !work.has_near_range(),
+            "far again: left to the idle-time thread"
+        );
+        work.writer_position += READ_AHEAD_CHUNK_BYTES + 1;
+        assert!(work.has_near_range());
+        let taken = work.take_near_chunk().unwrap();
+        assert_eq!(taken.offset, READ_AHEAD_CHUNK_BYTES);
+        assert!(work.idle_reading.is_none() && work.read_ahead.is_empty());
     }
 }
