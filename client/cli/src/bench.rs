@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use smq_client::connection::{Connection, ConnectionOptions};
 use smq_client::consumer::messages_from_batches;
 use smq_client::nameserver_api::ApiErrorCode;
+use smq_client::nameserver_client::NameServerClient;
 use smq_client::protocol::request::FetchRequest;
 use smq_client::protocol::{Request, Response};
 use smq_client::routing::{QueueRoute, RouteCache, RouteSource};
@@ -269,14 +270,53 @@ async fn ensure_topics(
     topics: &[String],
     queues: u32,
 ) -> anyhow::Result<()> {
-    let admin = match config.nameserver {
-        Some(_) => None,
-        None => Some(Admin::connect(config.clone()).await?),
+    let admin = match &config.nameserver {
+        Some(nameserver) => TopicAdmin::NameServer(nameserver),
+        None => TopicAdmin::Broker(Admin::connect(config.clone()).await?),
     };
     for topic in topics {
-        ensure_topic(config, admin.as_ref(), topic, queues).await?;
+        admin.ensure_topic(config, topic, queues).await?;
     }
     Ok(())
+}
+
+/// Where the benchmark learns whether a topic exists and creates it.
+enum TopicAdmin<'a> {
+    /// The NameServer's routes; a missing topic is created on every master.
+    NameServer(&'a NameServerClient),
+    /// The one broker named on the command line.
+    Broker(Admin),
+}
+
+impl TopicAdmin<'_> {
+    async fn ensure_topic(
+        &self,
+        config: &ClientConfig,
+        topic: &str,
+        queues: u32,
+    ) -> anyhow::Result<()> {
+        match self {
+            TopicAdmin::NameServer(nameserver) => {
+                let wait = Duration::from_millis(config.route_wait_ms);
+                match nameserver.route_waiting(topic, wait).await {
+                    Ok(_) => Ok(()),
+                    Err(error) if error.code() == Some(ApiErrorCode::TopicNotFound) => {
+                        create_on_masters(config, topic, queues, &[]).await
+                    }
+                    Err(error) => Err(error.into()),
+                }
+            }
+            TopicAdmin::Broker(admin) => match admin.describe_topic(topic).await {
+                Ok(_) => Ok(()),
+                Err(Error::UnknownTopic { .. }) => {
+                    admin.create_topic(topic, queues).await?;
+                    eprintln!("created topic {topic} with {queues} queues");
+                    Ok(())
+                }
+                Err(error) => Err(error.into()),
+            },
+        }
+    }
 }
 
 /// A producer that knows the routes of every one of `topics` already.
@@ -286,34 +326,6 @@ async fn producer_with_routes(config: ClientConfig, topics: &[String]) -> anyhow
         producer.queue_count_of(topic).await?;
     }
     Ok(producer)
-}
-
-async fn ensure_topic(
-    config: &ClientConfig,
-    admin: Option<&Admin>,
-    topic: &str,
-    queues: u32,
-) -> anyhow::Result<()> {
-    let Some(admin) = admin else {
-        let client = config.nameserver.as_ref().expect("no admin: a NameServer");
-        let wait = Duration::from_millis(config.route_wait_ms);
-        return match client.route_waiting(topic, wait).await {
-            Ok(_) => Ok(()),
-            Err(error) if error.code() == Some(ApiErrorCode::TopicNotFound) => {
-                create_on_masters(config, topic, queues, &[]).await
-            }
-            Err(error) => Err(error.into()),
-        };
-    };
-    match admin.describe_topic(topic).await {
-        Ok(_) => Ok(()),
-        Err(Error::UnknownTopic { .. }) => {
-            admin.create_topic(topic, queues).await?;
-            eprintln!("created topic {topic} with {queues} queues");
-            Ok(())
-        }
-        Err(error) => Err(error.into()),
-    }
 }
 
 /// Sends messages within `limit` at `rate` (0 = unpaced), the body made by `body`; each
