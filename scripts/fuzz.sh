@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target of tests/fuzz (coverage-guided, libFuzzer through cargo fuzz) for
-# FUZZ_SECONDS each (default 20; CI's short run), after replaying every saved regression input.
+# FUZZ_SECONDS each (default 20; .ci/run gives 10), after replaying every saved regression input.
 # A long run of one target:  FUZZ_SECONDS=3600 scripts/fuzz.sh store_recovery
 #
 # Prints libFuzzer's execution count per target. A crash stops the script with libFuzzer's
