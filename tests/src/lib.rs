@@ -28,18 +28,18 @@ pub fn binary(name: &str) -> PathBuf {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("workspace root");
+        // The whole workspace's binaries and tests, so that the features of every dependency
+        // come out as `cargo test --workspace` resolved them and this build finds them built:
+        // naming the three packages alone resolved other features and rebuilt tokio, hyper,
+        // rustls and more in every CI run (minutes), and the binaries again at the next test run.
         let status = Command::new(env!("CARGO"))
             .args([
                 "build",
                 "--profile",
                 "test",
+                "--workspace",
                 "--bins",
-                "-p",
-                "smq-broker",
-                "-p",
-                "smq-cli",
-                "-p",
-                "smq-nameserver",
+                "--tests",
             ])
             .current_dir(workspace)
             .status()
