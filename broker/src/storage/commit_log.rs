@@ -203,7 +203,7 @@ impl CommitLog {
 
     /// Every `LOG_READ_AHEAD_STEP_BYTES`, tells the preparer the write position `end` and asks
     /// it to keep `LOG_READ_AHEAD_BYTES` ahead of it in the active segment (past the segment's
-    /// end, the segment made ahead has its first pages read already).
+    /// end, the segment made ahead had its first pages asked for when it was made).
     fn request_read_ahead(&mut self, end: u64) {
         if self
             .position_told

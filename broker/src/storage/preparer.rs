@@ -97,7 +97,7 @@ struct Work {
     read_ahead: VecDeque<Range>,
     /// Chunks of the first pages of the segment made ahead: served when `read_ahead` is empty.
     read_ahead_next_segment: VecDeque<Range>,
-    /// The log position the writer had when it last asked for a range.
+    /// The log position the writer last told (every `LOG_READ_AHEAD_STEP_BYTES` it writes).
     writer_position: u64,
     /// The chunk the idle-time thread is reading: the normal-priority thread takes it over
     /// (reads it too) when it becomes near, for the idle-time thread may be kept off the CPU.
