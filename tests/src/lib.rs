@@ -28,10 +28,11 @@ pub fn binary(name: &str) -> PathBuf {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("workspace root");
-        // The whole workspace's binaries and tests, so that the features of every dependency
-        // come out as `cargo test --workspace` resolved them and this build finds them built:
-        // naming the three packages alone resolved other features and rebuilt tokio, hyper,
-        // rustls and more in every CI run (minutes), and the binaries again at the next test run.
+        // The whole workspace's binaries and tests, so that the features of the dependencies
+        // come out as `cargo test --workspace` resolved them and this build reuses most of what
+        // it built: naming the three packages alone rebuilt tokio, hyper, hickory, axum, rustls
+        // and more in every CI run. (Run inside a test, it still rebuilds ring and the crates
+        // over it, about a minute; from a shell it does not. Why is not found yet.)
         let status = Command::new(env!("CARGO"))
             .args([
                 "build",
