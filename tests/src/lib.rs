@@ -29,11 +29,19 @@ pub fn binary(name: &str) -> PathBuf {
             .parent()
             .expect("workspace root");
         // The whole workspace's binaries and tests, so that the features of the dependencies
-        // come out as `cargo test --workspace` resolved them and this build reuses most of what
-        // it built: naming the three packages alone rebuilt tokio, hyper, hickory, axum, rustls
-        // and more in every CI run. (Run inside a test, it still rebuilds ring and the crates
-        // over it, about a minute; from a shell it does not. Why is not found yet.)
-        let status = Command::new(env!("CARGO"))
+        // come out as `cargo test --workspace` resolved them and this build reuses what it
+        // built: naming the three packages alone rebuilt tokio, hyper, hickory, axum, rustls
+        // and more in every CI run. Without the variables cargo sets for a running test: ring's
+        // build script reruns when CARGO_MANIFEST_DIR changes, so inheriting this test's rebuilt
+        // ring, rustls and every crate over them (a minute), and the next `cargo test` rebuilt
+        // them back.
+        let mut cargo = Command::new(env!("CARGO"));
+        for (variable, _) in std::env::vars_os() {
+            if is_set_by_cargo_for_a_test(&variable) {
+                cargo.env_remove(variable);
+            }
+        }
+        let status = cargo
             .args([
                 "build",
                 "--profile",
@@ -55,6 +63,23 @@ pub fn binary(name: &str) -> PathBuf {
         target.join("debug")
     });
     dir.join(name)
+}
+
+/// Whether `variable` is one that cargo sets for the test it runs (the package's manifest, name
+/// and version, the crate, the binaries), not one of the user's.
+fn is_set_by_cargo_for_a_test(variable: &std::ffi::OsStr) -> bool {
+    let variable = variable.to_string_lossy();
+    variable == "OUT_DIR"
+        || variable == "CARGO_PRIMARY_PACKAGE"
+        || variable == "CARGO_TARGET_TMPDIR"
+        || [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|prefix| variable.starts_with(prefix))
 }
 
 /// `output` of a command that must have succeeded; panics with its status, stdout and stderr
