@@ -956,6 +956,15 @@ fn group_with_topic(dir: &Path, master_args: &[&str], queues: u32) -> (PathBuf, 
             .smq()
             .args(["topic", "create", "t", "--queues", &queues]),
     );
+    // The slave copies the topic before the first produce needs it: under a loaded machine
+    // that copy (a round trip and an fsync) could otherwise time the first writes out.
+    wait_for("the slave to know topic t", Duration::from_secs(30), || {
+        let listed = slave.smq().args(["topic", "list"]).output().ok()?;
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .any(|line| line.split_whitespace().next() == Some("t"))
+            .then_some(())
+    });
     (secret, master, slave)
 }
 
@@ -995,13 +1004,14 @@ fn wait_for_log(broker: &Broker, what: &str, found: impl Fn(&str) -> bool) -> St
     })
 }
 
-/// Synchronous replication whose writes time out within 300 ms, with a slave that stays counted
-/// in sync for a minute (frozen, it acknowledges nothing).
+/// Synchronous replication whose writes time out within a second, with a slave that stays
+/// counted in sync for a minute (frozen, it acknowledges nothing). (300 ms timed the first
+/// writes out once, with the whole file's brokers running at once on a slow disk.)
 const SYNC_TIMING_OUT_FAST: [&str; 6] = [
     "--replication",
     "sync",
     "--replication-timeout-ms",
-    "300",
+    "1000",
     "--replica-lag-time-max-ms",
     "60000",
 ];
