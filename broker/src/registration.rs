@@ -97,6 +97,7 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
             Role::Slave => None,
         },
         claim: now.role == Role::Master && broker.store.master_epoch() == 0,
+        known_groups: Vec::new(),
     }
 }
 
@@ -145,12 +146,18 @@ pub async fn run(
     let mut backoff = Backoff::default();
     // When the last heartbeat the NameServer accepted was sent, and its timeout then.
     let mut last_accepted: Option<(Instant, Duration)> = None;
+    // The groups of this cluster the last NameServer to answer knew: sent back with every
+    // heartbeat, so that a NameServer taking over learns which groups have yet to re-register.
+    let mut known_groups: Vec<String> = Vec::new();
     loop {
         // Read before the heartbeat is made: a fence after this heartbeats again at once.
         let fenced = broker.store.fenced_reason().is_some();
         let sent_at = Instant::now();
         rearm_if_possibly_expired(&broker, last_accepted, sent_at);
-        let beat = heartbeat(&broker, addr, http_addr);
+        let beat = Heartbeat {
+            known_groups: known_groups.clone(),
+            ..heartbeat(&broker, addr, http_addr)
+        };
         let result = tokio::select! {
             _ = shutting_down(&mut shutdown) => return,
             result = client.heartbeat(&beat) => result,
@@ -158,6 +165,9 @@ pub async fn run(
         match &result {
             Ok(reply) => {
                 last_accepted = Some((sent_at, Duration::from_millis(reply.heartbeat_timeout_ms)));
+                if !reply.groups.is_empty() {
+                    known_groups.clone_from(&reply.groups);
+                }
                 role_change::after_heartbeat(&broker, reply);
                 if reply.slaves.as_ref().is_some_and(Vec::is_empty) {
                     broker

@@ -370,14 +370,33 @@ impl NameServerClient {
     }
 
     /// `GET /v1/routes/{topic}`, waiting up to `wait` for a NameServer that can answer (see
-    /// [`NameServerClient::retrying`]): what a topic's first lookup does.
+    /// [`NameServerClient::retrying`]) and, while it names groups that have not re-registered
+    /// with it yet ([`TopicRoute::missing_groups`]: it has just taken over), for those: what a
+    /// topic's first lookup does, so that keys hash over every group. Once `wait` is over, the
+    /// route as it is.
     pub async fn route_waiting(
         &self,
         topic: &str,
         wait: Duration,
     ) -> Result<TopicRoute, NameServerError> {
         let what = format!("the route of topic `{topic}`");
-        self.retrying(&what, wait, || self.route(topic)).await
+        let started = Instant::now();
+        let mut backoff = Backoff::default();
+        loop {
+            let left = wait.saturating_sub(started.elapsed());
+            let route = self.retrying(&what, left, || self.route(topic)).await?;
+            let left = wait.saturating_sub(started.elapsed());
+            if route.missing_groups.is_empty() || left.is_zero() {
+                return Ok(route);
+            }
+            tracing::debug!(
+                topic,
+                missing_groups = ?route.missing_groups,
+                "the NameServer has just taken over and groups have not re-registered with it \
+                 yet: asking again"
+            );
+            tokio::time::sleep(backoff.next_pause().min(left)).await;
+        }
     }
 
     /// `GET /v1/cluster`.

@@ -69,6 +69,7 @@ impl std::fmt::Display for QueueRoute {
 ///     groups: vec![group("g1", Some("10.0.0.1:10911")), group("g2", None)],
 ///     warming_up: false,
 ///     down_groups: vec![DownGroup { cluster: "c1".into(), group: "g3".into(), queues: 2 }],
+///     missing_groups: Vec::new(),
 /// };
 /// let routes = TopicRoutes::from_nameserver(&route);
 /// // Producers write to groups with a live master; consumers read every group.
@@ -403,6 +404,7 @@ mod tests {
                 group: "g5".into(),
                 queues: 2,
             }],
+            missing_groups: Vec::new(),
         };
         let routes = TopicRoutes::from_nameserver(&route);
         let every: Vec<String> = routes.all.iter().map(|q| q.to_string()).collect();
@@ -440,6 +442,7 @@ mod tests {
             groups: vec![slaves_only],
             warming_up: false,
             down_groups: Vec::new(),
+            missing_groups: Vec::new(),
         };
         let routes = TopicRoutes::from_nameserver(&route);
         assert!(routes.writable.is_empty());
@@ -471,6 +474,7 @@ mod failover_tests {
             groups,
             warming_up,
             down_groups: Vec::new(),
+            missing_groups: Vec::new(),
         })
     }
 

@@ -355,12 +355,18 @@ fn route_response(state: &AppState, topic: Result<Path<String>, PathRejection>) 
         .into_response();
     }
     let warming_up_ms = state.warming_up_ms();
-    let route = state.registry().route(&topic, state.now_ms());
-    match route {
-        Some(mut route) => {
-            route.warming_up = warming_up_ms > 0;
-            ok(route)
+    let now_ms = state.now_ms();
+    let registry = state.registry();
+    let route = registry.route(&topic, now_ms).map(|mut route| {
+        if warming_up_ms > 0 {
+            route.warming_up = true;
+            route.missing_groups = registry.missing_groups(now_ms);
         }
+        route
+    });
+    drop(registry);
+    match route {
+        Some(route) => ok(route),
         None if warming_up_ms > 0 => warming_up(state, warming_up_ms, &topic).into_response(),
         None => Failure::new(
             StatusCode::NOT_FOUND,

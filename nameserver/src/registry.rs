@@ -14,12 +14,12 @@
 //! it stops heartbeating. While the NameServer warms up, a master's claim of an epoch it has not
 //! begun waits (see [`Registry::warm_up_until`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use smq_protocol::limits::MAX_GROUPS_PER_ROUTE;
 use smq_protocol::nameserver_api::{
     BrokerInfo, ClusterView, ConsumerOffset, DownGroup, GroupEpoch, GroupRoute, Heartbeat,
-    HeartbeatReply, TopicList, TopicQueues, TopicRoute, TopicSummary,
+    HeartbeatReply, MissingGroup, TopicList, TopicQueues, TopicRoute, TopicSummary,
 };
 use smq_protocol::Role;
 
@@ -350,6 +350,7 @@ impl Registry {
             };
             self.last_topics.insert(group, topics);
         }
+        let cluster = heartbeat.cluster.clone();
         self.brokers.insert(
             id,
             Entry {
@@ -363,6 +364,7 @@ impl Registry {
             master_addr,
             group_epoch,
             slaves,
+            groups: self.groups_of_cluster(&cluster, now_ms),
         };
         Ok((reply, is_new))
     }
@@ -451,6 +453,80 @@ impl Registry {
             }
             _ => self.heartbeat_timeout_ms,
         }
+    }
+
+    /// The groups of `cluster` this NameServer knows: live, down (their topics kept), and while
+    /// it warms up those its live brokers named ([`Heartbeat::known_groups`]).
+    fn groups_of_cluster(&self, cluster: &str, now_ms: u64) -> Vec<String> {
+        let mut groups: BTreeSet<&str> = self
+            .live(now_ms)
+            .map(|entry| &entry.heartbeat)
+            .filter(|h| h.cluster == cluster)
+            .map(|h| h.group.as_str())
+            .collect();
+        groups.extend(
+            self.last_topics
+                .keys()
+                .filter(|(c, _)| c == cluster)
+                .map(|(_, group)| group.as_str()),
+        );
+        if now_ms < self.warm_up_end_ms {
+            groups.extend(
+                self.named_groups(now_ms)
+                    .filter(|(c, _)| *c == cluster)
+                    .map(|(_, group)| group),
+            );
+        }
+        // A broker sends them back, and a heartbeat may name this many at most.
+        groups
+            .into_iter()
+            .take(MAX_GROUPS_PER_ROUTE)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every (cluster, group) that a live broker's heartbeat names as a group of its cluster.
+    fn named_groups(&self, now_ms: u64) -> impl Iterator<Item = (&str, &str)> {
+        self.live(now_ms).flat_map(|entry| {
+            let heartbeat = &entry.heartbeat;
+            heartbeat
+                .known_groups
+                .iter()
+                .map(|group| (heartbeat.cluster.as_str(), group.as_str()))
+        })
+    }
+
+    /// The groups that live brokers name ([`Heartbeat::known_groups`]) and that this NameServer
+    /// does not know, live or down: while it warms up, routes may lack them
+    /// ([`TopicRoute::missing_groups`]).
+    pub fn missing_groups(&self, now_ms: u64) -> Vec<MissingGroup> {
+        let registered: BTreeSet<(&str, &str)> = self
+            .live(now_ms)
+            .map(|entry| {
+                (
+                    entry.heartbeat.cluster.as_str(),
+                    entry.heartbeat.group.as_str(),
+                )
+            })
+            .chain(
+                self.last_topics
+                    .keys()
+                    .map(|(c, g)| (c.as_str(), g.as_str())),
+            )
+            .collect();
+        let missing: BTreeSet<(&str, &str)> = self
+            .named_groups(now_ms)
+            .filter(|named| !registered.contains(named))
+            .collect();
+        // A client refuses a route that names more.
+        missing
+            .into_iter()
+            .take(MAX_GROUPS_PER_ROUTE)
+            .map(|(cluster, group)| MissingGroup {
+                cluster: cluster.to_owned(),
+                group: group.to_owned(),
+            })
+            .collect()
     }
 
     /// How many brokers are live.
@@ -543,6 +619,7 @@ impl Registry {
             groups,
             warming_up: false,
             down_groups,
+            missing_groups: Vec::new(),
         })
     }
 
@@ -942,6 +1019,64 @@ mod tests {
         heartbeat.master_epoch = epoch;
         heartbeat.claim = true;
         heartbeat
+    }
+
+    fn naming(mut heartbeat: Heartbeat, groups: &[&str]) -> Heartbeat {
+        heartbeat.known_groups = groups.iter().map(|g| g.to_string()).collect();
+        heartbeat
+    }
+
+    fn missing(group: &str) -> MissingGroup {
+        MissingGroup {
+            cluster: "c1".into(),
+            group: group.into(),
+        }
+    }
+
+    /// A NameServer that took over learns from the first heartbeat which groups the cluster
+    /// has: one that has not re-registered is missing until it does; one known as down is not.
+    #[test]
+    fn groups_that_heartbeats_name_are_missing_until_they_register() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        r.warm_up_until(TIMEOUT_MS);
+        let g1 = broker("g1", Role::Master, "m1:1", &[("orders", 4)]);
+        let (reply, _) = r.heartbeat(naming(g1, &["g1", "g2", "g3"]), 0).unwrap();
+        assert_eq!(
+            reply.groups,
+            ["g1", "g2", "g3"],
+            "what it heard named, while warming"
+        );
+        assert_eq!(r.missing_groups(0), [missing("g2"), missing("g3")]);
+        let g2 = broker("g2", Role::Master, "m2:1", &[("orders", 4)]);
+        r.heartbeat(naming(g2, &["g1", "g2"]), 100).unwrap();
+        assert_eq!(r.missing_groups(100), [missing("g3")]);
+        // g3 registers and goes down again: known as down (its queues are in routes), not
+        // missing.
+        let g3 = broker("g3", Role::Master, "m3:1", &[("orders", 2)]);
+        r.heartbeat(g3, 200).unwrap();
+        r.expire(200 + TIMEOUT_MS);
+        let g1 = broker("g1", Role::Master, "m1:1", &[("orders", 4)]);
+        r.heartbeat(naming(g1, &["g1", "g2", "g3"]), 200 + TIMEOUT_MS)
+            .unwrap();
+        assert!(r.missing_groups(200 + TIMEOUT_MS).is_empty());
+    }
+
+    /// Brokers that never had an answer name nothing (a cluster starting with its NameServer):
+    /// no group is missing. After the warm-up a reply names only groups it knows itself.
+    #[test]
+    fn without_names_nothing_is_missing_and_after_the_warm_up_replies_name_known_groups_only() {
+        let mut r = Registry::new(TIMEOUT_MS);
+        r.warm_up_until(TIMEOUT_MS);
+        r.heartbeat(broker("g1", Role::Master, "m1:1", &[("orders", 4)]), 0)
+            .unwrap();
+        assert!(r.missing_groups(0).is_empty());
+        let named = naming(broker("g1", Role::Master, "m1:1", &[]), &["g1", "gone"]);
+        let (reply, _) = r.heartbeat(named, TIMEOUT_MS).unwrap();
+        assert_eq!(
+            reply.groups,
+            ["g1"],
+            "a named group that never registered is dropped"
+        );
     }
 
     fn route_master(r: &Registry, now_ms: u64) -> Option<String> {

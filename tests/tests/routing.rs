@@ -645,6 +645,67 @@ fn through_the_embedded_dns_a_fenced_nameserver_serves_within_200_ms_of_being_na
     failover::a_fenced_nameserver_serves_as_soon_as_the_record_names_it(&EmbeddedDns::start());
 }
 
+/// A NameServer that has just taken over hears from one group's broker that the cluster has a
+/// group g2 (the groups its previous NameServer knew): until g2 re-registers the route names it
+/// missing, and a new `smq produce` waits for it rather than hashing keys over g1 alone.
+#[test]
+fn a_first_lookup_waits_for_the_groups_that_brokers_name_and_that_have_not_re_registered() {
+    let nameserver = NameServer::start(&["--heartbeat-timeout-ms", "20000"]);
+    let _g1 = group_broker(&nameserver.url(), "g1", &[]);
+    smq_ok(
+        &nameserver,
+        &[
+            "topic", "create", "orders", "--queues", "2", "--groups", "g1",
+        ],
+    );
+    // A broker of another group (no topics) that heard of g1 and g2 from the NameServer before.
+    let naming_g2 = r#"{"cluster":"smq","group":"gx","role":"master","addr":"127.0.0.1:1",
+        "data_version":1,"log_end_offset":0,"known_groups":["g1","g2","gx"]}"#;
+    let (status, body) = nameserver.request("POST", "/v1/brokers/heartbeat", naming_g2);
+    assert_eq!(status, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        reply["groups"],
+        serde_json::json!(["g1", "g2", "gx"]),
+        "{body}"
+    );
+    let missing = |nameserver: &NameServer| {
+        let (status, body) = nameserver.get("/v1/routes/orders");
+        assert_eq!(status, 200, "{body}");
+        let route: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(route["warming_up"], true, "{body}");
+        route["missing_groups"].clone()
+    };
+    assert_eq!(
+        missing(&nameserver),
+        serde_json::json!([{"cluster": "smq", "group": "g2"}])
+    );
+
+    let asked_before = failover::route_requests(&nameserver);
+    let (mut child, _lines) = spawn_produce(&nameserver, "orders", b"a\n");
+    wait_for(
+        "the new process to ask again",
+        Duration::from_secs(10),
+        || (failover::route_requests(&nameserver) >= asked_before + 3).then_some(()),
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it sent with g2 missing from the route"
+    );
+    let _g2 = group_broker(&nameserver.url(), "g2", &[]);
+    smq_ok(
+        &nameserver,
+        &[
+            "topic", "create", "orders", "--queues", "2", "--groups", "g2",
+        ],
+    );
+    assert!(child.wait().unwrap().success());
+    assert!(
+        missing(&nameserver).is_null(),
+        "absent once every group is back"
+    );
+}
+
 /// `smq produce` with stderr read line by line as it runs; `lines` receives them.
 fn spawn_produce(
     nameserver: &NameServer,

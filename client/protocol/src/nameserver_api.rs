@@ -107,6 +107,12 @@ pub struct Heartbeat {
     /// (proto-spec.md §8.2). Older brokers send none: their heartbeats count as renewals.
     #[serde(default, skip_serializing_if = "is_false")]
     pub claim: bool,
+    /// The groups of its cluster that the last NameServer to answer this broker knew
+    /// ([`HeartbeatReply::groups`]). A NameServer that has just started or taken over learns
+    /// from them which groups have not re-registered yet ([`TopicRoute::missing_groups`]).
+    /// Absent when empty (the broker has had no answer yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_groups: Vec<String>,
 }
 
 fn is_zero_u32(value: &u32) -> bool {
@@ -273,6 +279,7 @@ impl Heartbeat {
             master_epoch: 0,
             acknowledged_position: None,
             claim: false,
+            known_groups: Vec::new(),
         }
     }
 
@@ -310,6 +317,18 @@ impl Heartbeat {
                     self.topics.len()
                 ),
             ));
+        }
+        if self.known_groups.len() > MAX_GROUPS_PER_ROUTE {
+            return Err(FieldError::new(
+                "known_groups",
+                format!(
+                    "lists {} groups; at most {MAX_GROUPS_PER_ROUTE}",
+                    self.known_groups.len()
+                ),
+            ));
+        }
+        for (i, group) in self.known_groups.iter().enumerate() {
+            check_name(&format!("known_groups[{i}]"), group)?;
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, topic) in self.topics.iter().enumerate() {
@@ -387,6 +406,19 @@ impl TopicRoute {
             check_name(&format!("down_groups[{i}].group"), &group.group)?;
             check_queue_count(&format!("down_groups[{i}].queues"), group.queues)?;
         }
+        if self.missing_groups.len() > MAX_GROUPS_PER_ROUTE {
+            return Err(FieldError::new(
+                "missing_groups",
+                format!(
+                    "lists {} broker groups; at most {MAX_GROUPS_PER_ROUTE}",
+                    self.missing_groups.len()
+                ),
+            ));
+        }
+        for (i, group) in self.missing_groups.iter().enumerate() {
+            check_name(&format!("missing_groups[{i}].cluster"), &group.cluster)?;
+            check_name(&format!("missing_groups[{i}].group"), &group.group)?;
+        }
         Ok(())
     }
 }
@@ -418,6 +450,11 @@ pub struct HeartbeatReply {
     /// meanwhile before it answers FetchOffset; with none live there is nothing to wait for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slaves: Option<Vec<String>>,
+    /// The groups of the broker's cluster this NameServer knows: live, down, and while it warms
+    /// up those other brokers named ([`Heartbeat::known_groups`], which the broker sends back).
+    /// Absent from an older NameServer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// `GET /v1/routes/{topic}`: where a topic's queues are. RocketMQ's TopicRouteData, flattened:
@@ -454,6 +491,20 @@ pub struct TopicRoute {
     /// key to the queue it had. Absent when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub down_groups: Vec<DownGroup>,
+    /// Only while the NameServer warms up: groups that its brokers' heartbeats name as groups of
+    /// their cluster ([`Heartbeat::known_groups`]) and that have not registered with it yet, so
+    /// `groups` and `down_groups` may lack them. A topic's first lookup asks again until this is
+    /// empty (up to `route_wait_ms`), so that a client started during a NameServer failover hashes
+    /// keys over every group. Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_groups: Vec<MissingGroup>,
+}
+
+/// A broker group that heartbeats named and that has not registered with this NameServer yet.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MissingGroup {
+    pub cluster: String,
+    pub group: String,
 }
 
 /// A broker group with no live broker, as its members last reported a topic.
