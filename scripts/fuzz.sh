@@ -2,6 +2,8 @@
 # Runs every fuzz target of tests/fuzz (coverage-guided, libFuzzer through cargo fuzz) for
 # FUZZ_SECONDS each (default 20; .ci/run gives 10), after replaying every saved regression input.
 # A long run of one target:  FUZZ_SECONDS=3600 scripts/fuzz.sh store_recovery
+# FUZZ_BUILD=dev builds the targets without optimizations (cargo fuzz --dev): fewer executions
+# per second, but a build of about half the time, which is most of a short run (.ci/run).
 #
 # Prints libFuzzer's execution count per target. A crash stops the script with libFuzzer's
 # report; the input is saved under tests/fuzz/artifacts/<target>/: copy it to
@@ -14,6 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../tests/fuzz"
 export RUSTC_BOOTSTRAP=1 CARGO_TERM_COLOR=never
 seconds=${FUZZ_SECONDS:-20}
+build=()
+if [[ ${FUZZ_BUILD:-release} == dev ]]; then
+    build=(--dev)
+fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
@@ -22,7 +28,7 @@ targets=("$@")
 if ((${#targets[@]} == 0)); then
     mapfile -t targets < <(cargo fuzz list)
 fi
-cargo fuzz build --sanitizer none
+cargo fuzz build "${build[@]}" --sanitizer none
 
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target" "regressions/$target"
@@ -30,11 +36,11 @@ for target in "${targets[@]}"; do
     saved=("regressions/$target"/*)
     shopt -u nullglob
     if ((${#saved[@]})); then
-        cargo fuzz run --sanitizer none "$target" "${saved[@]}" >/dev/null
+        cargo fuzz run "${build[@]}" --sanitizer none "$target" "${saved[@]}" >/dev/null
         echo "fuzz $target: ${#saved[@]} saved regression inputs pass"
     fi
     log=$(mktemp)
-    if ! cargo fuzz run --sanitizer none "$target" "corpus/$target" -- \
+    if ! cargo fuzz run "${build[@]}" --sanitizer none "$target" "corpus/$target" -- \
         -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
         cat "$log"
         echo "fuzz $target: FAILED (see above; the input is in tests/fuzz/artifacts/$target/)" >&2
