@@ -455,21 +455,16 @@ impl Registry {
         }
     }
 
-    /// The groups of `cluster` this NameServer knows: live, down (their topics kept), and while
-    /// it warms up those its live brokers named ([`Heartbeat::known_groups`]).
+    /// The groups of `cluster` this NameServer knows: every group that registered (live or down:
+    /// `last_topics` keeps each), and while it warms up those its live brokers named
+    /// ([`Heartbeat::known_groups`]).
     fn groups_of_cluster(&self, cluster: &str, now_ms: u64) -> Vec<String> {
         let mut groups: BTreeSet<&str> = self
-            .live(now_ms)
-            .map(|entry| &entry.heartbeat)
-            .filter(|h| h.cluster == cluster)
-            .map(|h| h.group.as_str())
+            .last_topics
+            .keys()
+            .filter(|(c, _)| c == cluster)
+            .map(|(_, group)| group.as_str())
             .collect();
-        groups.extend(
-            self.last_topics
-                .keys()
-                .filter(|(c, _)| c == cluster)
-                .map(|(_, group)| group.as_str()),
-        );
         if now_ms < self.warm_up_end_ms {
             groups.extend(
                 self.named_groups(now_ms)
@@ -500,19 +495,11 @@ impl Registry {
     /// does not know, live or down: while it warms up, routes may lack them
     /// ([`TopicRoute::missing_groups`]).
     pub fn missing_groups(&self, now_ms: u64) -> Vec<MissingGroup> {
+        // Every group that registered, live or down.
         let registered: BTreeSet<(&str, &str)> = self
-            .live(now_ms)
-            .map(|entry| {
-                (
-                    entry.heartbeat.cluster.as_str(),
-                    entry.heartbeat.group.as_str(),
-                )
-            })
-            .chain(
-                self.last_topics
-                    .keys()
-                    .map(|(c, g)| (c.as_str(), g.as_str())),
-            )
+            .last_topics
+            .keys()
+            .map(|(c, g)| (c.as_str(), g.as_str()))
             .collect();
         let missing: BTreeSet<(&str, &str)> = self
             .named_groups(now_ms)
