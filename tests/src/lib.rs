@@ -32,9 +32,9 @@ pub fn binary(name: &str) -> PathBuf {
         // come out as `cargo test --workspace` resolved them and this build reuses what it
         // built: naming the three packages alone rebuilt tokio, hyper, hickory, axum, rustls
         // and more in every CI run. Without the variables cargo sets for a running test: ring's
-        // build script reruns when CARGO_MANIFEST_DIR changes, so inheriting this test's rebuilt
-        // ring, rustls and every crate over them (a minute), and the next `cargo test` rebuilt
-        // them back.
+        // build script reruns when CARGO_MANIFEST_DIR changes, so inheriting the test's value
+        // rebuilt ring, rustls and every crate over them (a minute), and the next `cargo test`
+        // rebuilt them back.
         let mut cargo = Command::new(env!("CARGO"));
         for (variable, _) in std::env::vars_os() {
             if is_set_by_cargo_for_a_test(&variable) {
