@@ -305,32 +305,30 @@ impl Offsets {
 
     /// Replaces every offset with those of `json` (what [`Offsets::to_json`] made on the master)
     /// at once, but for unconfirmed ones newer than the master's (committed here after this
-    /// slave gave them to its master: they stay unconfirmed), and writes them to disk. Blocks
-    /// on the disk.
+    /// slave gave them to its master: they stay unconfirmed). Does not wait for the disk: like
+    /// a commit, the change is written by the next [`Offsets::persist`] (the broker's periodic
+    /// writer), so a slave copying offsets never holds an acknowledgement behind an fsync.
     pub fn replace_from_json(&self, json: &[u8]) -> Result<(), OffsetsError> {
         let file = self.parse(json, "the master's offsets")?;
-        {
-            let mut state = self.lock();
-            let mut offsets = offsets_of(file);
-            let unconfirmed = std::mem::take(&mut state.unconfirmed);
-            for key in unconfirmed {
-                let Some(ours) = state.offsets.get(&key).copied() else {
-                    continue;
-                };
-                if offsets
-                    .get(&key)
-                    .is_none_or(|master| ours.is_newer_than(master))
-                {
-                    offsets.insert(key.clone(), ours);
-                    state.unconfirmed.insert(key);
-                }
+        let mut state = self.lock();
+        let mut offsets = offsets_of(file);
+        let unconfirmed = std::mem::take(&mut state.unconfirmed);
+        for key in unconfirmed {
+            let Some(ours) = state.offsets.get(&key).copied() else {
+                continue;
+            };
+            if offsets
+                .get(&key)
+                .is_none_or(|master| ours.is_newer_than(master))
+            {
+                offsets.insert(key.clone(), ours);
+                state.unconfirmed.insert(key);
             }
-            state.offsets = offsets;
-            state.groups = groups_of(&state.offsets);
-            state.dirty = true;
-            state.version += 1;
         }
-        self.persist()?;
+        state.offsets = offsets;
+        state.groups = groups_of(&state.offsets);
+        state.dirty = true;
+        state.version += 1;
         Ok(())
     }
 
@@ -577,6 +575,24 @@ mod tests {
             0
         );
         assert_eq!(master.get("billing", "orders", 0).unwrap().offset, 100);
+    }
+
+    /// A slave's copy of its master's offsets waits for no disk (it sits between a chunk and
+    /// its acknowledgement): it is served at once and written by the next periodic persist.
+    #[test]
+    fn a_slaves_copy_of_the_offsets_is_written_by_the_next_persist_not_at_once() {
+        let (dirs, master, slave) = master_and_slave();
+        master.commit("billing", "orders", 1, 0, 80, 5).unwrap();
+        slave.replace_from_json(&master.to_json().1).unwrap();
+        assert_eq!(slave.get("billing", "orders", 0).unwrap().offset, 80);
+        let on_disk = || Offsets::open(dirs[1].path(), OffsetLimits::default()).unwrap();
+        assert_eq!(
+            on_disk().get("billing", "orders", 0),
+            None,
+            "not written yet"
+        );
+        assert!(slave.persist().unwrap(), "the copy is left to write");
+        assert_eq!(on_disk().get("billing", "orders", 0).unwrap().offset, 80);
     }
 
     /// A slave away while a topic was deleted and created again under its name hands over the
