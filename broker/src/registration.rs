@@ -97,7 +97,11 @@ pub fn heartbeat(broker: &Broker, addr: SocketAddr, http_addr: Option<SocketAddr
             Role::Slave => None,
         },
         claim: now.role == Role::Master && broker.store.master_epoch() == 0,
-        known_groups: Vec::new(),
+        known_groups: broker
+            .nameserver_groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
     }
 }
 
@@ -146,18 +150,12 @@ pub async fn run(
     let mut backoff = Backoff::default();
     // When the last heartbeat the NameServer accepted was sent, and its timeout then.
     let mut last_accepted: Option<(Instant, Duration)> = None;
-    // The groups of this cluster the last NameServer to answer knew: sent back with every
-    // heartbeat, so that a NameServer taking over learns which groups have yet to re-register.
-    let mut known_groups: Vec<String> = Vec::new();
     loop {
         // Read before the heartbeat is made: a fence after this heartbeats again at once.
         let fenced = broker.store.fenced_reason().is_some();
         let sent_at = Instant::now();
         rearm_if_possibly_expired(&broker, last_accepted, sent_at);
-        let beat = Heartbeat {
-            known_groups: known_groups.clone(),
-            ..heartbeat(&broker, addr, http_addr)
-        };
+        let beat = heartbeat(&broker, addr, http_addr);
         let result = tokio::select! {
             _ = shutting_down(&mut shutdown) => return,
             result = client.heartbeat(&beat) => result,
@@ -166,7 +164,10 @@ pub async fn run(
             Ok(reply) => {
                 last_accepted = Some((sent_at, Duration::from_millis(reply.heartbeat_timeout_ms)));
                 if !reply.groups.is_empty() {
-                    known_groups.clone_from(&reply.groups);
+                    *broker
+                        .nameserver_groups
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = reply.groups.clone();
                 }
                 role_change::after_heartbeat(&broker, reply);
                 if reply.slaves.as_ref().is_some_and(Vec::is_empty) {
@@ -285,5 +286,25 @@ mod tests {
             let error = smq_settings::error_chain(&*config(&flags).unwrap_err());
             assert!(error.contains(named), "{flags:?}: {error}");
         }
+    }
+
+    /// Every heartbeat, the role changes' claims and probes too, names the groups the last
+    /// NameServer knew: one without them would tell a NameServer taking over that none are
+    /// missing.
+    #[tokio::test]
+    async fn every_heartbeat_names_the_groups_the_last_nameserver_knew() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = crate::start(BrokerConfig::for_tests(dir.path()))
+            .await
+            .unwrap();
+        let addr = running.tcp_addr();
+        assert!(heartbeat(&running.broker, addr, None)
+            .known_groups
+            .is_empty());
+        *running.broker.nameserver_groups.lock().unwrap() = vec!["g1".into(), "g2".into()];
+        assert_eq!(
+            heartbeat(&running.broker, addr, None).known_groups,
+            ["g1", "g2"]
+        );
     }
 }

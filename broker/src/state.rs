@@ -119,6 +119,10 @@ pub struct Broker {
     /// The address slaves and clients reach this broker at (`--advertise`, else the bound
     /// address), once it is bound.
     pub own_addr: OnceLock<String>,
+    /// The groups of this cluster that the last NameServer to answer a heartbeat knew: every
+    /// heartbeat (also a role change's) sends them back, so that a NameServer taking over
+    /// learns which groups have yet to re-register (proto-spec.md section 8.2).
+    pub nameserver_groups: Mutex<Vec<String>>,
 }
 
 impl Broker {
@@ -153,6 +157,7 @@ impl Broker {
             replica_writes: Mutex::new(()),
             lease: WriteLease::default(),
             own_addr: OnceLock::new(),
+            nameserver_groups: Mutex::new(Vec::new()),
             config,
             store,
             topics_file: Mutex::new(topics),

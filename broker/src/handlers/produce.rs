@@ -186,16 +186,20 @@ impl EntryError {
         match self {
             EntryError::Refused(error) => error,
             EntryError::NotDurable(not_durable, base_queue_offset) => {
-                if let Ok(timeout) = not_durable.error_at(base_queue_offset) {
-                    return timeout;
-                }
-                // A failed fsync, of one entry (version 1): the store's error is its alone.
-                let shared = match Arc::try_unwrap(not_durable) {
+                let not_durable = match Arc::try_unwrap(not_durable) {
+                    // A failed fsync of one entry (version 1): the store's error is its alone.
                     Ok(NotDurable::Flush(error)) => return error,
                     Ok(timeout) => Arc::new(timeout),
                     Err(shared) => shared,
                 };
-                HandlerError::Internal(shared.response_for(base_queue_offset).message)
+                // A timeout names this entry's offset; a failed fsync shared by several
+                // entries is told by its message.
+                match not_durable.error_at(base_queue_offset) {
+                    Ok(timeout) => timeout,
+                    Err(_) => {
+                        HandlerError::Internal(not_durable.response_for(base_queue_offset).message)
+                    }
+                }
             }
         }
     }

@@ -501,7 +501,7 @@ pub struct TopicRoute {
 }
 
 /// A broker group that heartbeats named and that has not registered with this NameServer yet.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MissingGroup {
     pub cluster: String,
     pub group: String,
