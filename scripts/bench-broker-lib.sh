@@ -1,12 +1,14 @@
 # What the scripts/bench-*.sh that run one broker under `smq bench` share: sourced after PORT
 # is set, and ROUNDS and SCALE where the script's defaults are not 3 rounds at scale 1. Builds the release binaries, makes $WORK (removed on exit, the
 # broker stopped), and gives the physical limits (bench-limits.sh) and one broker's start, stop
-# and `smq bench` run; $BIN is the directory of the smq-broker and smq binaries.
+# and `smq bench` run; $BIN is the directory of the smq-broker and smq binaries. $WORK (the brokers'
+# data and logs) is made under target/, or under $WORK_PARENT: WORK_PARENT=/dev/shm keeps the data
+# in memory, so that the CPU, not this machine's disk of the hour, is the limit.
 ROUNDS=${ROUNDS:-3}
 SCALE=${SCALE:-1}
 BROKER_PID=
 BIN=${BIN:-target/release}
-WORK=$(mktemp -d -p "$PWD/target" "bench-$(basename "$0" .sh).XXXX")
+WORK=$(mktemp -d -p "${WORK_PARENT:-$PWD/target}" "bench-$(basename "$0" .sh).XXXX")
 cargo build --release --quiet -p smq-broker -p smq-cli --bins
 trap 'stop_slave; stop_broker; rm -rf "$WORK"; if declare -F bench_cleanup >/dev/null; then bench_cleanup; fi' EXIT
 scaled() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
