@@ -2,7 +2,8 @@
 # Replication's cost: produce throughput and p99 acknowledgement latency of a master with one
 # slave on this machine, --replication async against sync, under --flush async and sync, rounds
 # alternating between the settings, dd in the same run; and the end-to-end latency at 20,000
-# msg/s under sync replication (async replication beside it). Master and slave share the disk
+# msg/s under sync replication (async replication beside it, and the machine's floor for that
+# path: scripts/latency-floor.c through a slave, no storage). Master and slave share the disk
 # and both cores. The last lines summarise each figure (medians over the rounds).
 #
 #   scripts/bench-replication.sh          # ROUNDS=2 SCALE=0.25 by default
@@ -31,6 +32,11 @@ start_pair() { # flush, replication
   start_slave "$1"
 }
 
+# The machine's floor for the same path (scripts/latency-floor.c with a slave: producer, master,
+# slave, master, consumer over loopback, no storage, no runtime), when a C compiler is there.
+FLOOR=$WORK/latency-floor
+cc -O2 -pthread -o "$FLOOR" scripts/latency-floor.c 2>/dev/null || FLOOR=
+
 declare -A MB P99
 median() { python3 -c "import statistics, sys; print(round(statistics.median(map(float, sys.argv[1:])), 2))" "$@"; }
 
@@ -55,6 +61,8 @@ for round in $(seq 1 "$ROUNDS"); do
     P99[$replication]+=" $p99"
     echo "round $round: e2e 20000 msg/s, flush async, replication $replication: p50 $(field "$out" "['latency_ms']['p50']") ms, p99 $p99 ms, p99.9 $(field "$out" "['latency_ms']['p99_9']") ms"
   done
+  stop_pair
+  if [ -n "$FLOOR" ]; then echo "round $round: $("$FLOOR" 20000 "$(scaled 40)" 20 1)"; fi
 done
 stop_pair
 for flush in async sync; do
