@@ -7,6 +7,7 @@
 #
 #   scripts/bench-queues.sh            # 3 rounds of 4 pairs, 2-4 minutes a round
 #   PAIRS=6 ROUNDS=1 scripts/bench-queues.sh
+#   BROKER_ARGS="--max-mapped-index-files 4096" scripts/bench-queues.sh   # more broker flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,8 @@ echo "# many queues: $ROUNDS rounds of $PAIRS pairs, $(nproc) cores, $(uname -r)
 echo "loopback, one TCP stream: $(loopback_mb_per_s) MB/s"
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round: dd $(dd_mb_per_s) MB/s"
-  start_broker async
+  # shellcheck disable=SC2086
+  start_broker async ${BROKER_ARGS:-}
   created=$(date +%s.%N)
   # 16,000 messages: `smq bench` sends runs of 16 messages per topic, so every topic (and, one
   # message to each queue in turn, every queue) gets its index files before the measured runs,
@@ -58,8 +60,9 @@ open files $(find "/proc/$BROKER_PID/fd" -mindepth 1 | wc -l), \
 resident $(awk '/VmRSS/{print $2}' "/proc/$BROKER_PID/status") KiB"
   stop_broker
   started=$(date +%s.%N)
+  # shellcheck disable=SC2086
   "$BIN/smq-broker" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --flush async \
-    --log-level warn >"$WORK/broker.log" 2>&1 &
+    --log-level warn ${BROKER_ARGS:-} >"$WORK/broker.log" 2>&1 &
   BROKER_PID=$!
   until "$BIN/smq" --broker "127.0.0.1:$PORT" topic list >/dev/null 2>&1; do sleep 0.01; done
   echo "round $round: restart with 10,000 queues (clean shutdown) answers after $(python3 -c "import time; print(round(time.time() - $started, 2))") s"

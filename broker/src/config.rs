@@ -224,6 +224,10 @@ smq_settings::layered! {
         /// Appends fail while the disk is fuller than this [default: 90].
         #[arg(long, env = "SMQ_DISK_USAGE_WATERMARK_PERCENT", value_name = "PERCENT")]
         pub disk_usage_watermark_percent: Option<u8>,
+        /// Queue-index files kept memory-mapped at most; the least recently used are unmapped
+        /// at each flush and mapped again when used [default: 32768].
+        #[arg(long, env = "SMQ_MAX_MAPPED_INDEX_FILES", value_name = "N")]
+        pub max_mapped_index_files: Option<u64>,
         /// Consumer offsets are written to disk at most this often, and at shutdown [default:
         /// 1000].
         #[arg(long, env = "SMQ_OFFSETS_FLUSH_INTERVAL_MS", value_name = "MS")]
@@ -362,6 +366,11 @@ const RETENTION_CHECK_INTERVAL_MS: Bounds = Bounds {
     default: 60_000,
     min: 10,
     max: 86_400_000,
+};
+const MAX_MAPPED_INDEX_FILES: Bounds = Bounds {
+    default: crate::storage::MAX_MAPPED_INDEX_FILES_DEFAULT as u64,
+    min: 16,
+    max: 1_000_000,
 };
 const REPLICATION_TIMEOUT_MS: Bounds = Bounds {
     default: 3_000,
@@ -509,6 +518,11 @@ impl BrokerConfig {
                 .unwrap_or(defaults.disk_usage_watermark_percent),
             max_message_bytes: max_message_bytes as usize,
             max_batch_bytes: max_batch_bytes as usize,
+            max_mapped_index_files: bounded(
+                "max_mapped_index_files",
+                settings.max_mapped_index_files,
+                MAX_MAPPED_INDEX_FILES,
+            )? as usize,
             index_entries_per_file: defaults.index_entries_per_file,
         };
         store.validate()?;

@@ -41,7 +41,14 @@ pub struct StoreConfig {
     /// Largest batch the broker accepts; also how far past the end of the log recovery reads to
     /// report what a torn tail held (it zeroes the rest of the segment without reading it).
     pub max_batch_bytes: usize,
+    /// Queue-index files kept mapped at most, beyond those written since their last sync: the
+    /// least recently used are unmapped at each flush and mapped again when next used.
+    pub max_mapped_index_files: usize,
 }
+
+/// Default of `max_mapped_index_files`: half the kernel's default `vm.max_map_count` (65,530
+/// memory maps a process), leaving the rest for segments, libraries and threads.
+pub const MAX_MAPPED_INDEX_FILES_DEFAULT: usize = 32_768;
 
 /// Smallest segment size accepted: small enough for tests that roll often.
 pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
@@ -65,6 +72,7 @@ impl StoreConfig {
             disk_usage_watermark_percent: 90,
             max_message_bytes: MAX_MESSAGE_BYTES_DEFAULT,
             max_batch_bytes: MAX_BATCH_BYTES_DEFAULT,
+            max_mapped_index_files: MAX_MAPPED_INDEX_FILES_DEFAULT,
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::error::{Result, StorageError};
 use super::file_names::{check_topic_name, queue_index_dir, INDEX_DIR};
 use super::queue_index::QueueIndex;
-use super::segment::create_dir_durably;
+use super::segment::{create_dir_durably, SharedFile};
 
 pub struct Indexes {
     data_dir: PathBuf,
@@ -18,6 +18,9 @@ pub struct Indexes {
     /// batches of the name below it belong to an earlier topic of that name. A name without
     /// an entry indexes every batch (a store opened without topic knowledge, its tests).
     starts: HashMap<String, u64>,
+    /// Counts uses (`get_mapped`): each index keeps the count of its last use, so that the
+    /// least recently used are unmapped first (`unmap_least_used`).
+    clock: u64,
 }
 
 impl Indexes {
@@ -28,6 +31,7 @@ impl Indexes {
             entries_per_file,
             by_topic: HashMap::new(),
             starts: HashMap::new(),
+            clock: 0,
         };
         let root = data_dir.join(INDEX_DIR);
         create_dir_durably(&root)?;
@@ -51,6 +55,54 @@ impl Indexes {
 
     pub fn get_mut(&mut self, topic: &str, queue: u32) -> Option<&mut QueueIndex> {
         self.by_topic.get_mut(topic)?.get_mut(&queue)
+    }
+
+    /// The index of `topic`/`queue`, its files mapped (again, if `unmap_least_used` unmapped
+    /// them): what reads or writes its entries asks for.
+    pub fn get_mapped(&mut self, topic: &str, queue: u32) -> Result<Option<&mut QueueIndex>> {
+        self.clock += 1;
+        let now = self.clock;
+        let Some(index) = self.get_mut(topic, queue) else {
+            return Ok(None);
+        };
+        index.map_files()?;
+        index.last_used = now;
+        Ok(Some(index))
+    }
+
+    /// Unmaps the files of the least recently used synced indexes until at most `max_mapped`
+    /// index files are mapped (or no synced index is left mapped), so that a broker's memory
+    /// mappings stay bounded however many queues it holds (the kernel allows a process
+    /// `vm.max_map_count` of them, 65,530 by default). Returns the maps let go of, for the
+    /// caller to drop (munmap) outside the store's lock.
+    pub fn unmap_least_used(&mut self, max_mapped: usize) -> Vec<SharedFile> {
+        let mapped: usize = self
+            .by_topic
+            .values()
+            .flat_map(HashMap::values)
+            .map(QueueIndex::mapped_files)
+            .sum();
+        let mut excess = mapped.saturating_sub(max_mapped);
+        if excess == 0 {
+            return Vec::new();
+        }
+        let mut idle: Vec<&mut QueueIndex> = self
+            .by_topic
+            .values_mut()
+            .flat_map(HashMap::values_mut)
+            .filter(|index| index.mapped_files() > 0 && index.is_synced())
+            .collect();
+        idle.sort_unstable_by_key(|index| index.last_used);
+        let mut unmapped = Vec::new();
+        for index in idle {
+            if excess == 0 {
+                break;
+            }
+            let maps = index.unmap_files();
+            excess = excess.saturating_sub(maps.len());
+            unmapped.extend(maps);
+        }
+        unmapped
     }
 
     /// Opens (creating its directory) the index of a queue not in `self` yet, without adding it:

@@ -23,8 +23,8 @@ mod store;
 
 pub use atomic_file::write_atomically;
 pub use config::{
-    FlushMode, StoreConfig, StoreConfigError, INDEX_ENTRIES_PER_FILE_MIN, SEGMENT_BYTES_MAX,
-    SEGMENT_BYTES_MIN,
+    FlushMode, StoreConfig, StoreConfigError, INDEX_ENTRIES_PER_FILE_MIN,
+    MAX_MAPPED_INDEX_FILES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 pub use disk_space::used_percent;
 pub use epochs::{epoch_at, EpochEntry, EpochHistory};

@@ -30,8 +30,16 @@ impl IndexEntry {
 /// One index file, named by its first queue offset.
 pub struct IndexFile {
     first_queue_offset: u64,
-    file: SharedFile,
+    /// The file's map; `None` while its queue is unmapped (`QueueIndex::unmap_files`): what
+    /// reads or writes entries maps it first (`QueueIndex::map_files`).
+    file: Option<SharedFile>,
+    /// Slots in the file.
+    capacity: u64,
     entries: u64,
+    /// Its first and last entries, kept in memory so that an unmapped index still knows where
+    /// it begins and ends (retention, truncation and recovery ask every queue's index).
+    first: Option<IndexEntry>,
+    last: Option<IndexEntry>,
     /// Bytes from the start the preparer was asked to read ahead.
     read_ahead_requested_bytes: u64,
 }
@@ -54,18 +62,37 @@ impl IndexFile {
         let _ = file.read_ahead(0, INDEX_READ_AHEAD_BYTES);
         Ok(IndexFile {
             first_queue_offset,
-            file: Arc::new(file),
+            capacity: file.len() / ENTRY_BYTES,
+            file: Some(Arc::new(file)),
             entries: 0,
+            first: None,
+            last: None,
             read_ahead_requested_bytes: INDEX_READ_AHEAD_BYTES,
         })
     }
 
+    /// Maps the file of `dir`'s entries from `first_queue_offset` on, as it is on disk.
+    fn map(dir: &Path, first_queue_offset: u64) -> Result<SharedFile> {
+        let file = MappedFile::open(&index_file_path(dir, first_queue_offset))?;
+        let _ = file.advise_random_access();
+        Ok(Arc::new(file))
+    }
+
+    /// The map; its queue's index is mapped while it is used (`Indexes::get_mapped`).
+    fn mapped(&self) -> &SharedFile {
+        self.file
+            .as_ref()
+            .expect("an index is mapped before its entries are read or written")
+    }
+
     fn capacity(&self) -> u64 {
-        self.file.len() / ENTRY_BYTES
+        self.capacity
     }
 
     fn entry(&self, slot: u64) -> IndexEntry {
-        let bytes = self.file.bytes(slot * ENTRY_BYTES, ENTRY_BYTES as usize);
+        let bytes = self
+            .mapped()
+            .bytes(slot * ENTRY_BYTES, ENTRY_BYTES as usize);
         IndexEntry {
             base_queue_offset: u64::from_be_bytes(bytes[0..8].try_into().expect("8 bytes")),
             position: u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes")),
@@ -95,7 +122,7 @@ impl IndexFile {
         // SAFETY: the store's writer lock serializes index writes, and `slot` is past the
         // published entries, which are all readers look at.
         let bytes = unsafe {
-            self.file
+            self.mapped()
                 .bytes_mut(slot * ENTRY_BYTES, ENTRY_BYTES as usize)
         };
         bytes[0..8].copy_from_slice(&entry.base_queue_offset.to_be_bytes());
@@ -121,6 +148,11 @@ pub struct QueueIndex {
     /// queues, syncing every index's newest file every interval whether written or not was
     /// 10,000 `msync` calls a round, a whole core.
     synced_at: Option<(u64, u64)>,
+    /// When it was last used (`Indexes`' clock): the least recently used are unmapped first.
+    pub last_used: u64,
+    /// Whether `unmap_files` let go of its files' maps (and `map_files` has not mapped them
+    /// again): an append checks this, not every file.
+    unmapped: bool,
 }
 
 /// What `QueueIndex::unsynced_files` saw, for `QueueIndex::mark_synced` once they are synced.
@@ -150,31 +182,32 @@ impl QueueIndex {
         firsts.sort_unstable();
         let mut files = Vec::with_capacity(firsts.len());
         for first_queue_offset in firsts {
-            let file = Arc::new(MappedFile::open(&index_file_path(dir, first_queue_offset))?);
-            let _ = file.advise_random_access();
+            let file = IndexFile::map(dir, first_queue_offset)?;
             let mut index_file = IndexFile {
                 first_queue_offset,
-                file,
+                capacity: file.len() / ENTRY_BYTES,
+                file: Some(file),
                 entries: 0,
+                first: None,
+                last: None,
                 read_ahead_requested_bytes: 0,
             };
             index_file.entries = count_entries(&index_file);
+            let used = index_file.entries * ENTRY_BYTES;
+            if index_file.entries > 0 {
+                index_file.first = Some(index_file.entry(0));
+                index_file.last = Some(index_file.entry(index_file.entries - 1));
+            }
+            let file = index_file.mapped();
             // Past the entries, a power loss may have kept pages of entries written after one
             // that it lost: stale, and if left, a later count could take them for entries.
-            if index_file
-                .file
-                .holds_data_from(index_file.entries * ENTRY_BYTES)?
-            {
-                index_file
-                    .file
-                    .discard_from(index_file.entries * ENTRY_BYTES)?;
+            if file.holds_data_from(used)? {
+                file.discard_from(used)?;
             }
             // What its entries fill was reserved when they were written; the rest is reserved
             // again (a no-op where it already is) before anything is written there.
-            index_file
-                .file
-                .limit_reserved(index_file.entries * ENTRY_BYTES);
-            index_file.read_ahead_requested_bytes = index_file.entries * ENTRY_BYTES;
+            file.limit_reserved(used);
+            index_file.read_ahead_requested_bytes = used;
             files.push(index_file);
         }
         let next_queue_offset = end_of(&files);
@@ -186,7 +219,56 @@ impl QueueIndex {
             unsynced_from_queue_offset: 0,
             truncations: 0,
             synced_at: None,
+            last_used: 0,
+            unmapped: false,
         })
+    }
+
+    /// The earliest and next queue offsets as far as the index knows them without its files:
+    /// its oldest entry's offset, and the next offset (whether visible or not).
+    pub fn offsets_in_memory(&self) -> (u64, u64) {
+        let earliest = self
+            .files
+            .iter()
+            .find_map(|f| f.first)
+            .map_or(self.next_queue_offset, |first| first.base_queue_offset);
+        (earliest, self.next_queue_offset)
+    }
+
+    /// Index files mapped now.
+    pub fn mapped_files(&self) -> usize {
+        self.files.iter().filter(|f| f.file.is_some()).count()
+    }
+
+    /// Maps the files unmapped by `unmap_files` again.
+    pub fn map_files(&mut self) -> Result<()> {
+        if !self.unmapped {
+            return Ok(());
+        }
+        for file in self.files.iter_mut().filter(|f| f.file.is_none()) {
+            let mapped = IndexFile::map(&self.dir, file.first_queue_offset)?;
+            // As at open: what the entries fill is reserved; more is reserved before a write.
+            mapped.limit_reserved(file.entries * ENTRY_BYTES);
+            file.file = Some(mapped);
+        }
+        self.unmapped = false;
+        Ok(())
+    }
+
+    /// Whether everything written is synced: nothing for the flusher to write.
+    pub fn is_synced(&self) -> bool {
+        self.synced_at == Some((self.next_queue_offset, self.truncations))
+    }
+
+    /// Lets go of the maps of a synced index (`is_synced`), to be mapped again when it is next
+    /// used; returns them, for the caller to drop (munmap) outside the store's lock.
+    pub fn unmap_files(&mut self) -> Vec<SharedFile> {
+        assert!(self.is_synced(), "only a synced index is unmapped");
+        self.unmapped = true;
+        self.files
+            .iter_mut()
+            .filter_map(|f| f.file.take())
+            .collect()
     }
 
     /// Starts an index that has no files at `queue_offset` (a replica whose first batch of this
@@ -219,10 +301,10 @@ impl QueueIndex {
     pub fn needs_reserving(&self) -> Option<(SharedFile, u64)> {
         let last = self.files.last()?;
         let next_end = (last.entries + 1) * ENTRY_BYTES;
-        if last.entries == last.capacity() || next_end <= last.file.allocated() {
+        if last.entries == last.capacity() || next_end <= last.mapped().allocated() {
             return None;
         }
-        Some((last.file.clone(), next_end + INDEX_READ_AHEAD_BYTES))
+        Some((last.mapped().clone(), next_end + INDEX_READ_AHEAD_BYTES))
     }
 
     /// The file the next append needs, to be made (outside the store's lock) and passed to
@@ -271,17 +353,19 @@ impl QueueIndex {
         assert!(last.entries < last.capacity(), "prepare_append was called");
         last.write_entry(last.entries, entry);
         last.entries += 1;
+        last.first.get_or_insert(entry);
+        last.last = Some(entry);
         self.next_queue_offset = entry.next_queue_offset();
         let used = last.entries * ENTRY_BYTES;
         if used + INDEX_READ_AHEAD_BYTES / 2 <= last.read_ahead_requested_bytes
-            || last.read_ahead_requested_bytes >= last.file.len()
+            || last.read_ahead_requested_bytes >= last.mapped().len()
         {
             return None;
         }
         let from = last.read_ahead_requested_bytes.max(used);
         last.read_ahead_requested_bytes = used + INDEX_READ_AHEAD_BYTES;
         Some(ReadAheadRequest {
-            file: last.file.clone(),
+            file: last.mapped().clone(),
             offset: from,
             len: last.read_ahead_requested_bytes - from,
         })
@@ -292,8 +376,8 @@ impl QueueIndex {
     pub fn restart_at(&mut self, queue_offset: u64) -> Result<()> {
         assert!(!self.has_entries());
         for empty in self.files.drain(..) {
-            std::fs::remove_file(empty.file.path())
-                .map_err(StorageError::io("deleting", empty.file.path()))?;
+            let path = index_file_path(&self.dir, empty.first_queue_offset);
+            std::fs::remove_file(&path).map_err(StorageError::io("deleting", &path))?;
         }
         sync_dir(&self.dir)?;
         self.next_queue_offset = queue_offset;
@@ -307,8 +391,7 @@ impl QueueIndex {
 
     /// Log position of the oldest batch indexed, if any.
     pub fn first_position(&self) -> Option<u64> {
-        let file = self.files.iter().find(|f| f.entries > 0)?;
-        Some(file.entry(0).position)
+        Some(self.files.iter().find_map(|f| f.first)?.position)
     }
 
     /// The entry of the batch holding `queue_offset`.
@@ -383,6 +466,17 @@ impl QueueIndex {
 
     /// Drops every entry of a batch at or after `position` (recovery re-indexes them).
     pub fn truncate_from_position(&mut self, position: u64) -> Result<()> {
+        // Nothing at or after `position` (the usual case for all queues but a few): left as it
+        // is, mapped or not.
+        if self
+            .files
+            .last()
+            .and_then(|last| last.last)
+            .is_some_and(|newest| newest.position < position)
+        {
+            return Ok(());
+        }
+        self.map_files()?;
         while let Some(last) = self.files.last_mut() {
             let keep = (0..last.entries)
                 .rev()
@@ -392,21 +486,25 @@ impl QueueIndex {
                 for slot in keep..last.entries {
                     // SAFETY: recovery runs before any reader exists.
                     unsafe {
-                        last.file
+                        last.mapped()
                             .bytes_mut(slot * ENTRY_BYTES, ENTRY_BYTES as usize)
                     }
                     .fill(0);
                 }
                 let len = (last.entries - keep) * ENTRY_BYTES;
-                last.file
+                last.mapped()
                     .sync_range(keep * ENTRY_BYTES, len)
-                    .map_err(StorageError::io("syncing", last.file.path()))?;
+                    .map_err(StorageError::io("syncing", last.mapped().path()))?;
                 last.entries = keep;
+                last.last = keep.checked_sub(1).map(|slot| last.entry(slot));
+                if keep == 0 {
+                    last.first = None;
+                }
             }
             if last.entries == 0 && self.files.len() > 1 {
                 let empty = self.files.pop().expect("not empty");
-                std::fs::remove_file(empty.file.path())
-                    .map_err(StorageError::io("deleting", empty.file.path()))?;
+                let path = index_file_path(&self.dir, empty.first_queue_offset);
+                std::fs::remove_file(&path).map_err(StorageError::io("deleting", &path))?;
                 // Durably: an empty file coming back after a power loss would move the end.
                 sync_dir(&self.dir)?;
             } else {
@@ -427,11 +525,14 @@ impl QueueIndex {
     pub fn delete_before_position(&mut self, log_start: u64) -> Vec<PathBuf> {
         let mut deleted = Vec::new();
         while self.files.len() > 1 {
-            let first = &self.files[0];
-            if first.entries > 0 && first.entry(first.entries - 1).position >= log_start {
+            if self.files[0]
+                .last
+                .is_some_and(|last| last.position >= log_start)
+            {
                 break;
             }
-            deleted.push(self.files.remove(0).file.path().to_owned());
+            let first_queue_offset = self.files.remove(0).first_queue_offset;
+            deleted.push(index_file_path(&self.dir, first_queue_offset));
         }
         deleted
     }
@@ -445,14 +546,16 @@ impl QueueIndex {
             next_queue_offset: self.next_queue_offset,
             truncations: self.truncations,
         };
-        if self.synced_at == Some((mark.next_queue_offset, mark.truncations)) {
+        if self.is_synced() {
             return (Vec::new(), mark);
         }
+        // An unmapped file was synced before it was unmapped, and nothing is written to it
+        // without mapping it again.
         let files = self
             .files
             .iter()
             .filter(|f| f.first_queue_offset >= self.unsynced_from_queue_offset)
-            .map(|f| (f.file.clone(), f.entries * ENTRY_BYTES))
+            .filter_map(|f| Some((f.file.clone()?, f.entries * ENTRY_BYTES)))
             .collect();
         (files, mark)
     }
@@ -468,11 +571,8 @@ impl QueueIndex {
 /// Queue offset after the last entry of the last file (0 without files).
 fn end_of(files: &[IndexFile]) -> u64 {
     files.last().map_or(0, |last| {
-        if last.entries == 0 {
-            last.first_queue_offset
-        } else {
-            last.entry(last.entries - 1).next_queue_offset()
-        }
+        last.last
+            .map_or(last.first_queue_offset, |entry| entry.next_queue_offset())
     })
 }
 

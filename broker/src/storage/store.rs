@@ -431,7 +431,7 @@ impl Store {
             let mut index = None;
             if indexed {
                 let Some(ready) = indexes
-                    .get_mut(view.topic(), view.queue_id())
+                    .get_mapped(view.topic(), view.queue_id())?
                     .filter(|index| !index.needs_file() && index.needs_reserving().is_none())
                 else {
                     // A replica whose log does not begin at 0 (it began at its master's log
@@ -528,8 +528,9 @@ impl Store {
         queue_offset: u64,
         max_bytes: usize,
     ) -> Result<ReadResult> {
-        let state = self.shared.lock_state();
-        let Some(index) = state.indexes.get(topic, queue) else {
+        let mut state = self.shared.lock_state();
+        let State { log, indexes, .. } = &mut *state;
+        let Some(index) = indexes.get_mapped(topic, queue)? else {
             if queue_offset == 0 {
                 return Ok(ReadResult::default());
             }
@@ -541,7 +542,7 @@ impl Store {
                 next: 0,
             });
         };
-        let earliest_offset = index.earliest_offset(state.log.start_position());
+        let earliest_offset = index.earliest_offset(log.start_position());
         let written_next_offset = index.next_queue_offset();
         if queue_offset < earliest_offset || queue_offset > written_next_offset {
             return Err(StorageError::OffsetOutOfRange {
@@ -563,8 +564,7 @@ impl Store {
             if !batches.is_empty() && total + entry.size as usize > max_bytes {
                 break;
             }
-            let bytes = state
-                .log
+            let bytes = log
                 .bytes_at(entry.position, entry.size as usize)
                 .expect("indexed batches are inside the log");
             total += bytes.len();
@@ -584,13 +584,27 @@ impl Store {
     /// written): the next offset is the end of what is visible (see `visible_position`).
     pub fn queue_offsets(&self, topic: &str, queue: u32) -> (u64, u64) {
         let visible = self.visible_position();
-        let state = self.shared.lock_state();
-        state.indexes.get(topic, queue).map_or((0, 0), |index| {
-            (
-                index.earliest_offset(state.log.start_position()),
-                index.next_offset_visible_at(visible),
-            )
-        })
+        let mut state = self.shared.lock_state();
+        let State { log, indexes, .. } = &mut *state;
+        let offsets = indexes.get_mapped(topic, queue).map(|index| {
+            index.map(|index| {
+                (
+                    index.earliest_offset(log.start_position()),
+                    index.next_offset_visible_at(visible),
+                )
+            })
+        });
+        match offsets {
+            Ok(offsets) => offsets.unwrap_or((0, 0)),
+            Err(error) => {
+                // Its files could not be mapped again (out of memory maps or descriptors): say
+                // so, and answer what the index knows without them.
+                tracing::error!(%error, topic, queue, "a queue's index could not be mapped: its offsets are answered from memory");
+                indexes
+                    .get(topic, queue)
+                    .map_or((0, 0), |index| index.offsets_in_memory())
+            }
+        }
     }
 
     /// When the broker stored the message at `queue_offset` of `topic`/`queue` (its batch's
@@ -1139,8 +1153,8 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let plan = {
-            let state = self.lock_state();
-            match state.indexes.get(topic, queue) {
+            let mut state = self.lock_state();
+            match state.indexes.get_mapped(topic, queue)? {
                 Some(index) if !index.needs_file() => {
                     let reserve = index.needs_reserving();
                     drop(state);
@@ -1292,14 +1306,20 @@ impl Shared {
                 .map_err(StorageError::io("syncing", file.path()))?;
         }
         // Marked only once every sync succeeded: a failed one is done again at the next try.
-        {
+        // Then the least recently used synced indexes beyond the bound are unmapped (the maps
+        // dropped, which unmaps them, after the lock is let go).
+        let unmapped = {
             let mut state = self.lock_state();
             for (topic, queue, _, mark) in &unsynced {
                 if let Some(index) = state.indexes.get_mut(topic, *queue) {
                     index.mark_synced(*mark);
                 }
             }
-        }
+            state
+                .indexes
+                .unmap_least_used(self.config.max_mapped_index_files)
+        };
+        drop(unmapped);
         let checkpoint = Checkpoint {
             flushed_position: self.flushed_position.load(Ordering::Acquire),
             index_flushed_position: index_end,

@@ -1541,3 +1541,64 @@ fn truncation_drops_the_tail_from_a_batch_boundary_across_segments_and_epochs() 
     assert_eq!(bodies_of(&read), vec![(15, b"after".to_vec())]);
     assert_eq!(store.epoch_history().last_epoch(), 1);
 }
+
+/// Memory maps of this process of files under `dir` (a line of /proc/self/maps each).
+fn maps_under(dir: &Path) -> usize {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains(&dir))
+        .count()
+}
+
+/// Issue 14 point 4: index files cost a memory map each, and a process has `vm.max_map_count`
+/// of them; beyond `max_mapped_index_files` the least recently used synced indexes are
+/// unmapped at each flush, and mapped again, every entry readable, when their queue is used.
+#[test]
+fn idle_queues_index_files_are_unmapped_beyond_the_bound_and_mapped_again_when_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("index");
+    let bound = 16;
+    let mut config = config(dir.path());
+    config.max_mapped_index_files = bound;
+    let queues = 64;
+    let wait_for_bound = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while maps_under(&index_dir) > bound {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} index maps, bound {bound}",
+                maps_under(&index_dir)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    {
+        let store = Store::open(config.clone()).unwrap();
+        for queue in 0..queues {
+            append_ok(&store, &batch("t", queue, &[b"a"]));
+        }
+        wait_for_bound("after the first appends");
+        // Every queue used again: each is mapped again, appended to and read whole.
+        for queue in 0..queues {
+            append_ok(&store, &batch("t", queue, &[b"b"]));
+            let read = store.read("t", queue, 0, 1 << 20).unwrap();
+            assert_eq!(
+                bodies_of(&read),
+                [(0, b"a".to_vec()), (1, b"b".to_vec())],
+                "queue {queue}"
+            );
+        }
+        wait_for_bound("after every queue was used again");
+        assert_eq!(store.queue_offsets("t", 0), (0, 2));
+        store.close().unwrap();
+    }
+    // Opening maps every index file to count its entries; the first flush lets the rest go.
+    let store = Store::open(config).unwrap();
+    wait_for_bound("after reopening");
+    for queue in 0..queues {
+        assert_eq!(store.queue_offsets("t", queue), (0, 2), "queue {queue}");
+    }
+    wait_for_bound("after asking every queue's offsets");
+}
