@@ -165,7 +165,8 @@ pub struct SyncMark {
 }
 
 impl QueueIndex {
-    /// Opens the index in `dir`, creating the directory if needed.
+    /// Opens the index in `dir`, creating the directory if needed; its files are unmapped until
+    /// it is used (`map_files`).
     pub fn open(dir: &Path, entries_per_file: u32) -> Result<QueueIndex> {
         create_dir_durably(dir)?;
         let mut firsts = Vec::new();
@@ -208,9 +209,15 @@ impl QueueIndex {
             // again (a no-op where it already is) before anything is written there.
             file.limit_reserved(used);
             index_file.read_ahead_requested_bytes = used;
+            // Counted, the file is left unmapped until its queue is used (`map_files`): a
+            // broker with more index files than a process may map still starts. Its entries
+            // are on disk: recovery drops those past what the last checkpoint synced, and
+            // appends the ones it indexes again to a mapped file.
+            index_file.file = None;
             files.push(index_file);
         }
         let next_queue_offset = end_of(&files);
+        let unmapped = !files.is_empty();
         Ok(QueueIndex {
             dir: dir.to_owned(),
             entries_per_file,
@@ -220,7 +227,7 @@ impl QueueIndex {
             truncations: 0,
             synced_at: None,
             last_used: 0,
-            unmapped: false,
+            unmapped,
         })
     }
 
@@ -240,7 +247,7 @@ impl QueueIndex {
         self.files.iter().filter(|f| f.file.is_some()).count()
     }
 
-    /// Maps the files unmapped by `unmap_files` again.
+    /// Maps the files left unmapped by `open` or `unmap_files`.
     pub fn map_files(&mut self) -> Result<()> {
         if !self.unmapped {
             return Ok(());
@@ -656,7 +663,9 @@ mod tests {
     fn reopened_index_continues_where_it_ended() {
         let dir = tempfile::tempdir().unwrap();
         drop(filled(dir.path(), 33, 16));
-        let index = QueueIndex::open(dir.path(), 16).unwrap();
+        let mut index = QueueIndex::open(dir.path(), 16).unwrap();
+        assert_eq!(index.mapped_files(), 0, "opened unmapped");
+        index.map_files().unwrap();
         assert_eq!(index.next_queue_offset(), 330);
         assert_eq!(index.lookup(325).unwrap().base_queue_offset, 320);
     }
@@ -670,7 +679,9 @@ mod tests {
         assert!(index.lookup(170).is_none());
         assert_eq!(index.lookup(169).unwrap().base_queue_offset, 160);
         drop(index);
-        let index = QueueIndex::open(dir.path(), 16).unwrap();
+        let mut index = QueueIndex::open(dir.path(), 16).unwrap();
+        assert_eq!(index.mapped_files(), 0, "opened unmapped");
+        index.map_files().unwrap();
         assert_eq!(index.next_queue_offset(), 170);
     }
 

@@ -237,6 +237,7 @@ fn index_batch(
         return Ok(false);
     }
     let index = indexes.get_or_open(topic, view.queue_id())?;
+    index.map_files()?;
     let base = view.base_queue_offset();
     if !index.has_entries() && base != index.next_queue_offset() {
         index.restart_at(base)?;
