@@ -29,6 +29,8 @@ pub(crate) struct FlushQueue {
     /// Appends covered by the flush running now, and when it started.
     in_flight: Vec<Waiter>,
     in_flight_since: Option<Instant>,
+    /// The watchdog waits for a flush to start (none runs): the next one wakes it.
+    watchdog_idle: bool,
     shutdown: bool,
     /// Tests: stop without the final flush and checkpoint, as a killed process would.
     #[cfg(test)]
@@ -143,6 +145,9 @@ fn flush_for(shared: &Shared, waiters: Vec<Waiter>, timeout: Duration, periodic:
         let mut queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
         queue.in_flight = waiters;
         queue.in_flight_since = Some(Instant::now());
+        if queue.watchdog_idle {
+            shared.watchdog_wakeup.notify_all();
+        }
     }
     let started = Instant::now();
     let result = if needed {
@@ -186,18 +191,39 @@ fn flush_for(shared: &Shared, waiters: Vec<Waiter>, timeout: Duration, periodic:
 /// hear of it in time even while the fsync hangs, and fences the log; appends queued behind a
 /// late periodic flush nobody waited for are failed too (else they would wait with no deadline),
 /// without fencing.
+///
+/// It sleeps until the running flush's deadline, or, with no flush running, until one starts
+/// (`flush_for` wakes it): an idle broker's watchdog does not wake at all, and a busy one's about
+/// once a `flush_timeout_ms`. Only while a flush is overdue does it look every tick, for appends
+/// that queue behind it.
 fn run_watchdog(shared: &Shared) {
     let timeout = Duration::from_millis(shared.config.flush_timeout_ms);
     let tick = (timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(10));
+    let mut queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
     loop {
-        let mut queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.shutdown {
             return;
         }
-        let overdue = queue
-            .in_flight_since
-            .is_some_and(|since| since.elapsed() > timeout);
-        if overdue && !queue.in_flight.is_empty() {
+        let Some(since) = queue.in_flight_since else {
+            queue.watchdog_idle = true;
+            queue = shared
+                .watchdog_wakeup
+                .wait(queue)
+                .unwrap_or_else(|p| p.into_inner());
+            queue.watchdog_idle = false;
+            continue;
+        };
+        let deadline = since + timeout;
+        let now = Instant::now();
+        if now <= deadline {
+            queue = shared
+                .watchdog_wakeup
+                .wait_timeout(queue, deadline - now + Duration::from_millis(1))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            continue;
+        }
+        if !queue.in_flight.is_empty() {
             // A flush that appends wait for is late: fail them and fence (as a failed fsync).
             let in_flight = std::mem::take(&mut queue.in_flight);
             let waiting = std::mem::take(&mut queue.waiters);
@@ -211,7 +237,8 @@ fn run_watchdog(shared: &Shared) {
                     timeout_ms: timeout.as_millis() as u64,
                 })
             });
-        } else if overdue && !queue.waiters.is_empty() {
+            queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
+        } else if !queue.waiters.is_empty() {
             // A periodic flush nobody waited for is late, and appends now wait behind it: tell
             // them the disk is stalled rather than let them hang with it. Nothing acknowledged
             // depends on that flush, so the log is not fenced: a periodic flush of a large async
@@ -227,13 +254,15 @@ fn run_watchdog(shared: &Shared) {
                     timeout_ms: timeout.as_millis() as u64,
                 })
             });
-        } else {
-            drop(queue);
+            queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
         }
-        // Sleeps a tick, woken early only to stop.
-        let queue = shared.flush_queue.lock().unwrap_or_else(|p| p.into_inner());
+        // The overdue flush still runs: appends may queue behind it; look again in a tick.
         if !queue.shutdown {
-            let _ = shared.watchdog_wakeup.wait_timeout(queue, tick);
+            queue = shared
+                .watchdog_wakeup
+                .wait_timeout(queue, tick)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }
