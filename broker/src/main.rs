@@ -2,13 +2,24 @@
 //! runs the broker until SIGTERM or SIGINT and then stops it gracefully (exit status 0).
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use smq_broker::config::{BrokerConfig, Settings};
 use tokio::signal::unix::{signal, SignalKind};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match run_until_stopped() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {}", smq_settings::error_chain(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_until_stopped() -> anyhow::Result<()> {
     let config = BrokerConfig::load(Settings::parse()).context("invalid configuration")?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level).with_context(|| {
         format!(

@@ -190,3 +190,34 @@ fn each_bad_input_gets_an_answer_and_one_log_line_while_a_healthy_client_keeps_w
         "every acknowledged message is readable exactly once"
     );
 }
+
+/// A broker that cannot start says why in one line, each cause once: a data directory under a
+/// regular file is named with the operating system's reason, which is not repeated after it.
+#[test]
+fn a_broker_that_cannot_start_names_the_reason_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let output = std::process::Command::new(smq_tests::binary("smq-broker"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(file.join("data"))
+        .env("RUST_BACKTRACE", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the broker started");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let error = stderr
+        .lines()
+        .find(|line| line.starts_with("Error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        error.contains("cannot start the broker") && error.contains("a-file/data"),
+        "{error}"
+    );
+    assert_eq!(
+        error.matches("Not a directory").count(),
+        1,
+        "the reason said once: {error}"
+    );
+}

@@ -141,7 +141,7 @@ fn main() {
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(run(cli)));
     if let Err(error) = result {
-        eprintln!("smq: error: {error:#}");
+        eprintln!("smq: error: {}", smq_settings::error_chain(error.as_ref()));
         std::process::exit(1);
     }
 }

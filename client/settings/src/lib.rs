@@ -85,18 +85,27 @@ pub enum FileError {
     Parse { path: PathBuf, message: String },
 }
 
-/// `error` and its sources, joined by ": ": what `{error:#}` prints through anyhow in the
-/// servers' `main`, where each cause must be said once.
+/// `error` and its sources, joined by ": ", each cause said once: a message that already
+/// quotes its source (`"reading x: Not a directory"` over the I/O error itself) is not followed
+/// by it again. What the binaries print for an error that ends them.
 ///
 /// ```
 /// let error = std::io::Error::other("disk full");
 /// assert_eq!(smq_settings::error_chain(&error), "disk full");
 /// ```
 pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let chain: Vec<String> = std::iter::successors(Some(error), |e| e.source())
-        .map(ToString::to_string)
-        .collect();
-    chain.join(": ")
+    let mut said = String::new();
+    for cause in std::iter::successors(Some(error), |e| e.source()) {
+        let text = cause.to_string();
+        if said.contains(&text) {
+            continue;
+        }
+        if !said.is_empty() {
+            said.push_str(": ");
+        }
+        said.push_str(&text);
+    }
+    said
 }
 
 /// The settings in the TOML file at `path`.
@@ -155,6 +164,31 @@ mod tests {
         );
         assert_eq!(variable_of("cluster_secret"), "SMQ_CLUSTER_SECRET");
         assert_eq!(toml_key_of("--data-dir"), "data_dir");
+    }
+
+    /// An error whose message quotes its source, under a context that does not.
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading {path}: {source}")]
+    struct Quoting {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot start")]
+    struct Context(#[source] Quoting);
+
+    #[test]
+    fn a_cause_its_error_already_quotes_is_said_once() {
+        let error = Context(Quoting {
+            path: "/data/topics.json",
+            source: std::io::Error::other("Not a directory"),
+        });
+        assert_eq!(
+            error_chain(&error),
+            "cannot start: reading /data/topics.json: Not a directory"
+        );
     }
 
     #[test]
