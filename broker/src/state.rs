@@ -231,6 +231,11 @@ impl Broker {
         let start_position = self.store.flush_to_end()?;
         let config = file.create(name, queues, start_position)?;
         self.store.set_topic_start(name, start_position)?;
+        // Its queues' indexes made now, together, rather than by each queue's first produce on
+        // the thread that serves it; if the disk refuses, each first produce makes its own.
+        if let Err(error) = self.store.prepare_queues(name, queues) {
+            tracing::warn!(topic = name, %error, "could not make the new topic's queue indexes: each queue's first batch makes its own");
+        }
         self.topics
             .write()
             .unwrap_or_else(|p| p.into_inner())

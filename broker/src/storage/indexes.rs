@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::{Result, StorageError};
 use super::file_names::{check_topic_name, queue_index_dir, INDEX_DIR};
-use super::queue_index::QueueIndex;
-use super::segment::{create_dir_durably, SharedFile};
+use super::queue_index::{IndexFile, QueueIndex};
+use super::segment::{create_dir_durably, sync_dir, SharedFile};
 
 pub struct Indexes {
     data_dir: PathBuf,
@@ -114,6 +114,51 @@ impl Indexes {
         entries_per_file: u32,
     ) -> Result<QueueIndex> {
         QueueIndex::open(&queue_index_dir(data_dir, topic, queue), entries_per_file)
+    }
+
+    /// Opens (creating their directories) the indexes of `queues` of `topic`, none of which is
+    /// in `self` yet, each with its first file (queue offset 0), all together: a few journal
+    /// commits for the whole topic (`IndexFile::create_all`). Outside the store's lock, as
+    /// `open_queue`; the caller `insert`s them.
+    pub fn create_queues(
+        data_dir: &Path,
+        topic: &str,
+        queues: &[u32],
+        entries_per_file: u32,
+    ) -> Result<Vec<(u32, QueueIndex)>> {
+        let dirs: Vec<PathBuf> = queues
+            .iter()
+            .map(|queue| queue_index_dir(data_dir, topic, *queue))
+            .collect();
+        let Some(topic_dir) = dirs.first().and_then(|dir| dir.parent()) else {
+            return Ok(Vec::new());
+        };
+        create_dir_durably(topic_dir)?;
+        for dir in &dirs {
+            match std::fs::create_dir(dir) {
+                Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(StorageError::io("creating", dir)(error));
+                }
+                _ => {}
+            }
+        }
+        sync_dir(topic_dir)?;
+        let mut indexes = queues
+            .iter()
+            .zip(&dirs)
+            .map(|(queue, dir)| Ok((*queue, QueueIndex::open(dir, entries_per_file)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let empty: Vec<PathBuf> = indexes
+            .iter()
+            .zip(&dirs)
+            .filter(|((_, index), _)| !index.has_files())
+            .map(|(_, dir)| dir.clone())
+            .collect();
+        let mut files = IndexFile::create_all(&empty, 0, entries_per_file)?.into_iter();
+        for (_, index) in indexes.iter_mut().filter(|(_, index)| !index.has_files()) {
+            index.add_file(files.next().expect("one file for each empty index"));
+        }
+        Ok(indexes)
     }
 
     pub fn insert(&mut self, topic: &str, queue: u32, index: QueueIndex) {

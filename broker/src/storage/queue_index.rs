@@ -55,20 +55,39 @@ impl IndexFile {
     /// Creates the file of `dir`'s entries from `first_queue_offset` on and reads its first
     /// pages in.
     pub fn create(dir: &Path, first_queue_offset: u64, entries_per_file: u32) -> Result<IndexFile> {
-        let path = index_file_path(dir, first_queue_offset);
+        let mut made =
+            IndexFile::create_all(&[dir.to_owned()], first_queue_offset, entries_per_file)?;
+        Ok(made.pop().expect("one file asked for"))
+    }
+
+    /// [`IndexFile::create`] in each of `dirs` at once (`MappedFile::create_all_reserving`).
+    pub fn create_all(
+        dirs: &[PathBuf],
+        first_queue_offset: u64,
+        entries_per_file: u32,
+    ) -> Result<Vec<IndexFile>> {
+        let paths: Vec<PathBuf> = dirs
+            .iter()
+            .map(|dir| index_file_path(dir, first_queue_offset))
+            .collect();
         let len = u64::from(entries_per_file) * ENTRY_BYTES;
-        let file = MappedFile::create_reserving(&path, len, INDEX_READ_AHEAD_BYTES)?;
-        let _ = file.advise_random_access();
-        let _ = file.read_ahead(0, INDEX_READ_AHEAD_BYTES);
-        Ok(IndexFile {
-            first_queue_offset,
-            capacity: file.len() / ENTRY_BYTES,
-            file: Some(Arc::new(file)),
-            entries: 0,
-            first: None,
-            last: None,
-            read_ahead_requested_bytes: INDEX_READ_AHEAD_BYTES,
-        })
+        let files = MappedFile::create_all_reserving(&paths, len, INDEX_READ_AHEAD_BYTES)?;
+        Ok(files
+            .into_iter()
+            .map(|file| {
+                let _ = file.advise_random_access();
+                let _ = file.read_ahead(0, INDEX_READ_AHEAD_BYTES);
+                IndexFile {
+                    first_queue_offset,
+                    capacity: file.len() / ENTRY_BYTES,
+                    file: Some(Arc::new(file)),
+                    entries: 0,
+                    first: None,
+                    last: None,
+                    read_ahead_requested_bytes: INDEX_READ_AHEAD_BYTES,
+                }
+            })
+            .collect())
     }
 
     /// Maps the file of `dir`'s entries from `first_queue_offset` on, as it is on disk.

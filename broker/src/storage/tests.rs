@@ -1606,3 +1606,54 @@ fn idle_queues_index_files_are_unmapped_beyond_the_bound_and_mapped_again_when_u
     }
     wait_for_bound("after asking every queue's offsets");
 }
+
+/// Every index file under `dir`, with its inode: a file made again would have another.
+fn index_files_under(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let metadata = entry.metadata().unwrap();
+            if metadata.is_dir() {
+                dirs.push(entry.path());
+            } else {
+                files.push((entry.path(), metadata.ino()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Issue 14 point 2: a new topic's queue indexes are made together when it is created, so that
+/// its first batches find them ready (no file made, no fsync, on the appending thread), and
+/// they hold those batches from offset 0, across a reopen.
+#[test]
+fn a_new_topics_queues_are_ready_before_its_first_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("index");
+    let store = Store::open(config(dir.path())).unwrap();
+    let queues = 8;
+    store.prepare_queues("t", queues).unwrap();
+    let prepared = index_files_under(&index_dir);
+    assert_eq!(prepared.len(), queues as usize, "{prepared:?}");
+    for queue in 0..queues {
+        append_ok(&store, &batch("t", queue, &[b"first"]));
+    }
+    assert_eq!(
+        index_files_under(&index_dir),
+        prepared,
+        "the first batches made no index file"
+    );
+    // Asked again (a topic whose queues exist): nothing is made.
+    store.prepare_queues("t", queues).unwrap();
+    assert_eq!(index_files_under(&index_dir), prepared);
+    store.close().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    for queue in 0..queues {
+        let read = store.read("t", queue, 0, 1 << 20).unwrap();
+        assert_eq!(bodies_of(&read), [(0, b"first".to_vec())], "queue {queue}");
+    }
+}
