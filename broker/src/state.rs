@@ -295,6 +295,14 @@ impl Broker {
         for topic in &changes.added {
             self.store
                 .set_topic_start(&topic.name, topic.start_position)?;
+            // A topic that begins inside this slave's log has every batch here, so its queues
+            // begin at offset 0: their indexes are made now, as the master made its own, not by
+            // the copy of each queue's first batch.
+            if topic.start_position >= self.store.log_start_position() {
+                if let Err(error) = self.store.prepare_queues(&topic.name, topic.queues) {
+                    tracing::warn!(topic = %topic.name, %error, "could not make the new topic's queue indexes: each queue's first batch makes its own");
+                }
+            }
         }
         {
             let mut states = self.topics.write().unwrap_or_else(|p| p.into_inner());

@@ -3,7 +3,7 @@
 //! process and no port behind; README's first command is `smq dev`, its second what CI runs.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -243,10 +243,13 @@ fn smq_dev_serves_through_srv_survives_both_failovers_and_leaves_nothing_behind(
     for pid in servers {
         assert!(!process_exists(pid), "server {pid} outlived smq dev");
     }
+    // Nothing listens on them any more. (Not "each can be bound": the ports lie in the
+    // ephemeral range, where another test's client connection may hold one as its own end.)
     for port in dev.base..dev.base + PORT_SPAN {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         assert!(
-            TcpListener::bind(("127.0.0.1", port)).is_ok(),
-            "port {port} is still taken after smq dev stopped"
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+            "port {port} still has a listener after smq dev stopped"
         );
     }
 }
