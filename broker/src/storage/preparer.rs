@@ -414,12 +414,13 @@ impl Work {
 
     /// The first chunk of the first range `wanted`, ranges the writer asked for first.
     fn take_chunk(&mut self, wanted: impl Fn(&Range) -> bool) -> Option<Range> {
-        let queue = if self.read_ahead.iter().any(&wanted) {
-            &mut self.read_ahead
-        } else {
-            &mut self.read_ahead_next_segment
+        let (queue, index) = match self.read_ahead.iter().position(&wanted) {
+            Some(index) => (&mut self.read_ahead, index),
+            None => {
+                let index = self.read_ahead_next_segment.iter().position(wanted)?;
+                (&mut self.read_ahead_next_segment, index)
+            }
         };
-        let index = queue.iter().position(wanted)?;
         if queue[index].len > READ_AHEAD_CHUNK_BYTES {
             Some(queue[index].split_first_chunk())
         } else {
