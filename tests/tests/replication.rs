@@ -1606,3 +1606,43 @@ fn a_slave_that_caught_up_is_not_held_back_by_the_copy_pace() {
     );
     assert!(took < paced, "the slave's copy of new writes was paced");
 }
+
+/// Index files under `data_dir/index/topic`, by queue directory.
+fn index_files_of(data_dir: &Path, topic: &str) -> BTreeMap<String, usize> {
+    let Ok(queues) = std::fs::read_dir(data_dir.join("index").join(topic)) else {
+        return BTreeMap::new();
+    };
+    queues
+        .map(|queue| {
+            let queue = queue.unwrap();
+            let files = std::fs::read_dir(queue.path()).unwrap().count();
+            (queue.file_name().to_string_lossy().into_owned(), files)
+        })
+        .collect()
+}
+
+/// A new topic's queue indexes are made when it is created, on the master and, once it copies
+/// the topic, on the slave, before any batch: its first batches make no file on either
+/// broker's worker thread (issue 14 point 2).
+#[test]
+fn a_new_topics_queue_indexes_are_made_on_master_and_slave_before_its_first_batch() {
+    let (dir, secret, master) = master_in_temp_dir("prepare", &["--flush", "async"]);
+    let slave = start_slave(&master, &secret, &dir.path().join("slave"), &[]);
+    wait_for_in_sync(&master);
+    let config = ClientConfig::new(master.addr.to_string());
+    runtime().block_on(async {
+        let admin = smq_client::Admin::connect(config).await.unwrap();
+        admin.create_topic("ready", 4).await.unwrap();
+    });
+    let every_queue: BTreeMap<String, usize> = (0..4).map(|q| (q.to_string(), 1)).collect();
+    assert_eq!(
+        index_files_of(&master.data_dir, "ready"),
+        every_queue,
+        "the master made each queue's index as it created the topic"
+    );
+    wait_for(
+        "the slave makes the copied topic's queue indexes",
+        Duration::from_secs(20),
+        || (index_files_of(&slave.data_dir, "ready") == every_queue).then_some(()),
+    );
+}
