@@ -231,17 +231,22 @@ impl Broker {
         let start_position = self.store.flush_to_end()?;
         let config = file.create(name, queues, start_position)?;
         self.store.set_topic_start(name, start_position)?;
-        // Its queues' indexes made now, together, rather than by each queue's first produce on
-        // the thread that serves it; if the disk refuses, each first produce makes its own.
-        if let Err(error) = self.store.prepare_queues(name, queues) {
-            tracing::warn!(topic = name, %error, "could not make the new topic's queue indexes: each queue's first batch makes its own");
-        }
+        self.prepare_queue_indexes(name, queues);
         self.topics
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(config.name.clone(), Arc::new(TopicState::new(&config)));
         self.topics_changed.notify_one();
         Ok(())
+    }
+
+    /// Makes the indexes of a new topic's queues (which begin at offset 0) now, together,
+    /// rather than by each queue's first batch on the thread that appends it; if the disk
+    /// refuses, each first batch makes its own. Blocks on the disk.
+    fn prepare_queue_indexes(&self, topic: &str, queues: u32) {
+        if let Err(error) = self.store.prepare_queues(topic, queues) {
+            tracing::warn!(topic, %error, "could not make the new topic's queue indexes: each queue's first batch makes its own");
+        }
     }
 
     /// Removes a topic from topics.json, waits for the requests using it and refuses later
@@ -296,12 +301,9 @@ impl Broker {
             self.store
                 .set_topic_start(&topic.name, topic.start_position)?;
             // A topic that begins inside this slave's log has every batch here, so its queues
-            // begin at offset 0: their indexes are made now, as the master made its own, not by
-            // the copy of each queue's first batch.
+            // begin at offset 0, as on the master.
             if topic.start_position >= self.store.log_start_position() {
-                if let Err(error) = self.store.prepare_queues(&topic.name, topic.queues) {
-                    tracing::warn!(topic = %topic.name, %error, "could not make the new topic's queue indexes: each queue's first batch makes its own");
-                }
+                self.prepare_queue_indexes(&topic.name, topic.queues);
             }
         }
         {

@@ -169,8 +169,8 @@ pub struct QueueIndex {
     synced_at: Option<(u64, u64)>,
     /// When it was last used (`Indexes`' clock): the least recently used are unmapped first.
     pub last_used: u64,
-    /// Whether `unmap_files` let go of its files' maps (and `map_files` has not mapped them
-    /// again): an append checks this, not every file.
+    /// Whether its files are unmapped (by `open` or `unmap_files`, and `map_files` has not
+    /// mapped them since): an append checks this, not every file.
     unmapped: bool,
 }
 
@@ -224,9 +224,6 @@ impl QueueIndex {
             if file.holds_data_from(used)? {
                 file.discard_from(used)?;
             }
-            // What its entries fill was reserved when they were written; the rest is reserved
-            // again (a no-op where it already is) before anything is written there.
-            file.limit_reserved(used);
             index_file.read_ahead_requested_bytes = used;
             // Counted, the file is left unmapped until its queue is used (`map_files`): a
             // broker with more index files than a process may map still starts. Its entries
@@ -273,7 +270,8 @@ impl QueueIndex {
         }
         for file in self.files.iter_mut().filter(|f| f.file.is_none()) {
             let mapped = IndexFile::map(&self.dir, file.first_queue_offset)?;
-            // As at open: what the entries fill is reserved; more is reserved before a write.
+            // What its entries fill was reserved when they were written; the rest is reserved
+            // again (a no-op where it already is) before anything is written there.
             mapped.limit_reserved(file.entries * ENTRY_BYTES);
             file.file = Some(mapped);
         }

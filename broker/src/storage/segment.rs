@@ -47,55 +47,47 @@ impl MappedFile {
 
     /// [`MappedFile::create`] for several files at once, with only the first `reserved` bytes of
     /// each reserved on disk (the rest is a hole until `allocate_to` reserves it), in phases:
-    /// every temporary
-    /// file made and reserved, then each synced, renamed into place, and each directory synced.
-    /// The file system commits its journal for the first sync of each phase; the syncs after it
-    /// find their changes committed already, so many files cost a few commits, not four each.
+    /// every temporary file made and reserved, then each synced, renamed into place, and each
+    /// directory synced. The file system commits its journal for the first sync of each phase;
+    /// the syncs after it find their changes committed already, so many files cost a few
+    /// commits, not four each.
     pub fn create_all_reserving(
         paths: &[PathBuf],
         len: u64,
         reserved: u64,
     ) -> Result<Vec<MappedFile>> {
         let reserved = reserved.min(len);
-        let mut made = Vec::with_capacity(paths.len());
-        let remove_made = |made: &[(PathBuf, File)]| {
-            for (temp, _) in made {
+        let mut made: Vec<(PathBuf, File)> = Vec::with_capacity(paths.len());
+        let prepared = (|| {
+            for path in paths {
+                let temp = temp_path(path);
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&temp)
+                    .map_err(StorageError::io("creating", &temp))?;
+                let reserving = file
+                    .set_len(len)
+                    .and_then(|()| preallocate(&file, 0, reserved));
+                made.push((temp.clone(), file));
+                reserving.map_err(StorageError::io("preallocating", &temp))?;
+            }
+            // The size is synced before the name appears: else a power loss can leave the file
+            // under its real name but shorter (or empty), and the log would not line up.
+            for (temp, file) in &made {
+                file.sync_all()
+                    .map_err(StorageError::io("preallocating", temp))?;
+                durability::file_synced(temp, None);
+            }
+            Ok(())
+        })();
+        if let Err(error) = prepared {
+            for (temp, _) in &made {
                 let _ = std::fs::remove_file(temp);
             }
-        };
-        for path in paths {
-            let temp = temp_path(path);
-            let file = match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&temp)
-            {
-                Ok(file) => file,
-                Err(error) => {
-                    remove_made(&made);
-                    return Err(StorageError::io("creating", &temp)(error));
-                }
-            };
-            if let Err(error) = file
-                .set_len(len)
-                .and_then(|()| preallocate(&file, 0, reserved))
-            {
-                made.push((temp.clone(), file));
-                remove_made(&made);
-                return Err(StorageError::io("preallocating", &temp)(error));
-            }
-            made.push((temp, file));
-        }
-        // The size is synced before the name appears: else a power loss can leave the file
-        // under its real name but shorter (or empty), and the log would not line up.
-        for (temp, file) in &made {
-            if let Err(error) = file.sync_all() {
-                remove_made(&made);
-                return Err(StorageError::io("preallocating", temp)(error));
-            }
-            durability::file_synced(temp, None);
+            return Err(error);
         }
         for ((temp, _), path) in made.iter().zip(paths) {
             std::fs::rename(temp, path).map_err(StorageError::io("renaming", temp))?;
