@@ -45,6 +45,36 @@ impl PendingVisibility {
     }
 }
 
+/// The long polls a request's appends made ready, woken once the request's own answer is handed
+/// to its writer (or when this is dropped, whatever happens first). On the broker's worker,
+/// tokio runs the task woken last first: woken after the answer, the consumer's long poll is
+/// written before the producer's answer, the consumer being the hop on the end-to-end path
+/// (BENCHMARKS.md, "Session 18: consumers woken after the produce's answer").
+#[derive(Default)]
+pub struct Wakes {
+    queues: Vec<(Arc<TopicState>, u32)>,
+}
+
+impl Wakes {
+    /// `queue` of `topic` has a new visible batch.
+    pub fn add(&mut self, topic: &Arc<TopicState>, queue: u32) {
+        self.queues.push((topic.clone(), queue));
+    }
+
+    /// Wakes the long polls of every queue added.
+    pub fn wake(&mut self) {
+        for (topic, queue) in self.queues.drain(..) {
+            topic.appended(queue).notify_waiters();
+        }
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        self.wake();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +121,26 @@ mod tests {
         pending.wake_visible(300);
         assert!(woken(&mut second));
         assert!(pending.lock().is_empty(), "woken batches are forgotten");
+    }
+
+    #[test]
+    fn long_polls_added_to_wakes_wake_when_told_or_when_dropped_and_not_before() {
+        let topic = topic(2);
+        let told = topic.appended(0).notified();
+        let dropped = topic.appended(1).notified();
+        tokio::pin!(told, dropped);
+        told.as_mut().enable();
+        dropped.as_mut().enable();
+
+        let mut wakes = Wakes::default();
+        wakes.add(&topic, 0);
+        assert!(!woken(&mut told), "not before the answer is handed on");
+        wakes.wake();
+        assert!(woken(&mut told));
+
+        wakes.add(&topic, 1);
+        assert!(!woken(&mut dropped));
+        drop(wakes);
+        assert!(woken(&mut dropped), "a dropped Wakes loses no wake-up");
     }
 }

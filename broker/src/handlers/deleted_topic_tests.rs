@@ -13,6 +13,7 @@ use super::{dispatch, produce, Answer, Outcome, Reply};
 use crate::auth::Access;
 use crate::config::BrokerConfig;
 use crate::state::Broker;
+use crate::visibility::Wakes;
 
 async fn answer(reply: Reply) -> Outcome {
     match reply {
@@ -37,6 +38,7 @@ async fn produce_now(broker: &Arc<Broker>, body: &str) -> u64 {
         broker,
         &Access::Open,
         Request::Produce(produce_request(body)),
+        &mut Wakes::default(),
     ))
     .await
     {
@@ -99,7 +101,12 @@ async fn a_produce_that_found_the_topic_before_it_was_deleted_and_created_again_
     // The request has found the topic; then it is deleted and created again before the append.
     let found = setup.broker.topic("t").unwrap();
     setup.delete_and_create_again();
-    let error = match produce::append_to_topic(&setup.broker, found, produce_request("stale")) {
+    let error = match produce::append_to_topic(
+        &setup.broker,
+        found,
+        produce_request("stale"),
+        &mut Wakes::default(),
+    ) {
         Ok(reply) => answer(reply).await.err(),
         Err(error) => Some(error),
     }
@@ -122,6 +129,7 @@ async fn a_long_poll_on_a_topic_deleted_meanwhile_answers_unknown_topic_at_once(
             max_wait_ms: 20_000,
             topic_id: 0,
         }),
+        &mut Wakes::default(),
     )));
     tokio::time::sleep(Duration::from_millis(50)).await;
     setup.delete_and_create_again();

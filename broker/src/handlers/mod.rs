@@ -33,6 +33,7 @@ use smq_protocol::{Request, Response, Role};
 use crate::auth::Access;
 use crate::state::{Broker, TopicState};
 use crate::storage::check_topic_name;
+use crate::visibility::Wakes;
 pub use error::HandlerError;
 
 /// A successful answer, ready to encode.
@@ -69,11 +70,17 @@ impl From<Outcome> for Reply {
 
 /// Starts handling any request but a Handshake (which the connection handles itself), from a
 /// connection with `access` (checked already for the request as a whole; a Produce v2 checks
-/// each entry's topic).
-pub fn dispatch(broker: &Arc<Broker>, access: &Access, request: Request) -> Reply {
+/// each entry's topic). The long polls its appends make ready go into `wakes`, for the
+/// connection to wake once it handed the reply to its writer.
+pub fn dispatch(
+    broker: &Arc<Broker>,
+    access: &Access,
+    request: Request,
+    wakes: &mut Wakes,
+) -> Reply {
     match request {
-        Request::Produce(request) => produce::handle(broker, request),
-        Request::ProduceMany(request) => produce::handle_many(broker, access, request),
+        Request::Produce(request) => produce::handle(broker, request, wakes),
+        Request::ProduceMany(request) => produce::handle_many(broker, access, request, wakes),
         Request::Fetch(request) => fetch::handle(broker, request),
         Request::ListOffsets(request) => list_offsets::handle(broker, request).into(),
         Request::Metadata(request) => metadata::handle(broker, request).into(),

@@ -26,11 +26,14 @@ use crate::auth::{Access, Action};
 use crate::config::Replication;
 use crate::state::{Broker, TopicState};
 use crate::storage::{Appended, FlushMode, FlushWait};
+use crate::visibility::Wakes;
 
-pub fn handle(broker: &Arc<Broker>, request: ProduceRequest) -> Reply {
+/// Appends and answers; the long polls the batch makes ready go into `wakes`, for the caller to
+/// wake once the answer is handed on.
+pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, wakes: &mut Wakes) -> Reply {
     let appended = check_master(broker)
         .and_then(|()| topic_queue(broker, &request.topic, request.queue_id))
-        .and_then(|topic| append_to_topic(broker, topic, request));
+        .and_then(|topic| append_to_topic(broker, topic, request, wakes));
     match appended {
         Ok(reply) => reply,
         Err(error) => Reply::Now(Err(error)),
@@ -43,6 +46,7 @@ pub(crate) fn append_to_topic(
     broker: &Arc<Broker>,
     topic: Arc<TopicState>,
     request: ProduceRequest,
+    wakes: &mut Wakes,
 ) -> Result<Reply, HandlerError> {
     let replicate = check_replicable(broker, request.acks)?;
     let stored = vec![Ok(append_entry(
@@ -50,6 +54,7 @@ pub(crate) fn append_to_topic(
         &topic,
         request.queue_id,
         &request.batch,
+        wakes,
     )?)];
     let wait = Wait {
         fsync: request.acks == Acks::Flushed,
@@ -67,8 +72,14 @@ pub(crate) fn append_to_topic(
     ))
 }
 
-/// Produce version 2: every entry appended and answered apart, one wait for all of them.
-pub fn handle_many(broker: &Arc<Broker>, access: &Access, request: ProduceManyRequest) -> Reply {
+/// Produce version 2: every entry appended and answered apart, one wait for all of them; the
+/// long polls made ready go into `wakes`, as for [`handle`].
+pub fn handle_many(
+    broker: &Arc<Broker>,
+    access: &Access,
+    request: ProduceManyRequest,
+    wakes: &mut Wakes,
+) -> Reply {
     let replicate = match check_master(broker).and_then(|()| check_replicable(broker, request.acks))
     {
         Ok(replicate) => replicate,
@@ -80,7 +91,7 @@ pub fn handle_many(broker: &Arc<Broker>, access: &Access, request: ProduceManyRe
         .map(|entry| {
             access.check_topic(Action::Produce, &entry.topic)?;
             let topic = topic_queue(broker, &entry.topic, entry.queue_id)?;
-            append_entry(broker, &topic, entry.queue_id, &entry.batch)
+            append_entry(broker, &topic, entry.queue_id, &entry.batch, wakes)
         })
         .collect();
     let wait = Wait {
@@ -117,12 +128,14 @@ fn check_replicable(broker: &Broker, acks: Acks) -> Result<bool, HandlerError> {
     Ok(replicate)
 }
 
-/// Appends one batch (no waiting: the request waits once for all of its batches) and counts it.
+/// Appends one batch (no waiting: the request waits once for all of its batches) and counts it;
+/// a batch visible at once has its queue's long polls added to `wakes`.
 fn append_entry(
     broker: &Broker,
     topic: &Arc<TopicState>,
     queue_id: u32,
     batch: &Bytes,
+    wakes: &mut Wakes,
 ) -> Result<Appended, HandlerError> {
     if batch.len() > broker.config.store.max_batch_bytes {
         return Err(HandlerError::BatchTooLarge {
@@ -146,7 +159,7 @@ fn append_entry(
         pending.add(end, topic.clone(), queue_id);
         pending.wake_visible(broker.store.visible_position());
     } else {
-        topic.appended(queue_id).notify_waiters();
+        wakes.add(topic, queue_id);
     }
     topic
         .counters

@@ -29,6 +29,7 @@ use crate::auth::Access;
 use crate::handlers::{self, handshake, Answer, HandlerError, Outcome, Reply};
 use crate::replication::{self, master::ReplicaSession};
 use crate::state::Broker;
+use crate::visibility::Wakes;
 
 /// Bytes the reader asks the socket for at least at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -325,8 +326,10 @@ impl Connection<'_> {
             self.send(header, Err(refused)).await;
             return true;
         }
-        let reply = handlers::dispatch(self.broker, &self.access, request);
+        let mut wakes = Wakes::default();
+        let reply = handlers::dispatch(self.broker, &self.access, request, &mut wakes);
         self.answer(header, reply).await;
+        wakes.wake();
         true
     }
 
