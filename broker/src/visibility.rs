@@ -23,8 +23,9 @@ impl PendingVisibility {
 
     /// The log is visible below `visible`: wakes the long polls of each queue with a batch there.
     /// Whoever advances the visible position calls this after advancing it, and whoever adds a
-    /// batch calls it after adding, so that no batch is missed between the two.
-    pub fn wake_visible(&self, visible: u64) {
+    /// batch calls it after adding, so that no batch is missed between the two. Returns whether
+    /// it woke any queue.
+    pub fn wake_visible(&self, visible: u64) -> bool {
         let ready = {
             let mut by_end = self.lock();
             match by_end.first_key_value() {
@@ -32,12 +33,13 @@ impl PendingVisibility {
                     let later = by_end.split_off(&visible.saturating_add(1));
                     std::mem::replace(&mut *by_end, later)
                 }
-                _ => return,
+                _ => return false,
             }
         };
         for (topic, queue) in ready.into_values() {
             topic.appended(queue).notify_waiters();
         }
+        true
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Arc<TopicState>, u32)>> {

@@ -296,10 +296,15 @@ fn reply_when_durable(
             .await
             .err()
             .map(Arc::new);
-        if failure.is_none() && visible_later(&broker) {
-            broker
+        if failure.is_none()
+            && visible_later(&broker)
+            && broker
                 .pending_visibility
-                .wake_visible(broker.store.visible_position());
+                .wake_visible(broker.store.visible_position())
+        {
+            // The long polls just woken are the hop on the end-to-end path: the worker writes
+            // their answers before this one (as `Wakes` orders it under async flush).
+            tokio::task::yield_now().await;
         }
         respond(answers(stored, failure))
     }))
