@@ -48,10 +48,10 @@ impl PendingVisibility {
 }
 
 /// The long polls a request's appends made ready, woken once the request's own answer is handed
-/// to its writer (or when this is dropped, whatever happens first). On the broker's worker,
-/// tokio runs the task woken last first: woken after the answer, the consumer's long poll is
-/// written before the producer's answer, the consumer being the hop on the end-to-end path
-/// (BENCHMARKS.md, "Session 18: consumers woken after the produce's answer").
+/// to its writer (or when this is dropped, whatever happens first). Woken after the answer,
+/// the consumer's long poll is answered before the producer (woken while the batch was appended,
+/// it was answered after it), the consumer being the hop on the end-to-end path (BENCHMARKS.md,
+/// "Session 18: consumers woken after the produce's answer").
 #[derive(Default)]
 pub struct Wakes {
     queues: Vec<(Arc<TopicState>, u32)>,
