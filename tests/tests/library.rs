@@ -1,5 +1,6 @@
 //! The client library against a real broker process: 100,000 messages come back exactly, in
-//! order within each queue, and a long poll delivers a new message within 50 ms.
+//! order within each queue, a long poll delivers a new message within 50 ms, and the broker
+//! answers the long poll a produce makes ready before the producer.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -125,8 +126,8 @@ fn a_long_poll_woken_by_a_produce_is_answered_before_the_producer() {
     });
     let mut consumer = Raw::handshake(broker.addr);
     let mut producer = Raw::handshake(broker.addr);
-    receive_timestamps(&consumer.stream);
-    receive_timestamps(&producer.stream);
+    consumer.stamp_arrivals();
+    producer.stamp_arrivals();
     for offset in 0..20 {
         consumer.send(&Request::Fetch(FetchRequest {
             topic: "order".into(),
@@ -141,7 +142,7 @@ fn a_long_poll_woken_by_a_produce_is_answered_before_the_producer() {
         consumer.send(&Request::Metadata(MetadataRequest {
             topics: vec!["order".into()],
         }));
-        let (_, metadata) = read_frame_with_arrival(&mut consumer.stream);
+        let (_, metadata) = consumer.frame_with_arrival();
         assert!(!metadata.is_empty());
         producer.send(&Request::Produce(ProduceRequest {
             topic: "order".into(),
@@ -150,8 +151,8 @@ fn a_long_poll_woken_by_a_produce_is_answered_before_the_producer() {
             timeout_ms: 0,
             batch: encode("order", 0, &[BatchMessage::from_body(vec![7; 100])]).into(),
         }));
-        let (produce_answered, _) = read_frame_with_arrival(&mut producer.stream);
-        let (fetch_answered, fetched) = read_frame_with_arrival(&mut consumer.stream);
+        let (produce_answered, _) = producer.frame_with_arrival();
+        let (fetch_answered, fetched) = consumer.frame_with_arrival();
         assert!(
             fetched.len() > 100,
             "round {offset}: the fetch answer holds the batch"
@@ -162,72 +163,4 @@ fn a_long_poll_woken_by_a_produce_is_answered_before_the_producer() {
             fetch_answered - produce_answered
         );
     }
-}
-
-/// Asks the kernel to stamp what `stream` receives with the time it arrived.
-fn receive_timestamps(stream: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: sets an integer option on a socket this process owns.
-    let set = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(
-        set,
-        0,
-        "SO_TIMESTAMPNS: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-/// Reads one whole response frame from `stream` (nothing else may be in flight on it): when its
-/// first bytes arrived (the kernel's stamp, as a duration since the epoch) and its bytes.
-fn read_frame_with_arrival(stream: &mut std::net::TcpStream) -> (Duration, Vec<u8>) {
-    use std::os::fd::AsRawFd;
-    let (mut frame, mut arrived) = (Vec::new(), None);
-    while frame.len() < 4
-        || frame.len() < 4 + u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize
-    {
-        let mut data = [0u8; 65536];
-        let mut control = [0u64; 16];
-        let mut iov = libc::iovec {
-            iov_base: data.as_mut_ptr().cast(),
-            iov_len: data.len(),
-        };
-        // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
-        let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-        header.msg_iov = &mut iov;
-        header.msg_iovlen = 1;
-        header.msg_control = control.as_mut_ptr().cast();
-        header.msg_controllen = std::mem::size_of_val(&control) as _;
-        // SAFETY: reads into `data` and `control`, both as long as the header says.
-        let read = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut header, 0) };
-        assert!(
-            read > 0,
-            "recvmsg: {read}, {}",
-            std::io::Error::last_os_error()
-        );
-        frame.extend_from_slice(&data[..read as usize]);
-        // SAFETY: walks the control messages the kernel wrote into `control`.
-        let mut message = unsafe { libc::CMSG_FIRSTHDR(&header) };
-        while !message.is_null() {
-            // SAFETY: `message` points into `control`, as CMSG_FIRSTHDR/CMSG_NXTHDR checked.
-            let (level, kind) = unsafe { ((*message).cmsg_level, (*message).cmsg_type) };
-            if arrived.is_none() && level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
-                // SAFETY: an SCM_TIMESTAMPNS message carries one timespec.
-                let stamp: libc::timespec =
-                    unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(message).cast()) };
-                arrived = Some(Duration::new(stamp.tv_sec as u64, stamp.tv_nsec as u32));
-            }
-            // SAFETY: as above.
-            message = unsafe { libc::CMSG_NXTHDR(&header, message) };
-        }
-    }
-    (arrived.expect("the kernel stamped the answer"), frame)
 }
