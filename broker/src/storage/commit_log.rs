@@ -41,7 +41,7 @@ pub struct CommitLog {
     preparer: Arc<Preparer>,
     /// Position up to which the preparer was asked to read the active segment's pages ahead.
     read_ahead_requested_to: u64,
-    /// The write position last told to the preparer (which reads near ranges first); `None`
+    /// The write position last told to the preparer (which prepares near ranges first); `None`
     /// tells it at the next append.
     position_told: Option<u64>,
 }
@@ -196,8 +196,12 @@ impl CommitLog {
         Ok(())
     }
 
-    /// Asks the preparer to read the pages ahead of the write position into memory, at start.
+    /// Asks the preparer to make the pages ahead of the write position ready, at start (the
+    /// active segment told first where the writer is, so that no zeros are written within the
+    /// preparer's margin of it).
     pub fn read_ahead(&mut self) {
+        let active = self.segments.last().expect("never empty");
+        active.file.begin_write(self.write_position - active.base);
         self.request_read_ahead(self.write_position);
     }
 
@@ -261,6 +265,7 @@ impl CommitLog {
             let (segment, read_ahead_bytes) = self.preparer.take_next_segment(base)?;
             let offset = self.write_position - active.base;
             if active.file.len() - offset >= 4 {
+                active.file.begin_write(offset + 4);
                 // SAFETY: past the published end, under the writer lock (`&mut self`).
                 unsafe { active.file.bytes_mut(offset, 4) }
                     .copy_from_slice(&ROLL_MARKER.to_be_bytes());

@@ -1,28 +1,44 @@
 //! The preparer: background threads, one making the commit log's next segment before the
 //! active one fills, two making the pages of the log and of the queue indexes ready ahead of the
-//! writer (RocketMQ's mapped-file warm-up): read into the page cache through the file, then
-//! mapped writable (`MappedFile::read_ahead`). So an append under the writer lock never creates
-//! a file and takes no page fault on the pages it reaches: they are in memory and mapped for
-//! writing (the one left is the log's tail page again after each msync write-protects it).
+//! writer (RocketMQ's mapped-file warm-up): a log range zeroed through the file in 16 KiB writes
+//! (`MappedFile::zero_ahead`), an index file's range read through the file
+//! (`MappedFile::read_ahead`), then mapped writable. So an append under the writer lock never
+//! creates a file and takes no page fault on the pages it reaches: they are in memory and mapped
+//! for writing (the one left is the log's tail page again after each msync write-protects it).
 //!
-//! Of the two read-ahead threads, one runs in the machine's idle time only (SCHED_IDLE) and reads
-//! whatever is asked, so that its work never delays the broker's other threads or its peers on
-//! the same cores (the replication and end-to-end tails waited behind its bursts, BENCHMARKS.md
-//! session 14). The other, at normal priority, reads only the ranges the writer is about to
-//! reach (an index file's, and the log's within `LOG_NEAR_BYTES` of the write position): on a
-//! machine without idle time the first gets almost nothing, and the second keeps the writer's
-//! path free of faults all the same.
+//! Of the two read-ahead threads, one runs in the machine's idle time only (SCHED_IDLE) and
+//! prepares whatever is asked, so that its work never delays the broker's other threads or its
+//! peers on the same cores (the replication and end-to-end tails waited behind its bursts,
+//! BENCHMARKS.md session 14). The other, at normal priority, prepares only the ranges the writer
+//! is about to reach (an index file's, and the log's within `LOG_NEAR_BYTES` of the write
+//! position): on a machine without idle time the first gets almost nothing, and the second keeps
+//! the writer's path free of faults all the same.
 //!
-//! Why read through the file before populating the map: the kernel reads ahead of a fault on a
-//! fresh mapped page (8 MiB here) inside the fault, holding the process's memory-map lock, and
-//! MADV_POPULATE_* on pages not in memory hold that lock for as long as the file system makes
+//! Why the log is zeroed, not read: a read of a fresh segment runs the kernel's read-ahead, which
+//! made 8 MiB of page cache inside one system call every 8 MiB; on this kernel (`PREEMPT_NONE`)
+//! a thread inside a system call keeps its core, even one in the idle class, and when the
+//! machine's memory was slow to hand out that was 25 ms during which whatever was woken on that
+//! core waited (BENCHMARKS.md, session 20). Writes of 16 KiB make the same 16 KiB page-cache
+//! folios in calls that each give the core back within microseconds. Zeros written ahead are
+//! overwritten by the appends before the kernel writes them back (30 s by default) unless the
+//! log grows slower than its 64 MiB read-ahead in that time; then they reach the disk once.
+//! Zeros may land only where the writer has not written: `MappedFile::zero_ahead` claims each
+//! piece and `MappedFile::begin_write` waits for a claim below the end the writer is about to
+//! write (the preparer zeroes only from `ZERO_MARGIN_BYTES` past the writer's end, so that wait
+//! is rare). The log pages nearer than that are read exactly (`MappedFile::read_exactly`): a
+//! read-ahead mark left there let the map's faults grow 2 MiB folios, each msync then writing a
+//! whole one (10 GB in a 10 s sync-flush run).
+//!
+//! Why index files are read before their pages are populated: the kernel reads ahead of a fault
+//! on a fresh mapped page (8 MiB here) inside the fault, holding the process's memory-map lock,
+//! and MADV_POPULATE_* on pages not in memory hold that lock for as long as the file system makes
 //! them wait; either stalled every thread of the broker for milliseconds (BENCHMARKS.md, "The
 //! end-to-end tail"). On pages already in memory the populate is short.
 //!
 //! The writer asks (`read_ahead`, `take_next_segment`) and never waits for the preparer unless
 //! the next segment is not ready when it is needed; the preparer never takes the store's lock.
-//! Making pages ready does not change their bytes, so it may run on a range the writer is about
-//! to write.
+//! Reading and mapping pages do not change their bytes, so they may run on a range the writer is
+//! about to write; zeroing may not, hence the claims.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -33,7 +49,7 @@ use std::time::Duration;
 use super::commit_log::Segment;
 use super::error::Result;
 use super::file_names::segment_path;
-use super::segment::{MappedFile, SharedFile};
+use super::segment::{MappedFile, SharedFile, ZeroingSlot};
 
 /// How far ahead of the write position the log's pages are read into memory.
 pub const LOG_READ_AHEAD_BYTES: u64 = 64 * 1024 * 1024;
@@ -42,6 +58,9 @@ pub const LOG_READ_AHEAD_BYTES: u64 = 64 * 1024 * 1024;
 pub const LOG_READ_AHEAD_STEP_BYTES: u64 = 1024 * 1024;
 /// A log range starting less than this ahead of the write position is read at normal priority.
 const LOG_NEAR_BYTES: u64 = LOG_READ_AHEAD_BYTES / 2;
+/// Log pages closer than this to the writer's end are read, not zeroed: the writer would reach
+/// them while the zeros are being written.
+const ZERO_MARGIN_BYTES: u64 = 1024 * 1024;
 /// The largest range read ahead by one call, so that an index's small range never waits long
 /// behind a segment's large one.
 const READ_AHEAD_CHUNK_BYTES: u64 = 256 * 1024;
@@ -52,9 +71,12 @@ pub struct Preparer {
     data_dir: PathBuf,
     segment_bytes: u64,
     work: Mutex<Work>,
-    /// Wakes the segment thread, the idle-time read-ahead thread and a writer waiting for a
-    /// segment.
-    wakeup: Condvar,
+    /// Wakes the segment thread and a writer waiting for a segment: only when a segment is
+    /// needed or made. A thread woken for nothing preempts the writer on its core
+    /// (BENCHMARKS.md, session 20).
+    segment_wakeup: Condvar,
+    /// Wakes the idle-time read-ahead thread.
+    idle_wakeup: Condvar,
     /// Wakes the normal-priority read-ahead thread: only when a near range is there, so that it
     /// never wakes for nothing.
     near_wakeup: Condvar,
@@ -122,7 +144,8 @@ impl Preparer {
             data_dir: data_dir.to_owned(),
             segment_bytes,
             work: Mutex::new(Work::default()),
-            wakeup: Condvar::new(),
+            segment_wakeup: Condvar::new(),
+            idle_wakeup: Condvar::new(),
             near_wakeup: Condvar::new(),
         })
     }
@@ -158,7 +181,8 @@ impl Preparer {
     /// Stops the threads; a segment made ahead stays on disk (recovery drops it as empty).
     pub fn stop(&self, threads: Vec<JoinHandle<()>>) {
         self.lock().shutdown = true;
-        self.wakeup.notify_all();
+        self.segment_wakeup.notify_all();
+        self.idle_wakeup.notify_all();
         self.near_wakeup.notify_all();
         for thread in threads {
             let _ = thread.join();
@@ -203,7 +227,7 @@ impl Preparer {
         let near = work.has_near_range();
         drop(work);
         if asked {
-            self.wakeup.notify_all();
+            self.idle_wakeup.notify_one();
         }
         if near {
             self.near_wakeup.notify_one();
@@ -222,7 +246,7 @@ impl Preparer {
         {
             // The preparer is making it right now: wait rather than make the same file twice.
             work = self
-                .wakeup
+                .segment_wakeup
                 .wait_timeout(work, Duration::from_millis(10))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
@@ -242,7 +266,7 @@ impl Preparer {
         if work.running {
             work.next_base = Some(segment.end());
             drop(work);
-            self.wakeup.notify_all();
+            self.segment_wakeup.notify_all();
         }
         Ok((segment, read_ahead_bytes))
     }
@@ -260,7 +284,7 @@ impl Preparer {
             work.next_base = Some(log_end);
         }
         drop(work);
-        self.wakeup.notify_all();
+        self.segment_wakeup.notify_all();
         if let Some(stale) = stale {
             delete_durably(stale.file.path())?;
         }
@@ -314,7 +338,7 @@ impl Preparer {
             };
             work.near_reading = true;
             drop(work);
-            read_chunk(&chunk);
+            prepare_chunk(&chunk, ZeroingSlot::Near);
             self.lock().near_reading = false;
         }
     }
@@ -326,13 +350,13 @@ impl Preparer {
         run_in_idle_time_only();
         let due =
             |work: &Work| !work.read_ahead.is_empty() || !work.read_ahead_next_segment.is_empty();
-        while let Some(mut work) = self.wait_for_work(&self.wakeup, self.lock(), due) {
+        while let Some(mut work) = self.wait_for_work(&self.idle_wakeup, self.lock(), due) {
             let Some(chunk) = work.take_chunk(|_| true) else {
                 continue;
             };
             work.idle_reading = Some(chunk.clone());
             drop(work);
-            read_chunk(&chunk);
+            prepare_chunk(&chunk, ZeroingSlot::Idle);
             self.lock().idle_reading = None;
         }
     }
@@ -340,7 +364,7 @@ impl Preparer {
     /// The segment thread: makes the next segment whenever the writer took the last one.
     fn make_segments(&self) {
         let due = |work: &Work| work.next_base.is_some() && work.next_base != work.failed_base;
-        while let Some(work) = self.wait_for_work(&self.wakeup, self.lock(), due) {
+        while let Some(work) = self.wait_for_work(&self.segment_wakeup, self.lock(), due) {
             let Some(base) = work.next_base else {
                 continue;
             };
@@ -379,7 +403,9 @@ impl Preparer {
                 }
             }
             drop(work);
-            self.wakeup.notify_all();
+            // A writer waiting for this segment, and the idle-time thread for its first pages.
+            self.segment_wakeup.notify_all();
+            self.idle_wakeup.notify_one();
         }
     }
 
@@ -429,18 +455,29 @@ impl Work {
     }
 }
 
-/// Reads one chunk into memory and maps it writable. An index file is reserved on disk as it
+/// Makes one chunk's pages ready and maps them writable: a log chunk zeroed (read where the
+/// writer is too close to zero), an index chunk read. An index file is reserved on disk as it
 /// fills: reserved first. A full disk here is left for the writer to meet and report.
-fn read_chunk(chunk: &Range) {
+fn prepare_chunk(chunk: &Range, slot: ZeroingSlot) {
     let Range {
-        file, offset, len, ..
+        file,
+        offset,
+        len,
+        log_position,
     } = chunk;
+    let end = offset + len;
     let result = file
-        .allocate_to(offset + len)
+        .allocate_to(end)
         .map_err(std::io::Error::other)
-        .and_then(|()| file.read_ahead(*offset, *len));
+        .and_then(|()| match log_position {
+            Some(_) => {
+                let zeroed_to = file.zero_ahead(*offset, *len, ZERO_MARGIN_BYTES, slot)?;
+                file.read_exactly(zeroed_to, end.saturating_sub(zeroed_to))
+            }
+            None => file.read_ahead(*offset, *len),
+        });
     if let Err(error) = result {
-        tracing::debug!(%error, file = %file.path().display(), "cannot read pages ahead");
+        tracing::debug!(%error, file = %file.path().display(), "cannot make pages ready ahead");
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +26,11 @@ use super::file_names::temp_path;
 
 /// The buffer `MappedFile::read_ahead` reads into (and throws away).
 const READ_AHEAD_SCRATCH_BYTES: usize = 256 * 1024;
+/// The size of `MappedFile::zero_ahead`'s writes: the page-cache folios they make, and what
+/// one system call does before the core can go to another thread.
+const ZERO_PIECE_BYTES: u64 = 16 * 1024;
+/// No piece being zeroed (`MappedFile::zeroing_from`).
+const NOT_ZEROING: u64 = u64::MAX;
 
 pub struct MappedFile {
     path: PathBuf,
@@ -33,6 +38,22 @@ pub struct MappedFile {
     len: u64,
     /// Bytes from the start reserved on disk: only these may be written.
     allocated: AtomicU64,
+    /// Device and inode of the mapped file, so that `zero_ahead`, which opens it by name, never
+    /// writes into another file made under the same name since.
+    identity: (u64, u64),
+    /// The end of the range the writer writes or last wrote (`begin_write`).
+    write_end: AtomicU64,
+    /// Where the piece each preparer thread's `zero_ahead` is writing starts; `NOT_ZEROING`
+    /// between pieces.
+    zeroing_from: [AtomicU64; 2],
+}
+
+/// Which preparer thread zeroes (`MappedFile::zero_ahead`): each has its own claim, for both may
+/// zero the same chunk at once (the normal-priority one takes over what the idle-time one holds).
+#[derive(Clone, Copy)]
+pub enum ZeroingSlot {
+    Near = 0,
+    Idle = 1,
 }
 
 impl MappedFile {
@@ -122,16 +143,19 @@ impl MappedFile {
     }
 
     fn map(path: &Path, file: File, reserved: u64) -> Result<MappedFile> {
-        let len = file
+        let metadata = file
             .metadata()
-            .map_err(StorageError::io("reading metadata of", path))?
-            .len();
+            .map_err(StorageError::io("reading metadata of", path))?;
+        let len = metadata.len();
         let map = MmapRaw::map_raw(&file).map_err(StorageError::io("memory-mapping", path))?;
         Ok(MappedFile {
             path: path.to_owned(),
             map,
             len,
             allocated: AtomicU64::new(reserved.min(len)),
+            identity: (metadata.dev(), metadata.ino()),
+            write_end: AtomicU64::new(0),
+            zeroing_from: [AtomicU64::new(NOT_ZEROING), AtomicU64::new(NOT_ZEROING)],
         })
     }
 
@@ -188,6 +212,82 @@ impl MappedFile {
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset as usize), len) }
     }
 
+    /// Says that the writer is about to write below `end`, and waits until no zeros that
+    /// `zero_ahead` is writing can land there. The writer calls it before each write through
+    /// `bytes_mut` into a file `zero_ahead` may be preparing (a log segment).
+    ///
+    /// With `zero_ahead`'s side this is Dekker's handshake: each stores, then loads what the
+    /// other stored (sequentially consistent), so at least one sees the other. Either the
+    /// preparer sees this end and leaves the piece, or this sees the piece claimed and waits for
+    /// its zeros to be written, before the bytes that follow them. `zero_ahead` claims only
+    /// pieces at least its margin past the end it sees, so the wait happens only if the writer
+    /// wrote that much while one piece was being zeroed: a piece of the idle-time thread's, kept
+    /// off a saturated machine's cores, is the one case where it is not short.
+    pub fn begin_write(&self, end: u64) {
+        self.write_end.store(end, Ordering::SeqCst);
+        while self
+            .zeroing_from
+            .iter()
+            .any(|from| from.load(Ordering::SeqCst) < end)
+        {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Makes the pages of `[offset, offset + len)` (clamped to the reserved part) ready for the
+    /// writer by writing zeros over them through the file, `ZERO_PIECE_BYTES` at a time, then
+    /// mapping them writable (MADV_POPULATE_WRITE): for a log segment, whose unwritten bytes are
+    /// zeros. Stops at the first piece less than `margin` past the writer's end
+    /// (`begin_write`) and returns where it stopped (`offset + len` when it zeroed all).
+    ///
+    /// Each piece is claimed before the writer's end is checked and released once written (see
+    /// `begin_write`). The file is opened by name and checked to be the one mapped. Not a read
+    /// (`read_ahead`): a read of a fresh segment runs the kernel's read-ahead, which makes up to
+    /// 8 MiB of page cache inside one system call (BENCHMARKS.md, session 20); writes of 16 KiB
+    /// make 16 KiB folios, as that read-ahead does, in calls that each end within microseconds.
+    pub fn zero_ahead(
+        &self,
+        offset: u64,
+        len: u64,
+        margin: u64,
+        slot: ZeroingSlot,
+    ) -> std::io::Result<u64> {
+        let end = offset + len.min(self.allocated().saturating_sub(offset));
+        if end <= offset {
+            return Ok(offset);
+        }
+        let file = OpenOptions::new().write(true).open(&self.path)?;
+        let metadata = file.metadata()?;
+        if (metadata.dev(), metadata.ino()) != self.identity {
+            return Ok(offset); // deleted and made again since: nothing of this map to prepare
+        }
+        static ZEROS: [u8; ZERO_PIECE_BYTES as usize] = [0; ZERO_PIECE_BYTES as usize];
+        let claim = &self.zeroing_from[slot as usize];
+        let mut at = offset;
+        while at < end {
+            // Pieces aligned to their size, so that each makes one folio.
+            let piece_end = ((at / ZERO_PIECE_BYTES + 1) * ZERO_PIECE_BYTES).min(end);
+            claim.store(at, Ordering::SeqCst);
+            if self.write_end.load(Ordering::SeqCst) + margin > at {
+                claim.store(NOT_ZEROING, Ordering::SeqCst);
+                break;
+            }
+            let written = file.write_all_at(&ZEROS[..(piece_end - at) as usize], at);
+            claim.store(NOT_ZEROING, Ordering::SeqCst);
+            written?;
+            at = piece_end;
+        }
+        if at > offset {
+            // An error only leaves the faults to the writer (an older kernel, memory pressure).
+            let _ = self.map.advise_range(
+                Advice::PopulateWrite,
+                offset as usize,
+                (at - offset) as usize,
+            );
+        }
+        Ok(at)
+    }
+
     /// Writable bytes `[offset, offset + len)` of the file.
     ///
     /// # Safety
@@ -205,7 +305,8 @@ impl MappedFile {
 
     /// Makes the pages of `[offset, offset + len)` (clamped to the reserved part) ready for the
     /// writer: brought into the page cache through the file, not the map (a read into a scratch
-    /// buffer), then mapped writable. So the writer reaching them later takes no page fault: no
+    /// buffer), then mapped writable. For index files, and for the log's pages too close to the
+    /// writer to zero (`zero_ahead`). So the writer reaching them later takes no page fault: no
     /// file-system work (block mapping, waiting behind extent conversion or the journal) and no
     /// `page_mkwrite` on the append path.
     ///
@@ -233,11 +334,33 @@ impl MappedFile {
     /// also measured readahead(2), MADV_WILLNEED and a splice of the range into /dev/null instead
     /// of this read, and kept none of them).
     pub fn read_ahead(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.read_in(offset, len, false)
+    }
+
+    /// [`MappedFile::read_ahead`] reading exactly the range (POSIX_FADV_RANDOM): no read-ahead
+    /// window and no read-ahead mark, in 4 KiB folios. For the few log pages too close to the
+    /// writer to zero (`zero_ahead`): a mark left there would make a later fault of the map read
+    /// ahead through the map's own descriptor, whose read-ahead state grows its folios to 2 MiB,
+    /// and an msync of a few KiB then writes 2 MiB (a 10 s run at 20,000 msg/s under sync flush
+    /// wrote 10 GB, BENCHMARKS.md session 20).
+    pub fn read_exactly(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.read_in(offset, len, true)
+    }
+
+    fn read_in(&self, offset: u64, len: u64, exactly: bool) -> std::io::Result<()> {
         let len = len.min(self.allocated().saturating_sub(offset));
         if len == 0 {
             return Ok(());
         }
         let file = File::open(&self.path)?;
+        if exactly {
+            // SAFETY: advice on an open descriptor; it changes no data.
+            let code =
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+            if code != 0 {
+                return Err(std::io::Error::from_raw_os_error(code));
+            }
+        }
         thread_local! {
             // Made (and zeroed) once per thread: zeroing a fresh buffer for each chunk cost
             // more than the read (callgrind: 960 instructions a produced message).
@@ -438,5 +561,53 @@ mod tests {
         drop(file);
         let file = MappedFile::open(&path).unwrap();
         assert_eq!(file.bytes(4090, 5), b"hello");
+    }
+
+    /// The writer and both zeroing threads race with no margin, so that pieces are claimed
+    /// right at the writer's end all the time: no zero may land on a written byte.
+    #[test]
+    fn zeros_written_ahead_never_land_on_what_the_writer_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 4 << 20;
+        let file = Arc::new(MappedFile::create(&dir.path().join("segment"), len).unwrap());
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let zeroers: Vec<_> = [ZeroingSlot::Near, ZeroingSlot::Idle]
+            .into_iter()
+            .map(|slot| {
+                let (file, done) = (file.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut pieces = 0u64;
+                    while !done.load(Ordering::Relaxed) {
+                        let from = file.write_end.load(Ordering::SeqCst);
+                        let to = file.zero_ahead(from, 64 * 1024, 0, slot).unwrap();
+                        pieces += (to - from).div_ceil(ZERO_PIECE_BYTES);
+                    }
+                    pieces
+                })
+            })
+            .collect();
+        let record = 1000u64;
+        let mut offset = 0;
+        while offset + record <= len {
+            file.begin_write(offset + record);
+            // SAFETY: the only writer, and nothing reads the file until the zeroers stop.
+            unsafe { file.bytes_mut(offset, record as usize) }.fill(0xA5);
+            offset += record;
+        }
+        done.store(true, Ordering::Relaxed);
+        let pieces: u64 = zeroers.into_iter().map(|z| z.join().unwrap()).sum();
+        assert!(
+            pieces > 100,
+            "the zeroers wrote only {pieces} pieces: no race was tried"
+        );
+        let zeroed = file
+            .bytes(0, offset as usize)
+            .iter()
+            .filter(|b| **b != 0xA5)
+            .count();
+        assert_eq!(
+            zeroed, 0,
+            "{zeroed} written bytes were zeroed after the writer wrote them"
+        );
     }
 }

@@ -471,6 +471,9 @@ impl Store {
                 }
             }
             let reservation = log.reserve(view.len())?;
+            reservation
+                .file
+                .begin_write(reservation.offset_in_file + view.len() as u64);
             // SAFETY: the reserved range is past the published write position, and we hold the
             // writer lock, so no one else reads or writes it.
             let destination = unsafe {
